@@ -1,0 +1,121 @@
+/**
+ * The one error type of Starlight, and the one table of error codes.
+ *
+ * Every error that crosses a module boundary is a StarlightError with a stable `code` (documented in
+ * docs/errors.md, checked by test/unit/errors.test.ts) and an errdefs-style `kind`. Boundaries
+ * (gRPC, HTTP, FUSE errno, CLI exit code) translate `kind` once, in their own adapter; nothing else
+ * maps errors and nothing tests message text.
+ *
+ * Not here: logging (src/log.ts), per-boundary mappings (each adapter owns its table).
+ */
+
+/** errdefs classes, as in containerd's errdefs package. */
+export type Kind =
+  | 'not-found'
+  | 'already-exists'
+  | 'invalid-argument'
+  | 'failed-precondition'
+  | 'unavailable'
+  | 'data-loss'
+  | 'resource-exhausted'
+  | 'canceled'
+  | 'unimplemented'
+  | 'unauthenticated'
+  | 'permission-denied'
+  | 'internal';
+
+interface CodeInfo {
+  kind: Kind;
+  /** What the user can do about it; appended to messages by the CLI. */
+  hint: string;
+}
+
+/**
+ * Every error code. Add a row here and a line in docs/errors.md; the unit test keeps both in sync.
+ * Naming: SL_ERR_<AREA>_<WHAT>.
+ */
+export const CODES = {
+  // generic
+  SL_ERR_INTERNAL: { kind: 'internal', hint: 'a bug in Starlight; please report it with the log' },
+  SL_ERR_INVALID_ARGUMENT: { kind: 'invalid-argument', hint: 'check the command line or request parameters' },
+  SL_ERR_CANCELED: { kind: 'canceled', hint: 'the operation was aborted' },
+  SL_ERR_CONFIG: { kind: 'invalid-argument', hint: 'fix the option or config file value named in the message' },
+
+  // oci: references, registry client
+  SL_ERR_OCI_REFERENCE: { kind: 'invalid-argument', hint: 'use [registry/]repository[:tag][@sha256:digest]' },
+  SL_ERR_OCI_NOT_FOUND: { kind: 'not-found', hint: 'check the repository, tag or digest exist in the registry' },
+  SL_ERR_OCI_UNAUTHORIZED: { kind: 'unauthenticated', hint: 'log in (~/.docker/config.json) or pass credentials' },
+  SL_ERR_OCI_DENIED: { kind: 'permission-denied', hint: 'the credentials lack access to this repository' },
+  SL_ERR_OCI_UNREACHABLE: { kind: 'unavailable', hint: 'check the registry address and that it is running' },
+  SL_ERR_OCI_REGISTRY: { kind: 'unavailable', hint: 'the registry answered with an error; retry later' },
+  SL_ERR_OCI_DIGEST_MISMATCH: { kind: 'data-loss', hint: 'the registry served bytes that do not match the digest; the blob is corrupt' },
+  SL_ERR_OCI_MANIFEST: { kind: 'invalid-argument', hint: 'the manifest or index is malformed or of an unsupported media type' },
+  SL_ERR_OCI_PLATFORM: { kind: 'not-found', hint: 'choose a platform the image index lists (--platform os/arch)' },
+
+  // image: layer reading, TOC
+  SL_ERR_IMAGE_BAD_TAR: { kind: 'data-loss', hint: 'the layer is not a valid tar archive' },
+  SL_ERR_IMAGE_BAD_COMPRESSION: { kind: 'data-loss', hint: 'the layer is truncated or not valid gzip/zstd' },
+  SL_ERR_IMAGE_PATH_ESCAPE: { kind: 'invalid-argument', hint: 'the layer has an entry that escapes the root (../ or absolute); it is refused' },
+  SL_ERR_IMAGE_DIFFID_MISMATCH: { kind: 'data-loss', hint: "the layer's uncompressed digest differs from the image config's rootfs.diff_ids" },
+  SL_ERR_IMAGE_UNSUPPORTED: { kind: 'unimplemented', hint: 'this media type or tar feature is not supported' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type Code = keyof typeof CODES;
+
+export interface StarlightErrorOptions {
+  cause?: unknown;
+  /** Structured fields (digest, path, image, registry…) for logs and wire errors. */
+  details?: Record<string, unknown>;
+}
+
+export class StarlightError extends Error {
+  readonly code: Code;
+  readonly kind: Kind;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: Code, message: string, opts: StarlightErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'StarlightError';
+    this.code = code;
+    this.kind = CODES[code].kind;
+    this.details = opts.details ?? {};
+  }
+
+  get hint(): string {
+    return CODES[this.code].hint;
+  }
+}
+
+export function isStarlightError(err: unknown): err is StarlightError {
+  return err instanceof StarlightError;
+}
+
+/** True if `err` is a StarlightError of this code (never compare messages). */
+export function hasCode(err: unknown, code: Code): boolean {
+  return err instanceof StarlightError && err.code === code;
+}
+
+/**
+ * Adds context once per layer while keeping code and kind: `withContext(err, `commit snapshot ${key}`)`.
+ * Non-Starlight errors become SL_ERR_INTERNAL unless they are AbortErrors (SL_ERR_CANCELED).
+ */
+export function withContext(err: unknown, context: string, details?: Record<string, unknown>): StarlightError {
+  if (err instanceof StarlightError) {
+    const e = new StarlightError(err.code, `${context}: ${err.message}`, {
+      cause: err.cause,
+      details: { ...err.details, ...details },
+    });
+    e.stack = err.stack;
+    return e;
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  const code: Code = err instanceof Error && err.name === 'AbortError' ? 'SL_ERR_CANCELED' : 'SL_ERR_INTERNAL';
+  return new StarlightError(code, `${context}: ${msg}`, { cause: err, details });
+}
+
+/** The kind of any error: StarlightError's own, else 'canceled' for AbortError, else 'internal'. */
+export function kindOf(err: unknown): Kind {
+  if (err instanceof StarlightError) return err.kind;
+  if (err instanceof Error && err.name === 'AbortError') return 'canceled';
+  return 'internal';
+}

@@ -1,0 +1,66 @@
+/**
+ * The per-layer file table (TOC) and the merged tree: the data model every other part reads.
+ *
+ * A LayerToc lists every entry of one layer tar in tar order (later duplicates already resolved:
+ * last wins, as when extracting), with whiteouts kept as entries so a merge can apply them. A
+ * MergedTree is the flattened view of a layer chain (overlay semantics applied), which the worker
+ * mounts and `starlight image toc --merged` prints.
+ *
+ * Not here: reading tar (reader.ts), merging (merge.ts), encoding (encodeToc/decodeToc below).
+ */
+
+/** Entry types. 'whiteout' only appears in a LayerToc (a `.wh.NAME` marker), never in a merged tree. */
+export type EntryType = 'reg' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo' | 'whiteout';
+
+export interface TocEntry {
+  /**
+   * Path relative to the image root, normalized: no leading '/', no '.', '..' or empty components.
+   * The root directory itself is '' (present in merged trees; in a LayerToc only if the tar has `./`).
+   */
+  path: string;
+  type: EntryType;
+  /** Permission and special bits only (mode & 0o7777); the type is in `type`. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Content length in bytes for 'reg' (and for 'hardlink' in a merged tree: the target's size); else 0. */
+  size: number;
+  /** Modification time, seconds since the epoch (fractional when the tar has a PAX mtime). */
+  mtime: number;
+  /** 'symlink': the target as written in the tar. 'hardlink': the normalized path of the link target. */
+  linkname?: string;
+  /** 'char' and 'block' only. */
+  devmajor?: number;
+  devminor?: number;
+  /** Extended attributes from PAX `SCHILY.xattr.<name>` records; raw value bytes. */
+  xattrs?: Record<string, Uint8Array>;
+  /** 'sha256:<hex>' of the file content, for 'reg' (including empty files) and merged 'hardlink's. */
+  digest?: string;
+  /** 'dir' only: the layer holds `<dir>/.wh..wh..opq`, so lower layers' contents of this dir are hidden. */
+  opaque?: boolean;
+  /** 'reg' only: byte offset of the content inside the uncompressed layer tar (for range reads). */
+  offset?: number;
+}
+
+/** Bump when the TOC encoding changes incompatibly; stored alongside every encoded TOC. */
+export const TOC_VERSION = 1;
+
+export interface LayerToc {
+  version: typeof TOC_VERSION;
+  /** 'sha256:<hex>' of the uncompressed tar, computed while reading. */
+  diffID: string;
+  /** Size of the uncompressed tar in bytes. */
+  uncompressedSize: number;
+  entries: TocEntry[];
+}
+
+/**
+ * A flattened chain: entries sorted by path (byte order of the UTF-8 path, '' first), no whiteouts,
+ * every parent directory present. Hardlinks point (`linkname`) at another entry of the same tree and
+ * carry that entry's digest and size.
+ */
+export interface MergedTree {
+  /** diffIDs of the chain, lowest layer first. */
+  diffIDs: string[];
+  entries: TocEntry[];
+}

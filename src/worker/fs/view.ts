@@ -1,0 +1,47 @@
+/**
+ * The seam between the snapshotter and the filesystem (like stargz's FileSystem{Mount,Check,Unmount}).
+ * The snapshotter never sees frames, FUSE or the addon; the fs never sees containerd.
+ */
+import type { MergedTree } from '../../image/toc.js';
+
+/**
+ * Where file contents come from. Implemented by the worker's stream receiver over the CAS; the view
+ * asks it for bytes and serves them, it never fetches by itself.
+ */
+export interface ContentProvider {
+  /**
+   * Path of a complete, digest-verified file holding `digest`'s content, or null if not (yet) present.
+   * Cheap (no I/O beyond a map lookup); called when a view is built and on every open.
+   */
+  locate(digest: string): string | null;
+  /**
+   * Resolves with the path of a file from which bytes [offset, offset+length) of `digest` can be
+   * pread (the complete CAS file, or the file still being written while it streams) once they are
+   * there. Asks for the content out of order if it is far down the stream. Rejects with a
+   * StarlightError: 'data-loss' (digest mismatch), 'unavailable' (deadline passed, source gone),
+   * 'canceled' (signal). Never resolves with a path whose bytes in that range are not final.
+   */
+  waitFor(digest: string, offset: number, length: number, signal?: AbortSignal): Promise<string>;
+}
+
+export interface ViewRequest {
+  /** The flattened chain to show. */
+  tree: MergedTree;
+  content: ContentProvider;
+  /** Called once per inode on its first lookup/open/read (startup traces); optional and cheap. */
+  onFirstAccess?: (path: string, sinceMountMs: number) => void;
+}
+
+export interface ViewManager {
+  /**
+   * Mounts `req.tree` read-only at `mountpoint` (an existing empty directory). Resolves when the mount
+   * answers. Fails with 'already-exists' if something is mounted there by this manager.
+   */
+  mount(mountpoint: string, req: ViewRequest, signal?: AbortSignal): Promise<void>;
+  /** Resolves if the mount at `mountpoint` is alive; rejects 'unavailable' if gone or broken. */
+  check(mountpoint: string): Promise<void>;
+  /** Unmounts (lazily if busy); parked reads fail with EIO. Idempotent. */
+  unmount(mountpoint: string): Promise<void>;
+  /** Unmounts everything this manager mounted. Idempotent. */
+  close(): Promise<void>;
+}
