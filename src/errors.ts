@@ -52,6 +52,13 @@ export const CODES = {
   SL_ERR_OCI_MANIFEST: { kind: 'invalid-argument', hint: 'the manifest or index is malformed or of an unsupported media type' },
   SL_ERR_OCI_PLATFORM: { kind: 'not-found', hint: 'choose a platform the image index lists (--platform os/arch)' },
 
+  // worker content store
+  SL_ERR_CAS_DIGEST_MISMATCH: { kind: 'data-loss', hint: 'the content received does not match its digest; it was discarded and will be fetched again' },
+  SL_ERR_CAS_SIZE_MISMATCH: { kind: 'data-loss', hint: 'the content received has the wrong size; it was discarded and will be fetched again' },
+  SL_ERR_CAS_NOT_FOUND: { kind: 'not-found', hint: 'the content is not in the local store (yet)' },
+  SL_ERR_CAS_WRITER_BUSY: { kind: 'already-exists', hint: 'another writer is ingesting this content; wait for it' },
+  SL_ERR_DISK_FULL: { kind: 'resource-exhausted', hint: 'free space on the file system holding --root (or --data)' },
+
   // image: layer reading, TOC
   SL_ERR_IMAGE_BAD_TAR: { kind: 'data-loss', hint: 'the layer is not a valid tar archive' },
   SL_ERR_IMAGE_BAD_COMPRESSION: { kind: 'data-loss', hint: 'the layer is truncated or not valid gzip/zstd' },
