@@ -65,6 +65,35 @@ export const CODES = {
   SL_ERR_IMAGE_PATH_ESCAPE: { kind: 'invalid-argument', hint: 'the layer has an entry that escapes the root (../ or absolute); it is refused' },
   SL_ERR_IMAGE_DIFFID_MISMATCH: { kind: 'data-loss', hint: "the layer's uncompressed digest differs from the image config's rootfs.diff_ids" },
   SL_ERR_IMAGE_UNSUPPORTED: { kind: 'unimplemented', hint: 'this media type or tar feature is not supported' },
+  SL_ERR_IMAGE_BAD_TOC: { kind: 'data-loss', hint: 'the stored TOC is corrupt or from another Starlight version; re-index the layer' },
+
+  // protocol: delta stream frames
+  SL_ERR_PROTOCOL_MALFORMED: { kind: 'data-loss', hint: 'the delta stream is corrupt or not a Starlight delta; check the proxy URL' },
+  SL_ERR_PROTOCOL_TRUNCATED: { kind: 'data-loss', hint: 'the delta stream ended early; resume with from=<next item>' },
+  SL_ERR_PROTOCOL_VERSION: { kind: 'unimplemented', hint: 'the proxy and worker speak different delta versions; upgrade the older one' },
+  SL_ERR_PROTOCOL_REMOTE: { kind: 'unavailable', hint: 'the proxy failed while streaming; see its log and retry' },
+
+  // proxy: HTTP service, store, content cache
+  SL_ERR_PROXY_UNAUTHORIZED: { kind: 'unauthenticated', hint: 'send Authorization: Bearer <token> with a token from the proxy --token-file' },
+  SL_ERR_PROXY_REGISTRY_NOT_ALLOWED: { kind: 'permission-denied', hint: 'the proxy serves only the registries given with --registry' },
+  SL_ERR_PROXY_CONTENT_NOT_FOUND: { kind: 'not-found', hint: 'the proxy has not indexed an image holding this content; request a delta of it first' },
+  SL_ERR_PROXY_STORE: { kind: 'failed-precondition', hint: 'the proxy data dir is corrupt or from a newer version; use another --data dir' },
+  // worker/snapshotter: containerd snapshots API (kinds map 1:1 to containerd errdefs / gRPC codes)
+  SL_ERR_SNAPSHOT_NOT_FOUND: { kind: 'not-found', hint: 'the snapshot key or parent does not exist; list them with `ctr snapshots ls`' },
+  SL_ERR_SNAPSHOT_EXISTS: { kind: 'already-exists', hint: 'a snapshot with this key or name exists; use another key or remove it first' },
+  SL_ERR_SNAPSHOT_PRECONDITION: { kind: 'failed-precondition', hint: 'the snapshot is in the wrong state for this call (kind, children, closed)' },
+  SL_ERR_SNAPSHOT_INVALID: { kind: 'invalid-argument', hint: 'fix the key, parent, filter or field path in the request' },
+  SL_ERR_SNAPSHOT_UNAVAILABLE: { kind: 'unavailable', hint: 'the lazy view under this snapshot is gone; restart the worker daemon or re-pull the image' },
+  SL_ERR_SNAPSHOT_UNIMPLEMENTED: { kind: 'unimplemented', hint: 'the snapshotter does not support this call' },
+  // worker/fs: FUSE views (native addon)
+  SL_ERR_FS_ADDON: { kind: 'failed-precondition', hint: 'the FUSE addon is not built or does not load; run `npm install` (needs libfuse3-dev, g++, make)' },
+  SL_ERR_FS_BAD_TREE: { kind: 'invalid-argument', hint: 'the merged tree breaks its contract (missing root/parent, bad hardlink); a bug in TOC merging' },
+  SL_ERR_FS_MOUNT: { kind: 'failed-precondition', hint: 'check the mountpoint is an existing directory, /dev/fuse exists and the worker runs as root' },
+  SL_ERR_FS_MOUNTED: { kind: 'already-exists', hint: 'a view is already mounted there by this worker; unmount it first' },
+  SL_ERR_FS_UNAVAILABLE: { kind: 'unavailable', hint: 'the view is gone or does not answer; unmount and mount it again (restart the worker)' },
+
+  // bench: test/bench images
+  SL_ERR_BENCH_IMAGE_BUILD: { kind: 'failed-precondition', hint: 'see the build log named in the message; needs root, debootstrap and the Debian mirror' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

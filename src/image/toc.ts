@@ -6,7 +6,7 @@
  * MergedTree is the flattened view of a layer chain (overlay semantics applied), which the worker
  * mounts and `starlight image toc --merged` prints.
  *
- * Not here: reading tar (reader.ts), merging (merge.ts), encoding (encodeToc/decodeToc below).
+ * Not here: reading tar (tar.ts, indexer.ts), merging (merge.ts), encoding (toc-codec.ts).
  */
 
 /** Entry types. 'whiteout' only appears in a LayerToc (a `.wh.NAME` marker), never in a merged tree. */
@@ -40,6 +40,21 @@ export interface TocEntry {
   opaque?: boolean;
   /** 'reg' only: byte offset of the content inside the uncompressed layer tar (for range reads). */
   offset?: number;
+  /**
+   * 'dir' only: no tar header gave this directory its attributes; it exists because something under
+   * it does (a LayerToc dir created for a `.wh..wh..opq` marker without a dir entry; a merged parent no
+   * layer lists). Attributes are the defaults mode 0755, root:root, mtime 0, and a merge lets an
+   * existing lower directory's attributes win over an implied one (what containerd's applier does,
+   * since it extracts onto the mounted parent chain). Absent means false.
+   */
+  implied?: boolean;
+  /** Merged trees only: index into MergedTree.diffIDs of the layer that supplied this entry. */
+  layer?: number;
+}
+
+/** The entry of a directory that exists only because something under it does (see `implied`). */
+export function impliedDir(path: string): TocEntry {
+  return { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, implied: true };
 }
 
 /** Bump when the TOC encoding changes incompatibly; stored alongside every encoded TOC. */

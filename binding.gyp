@@ -1,0 +1,29 @@
+# Builds the FUSE addon (build/Release/starlight_fuse.node) during `npm install` / `npm ci`.
+# node-addon-api with C++ exceptions on (NAPI_CPP_EXCEPTIONS): exceptions are thrown only on the JS
+# thread for argument errors; every libfuse callback catches everything (see native/ops.cc).
+{
+  "targets": [
+    {
+      "target_name": "starlight_fuse",
+      "sources": [
+        "native/addon.cc",
+        "native/inode_table.cc",
+        "native/session.cc",
+        "native/ops.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(pkg-config --cflags-only-I fuse3 | sed 's/-I//g')"
+      ],
+      "libraries": ["<!@(pkg-config --libs fuse3)"],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "_FILE_OFFSET_BITS=64"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+    }
+  ]
+}

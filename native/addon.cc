@@ -1,0 +1,186 @@
+// N-API surface of the FUSE addon. Exports (the complete list):
+//   mount(mountpoint, options, table, onEvent) -> handle (number)
+//   provide(handle, reqId, path | null, errno?) -> boolean (false: request no longer parked)
+//   markPresent(handle, ino, path) -> boolean
+//   unmount(handle) -> void (idempotent)
+//   alive(handle) -> boolean
+//   stats(handle) -> object of counters
+//   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
+// Sessions live in per-environment instance data; an env cleanup hook unmounts every live session
+// when the Node environment exits. Argument errors throw TypeError on the JS thread only.
+#include <napi.h>
+
+#include <map>
+#include <memory>
+
+#include "session.h"
+
+namespace starlight {
+namespace {
+
+struct AddonData {
+  std::map<uint32_t, std::unique_ptr<Session>> sessions;
+  uint32_t nextHandle = 1;
+  void UnmountAll() {
+    for (auto& [h, s] : sessions) s->Unmount();
+    sessions.clear();
+  }
+  ~AddonData() { UnmountAll(); }
+};
+
+void CleanupHook(void* arg) { static_cast<AddonData*>(arg)->UnmountAll(); }
+
+AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+Session& Get(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
+  AddonData& d = Data(info.Env());
+  auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it == d.sessions.end()) throw Napi::Error::New(info.Env(), "unknown or unmounted FUSE session handle");
+  return *it->second;
+}
+
+Napi::Buffer<uint8_t> BufferField(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsBuffer()) throw Napi::TypeError::New(o.Env(), std::string("table.") + name + " must be a Buffer");
+  return v.As<Napi::Buffer<uint8_t>>();
+}
+
+MountOptions ParseOptions(Napi::Object o) {
+  MountOptions m;
+  const auto str = [&](const char* k, std::string* out) {
+    Napi::Value v = o.Get(k);
+    if (v.IsUndefined()) return;
+    if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("options.") + k + " must be a string");
+    *out = v.As<Napi::String>().Utf8Value();
+    if (out->empty() || out->find_first_of(",=\\ ") != std::string::npos)
+      throw Napi::TypeError::New(o.Env(), std::string("options.") + k + " must be a plain word");
+  };
+  str("fsname", &m.fsname);
+  str("subtype", &m.subtype);
+  Napi::Value threads = o.Get("threads");
+  if (threads.IsNumber()) m.threads = threads.As<Napi::Number>().Uint32Value();
+  if (m.threads < 1 || m.threads > 64) throw Napi::RangeError::New(o.Env(), "options.threads must be 1..64");
+  Napi::Value bg = o.Get("maxBackground");
+  if (bg.IsNumber()) m.maxBackground = bg.As<Napi::Number>().Uint32Value();
+  if (m.maxBackground < 12 || m.maxBackground > 65535)
+    throw Napi::RangeError::New(o.Env(), "options.maxBackground must be 12..65535");
+  Napi::Value to = o.Get("timeoutSec");
+  if (to.IsNumber()) m.timeoutSec = to.As<Napi::Number>().DoubleValue();
+  if (!(m.timeoutSec >= 0 && m.timeoutSec <= 86400 * 365))
+    throw Napi::RangeError::New(o.Env(), "options.timeoutSec out of range");
+  m.trace = o.Get("trace").ToBoolean().Value();
+  return m;
+}
+
+Napi::Value Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsObject() ||
+      !info[3].IsFunction())
+    throw Napi::TypeError::New(env, "mount(mountpoint: string, options: object, table: object, onEvent: function)");
+  const std::string mountpoint = info[0].As<Napi::String>().Utf8Value();
+  MountOptions opts = ParseOptions(info[1].As<Napi::Object>());
+  Napi::Object t = info[2].As<Napi::Object>();
+  auto inodes = BufferField(t, "inodes"), dirents = BufferField(t, "dirents"),
+       xattrs = BufferField(t, "xattrs"), strings = BufferField(t, "strings");
+  auto table = std::make_unique<InodeTable>();
+  std::string error;
+  if (!table->Decode(inodes.Data(), inodes.Length(), dirents.Data(), dirents.Length(), xattrs.Data(),
+                     xattrs.Length(), strings.Data(), strings.Length(), &error))
+    throw Napi::TypeError::New(env, "bad inode table: " + error);
+  auto session = std::make_unique<Session>(std::move(table), std::move(opts));
+  EventFn events = EventFn::New(env, info[3].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
+  events.Unref(env);  // a mounted view alone does not keep the process alive
+  if (!session->Start(mountpoint, events, &error)) throw Napi::Error::New(env, "mount " + mountpoint + ": " + error);
+  AddonData& d = Data(env);
+  const uint32_t handle = d.nextHandle++;
+  d.sessions.emplace(handle, std::move(session));
+  return Napi::Number::New(env, handle);
+}
+
+Napi::Value Provide(const Napi::CallbackInfo& info) {
+  Session& s = Get(info);
+  if (info.Length() < 3 || !info[1].IsNumber() || !(info[2].IsString() || info[2].IsNull()))
+    throw Napi::TypeError::New(info.Env(), "provide(handle, reqId: number, path: string | null, errno?: number)");
+  const int64_t id = info[1].As<Napi::Number>().Int64Value();
+  const std::string path = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : std::string();
+  int err = 0;
+  if (info.Length() > 3 && info[3].IsNumber()) err = info[3].As<Napi::Number>().Int32Value();
+  if (info[2].IsString() && path.empty()) throw Napi::TypeError::New(info.Env(), "path must not be empty");
+  return Napi::Boolean::New(info.Env(), id > 0 && s.Provide(uint64_t(id), path, err));
+}
+
+Napi::Value MarkPresent(const Napi::CallbackInfo& info) {
+  Session& s = Get(info);
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsString())
+    throw Napi::TypeError::New(info.Env(), "markPresent(handle, ino: number, path: string)");
+  const int64_t ino = info[1].As<Napi::Number>().Int64Value();
+  std::string path = info[2].As<Napi::String>().Utf8Value();
+  return Napi::Boolean::New(info.Env(), ino > 0 && !path.empty() && s.MarkPresent(uint64_t(ino), std::move(path)));
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
+  AddonData& d = Data(info.Env());
+  auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it == d.sessions.end()) return info.Env().Undefined();
+  std::unique_ptr<Session> s = std::move(it->second);
+  d.sessions.erase(it);
+  s->Unmount();
+  return info.Env().Undefined();
+}
+
+Napi::Value Alive(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
+  AddonData& d = Data(info.Env());
+  auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
+  return Napi::Boolean::New(info.Env(), it != d.sessions.end() && it->second->Alive());
+}
+
+Napi::Value StatsOf(const Napi::CallbackInfo& info) {
+  Session& s = Get(info);
+  Stats& c = s.Counters();
+  Napi::Object o = Napi::Object::New(info.Env());
+  const auto put = [&](const char* k, uint64_t v) { o.Set(k, Napi::Number::New(info.Env(), double(v))); };
+  put("lookups", c.lookups);
+  put("getattrs", c.getattrs);
+  put("readdirs", c.readdirs);
+  put("opens", c.opens);
+  put("reads", c.reads);
+  put("readBytes", c.readBytes);
+  put("parked", c.parked);
+  put("provided", c.provided);
+  put("failed", c.failed);
+  put("interrupts", c.interrupts);
+  put("parkedNow", s.ParkedNow());
+  put("inodes", s.Table().Count());
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+  napi_add_env_cleanup_hook(env, CleanupHook, data);
+  exports.Set("mount", Napi::Function::New(env, Mount, "mount"));
+  exports.Set("provide", Napi::Function::New(env, Provide, "provide"));
+  exports.Set("markPresent", Napi::Function::New(env, MarkPresent, "markPresent"));
+  exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
+  exports.Set("alive", Napi::Function::New(env, Alive, "alive"));
+  exports.Set("stats", Napi::Function::New(env, StatsOf, "stats"));
+  exports.Set("EVENT_READ", Napi::Number::New(env, kEventRead));
+  exports.Set("EVENT_INTERRUPT", Napi::Number::New(env, kEventInterrupt));
+  exports.Set("EVENT_ACCESS", Napi::Number::New(env, kEventAccess));
+  exports.Set("INODE_RECORD_SIZE", Napi::Number::New(env, double(kInodeRecordSize)));
+  exports.Set("DIRENT_RECORD_SIZE", Napi::Number::New(env, double(kDirentRecordSize)));
+  exports.Set("XATTR_RECORD_SIZE", Napi::Number::New(env, double(kXattrRecordSize)));
+  return exports;
+}
+
+}  // namespace
+}  // namespace starlight
+
+static Napi::Object InitStarlightFuse(Napi::Env env, Napi::Object exports) {
+  return starlight::Init(env, exports);
+}
+
+NODE_API_MODULE(starlight_fuse, InitStarlightFuse)

@@ -1,0 +1,271 @@
+// Session lifecycle, serving loop and parked reads (contract in session.h).
+#include "session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace starlight {
+
+const fuse_lowlevel_ops& LowLevelOps();  // ops.cc
+
+namespace {
+
+// Largest single read we answer from provide(); the kernel never asks for more than max_pages.
+constexpr uint32_t kMaxReadSize = 4u << 20;
+
+}  // namespace
+
+void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* ev) {
+  std::unique_ptr<Event> owned(ev);
+  if (env == nullptr || fn.IsEmpty()) return;
+  fn.Call({Napi::Number::New(env, ev->kind), Napi::Number::New(env, double(ev->reqId)),
+           Napi::Number::New(env, double(ev->ino)), Napi::Number::New(env, ev->offset),
+           Napi::Number::New(env, ev->size)});
+}
+
+Session::Session(std::unique_ptr<InodeTable> table, MountOptions opts)
+    : table_(std::move(table)), opts_(std::move(opts)) {
+  accessed_.reset(new std::atomic<uint8_t>[table_->Count() + 1]());
+}
+
+Session::~Session() { Unmount(); }
+
+bool Session::Start(const std::string& mountpoint, EventFn events, std::string* error) {
+  events_ = events;
+  haveEvents_ = true;
+  const std::string o = "ro,allow_other,default_permissions,fsname=" + opts_.fsname +
+                        ",subtype=" + opts_.subtype;
+  const char* argv[] = {"starlight", "-o", o.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  se_ = fuse_session_new(&args, &LowLevelOps(), sizeof(fuse_lowlevel_ops), this);
+  if (se_ == nullptr) {
+    *error = "fuse_session_new failed (bad mount options?)";
+    return false;
+  }
+  if (fuse_session_mount(se_, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+    *error = "fuse_session_mount failed (does the directory exist, is /dev/fuse usable, are we root?)";
+    return false;
+  }
+  const int fd = fuse_session_fd(se_);
+  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stopFd_ < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+    *error = std::string("cannot set up the serving loop: ") + std::strerror(errno);
+    fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+    return false;
+  }
+  mountedAt_ = std::chrono::steady_clock::now();
+  running_ = true;
+  // Serving threads take no signals: Node's handlers belong to the JS thread.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  try {
+    for (unsigned i = 0; i < opts_.threads; i++) threads_.emplace_back([this] { Serve(); });
+  } catch (...) {
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    Unmount();
+    *error = "cannot start serving threads";
+    return false;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return true;
+}
+
+// Each thread waits on the device (EPOLLEXCLUSIVE: one wakes per request) and on stopFd_, and
+// drains the non-blocking device until EAGAIN. No thread ever waits for content.
+void Session::Serve() {
+  const int fd = fuse_session_fd(se_);
+  const int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return;
+  epoll_event dev{};
+  dev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  dev.data.fd = fd;
+  epoll_event stop{};
+  stop.events = EPOLLIN;
+  stop.data.fd = stopFd_;
+  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &dev);
+  epoll_ctl(ep, EPOLL_CTL_ADD, stopFd_, &stop);
+  fuse_buf buf{};
+  bool stopping = false;
+  while (!stopping) {
+    epoll_event evs[2];
+    const int n = epoll_wait(ep, evs, 2, -1);
+    if (n < 0 && errno != EINTR) break;
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.fd == stopFd_) stopping = true;
+    }
+    while (!stopping) {
+      const int res = fuse_session_receive_buf(se_, &buf);
+      if (res == -EINTR) continue;
+      if (res == -EAGAIN) break;
+      if (res <= 0 || fuse_session_exited(se_)) {
+        // ENODEV (or 0): the kernel side is gone (unmounted/aborted from outside).
+        exited_ = true;
+        fuse_session_exit(se_);
+        const uint64_t one = 1;
+        (void)!write(stopFd_, &one, sizeof(one));
+        stopping = true;
+        break;
+      }
+      fuse_session_process_buf(se_, &buf);
+    }
+  }
+  free(buf.mem);
+  close(ep);
+}
+
+void Session::Unmount() {
+  std::vector<Parked> failing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) return;
+    closing_ = true;
+    for (auto& [id, p] : parked_) failing.push_back(p);
+    parked_.clear();
+  }
+  for (const Parked& p : failing) {
+    fuse_reply_err(p.req, EIO);
+    stats_.failed++;
+  }
+  if (stopFd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!write(stopFd_, &one, sizeof(one));
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  if (se_ != nullptr) {
+    // Closes the device fd (aborting the connection: blocked callers get ENOTCONN) then lazily
+    // detaches the mount (umount2 MNT_DETACH as root, fusermount3 -uz otherwise).
+    fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+  }
+  if (stopFd_ >= 0) close(stopFd_);
+  stopFd_ = -1;
+  running_ = false;
+  exited_ = true;
+  if (haveEvents_) {
+    haveEvents_ = false;
+    events_.Release();
+  }
+}
+
+size_t Session::ParkedNow() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parked_.size();
+}
+
+void Session::Emit(const Event& ev) {
+  Event* copy = new (std::nothrow) Event(ev);
+  if (copy == nullptr) return;
+  if (events_.NonBlockingCall(copy) != napi_ok) delete copy;
+}
+
+// Interrupt registration happens before the request becomes visible to Provide/Unmount, so a reply
+// can never race with registration on a freed request; `interrupted` is re-checked under mu_ because
+// OnInterrupt takes mu_ too (libfuse calls it with the request's own lock held, never ours).
+void Session::Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = nextReqId_++;
+  }
+  fuse_req_interrupt_func(req, &Session::OnInterrupt, reinterpret_cast<void*>(uintptr_t(id)));
+  int err = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) {
+      err = EIO;
+    } else if (fuse_req_interrupted(req)) {
+      err = EINTR;
+    } else {
+      parked_.emplace(id, Parked{req, ino, off, size});
+    }
+  }
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  stats_.parked++;
+  Emit(Event{kEventRead, id, ino, double(off), size});
+}
+
+void Session::OnInterrupt(fuse_req_t req, void* data) {
+  auto* self = static_cast<Session*>(fuse_req_userdata(req));
+  const uint64_t id = uint64_t(reinterpret_cast<uintptr_t>(data));
+  bool found = false;
+  {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    found = self->parked_.erase(id) > 0;
+  }
+  if (!found) return;
+  self->stats_.interrupts++;
+  fuse_reply_err(req, EINTR);
+  self->Emit(Event{kEventInterrupt, id, 0, 0, 0});
+}
+
+void Session::NoteAccess(uint64_t ino) {
+  if (!opts_.trace || ino > table_->Count() || accessed_[ino].exchange(1) != 0) return;
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - mountedAt_).count();
+  Emit(Event{kEventAccess, 0, ino, ms, 0});
+}
+
+bool Session::Provide(uint64_t reqId, const std::string& path, int err) {
+  Parked p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = parked_.find(reqId);
+    if (it == parked_.end()) return false;
+    p = it->second;
+    parked_.erase(it);
+  }
+  if (path.empty()) {
+    fuse_reply_err(p.req, err > 0 ? err : EIO);
+    stats_.failed++;
+    return true;
+  }
+  ReplyFromFile(p.req, path, p.off, p.size);
+  return true;
+}
+
+void Session::ReplyFromFile(fuse_req_t req, const std::string& path, uint64_t off, uint32_t size) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    fuse_reply_err(req, EIO);
+    stats_.failed++;
+    return;
+  }
+  std::vector<char> buf(std::min(size, kMaxReadSize));
+  size_t got = 0;
+  bool failed = false;
+  while (got < buf.size()) {
+    const ssize_t r = pread(fd, buf.data() + got, buf.size() - got, off_t(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) failed = got == 0;
+    if (r <= 0) break;
+    got += size_t(r);
+  }
+  close(fd);
+  if (failed) {
+    fuse_reply_err(req, EIO);
+    stats_.failed++;
+    return;
+  }
+  stats_.provided++;
+  stats_.readBytes += got;
+  fuse_reply_buf(req, buf.data(), got);
+}
+
+}  // namespace starlight

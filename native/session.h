@@ -1,0 +1,125 @@
+// One FUSE session = one mounted view: its libfuse session, its serving threads, its inode table and
+// its parked reads. Serving threads never block on data: a read of absent content is parked (the
+// fuse_req is kept in `parked_`) and announced to JS through the session's thread-safe function; JS
+// answers with Provide(). Unmount fails whatever is still parked with EIO.
+//
+// Threading: FUSE threads run ops.cc callbacks; the JS thread calls Provide/MarkPresent/Stats/Unmount.
+// Not here: N-API argument parsing (addon.cc), the per-op replies (ops.cc).
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <napi.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "inode_table.h"
+
+namespace starlight {
+
+// Event kinds delivered to JS (exported as EVENT_* by addon.cc).
+enum EventKind : uint32_t { kEventRead = 1, kEventInterrupt = 2, kEventAccess = 3 };
+
+struct Event {
+  EventKind kind;
+  uint64_t reqId;
+  uint64_t ino;
+  double offset;  // kEventAccess: milliseconds since mount
+  uint32_t size;
+};
+
+void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t* ctx, Event* ev);
+using EventFn = Napi::TypedThreadSafeFunction<std::nullptr_t, Event, CallJs>;
+
+struct MountOptions {
+  std::string fsname = "starlight";
+  std::string subtype = "starlight";
+  unsigned threads = 4;        // serving threads; ops never block on data, so few are enough
+  bool trace = false;          // report first access per inode
+  unsigned maxBackground = 256;  // design.md: the kernel default 12 stalls every read of the mount
+  double timeoutSec = 3600;    // attr/entry/negative timeouts (image content is immutable)
+};
+
+struct Stats {
+  std::atomic<uint64_t> lookups{0}, getattrs{0}, readdirs{0}, opens{0}, reads{0}, readBytes{0},
+      parked{0}, provided{0}, failed{0}, interrupts{0};
+};
+
+// An open file: the content fd once the file is complete (-1 until then).
+struct FileHandle {
+  uint64_t ino = 0;
+  std::atomic<int> fd{-1};
+  ~FileHandle() {
+    const int f = fd.load();
+    if (f >= 0) close(f);
+  }
+};
+
+class Session {
+ public:
+  Session(std::unique_ptr<InodeTable> table, MountOptions opts);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Mounts and starts the serving threads; false + `error` on failure (nothing left mounted).
+  bool Start(const std::string& mountpoint, EventFn events, std::string* error);
+  // Idempotent. Fails parked reads with EIO, stops the threads, lazily detaches the mount.
+  void Unmount();
+  bool Alive() const { return running_.load() && !exited_.load(); }
+
+  // JS thread: answers a parked read from `path` (or with errno when path is empty).
+  // Returns false if the request is no longer parked (interrupted, failed by unmount).
+  bool Provide(uint64_t reqId, const std::string& path, int err);
+  bool MarkPresent(uint64_t ino, std::string path) { return table_->SetContentPath(ino, std::move(path)); }
+
+  const InodeTable& Table() const { return *table_; }
+  const MountOptions& Options() const { return opts_; }
+  Stats& Counters() { return stats_; }
+  size_t ParkedNow();
+
+  // FUSE threads (ops.cc).
+  void Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size);
+  void NoteAccess(uint64_t ino);
+  static void OnInterrupt(fuse_req_t req, void* data);
+
+ private:
+  struct Parked {
+    fuse_req_t req;
+    uint64_t ino;
+    uint64_t off;
+    uint32_t size;
+  };
+  void Serve();
+  void Emit(const Event& ev);
+  void ReplyFromFile(fuse_req_t req, const std::string& path, uint64_t off, uint32_t size);
+
+  std::unique_ptr<InodeTable> table_;
+  MountOptions opts_;
+  Stats stats_;
+  fuse_session* se_ = nullptr;
+  EventFn events_;
+  bool haveEvents_ = false;
+  int stopFd_ = -1;  // eventfd: readable once the threads must stop
+  std::vector<std::thread> threads_;
+  std::atomic<bool> running_{false};
+  std::atomic<bool> exited_{false};
+  std::chrono::steady_clock::time_point mountedAt_;
+  std::unique_ptr<std::atomic<uint8_t>[]> accessed_;
+
+  std::mutex mu_;  // guards parked_, nextReqId_, closing_
+  std::unordered_map<uint64_t, Parked> parked_;
+  uint64_t nextReqId_ = 1;
+  bool closing_ = false;
+};
+
+}  // namespace starlight

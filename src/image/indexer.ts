@@ -1,0 +1,214 @@
+/**
+ * Builds the TOC of one layer from its blob bytes in a single streaming pass: decompress, parse tar,
+ * hash the uncompressed tar (diffID) and every regular file, turn whiteout markers into entries.
+ *
+ * TOC rules:
+ * - `.wh.NAME` → an entry of type 'whiteout' at the path of NAME (its content is skipped);
+ * - `.wh..wh..opq` → `opaque: true` on the parent directory's entry; if the layer has no entry for that
+ *   directory (yet), one is created with `implied: true` and default attributes (0755, root, mtime 0)
+ *   that a later explicit dir entry of the same layer, or a lower layer's dir during merge, overrides.
+ *   Other `.wh..wh.*` names (AUFS internals) are skipped;
+ * - a later entry for the same path replaces the earlier one and moves to its tar position, as
+ *   extraction does; a non-directory (or whiteout) replacing a directory also drops the directory's
+ *   earlier sub-entries (extraction removes the tree); a directory replacing a directory keeps `opaque`;
+ * - a hardlink whose target is an earlier regular file (or resolved hardlink) of the same layer gets
+ *   that content's digest and size now, because a later replacement of the target in the same layer
+ *   does not change the linked inode. Targets in lower layers are resolved by merge.ts;
+ * - implied parent directories are NOT invented here (merge.ts does), except the opaque case above;
+ * - a root entry ('./') is kept as path '' if it is a directory; non-directory roots are ignored
+ *   (containerd skips names that resolve to the root).
+ *
+ * Not here: fetching blobs, storing contents (the caller's `onFile`), merging layers.
+ */
+import { createHash } from 'node:crypto';
+import { Readable, pipeline } from 'node:stream';
+import { StarlightError } from '../errors.js';
+import { ByteReader } from './bytes.js';
+import { createDecompressor } from './decompress.js';
+import { baseName, joinPath, normalizeTarPath, parentPath } from './paths.js';
+import { parseTar, type TarHeader } from './tar.js';
+import { TOC_VERSION, impliedDir, type EntryType, type LayerToc, type TocEntry } from './toc.js';
+
+/** Whiteout marker prefix (OCI image-spec layer.md, "Whiteouts"). */
+export const WHITEOUT_PREFIX = '.wh.';
+/** Opaque directory marker (OCI image-spec layer.md, "Opaque Whiteout"). */
+export const WHITEOUT_OPAQUE = '.wh..wh..opq';
+/** High-water mark of the content stream handed to onFile, bytes. */
+const CONTENT_HIGH_WATER = 256 * 1024;
+
+export interface BuildTocOptions {
+  /** Layer media type; decides the compression. Absent: sniffed from the first bytes. */
+  mediaType?: string;
+  /** 'sha256:<hex>' the uncompressed tar must hash to (config rootfs.diff_ids); else DIFFID_MISMATCH. */
+  expectedDiffID?: string;
+  /** Names the layer in errors (e.g. its blob digest). */
+  layerName?: string;
+  /**
+   * Called for every regular file with its entry (digest not yet known) and a stream of its content.
+   * The indexer does not read further until the returned promise settles and the stream was consumed
+   * (backpressure); unconsumed content is discarded after it settles. A rejection aborts the build.
+   * Note: for files replaced later in the same layer onFile is still called (tar order).
+   */
+  onFile?: (entry: TocEntry, content: Readable) => Promise<void> | void;
+  signal?: AbortSignal;
+}
+
+const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
+  file: 'reg',
+  hardlink: 'hardlink',
+  symlink: 'symlink',
+  char: 'char',
+  block: 'block',
+  dir: 'dir',
+  fifo: 'fifo',
+};
+
+/**
+ * Reads a layer blob (compressed bytes) to its end and returns its TOC. Rejects with a StarlightError:
+ * SL_ERR_IMAGE_BAD_COMPRESSION, _BAD_TAR, _PATH_ESCAPE, _UNSUPPORTED, _DIFFID_MISMATCH, SL_ERR_CANCELED,
+ * or the source stream's own error. The source is destroyed on failure.
+ */
+export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}): Promise<LayerToc> {
+  const layer = opts.layerName ?? opts.expectedDiffID;
+  const decompressor = createDecompressor({ mediaType: opts.mediaType });
+  pipeline(stream, decompressor, () => undefined); // errors surface through the iterator below
+  const onAbort = () =>
+    decompressor.destroy(new StarlightError('SL_ERR_CANCELED', `indexing layer ${layer ?? ''} was aborted`.trim()));
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const tarHash = createHash('sha256');
+  const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => tarHash.update(chunk));
+  const entries = new Map<string, TocEntry>();
+
+  try {
+    await parseTar(reader, async (h, body) => {
+      const path = normalizeTarPath(h.name, { layer });
+      if (path === '' && h.type !== 'dir') return;
+      const base = baseName(path);
+      if (base.startsWith(WHITEOUT_PREFIX)) {
+        const dir = parentPath(path);
+        if (base === WHITEOUT_OPAQUE) {
+          const cur = entries.get(dir);
+          if (cur && cur.type === 'dir') cur.opaque = true;
+          else put(entries, { ...impliedDir(dir), opaque: true });
+        } else if (!base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
+          const target = normalizeTarPath(joinPath(dir, base.slice(WHITEOUT_PREFIX.length)), { layer });
+          if (target === '' || parentPath(target) !== dir) {
+            throw new StarlightError('SL_ERR_IMAGE_PATH_ESCAPE', `whiteout ${JSON.stringify(h.name)} in layer ${layer ?? '?'} names no entry of its directory`, {
+              details: { path: h.name, layer },
+            });
+          }
+          put(entries, { path: target, type: 'whiteout', mode: 0, uid: 0, gid: 0, size: 0, mtime: h.mtime });
+        }
+        return;
+      }
+      const e = toEntry(h, path);
+      if (e.type === 'hardlink') {
+        e.linkname = normalizeTarPath(h.linkname, { layer, what: `hardlink target of ${JSON.stringify(h.name)}` });
+        const t = entries.get(e.linkname);
+        if (t && t.digest !== undefined && (t.type === 'reg' || t.type === 'hardlink')) {
+          e.digest = t.digest;
+          e.size = t.size;
+        }
+      } else if (e.type === 'reg') {
+        await readContent(e, body, opts.onFile);
+      }
+      put(entries, e);
+    });
+    await reader.drain();
+  } catch (err) {
+    decompressor.destroy();
+    stream.destroy();
+    throw err;
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+
+  const diffID = `sha256:${tarHash.digest('hex')}`;
+  if (opts.expectedDiffID && opts.expectedDiffID !== diffID) {
+    throw new StarlightError(
+      'SL_ERR_IMAGE_DIFFID_MISMATCH',
+      `layer ${opts.layerName ?? ''} uncompresses to ${diffID}, but the image config says ${opts.expectedDiffID}`,
+      { details: { layer: opts.layerName, expected: opts.expectedDiffID, actual: diffID } },
+    );
+  }
+  return { version: TOC_VERSION, diffID, uncompressedSize: reader.position, entries: [...entries.values()] };
+}
+
+function toEntry(h: TarHeader, path: string): TocEntry {
+  const e: TocEntry = { path, type: TYPE_MAP[h.type], mode: h.mode, uid: h.uid, gid: h.gid, size: h.size, mtime: h.mtime };
+  if (h.type === 'symlink') e.linkname = h.linkname;
+  if (h.type === 'char' || h.type === 'block') {
+    e.devmajor = h.devmajor;
+    e.devminor = h.devminor;
+  }
+  if (h.xattrs) e.xattrs = h.xattrs;
+  if (h.type === 'file') e.offset = h.offset;
+  return e;
+}
+
+/** Inserts `e`, applying the same-layer replacement rules of the file header. */
+function put(entries: Map<string, TocEntry>, e: TocEntry): void {
+  const cur = entries.get(e.path);
+  if (cur) {
+    entries.delete(e.path);
+    if (cur.type === 'dir') {
+      if (e.type === 'dir') {
+        if (cur.opaque) e.opaque = true;
+      } else {
+        const prefix = e.path === '' ? '' : `${e.path}/`;
+        for (const p of entries.keys()) if (p.startsWith(prefix) && p !== '') entries.delete(p);
+      }
+    }
+  }
+  entries.set(e.path, e);
+}
+
+async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, onFile: BuildTocOptions['onFile']): Promise<void> {
+  const h = createHash('sha256');
+  if (!onFile) {
+    await body.read((piece) => void h.update(piece));
+    e.digest = `sha256:${h.digest('hex')}`;
+    return;
+  }
+  let wake: (() => void) | undefined;
+  const content = new Readable({ highWaterMark: CONTENT_HIGH_WATER, read: () => wake?.() });
+  let settled = false;
+  let failure: unknown;
+  const done = Promise.resolve()
+    .then(() => onFile(e, content))
+    .then(
+      () => undefined,
+      (err: unknown) => void (failure = err ?? new Error('onFile failed')),
+    )
+    .finally(() => {
+      settled = true;
+      // Whatever the callback left unread is discarded, so the parser can go on.
+      if (!content.destroyed) content.resume();
+      wake?.();
+    });
+  // The consumer owns the stream's errors (it destroyed it); the indexer only stops feeding it.
+  content.on('error', () => undefined);
+  const waitForConsumer = () =>
+    new Promise<void>((resolve) => {
+      const fin = () => {
+        wake = undefined;
+        content.off('close', fin);
+        resolve();
+      };
+      wake = fin;
+      content.on('close', fin);
+    });
+
+  await body.read(async (piece) => {
+    h.update(piece);
+    if (failure !== undefined) throw failure;
+    if (content.destroyed) return;
+    if (!content.push(piece) && !settled) await waitForConsumer();
+  });
+  if (!content.destroyed) content.push(null);
+  await done;
+  if (failure !== undefined) throw failure;
+  e.digest = `sha256:${h.digest('hex')}`;
+}

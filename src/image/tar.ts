@@ -1,0 +1,279 @@
+/**
+ * Streaming tar parser: ustar, GNU (long names 'L', long links 'K', base-256 numbers) and PAX
+ * ('x' per-entry and 'g' global extended headers: path, linkpath, size, uid, gid, mtime with
+ * fractions, SCHILY.xattr.*). Content is never buffered: each entry's body is offered as a sequence of
+ * pieces to the caller, who awaits what it needs (backpressure) or lets the parser skip it.
+ *
+ * Rules taken from Go's archive/tar (what containerd and Docker read layers with):
+ * - header-only types (links, devices, dirs, fifos) have no data blocks, whatever their size field says;
+ * - a '\0' typeflag with a name ending in '/' is a directory (pre-POSIX tars);
+ * - the end is two zero blocks; a clean end of input on a header boundary is also accepted (some
+ *   layer writers omit the marker); one zero block followed by a non-zero block is an error.
+ * Divergence: 'g' global headers are applied to the entries that follow (POSIX and GNU tar), whereas Go
+ * returns them as entries and containerd ignores them.
+ *
+ * Not here: path normalization (paths.ts), whiteouts and TOC building (indexer.ts), decompression.
+ */
+import { StarlightError } from '../errors.js';
+import type { ByteReader } from './bytes.js';
+
+export const BLOCK = 512;
+/** Largest PAX or GNU long-name payload accepted, bytes (Go's archive/tar limit too). */
+export const MAX_META_SIZE = 1 << 20;
+
+export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
+
+export interface TarHeader {
+  /** The raw name (long name / PAX path applied), not normalized. */
+  name: string;
+  type: TarEntryType;
+  /** mode & 0o7777. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Data size in bytes (0 for header-only types). */
+  size: number;
+  /** Seconds since the epoch; fractional from a PAX mtime. */
+  mtime: number;
+  /** Hardlink or symlink target, raw. '' otherwise. */
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  /** From SCHILY.xattr.* records (copied, safe to keep). */
+  xattrs?: Record<string, Uint8Array>;
+  /** Byte offset of this entry's data in the tar stream. */
+  offset: number;
+  /** Byte offset of the entry's first header block (extended headers included). */
+  headerOffset: number;
+}
+
+export interface TarBody {
+  readonly size: number;
+  /**
+   * Streams the data to `fn` in pieces (subarrays valid only if copied or kept referenced; they are
+   * never overwritten). Awaits `fn`'s promises. Call at most once; if never called, the parser skips.
+   */
+  read(fn: (piece: Buffer) => void | Promise<void>): Promise<void>;
+}
+
+export type EntryHandler = (header: TarHeader, body: TarBody) => void | Promise<void>;
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+
+function badTar(message: string, details: Record<string, unknown> = {}): StarlightError {
+  return new StarlightError('SL_ERR_IMAGE_BAD_TAR', message, { details });
+}
+
+function cstring(b: Buffer, off: number, len: number): string {
+  const end = b.indexOf(0, off);
+  return b.toString('utf8', off, end < 0 || end > off + len ? off + len : end);
+}
+
+/** Octal (space/NUL terminated) or GNU base-256 (high bit set, big-endian two's complement). */
+function parseNumeric(b: Buffer, off: number, len: number, field: string, at: number): number {
+  const first = b[off]!;
+  if (first & 0x80) {
+    const negative = (first & 0x40) !== 0;
+    let v = 0;
+    for (let i = 0; i < len; i++) {
+      let byte = i === 0 ? first & 0x7f : b[off + i]!;
+      if (negative) byte = (i === 0 ? ~first & 0x7f : ~byte) & 0xff;
+      v = v * 256 + byte;
+    }
+    if (!Number.isSafeInteger(v)) throw badTar(`tar header at byte ${at}: ${field} does not fit in 53 bits`, { offset: at });
+    return negative ? -(v + 1) : v;
+  }
+  let i = off;
+  const end = off + len;
+  while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
+  let v = 0;
+  for (; i < end; i++) {
+    const c = b[i]!;
+    if (c === 0x20 || c === 0) break;
+    if (c < 0x30 || c > 0x37) throw badTar(`tar header at byte ${at}: ${field} is not an octal number`, { offset: at, field });
+    v = v * 8 + (c - 0x30);
+  }
+  return v;
+}
+
+function verifyChecksum(b: Buffer, at: number): void {
+  const stored = parseNumeric(b, 148, 8, 'checksum', at);
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const c = i >= 148 && i < 156 ? 0x20 : b[i]!;
+    unsigned += c;
+    signed += c > 127 ? c - 256 : c;
+  }
+  // Some historic writers summed signed chars; both are accepted (as Go and GNU tar do).
+  if (stored !== unsigned && stored !== signed) {
+    throw badTar(`tar header at byte ${at} has a bad checksum (stored ${stored}, computed ${unsigned}): not a tar or corrupt`, {
+      offset: at,
+    });
+  }
+}
+
+/** PAX records "<len> <key>=<value>\n"; values kept as bytes (xattr values are binary). */
+function parsePax(data: Buffer, into: Map<string, Buffer>, at: number): void {
+  let pos = 0;
+  while (pos < data.length) {
+    if (data[pos] === 0) break; // some writers pad with NULs
+    const sp = data.indexOf(0x20, pos);
+    const len = sp < 0 ? NaN : Number(data.toString('latin1', pos, sp));
+    if (!Number.isInteger(len) || len <= 0 || pos + len > data.length || data[pos + len - 1] !== 0x0a) {
+      throw badTar(`PAX header at byte ${at} has a malformed record`, { offset: at });
+    }
+    const eq = data.indexOf(0x3d, sp + 1);
+    if (eq < 0 || eq >= pos + len) throw badTar(`PAX header at byte ${at} has a record without '='`, { offset: at });
+    const key = data.toString('utf8', sp + 1, eq);
+    into.set(key, Buffer.from(data.subarray(eq + 1, pos + len - 1)));
+    pos += len;
+  }
+}
+
+function paxNumber(v: Buffer, key: string, at: number, fractional = false): number {
+  const s = v.toString('latin1');
+  const n = fractional ? Number(s) : /^-?\d+$/.test(s) ? Number(s) : NaN;
+  if (!Number.isFinite(n)) throw badTar(`PAX ${key}=${JSON.stringify(s)} at byte ${at} is not a number`, { offset: at, key });
+  return n;
+}
+
+const TYPES: Record<string, TarEntryType> = {
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file',
+  '1': 'hardlink',
+  '2': 'symlink',
+  '3': 'char',
+  '4': 'block',
+  '5': 'dir',
+  '6': 'fifo',
+};
+
+/**
+ * Reads a whole tar from `reader`, calling `onEntry` once per real entry (extended headers folded in),
+ * in archive order, awaiting it. Resolves after the end-of-archive marker (the rest of the input is
+ * drained so a tap sees every byte). Rejects with SL_ERR_IMAGE_BAD_TAR (corrupt, truncated) or
+ * SL_ERR_IMAGE_UNSUPPORTED (sparse files, multi-volume, unknown entry types).
+ */
+export async function parseTar(reader: ByteReader, onEntry: EntryHandler): Promise<void> {
+  const global = new Map<string, Buffer>();
+  let local = new Map<string, Buffer>();
+  let longName: string | undefined;
+  let longLink: string | undefined;
+  let headerOffset = -1;
+
+  for (;;) {
+    const at = reader.position;
+    const blk = await reader.readExact(BLOCK, 'a header');
+    if (!blk) {
+      if (headerOffset >= 0) throw badTar(`tar archive ends after an extended header at byte ${headerOffset}`);
+      return;
+    }
+    if (headerOffset < 0) headerOffset = at;
+    if (blk[148] === 0 && blk.equals(ZERO_BLOCK)) {
+      const next = await reader.readExact(BLOCK, 'the end-of-archive marker');
+      if (next && !next.equals(ZERO_BLOCK)) throw badTar(`tar archive has a lone zero block at byte ${at}`, { offset: at });
+      await reader.drain();
+      return;
+    }
+    verifyChecksum(blk, at);
+    const flag = String.fromCharCode(blk[156]!);
+    const size = parseNumeric(blk, 124, 12, 'size', at);
+    if (size < 0) throw badTar(`tar header at byte ${at} has a negative size`, { offset: at });
+
+    if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
+      if (size > MAX_META_SIZE) throw badTar(`extended header at byte ${at} is ${size} bytes (max ${MAX_META_SIZE})`, { offset: at });
+      const data = (await reader.readExact(size, 'an extended header')) ?? Buffer.alloc(0);
+      if (data.length < size) throw badTar(`tar archive is truncated inside an extended header at byte ${at}`);
+      await reader.forEach(pad(size), 'padding');
+      if (flag === 'x') parsePax(data, local, at);
+      else if (flag === 'g') parsePax(data, global, at);
+      else if (flag === 'L') longName = cstring(data, 0, data.length);
+      else longLink = cstring(data, 0, data.length);
+      continue;
+    }
+
+    const magic = blk.toString('latin1', 257, 263);
+    let name = cstring(blk, 0, 100);
+    if (magic === 'ustar\0') {
+      const prefix = cstring(blk, 345, 155);
+      if (prefix) name = `${prefix}/${name}`;
+    }
+    let type = TYPES[flag];
+    if (flag === 'D') type = 'dir'; // GNU dumpdir: a directory whose data lists names; skipped
+    if (!type) {
+      if (flag === 'V') {
+        await reader.forEach(size + pad(size), 'a volume label');
+        headerOffset = -1;
+        continue;
+      }
+      throw new StarlightError(
+        'SL_ERR_IMAGE_UNSUPPORTED',
+        `tar entry ${JSON.stringify(name)} at byte ${at} has unsupported type ${JSON.stringify(flag)} (sparse/multi-volume/vendor)`,
+        { details: { offset: at, typeflag: flag, path: name } },
+      );
+    }
+    if (flag === '\0' && name.endsWith('/')) type = 'dir';
+
+    const pax = global.size ? new Map([...global, ...local]) : local;
+    const h: TarHeader = {
+      name: longName ?? name,
+      type,
+      mode: parseNumeric(blk, 100, 8, 'mode', at) & 0o7777,
+      uid: parseNumeric(blk, 108, 8, 'uid', at),
+      gid: parseNumeric(blk, 116, 8, 'gid', at),
+      size: 0,
+      mtime: parseNumeric(blk, 136, 12, 'mtime', at),
+      linkname: longLink ?? cstring(blk, 157, 100),
+      devmajor: type === 'char' || type === 'block' ? parseNumeric(blk, 329, 8, 'devmajor', at) : 0,
+      devminor: type === 'char' || type === 'block' ? parseNumeric(blk, 337, 8, 'devminor', at) : 0,
+      offset: 0,
+      headerOffset,
+    };
+    let dataSize = size;
+    for (const [key, v] of pax) {
+      if (v.length === 0) continue; // an empty value removes a (global) record
+      if (key === 'path') h.name = v.toString('utf8');
+      else if (key === 'linkpath') h.linkname = v.toString('utf8');
+      else if (key === 'size') dataSize = paxNumber(v, key, at);
+      else if (key === 'uid') h.uid = paxNumber(v, key, at);
+      else if (key === 'gid') h.gid = paxNumber(v, key, at);
+      else if (key === 'mtime') h.mtime = paxNumber(v, key, at, true);
+      else if (key.startsWith('SCHILY.xattr.')) (h.xattrs ??= {})[key.slice(13)] = new Uint8Array(v);
+      else if (key.startsWith('GNU.sparse.')) {
+        throw new StarlightError('SL_ERR_IMAGE_UNSUPPORTED', `tar entry ${JSON.stringify(h.name)} is a GNU sparse file`, {
+          details: { offset: at, path: h.name },
+        });
+      }
+    }
+    local = new Map();
+    longName = undefined;
+    longLink = undefined;
+    headerOffset = -1;
+
+    // Header-only types carry no data blocks whatever the size field says (Go archive/tar rule).
+    if (type !== 'file' && flag !== 'D') dataSize = 0;
+    h.size = flag === 'D' ? 0 : dataSize;
+    h.offset = reader.position;
+    let consumed = false;
+    const what = `the data of ${JSON.stringify(h.name)}`;
+    const body: TarBody = {
+      size: h.size,
+      read: (fn) => {
+        if (consumed) throw new StarlightError('SL_ERR_INTERNAL', `tar body of ${h.name} read twice`);
+        consumed = true;
+        return reader.forEach(dataSize, what, fn);
+      },
+    };
+    await onEntry(h, body);
+    if (!consumed) await reader.forEach(dataSize, what);
+    await reader.forEach(pad(dataSize), what);
+  }
+}
+
+/** Bytes of zero padding after `size` bytes of data. */
+export function pad(size: number): number {
+  const r = size % BLOCK;
+  return r === 0 ? 0 : BLOCK - r;
+}

@@ -1,0 +1,57 @@
+/**
+ * Constants of the delta stream v1 (docs/protocol.md): media type, preamble, frame types, limits and
+ * content encodings. Written by the proxy's encoder, read by the worker's decoder.
+ *
+ * Not here: frame layout code (frames.ts), streaming (encoder.ts / decoder.ts).
+ */
+
+/** Content-Type of GET /v1/delta responses. */
+export const DELTA_MEDIA_TYPE = 'application/vnd.starlight.delta.v1';
+
+/** First 4 bytes of every delta stream: ASCII "SLDT". */
+export const MAGIC = Buffer.from('SLDT', 'ascii');
+/** Wire version, u32 big-endian after MAGIC. Bump on any incompatible change of frames or header. */
+export const PROTOCOL_VERSION = 1;
+/** MAGIC + u32 version. */
+export const PREAMBLE_BYTES = 8;
+
+/** Frame types (u8). Every frame is: u8 type, u32 BE payload length, payload. */
+export const FrameType = {
+  /** msgpack DeltaHeader; exactly one, first after the preamble. */
+  HEADER: 1,
+  /** u32 item index, u64 offset into the item's encoded bytes, then the bytes. */
+  CONTENT: 2,
+  /** msgpack DeltaEnd; last frame of a complete stream. */
+  END: 3,
+  /** msgpack WireError; last frame of a stream that failed after the header was sent. */
+  ERROR: 4,
+} as const;
+export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
+
+/** u8 type + u32 length. */
+export const FRAME_HEAD_BYTES = 5;
+/** u32 index + u64 offset at the start of a CONTENT payload. */
+export const CONTENT_HEAD_BYTES = 12;
+
+/**
+ * Encoded bytes per CONTENT frame (default 1 MiB): large items are split so that one big file does
+ * not hold up the stream and neither side buffers more than a chunk.
+ */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+/** Largest CONTENT payload a decoder accepts (4 MiB data + head); bounds decoder memory. */
+export const MAX_CONTENT_FRAME_BYTES = 4 * 1024 * 1024 + CONTENT_HEAD_BYTES;
+/** Largest HEADER payload a decoder accepts by default (256 MiB: TOCs of ~1M files). */
+export const MAX_HEADER_BYTES = 256 * 1024 * 1024;
+/** Largest END/ERROR payload (64 KiB). */
+export const MAX_TRAILER_BYTES = 64 * 1024;
+
+/**
+ * Per-item content encodings (on the wire as u8 in the header's item table). Chosen per file by the
+ * proxy's content cache (docs/design-notes.md); the worker decodes before verifying the digest.
+ */
+export const ENCODINGS = ['identity', 'gzip', 'deflate-raw', 'br', 'zstd'] as const;
+export type Encoding = (typeof ENCODINGS)[number];
+
+export function encodingCode(e: Encoding): number {
+  return ENCODINGS.indexOf(e);
+}

@@ -1,0 +1,217 @@
+/**
+ * Incremental parser of a delta v1 stream: bytes in, events out (header, content chunks, end).
+ * Never holds more than one frame (a CONTENT frame is ≤ 4 MiB; the HEADER ≤ maxHeaderBytes), checks
+ * every length, index and offset against the header, and reports garbage as SL_ERR_PROTOCOL_MALFORMED,
+ * a stream that stops before END as SL_ERR_PROTOCOL_TRUNCATED, and an ERROR frame as the error it
+ * carries (its own code when known here, else SL_ERR_PROTOCOL_REMOTE).
+ *
+ * Not here: decoding item encodings or verifying digests (the worker's receiver does that).
+ */
+import { CODES, StarlightError, type Code } from '../errors.js';
+import {
+  CONTENT_HEAD_BYTES,
+  FRAME_HEAD_BYTES,
+  FrameType,
+  MAX_CONTENT_FRAME_BYTES,
+  MAX_HEADER_BYTES,
+  MAX_TRAILER_BYTES,
+  PREAMBLE_BYTES,
+} from './constants.js';
+import { checkPreamble, parseEnd, parseError, parseHeader } from './frames.js';
+import type { DeltaEvent, DeltaHeader } from './types.js';
+
+export interface DecoderOptions {
+  /** Largest accepted HEADER payload in bytes; default MAX_HEADER_BYTES (256 MiB). */
+  maxHeaderBytes?: number;
+}
+
+type Phase = 'preamble' | 'header' | 'content' | 'done';
+
+function malformed(message: string, details?: Record<string, unknown>): StarlightError {
+  return new StarlightError('SL_ERR_PROTOCOL_MALFORMED', message, { details });
+}
+
+/** Push-style parser; use decodeDelta() for an async iterable source. */
+export class DeltaDecoder {
+  private readonly maxHeaderBytes: number;
+  private phase: Phase = 'preamble';
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private header: DeltaHeader | undefined;
+  /** Encoded bytes received per item (index - firstItem). */
+  private received: Float64Array = new Float64Array(0);
+  private completed = 0;
+  private contentBytes = 0;
+  /** Stream bytes consumed so far (for error details). */
+  position = 0;
+
+  constructor(opts: DecoderOptions = {}) {
+    this.maxHeaderBytes = opts.maxHeaderBytes ?? MAX_HEADER_BYTES;
+  }
+
+  /** Feeds bytes; returns the events they complete. Throws on invalid input (the decoder is then unusable). */
+  push(chunk: Uint8Array): DeltaEvent[] {
+    if (chunk.length === 0) return [];
+    if (this.phase === 'done') throw malformed('bytes after the END frame', { position: this.position });
+    const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    this.queue.push(b);
+    this.queued += b.length;
+    const events: DeltaEvent[] = [];
+    for (;;) {
+      const ev = this.step();
+      if (ev === null) break;
+      if (ev !== undefined) events.push(ev);
+      if (this.isDone()) {
+        if (this.queued > 0) throw malformed('bytes after the END frame', { position: this.position });
+        break;
+      }
+    }
+    return events;
+  }
+
+  /** True once the END frame was parsed. */
+  isDone(): boolean {
+    return this.phase === 'done';
+  }
+
+  /** Call at end of input: throws SL_ERR_PROTOCOL_TRUNCATED unless an END frame was read. */
+  finish(): void {
+    if (this.phase !== 'done') {
+      const h = this.header;
+      throw new StarlightError('SL_ERR_PROTOCOL_TRUNCATED', `delta stream ended before its END frame (at byte ${this.position + this.queued})`, {
+        details: { phase: this.phase, position: this.position + this.queued, nextItem: h ? this.nextIncomplete(h) : 0 },
+      });
+    }
+  }
+
+  /** First item not yet complete (where a resume should start), or items.length. */
+  private nextIncomplete(h: DeltaHeader): number {
+    for (let i = 0; i < this.received.length; i++) if (this.received[i]! < h.items[h.firstItem + i]!.encodedSize) return h.firstItem + i;
+    return h.items.length;
+  }
+
+  /** One parse step: an event, undefined (progress without event) or null (need more bytes). */
+  private step(): DeltaEvent | undefined | null {
+    if (this.phase === 'preamble') {
+      if (this.queued < PREAMBLE_BYTES) return null;
+      checkPreamble(this.take(PREAMBLE_BYTES));
+      this.phase = 'header';
+      return undefined;
+    }
+    if (this.queued < FRAME_HEAD_BYTES) return null;
+    const head = this.peek(FRAME_HEAD_BYTES);
+    const type = head.readUInt8(0);
+    const len = head.readUInt32BE(1);
+    this.checkFrame(type, len);
+    if (this.queued < FRAME_HEAD_BYTES + len) return null;
+    this.take(FRAME_HEAD_BYTES);
+    const payload = this.take(len);
+    switch (type) {
+      case FrameType.HEADER: {
+        const h = parseHeader(payload);
+        this.header = h;
+        this.received = new Float64Array(h.items.length - h.firstItem);
+        this.phase = 'content';
+        return { type: 'header', header: h };
+      }
+      case FrameType.CONTENT:
+        return this.content(payload);
+      case FrameType.END: {
+        const h = this.header!;
+        const end = parseEnd(payload);
+        const expected = h.items.length - h.firstItem;
+        if (this.completed !== expected || end.items !== expected || end.contentBytes !== this.contentBytes) {
+          throw malformed(`END frame totals (${end.items} items, ${end.contentBytes} bytes) differ from the stream (${this.completed}/${expected} items, ${this.contentBytes} bytes)`, {
+            nextItem: this.nextIncomplete(h),
+          });
+        }
+        this.phase = 'done';
+        return { type: 'end', end };
+      }
+      case FrameType.ERROR: {
+        const e = parseError(payload);
+        const code: Code = e.code in CODES ? (e.code as Code) : 'SL_ERR_PROTOCOL_REMOTE';
+        throw new StarlightError(code, `proxy failed mid-stream: ${e.message}`, {
+          details: { ...e.detail, remoteCode: e.code, nextItem: this.nextIncomplete(this.header!) },
+        });
+      }
+      default:
+        throw malformed(`unknown frame type ${type}`, { position: this.position });
+    }
+  }
+
+  private checkFrame(type: number, len: number): void {
+    const at = { position: this.position, type, length: len };
+    if (this.phase === 'header' && type !== FrameType.HEADER) throw malformed(`expected a HEADER frame, got type ${type}`, at);
+    if (this.phase === 'content' && type === FrameType.HEADER) throw malformed('a second HEADER frame', at);
+    const max =
+      type === FrameType.HEADER ? this.maxHeaderBytes : type === FrameType.CONTENT ? MAX_CONTENT_FRAME_BYTES : MAX_TRAILER_BYTES;
+    if (type >= FrameType.HEADER && type <= FrameType.ERROR && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
+    if (type === FrameType.CONTENT && len < CONTENT_HEAD_BYTES) throw malformed(`CONTENT frame of ${len} bytes is shorter than its head`, at);
+  }
+
+  private content(payload: Buffer): DeltaEvent {
+    const h = this.header!;
+    const index = payload.readUInt32BE(0);
+    const off = payload.readBigUInt64BE(4);
+    const data = payload.subarray(CONTENT_HEAD_BYTES);
+    const item = h.items[index];
+    if (item === undefined || index < h.firstItem) throw malformed(`CONTENT frame for item ${index} not in this stream`, { index });
+    const slot = index - h.firstItem;
+    const have = this.received[slot]!;
+    if (off !== BigInt(have)) throw malformed(`CONTENT frame for item ${index} at offset ${off}, expected ${have}`, { index });
+    if (have + data.length > item.encodedSize) {
+      throw malformed(`CONTENT frames of item ${index} exceed its encodedSize ${item.encodedSize}`, { index, digest: item.digest });
+    }
+    if (data.length === 0 && item.encodedSize !== 0) throw malformed(`empty CONTENT frame for item ${index}`, { index });
+    if (have === item.encodedSize && item.encodedSize !== 0) throw malformed(`item ${index} sent again`, { index });
+    const now = have + data.length;
+    this.received[slot] = now;
+    this.contentBytes += data.length;
+    const last = now === item.encodedSize;
+    if (last) this.completed++;
+    return { type: 'chunk', index, offset: have, data, last };
+  }
+
+  private peek(n: number): Buffer {
+    if (this.queue[0]!.length >= n) return this.queue[0]!.subarray(0, n);
+    const b = Buffer.concat(this.queue, Math.min(this.queued, Math.max(n, 0)));
+    this.queue = [b];
+    return b.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    this.position += n;
+    this.queued -= n;
+    const first = this.queue[0];
+    if (n === 0) return Buffer.alloc(0);
+    if (first !== undefined && first.length >= n) {
+      if (first.length === n) this.queue.shift();
+      else this.queue[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    while (got < n) {
+      const b = this.queue[0]!;
+      const k = Math.min(b.length, n - got);
+      b.copy(out, got, 0, k);
+      got += k;
+      if (k === b.length) this.queue.shift();
+      else this.queue[0] = b.subarray(k);
+    }
+    return out;
+  }
+}
+
+/**
+ * Decodes a whole delta stream from an async iterable of bytes (an HTTP response body), yielding
+ * events as frames complete. Throws SL_ERR_PROTOCOL_TRUNCATED if the source ends before END.
+ */
+export async function* decodeDelta(source: AsyncIterable<Uint8Array>, opts: DecoderOptions = {}): AsyncGenerator<DeltaEvent> {
+  const dec = new DeltaDecoder(opts);
+  for await (const chunk of source) {
+    for (const ev of dec.push(chunk)) yield ev;
+  }
+  dec.finish();
+}

@@ -1,0 +1,150 @@
+/**
+ * Streaming writer of a delta v1 stream onto a Writable (an HTTP response), honouring backpressure:
+ * every write waits for 'drain' when the socket buffer is full, and item bytes are re-chunked into
+ * CONTENT frames of at most `chunkBytes`, so memory stays bounded by one chunk whatever the item size.
+ *
+ * It enforces the stream grammar (preamble+HEADER, CONTENT*, END|ERROR) and that each item's bytes
+ * add up to its header's encodedSize. Not here: choosing or reading items (src/proxy), parsing (decoder.ts).
+ */
+import type { Writable } from 'node:stream';
+import { StarlightError } from '../errors.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES } from './constants.js';
+import { contentHead, endFrame, errorFrame, headerFrame, preamble } from './frames.js';
+import type { DeltaEnd, DeltaHeader, WireError } from './types.js';
+
+export interface EncoderOptions {
+  /** Max data bytes per CONTENT frame; default DEFAULT_CHUNK_BYTES (1 MiB), at most 4 MiB. */
+  chunkBytes?: number;
+}
+
+type State = 'new' | 'open' | 'closed';
+
+export class DeltaEncoder {
+  private readonly chunkBytes: number;
+  private state: State = 'new';
+  private header: DeltaHeader | undefined;
+  private readonly sent = new Set<number>();
+  private contentBytes = 0;
+  /** Total bytes handed to the Writable (preamble and frame heads included). */
+  bytesWritten = 0;
+
+  constructor(
+    private readonly out: Writable,
+    opts: EncoderOptions = {},
+  ) {
+    this.chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    if (!(this.chunkBytes > 0 && this.chunkBytes <= MAX_CONTENT_FRAME_BYTES - CONTENT_HEAD_BYTES)) {
+      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `chunkBytes ${this.chunkBytes} out of range 1..4 MiB`);
+    }
+  }
+
+  /** True once writeHeader() was called: failures after it must go out as writeError(). */
+  get headerSent(): boolean {
+    return this.state !== 'new';
+  }
+
+  /** Writes the preamble and the HEADER frame. Once, first. */
+  async writeHeader(h: DeltaHeader): Promise<void> {
+    if (this.state !== 'new') throw misuse('writeHeader called twice');
+    this.header = h;
+    this.state = 'open';
+    await this.write(Buffer.concat([preamble(), headerFrame(h)]));
+  }
+
+  /**
+   * Sends item `index` from `source` (its encoded bytes, any chunking). Throws SL_ERR_INTERNAL if the
+   * source yields more or fewer bytes than the header's encodedSize (a stream that lies is worse than
+   * one that fails).
+   */
+  async writeItem(index: number, source: AsyncIterable<Uint8Array>): Promise<void> {
+    const h = this.openHeader();
+    const item = h.items[index];
+    if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
+    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    this.sent.add(index);
+    let offset = 0;
+    let pending: Buffer[] = [];
+    let pendingLen = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingLen === 0) return;
+      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen);
+      pending = [];
+      pendingLen = 0;
+      await this.write(contentHead(index, offset, data.length));
+      await this.write(data);
+      offset += data.length;
+      this.contentBytes += data.length;
+    };
+    for await (const raw of source) {
+      let buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.length);
+      if (offset + pendingLen + buf.length > item.encodedSize) {
+        throw new StarlightError('SL_ERR_INTERNAL', `item ${index} (${item.digest}) has more bytes than its encodedSize ${item.encodedSize}`, {
+          details: { digest: item.digest },
+        });
+      }
+      while (buf.length > 0) {
+        const take = Math.min(buf.length, this.chunkBytes - pendingLen);
+        pending.push(buf.subarray(0, take));
+        pendingLen += take;
+        buf = buf.subarray(take);
+        if (pendingLen === this.chunkBytes) await flush();
+      }
+    }
+    await flush();
+    if (offset !== item.encodedSize) {
+      throw new StarlightError('SL_ERR_INTERNAL', `item ${index} (${item.digest}) ended at ${offset} of ${item.encodedSize} bytes`, {
+        details: { digest: item.digest },
+      });
+    }
+    if (item.encodedSize === 0) await this.write(contentHead(index, 0, 0));
+  }
+
+  /** Writes the END frame with the totals of what was sent. Returns them. */
+  async writeEnd(): Promise<DeltaEnd> {
+    this.openHeader();
+    this.state = 'closed';
+    const end = { items: this.sent.size, contentBytes: this.contentBytes };
+    await this.write(endFrame(end));
+    return end;
+  }
+
+  /** Ends a stream whose header was sent with an ERROR frame (best effort: the peer may be gone). */
+  async writeError(e: WireError): Promise<void> {
+    this.openHeader();
+    this.state = 'closed';
+    await this.write(errorFrame(e));
+  }
+
+  private openHeader(): DeltaHeader {
+    if (this.state !== 'open' || this.header === undefined) throw misuse(`stream is ${this.state}`);
+    return this.header;
+  }
+
+  private async write(buf: Buffer): Promise<void> {
+    const out = this.out;
+    if (out.destroyed || out.writableEnded) {
+      throw new StarlightError('SL_ERR_CANCELED', 'delta stream consumer went away');
+    }
+    this.bytesWritten += buf.length;
+    if (out.write(buf)) return;
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error): void => {
+        out.off('drain', onDrain);
+        out.off('close', onClose);
+        out.off('error', onError);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = (): void => done();
+      const onClose = (): void => done(new StarlightError('SL_ERR_CANCELED', 'delta stream consumer went away'));
+      const onError = (err: Error): void => done(new StarlightError('SL_ERR_CANCELED', 'delta stream write failed', { cause: err }));
+      out.on('drain', onDrain);
+      out.on('close', onClose);
+      out.on('error', onError);
+    });
+  }
+}
+
+function misuse(message: string): StarlightError {
+  return new StarlightError('SL_ERR_INTERNAL', `delta encoder misuse: ${message}`);
+}

@@ -1,0 +1,214 @@
+/**
+ * Byte layout of delta v1 frames (docs/protocol.md): preamble, frame heads, the msgpack header with
+ * its compact item table, END and ERROR payloads. Pure functions over Buffers; validation of decoded
+ * payloads throws SL_ERR_PROTOCOL_* errors.
+ *
+ * Not here: streaming and backpressure (encoder.ts), incremental parsing (decoder.ts).
+ */
+import { Packr } from 'msgpackr';
+import { StarlightError } from '../errors.js';
+import {
+  CONTENT_HEAD_BYTES,
+  ENCODINGS,
+  FRAME_HEAD_BYTES,
+  FrameType,
+  MAGIC,
+  PREAMBLE_BYTES,
+  PROTOCOL_VERSION,
+  encodingCode,
+  type FrameTypeValue,
+} from './constants.js';
+import type { ContentItem, DeltaEnd, DeltaHeader, HeaderLayer, WireError } from './types.js';
+
+/** Plain msgpack (no msgpackr record extension) so other languages can read the header. */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+/** Bytes of a sha256 digest in the item table. */
+const DIGEST_BYTES = 32;
+const SHA256_RE = /^sha256:[0-9a-f]{64}$/;
+
+function malformed(message: string, details?: Record<string, unknown>): StarlightError {
+  return new StarlightError('SL_ERR_PROTOCOL_MALFORMED', message, { details });
+}
+
+export function preamble(): Buffer {
+  const b = Buffer.alloc(PREAMBLE_BYTES);
+  MAGIC.copy(b, 0);
+  b.writeUInt32BE(PROTOCOL_VERSION, 4);
+  return b;
+}
+
+/** Checks a preamble; throws MALFORMED for a wrong magic, VERSION for another version. */
+export function checkPreamble(b: Buffer): void {
+  if (!b.subarray(0, 4).equals(MAGIC)) {
+    throw malformed('not a Starlight delta stream (bad magic)', { magic: b.subarray(0, 4).toString('hex') });
+  }
+  const v = b.readUInt32BE(4);
+  if (v !== PROTOCOL_VERSION) {
+    throw new StarlightError('SL_ERR_PROTOCOL_VERSION', `delta stream version ${v}, this build reads ${PROTOCOL_VERSION}`, {
+      details: { version: v, supported: PROTOCOL_VERSION },
+    });
+  }
+}
+
+export function frameHead(type: FrameTypeValue, length: number): Buffer {
+  const b = Buffer.allocUnsafe(FRAME_HEAD_BYTES);
+  b.writeUInt8(type, 0);
+  b.writeUInt32BE(length, 1);
+  return b;
+}
+
+function frame(type: FrameTypeValue, payload: Buffer): Buffer {
+  return Buffer.concat([frameHead(type, payload.length), payload]);
+}
+
+/** Head of a CONTENT frame carrying `dataLength` bytes of item `index` at `offset`. */
+export function contentHead(index: number, offset: number, dataLength: number): Buffer {
+  const b = Buffer.allocUnsafe(FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES);
+  b.writeUInt8(FrameType.CONTENT, 0);
+  b.writeUInt32BE(CONTENT_HEAD_BYTES + dataLength, 1);
+  b.writeUInt32BE(index, 5);
+  b.writeBigUInt64BE(BigInt(offset), 9);
+  return b;
+}
+
+interface WireItems {
+  digests: Uint8Array;
+  sizes: number[];
+  encodedSizes: number[];
+  encodings: Uint8Array;
+}
+
+function packItems(items: ContentItem[]): WireItems {
+  const digests = Buffer.alloc(items.length * DIGEST_BYTES);
+  const encodings = Buffer.alloc(items.length);
+  items.forEach((it, i) => {
+    if (!SHA256_RE.test(it.digest)) throw malformed(`item ${i} digest ${it.digest} is not sha256:<64 hex>`);
+    Buffer.from(it.digest.slice(7), 'hex').copy(digests, i * DIGEST_BYTES);
+    encodings[i] = encodingCode(it.encoding);
+  });
+  return { digests, sizes: items.map((i) => i.size), encodedSizes: items.map((i) => i.encodedSize), encodings };
+}
+
+export function headerFrame(h: DeltaHeader): Buffer {
+  const wire = {
+    ref: h.ref,
+    platform: h.platform,
+    manifestDigest: h.manifestDigest,
+    manifestMediaType: h.manifestMediaType,
+    manifest: h.manifest,
+    config: h.config,
+    diffIDs: h.diffIDs,
+    layers: h.layers.map((l) => ({ diffID: l.diffID, toc: l.toc })),
+    items: packItems(h.items),
+    firstItem: h.firstItem,
+  };
+  return frame(FrameType.HEADER, packr.pack(wire));
+}
+
+export function endFrame(e: DeltaEnd): Buffer {
+  return frame(FrameType.END, packr.pack({ items: e.items, contentBytes: e.contentBytes }));
+}
+
+export function errorFrame(e: WireError): Buffer {
+  return frame(FrameType.ERROR, packr.pack({ code: e.code, message: e.message, detail: e.detail ?? {} }));
+}
+
+function unpack(payload: Buffer, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = packr.unpack(payload);
+  } catch (err) {
+    throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `${what} frame is not valid msgpack`, { cause: err });
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw malformed(`${what} frame is not a msgpack map`);
+  return v as Record<string, unknown>;
+}
+
+function str(o: Record<string, unknown>, k: string, what: string): string {
+  const v = o[k];
+  if (typeof v !== 'string') throw malformed(`${what}.${k} must be a string`);
+  return v;
+}
+function bytes(o: Record<string, unknown>, k: string, what: string): Uint8Array {
+  const v = o[k];
+  if (!(v instanceof Uint8Array)) throw malformed(`${what}.${k} must be binary`);
+  return v;
+}
+function count(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw malformed(`${what} must be a non-negative integer`);
+  return v;
+}
+function numArray(o: Record<string, unknown>, k: string, n: number, what: string): number[] {
+  const v = o[k];
+  if (!Array.isArray(v) || v.length !== n) throw malformed(`${what}.${k} must be an array of ${n} numbers`);
+  return v.map((x, i) => count(x, `${what}.${k}[${i}]`));
+}
+
+function unpackItems(v: unknown): ContentItem[] {
+  if (v === null || typeof v !== 'object') throw malformed('header.items must be a map');
+  const o = v as Record<string, unknown>;
+  const digests = bytes(o, 'digests', 'header.items');
+  if (digests.length % DIGEST_BYTES !== 0) throw malformed('header.items.digests length is not a multiple of 32');
+  const n = digests.length / DIGEST_BYTES;
+  const encodings = bytes(o, 'encodings', 'header.items');
+  if (encodings.length !== n) throw malformed('header.items.encodings length differs from the digest count');
+  const sizes = numArray(o, 'sizes', n, 'header.items');
+  const encodedSizes = numArray(o, 'encodedSizes', n, 'header.items');
+  const d = Buffer.from(digests.buffer, digests.byteOffset, digests.length);
+  const items: ContentItem[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const encoding = ENCODINGS[encodings[i]!];
+    if (encoding === undefined) throw malformed(`header item ${i} has unknown encoding ${encodings[i]}`);
+    if (encoding === 'identity' && encodedSizes[i] !== sizes[i]) throw malformed(`header item ${i}: identity item with encodedSize != size`);
+    items[i] = {
+      digest: 'sha256:' + d.toString('hex', i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES),
+      size: sizes[i]!,
+      encodedSize: encodedSizes[i]!,
+      encoding,
+    };
+  }
+  return items;
+}
+
+export function parseHeader(payload: Buffer): DeltaHeader {
+  const o = unpack(payload, 'header');
+  const w = 'header';
+  const diffIDs = o.diffIDs;
+  if (!Array.isArray(diffIDs) || !diffIDs.every((x) => typeof x === 'string')) throw malformed('header.diffIDs must be strings');
+  const layersRaw = o.layers;
+  if (!Array.isArray(layersRaw)) throw malformed('header.layers must be an array');
+  const layers: HeaderLayer[] = layersRaw.map((l, i) => {
+    if (l === null || typeof l !== 'object') throw malformed(`header.layers[${i}] must be a map`);
+    const lo = l as Record<string, unknown>;
+    const diffID = str(lo, 'diffID', `header.layers[${i}]`);
+    if (!diffIDs.includes(diffID)) throw malformed(`header.layers[${i}] ${diffID} is not in the chain`);
+    return { diffID, toc: bytes(lo, 'toc', `header.layers[${i}]`) };
+  });
+  const items = unpackItems(o.items);
+  const firstItem = count(o.firstItem, 'header.firstItem');
+  if (firstItem > items.length) throw malformed(`header.firstItem ${firstItem} beyond ${items.length} items`);
+  return {
+    ref: str(o, 'ref', w),
+    platform: str(o, 'platform', w),
+    manifestDigest: str(o, 'manifestDigest', w),
+    manifestMediaType: str(o, 'manifestMediaType', w),
+    manifest: bytes(o, 'manifest', w),
+    config: bytes(o, 'config', w),
+    diffIDs: diffIDs as string[],
+    layers,
+    items,
+    firstItem,
+  };
+}
+
+export function parseEnd(payload: Buffer): DeltaEnd {
+  const o = unpack(payload, 'end');
+  return { items: count(o.items, 'end.items'), contentBytes: count(o.contentBytes, 'end.contentBytes') };
+}
+
+export function parseError(payload: Buffer): WireError {
+  const o = unpack(payload, 'error');
+  const detail = o.detail && typeof o.detail === 'object' ? (o.detail as Record<string, unknown>) : {};
+  return { code: typeof o.code === 'string' ? o.code : 'SL_ERR_PROTOCOL_REMOTE', message: String(o.message ?? ''), detail };
+}

@@ -1,0 +1,5 @@
+/** Public surface of the delta stream v1 (docs/protocol.md), shared by proxy and worker. */
+export * from './constants.js';
+export type * from './types.js';
+export { DeltaEncoder, type EncoderOptions } from './encoder.js';
+export { DeltaDecoder, decodeDelta, type DecoderOptions } from './decoder.js';

@@ -1,0 +1,214 @@
+/**
+ * The proxy's content cache: each distinct file content stored once on disk, encoded per file
+ * (brotli q5 unless small or incompressible: docs/design-notes.md), under <data>/content/sha256/xx/<hex>,
+ * bounded by `maxBytes` of encoded bytes with LRU eviction. The LRU lives in memory (lru-cache) and is
+ * rebuilt from the metadata store at start; evicted contents stay known to the store (cached = 0) so a
+ * later request re-fetches them from their source layer (indexer-service.ts).
+ *
+ * Not here: fetching layers, choosing what to send.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { constants as zc, createBrotliCompress } from 'node:zlib';
+import { LRUCache } from 'lru-cache';
+import { StarlightError } from '../errors.js';
+import type { Encoding } from '../protocol/constants.js';
+import type { ContentRecord, MetadataStore } from './store.js';
+
+/** Contents smaller than this (bytes) are stored 'identity': too small for compression to pay (design-notes). */
+export const MIN_COMPRESS_BYTES = 512;
+/** Keep the encoded form only if it is at most this fraction of the raw size; else 'identity'. */
+export const MAX_USEFUL_RATIO = 0.9;
+/** Brotli quality for stored contents (measured: docs/design-notes.md). */
+export const BROTLI_QUALITY = 5;
+/** Persist last-access times to the store after this many touches (and on close). */
+const TOUCH_FLUSH_EVERY = 1000;
+
+export interface CacheCounters {
+  hits: number;
+  misses: number;
+  evictions: number;
+}
+
+export interface ContentCacheOptions {
+  /** The --data dir; contents go to <dir>/content. */
+  dir: string;
+  /** Bound on stored encoded bytes (--cache-size). */
+  maxBytes: number;
+  store: MetadataStore;
+  counters?: CacheCounters;
+}
+
+export class ContentCache {
+  private readonly root: string;
+  private readonly tmp: string;
+  private readonly lru: LRUCache<string, number>;
+  private readonly store: MetadataStore;
+  readonly counters: CacheCounters;
+  private readonly touched = new Map<string, number>();
+  /** Single-flight of concurrent puts of the same digest. */
+  private readonly inflight = new Map<string, Promise<ContentRecord>>();
+
+  constructor(opts: ContentCacheOptions) {
+    this.root = join(opts.dir, 'content', 'sha256');
+    this.tmp = join(opts.dir, 'content', 'tmp');
+    mkdirSync(this.root, { recursive: true });
+    rmSync(this.tmp, { recursive: true, force: true });
+    mkdirSync(this.tmp, { recursive: true });
+    this.store = opts.store;
+    this.counters = opts.counters ?? { hits: 0, misses: 0, evictions: 0 };
+    this.lru = new LRUCache<string, number>({
+      maxSize: Math.max(1, opts.maxBytes),
+      sizeCalculation: (v) => Math.max(1, v),
+      dispose: (_v, digest, reason) => {
+        if (reason !== 'evict' && reason !== 'delete') return;
+        this.counters.evictions++;
+        this.store.setCached(digest, false);
+        rmSync(this.pathOf(digest), { force: true });
+      },
+    });
+    for (const c of this.store.cachedContents()) {
+      try {
+        statSync(this.pathOf(c.digest));
+        this.lru.set(c.digest, c.encodedSize);
+      } catch {
+        this.store.setCached(c.digest, false);
+      }
+    }
+  }
+
+  pathOf(digest: string): string {
+    const hex = digest.slice('sha256:'.length);
+    return join(this.root, hex.slice(0, 2), hex);
+  }
+
+  /** Encoded bytes currently stored. */
+  get storedBytes(): number {
+    return this.lru.calculatedSize;
+  }
+
+  has(digest: string): boolean {
+    return this.lru.has(digest);
+  }
+
+  /**
+   * Stores `content` (raw bytes, `size` long) under its sha256, computed while reading (the indexer
+   * learns a file's digest only after its bytes). If `expectedDigest` is given a mismatch fails with
+   * SL_ERR_OCI_DIGEST_MISMATCH. Content already cached is not stored twice. With `only`, contents
+   * whose digest is not in it are hashed but not stored (re-fetching a few evicted items of a layer
+   * must not evict the rest). Returns the record, or undefined when skipped by `only`.
+   */
+  async put(
+    content: Readable,
+    size: number,
+    sourceDiffID: string,
+    opts: { expectedDigest?: string; only?: ReadonlySet<string> } = {},
+  ): Promise<ContentRecord | undefined> {
+    const expectedDigest = opts.expectedDigest;
+    const base = join(this.tmp, randomBytes(8).toString('hex'));
+    const rawPath = base + '.raw';
+    const encPath = base + '.br';
+    try {
+      const hash = createHash('sha256');
+      let n = 0;
+      content.on('data', (b: Buffer) => {
+        hash.update(b);
+        n += b.length;
+      });
+      await pipeline(content, createWriteStream(rawPath));
+      const digest = 'sha256:' + hash.digest('hex');
+      if ((expectedDigest !== undefined && digest !== expectedDigest) || n !== size) {
+        throw new StarlightError('SL_ERR_OCI_DIGEST_MISMATCH', `content expected as ${expectedDigest ?? digest} hashed to ${digest} (${n} of ${size} bytes)`, {
+          details: { digest: expectedDigest ?? digest, got: digest },
+        });
+      }
+      if (opts.only !== undefined && !opts.only.has(digest)) return undefined;
+      const known = this.store.content(digest);
+      if (known?.cached === true && this.lru.has(digest)) return known;
+      const running = this.inflight.get(digest);
+      if (running !== undefined) return await running;
+      const p = this.commit(digest, size, rawPath, encPath, sourceDiffID).finally(() => this.inflight.delete(digest));
+      this.inflight.set(digest, p);
+      return await p;
+    } finally {
+      await rm(rawPath, { force: true });
+      await rm(encPath, { force: true });
+    }
+  }
+
+  private async commit(digest: string, size: number, rawPath: string, encPath: string, sourceDiffID: string): Promise<ContentRecord> {
+    let encoding: Encoding = 'identity';
+    let encodedSize = size;
+    let finalTmp = rawPath;
+    if (size >= MIN_COMPRESS_BYTES) {
+      await pipeline(
+        createReadStream(rawPath),
+        createBrotliCompress({ params: { [zc.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: size } }),
+        createWriteStream(encPath),
+      );
+      const es = (await stat(encPath)).size;
+      if (es <= size * MAX_USEFUL_RATIO) {
+        encoding = 'br';
+        encodedSize = es;
+        finalTmp = encPath;
+      }
+    }
+    const dest = this.pathOf(digest);
+    mkdirSync(join(dest, '..'), { recursive: true });
+    await rename(finalTmp, dest);
+    const rec: ContentRecord = { digest, size, encodedSize, encoding, sourceDiffID, cached: true, lastAccess: Date.now() };
+    this.store.putContent(rec);
+    this.lru.set(digest, encodedSize);
+    if (!this.lru.has(digest)) {
+      // larger than the whole cache: lru-cache refuses it (documented limit: --cache-size > largest file)
+      this.store.setCached(digest, false);
+      await rm(dest, { force: true });
+      return { ...rec, cached: false };
+    }
+    return rec;
+  }
+
+  /**
+   * Opens the encoded bytes of `digest` for streaming (the open fd survives a concurrent eviction).
+   * Returns undefined on a miss (never stored, or evicted): the caller re-fetches.
+   */
+  async open(digest: string): Promise<{ rec: ContentRecord; stream: Readable } | undefined> {
+    const rec = this.store.content(digest);
+    if (rec === undefined || !this.lru.has(digest)) {
+      this.counters.misses++;
+      return undefined;
+    }
+    let fh;
+    try {
+      fh = await open(this.pathOf(digest), 'r');
+    } catch {
+      this.counters.misses++;
+      this.lru.delete(digest);
+      return undefined;
+    }
+    this.counters.hits++;
+    this.lru.get(digest); // refresh recency
+    this.touch(digest);
+    return { rec, stream: fh.createReadStream() };
+  }
+
+  private touch(digest: string): void {
+    this.touched.set(digest, Date.now());
+    if (this.touched.size >= TOUCH_FLUSH_EVERY) this.flush();
+  }
+
+  /** Writes pending last-access times to the store. */
+  flush(): void {
+    if (this.touched.size === 0) return;
+    this.store.touchMany(this.touched);
+    this.touched.clear();
+  }
+
+  close(): void {
+    this.flush();
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * The proxy's request handlers: parse and validate parameters, call the indexer/planner/cache, write
+ * the response. Errors before a delta header → thrown (server.ts maps them with http-errors.ts);
+ * errors after it → an ERROR frame, so the worker can tell a failure from a truncation.
+ *
+ * Not here: routing, auth, TLS (server.ts); planning rules (planner.ts).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { StarlightError, withContext } from '../errors.js';
+import { mergeLayers } from '../image/merge.js';
+import type { LayerToc, MergedTree } from '../image/toc.js';
+import type { Logger } from '../log.js';
+import { formatPlatform, parsePlatform } from '../oci/platform.js';
+import { type Reference, isDigest, parseReference } from '../oci/reference.js';
+import { DELTA_MEDIA_TYPE, DeltaEncoder, type ContentItem } from '../protocol/index.js';
+import { decodeToc } from '../image/toc-codec.js';
+import type { ContentCache } from './content-cache.js';
+import type { IndexerService } from './indexer-service.js';
+import type { ProxyMetrics } from './metrics.js';
+import { haveContent, plan } from './planner.js';
+import type { MetadataStore } from './store.js';
+import type { Readable } from 'node:stream';
+
+/** Response headers of GET /v1/content/<digest>: the item's encoding and raw size. */
+export const HEADER_ENCODING = 'starlight-encoding';
+export const HEADER_RAW_SIZE = 'starlight-size';
+/** Max tokens in `have` (bounds request work). */
+export const MAX_HAVE = 1024;
+
+export interface HandlerContext {
+  store: MetadataStore;
+  cache: ContentCache;
+  indexer: IndexerService;
+  metrics: ProxyMetrics;
+  logger: Logger;
+  /** Allowed registry hosts (host[:port]); the first is the default for refs without a host. */
+  registries: string[];
+  /** Platform when the request names none ('linux/amd64'). */
+  defaultPlatform: string;
+  /** The content cache's bound (bytes), to size re-fetch batches. */
+  cacheBytes: number;
+}
+
+function badParam(name: string, why: string, value?: string): StarlightError {
+  return new StarlightError('SL_ERR_INVALID_ARGUMENT', `query parameter ${name} ${why}`, { details: { parameter: name, value } });
+}
+
+/** Parses a ref parameter; refs without a registry host get the default one; other hosts → 403. */
+export function resolveRef(s: string | null, registries: string[], param = 'to'): Reference {
+  if (s === null || s === '') throw badParam(param, 'is required (an image reference)');
+  const first = s.split('/')[0]!;
+  const hasHost = s.includes('/') && (/[.:]/.test(first) || first === 'localhost');
+  const ref = parseReference(hasHost ? s : `${registries[0]}/${s}`);
+  if (!registries.includes(ref.registry)) {
+    throw new StarlightError('SL_ERR_PROXY_REGISTRY_NOT_ALLOWED', `registry ${ref.registry} of ${s} is not served by this proxy (allowed: ${registries.join(', ')})`, {
+      details: { registry: ref.registry, image: s },
+    });
+  }
+  return ref;
+}
+
+function platformParam(url: URL, dflt: string): string {
+  const p = url.searchParams.get('platform');
+  return formatPlatform(parsePlatform(p === null || p === '' ? dflt : p));
+}
+
+/** Abort signal that fires when the client goes away before the response finished. */
+function clientGone(req: IncomingMessage, res: ServerResponse): AbortSignal {
+  const ac = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) ac.abort();
+  });
+  req.on('error', () => ac.abort());
+  return ac.signal;
+}
+
+/** Re-fetch attempts per item before giving up (a concurrent re-fetch may have stored other digests). */
+const REFETCH_ATTEMPTS = 3;
+
+/**
+ * Encoded bytes of `digest`, re-fetching its source layer if the cache evicted it. `alsoWanted` names
+ * other digests of the same layer worth restoring in the same pass (the next items of the stream).
+ */
+async function openContent(
+  ctx: HandlerContext,
+  digest: string,
+  sourceDiffID: string,
+  alsoWanted: () => string[] = () => [],
+): Promise<{ stream: Readable; encodedSize: number }> {
+  let got = await ctx.cache.open(digest);
+  for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
+    await ctx.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
+    got = await ctx.cache.open(digest);
+  }
+  if (got === undefined) {
+    throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is not in layer ${sourceDiffID} or does not fit the cache (--cache-size)`, {
+      details: { digest, diffID: sourceDiffID },
+    });
+  }
+  return { stream: got.stream, encodedSize: got.rec.encodedSize };
+}
+
+/** Digests of upcoming items from `diffID` not in the cache, up to a quarter of the cache's bound. */
+function upcoming(ctx: HandlerContext, items: ContentItem[], sources: string[], start: number, diffID: string): string[] {
+  const out: string[] = [];
+  let budget = ctx.cacheBytes / 4;
+  for (let j = start; j < items.length && budget > 0; j++) {
+    if (sources[j] !== diffID || ctx.cache.has(items[j]!.digest)) continue;
+    out.push(items[j]!.digest);
+    budget -= items[j]!.encodedSize;
+  }
+  return out;
+}
+
+export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const ref = resolveRef(url.searchParams.get('to'), ctx.registries);
+  const platform = platformParam(url, ctx.defaultPlatform);
+  const haveRaw = url.searchParams.get('have') ?? '';
+  const have = haveRaw === '' ? [] : haveRaw.split(',');
+  if (have.length > MAX_HAVE) throw badParam('have', `lists ${have.length} digests, at most ${MAX_HAVE}`);
+  for (const h of have) if (!isDigest(h)) throw badParam('have', 'must be comma-separated sha256:<hex> digests', h);
+  const fromRaw = url.searchParams.get('from');
+  const from = fromRaw === null ? 0 : Number(fromRaw);
+  if (!Number.isSafeInteger(from) || from < 0) throw badParam('from', 'must be a non-negative integer', fromRaw ?? '');
+
+  const signal = clientGone(req, res);
+  const img = await ctx.indexer.image(ref, platform, signal);
+
+  // what the worker has: explicit layers, and images (their chains and merged trees)
+  const haveDiffIDs = new Set<string>();
+  const haveLayers: LayerToc[] = [];
+  const haveTrees: MergedTree[] = [];
+  for (const d of have) {
+    const l = ctx.store.layer(d);
+    if (l !== undefined) {
+      haveDiffIDs.add(d);
+      haveLayers.push(decodeToc(l.toc));
+      continue;
+    }
+    const m = ctx.store.manifest(d);
+    if (m !== undefined && m.diffIDs.every((id) => ctx.store.hasLayer(id))) {
+      const tocs = m.diffIDs.map((id) => decodeToc(ctx.store.layer(id)!.toc));
+      m.diffIDs.forEach((id) => haveDiffIDs.add(id));
+      haveTrees.push(mergeLayers(tocs));
+    }
+    // unknown to the proxy: nothing can be deduplicated against it
+  }
+  const merged = mergeLayers(img.tocs);
+  const p = plan({
+    chain: img.tocs,
+    merged,
+    haveDiffIDs,
+    haveDigests: haveContent(haveLayers, haveTrees),
+    config: img.config,
+    rank: ctx.store.priorities(img.record.manifestDigest),
+  });
+  if (from > p.items.length) throw badParam('from', `is beyond the ${p.items.length} items of this delta`, String(from));
+  const items: ContentItem[] = p.items.map((it) => {
+    const c = ctx.store.content(it.digest);
+    if (c === undefined) {
+      throw new StarlightError('SL_ERR_INTERNAL', `content ${it.digest} (${it.path}) of ${img.ref} is not in the store`, { details: { digest: it.digest } });
+    }
+    return { digest: it.digest, size: c.size, encodedSize: c.encodedSize, encoding: c.encoding };
+  });
+  const sources = p.items.map((it) => it.sourceDiffID);
+  const tocBytes = new Map<string, Uint8Array>();
+  for (const l of p.layers) tocBytes.set(l.diffID, ctx.store.layer(l.diffID)!.toc);
+
+  res.writeHead(200, { 'content-type': DELTA_MEDIA_TYPE, 'docker-content-digest': img.record.manifestDigest, 'cache-control': 'no-store' });
+  const enc = new DeltaEncoder(res);
+  try {
+    await enc.writeHeader({
+      ref: img.ref,
+      platform,
+      manifestDigest: img.record.manifestDigest,
+      manifestMediaType: img.record.mediaType,
+      manifest: img.record.manifest,
+      config: img.record.config,
+      diffIDs: img.record.diffIDs,
+      layers: p.layers.map((l) => ({ diffID: l.diffID, toc: tocBytes.get(l.diffID)! })),
+      items,
+      firstItem: from,
+    });
+    for (let i = from; i < items.length; i++) {
+      if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
+      const src = p.items[i]!.sourceDiffID;
+      const { stream, encodedSize } = await openContent(ctx, items[i]!.digest, src, () => upcoming(ctx, items, sources, i + 1, src));
+      if (encodedSize !== items[i]!.encodedSize) {
+        stream.destroy();
+        throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, { details: { digest: items[i]!.digest } });
+      }
+      try {
+        await enc.writeItem(i, stream);
+      } finally {
+        stream.destroy();
+      }
+    }
+    await enc.writeEnd();
+    ctx.metrics.deltasServed++;
+    ctx.logger.info('delta-served', { image: img.ref, items: items.length - from, bytes: enc.bytesWritten });
+  } catch (err) {
+    ctx.metrics.deltasFailed++;
+    const e = withContext(err, `delta of ${img.ref}`);
+    ctx.logger.warn('delta-failed', { image: img.ref, error: e });
+    if (!signal.aborted && !res.destroyed) {
+      await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
+    }
+  } finally {
+    ctx.metrics.deltaBytesSent += enc.bytesWritten;
+    res.end();
+  }
+}
+
+export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
+  if (!isDigest(digest)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `content digest ${digest} is not sha256:<hex>`, { details: { digest } });
+  ctx.metrics.contentRequests++;
+  const rec = ctx.store.content(digest);
+  if (rec === undefined) {
+    throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is unknown to this proxy`, { details: { digest } });
+  }
+  const { stream, encodedSize } = await openContent(ctx, digest, rec.sourceDiffID);
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-length': encodedSize,
+    [HEADER_ENCODING]: rec.encoding,
+    [HEADER_RAW_SIZE]: rec.size,
+    'docker-content-digest': digest,
+  });
+  stream.on('data', (b: Buffer) => (ctx.metrics.contentBytesSent += b.length));
+  await new Promise<void>((resolve) => {
+    stream.pipe(res);
+    res.on('close', () => {
+      stream.destroy();
+      resolve();
+    });
+  });
+}
+
+export async function handleNotify(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const ref = resolveRef(url.searchParams.get('ref'), ctx.registries, 'ref');
+  const platform = platformParam(url, ctx.defaultPlatform);
+  const img = await ctx.indexer.image(ref, platform, clientGone(req, res));
+  const body = JSON.stringify({ ref: img.ref, platform, manifestDigest: img.record.manifestDigest, layers: img.record.diffIDs.length });
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}

@@ -1,0 +1,58 @@
+/**
+ * The proxy's counters and their Prometheus text exposition (GET /metrics). One instance per server;
+ * plain fields so hot paths only increment numbers.
+ *
+ * Not here: HTTP routing, timing decisions.
+ */
+import type { CacheCounters } from './content-cache.js';
+
+export class ProxyMetrics {
+  /** Bytes of delta streams written (preamble, frames, content). */
+  deltaBytesSent = 0;
+  /** Bytes of /v1/content responses written. */
+  contentBytesSent = 0;
+  deltasServed = 0;
+  deltasFailed = 0;
+  contentRequests = 0;
+  /** Layers indexed (blob fetched and read) and the seconds spent. */
+  layersIndexed = 0;
+  indexSeconds = 0;
+  /** Layer blobs fetched from the registry (indexing and re-fetching evicted content). */
+  registryBlobFetches = 0;
+  registryErrors = 0;
+  readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0 };
+
+  constructor(private readonly gauges: () => { cacheBytes: number } = () => ({ cacheBytes: 0 })) {}
+
+  /** Prometheus text format 0.0.4. */
+  render(): string {
+    const g = this.gauges();
+    const rows: [string, 'counter' | 'gauge', string, number][] = [
+      ['starlight_proxy_delta_bytes_sent_total', 'counter', 'Bytes of delta streams sent', this.deltaBytesSent],
+      ['starlight_proxy_content_bytes_sent_total', 'counter', 'Bytes of single-content responses sent', this.contentBytesSent],
+      ['starlight_proxy_deltas_served_total', 'counter', 'Delta streams completed', this.deltasServed],
+      ['starlight_proxy_deltas_failed_total', 'counter', 'Delta streams that failed', this.deltasFailed],
+      ['starlight_proxy_content_requests_total', 'counter', 'Single-content requests', this.contentRequests],
+      ['starlight_proxy_layers_indexed_total', 'counter', 'Layers indexed', this.layersIndexed],
+      ['starlight_proxy_index_seconds_total', 'counter', 'Seconds spent indexing layers', this.indexSeconds],
+      ['starlight_proxy_registry_blob_fetches_total', 'counter', 'Layer blobs fetched from the registry', this.registryBlobFetches],
+      ['starlight_proxy_registry_errors_total', 'counter', 'Failed registry operations', this.registryErrors],
+      ['starlight_proxy_cache_hits_total', 'counter', 'Content cache hits', this.cache.hits],
+      ['starlight_proxy_cache_misses_total', 'counter', 'Content cache misses', this.cache.misses],
+      ['starlight_proxy_cache_evictions_total', 'counter', 'Content cache evictions', this.cache.evictions],
+      ['starlight_proxy_cache_bytes', 'gauge', 'Encoded bytes in the content cache', g.cacheBytes],
+    ];
+    return rows.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join('');
+  }
+}
+
+/** Parses Prometheus text into name → value (for tests and the CLI). */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const [name, value] = line.split(' ');
+    if (name !== undefined && value !== undefined) out.set(name, Number(value));
+  }
+  return out;
+}

@@ -1,0 +1,188 @@
+/**
+ * The delta planner (PURE: no I/O, no clock, no randomness): given the target chain's TOCs and merged
+ * tree, what the worker already has, and optional priorities, decides which layer TOCs go into the
+ * header and which content items are sent, in which order. Identical input → identical plan.
+ *
+ * Rules (docs/protocol.md "Planning"):
+ * - TOCs: every chain layer whose diffID the worker does not have, in chain order.
+ * - Items: the distinct digests of regular files (and hardlinks) VISIBLE in the merged target tree.
+ *   Files hidden by whiteouts/opaque dirs or overwritten by upper layers are never sent: no view of
+ *   the image can read them. Zero-size files need no item. Digests the worker has are skipped; each
+ *   digest is sent once (for its first path in plan order).
+ * - Order: ranked entries first (rank map by digest or path, lower first; from startup traces), then the
+ *   entrypoint executable (Entrypoint[0] or Cmd[0], resolved via the config's PATH and symlinks), then
+ *   shared libraries (*.so, *.so.*), then small files under etc/ (≤ SMALL_ETC_BYTES), then the rest by
+ *   providing layer (lowest first); ties broken by path bytes.
+ *
+ * Not here: merging layers (src/image/merge.ts), reading the cache, encodings (the delta handler).
+ */
+import type { LayerToc, MergedTree, TocEntry } from '../image/toc.js';
+import type { ImageConfig } from '../oci/types.js';
+
+/** etc/ files up to this size (bytes) are sent early: programs read their config at startup. */
+export const SMALL_ETC_BYTES = 64 * 1024;
+/** Docker's default PATH when the config has none. */
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** Symlink hops followed when resolving the entrypoint (as Linux's MAXSYMLINKS). */
+const MAX_SYMLINK_HOPS = 40;
+
+export interface PlanInput {
+  /** The target chain's TOCs, lowest layer first. */
+  chain: LayerToc[];
+  /** mergeLayers(chain). */
+  merged: MergedTree;
+  /** diffIDs of layers the worker holds (explicit `have` diffIDs plus the chains of `have` images). */
+  haveDiffIDs: ReadonlySet<string>;
+  /** Content digests the worker holds (see haveContent()). */
+  haveDigests: ReadonlySet<string>;
+  /** The target image config (for Entrypoint/Cmd/Env/WorkingDir); optional. */
+  config?: ImageConfig;
+  /** Startup priority: digest ('sha256:…') or path (no leading '/') → rank, lower = earlier. */
+  rank?: ReadonlyMap<string, number>;
+}
+
+export interface PlannedItem {
+  digest: string;
+  /** Raw size in bytes. */
+  size: number;
+  /** First path (plan order) whose content this is. */
+  path: string;
+  /** diffID of the topmost chain layer holding `path` with this content (where to re-fetch it). */
+  sourceDiffID: string;
+}
+
+export interface Plan {
+  /** Chain layers the worker lacks, chain order: their TOCs go into the header. */
+  layers: LayerToc[];
+  items: PlannedItem[];
+}
+
+/**
+ * Content the worker holds, for PlanInput.haveDigests: every regular-file digest of each `have` layer
+ * TOC (a worker claiming a diffID asserts it holds ALL that layer's contents), plus the visible files
+ * of each `have` image's merged tree (what a Starlight pull of that image delivered).
+ */
+export function haveContent(haveLayers: readonly LayerToc[], haveTrees: readonly MergedTree[]): Set<string> {
+  const out = new Set<string>();
+  const add = (e: TocEntry): void => {
+    if ((e.type === 'reg' || e.type === 'hardlink') && e.digest !== undefined && e.size > 0) out.add(e.digest);
+  };
+  for (const l of haveLayers) l.entries.forEach(add);
+  for (const t of haveTrees) t.entries.forEach(add);
+  return out;
+}
+
+const CLASS_RANKED = 0;
+const CLASS_ENTRYPOINT = 1;
+const CLASS_SHLIB = 2;
+const CLASS_ETC = 3;
+const CLASS_REST = 4;
+
+const SHLIB_RE = /\.so(\.[0-9][^/]*)?$/;
+
+interface Candidate {
+  entry: TocEntry;
+  cls: number;
+  rank: number;
+  layer: number;
+  key: Buffer;
+}
+
+export function plan(input: PlanInput): Plan {
+  const layers = input.chain.filter((l) => !input.haveDiffIDs.has(l.diffID));
+  const byPath = new Map<string, TocEntry>();
+  for (const e of input.merged.entries) byPath.set(e.path, e);
+
+  // topmost layer (index) providing each regular file path
+  const layerOf = new Map<string, number>();
+  input.chain.forEach((l, i) => {
+    for (const e of l.entries) if (e.type === 'reg') layerOf.set(e.path, i);
+  });
+
+  const entrypoint = resolveEntrypoint(input.config, byPath);
+  const cands: Candidate[] = [];
+  for (const e of input.merged.entries) {
+    if ((e.type !== 'reg' && e.type !== 'hardlink') || e.digest === undefined || e.size === 0) continue;
+    if (input.haveDigests.has(e.digest)) continue;
+    const srcPath = e.type === 'hardlink' && e.linkname !== undefined ? e.linkname : e.path;
+    const layer = layerOf.get(srcPath) ?? layerOf.get(e.path) ?? input.chain.length - 1;
+    const r = input.rank?.get(e.digest) ?? input.rank?.get(e.path);
+    let cls: number;
+    if (r !== undefined) cls = CLASS_RANKED;
+    else if (entrypoint !== undefined && (e.path === entrypoint || srcPath === entrypoint)) cls = CLASS_ENTRYPOINT;
+    else if (SHLIB_RE.test(e.path)) cls = CLASS_SHLIB;
+    else if (e.path.startsWith('etc/') && e.size <= SMALL_ETC_BYTES) cls = CLASS_ETC;
+    else cls = CLASS_REST;
+    cands.push({ entry: e, cls, rank: r ?? 0, layer, key: Buffer.from(e.path, 'utf8') });
+  }
+  cands.sort(
+    (a, b) => a.cls - b.cls || a.rank - b.rank || (a.cls === CLASS_REST ? a.layer - b.layer : 0) || Buffer.compare(a.key, b.key),
+  );
+
+  const seen = new Set<string>();
+  const items: PlannedItem[] = [];
+  for (const c of cands) {
+    const d = c.entry.digest!;
+    if (seen.has(d)) continue;
+    seen.add(d);
+    const srcPath = c.entry.type === 'hardlink' && c.entry.linkname !== undefined ? c.entry.linkname : c.entry.path;
+    items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: sourceOf(input.chain, srcPath, d, c.layer) });
+  }
+  return { layers, items };
+}
+
+/** The topmost layer at or below `hint` holding `path` with digest `d` (falls back to `hint`). */
+function sourceOf(chain: LayerToc[], path: string, d: string, hint: number): string {
+  for (let i = Math.min(hint, chain.length - 1); i >= 0; i--) {
+    if (chain[i]!.entries.some((e) => e.path === path && e.digest === d)) return chain[i]!.diffID;
+  }
+  return chain[Math.max(0, Math.min(hint, chain.length - 1))]?.diffID ?? '';
+}
+
+/** Path (merged-tree form) of the regular file the container executes first, if it can be found. */
+export function resolveEntrypoint(config: ImageConfig | undefined, byPath: ReadonlyMap<string, TocEntry>): string | undefined {
+  const c = config?.config;
+  if (c === undefined) return undefined;
+  const argv0 = c.Entrypoint && c.Entrypoint.length > 0 ? c.Entrypoint[0] : c.Cmd?.[0];
+  if (argv0 === undefined || argv0 === '') return undefined;
+  const candidates: string[] = [];
+  if (argv0.includes('/')) {
+    candidates.push(argv0.startsWith('/') ? argv0 : `${c.WorkingDir ?? '/'}/${argv0}`);
+  } else {
+    const env = c.Env?.find((v) => v.startsWith('PATH='));
+    const path = env !== undefined ? env.slice(5) : DEFAULT_PATH;
+    for (const dir of path.split(':')) if (dir !== '') candidates.push(`${dir}/${argv0}`);
+  }
+  for (const p of candidates) {
+    const r = resolvePath(p, byPath);
+    if (r !== undefined && byPath.get(r)?.type === 'reg') return r;
+    if (r !== undefined && byPath.get(r)?.type === 'hardlink') return r;
+  }
+  return undefined;
+}
+
+/** Resolves an absolute or root-relative path through symlinks in the tree; undefined if it dangles. */
+export function resolvePath(p: string, byPath: ReadonlyMap<string, TocEntry>): string | undefined {
+  let todo = p.split('/').filter((s) => s !== '' && s !== '.');
+  const done: string[] = [];
+  let hops = 0;
+  while (todo.length > 0) {
+    const comp = todo.shift()!;
+    if (comp === '..') {
+      done.pop();
+      continue;
+    }
+    const cur = [...done, comp].join('/');
+    const e = byPath.get(cur);
+    if (e === undefined) return undefined;
+    if (e.type === 'symlink' && e.linkname !== undefined) {
+      if (++hops > MAX_SYMLINK_HOPS) return undefined;
+      const target = e.linkname.split('/').filter((s) => s !== '' && s !== '.');
+      if (e.linkname.startsWith('/')) done.length = 0;
+      todo = [...target, ...todo];
+      continue;
+    }
+    done.push(comp);
+  }
+  return done.join('/');
+}

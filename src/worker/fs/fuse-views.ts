@@ -1,0 +1,254 @@
+/**
+ * FuseViewManager: the ViewManager that mounts a MergedTree through the native FUSE addon.
+ *
+ * mount() builds the inode table (inodes.ts) with present files resolved via ContentProvider.locate,
+ * mounts it (native.ts), and routes parked reads of absent content to ContentProvider.waitFor, then
+ * answers them with provide(). Interrupted reads abort their wait. Unmount fails parked reads (EIO)
+ * and lazily detaches. SIGINT/SIGTERM handlers unmount every view while any is mounted.
+ *
+ * Not here: the inode encoding, the addon, fetching content (the ContentProvider does that).
+ * FUSE boundary error mapping lives here and nowhere else (ERRNO_BY_KIND).
+ */
+import { execFile } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { stat, statfs } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { StarlightError, kindOf, type Kind } from '../../errors.js';
+import { nullLogger, type Logger } from '../../log.js';
+import { buildInodeTable, type InodeTable } from './inodes.js';
+import { fuseMountsAt } from './mountinfo.js';
+import { FuseAddonLoader, type EventKinds, type NativeSession } from './native.js';
+import type { ViewManager, ViewRequest } from './view.js';
+
+/** statfs f_type of FUSE mounts (linux/magic.h FUSE_SUPER_MAGIC). */
+const FUSE_SUPER_MAGIC = 0x65735546;
+const { EIO, EINTR, ENOENT } = osConstants.errno;
+
+/** FUSE boundary: error kind of a failed waitFor → errno returned to the reading process. */
+const ERRNO_BY_KIND: Partial<Record<Kind, number>> = {
+  canceled: EINTR,
+  'not-found': ENOENT,
+};
+
+export function errnoFor(err: unknown): number {
+  return ERRNO_BY_KIND[kindOf(err)] ?? EIO;
+}
+
+export interface FuseViewOptions {
+  /** Structured logger; default: nullLogger. */
+  log?: Logger;
+  /** Serving threads per view; default 4 (ops never block on data). */
+  threads?: number;
+  /** How long mount() waits for the new mount to answer a stat, in ms; default 10000. */
+  mountTimeoutMs?: number;
+  /** How long check() waits for statfs, in ms; default 5000. */
+  checkTimeoutMs?: number;
+  /** Install SIGINT/SIGTERM handlers that unmount every view (then re-raise); default true. */
+  handleSignals?: boolean;
+  /** Addon loader (tests may share one); default: a new FuseAddonLoader. */
+  loader?: FuseAddonLoader;
+}
+
+type Resolved = Required<FuseViewOptions>;
+
+function resolveOptions(o: FuseViewOptions): Resolved {
+  const r: Resolved = {
+    log: o.log ?? nullLogger,
+    threads: o.threads ?? 4,
+    mountTimeoutMs: o.mountTimeoutMs ?? 10_000,
+    checkTimeoutMs: o.checkTimeoutMs ?? 5_000,
+    handleSignals: o.handleSignals ?? true,
+    loader: o.loader ?? new FuseAddonLoader(),
+  };
+  if (!Number.isInteger(r.threads) || r.threads < 1 || r.threads > 64) throw new StarlightError('SL_ERR_CONFIG', `threads must be 1..64, got ${r.threads}`);
+  for (const k of ['mountTimeoutMs', 'checkTimeoutMs'] as const) {
+    if (!(r[k] > 0)) throw new StarlightError('SL_ERR_CONFIG', `${k} must be > 0, got ${r[k]}`);
+  }
+  return r;
+}
+
+interface View {
+  mountpoint: string;
+  session: NativeSession;
+  table: InodeTable;
+  req: ViewRequest;
+  /** Parked reads waiting in ContentProvider.waitFor, by native request id. */
+  pending: Map<number, AbortController>;
+  /** st_dev of the mount ("major:minor"), to recognise it in mountinfo. */
+  dev: string;
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(onTimeout()), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class FuseViewManager implements ViewManager {
+  private readonly opts: Resolved;
+  private readonly views = new Map<string, View>();
+  private signalsInstalled = false;
+  private readonly onSignal = (sig: NodeJS.Signals): void => {
+    this.opts.log.warn('fuse-views-signal-unmount', { signal: sig, views: this.views.size });
+    this.destroy();
+    if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  };
+
+  constructor(options: FuseViewOptions = {}) {
+    this.opts = resolveOptions(options);
+  }
+
+  async mount(mountpoint: string, req: ViewRequest, signal?: AbortSignal): Promise<void> {
+    const abs = resolve(mountpoint);
+    if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `mount of a view at ${abs} was canceled`, { details: { mountpoint: abs } });
+    if (this.views.has(abs)) throw new StarlightError('SL_ERR_FS_MOUNTED', `a view is already mounted at ${abs}`, { details: { mountpoint: abs } });
+    const table = buildInodeTable(req.tree, (d) => req.content.locate(d));
+    const kinds = this.opts.loader.events();
+    const pending = new Map<number, AbortController>();
+    let view: View | undefined;
+    const session = this.opts.loader.mount(abs, { threads: this.opts.threads, trace: req.onFirstAccess !== undefined }, table.buffers, (kind, reqId, ino, offset, size) => {
+      if (view !== undefined) this.onEvent(view, kinds, kind, reqId, ino, offset, size);
+    });
+    view = { mountpoint: abs, session, table, req, pending, dev: '' };
+    this.views.set(abs, view);
+    this.installSignals();
+    try {
+      const st = await withTimeout(stat(abs), this.opts.mountTimeoutMs, () => new Error('timed out'));
+      if (st.ino !== 1) throw new Error(`root inode is ${st.ino}, not 1`);
+      view.dev = `${Math.floor(st.dev / 256) & 0xfff}:${(st.dev & 0xff) | ((Math.floor(st.dev / 1048576) & 0xfff) << 8)}`;
+      if (signal?.aborted) throw new Error('canceled');
+    } catch (err) {
+      await this.unmount(abs);
+      if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `mount of a view at ${abs} was canceled`, { details: { mountpoint: abs } });
+      throw new StarlightError('SL_ERR_FS_MOUNT', `the view mounted at ${abs} does not answer: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { mountpoint: abs } });
+    }
+    this.opts.log.info('fuse-view-mounted', { mountpoint: abs, inodes: table.count, absent: table.absent.size });
+  }
+
+  async check(mountpoint: string): Promise<void> {
+    const abs = resolve(mountpoint);
+    const view = this.views.get(abs);
+    const gone = (why: string, cause?: unknown): StarlightError =>
+      new StarlightError('SL_ERR_FS_UNAVAILABLE', `the view at ${abs} is unavailable: ${why}`, { cause, details: { mountpoint: abs } });
+    if (view === undefined) throw gone('not mounted by this worker');
+    if (!view.session.alive()) throw gone('its FUSE session ended');
+    let st;
+    try {
+      st = await withTimeout(statfs(abs), this.opts.checkTimeoutMs, () => gone(`statfs did not answer in ${this.opts.checkTimeoutMs} ms`));
+    } catch (err) {
+      throw err instanceof StarlightError ? err : gone('statfs failed', err);
+    }
+    if (st.type !== FUSE_SUPER_MAGIC) throw gone('no FUSE filesystem is mounted there');
+  }
+
+  async unmount(mountpoint: string): Promise<void> {
+    const abs = resolve(mountpoint);
+    const view = this.views.get(abs);
+    if (view === undefined) return;
+    this.detach(view);
+    // Native unmount detaches lazily (umount2 MNT_DETACH); re-check in case it could not.
+    const left = (await fuseMountsAt(abs)).filter((m) => view.dev === '' || m.dev === view.dev);
+    if (left.length > 0) {
+      this.opts.log.warn('fuse-view-still-mounted', { mountpoint: abs });
+      await new Promise<void>((res, rej) => execFile('fusermount3', ['-u', '-z', abs], (err) => (err ? rej(new StarlightError('SL_ERR_FS_UNAVAILABLE', `cannot unmount the view at ${abs}`, { cause: err, details: { mountpoint: abs } })) : res())));
+    }
+    this.opts.log.info('fuse-view-unmounted', { mountpoint: abs });
+  }
+
+  async close(): Promise<void> {
+    for (const abs of [...this.views.keys()]) await this.unmount(abs);
+    this.removeSignals();
+  }
+
+  /** Synchronous abort: unmounts every view (parked reads get EIO). Idempotent. */
+  destroy(): void {
+    for (const view of [...this.views.values()]) this.detach(view);
+    this.removeSignals();
+  }
+
+  /** Mounted mountpoints (absolute). */
+  mounted(): string[] {
+    return [...this.views.keys()];
+  }
+
+  /** Native counters of the view at `mountpoint` (lookups, reads, parked…), or undefined. */
+  stats(mountpoint: string): ReturnType<NativeSession['stats']> | undefined {
+    return this.views.get(resolve(mountpoint))?.session.stats();
+  }
+
+  private detach(view: View): void {
+    this.views.delete(view.mountpoint);
+    for (const ac of view.pending.values()) ac.abort();
+    view.pending.clear();
+    view.session.unmount();
+    if (this.views.size === 0) this.removeSignals();
+  }
+
+  private onEvent(view: View, kinds: EventKinds, kind: number, reqId: number, ino: number, offset: number, size: number): void {
+    if (kind === kinds.read) this.onParkedRead(view, reqId, ino, offset, size);
+    else if (kind === kinds.interrupt) view.pending.get(reqId)?.abort();
+    else if (kind === kinds.access && view.req.onFirstAccess) {
+      try {
+        view.req.onFirstAccess(view.table.paths[ino] ?? '', offset);
+      } catch (err) {
+        this.opts.log.warn('fuse-trace-callback-failed', { mountpoint: view.mountpoint, err });
+      }
+    }
+  }
+
+  private onParkedRead(view: View, reqId: number, ino: number, offset: number, size: number): void {
+    const digest = view.table.digests[ino];
+    if (digest === undefined) {
+      view.session.provide(reqId, null, EIO);
+      return;
+    }
+    const ac = new AbortController();
+    view.pending.set(reqId, ac);
+    let waiting: Promise<string>;
+    try {
+      waiting = view.req.content.waitFor(digest, offset, size, ac.signal);
+    } catch (err) {
+      waiting = Promise.reject(err);
+    }
+    waiting.then(
+      (path) => {
+        view.pending.delete(reqId);
+        if (!view.session.provide(reqId, path)) return;
+        this.promote(view, digest);
+      },
+      (err: unknown) => {
+        view.pending.delete(reqId);
+        if (ac.signal.aborted) return; // interrupted or unmounted: already answered natively
+        this.opts.log.warn('fuse-read-failed', { mountpoint: view.mountpoint, path: view.table.paths[ino], digest, offset, size, err });
+        view.session.provide(reqId, null, errnoFor(err));
+      },
+    );
+  }
+
+  /** Once a digest is complete, later opens/reads of every inode holding it are answered natively. */
+  private promote(view: View, digest: string): void {
+    const inos = view.table.absent.get(digest);
+    if (inos === undefined) return;
+    const path = view.req.content.locate(digest);
+    if (path === null) return;
+    for (const ino of inos) view.session.markPresent(ino, path);
+    view.table.absent.delete(digest);
+  }
+
+  private installSignals(): void {
+    if (!this.opts.handleSignals || this.signalsInstalled) return;
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+    this.signalsInstalled = true;
+  }
+
+  private removeSignals(): void {
+    if (!this.signalsInstalled) return;
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+    this.signalsInstalled = false;
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * MergedTree → inode table: the compact encoding the native addon decodes once at mount
+ * (native/inode_table.cc), plus the per-inode facts the view keeps in TypeScript (digest, path).
+ *
+ * Pure: no I/O. Presence of content is asked through the `locate` callback (ContentProvider.locate).
+ * Not here: mounting (fuse-views.ts), loading the addon (native.ts).
+ *
+ * Inode table layout (all little-endian; keep in sync with native/inode_table.h):
+ * - `inodes`: one 80-byte record per inode, inode number = index + 1 (1 is the root):
+ *     0 u32 st_mode (type | permission bits)   4 u32 uid        8 u32 gid       12 u32 nlink
+ *    16 u32 rdev major                         20 u32 rdev minor
+ *    24 f64 size (bytes; symlinks: target length)                32 f64 mtime seconds (integer)
+ *    40 u32 mtime nanoseconds                  44 u32 parent inode (root: 1)
+ *    48 u32 first dirent index                 52 u32 dirent count (directories only)
+ *    56 u32 symlink target offset              60 u32 symlink target length (into `strings`)
+ *    64 u32 first xattr index                  68 u32 xattr count
+ *    72 u32 content path offset                76 u32 content path length (0: content absent)
+ * - `dirents`: 12-byte records {u32 name offset, u32 name length, u32 inode}; each directory's range is
+ *   sorted by name bytes (the addon binary-searches it and refuses unsorted input).
+ * - `xattrs`: 16-byte records {u32 name offset, u32 name length, u32 value offset, u32 value length}.
+ * - `strings`: every name, link target, xattr name/value and content path, as raw bytes.
+ * Hardlinks share their target's inode (nlink counts the names); directories have nlink 2 + subdirs.
+ */
+import { StarlightError } from '../../errors.js';
+import type { MergedTree, TocEntry } from '../../image/toc.js';
+
+/** Record sizes in bytes; the addon exports the same numbers and native.ts checks they match. */
+export const INODE_RECORD_SIZE = 80;
+export const DIRENT_RECORD_SIZE = 12;
+export const XATTR_RECORD_SIZE = 16;
+
+/** st_mode type bits (Linux). */
+export const S_IFMT = 0o170000;
+const TYPE_BITS: Record<string, number> = {
+  reg: 0o100000,
+  dir: 0o040000,
+  symlink: 0o120000,
+  char: 0o020000,
+  block: 0o060000,
+  fifo: 0o010000,
+};
+
+/** The buffers handed to the addon's mount(). */
+export interface InodeTableBuffers {
+  inodes: Buffer;
+  dirents: Buffer;
+  xattrs: Buffer;
+  strings: Buffer;
+}
+
+export interface InodeTable {
+  buffers: InodeTableBuffers;
+  /** Number of inodes (inode numbers are 1..count). */
+  count: number;
+  /** Index = inode number: content digest of regular files (undefined for others and index 0). */
+  digests: (string | undefined)[];
+  /** Index = inode number: the first path naming that inode ('' is the root). */
+  paths: string[];
+  /** Index = inode number: content size in bytes of regular files. */
+  sizes: number[];
+  /** Digest → inodes whose content was absent when the table was built. */
+  absent: Map<string, number[]>;
+}
+
+/** Decoded inode record (tests and debugging). */
+export interface InodeRecord {
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  parent: number;
+  children: { name: string; ino: number }[];
+  link: string;
+  xattrs: Record<string, Buffer>;
+  contentPath: string;
+}
+
+function badTree(message: string, path: string): StarlightError {
+  return new StarlightError('SL_ERR_FS_BAD_TREE', `cannot build the view's inode table: ${message}`, { details: { path } });
+}
+
+function parentOf(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '' : path.slice(0, i);
+}
+
+/** Appends byte strings to one table, returning [offset, length]. */
+class StringTable {
+  private readonly parts: Buffer[] = [];
+  private size = 0;
+  add(bytes: Uint8Array): [number, number] {
+    const off = this.size;
+    this.parts.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    this.size += bytes.byteLength;
+    return [off, bytes.byteLength];
+  }
+  addString(s: string): [number, number] {
+    return this.add(Buffer.from(s, 'utf8'));
+  }
+  finish(): Buffer {
+    return Buffer.concat(this.parts, this.size);
+  }
+}
+
+/**
+ * Builds the table. Throws SL_ERR_FS_BAD_TREE for a tree that breaks MergedTree's contract (no root,
+ * missing parent, hardlink to a missing path or to a directory, duplicate path).
+ */
+export function buildInodeTable(tree: MergedTree, locate: (digest: string) => string | null): InodeTable {
+  const inoByPath = new Map<string, number>();
+  const owners: TocEntry[] = []; // index ino-1: the entry that defines the inode
+  for (const e of tree.entries) {
+    if (e.type === 'hardlink' || e.type === 'whiteout') continue;
+    if (inoByPath.has(e.path)) throw badTree('duplicate path', e.path);
+    if (TYPE_BITS[e.type] === undefined) throw badTree(`unknown entry type ${e.type}`, e.path);
+    owners.push(e);
+    inoByPath.set(e.path, owners.length);
+  }
+  if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
+  const count = owners.length;
+  const nlink = new Uint32Array(count + 1).fill(1);
+  const children: { name: Buffer; ino: number }[][] = Array.from({ length: count + 1 }, () => []);
+  const add = (path: string, ino: number): void => {
+    const parent = inoByPath.get(parentOf(path));
+    if (parent === undefined || owners[parent - 1].type !== 'dir') throw badTree('parent directory missing', path);
+    children[parent].push({ name: Buffer.from(path.slice(path.lastIndexOf('/') + 1), 'utf8'), ino });
+    if (owners[ino - 1].type === 'dir') nlink[parent]++;
+  };
+  for (const e of tree.entries) {
+    if (e.path === '' || e.type === 'whiteout') continue;
+    if (e.type !== 'hardlink') {
+      add(e.path, inoByPath.get(e.path)!);
+      continue;
+    }
+    const target = e.linkname === undefined ? undefined : inoByPath.get(e.linkname);
+    if (target === undefined || owners[target - 1].type === 'dir') throw badTree(`hardlink target ${e.linkname ?? '(none)'} missing or a directory`, e.path);
+    if (inoByPath.has(e.path)) throw badTree('duplicate path', e.path);
+    inoByPath.set(e.path, target);
+    nlink[target]++;
+    add(e.path, target);
+  }
+  for (let ino = 1; ino <= count; ino++) if (owners[ino - 1].type === 'dir') nlink[ino] += 1; // "." (+ parent's entry = 2)
+
+  const strings = new StringTable();
+  const inodes = Buffer.alloc(count * INODE_RECORD_SIZE);
+  let direntCount = 0;
+  let xattrCount = 0;
+  for (const e of owners) xattrCount += e.xattrs ? Object.keys(e.xattrs).length : 0;
+  for (const c of children) direntCount += c.length;
+  const dirents = Buffer.alloc(direntCount * DIRENT_RECORD_SIZE);
+  const xattrs = Buffer.alloc(xattrCount * XATTR_RECORD_SIZE);
+  const digests: (string | undefined)[] = new Array(count + 1);
+  const paths: string[] = new Array(count + 1).fill('');
+  const sizes: number[] = new Array(count + 1).fill(0);
+  const absent = new Map<string, number[]>();
+  let d = 0;
+  let x = 0;
+  for (let ino = 1; ino <= count; ino++) {
+    const e = owners[ino - 1];
+    const r = (ino - 1) * INODE_RECORD_SIZE;
+    paths[ino] = e.path;
+    let size = 0;
+    let link: [number, number] = [0, 0];
+    let content: [number, number] = [0, 0];
+    if (e.type === 'reg') {
+      if (e.digest === undefined) throw badTree('regular file without digest', e.path);
+      size = e.size;
+      digests[ino] = e.digest;
+      sizes[ino] = e.size;
+      const where = size === 0 ? null : locate(e.digest);
+      if (where !== null) content = strings.addString(where);
+      else if (size > 0) {
+        const list = absent.get(e.digest);
+        if (list) list.push(ino);
+        else absent.set(e.digest, [ino]);
+      }
+    } else if (e.type === 'symlink') {
+      link = strings.addString(e.linkname ?? '');
+      size = link[1];
+    }
+    const mtimeSec = Math.floor(e.mtime);
+    const mtimeNsec = Math.min(999_999_999, Math.round((e.mtime - mtimeSec) * 1e9));
+    inodes.writeUInt32LE((TYPE_BITS[e.type] | (e.mode & 0o7777)) >>> 0, r);
+    inodes.writeUInt32LE(e.uid >>> 0, r + 4);
+    inodes.writeUInt32LE(e.gid >>> 0, r + 8);
+    inodes.writeUInt32LE(nlink[ino], r + 12);
+    inodes.writeUInt32LE((e.devmajor ?? 0) >>> 0, r + 16);
+    inodes.writeUInt32LE((e.devminor ?? 0) >>> 0, r + 20);
+    inodes.writeDoubleLE(size, r + 24);
+    inodes.writeDoubleLE(mtimeSec, r + 32);
+    inodes.writeUInt32LE(mtimeNsec, r + 40);
+    inodes.writeUInt32LE(e.path === '' ? 1 : inoByPath.get(parentOf(e.path))!, r + 44);
+    const kids = children[ino].sort((a, b) => Buffer.compare(a.name, b.name));
+    inodes.writeUInt32LE(d, r + 48);
+    inodes.writeUInt32LE(kids.length, r + 52);
+    for (let i = 0; i < kids.length; i++) {
+      if (i > 0 && Buffer.compare(kids[i - 1].name, kids[i].name) === 0) throw badTree('duplicate name', e.path);
+      const [off, len] = strings.add(kids[i].name);
+      dirents.writeUInt32LE(off, d * DIRENT_RECORD_SIZE);
+      dirents.writeUInt32LE(len, d * DIRENT_RECORD_SIZE + 4);
+      dirents.writeUInt32LE(kids[i].ino, d * DIRENT_RECORD_SIZE + 8);
+      d++;
+    }
+    inodes.writeUInt32LE(link[0], r + 56);
+    inodes.writeUInt32LE(link[1], r + 60);
+    const xs = e.xattrs ? Object.entries(e.xattrs) : [];
+    inodes.writeUInt32LE(x, r + 64);
+    inodes.writeUInt32LE(xs.length, r + 68);
+    for (const [name, value] of xs) {
+      const n = strings.addString(name);
+      const v = strings.add(value);
+      xattrs.writeUInt32LE(n[0], x * XATTR_RECORD_SIZE);
+      xattrs.writeUInt32LE(n[1], x * XATTR_RECORD_SIZE + 4);
+      xattrs.writeUInt32LE(v[0], x * XATTR_RECORD_SIZE + 8);
+      xattrs.writeUInt32LE(v[1], x * XATTR_RECORD_SIZE + 12);
+      x++;
+    }
+    inodes.writeUInt32LE(content[0], r + 72);
+    inodes.writeUInt32LE(content[1], r + 76);
+  }
+  return { buffers: { inodes, dirents, xattrs, strings: strings.finish() }, count, digests, paths, sizes, absent };
+}
+
+/** Decodes one inode record back (the inverse of buildInodeTable, for tests and debugging). */
+export function readInode(b: InodeTableBuffers, ino: number): InodeRecord {
+  const r = (ino - 1) * INODE_RECORD_SIZE;
+  const str = (off: number, len: number): Buffer => b.strings.subarray(off, off + len);
+  const u = (o: number): number => b.inodes.readUInt32LE(r + o);
+  const children: { name: string; ino: number }[] = [];
+  for (let i = u(48); i < u(48) + u(52); i++) {
+    const o = i * DIRENT_RECORD_SIZE;
+    children.push({ name: str(b.dirents.readUInt32LE(o), b.dirents.readUInt32LE(o + 4)).toString('utf8'), ino: b.dirents.readUInt32LE(o + 8) });
+  }
+  const xattrs: Record<string, Buffer> = {};
+  for (let i = u(64); i < u(64) + u(68); i++) {
+    const o = i * XATTR_RECORD_SIZE;
+    const name = str(b.xattrs.readUInt32LE(o), b.xattrs.readUInt32LE(o + 4)).toString('utf8');
+    xattrs[name] = Buffer.from(str(b.xattrs.readUInt32LE(o + 8), b.xattrs.readUInt32LE(o + 12)));
+  }
+  return {
+    mode: u(0), uid: u(4), gid: u(8), nlink: u(12), rdevMajor: u(16), rdevMinor: u(20),
+    size: b.inodes.readDoubleLE(r + 24), mtimeSec: b.inodes.readDoubleLE(r + 32), mtimeNsec: u(40),
+    parent: u(44), children, link: str(u(56), u(60)).toString('utf8'), xattrs,
+    contentPath: str(u(72), u(76)).toString('utf8'),
+  };
+}

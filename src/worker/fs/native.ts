@@ -1,0 +1,162 @@
+/**
+ * The only importer of the native FUSE addon (build/Release/starlight_fuse.node, built from native/
+ * by node-gyp during `npm install`): loads it once per FuseAddonLoader and wraps it in typed calls.
+ *
+ * Not here: inode table building (inodes.ts), view policy (fuse-views.ts).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StarlightError } from '../../errors.js';
+import { DIRENT_RECORD_SIZE, INODE_RECORD_SIZE, XATTR_RECORD_SIZE, type InodeTableBuffers } from './inodes.js';
+
+/** File name of the addon under the package root; written by node-gyp (binding.gyp target_name). */
+const ADDON_RELATIVE_PATH = join('build', 'Release', 'starlight_fuse.node');
+/** How many directories above this module to look for the package root (src/… or dist/src/…). */
+const MAX_PARENT_LEVELS = 6;
+
+/** Event kinds the addon delivers to onEvent (values exported by the addon as EVENT_*). */
+export interface EventKinds {
+  read: number;
+  interrupt: number;
+  access: number;
+}
+
+export interface NativeMountOptions {
+  /** Source shown in /proc/mounts. Default 'starlight'. */
+  fsname?: string;
+  /** Type suffix: the mount shows as fuse.<subtype>. Default 'starlight'. */
+  subtype?: string;
+  /** Serving threads (never blocked on data). Default 4, 1..64. */
+  threads?: number;
+  /** Report the first access per inode (EVENT_ACCESS). Default false. */
+  trace?: boolean;
+  /** Kernel max_background; default 256 (design.md: the kernel default 12 stalls every read). */
+  maxBackground?: number;
+  /** attr/entry/negative cache timeouts in seconds; default 3600. */
+  timeoutSec?: number;
+}
+
+/**
+ * onEvent(kind, reqId, ino, offset, size):
+ * - read: a read of absent content is parked; answer with provide(reqId, …) exactly once.
+ * - interrupt: the kernel interrupted reqId (already answered EINTR natively); abort its wait.
+ * - access: first access of `ino`; `offset` is milliseconds since mount.
+ */
+export type NativeEventHandler = (kind: number, reqId: number, ino: number, offset: number, size: number) => void;
+
+export interface NativeStats {
+  lookups: number;
+  getattrs: number;
+  readdirs: number;
+  opens: number;
+  reads: number;
+  readBytes: number;
+  parked: number;
+  provided: number;
+  failed: number;
+  interrupts: number;
+  parkedNow: number;
+  inodes: number;
+}
+
+/** The raw addon exports (see native/addon.cc, which lists them). */
+interface FuseAddon {
+  mount(mountpoint: string, options: NativeMountOptions, table: InodeTableBuffers, onEvent: NativeEventHandler): number;
+  provide(handle: number, reqId: number, path: string | null, errno?: number): boolean;
+  markPresent(handle: number, ino: number, path: string): boolean;
+  unmount(handle: number): void;
+  alive(handle: number): boolean;
+  stats(handle: number): NativeStats;
+  EVENT_READ: number;
+  EVENT_INTERRUPT: number;
+  EVENT_ACCESS: number;
+  INODE_RECORD_SIZE: number;
+  DIRENT_RECORD_SIZE: number;
+  XATTR_RECORD_SIZE: number;
+}
+
+/** One mounted session. Methods are cheap and synchronous; unmount() is idempotent. */
+export class NativeSession {
+  private closed = false;
+  constructor(
+    private readonly addon: FuseAddon,
+    readonly handle: number,
+  ) {}
+
+  /** Answers a parked read from `path` (pread natively) or with `errno` when path is null. */
+  provide(reqId: number, path: string | null, errno = 0): boolean {
+    return !this.closed && this.addon.provide(this.handle, reqId, path, errno);
+  }
+  /** Lets later opens/reads of `ino` be answered natively from the complete file at `path`. */
+  markPresent(ino: number, path: string): boolean {
+    return !this.closed && this.addon.markPresent(this.handle, ino, path);
+  }
+  alive(): boolean {
+    return !this.closed && this.addon.alive(this.handle);
+  }
+  stats(): NativeStats {
+    if (this.closed) throw new StarlightError('SL_ERR_FS_UNAVAILABLE', `FUSE session ${this.handle} is unmounted`);
+    return this.addon.stats(this.handle);
+  }
+  /** Fails parked reads with EIO, stops the serving threads, lazily detaches the mount. */
+  unmount(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.unmount(this.handle);
+  }
+}
+
+/** Loads the addon lazily (so importing this module never fails) and mounts sessions. */
+export class FuseAddonLoader {
+  private addon: FuseAddon | undefined;
+
+  /** Absolute path of the addon: the first build/Release/starlight_fuse.node above this module. */
+  static locate(): string | null {
+    let dir = dirname(fileURLToPath(import.meta.url));
+    for (let i = 0; i < MAX_PARENT_LEVELS; i++) {
+      const candidate = join(dir, ADDON_RELATIVE_PATH);
+      if (existsSync(candidate)) return candidate;
+      dir = dirname(dir);
+    }
+    return null;
+  }
+
+  load(): FuseAddon {
+    if (this.addon) return this.addon;
+    const path = FuseAddonLoader.locate();
+    if (path === null) {
+      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${dirname(fileURLToPath(import.meta.url))}`);
+    }
+    let addon: FuseAddon;
+    try {
+      addon = createRequire(import.meta.url)(path) as FuseAddon;
+    } catch (err) {
+      throw new StarlightError('SL_ERR_FS_ADDON', `cannot load the FUSE addon ${path}`, { cause: err, details: { path } });
+    }
+    if (addon.INODE_RECORD_SIZE !== INODE_RECORD_SIZE || addon.DIRENT_RECORD_SIZE !== DIRENT_RECORD_SIZE || addon.XATTR_RECORD_SIZE !== XATTR_RECORD_SIZE) {
+      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} uses another inode table layout; rebuild it (npm install)`, { details: { path } });
+    }
+    this.addon = addon;
+    return addon;
+  }
+
+  events(): EventKinds {
+    const a = this.load();
+    return { read: a.EVENT_READ, interrupt: a.EVENT_INTERRUPT, access: a.EVENT_ACCESS };
+  }
+
+  /** Mounts synchronously (the kernel mount; the session threads answer from then on). */
+  mount(mountpoint: string, options: NativeMountOptions, table: InodeTableBuffers, onEvent: NativeEventHandler): NativeSession {
+    const addon = this.load();
+    let handle: number;
+    try {
+      handle = addon.mount(mountpoint, options, table, onEvent);
+    } catch (err) {
+      const code = err instanceof TypeError || err instanceof RangeError ? 'SL_ERR_INVALID_ARGUMENT' : 'SL_ERR_FS_MOUNT';
+      throw new StarlightError(code, `cannot mount a view at ${mountpoint}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { mountpoint } });
+    }
+    return new NativeSession(addon, handle);
+  }
+}

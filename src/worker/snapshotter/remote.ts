@@ -1,0 +1,57 @@
+/**
+ * The seam through which the snapshotter learns that a layer can be provided lazily (a "remote
+ * snapshot", in stargz's words) and obtains the view to mount for it. Implemented by the worker
+ * daemon over the stream receiver and the CAS; the snapshotter never sees frames, TOCs or FUSE.
+ *
+ * Model: Starlight mounts ONE flattened view per layer chain (docs/design.md "One flattened view per
+ * layer chain"), so a remote snapshot's view shows its own layer AND all of its ancestors. The
+ * snapshotter therefore puts only the topmost remote snapshot of a chain into an overlay's lowerdir
+ * (mounts.ts) and mounts that snapshot's view at its `fs` dir on first use.
+ *
+ * Not here: mounting (ViewManager, src/worker/fs/view.ts), label parsing (labels.ts).
+ */
+import type { ViewRequest } from '../fs/view.js';
+import type { RemoteHints } from './labels.js';
+
+export interface RemoteLayerRequest {
+  /** The Prepare key (opaque, `<ns>/<id>/<key>` when from containerd). */
+  key: string;
+  /** The parent snapshot name, '' for the bottom layer. */
+  parent: string;
+  /**
+   * The parent's remote id if the parent is itself a remote snapshot, null if the parent is a local
+   * (unpacked) snapshot, undefined if there is no parent. A resolver must answer null when it cannot
+   * show the whole chain in one view (e.g. a local parent it knows nothing about).
+   */
+  parentRemoteId: string | null | undefined;
+  /** Parsed from the Prepare labels. */
+  hints: RemoteHints;
+  /** All Prepare labels (already filtered by containerd), for resolvers that need more. */
+  labels: Readonly<Record<string, string>>;
+}
+
+export interface RemoteLayer {
+  /**
+   * The resolver's id for the chain ending at this layer (e.g. `<view id>/<layer index>`); stored in
+   * the `containerd.io/snapshot/remote` label and passed back to viewRequest(). Non-empty.
+   */
+  remoteId: string;
+  /** Extra labels to put on the committed snapshot; only `containerd.io/snapshot/` keys are kept. */
+  labels?: Record<string, string>;
+}
+
+export interface RemoteLayerResolver {
+  /**
+   * Can the layer of this Prepare be provided lazily? Resolves with its remote id, or null to let
+   * the caller unpack it normally. Must not block on content: a resolver that has the layer's TOC
+   * (or will have it with the stream's header) answers yes. Rejections other than 'canceled' are
+   * logged by the snapshotter and treated as null (unpacking normally always works).
+   */
+  resolve(req: RemoteLayerRequest, signal?: AbortSignal): Promise<RemoteLayer | null>;
+  /**
+   * What to mount for the chain ending at `remoteId` (its merged tree and content source). Called
+   * once per mount (first Mounts after Prepare or after a daemon restart).
+   * Rejects 'not-found' if the id is unknown (e.g. state lost), 'unavailable' if it cannot be served.
+   */
+  viewRequest(remoteId: string, signal?: AbortSignal): Promise<ViewRequest>;
+}

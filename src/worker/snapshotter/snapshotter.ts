@@ -1,0 +1,352 @@
+/**
+ * StarlightSnapshotter: containerd's overlay snapshotter semantics (metadata in SQLite, one
+ * directory per snapshot, overlay mounts) plus lazily provided "remote" layers.
+ *
+ * Remote layers (design; the puller/FUSE side plugs in through RemoteLayerResolver + ViewManager):
+ * Prepare with a `containerd.io/snapshot.ref` target and remote hints (labels.ts) asks the resolver;
+ * if it can provide the layer, a committed snapshot named by the target is created with label
+ * `containerd.io/snapshot/remote=<remote id>` and Prepare fails with already-exists, as stargz does
+ * (snapshot/snapshot.go:242–280); containerd then finds it with Walk. The view of the chain is
+ * mounted at that snapshot's `fs` dir on first use and checked on every Mounts (stargz :603, :708).
+ *
+ * Not here: the contract (types.ts), mount options (mounts.ts), SQL (metastore.ts), wire (grpc-*.ts).
+ */
+import { rm, readdir, stat } from 'node:fs/promises';
+import { existsSync, lchownSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { StarlightError, kindOf, withContext } from '../../errors.js';
+import { nullLogger, type Logger } from '../../log.js';
+import type { ViewManager } from '../fs/view.js';
+import { matchesAny, parseFilters } from './filters.js';
+import { LABEL_REMOTE, LABEL_SNAPSHOT_PREFIX, parseRemoteHints, remoteIdOf } from './labels.js';
+import { Layout, NEW_DIR_PREFIX, REMOVED_DIR_PREFIX, diskUsage } from './layout.js';
+import { MetaStore, rowToInfo, type SnapshotRow } from './metastore.js';
+import { unmountAllUnder } from './mountinfo.js';
+import { snapshotMounts, type MountParent, type OverlayOptions } from './mounts.js';
+import type { RemoteLayerResolver } from './remote.js';
+import type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usage, WalkFn } from './types.js';
+
+export type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usage, WalkFn } from './types.js';
+
+/** Present when the kernel's overlayfs has the `index` feature (containerd overlay supportsIndex). */
+const OVERLAY_INDEX_PARAM = '/sys/module/overlay/parameters/index';
+
+export interface StarlightSnapshotterOptions {
+  /** Directory for metadata.db and snapshots/ (created 0700). Required. */
+  root: string;
+  /** Provides layers lazily. Default: none (every layer is unpacked by containerd). */
+  resolver?: RemoteLayerResolver;
+  /** Mounts lazy views; required when `resolver` is set. */
+  views?: ViewManager;
+  /** Default: nullLogger. */
+  log?: Logger;
+  /** Overlay options; default: detected like containerd (index=off if supported, no userxattr). */
+  overlay?: Partial<OverlayOptions>;
+}
+
+interface ResolvedOptions {
+  root: string;
+  resolver: RemoteLayerResolver | undefined;
+  views: ViewManager | undefined;
+  log: Logger;
+  overlay: OverlayOptions;
+}
+
+/** Validation and defaults in one place. */
+export function resolveSnapshotterOptions(o: StarlightSnapshotterOptions): ResolvedOptions {
+  if (typeof o.root !== 'string' || !o.root.startsWith('/')) {
+    throw new StarlightError('SL_ERR_CONFIG', `snapshotter root must be an absolute path, got ${JSON.stringify(o.root)}`, { details: { root: o.root } });
+  }
+  if (o.resolver && !o.views) {
+    throw new StarlightError('SL_ERR_CONFIG', 'a remote-layer resolver needs a ViewManager (options.views) to mount its views');
+  }
+  return {
+    root: o.root.replace(/\/+$/, '') || '/',
+    resolver: o.resolver,
+    views: o.views,
+    log: o.log ?? nullLogger,
+    overlay: { indexOff: o.overlay?.indexOff ?? existsSync(OVERLAY_INDEX_PARAM), userxattr: o.overlay?.userxattr ?? false },
+  };
+}
+
+export class StarlightSnapshotter implements Snapshotter, Cleaner {
+  private readonly layout: Layout;
+  private closed = false;
+  /** Remote snapshot id → its view mount (in flight or done). */
+  private readonly views = new Map<number, Promise<void>>();
+  /** `new-*` dirs of creates in flight, which cleanup must not remove. */
+  private readonly inflight = new Set<string>();
+
+  private constructor(
+    private readonly opts: ResolvedOptions,
+    private readonly store: MetaStore,
+  ) {
+    this.layout = new Layout(opts.root);
+  }
+
+  /** Creates the root if needed, opens the metadata and force-unmounts leftovers of a previous run. */
+  static async open(options: StarlightSnapshotterOptions): Promise<StarlightSnapshotter> {
+    const opts = resolveSnapshotterOptions(options);
+    const layout = new Layout(opts.root);
+    await layout.init();
+    const left = await unmountAllUnder(layout.snapshotsDir);
+    if (left.unmounted.length > 0) opts.log.info('snapshotter-stale-mounts-unmounted', { paths: left.unmounted });
+    for (const f of left.failed) opts.log.warn('snapshotter-stale-unmount-failed', f);
+    return new StarlightSnapshotter(opts, new MetaStore(layout.dbPath));
+  }
+
+  private live(): void {
+    if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', `snapshotter at ${this.opts.root} is closed`);
+  }
+
+  private static mountParents(parents: SnapshotRow[]): MountParent[] {
+    return parents.map((p) => ({ id: p.id, remote: remoteIdOf(p.labels) !== null }));
+  }
+
+  /** The topmost remote snapshot among `parents` (nearest first): the one whose view is used. */
+  private static topRemote(parents: SnapshotRow[]): SnapshotRow | undefined {
+    return parents.find((p) => remoteIdOf(p.labels) !== null);
+  }
+
+  async stat(key: string): Promise<Info> {
+    this.live();
+    return rowToInfo(this.store.mustGet(key));
+  }
+
+  async update(info: Pick<Info, 'name' | 'labels'>, fieldpaths: string[] = []): Promise<Info> {
+    this.live();
+    return this.store.transaction(() => {
+      const before = this.store.mustGet(info.name);
+      const after = this.store.updateLabels(info.name, info.labels ?? {}, fieldpaths);
+      // The remote label is ours: containerd's metadata may send a label set without it.
+      const remote = before.labels[LABEL_REMOTE];
+      if (remote !== undefined && after.labels[LABEL_REMOTE] !== remote) {
+        return rowToInfo(this.store.updateLabels(info.name, { [LABEL_REMOTE]: remote }, [`labels.${LABEL_REMOTE}`]));
+      }
+      return rowToInfo(after);
+    });
+  }
+
+  async usage(key: string): Promise<Usage> {
+    this.live();
+    const row = this.store.mustGet(key);
+    if (row.kind === 'active') return diskUsage(this.layout.fsDir(row.id));
+    return { size: row.size, inodes: row.inodes };
+  }
+
+  async mounts(key: string): Promise<Mount[]> {
+    this.live();
+    const row = this.store.mustGet(key);
+    if (row.kind === 'committed') {
+      throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', `snapshot ${JSON.stringify(key)} is committed; only active and view snapshots have mounts`, { details: { key } });
+    }
+    return this.mountsOf(row);
+  }
+
+  /** Mounts of an active/view row, after making sure the lazy view below it (if any) is alive. */
+  private async mountsOf(row: SnapshotRow): Promise<Mount[]> {
+    const parents = this.store.parents(row);
+    const top = StarlightSnapshotter.topRemote(parents);
+    if (top) await this.ensureView(top);
+    return this.pureMounts(row, parents);
+  }
+
+  private pureMounts(row: SnapshotRow, parents: SnapshotRow[]): Mount[] {
+    const mp = StarlightSnapshotter.mountParents(parents);
+    return snapshotMounts({ id: row.id, kind: row.kind, parents: mp }, this.layout, this.opts.overlay);
+  }
+
+  /** Mounts the view of remote snapshot `r` at its fs dir once, then checks it (every call). */
+  private async ensureView(r: SnapshotRow): Promise<void> {
+    const remoteId = remoteIdOf(r.labels);
+    const { resolver, views } = this.opts;
+    const mountpoint = this.layout.fsDir(r.id);
+    const unavailable = (why: string, cause?: unknown) =>
+      new StarlightError('SL_ERR_SNAPSHOT_UNAVAILABLE', `lazy view of snapshot ${JSON.stringify(r.key)} at ${mountpoint} is not available: ${why}`, {
+        cause,
+        details: { name: r.key, remoteId, mountpoint },
+      });
+    if (!remoteId || !resolver || !views) throw unavailable('this snapshotter has no remote-layer resolver');
+    let mounting = this.views.get(r.id);
+    if (!mounting) {
+      mounting = (async () => {
+        const req = await resolver.viewRequest(remoteId);
+        await views.mount(mountpoint, req);
+        this.opts.log.info('remote-view-mounted', { name: r.key, remoteId, mountpoint });
+      })();
+      this.views.set(r.id, mounting);
+      mounting.catch(() => this.views.delete(r.id));
+    }
+    try {
+      await mounting;
+      await views.check(mountpoint);
+    } catch (err) {
+      if (kindOf(err) === 'canceled') throw err;
+      throw unavailable(err instanceof Error ? err.message : String(err), err);
+    }
+  }
+
+  async prepare(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
+    this.live();
+    const labels = opts.labels ?? {};
+    if (this.opts.resolver) await this.tryRemote(key, parent, labels);
+    return this.create('active', key, parent, labels);
+  }
+
+  async view(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
+    this.live();
+    return this.create('view', key, parent, opts.labels ?? {});
+  }
+
+  /**
+   * If the resolver provides this layer lazily: creates the committed remote snapshot and throws
+   * already-exists. Returns normally when the layer must be unpacked the ordinary way.
+   */
+  private async tryRemote(key: string, parent: string, labels: Record<string, string>): Promise<void> {
+    const hints = parseRemoteHints(labels);
+    if (!hints || this.store.get(key)) return;
+    const p = parent === '' ? undefined : this.store.get(parent);
+    if (parent !== '' && (!p || p.kind !== 'committed')) return; // create() reports the error
+    const existing = this.store.get(hints.chainId);
+    if (existing) {
+      if (existing.kind === 'committed' && existing.parent === parent) throw this.remoteExists(key, hints.chainId);
+      return;
+    }
+    let remote;
+    try {
+      remote = await this.opts.resolver!.resolve({
+        key,
+        parent,
+        parentRemoteId: p === undefined ? undefined : remoteIdOf(p.labels),
+        hints,
+        labels,
+      });
+    } catch (err) {
+      if (kindOf(err) === 'canceled') throw err;
+      this.opts.log.warn('remote-layer-resolve-failed', { key, chainId: hints.chainId, err });
+      return;
+    }
+    if (!remote) return;
+    const extra = Object.fromEntries(Object.entries(remote.labels ?? {}).filter(([k]) => k.startsWith(LABEL_SNAPSHOT_PREFIX)));
+    await this.create('committed', hints.chainId, parent, { ...labels, ...extra, [LABEL_REMOTE]: remote.remoteId });
+    this.opts.log.info('remote-snapshot-prepared', { key, name: hints.chainId, parent, remoteId: remote.remoteId });
+    throw this.remoteExists(key, hints.chainId);
+  }
+
+  private remoteExists(key: string, target: string): StarlightError {
+    return new StarlightError('SL_ERR_SNAPSHOT_EXISTS', `target snapshot ${JSON.stringify(target)} already exists (provided lazily)`, {
+      details: { key, target, remote: true },
+    });
+  }
+
+  /** containerd overlay createSnapshot: build dirs in new-*, insert + rename in one transaction. */
+  private async create(kind: SnapshotKind, key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
+    const td = await this.layout.makeTemp(kind === 'active');
+    this.inflight.add(td);
+    try {
+      // Upper dir owned like the parent's root (containerd overlay does the same). Async stat: the
+      // parent may be a lazy view served by this process (docs/design.md "Things that bite").
+      const parentRow = parent === '' ? undefined : this.store.get(parent);
+      const chain = parentRow ? [parentRow, ...this.store.parents(parentRow)] : [];
+      const top = kind === 'committed' ? undefined : StarlightSnapshotter.topRemote(chain);
+      // Fail before creating anything when the lazy view below is gone (unavailable).
+      if (top) await this.ensureView(top);
+      const owner = parentRow ? await stat(this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
+      const row = this.store.transaction(() => {
+        const r = this.store.create(kind, key, parent, labels);
+        if (owner && r.parentId === parentRow!.id) lchownSync(join(td, 'fs'), owner.uid, owner.gid);
+        renameSync(td, this.layout.dir(r.id));
+        return r;
+      });
+      if (kind === 'committed') return [];
+      return this.pureMounts(row, row.parentId === null ? [] : chain);
+    } catch (err) {
+      await rm(td, { recursive: true, force: true });
+      throw withContext(err, `${kind === 'view' ? 'view' : 'prepare'} snapshot ${JSON.stringify(key)}`, { key, parent });
+    } finally {
+      this.inflight.delete(td);
+    }
+  }
+
+  async commit(name: string, key: string, opts: SnapshotOpts = {}): Promise<void> {
+    this.live();
+    const row = this.store.mustGet(key);
+    if (row.kind !== 'active') {
+      throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', `snapshot ${JSON.stringify(key)} is not active (it is ${row.kind}); only active snapshots can be committed`, { details: { key, kind: row.kind } });
+    }
+    const usage = await diskUsage(this.layout.fsDir(row.id));
+    this.store.transaction(() => this.store.commit(key, name, usage, opts.labels ?? {}));
+  }
+
+  async remove(key: string): Promise<void> {
+    this.live();
+    const row = this.store.mustGet(key);
+    if (this.store.childCount(row.id) > 0) this.store.remove(key); // throws failed-precondition
+    const mounted = this.views.get(row.id);
+    if (mounted) {
+      this.views.delete(row.id);
+      await mounted.catch(() => undefined);
+      await this.opts.views!.unmount(this.layout.fsDir(row.id));
+    }
+    const gone = this.layout.removedDir(row.id);
+    this.store.transaction(() => {
+      this.store.remove(key);
+      renameSync(this.layout.dir(row.id), gone);
+    });
+    await rm(gone, { recursive: true, force: true }).catch((err) => this.opts.log.warn('snapshot-dir-remove-failed', { path: gone, err }));
+  }
+
+  async walk(fn: WalkFn, filters: string[] = []): Promise<void> {
+    this.live();
+    const parsed = parseFilters(filters);
+    for (const row of this.store.all()) {
+      const info = rowToInfo(row);
+      if (matchesAny(info, parsed)) await fn(info);
+    }
+  }
+
+  /** Removes directories no snapshot owns (crashed creates, interrupted removes). */
+  async cleanup(): Promise<void> {
+    this.live();
+    const ids = this.store.ids();
+    for (const name of await readdir(this.layout.snapshotsDir)) {
+      const path = join(this.layout.snapshotsDir, name);
+      const owned = /^[0-9]+$/.test(name) && ids.has(Number(name));
+      const building = name.startsWith(NEW_DIR_PREFIX) && this.inflight.has(path);
+      if (owned || building) continue;
+      if (!/^[0-9]+$/.test(name) && !name.startsWith(NEW_DIR_PREFIX) && !name.startsWith(REMOVED_DIR_PREFIX)) continue;
+      await unmountAllUnder(path);
+      await rm(path, { recursive: true, force: true });
+      this.opts.log.info('snapshot-dir-cleaned', { path });
+    }
+  }
+
+  /**
+   * Mounts the views needed by existing active/view snapshots (after a daemon restart). Failures are
+   * logged; Mounts retries them. Call once the resolver can answer.
+   */
+  async restoreViews(): Promise<void> {
+    this.live();
+    if (!this.opts.resolver) return;
+    for (const row of this.store.all()) {
+      if (row.kind === 'committed') continue;
+      const top = StarlightSnapshotter.topRemote(this.store.parents(row));
+      if (!top) continue;
+      await this.ensureView(top).catch((err) =>
+        this.opts.log.warn('remote-view-restore-failed', { key: row.key, err }),
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const views = this.opts.views;
+    for (const [id, p] of this.views) {
+      await p.catch(() => undefined);
+      if (views) await views.unmount(this.layout.fsDir(id)).catch((err) => this.opts.log.warn('remote-view-unmount-failed', { id, err }));
+    }
+    this.views.clear();
+    this.store.close();
+  }
+}

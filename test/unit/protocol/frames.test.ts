@@ -1,0 +1,176 @@
+import test from 'ava';
+import { PassThrough } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, type DeltaHeader, type ContentItem } from '../../../src/protocol/index.js';
+import { errorFrame, frameHead, headerFrame, preamble } from '../../../src/protocol/frames.js';
+
+function digest(b: Buffer): string {
+  return 'sha256:' + createHash('sha256').update(b).digest('hex');
+}
+
+function makeHeader(contents: Buffer[], firstItem = 0): DeltaHeader {
+  const items: ContentItem[] = contents.map((c) => ({ digest: digest(c), size: c.length, encodedSize: c.length, encoding: 'identity' }));
+  return {
+    ref: 'localhost:5000/app:v1',
+    platform: 'linux/amd64',
+    manifestDigest: digest(Buffer.from('m')),
+    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
+    manifest: Buffer.from('{"schemaVersion":2}'),
+    config: Buffer.from('{"os":"linux"}'),
+    diffIDs: [digest(Buffer.from('l0')), digest(Buffer.from('l1'))],
+    layers: [{ diffID: digest(Buffer.from('l1')), toc: Buffer.from([1, 2, 3]) }],
+    items,
+    firstItem,
+  };
+}
+
+async function encodeAll(h: DeltaHeader, contents: Buffer[], chunkBytes = 1000): Promise<Buffer> {
+  const out = new PassThrough();
+  const parts: Buffer[] = [];
+  out.on('data', (b: Buffer) => parts.push(b));
+  const enc = new DeltaEncoder(out, { chunkBytes });
+  await enc.writeHeader(h);
+  for (let i = h.firstItem; i < contents.length; i++) {
+    const c = contents[i]!;
+    // odd-sized source chunks to exercise re-chunking
+    await enc.writeItem(i, (async function* () {
+      for (let o = 0; o < c.length; o += 777) yield c.subarray(o, o + 777);
+    })());
+  }
+  const end = await enc.writeEnd();
+  out.end();
+  await new Promise((r) => out.on('end', r));
+  const all = Buffer.concat(parts);
+  if (enc.bytesWritten !== all.length) throw new Error('bytesWritten mismatch');
+  if (end.items !== contents.length - h.firstItem) throw new Error('end items mismatch');
+  return all;
+}
+
+async function decodeAll(buf: Buffer, step = 333): Promise<{ events: DeltaEvent[]; items: Map<number, Buffer> }> {
+  const events: DeltaEvent[] = [];
+  const items = new Map<number, Buffer>();
+  const src = (async function* () {
+    for (let o = 0; o < buf.length; o += step) yield buf.subarray(o, o + step);
+  })();
+  for await (const ev of decodeDelta(src)) {
+    events.push(ev);
+    if (ev.type === 'chunk') items.set(ev.index, Buffer.concat([items.get(ev.index) ?? Buffer.alloc(0), ev.data]));
+  }
+  return { events, items };
+}
+
+const contents = [Buffer.alloc(2500, 7), Buffer.from('hello'), Buffer.alloc(1, 1), Buffer.alloc(1000, 3)];
+
+test('roundtrip: header fields, items and chunk bounds', async (t) => {
+  const h = makeHeader(contents);
+  const wire = await encodeAll(h, contents);
+  const { events, items } = await decodeAll(wire);
+  const hdr = events[0];
+  t.is(hdr?.type, 'header');
+  if (hdr?.type !== 'header') return;
+  t.deepEqual(hdr.header.items, h.items);
+  t.is(hdr.header.ref, h.ref);
+  t.deepEqual(Buffer.from(hdr.header.manifest), Buffer.from(h.manifest));
+  t.deepEqual(Buffer.from(hdr.header.config), Buffer.from(h.config));
+  t.deepEqual(hdr.header.diffIDs, h.diffIDs);
+  t.deepEqual(Buffer.from(hdr.header.layers[0]!.toc), Buffer.from([1, 2, 3]));
+  for (let i = 0; i < contents.length; i++) t.deepEqual(items.get(i), contents[i]);
+  const chunks = events.filter((e) => e.type === 'chunk');
+  t.true(chunks.every((c) => c.type === 'chunk' && c.data.length <= 1000));
+  t.is(chunks.filter((c) => c.type === 'chunk' && c.last).length, contents.length);
+  t.deepEqual(events.at(-1), { type: 'end', end: { items: 4, contentBytes: 2500 + 5 + 1 + 1000 } });
+});
+
+test('resume: firstItem skips earlier items', async (t) => {
+  const h = makeHeader(contents, 2);
+  const { items } = await decodeAll(await encodeAll(h, contents));
+  t.deepEqual([...items.keys()], [2, 3]);
+});
+
+test('every truncation point is SL_ERR_PROTOCOL_TRUNCATED', async (t) => {
+  const wire = await encodeAll(makeHeader(contents), contents);
+  for (const cut of [0, 3, 8, 9, 50, wire.length - 3000, wire.length - 1]) {
+    const err = await t.throwsAsync(decodeAll(wire.subarray(0, cut)));
+    t.is((err as { code?: string }).code, 'SL_ERR_PROTOCOL_TRUNCATED', `cut at ${cut}`);
+  }
+});
+
+test('garbage is SL_ERR_PROTOCOL_MALFORMED, other version SL_ERR_PROTOCOL_VERSION', async (t) => {
+  const wire = await encodeAll(makeHeader(contents), contents);
+  const bad = (b: Buffer): Promise<unknown> => decodeAll(b);
+  const codeOf = async (b: Buffer): Promise<string | undefined> => ((await t.throwsAsync(bad(b))) as { code?: string }).code;
+  t.is(await codeOf(Buffer.from('HTTP/1.1 200 OK\r\n\r\n')), 'SL_ERR_PROTOCOL_MALFORMED');
+  const v2 = Buffer.from(wire);
+  v2.writeUInt32BE(2, 4);
+  t.is(await codeOf(v2), 'SL_ERR_PROTOCOL_VERSION');
+  // first frame not a header
+  t.is(await codeOf(Buffer.concat([preamble(), frameHead(FrameType.END, 0)])), 'SL_ERR_PROTOCOL_MALFORMED');
+  // unknown frame type after the header
+  const hf = Buffer.concat([preamble(), headerFrame(makeHeader(contents))]);
+  t.is(await codeOf(Buffer.concat([hf, frameHead(9 as 1, 0)])), 'SL_ERR_PROTOCOL_MALFORMED');
+  // oversized content frame length
+  t.is(await codeOf(Buffer.concat([hf, frameHead(FrameType.CONTENT, 0xffffffff)])), 'SL_ERR_PROTOCOL_MALFORMED');
+  // header that is not msgpack
+  t.is(await codeOf(Buffer.concat([preamble(), frameHead(FrameType.HEADER, 3), Buffer.from([0xc1, 0xc1, 0xc1])])), 'SL_ERR_PROTOCOL_MALFORMED');
+  // bytes after END
+  t.is(await codeOf(Buffer.concat([wire, Buffer.from([0])])), 'SL_ERR_PROTOCOL_MALFORMED');
+  // a content frame with a wrong offset: flip a byte of the first content frame's offset
+  const mut = Buffer.from(wire);
+  const firstContent = hf.length;
+  t.is(mut.readUInt8(firstContent), FrameType.CONTENT);
+  mut.writeUInt8(1, firstContent + 5 + 4 + 7);
+  t.is(await codeOf(mut), 'SL_ERR_PROTOCOL_MALFORMED');
+});
+
+test('an ERROR frame surfaces its code', async (t) => {
+  const hf = Buffer.concat([preamble(), headerFrame(makeHeader(contents))]);
+  const known = Buffer.concat([hf, errorFrame({ code: 'SL_ERR_OCI_UNREACHABLE', message: 'registry gone' })]);
+  const e1 = await t.throwsAsync(decodeAll(known));
+  t.is((e1 as { code?: string }).code, 'SL_ERR_OCI_UNREACHABLE');
+  const unknown = Buffer.concat([hf, errorFrame({ code: 'SL_ERR_FROM_THE_FUTURE', message: 'x' })]);
+  const e2 = await t.throwsAsync(decodeAll(unknown));
+  t.is((e2 as { code?: string }).code, 'SL_ERR_PROTOCOL_REMOTE');
+});
+
+test('encoder refuses items whose bytes disagree with the header', async (t) => {
+  const h = makeHeader(contents);
+  const out = new PassThrough();
+  out.resume();
+  const enc = new DeltaEncoder(out);
+  await enc.writeHeader(h);
+  const e = await t.throwsAsync(enc.writeItem(1, (async function* () {
+    yield Buffer.from('hell');
+  })()));
+  t.is((e as { code?: string }).code, 'SL_ERR_INTERNAL');
+  const e2 = await t.throwsAsync(enc.writeItem(7, (async function* () {})()));
+  t.is((e2 as { code?: string }).code, 'SL_ERR_INTERNAL');
+});
+
+test('encoder waits for drain (bounded buffering)', async (t) => {
+  const big = Buffer.alloc(8 * 1024 * 1024, 5);
+  const h = makeHeader([big]);
+  const out = new PassThrough({ highWaterMark: 64 * 1024 });
+  const enc = new DeltaEncoder(out, { chunkBytes: 256 * 1024 });
+  const dec = new DeltaDecoder();
+  let maxBuffered = 0;
+  let got = 0;
+  const writing = (async () => {
+    await enc.writeHeader(h);
+    await enc.writeItem(0, (async function* () {
+      for (let o = 0; o < big.length; o += 100_000) {
+        maxBuffered = Math.max(maxBuffered, out.writableLength);
+        yield big.subarray(o, o + 100_000);
+      }
+    })());
+    await enc.writeEnd();
+    out.end();
+  })();
+  for await (const b of out) {
+    for (const ev of dec.push(b as Buffer)) if (ev.type === 'chunk') got += ev.data.length;
+    await new Promise((r) => setImmediate(r));
+  }
+  await writing;
+  dec.finish();
+  t.is(got, big.length);
+  t.true(maxBuffered < 2 * 1024 * 1024, `writable buffered ${maxBuffered}`);
+});
