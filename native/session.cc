@@ -8,6 +8,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace starlight {
@@ -18,6 +20,27 @@ namespace {
 
 // Largest single read we answer from provide(); the kernel never asks for more than max_pages.
 constexpr uint32_t kMaxReadSize = 4u << 20;
+
+// Live sessions of the whole process, for the atexit handler: process.exit() ends the process with
+// exit() and runs no N-API env cleanup hooks, so without this a mount would outlive its process.
+struct Registry {
+  std::mutex mu;
+  std::vector<Session*> live;
+};
+
+Registry& Live() {
+  static Registry* r = new Registry();  // never destroyed: used from atexit
+  return *r;
+}
+
+void UnmountAllAtExit() {
+  std::vector<Session*> all;
+  {
+    std::lock_guard<std::mutex> lock(Live().mu);
+    all = Live().live;
+  }
+  for (Session* s : all) s->Unmount(false);
+}
 
 }  // namespace
 
@@ -32,9 +55,18 @@ void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* ev) {
 Session::Session(std::unique_ptr<InodeTable> table, MountOptions opts)
     : table_(std::move(table)), opts_(std::move(opts)) {
   accessed_.reset(new std::atomic<uint8_t>[table_->Count() + 1]());
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(UnmountAllAtExit); });
+  std::lock_guard<std::mutex> lock(Live().mu);
+  Live().live.push_back(this);
 }
 
-Session::~Session() { Unmount(); }
+Session::~Session() {
+  Unmount();
+  std::lock_guard<std::mutex> lock(Live().mu);
+  auto& v = Live().live;
+  v.erase(std::remove(v.begin(), v.end(), this), v.end());
+}
 
 bool Session::Start(const std::string& mountpoint, EventFn events, std::string* error) {
   events_ = events;
@@ -124,7 +156,7 @@ void Session::Serve() {
   close(ep);
 }
 
-void Session::Unmount() {
+void Session::Unmount(bool releaseEvents) {
   std::vector<Parked> failing;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -156,10 +188,8 @@ void Session::Unmount() {
   stopFd_ = -1;
   running_ = false;
   exited_ = true;
-  if (haveEvents_) {
-    haveEvents_ = false;
-    events_.Release();
-  }
+  if (haveEvents_ && releaseEvents) events_.Release();
+  haveEvents_ = false;
 }
 
 size_t Session::ParkedNow() {

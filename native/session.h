@@ -74,7 +74,8 @@ class Session {
   // Mounts and starts the serving threads; false + `error` on failure (nothing left mounted).
   bool Start(const std::string& mountpoint, EventFn events, std::string* error);
   // Idempotent. Fails parked reads with EIO, stops the threads, lazily detaches the mount.
-  void Unmount();
+  // `releaseEvents` is false only at process exit, when N-API must no longer be touched.
+  void Unmount(bool releaseEvents = true);
   bool Alive() const { return running_.load() && !exited_.load(); }
 
   // JS thread: answers a parked read from `path` (or with errno when path is empty).

@@ -59,6 +59,10 @@ export const CODES = {
   SL_ERR_CAS_WRITER_BUSY: { kind: 'already-exists', hint: 'another writer is ingesting this content; wait for it' },
   SL_ERR_DISK_FULL: { kind: 'resource-exhausted', hint: 'free space on the file system holding --root (or --data)' },
 
+  // worker stream
+  SL_ERR_PROXY_UNREACHABLE: { kind: 'unavailable', hint: 'check the --proxy URL and that the proxy is running; the worker keeps retrying' },
+  SL_ERR_CONTENT_DEADLINE: { kind: 'unavailable', hint: 'the content did not arrive in time (--read-deadline); check the link to the proxy' },
+
   // image: layer reading, TOC
   SL_ERR_IMAGE_BAD_TAR: { kind: 'data-loss', hint: 'the layer is not a valid tar archive' },
   SL_ERR_IMAGE_BAD_COMPRESSION: { kind: 'data-loss', hint: 'the layer is truncated or not valid gzip/zstd' },
@@ -94,6 +98,7 @@ export const CODES = {
 
   // bench: test/bench images
   SL_ERR_BENCH_IMAGE_BUILD: { kind: 'failed-precondition', hint: 'see the build log named in the message; needs root, debootstrap and the Debian mirror' },
+  SL_ERR_BENCH_STEP: { kind: 'failed-precondition', hint: 'a bench step (registry, containerd, ctr, snapshotter, proxy) failed or timed out; the message names the command and its stderr' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

@@ -55,3 +55,8 @@ export type Encoding = (typeof ENCODINGS)[number];
 export function encodingCode(e: Encoding): number {
   return ENCODINGS.indexOf(e);
 }
+
+/** Response header of GET /v1/content/<digest>: the item's encoding (one of ENCODINGS). Proxy writes, worker reads. */
+export const HTTP_HEADER_ENCODING = 'starlight-encoding';
+/** Response header of GET /v1/content/<digest>: the item's decoded size in bytes. */
+export const HTTP_HEADER_RAW_SIZE = 'starlight-size';

@@ -22,8 +22,8 @@ import type { MetadataStore } from './store.js';
 import type { Readable } from 'node:stream';
 
 /** Response headers of GET /v1/content/<digest>: the item's encoding and raw size. */
-export const HEADER_ENCODING = 'starlight-encoding';
-export const HEADER_RAW_SIZE = 'starlight-size';
+import { HTTP_HEADER_ENCODING as HEADER_ENCODING, HTTP_HEADER_RAW_SIZE as HEADER_RAW_SIZE } from '../protocol/constants.js';
+export { HEADER_ENCODING, HEADER_RAW_SIZE };
 /** Max tokens in `have` (bounds request work). */
 export const MAX_HAVE = 1024;
 

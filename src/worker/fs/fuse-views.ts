@@ -105,6 +105,9 @@ export class FuseViewManager implements ViewManager {
     const abs = resolve(mountpoint);
     if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `mount of a view at ${abs} was canceled`, { details: { mountpoint: abs } });
     if (this.views.has(abs)) throw new StarlightError('SL_ERR_FS_MOUNTED', `a view is already mounted at ${abs}`, { details: { mountpoint: abs } });
+    const isDir = await stat(abs).then((st) => st.isDirectory(), () => false);
+    if (!isDir) throw new StarlightError('SL_ERR_FS_MOUNT', `cannot mount a view at ${abs}: not an existing directory`, { details: { mountpoint: abs } });
+    if (this.views.has(abs)) throw new StarlightError('SL_ERR_FS_MOUNTED', `a view is already mounted at ${abs}`, { details: { mountpoint: abs } });
     const table = buildInodeTable(req.tree, (d) => req.content.locate(d));
     const kinds = this.opts.loader.events();
     const pending = new Map<number, AbortController>();

@@ -183,8 +183,15 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
       link = strings.addString(e.linkname ?? '');
       size = link[1];
     }
-    const mtimeSec = Math.floor(e.mtime);
-    const mtimeNsec = Math.min(999_999_999, Math.round((e.mtime - mtimeSec) * 1e9));
+    // A float64 of ~1.7e9 s resolves ~0.24 µs, so nanoseconds are not real: round to microseconds
+    // (what PAX mtimes written by most tools carry) so a µs-precise mtime shows exactly.
+    let mtimeSec = Math.floor(e.mtime);
+    let micros = Math.round((e.mtime - mtimeSec) * 1e6);
+    if (micros >= 1_000_000) {
+      mtimeSec += 1;
+      micros -= 1_000_000;
+    }
+    const mtimeNsec = micros * 1000;
     inodes.writeUInt32LE((TYPE_BITS[e.type] | (e.mode & 0o7777)) >>> 0, r);
     inodes.writeUInt32LE(e.uid >>> 0, r + 4);
     inodes.writeUInt32LE(e.gid >>> 0, r + 8);

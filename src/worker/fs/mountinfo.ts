@@ -6,7 +6,7 @@
  * that fail with ENOTCONN (daemon gone) or do not answer within the timeout are detached.
  */
 import { execFile } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { StarlightError } from '../../errors.js';
@@ -60,7 +60,8 @@ async function statWithTimeout(dir: string, ms: number): Promise<'ok' | 'dead'> 
   });
   try {
     return await Promise.race([
-      stat(dir).then(
+      // statfs, not stat: stat is answered from the attribute cache (1 h) even when the daemon is gone.
+      statfs(dir).then(
         () => 'ok' as const,
         (err: NodeJS.ErrnoException) => (err.code === 'ENOTCONN' || err.code === 'ECONNABORTED' ? 'dead' : 'ok'),
       ),

@@ -98,6 +98,7 @@ function parseOne(filter: string): Filter {
     if (i < s.length) {
       if (s[i] !== ',') throw invalid(filter, `unexpected ${JSON.stringify(s[i])} at offset ${i}`);
       i++;
+      if (i === s.length) throw invalid(filter, 'a selector must follow the last comma');
     }
   }
   return selectors;

@@ -1,0 +1,176 @@
+/**
+ * A private containerd for one bench trial: its own root, state, sockets and opt dir under a temp
+ * directory (the host's containerd is never touched), runc as runtime, CRI disabled, optional proxy
+ * snapshotters (eStargz, Starlight). A fresh root per trial is how the bench clears containerd's
+ * content and snapshot caches between runs.
+ *
+ * stop() leaves nothing behind: it kills and deletes the namespace's tasks and containers, stops
+ * containerd, SIGKILLs shims that still name our socket (containerd 1.6 starts them detached, so they
+ * outlive it), and unmounts whatever is still mounted under the directory, deepest first.
+ *
+ * Not here: pulling and running images (drivers, container.ts).
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCommand, startDaemon, type RunOutput } from './proc.js';
+
+/** containerd namespace of bench images and containers. */
+export const BENCH_NAMESPACE = 'bench';
+/** How long containerd may take to answer `ctr version`, ms. */
+const START_TIMEOUT_MS = 20_000;
+/** Default timeout of one ctr call, ms. */
+const CTR_TIMEOUT_MS = 60_000;
+/** Plugins a bench containerd does not need (CRI would also touch CNI/host state). */
+const DISABLED_PLUGINS = [
+  'io.containerd.grpc.v1.cri',
+  'io.containerd.snapshotter.v1.aufs',
+  'io.containerd.snapshotter.v1.btrfs',
+  'io.containerd.snapshotter.v1.zfs',
+  'io.containerd.snapshotter.v1.devmapper',
+];
+
+export interface ContainerdOptions {
+  /** Directory owned by this containerd; created if missing. Keep it short (unix socket paths ≤ 107 bytes). */
+  dir: string;
+  /** Proxy snapshotters: name → unix socket of its snapshots gRPC service. */
+  proxySnapshotters?: Record<string, string>;
+}
+
+export interface BenchContainerd {
+  /** containerd's gRPC socket. */
+  address: string;
+  namespace: string;
+  dir: string;
+  /** Directory for ctr's IO fifos (ctr run --fifo-dir). */
+  fifoDir: string;
+  /** Global ctr flags: ['-a', address, '-n', namespace]. */
+  ctrFlags(): string[];
+  /** Runs `ctr <flags> args…`. */
+  ctr(args: string[], opts?: { timeoutMs?: number; signal?: AbortSignal; bin?: string }): Promise<RunOutput>;
+  /** Idempotent; see the file header. */
+  stop(): Promise<void>;
+}
+
+function tomlString(s: string): string {
+  return JSON.stringify(s);
+}
+
+/** containerd config (version 2, containerd 1.6) for a private instance under `dir`. */
+export function containerdConfig(dir: string, proxySnapshotters: Record<string, string> = {}): string {
+  const lines = [
+    'version = 2',
+    `root = ${tomlString(join(dir, 'root'))}`,
+    `state = ${tomlString(join(dir, 'state'))}`,
+    `disabled_plugins = [${DISABLED_PLUGINS.map(tomlString).join(', ')}]`,
+    '[grpc]',
+    `  address = ${tomlString(join(dir, 'c.sock'))}`,
+    '[ttrpc]',
+    `  address = ${tomlString(join(dir, 'c.sock.ttrpc'))}`,
+    '[debug]',
+    `  address = ${tomlString(join(dir, 'debug.sock'))}`,
+    '  level = "warn"',
+    '[metrics]',
+    '  address = ""',
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${tomlString(join(dir, 'opt'))}`,
+  ];
+  for (const [name, socket] of Object.entries(proxySnapshotters)) {
+    lines.push(`[proxy_plugins.${tomlString(name)}]`, '  type = "snapshot"', `  address = ${tomlString(socket)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Mount points at or under `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
+export function mountsUnder(dir: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
+  const out: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    if (f.length < 5) continue;
+    const mp = f[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mp === dir || mp.startsWith(dir.endsWith('/') ? dir : dir + '/')) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+/** Unmounts everything under `dir` (lazily if busy). Returns what could not be unmounted. */
+export async function unmountUnder(dir: string): Promise<string[]> {
+  const failed: string[] = [];
+  for (const mp of mountsUnder(dir)) {
+    try {
+      await runCommand('umount', [mp], { timeoutMs: 10_000 });
+    } catch {
+      try {
+        await runCommand('umount', ['-l', mp], { timeoutMs: 10_000 });
+      } catch {
+        failed.push(mp);
+      }
+    }
+  }
+  return failed;
+}
+
+/** PIDs of processes whose command line contains `needle` (e.g. our containerd socket path). */
+export function pidsWithArg(needle: string): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      if (argv.includes(needle)) pids.push(Number(name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+export async function startContainerd(opts: ContainerdOptions): Promise<BenchContainerd> {
+  const { dir } = opts;
+  mkdirSync(dir, { recursive: true });
+  const fifoDir = join(dir, 'fifo');
+  mkdirSync(fifoDir, { recursive: true });
+  const configPath = join(dir, 'config.toml');
+  writeFileSync(configPath, containerdConfig(dir, opts.proxySnapshotters));
+  const address = join(dir, 'c.sock');
+  const flags = ['-a', address, '-n', BENCH_NAMESPACE];
+  const ctr: BenchContainerd['ctr'] = (args, o = {}) => runCommand(o.bin ?? 'ctr', [...flags, ...args], { timeoutMs: o.timeoutMs ?? CTR_TIMEOUT_MS, signal: o.signal });
+  const daemon = await startDaemon(
+    'containerd',
+    'containerd',
+    ['--config', configPath],
+    async () => existsSync(address) && (await ctr(['version'], { timeoutMs: 5_000 })).code === 0,
+    { timeoutMs: START_TIMEOUT_MS },
+  );
+  let stopping: Promise<void> | undefined;
+  const stop = async (): Promise<void> => {
+    const quiet = (p: Promise<unknown>): Promise<void> => p.then(() => undefined, () => undefined);
+    if (daemon.child.exitCode === null) {
+      const tasks = await ctr(['tasks', 'ls', '-q'], { timeoutMs: 10_000 }).catch(() => undefined);
+      for (const id of tasks?.stdout.split('\n').filter(Boolean) ?? []) {
+        await quiet(ctr(['tasks', 'kill', '-s', 'SIGKILL', id], { timeoutMs: 10_000 }));
+        await quiet(ctr(['tasks', 'delete', '-f', id], { timeoutMs: 10_000 }));
+      }
+      const ctrs = await ctr(['containers', 'ls', '-q'], { timeoutMs: 10_000 }).catch(() => undefined);
+      for (const id of ctrs?.stdout.split('\n').filter(Boolean) ?? []) await quiet(ctr(['containers', 'delete', id], { timeoutMs: 10_000 }));
+    }
+    await daemon.stop();
+    // Shims are started detached and carry `-address <our socket>`: only ours match.
+    for (const pid of pidsWithArg(address)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await unmountUnder(dir);
+  };
+  return {
+    address,
+    namespace: BENCH_NAMESPACE,
+    dir,
+    fifoDir,
+    ctrFlags: () => [...flags],
+    ctr,
+    stop: () => (stopping ??= stop()),
+  };
+}

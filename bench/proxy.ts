@@ -1,0 +1,90 @@
+/**
+ * Proxy benchmark on loopback: a real docker-registry, one synthetic image (incompressible binaries +
+ * compressible text files), `starlight proxy` as a child process. Prints: time to the first header
+ * byte and to the end of the stream, cold (index + stream) and warm (cached), loopback throughput of a
+ * warm delta in MB/s of wire bytes, and proxy CPU seconds per GB sent (from /proc/<pid>/stat).
+ *
+ * Usage: npm run build && node dist/bench/proxy.js [--mb 150] [--runs 3]
+ * Not here: WAN emulation or worker-side costs (bench/run.ts drives those).
+ */
+import type { ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { startRegistry } from '../test/helpers/registry.js';
+import { tempDir } from '../test/helpers/tmp.js';
+import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
+
+/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
+const USER_HZ = 100;
+
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
+}
+
+async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: number; bytes: number }> {
+  const t0 = performance.now();
+  const res = await fetch(url);
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  let ttfb = -1;
+  let bytes = 0;
+  for await (const b of res.body as unknown as AsyncIterable<Uint8Array>) {
+    if (ttfb < 0) ttfb = performance.now() - t0;
+    bytes += b.length;
+  }
+  return { ttfbMs: ttfb, totalMs: performance.now() - t0, bytes };
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const mb = Number(args[args.indexOf('--mb') + 1] ?? 150) || 150;
+  const runs = Number(args[args.indexOf('--runs') + 1] ?? 3) || 3;
+  const cleanups: (() => unknown)[] = [];
+  const t = { teardown: (fn: () => unknown) => cleanups.push(fn), log: console.log } as unknown as ExecutionContext;
+  try {
+    const reg = await startRegistry(t);
+    const spec: Record<string, Buffer> = {};
+    const binMb = Math.round(mb * 0.6);
+    for (let i = 0; i < binMb / 2; i++) spec[`usr/lib/libbench${i}.so.1`] = randomBytes(2 * 1024 * 1024);
+    const words = ['alpha', 'beta', 'gamma', 'delta', 'config', 'value', 'starlight', 'proxy'];
+    const textFiles = Math.round(((mb - binMb) * 1024) / 20);
+    for (let i = 0; i < textFiles; i++) {
+      const lines: string[] = [];
+      for (let l = 0; l < 400; l++) lines.push(`${words[(i + l) % 8]} = ${(i * 7919 + l * 31) % 100000} ${words[l % 8]}`);
+      spec[`usr/share/bench/f${i}.txt`] = Buffer.from(lines.join('\n'));
+    }
+    const layer = makeLayer(t, spec);
+    await pushLayers(reg.host, 'bench:v1', [layer]);
+    const rows: string[][] = [];
+    for (let run = 0; run < runs; run++) {
+      const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')]);
+      const url = `${p.url}/v1/delta?to=${reg.host}/bench:v1`;
+      const c0 = cpuSeconds(p.pid);
+      const cold = await timedDelta(url);
+      const c1 = cpuSeconds(p.pid);
+      const warm = await timedDelta(url);
+      const c2 = cpuSeconds(p.pid);
+      rows.push([
+        String(run + 1),
+        cold.ttfbMs.toFixed(0),
+        cold.totalMs.toFixed(0),
+        warm.ttfbMs.toFixed(0),
+        warm.totalMs.toFixed(0),
+        (warm.bytes / 1e6 / (warm.totalMs / 1000)).toFixed(0),
+        ((c2 - c1) / (warm.bytes / 1e9)).toFixed(2),
+        (c1 - c0).toFixed(2),
+        (warm.bytes / 1e6).toFixed(1),
+      ]);
+      await p.stop();
+    }
+    console.log(`image: ${mb} MB raw (${binMb} MB random .so, ${textFiles} text files), layer gz ${(layer.gz.length / 1e6).toFixed(1)} MB`);
+    const head = ['run', 'cold TTFB ms', 'cold total ms', 'warm TTFB ms', 'warm total ms', 'warm MB/s', 'CPU s/GB (warm)', 'cold CPU s', 'wire MB'];
+    console.log(head.join(' | '));
+    for (const r of rows) console.log(r.join(' | '));
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+  }
+}
+
+await main();

@@ -1,0 +1,66 @@
+/**
+ * Markdown tables of aggregated bench results: the startup table (time to ready, pull, run-to-ready,
+ * bytes, requests, connections per mode) and the runtime-overhead table (ratios to overlayfs). Pure.
+ */
+import { ratioToBaseline } from './aggregate.js';
+import { bandwidthLabel, megabytes, seconds, summaryCell } from './format.js';
+import type { Aggregate } from './types.js';
+
+function row(cells: string[]): string {
+  return `| ${cells.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |`;
+}
+
+function status(a: Aggregate): string {
+  if (a.ok === a.runs) return `${a.ok}`;
+  return `${a.ok}/${a.runs} (${a.reasons.join('; ')})`;
+}
+
+export const STARTUP_HEADER = ['image', 'scenario', 'RTT ms', 'bandwidth', 'mode', 'ready s', 'pull s', 'run→ready s', 'MB', 'requests', 'conns', 'ok runs'];
+
+/** Startup aggregates as a markdown table, one row per aggregate, in the given order. */
+export function startupTable(aggs: readonly Aggregate[]): string {
+  const lines = [row(STARTUP_HEADER), row(STARTUP_HEADER.map(() => '---'))];
+  for (const a of aggs.filter((x) => x.workload === 'startup')) {
+    const m = a.metrics;
+    lines.push(
+      row([
+        a.image,
+        a.scenario,
+        String(a.rttMs),
+        bandwidthLabel(a.bandwidthBps),
+        a.notes.length > 0 ? `${a.mode} (${a.notes.join(', ')})` : a.mode,
+        summaryCell(m.totalMs, seconds),
+        summaryCell(m.pullMs, seconds),
+        summaryCell(m.runToReadyMs, seconds),
+        summaryCell(m.bytes, megabytes),
+        summaryCell(m.requests, String),
+        summaryCell(m.connections, String),
+        status(a),
+      ]),
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+export const OVERHEAD_HEADER = ['image', 'mode', 'read-all s', 'read-all ÷ overlayfs', 'python import s', 'import ÷ overlayfs', 'ok runs'];
+
+/** Runtime-overhead aggregates as a markdown table with ratios to overlayfs. */
+export function overheadTable(aggs: readonly Aggregate[]): string {
+  const over = aggs.filter((x) => x.workload === 'overhead');
+  const lines = [row(OVERHEAD_HEADER), row(OVERHEAD_HEADER.map(() => '---'))];
+  const ratio = (r: number | undefined): string => (r === undefined ? '–' : `${r.toFixed(2)}×`);
+  for (const a of over) {
+    lines.push(
+      row([
+        a.image,
+        a.mode,
+        summaryCell(a.metrics.readAllMs, seconds),
+        ratio(ratioToBaseline(over, a, 'readAllMs')),
+        summaryCell(a.metrics.pythonImportMs, seconds),
+        ratio(ratioToBaseline(over, a, 'pythonImportMs')),
+        status(a),
+      ]),
+    );
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,72 @@
+/**
+ * The bench's result records: what one trial process prints (one JSON line, `TrialResult`) and what
+ * the aggregation makes of N runs (`Aggregate`). Shared by run.ts, trials.ts and the report writers.
+ *
+ * Not here: measuring (drivers/), formatting (csv.ts, markdown.ts, svg.ts).
+ */
+
+/** `fresh`: nothing of the image on the worker; `update`: v1 pulled and run, then v2 measured. */
+export type Scenario = 'fresh' | 'update';
+/** `startup`: pull + run to the ready line; `overhead`: read-heavy job after a full download. */
+export type Workload = 'startup' | 'overhead';
+
+/** The coordinates of one measurement (one bar, one table row). */
+export interface TrialKey {
+  mode: string;
+  image: string;
+  rttMs: number;
+  /** Link capacity per direction, bits/s; 0 = unlimited. */
+  bandwidthBps: number;
+  scenario: Scenario;
+  workload: Workload;
+}
+
+/** Numeric metrics of a trial. Absent = not measured by this mode/workload. */
+export interface TrialMetrics {
+  /** From the start of pull to the end of the pull command, ms. */
+  pullMs?: number;
+  /** From the start of `ctr run` to the image's ready line on the container's stdout, ms. */
+  runToReadyMs?: number;
+  /** From the start of pull to the ready line, ms. */
+  totalMs?: number;
+  /** Bytes through the emulated link(s) (both directions) from the start of pull to ready. */
+  bytes?: number;
+  /** HTTP requests that crossed the emulated link(s) until ready. */
+  requests?: number;
+  /** TCP connections opened over the emulated link(s) until ready. */
+  connections?: number;
+  /** overhead workload: `find` + read every file of the rootfs, ms (measured inside the container). */
+  readAllMs?: number;
+  /** overhead workload: an import-heavy python3 start, ms (images with python3 only). */
+  pythonImportMs?: number;
+}
+
+export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'requests', 'connections', 'readAllMs', 'pythonImportMs'] as const;
+export type MetricName = (typeof METRIC_NAMES)[number];
+
+/** The one JSON line a trial process prints on stdout. */
+export interface TrialResult extends TrialKey, TrialMetrics {
+  /** 1-based run index. */
+  run: number;
+  status: 'ok' | 'failed' | 'skipped';
+  /** Why it failed or was skipped (status ≠ ok). */
+  reason?: string;
+  /** Free-form detail, e.g. download-only's byte source ("delta" or "layers"). */
+  note?: string;
+}
+
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+}
+
+/** N runs of one TrialKey folded together; metrics over `ok` runs only. */
+export interface Aggregate extends TrialKey {
+  runs: number;
+  ok: number;
+  /** Distinct failure/skip reasons, if any. */
+  reasons: string[];
+  notes: string[];
+  metrics: Partial<Record<MetricName, Summary>>;
+}

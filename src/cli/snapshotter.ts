@@ -1,0 +1,60 @@
+/**
+ * `starlight snapshotter --socket PATH --root DIR [--proxy URL] [--log-level L]`: runs the worker
+ * daemon (containerd snapshotter) until SIGINT/SIGTERM, then closes it gracefully (unmounting its
+ * views). Also the original command line `starlight-grpc run --server URL --socket PATH`.
+ *
+ * Not here: the wiring (src/worker/daemon.ts).
+ */
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import { StarlightError } from '../errors.js';
+import { createLogger, type Level } from '../log.js';
+import { DEFAULT_ROOT, DEFAULT_SOCKET, WorkerDaemon } from '../worker/daemon.js';
+
+const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--log-level error|warn|info|debug]
+
+  --socket PATH   unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
+  --root DIR      state directory (default ${DEFAULT_ROOT})
+  --proxy URL     Starlight proxy for lazy pulls (optional)
+  --log-level L   default: $STARLIGHT_LOG or warn`;
+
+const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
+
+export async function runSnapshotterCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        socket: { type: 'string' },
+        root: { type: 'string' },
+        proxy: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (cause) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${(cause as Error).message}\n${USAGE}`, { cause });
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const level = values['log-level'];
+  if (level !== undefined && !LEVELS.has(level)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--log-level must be one of error, warn, info, debug; got ${level}`);
+  const log = createLogger(level ? { level: level as Level } : {}).child({ component: 'worker' });
+  const daemon = await WorkerDaemon.start({ socket: values.socket, root: values.root, proxy: values.proxy, log });
+  process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);
+  const signal = await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+  log.info('worker-daemon-signal', { signal: String(signal) });
+  await daemon.close();
+  return 0;
+}
+
+/** `starlight-grpc run --server URL --socket PATH [...]` → `starlight snapshotter --proxy URL ...`. */
+export async function runStarlightGrpcAlias(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'run') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `usage: starlight-grpc run --server URL --socket PATH (got ${JSON.stringify(sub ?? '')})`);
+  return runSnapshotterCommand(rest.map((a) => (a === '--server' ? '--proxy' : a.startsWith('--server=') ? `--proxy=${a.slice(9)}` : a)));
+}

@@ -1,0 +1,90 @@
+/**
+ * The worker's record of layers and images it has seen, on disk under `<root>`:
+ *   tocs/<hex>          encoded TOC of layer diffID sha256:<hex> (as the proxy sent it)
+ *   complete/<hex>      marker: every item a stream of a chain with this layer carried has arrived,
+ *                       so the layer may be announced as `have` to the proxy
+ *   headers/<hex>       the raw delta header of image manifest sha256:<hex> (for restarts: the view
+ *                       of an image can be rebuilt without the proxy)
+ *
+ * Writes are atomic (temp file + rename). Not here: file contents (cas/), snapshots (snapshotter/).
+ */
+import { mkdir, readFile, readdir, rename, writeFile, access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StarlightError } from '../errors.js';
+import { decodeToc } from '../image/toc-codec.js';
+import type { LayerToc } from '../image/toc.js';
+import { digestHex } from './cas/store.js';
+
+async function atomicWrite(path: string, data: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  await writeFile(tmp, data);
+  await rename(tmp, path);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+export class LayerStore {
+  private readonly tocCache = new Map<string, LayerToc>();
+
+  constructor(readonly root: string) {}
+
+  async open(): Promise<this> {
+    for (const d of ['tocs', 'complete', 'headers']) await mkdir(join(this.root, d), { recursive: true });
+    return this;
+  }
+
+  async putToc(diffID: string, encoded: Uint8Array): Promise<LayerToc> {
+    const toc = decodeToc(encoded);
+    if (toc.diffID !== diffID) {
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `TOC sent for layer ${diffID} describes layer ${toc.diffID}`, { details: { diffID } });
+    }
+    await atomicWrite(join(this.root, 'tocs', digestHex(diffID)), encoded);
+    this.tocCache.set(diffID, toc);
+    return toc;
+  }
+
+  /** The TOC of a layer, or undefined if this worker never received it. */
+  async toc(diffID: string): Promise<LayerToc | undefined> {
+    const cached = this.tocCache.get(diffID);
+    if (cached) return cached;
+    try {
+      const toc = decodeToc(await readFile(join(this.root, 'tocs', digestHex(diffID))));
+      this.tocCache.set(diffID, toc);
+      return toc;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async markComplete(diffIDs: readonly string[]): Promise<void> {
+    for (const d of diffIDs) await atomicWrite(join(this.root, 'complete', digestHex(d)), new Uint8Array(0));
+  }
+
+  async isComplete(diffID: string): Promise<boolean> {
+    return exists(join(this.root, 'complete', digestHex(diffID)));
+  }
+
+  /** diffIDs of complete layers: what a delta request announces as `have`. */
+  async completeLayers(): Promise<string[]> {
+    return (await readdir(join(this.root, 'complete'))).filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => 'sha256:' + n).sort();
+  }
+
+  async putHeader(manifestDigest: string, raw: Uint8Array): Promise<void> {
+    await atomicWrite(join(this.root, 'headers', digestHex(manifestDigest)), raw);
+  }
+
+  async header(manifestDigest: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(join(this.root, 'headers', digestHex(manifestDigest)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+}

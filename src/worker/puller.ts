@@ -1,0 +1,77 @@
+/**
+ * A lazy pull: one delta request announcing the layers this worker has, the header's TOCs stored,
+ * the chain merged into the tree a view shows, and the stream left running in the background.
+ * Shared by `starlight mount` and the snapshotter daemon.
+ *
+ * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
+ */
+import { StarlightError } from '../errors.js';
+import { mergeLayers } from '../image/merge.js';
+import type { LayerToc, MergedTree } from '../image/toc.js';
+import { nullLogger, type Logger } from '../log.js';
+import type { DeltaHeader } from '../protocol/types.js';
+import type { LayerStore } from './layer-store.js';
+import type { ContentTracker } from './stream/content-tracker.js';
+import type { ProxyClient } from './stream/proxy-client.js';
+import { DeltaReceiver } from './stream/receiver.js';
+
+export interface PulledImage {
+  header: DeltaHeader;
+  tocs: LayerToc[];
+  tree: MergedTree;
+  /** The running stream; `done` settles when every item is present. */
+  receiver: DeltaReceiver;
+}
+
+export interface PullerOptions {
+  client: ProxyClient;
+  tracker: ContentTracker;
+  layers: LayerStore;
+  log?: Logger;
+}
+
+export class Puller {
+  private readonly log: Logger;
+
+  constructor(private readonly opts: PullerOptions) {
+    this.log = opts.log ?? nullLogger;
+  }
+
+  /** Resolves once the header is in and the tree is built; content keeps streaming. */
+  async pull(ref: string, platform?: string): Promise<PulledImage> {
+    const { client, tracker, layers } = this.opts;
+    const have = await layers.completeLayers();
+    const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log });
+    let header: DeltaHeader;
+    try {
+      header = await receiver.header;
+    } catch (err) {
+      receiver.close();
+      throw err;
+    }
+    for (const l of header.layers) await layers.putToc(l.diffID, l.toc);
+    const tocs = await this.chainTocs(header);
+    const tree = mergeLayers(tocs);
+    receiver.done.then(
+      () => layers.markComplete(header.diffIDs),
+      () => {},
+    );
+    this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
+    return { header, tocs, tree, receiver };
+  }
+
+  /** TOCs of the whole chain: from this header, or stored by an earlier pull. */
+  async chainTocs(header: DeltaHeader): Promise<LayerToc[]> {
+    const tocs: LayerToc[] = [];
+    for (const d of header.diffIDs) {
+      const toc = await this.opts.layers.toc(d);
+      if (toc === undefined) {
+        throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `delta of ${header.ref} omits the TOC of layer ${d}, which this worker does not have`, {
+          details: { ref: header.ref, diffID: d },
+        });
+      }
+      tocs.push(toc);
+    }
+    return tocs;
+  }
+}

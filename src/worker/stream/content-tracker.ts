@@ -1,0 +1,261 @@
+/**
+ * The worker's ContentProvider: what is present, what is arriving, and who waits for which bytes.
+ *
+ * Content arrives through ingests (begin → write… → finish): from a delta stream in priority order,
+ * or fetched out of order (GET /v1/content) when a read waits for an item no stream is writing now.
+ * One ingest per digest at a time (single-flight): a second source for the same digest is told to
+ * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
+ * are served from the ingest file — or when the content is committed; a digest mismatch fails every
+ * waiter of that digest (EIO for that file only); a waiter not served within the deadline fails with
+ * SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ *
+ * Path validity: an ingest path is only handed out while the ingest is writing; commit (rename) starts
+ * only after finish(), when no more ingest paths are handed out. The FUSE addon opens the path
+ * synchronously inside provide(), in the same tick the promise resolved, so it cannot race the rename.
+ *
+ * Not here: frames and resume (receiver.ts), the HTTP client (proxy-client.ts), storage (cas/).
+ */
+import { StarlightError, hasCode, kindOf } from '../../errors.js';
+import { nullLogger, type Logger } from '../../log.js';
+import type { ContentWriter, LocalContentStore } from '../cas/store.js';
+import type { ContentProvider } from '../fs/view.js';
+import { ItemDecoder } from './item-decoder.js';
+import type { ContentResponse } from './proxy-client.js';
+
+export interface ContentTrackerOptions {
+  /** How long a read may wait for content before it fails with EIO, in ms; default 60 000. */
+  readDeadlineMs?: number;
+  /** Fetches one item out of order; without it, waiters only wait for streams. */
+  fetchItem?: (digest: string, signal: AbortSignal) => Promise<ContentResponse>;
+  /** Delay between out-of-order fetch attempts while someone still waits, in ms; default 500. */
+  fetchRetryMs?: number;
+  log?: Logger;
+}
+
+const DEFAULT_READ_DEADLINE_MS = 60_000;
+const DEFAULT_FETCH_RETRY_MS = 500;
+
+interface Waiter {
+  end: number;
+  resolve: (path: string) => void;
+  reject: (err: unknown) => void;
+}
+
+/** One content being written. */
+export class Ingest {
+  finished = false;
+  constructor(
+    private readonly tracker: ContentTracker,
+    readonly digest: string,
+    readonly source: 'stream' | 'fetch',
+    readonly writer: ContentWriter,
+  ) {}
+
+  get writtenBytes(): number {
+    return this.writer.writtenBytes;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    await this.writer.write(chunk);
+    this.tracker.progressed(this);
+  }
+
+  /** Verifies and commits; wakes or fails every waiter of this digest. */
+  async finish(size: number): Promise<void> {
+    this.finished = true;
+    try {
+      await this.writer.commit(size, this.digest);
+    } catch (err) {
+      this.tracker.ended(this, err);
+      throw err;
+    }
+    this.tracker.ended(this, undefined);
+  }
+
+  /** Drops a partial ingest (connection lost); waiters keep waiting for another source. */
+  async abort(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.writer.abort();
+    this.tracker.ended(this, null);
+  }
+}
+
+export class ContentTracker implements ContentProvider {
+  private readonly ingests = new Map<string, Ingest>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private readonly fetching = new Set<string>();
+  private readonly closed = new AbortController();
+  private readonly readDeadlineMs: number;
+  private readonly fetchRetryMs: number;
+  private readonly log: Logger;
+
+  constructor(
+    readonly store: LocalContentStore,
+    private readonly opts: ContentTrackerOptions = {},
+  ) {
+    this.readDeadlineMs = opts.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
+    this.fetchRetryMs = opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS;
+    this.log = opts.log ?? nullLogger;
+  }
+
+  locate(digest: string): string | null {
+    return this.store.path(digest);
+  }
+
+  has(digest: string): boolean {
+    return this.store.has(digest);
+  }
+
+  /** True while some source is writing `digest`. */
+  arriving(digest: string): boolean {
+    return this.ingests.has(digest);
+  }
+
+  /** Starts an ingest, or returns null when the digest is present or already being written. */
+  async begin(digest: string, source: 'stream' | 'fetch'): Promise<Ingest | null> {
+    if (this.store.has(digest) || this.ingests.has(digest)) return null;
+    const writer = await this.store.writer(digest).catch((err: unknown) => {
+      if (hasCode(err, 'SL_ERR_CAS_WRITER_BUSY')) return null;
+      throw err;
+    });
+    if (writer === null) return null;
+    if (this.store.has(digest)) {
+      await writer.abort();
+      return null;
+    }
+    const ing = new Ingest(this, digest, source, writer);
+    this.ingests.set(digest, ing);
+    return ing;
+  }
+
+  waitFor(digest: string, offset: number, length: number, signal?: AbortSignal): Promise<string> {
+    const done = this.store.path(digest);
+    if (done !== null) return Promise.resolve(done);
+    const end = offset + Math.max(0, length);
+    const ing = this.ingests.get(digest);
+    if (ing !== undefined && !ing.finished && ing.writtenBytes >= end) return Promise.resolve(ing.writer.ingestPath);
+    return new Promise<string>((resolve, reject) => {
+      let set = this.waiters.get(digest);
+      if (set === undefined) this.waiters.set(digest, (set = new Set()));
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        set!.delete(w);
+        if (set!.size === 0 && this.waiters.get(digest) === set) this.waiters.delete(digest);
+      };
+      const w: Waiter = {
+        end,
+        resolve: (p) => {
+          cleanup();
+          resolve(p);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.log.error('content-deadline', { digest, offset, length, deadlineMs: this.readDeadlineMs });
+        w.reject(
+          new StarlightError('SL_ERR_CONTENT_DEADLINE', `content ${digest} (bytes ${offset}-${end}) did not arrive within ${this.readDeadlineMs} ms`, {
+            details: { digest, offset, length },
+          }),
+        );
+      }, this.readDeadlineMs);
+      timer.unref();
+      const onAbort = () => w.reject(new StarlightError('SL_ERR_CANCELED', `read of ${digest} interrupted`, { details: { digest } }));
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      set.add(w);
+      if (!this.ingests.has(digest)) this.fetchOutOfOrder(digest);
+    });
+  }
+
+  /** Number of reads waiting for content (for status and tests). */
+  waiting(): number {
+    let n = 0;
+    for (const s of this.waiters.values()) n += s.size;
+    return n;
+  }
+
+  /** Fails every waiter and stops fetching. Idempotent. */
+  close(): void {
+    this.closed.abort();
+    for (const [digest, set] of this.waiters) {
+      const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
+      for (const w of [...set]) w.reject(err);
+    }
+  }
+
+  /** @internal Ingest → tracker: bytes landed. */
+  progressed(ing: Ingest): void {
+    const set = this.waiters.get(ing.digest);
+    if (set === undefined) return;
+    for (const w of [...set]) if (w.end <= ing.writtenBytes) w.resolve(ing.writer.ingestPath);
+  }
+
+  /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */
+  ended(ing: Ingest, err: unknown): void {
+    if (this.ingests.get(ing.digest) === ing) this.ingests.delete(ing.digest);
+    const set = this.waiters.get(ing.digest);
+    if (err === undefined) {
+      const p = this.store.path(ing.digest)!;
+      if (set) for (const w of [...set]) w.resolve(p);
+      return;
+    }
+    if (err !== null) {
+      this.log.error('content-verify-failed', { digest: ing.digest, source: ing.source, err });
+      if (set) for (const w of [...set]) w.reject(err);
+      return;
+    }
+    // Aborted: someone still waiting gets the content out of order.
+    if (set && set.size > 0) this.fetchOutOfOrder(ing.digest);
+  }
+
+  /** Single-flight out-of-order fetch of `digest`, retried while anyone waits for it. */
+  private fetchOutOfOrder(digest: string): void {
+    const fetchItem = this.opts.fetchItem;
+    if (fetchItem === undefined || this.fetching.has(digest) || this.closed.signal.aborted) return;
+    this.fetching.add(digest);
+    const run = async (): Promise<void> => {
+      while (!this.closed.signal.aborted && (this.waiters.get(digest)?.size ?? 0) > 0 && !this.store.has(digest)) {
+        if (this.ingests.has(digest)) return; // a stream took it over
+        try {
+          await this.fetchOnce(digest, fetchItem);
+          return;
+        } catch (err) {
+          if (kindOf(err) === 'data-loss' || kindOf(err) === 'not-found') {
+            for (const w of [...(this.waiters.get(digest) ?? [])]) w.reject(err);
+            return;
+          }
+          this.log.warn('content-fetch-retry', { digest, err });
+          await new Promise((r) => setTimeout(r, this.fetchRetryMs).unref());
+        }
+      }
+    };
+    run()
+      .catch((err: unknown) => this.log.error('content-fetch-failed', { digest, err }))
+      .finally(() => this.fetching.delete(digest));
+  }
+
+  private async fetchOnce(digest: string, fetchItem: NonNullable<ContentTrackerOptions['fetchItem']>): Promise<void> {
+    const res = await fetchItem(digest, this.closed.signal);
+    const ing = await this.begin(digest, 'fetch');
+    if (ing === null) {
+      res.body.destroy();
+      return;
+    }
+    if (this.log.enabled('debug')) this.log.debug('content-fetch', { digest, size: res.size });
+    const dec = new ItemDecoder(res.encoding, ing, digest);
+    try {
+      for await (const chunk of res.body) await dec.push(chunk as Buffer);
+      await dec.end();
+    } catch (err) {
+      dec.destroy();
+      await ing.abort();
+      throw err;
+    }
+    await ing.finish(res.size);
+  }
+}

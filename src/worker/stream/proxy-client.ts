@@ -1,0 +1,152 @@
+/**
+ * The worker's HTTP client of the proxy: opens delta streams (GET /v1/delta) and single items
+ * (GET /v1/content/<digest>), and turns the proxy's OCI-style error bodies back into StarlightErrors
+ * with the proxy's code. Connection failures become SL_ERR_PROXY_UNREACHABLE.
+ *
+ * Not here: decoding frames (src/protocol), writing content (receiver.ts), retries and resume
+ * (the receiver decides when to reconnect).
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import { CODES, StarlightError, type Code } from '../../errors.js';
+import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
+
+export interface ProxyClientOptions {
+  /** Base URL of the proxy, e.g. http://127.0.0.1:8090. */
+  url: string;
+  /** Bearer token (the proxy's --token-file); none by default. */
+  token?: string;
+  /** Time to wait for response headers, in ms; default 30 000. A stalled body is the receiver's concern. */
+  headersTimeoutMs?: number;
+}
+
+export interface DeltaRequest {
+  ref: string;
+  /** diffIDs of layers (or manifest digests of images) the worker already holds. */
+  have: string[];
+  /** 'os/arch[/variant]'; the proxy's default when absent. */
+  platform?: string;
+  /** First item index to send (resume). */
+  from?: number;
+}
+
+export interface ContentResponse {
+  encoding: Encoding;
+  /** Decoded size as the proxy states it. */
+  size: number;
+  body: Readable;
+}
+
+const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
+
+export class ProxyClient {
+  readonly base: URL;
+  private readonly token: string | undefined;
+  private readonly headersTimeoutMs: number;
+  private readonly agent: http.Agent;
+
+  constructor(opts: ProxyClientOptions) {
+    try {
+      this.base = new URL(opts.url);
+    } catch (err) {
+      throw new StarlightError('SL_ERR_CONFIG', `proxy URL '${opts.url}' is not a URL`, { cause: err });
+    }
+    this.token = opts.token;
+    this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+    this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  }
+
+  /** Opens a delta stream; the body is the raw delta (decode with decodeDelta). */
+  async delta(req: DeltaRequest, signal?: AbortSignal): Promise<Readable> {
+    const u = new URL('/v1/delta', this.base);
+    u.searchParams.set('to', req.ref);
+    if (req.have.length) u.searchParams.set('have', req.have.join(','));
+    if (req.platform) u.searchParams.set('platform', req.platform);
+    if (req.from) u.searchParams.set('from', String(req.from));
+    const res = await this.get(u, signal, `delta of ${req.ref}`);
+    return res;
+  }
+
+  /** Fetches one content item, encoded as the proxy stores it. */
+  async content(digest: string, signal?: AbortSignal): Promise<ContentResponse> {
+    const res = await this.get(new URL(`/v1/content/${digest}`, this.base), signal, `content ${digest}`);
+    const enc = String(res.headers[HTTP_HEADER_ENCODING] ?? 'identity');
+    const size = Number(res.headers[HTTP_HEADER_RAW_SIZE]);
+    if (!(ENCODINGS as readonly string[]).includes(enc) || !Number.isSafeInteger(size) || size < 0) {
+      res.destroy();
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `proxy sent content ${digest} with encoding '${enc}' and size '${res.headers[HTTP_HEADER_RAW_SIZE]}'`, {
+        details: { digest },
+      });
+    }
+    return { encoding: enc as Encoding, size, body: res };
+  }
+
+  /** POST /v1/traces with a JSON body (startup traces). */
+  async postJson(path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+    const data = Buffer.from(JSON.stringify(body));
+    const res = await this.request(new URL(path, this.base), 'POST', signal, `POST ${path}`, data);
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    return text ? (JSON.parse(text) as unknown) : null;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private get(u: URL, signal: AbortSignal | undefined, what: string): Promise<http.IncomingMessage> {
+    return this.request(u, 'GET', signal, what);
+  }
+
+  private request(u: URL, method: string, signal: AbortSignal | undefined, what: string, body?: Buffer): Promise<http.IncomingMessage> {
+    const mod = u.protocol === 'https:' ? https : http;
+    const headers: Record<string, string | number> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = body.length;
+    }
+    return new Promise((resolve, reject) => {
+      const req = mod.request(u, { method, headers, agent: this.agent, signal }, (res) => {
+        clearTimeout(timer);
+        if (res.statusCode === 200) return resolve(res);
+        readError(res, what, this.base.host).then(reject, reject);
+      });
+      const timer = setTimeout(() => req.destroy(new Error(`no response in ${this.headersTimeoutMs} ms`)), this.headersTimeoutMs);
+      req.on('error', (err) => {
+        clearTimeout(timer);
+        if (signal?.aborted) return reject(new StarlightError('SL_ERR_CANCELED', `${what}: canceled`, { cause: err }));
+        reject(
+          new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${this.base.host} unreachable for ${what}: ${err.message}`, {
+            cause: err,
+            details: { proxy: this.base.host },
+          }),
+        );
+      });
+      req.end(body);
+    });
+  }
+}
+
+/** Turns a non-200 response with an OCI-style body into the StarlightError it describes. */
+async function readError(res: http.IncomingMessage, what: string, host: string): Promise<StarlightError> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8').slice(0, 64 * 1024);
+  let code: Code = res.statusCode !== undefined && res.statusCode >= 500 ? 'SL_ERR_PROTOCOL_REMOTE' : 'SL_ERR_INVALID_ARGUMENT';
+  let message = `proxy ${host} answered ${res.statusCode} for ${what}`;
+  let detail: Record<string, unknown> = {};
+  try {
+    const body = JSON.parse(text) as { errors?: { code?: string; message?: string; detail?: Record<string, unknown> }[] };
+    const e = body.errors?.[0];
+    if (e?.code && e.code in CODES) code = e.code as Code;
+    if (e?.message) message = `proxy ${host}: ${e.message}`;
+    detail = e?.detail ?? {};
+  } catch {
+    if (text) message += `: ${text.trim().slice(0, 200)}`;
+  }
+  if (res.statusCode === 401) code = 'SL_ERR_PROXY_UNAUTHORIZED';
+  return new StarlightError(code, message, { details: { ...detail, status: res.statusCode, proxy: host } });
+}

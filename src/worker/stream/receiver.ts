@@ -1,0 +1,226 @@
+/**
+ * Consumes one delta stream into the content tracker: header first (resolved by `header`), then every
+ * item in the proxy's order. A dropped or failed connection resumes from the first item not yet
+ * complete (`from=`), with backoff, until every item is present or the receiver is closed; items some
+ * other source already wrote are skipped.
+ *
+ * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
+ * (content-tracker.ts), what the header means for images and views (the puller).
+ */
+import { StarlightError, kindOf } from '../../errors.js';
+import { nullLogger, type Logger } from '../../log.js';
+import { decodeDelta } from '../../protocol/decoder.js';
+import type { DeltaHeader } from '../../protocol/types.js';
+import type { ContentTracker, Ingest } from './content-tracker.js';
+import { ItemDecoder } from './item-decoder.js';
+import type { DeltaRequest, ProxyClient } from './proxy-client.js';
+
+export interface ReceiverOptions {
+  client: ProxyClient;
+  tracker: ContentTracker;
+  request: DeltaRequest;
+  log?: Logger;
+  /** First and largest delay between reconnects, in ms; defaults 200 and 5 000. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+}
+
+export interface ReceiverProgress {
+  items: number;
+  itemsDone: number;
+  /** Items that arrived but failed verification (their reads got EIO). */
+  itemsFailed: number;
+  /** Decoded bytes of all items, and of items present. */
+  bytes: number;
+  bytesDone: number;
+  /** Encoded bytes received over the wire by this receiver (all connections). */
+  wireBytes: number;
+  connections: number;
+  done: boolean;
+}
+
+/** complete[] states: 0 pending, DONE present, FAILED arrived but failed verification. */
+const DONE = 1;
+const FAILED = 2;
+
+/** Errors after which reconnecting cannot help. */
+function permanent(err: unknown): boolean {
+  const k = kindOf(err);
+  return k === 'not-found' || k === 'invalid-argument' || k === 'unauthenticated' || k === 'permission-denied' || k === 'unimplemented';
+}
+
+export class DeltaReceiver {
+  /** Resolves with the header of the first connection; rejects if no header could be had. */
+  readonly header: Promise<DeltaHeader>;
+  /** Resolves when every item is present; rejects on a permanent error or close(). */
+  readonly done: Promise<void>;
+
+  private hdr: DeltaHeader | undefined;
+  private complete: Uint8Array = new Uint8Array(0);
+  private itemsDone = 0;
+  private itemsFailed = 0;
+  private bytesDone = 0;
+  private wireBytes = 0;
+  private connections = 0;
+  private finished = false;
+  private readonly ac = new AbortController();
+  private readonly log: Logger;
+  private resolveHeader!: (h: DeltaHeader) => void;
+  private rejectHeader!: (e: unknown) => void;
+
+  constructor(private readonly opts: ReceiverOptions) {
+    this.log = opts.log ?? nullLogger;
+    this.header = new Promise((res, rej) => {
+      this.resolveHeader = res;
+      this.rejectHeader = rej;
+    });
+    this.header.catch(() => {});
+    this.done = this.run();
+    this.done.catch(() => {});
+  }
+
+  progress(): ReceiverProgress {
+    const items = this.hdr?.items ?? [];
+    return {
+      items: items.length,
+      itemsDone: this.itemsDone,
+      itemsFailed: this.itemsFailed,
+      bytes: items.reduce((a, i) => a + i.size, 0),
+      bytesDone: this.bytesDone,
+      wireBytes: this.wireBytes,
+      connections: this.connections,
+      done: this.finished,
+    };
+  }
+
+  /** Stops receiving; partial items are dropped. Idempotent. */
+  close(): void {
+    this.ac.abort();
+  }
+
+  private async run(): Promise<void> {
+    const min = this.opts.retryMinMs ?? 200;
+    const max = this.opts.retryMaxMs ?? 5_000;
+    let delay = min;
+    for (;;) {
+      if (this.ac.signal.aborted) throw this.canceled();
+      const from = this.firstIncomplete();
+      if (this.hdr && from >= this.hdr.items.length) break;
+      try {
+        const progressed = await this.connect(from);
+        if (progressed) delay = min;
+        if (this.hdr && this.firstIncomplete() >= this.hdr.items.length) break;
+      } catch (err) {
+        if (this.ac.signal.aborted) throw this.canceled();
+        if (permanent(err)) {
+          this.rejectHeader(err);
+          throw err;
+        }
+        this.log.warn('delta-reconnect', { ref: this.opts.request.ref, from, delayMs: delay, err });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(max, delay * 2);
+      }
+    }
+    this.finished = true;
+    this.log.info('delta-complete', { ref: this.opts.request.ref, ...this.progress() });
+  }
+
+  private canceled(): StarlightError {
+    const e = new StarlightError('SL_ERR_CANCELED', `delta of ${this.opts.request.ref} canceled`);
+    this.rejectHeader(e);
+    return e;
+  }
+
+  private firstIncomplete(): number {
+    if (!this.hdr) return 0;
+    let i = 0;
+    while (i < this.complete.length && this.complete[i]) i++;
+    return i;
+  }
+
+  /** One connection; returns whether any item completed. Throws what ended it early. */
+  private async connect(from: number): Promise<boolean> {
+    const { client, tracker, request } = this.opts;
+    const body = await client.delta({ ...request, from }, this.ac.signal);
+    this.connections++;
+    let current: { index: number; ing: Ingest | null; dec: ItemDecoder | null } | undefined;
+    let progressed = false;
+    const counted = (async function* (src: AsyncIterable<Buffer>, onBytes: (n: number) => void) {
+      for await (const c of src) {
+        onBytes(c.length);
+        yield c;
+      }
+    })(body as AsyncIterable<Buffer>, (n) => (this.wireBytes += n));
+    try {
+      for await (const ev of decodeDelta(counted)) {
+        if (ev.type === 'header') {
+          this.acceptHeader(ev.header);
+          await this.skipPresent();
+          continue;
+        }
+        if (ev.type === 'end') break;
+        const item = this.hdr!.items[ev.index]!;
+        if (current === undefined || current.index !== ev.index) {
+          if (current?.ing) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `item ${current.index} ended without its last chunk`);
+          const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream');
+          current = { index: ev.index, ing, dec: ing ? new ItemDecoder(item.encoding, ing, item.digest) : null };
+        }
+        if (current.dec) await current.dec.push(ev.data);
+        if (ev.last) {
+          const c = current;
+          current = undefined;
+          if (c.ing && c.dec) {
+            await c.dec.end();
+            try {
+              await c.ing.finish(item.size);
+            } catch (err) {
+              // A bad item fails its readers (EIO for that file only) and is not asked for again by
+              // this stream; a later read fetches it out of order.
+              this.log.error('delta-item-failed', { ref: request.ref, digest: item.digest, err });
+              this.complete[ev.index] = FAILED;
+              this.itemsFailed++;
+              continue;
+            }
+          }
+          this.markComplete(ev.index);
+          progressed = true;
+        }
+      }
+    } finally {
+      if (current?.ing) {
+        current.dec?.destroy();
+        await current.ing.abort();
+      }
+      body.destroy();
+    }
+    return progressed;
+  }
+
+  private acceptHeader(h: DeltaHeader): void {
+    if (this.hdr === undefined) {
+      this.hdr = h;
+      this.complete = new Uint8Array(h.items.length);
+      this.resolveHeader(h);
+      this.log.info('delta-header', { ref: h.ref, manifest: h.manifestDigest, items: h.items.length, layers: h.layers.length });
+      return;
+    }
+    if (h.manifestDigest !== this.hdr.manifestDigest || h.items.length !== this.hdr.items.length) {
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `resumed delta of ${h.ref} describes another plan (manifest ${h.manifestDigest})`, {
+        details: { ref: h.ref },
+      });
+    }
+  }
+
+  /** Marks items already in the store (earlier pulls, out-of-order fetches) as complete. */
+  private async skipPresent(): Promise<void> {
+    const items = this.hdr!.items;
+    for (let i = 0; i < items.length; i++) if (!this.complete[i] && this.opts.tracker.has(items[i]!.digest)) this.markComplete(i);
+  }
+
+  private markComplete(i: number): void {
+    if (this.complete[i]) return;
+    this.complete[i] = DONE;
+    this.itemsDone++;
+    this.bytesDone += this.hdr!.items[i]!.size;
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * Support for the proxy e2e tests: layer tarballs made with GNU tar from files the test describes,
+ * images pushed to a real registry, the proxy run as a real child process (`node bin/starlight.js
+ * proxy`), and a delta fetched, decoded and verified (every item's bytes hash to its digest).
+ */
+import type { ExecutionContext } from 'ava';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { brotliDecompressSync, gunzipSync, gzipSync, inflateRawSync } from 'node:zlib';
+import { RegistryClient } from '../../src/oci/client.js';
+import { pushImage } from '../../src/oci/push.js';
+import { MEDIA_TYPES } from '../../src/oci/types.js';
+import { decodeDelta, type DeltaEnd, type DeltaHeader, type ContentItem } from '../../src/protocol/index.js';
+import { tempDir } from '../helpers/tmp.js';
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const CLI = join(ROOT, 'bin/starlight.js');
+/** ms a proxy may take to print its listening line. */
+const PROXY_START_MS = 15_000;
+/** ms between SIGTERM and SIGKILL at teardown. */
+const PROXY_STOP_GRACE_MS = 5_000;
+
+export const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+/** path → content, or null for a whiteout of that path. */
+export type LayerSpec = Record<string, string | Buffer | null>;
+
+export interface BuiltLayer {
+  gz: Buffer;
+  diffID: string;
+}
+
+export function makeLayer(t: ExecutionContext, spec: LayerSpec): BuiltLayer {
+  const dir = tempDir(t, 'starlight-layer-');
+  const root = join(dir, 'root');
+  mkdirSync(root);
+  for (const [path, content] of Object.entries(spec)) {
+    const p = content === null ? join(root, dirname(path), `.wh.${path.split('/').pop()}`) : join(root, path);
+    mkdirSync(dirname(p), { recursive: true });
+    writeFileSync(p, content ?? '');
+  }
+  const tarPath = join(dir, 'layer.tar');
+  execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', root, '-cf', tarPath, '.']);
+  const tar = readFileSync(tarPath);
+  return { gz: gzipSync(tar), diffID: sha256(tar) };
+}
+
+export async function pushLayers(registryHost: string, name: string, layers: BuiltLayer[], cmd: string[] = ['/bin/app']): Promise<string> {
+  const client = new RegistryClient();
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Env: ['PATH=/usr/bin:/bin'], Cmd: cmd },
+      rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffID) },
+    }),
+  );
+  const pushed = await pushImage(client, `${registryHost}/${name}`, {
+    config,
+    layers: layers.map((l) => ({ data: l.gz, mediaType: MEDIA_TYPES.ociLayerGzip })),
+  });
+  return pushed.digest;
+}
+
+export interface ProxyProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  stop(): Promise<number | null>;
+}
+
+export async function startProxyProcess(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProxyProcess> {
+  const child = spawn(process.execPath, [CLI, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    if (stderr.length < 16_384) stderr += d.toString();
+  });
+  let stopped: Promise<number | null> | undefined;
+  const stop = (): Promise<number | null> =>
+    (stopped ??= new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+      const timer = setTimeout(() => child.kill('SIGKILL'), PROXY_STOP_GRACE_MS);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      });
+      child.kill('SIGTERM');
+    }));
+  t.teardown(() => stop().then(() => undefined));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`proxy did not start in ${PROXY_START_MS} ms: ${stderr}`)), PROXY_START_MS);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(Object.assign(new Error(`proxy exited with ${code}: ${stderr}`), { exitCode: code, stderr }));
+    });
+  });
+  return { url, pid: child.pid!, child, stop };
+}
+
+export function decodeItem(item: ContentItem, data: Buffer): Buffer {
+  switch (item.encoding) {
+    case 'identity':
+      return data;
+    case 'br':
+      return brotliDecompressSync(data);
+    case 'gzip':
+      return gunzipSync(data);
+    case 'deflate-raw':
+      return inflateRawSync(data);
+    default:
+      throw new Error(`encoding ${item.encoding} not handled in tests`);
+  }
+}
+
+export interface FetchedDelta {
+  header: DeltaHeader;
+  end: DeltaEnd;
+  /** index → raw (decoded, verified) content */
+  contents: Map<number, Buffer>;
+  wireBytes: number;
+  chunkFrames: number;
+}
+
+/** GET /v1/delta, decode, verify every item's digest and size. Throws on HTTP errors (with status). */
+export async function fetchDelta(proxyUrl: string, query: Record<string, string>, headers: Record<string, string> = {}): Promise<FetchedDelta> {
+  const u = new URL('/v1/delta', proxyUrl);
+  for (const [k, v] of Object.entries(query)) u.searchParams.set(k, v);
+  const res = await fetch(u, { headers, signal: AbortSignal.timeout(120_000) });
+  if (res.status !== 200) {
+    const body = await res.text();
+    throw Object.assign(new Error(`HTTP ${res.status}: ${body}`), { status: res.status, body });
+  }
+  let wireBytes = 0;
+  let chunkFrames = 0;
+  let header: DeltaHeader | undefined;
+  let end: DeltaEnd | undefined;
+  const parts = new Map<number, Buffer[]>();
+  const contents = new Map<number, Buffer>();
+  const body = (async function* () {
+    for await (const b of res.body as unknown as AsyncIterable<Uint8Array>) {
+      wireBytes += b.length;
+      yield b;
+    }
+  })();
+  for await (const ev of decodeDelta(body)) {
+    if (ev.type === 'header') header = ev.header;
+    else if (ev.type === 'end') end = ev.end;
+    else {
+      chunkFrames++;
+      const list = parts.get(ev.index) ?? [];
+      list.push(Buffer.from(ev.data));
+      parts.set(ev.index, list);
+      if (ev.last) {
+        const item = header!.items[ev.index]!;
+        const raw = decodeItem(item, Buffer.concat(list));
+        if (raw.length !== item.size || sha256(raw) !== item.digest) throw new Error(`item ${ev.index} does not match ${item.digest}`);
+        contents.set(ev.index, raw);
+        parts.delete(ev.index);
+      }
+    }
+  }
+  return { header: header!, end: end!, contents, wireBytes, chunkFrames };
+}
+
+export async function metrics(proxyUrl: string): Promise<Map<string, number>> {
+  const text = await (await fetch(new URL('/metrics', proxyUrl))).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const [k, v] = line.split(' ');
+    out.set(k!, Number(v));
+  }
+  return out;
+}
+
+/** Peak resident set of a process, kB (/proc/<pid>/status VmHWM). */
+export function peakRssKb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : -1;
+}
