@@ -177,7 +177,7 @@ export class WanEmulator {
     this.counters = { connections: 0, bytesUp: 0, bytesDown: 0, peakQueuedBytes: 0 };
   }
 
-  /** Stops accepting and destroys every connection (in-flight bytes are dropped). Idempotent. */
+  /** Stops accepting and resets every open connection (in-flight bytes are dropped). Idempotent. */
   close(): Promise<void> {
     this.closing ??= new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -236,8 +236,8 @@ export class WanEmulator {
     this.queuedTotal -= c.up.queuedBytes + c.down.queuedBytes;
     c.up.stop();
     c.down.stop();
-    c.client.destroy();
-    c.target.destroy();
+    // A reset, as a real peer's failure or a cut link would look; a FIN could pass for a clean end.
+    for (const s of [c.client, c.target]) if (!s.destroyed) s.resetAndDestroy();
   }
 }
 

@@ -15,12 +15,24 @@ import type { DeltaEnd, DeltaHeader, WireError } from './types.js';
 export interface EncoderOptions {
   /** Max data bytes per CONTENT frame; default DEFAULT_CHUNK_BYTES (1 MiB), at most 4 MiB. */
   chunkBytes?: number;
+  /**
+   * Bytes the Writable may buffer before the encoder waits for 'drain'; default DEFAULT_MAX_BUFFERED
+   * (1 MiB). Waiting at every write past the socket's 16 KiB high-water mark cost a loop turn per small
+   * item (bench/proxy.ts); this keeps memory bounded by maxBuffered + one chunk per stream.
+   */
+  maxBuffered?: number;
 }
+
+/** Default EncoderOptions.maxBuffered, bytes. */
+export const DEFAULT_MAX_BUFFERED = 1024 * 1024;
+/** Items up to this many encoded bytes go out as one write (frame head + data copied together). */
+const SMALL_WRITE_BYTES = 64 * 1024;
 
 type State = 'new' | 'open' | 'closed';
 
 export class DeltaEncoder {
   private readonly chunkBytes: number;
+  private readonly maxBuffered: number;
   private state: State = 'new';
   private header: DeltaHeader | undefined;
   private readonly sent = new Set<number>();
@@ -33,6 +45,7 @@ export class DeltaEncoder {
     opts: EncoderOptions = {},
   ) {
     this.chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.maxBuffered = opts.maxBuffered ?? DEFAULT_MAX_BUFFERED;
     if (!(this.chunkBytes > 0 && this.chunkBytes <= MAX_CONTENT_FRAME_BYTES - CONTENT_HEAD_BYTES)) {
       throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `chunkBytes ${this.chunkBytes} out of range 1..4 MiB`);
     }
@@ -56,12 +69,18 @@ export class DeltaEncoder {
    * source yields more or fewer bytes than the header's encodedSize (a stream that lies is worse than
    * one that fails).
    */
-  async writeItem(index: number, source: AsyncIterable<Uint8Array>): Promise<void> {
+  async writeItem(index: number, source: AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
     const h = this.openHeader();
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
     if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
     this.sent.add(index);
+    if (source instanceof Uint8Array && source.length <= SMALL_WRITE_BYTES && source.length === item.encodedSize && source.length > 0) {
+      await this.write(Buffer.concat([contentHead(index, 0, source.length), source]));
+      this.contentBytes += source.length;
+      return;
+    }
+    if (source instanceof Uint8Array) source = [source] as unknown as AsyncIterable<Uint8Array>;
     let offset = 0;
     let pending: Buffer[] = [];
     let pendingLen = 0;
@@ -75,7 +94,7 @@ export class DeltaEncoder {
       offset += data.length;
       this.contentBytes += data.length;
     };
-    for await (const raw of source) {
+    for await (const raw of source as AsyncIterable<Uint8Array>) {
       let buf = Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.length);
       if (offset + pendingLen + buf.length > item.encodedSize) {
         throw new StarlightError('SL_ERR_INTERNAL', `item ${index} (${item.digest}) has more bytes than its encodedSize ${item.encodedSize}`, {
@@ -126,7 +145,7 @@ export class DeltaEncoder {
       throw new StarlightError('SL_ERR_CANCELED', 'delta stream consumer went away');
     }
     this.bytesWritten += buf.length;
-    if (out.write(buf)) return;
+    if (out.write(buf) || out.writableLength <= this.maxBuffered) return;
     await new Promise<void>((resolve, reject) => {
       const done = (err?: Error): void => {
         out.off('drain', onDrain);

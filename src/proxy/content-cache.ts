@@ -25,6 +25,10 @@ export const MIN_COMPRESS_BYTES = 512;
 export const MAX_USEFUL_RATIO = 0.9;
 /** Brotli quality for stored contents (measured: docs/design-notes.md). */
 export const BROTLI_QUALITY = 5;
+/** Encoded contents up to this size (bytes) are read whole by open(): most image files are small. */
+export const WHOLE_READ_BYTES = 256 * 1024;
+/** Read size of content streams (bytes): one CONTENT frame's worth. */
+const STREAM_READ_BYTES = 1024 * 1024;
 /** Persist last-access times to the store after this many touches (and on close). */
 const TOUCH_FLUSH_EVERY = 1000;
 
@@ -173,10 +177,11 @@ export class ContentCache {
   }
 
   /**
-   * Opens the encoded bytes of `digest` for streaming (the open fd survives a concurrent eviction).
+   * Opens the encoded bytes of `digest`: read whole when small (≤ WHOLE_READ_BYTES: one syscall, no
+   * stream machinery per item), else a stream (the open fd survives a concurrent eviction).
    * Returns undefined on a miss (never stored, or evicted): the caller re-fetches.
    */
-  async open(digest: string): Promise<{ rec: ContentRecord; stream: Readable } | undefined> {
+  async open(digest: string): Promise<{ rec: ContentRecord; body: Buffer | Readable } | undefined> {
     const rec = this.store.content(digest);
     if (rec === undefined || !this.lru.has(digest)) {
       this.counters.misses++;
@@ -193,7 +198,14 @@ export class ContentCache {
     this.counters.hits++;
     this.lru.get(digest); // refresh recency
     this.touch(digest);
-    return { rec, stream: fh.createReadStream() };
+    if (rec.encodedSize <= WHOLE_READ_BYTES) {
+      try {
+        return { rec, body: await fh.readFile() };
+      } finally {
+        await fh.close();
+      }
+    }
+    return { rec, body: fh.createReadStream({ highWaterMark: STREAM_READ_BYTES }) };
   }
 
   private touch(digest: string): void {

@@ -86,7 +86,7 @@ async function openContent(
   digest: string,
   sourceDiffID: string,
   alsoWanted: () => string[] = () => [],
-): Promise<{ stream: Readable; encodedSize: number }> {
+): Promise<{ body: Buffer | Readable; encodedSize: number }> {
   let got = await ctx.cache.open(digest);
   for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
     await ctx.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
@@ -97,7 +97,7 @@ async function openContent(
       details: { digest, diffID: sourceDiffID },
     });
   }
-  return { stream: got.stream, encodedSize: got.rec.encodedSize };
+  return { body: got.body, encodedSize: got.rec.encodedSize };
 }
 
 /** Digests of upcoming items from `diffID` not in the cache, up to a quarter of the cache's bound. */
@@ -184,15 +184,15 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
     for (let i = from; i < items.length; i++) {
       if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
       const src = p.items[i]!.sourceDiffID;
-      const { stream, encodedSize } = await openContent(ctx, items[i]!.digest, src, () => upcoming(ctx, items, sources, i + 1, src));
+      const { body, encodedSize } = await openContent(ctx, items[i]!.digest, src, () => upcoming(ctx, items, sources, i + 1, src));
       if (encodedSize !== items[i]!.encodedSize) {
-        stream.destroy();
+        if (!Buffer.isBuffer(body)) body.destroy();
         throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, { details: { digest: items[i]!.digest } });
       }
       try {
-        await enc.writeItem(i, stream);
+        await enc.writeItem(i, body);
       } finally {
-        stream.destroy();
+        if (!Buffer.isBuffer(body)) body.destroy();
       }
     }
     await enc.writeEnd();
@@ -218,7 +218,7 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
   if (rec === undefined) {
     throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is unknown to this proxy`, { details: { digest } });
   }
-  const { stream, encodedSize } = await openContent(ctx, digest, rec.sourceDiffID);
+  const { body, encodedSize } = await openContent(ctx, digest, rec.sourceDiffID);
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
     'content-length': encodedSize,
@@ -226,11 +226,16 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
     [HEADER_RAW_SIZE]: rec.size,
     'docker-content-digest': digest,
   });
-  stream.on('data', (b: Buffer) => (ctx.metrics.contentBytesSent += b.length));
+  if (Buffer.isBuffer(body)) {
+    ctx.metrics.contentBytesSent += body.length;
+    res.end(body);
+    return;
+  }
+  body.on('data', (b: Buffer) => (ctx.metrics.contentBytesSent += b.length));
   await new Promise<void>((resolve) => {
-    stream.pipe(res);
+    body.pipe(res);
     res.on('close', () => {
-      stream.destroy();
+      body.destroy();
       resolve();
     });
   });

@@ -202,13 +202,19 @@ export class MetaStore {
     return this.getById(row.id)!;
   }
 
-  /** Deletes `key`; failed-precondition if it has children. Returns the deleted row. */
-  remove(key: string): SnapshotRow {
+  /** The row of `key` if it can be removed: not-found if absent, failed-precondition if it has children. */
+  removable(key: string): SnapshotRow {
     const row = this.mustGet(key);
     const n = this.childCount(row.id);
     if (n > 0) {
       throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', `cannot remove snapshot ${JSON.stringify(key)}: ${n} snapshot(s) have it as parent; remove them first`, { details: { key, children: n } });
     }
+    return row;
+  }
+
+  /** Deletes `key` (checked by removable()). Returns the deleted row. */
+  remove(key: string): SnapshotRow {
+    const row = this.removable(key);
     this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(row.id);
     return row;
   }

@@ -3,33 +3,27 @@
  * first. Used at snapshotter start (stale lazy views of a previous daemon answer ENOTCONN; stargz
  * snapshot.go:747–808 does the same), before removing directories, and by test teardown.
  *
- * Not here: mounting (the ViewManager mounts views; containerd mounts overlays).
+ * Not here: mounting (the ViewManager mounts views; containerd mounts overlays), parsing
+ * (src/worker/fs/mountinfo.ts), telling stale from live FUSE mounts (everything under our root is
+ * ours, and a previous daemon's views died with it).
  */
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
+import { parseMountInfo } from '../fs/mountinfo.js';
 
 const execFileAsync = promisify(execFile);
 
 /** How long one `umount` may take before we give up on it, ms. */
 const UMOUNT_TIMEOUT_MS = 10_000;
 
-/** mountinfo escapes space, tab, newline and backslash as \ooo octal. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 /** Mount points at or below `dir` (an absolute path without trailing slash), deepest first. */
 export async function mountsUnder(dir: string): Promise<string[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   const prefix = dir.endsWith('/') ? dir : dir + '/';
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(' ');
-    if (fields.length < 5) continue;
-    const mp = unescapeMountPath(fields[4]!);
-    if (mp === dir || mp.startsWith(prefix)) out.push(mp);
-  }
+  const out = parseMountInfo(text)
+    .map((m) => m.mountPoint)
+    .filter((mp) => mp === dir || mp.startsWith(prefix));
   // Deeper paths first; the same path mounted twice appears twice and is unmounted twice.
   return out.sort((a, b) => b.length - a.length);
 }

@@ -280,8 +280,8 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
 
   async remove(key: string): Promise<void> {
     this.live();
-    const row = this.store.mustGet(key);
-    if (this.store.childCount(row.id) > 0) this.store.remove(key); // throws failed-precondition
+    // Checked before unmounting a view so that a refused remove leaves the view in place.
+    const row = this.store.removable(key);
     const mounted = this.views.get(row.id);
     if (mounted) {
       this.views.delete(row.id);

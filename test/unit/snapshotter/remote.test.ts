@@ -8,6 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { cp, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError, hasCode } from '../../../src/errors.js';
+import { createLogger } from '../../../src/log.js';
 import type { ViewManager, ViewRequest } from '../../../src/worker/fs/view.js';
 import { LABEL_REMOTE, LABEL_SNAPSHOT_REF, LABEL_STARLIGHT_VIEW } from '../../../src/worker/snapshotter/labels.js';
 import { mountsUnder } from '../../../src/worker/snapshotter/mountinfo.js';
@@ -76,13 +77,15 @@ async function setup(t: ExecutionContext) {
   const views = new BindViews();
   const resolver = new FakeResolver(views, new Map([['sha256:c1', c1], ['sha256:c2', c2]]));
   const root = join(base, 'root');
+  const logs: string[] = [];
+  const log = createLogger({ level: 'info', sink: (l) => logs.push(l) });
   const open = async () => {
-    const sn = await StarlightSnapshotter.open({ root, resolver, views });
+    const sn = await StarlightSnapshotter.open({ root, resolver, views, log });
     t.teardown(() => sn.close());
     return sn;
   };
   t.teardown(() => views.close());
-  return { base, work, views, resolver, root, open };
+  return { base, work, views, resolver, root, open, logs };
 }
 
 const prepLabels = (chain: string) => ({ [LABEL_SNAPSHOT_REF]: chain, [LABEL_STARLIGHT_VIEW]: 'view-1' });
@@ -104,6 +107,9 @@ run('prepare of a remote layer creates the committed snapshot and reports alread
   const info = await findCommitted(sn, 'sha256:c1', '');
   t.truthy(info, 'containerd finds the committed snapshot by Walk');
   t.is(info!.labels[LABEL_REMOTE], 'view-1/sha256:c1');
+  t.true(s.logs.some((l) => JSON.parse(l).msg === 'remote-snapshot-prepared'), 'stable log key');
+  const updated = await sn.update({ name: 'sha256:c1', labels: { 'containerd.io/snapshot/x': 'y' } });
+  t.is(updated.labels[LABEL_REMOTE], 'view-1/sha256:c1', 'containerd replacing labels keeps our remote label');
   await t.throwsAsync(sn.stat('default/1/extract-1 sha256:c1'), undefined, 'no active key left behind');
   const e2 = await t.throwsAsync(sn.prepare('default/2/extract-2 sha256:c2', 'sha256:c1', { labels: prepLabels('sha256:c2') }));
   t.true(hasCode(e2, 'SL_ERR_SNAPSHOT_EXISTS'));

@@ -1,0 +1,12 @@
+/** Every bench mode by name, in the default order of bars and table rows. */
+import { downloadMode } from './download.js';
+import { estargzMode } from './estargz.js';
+import { overlayfsMode } from './overlayfs.js';
+import { starlightNoTraceMode, starlightTracedMode } from './starlight.js';
+import type { ModeDefinition } from './types.js';
+
+export const MODES: readonly ModeDefinition[] = [overlayfsMode, estargzMode, starlightTracedMode, starlightNoTraceMode, downloadMode];
+
+export function modeByName(name: string): ModeDefinition | undefined {
+  return MODES.find((m) => m.name === name);
+}

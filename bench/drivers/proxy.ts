@@ -1,0 +1,59 @@
+/**
+ * The Starlight proxy for a bench run, cloud side: `node bin/starlight.js proxy` next to the bench
+ * registry with a scratch data dir; resolves once it prints its "listening on <url>" line.
+ *
+ * Not here: the proxy itself (src/proxy), the WAN link to it (trials create one per trial).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { StarlightError } from '../../src/errors.js';
+import { stopChild, tail } from './proc.js';
+
+/** How long the proxy may take to print its listening line, ms. */
+const START_TIMEOUT_MS = 20_000;
+
+export interface BenchProxy {
+  /** "127.0.0.1:PORT". */
+  host: string;
+  stop(): Promise<void>;
+}
+
+/** The repo's bin/starlight.js, found from this file in dist/bench/drivers or bench/drivers. */
+export function starlightBin(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = join(dir, 'bin', 'starlight.js');
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  throw new StarlightError('SL_ERR_BENCH_STEP', `bin/starlight.js not found above ${fileURLToPath(import.meta.url)}`);
+}
+
+export function startBenchProxy(registry: string, dataDir: string): Promise<BenchProxy> {
+  const child = spawn(process.execPath, [starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const fail = (why: string): void => {
+      clearTimeout(timer);
+      void stopChild(child).then(() => reject(new StarlightError('SL_ERR_BENCH_STEP', `starlight proxy ${why}: ${tail(out.trim())}`, { details: { registry } })));
+    };
+    const timer = setTimeout(() => fail(`did not start within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
+    child.stderr.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-8192)));
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      const m = /listening on https?:\/\/([^\s/]+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners('data');
+        child.stdout.resume();
+        child.removeAllListeners('exit');
+        resolve({ host: m[1]!, stop: () => stopChild(child) });
+      }
+    });
+    child.once('exit', (code) => fail(`exited (${code ?? 'signal'})`));
+  });
+}

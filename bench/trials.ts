@@ -1,0 +1,189 @@
+/**
+ * One bench trial in its own process (better-sqlite3's benchmark pattern: no state leaks between
+ * trials, a crash costs one row). Usage: node dist/bench/trials.js '<TrialSpec JSON>'.
+ * Prints exactly one JSON line (a TrialResult) on stdout; logs go to stderr.
+ *
+ * Builds the trial environment: a fresh temp dir, one WAN emulator + request counter per cloud-side
+ * target the mode dials, the mode's driver (containerd, snapshotters). Then measures (see the
+ * lifecycle in drivers/types.ts) and tears everything down — also on failure, timeout and
+ * SIGINT/SIGTERM (the result then says "failed").
+ *
+ * Not here: planning and aggregation (run.ts), modes (drivers/).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { createLogger, type Logger } from '../src/log.js';
+import { startRequestCounter, type RequestCounter } from './drivers/counter.js';
+import { unmountUnder } from './drivers/containerd.js';
+import { modeByName } from './drivers/index.js';
+import { Cleanups } from './drivers/proc.js';
+import type { ImageVersion, LinkCounters, ModeDriver, TrialEnv, TrialSpec } from './drivers/types.js';
+import type { TrialMetrics, TrialResult } from './report/types.js';
+import { WanEmulator } from './wan/emulator.js';
+
+/** Parent dir of trial dirs: short, so unix socket paths under it stay < 108 bytes. */
+const TMP_PREFIX = '/tmp/slb-';
+/** Exit code after SIGINT (128 + 2). */
+const EXIT_INTERRUPTED = 130;
+
+/**
+ * The overhead job: `find` + read every regular file of the rootfs, then (if python3 exists) an
+ * import-heavy python3 start; each timed inside the container and printed as "<KEY> <ms>".
+ */
+export const OVERHEAD_SCRIPT = [
+  'ms() { echo $(( $(date +%s%N) / 1000000 )); }',
+  's=$(ms); find / -xdev -type f -print0 | xargs -0 cat > /dev/null; e=$(ms); echo "READALL $((e - s))"',
+  'if command -v python3 >/dev/null; then s=$(ms); python3 -c "import json, email.parser, http.server, xml.etree.ElementTree, asyncio, decimal, unittest, argparse, logging, urllib.request, csv, zipfile, tarfile, multiprocessing, concurrent.futures, pydoc, difflib, inspect, sqlite3, ssl"; e=$(ms); echo "PYIMPORT $((e - s))"; fi',
+].join('\n');
+
+function dropCaches(log: Logger): void {
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+  } catch (err) {
+    log.warn('bench-drop-caches-failed', { error: err });
+  }
+}
+
+interface Link {
+  emu: WanEmulator;
+  counter: RequestCounter;
+}
+
+function makeEnv(spec: TrialSpec, dir: string, signal: AbortSignal, cleanups: Cleanups, log: Logger): TrialEnv {
+  const links = new Map<string, Promise<Link>>();
+  const open = async (target: string): Promise<Link> => {
+    const counter = await startRequestCounter(target);
+    cleanups.add(`stop request counter for ${target}`, () => counter.close());
+    const emu = await WanEmulator.start({ target: counter.address, rttMs: spec.rttMs, bandwidthBps: spec.bandwidthBps });
+    cleanups.add(`stop WAN emulator for ${target}`, () => emu.close());
+    return { emu, counter };
+  };
+  const all = async (): Promise<Link[]> => Promise.all(links.values());
+  let settled: Link[] = [];
+  return {
+    spec,
+    image: spec.benchImage,
+    dir,
+    signal,
+    cleanups,
+    log,
+    async link(target) {
+      let l = links.get(target);
+      if (!l) {
+        l = open(target);
+        links.set(target, l);
+      }
+      const got = await l;
+      settled = await all();
+      return got.emu.address;
+    },
+    counters(): LinkCounters {
+      const c: LinkCounters = { bytes: 0, requests: 0, connections: 0 };
+      for (const l of settled) {
+        const s = l.emu.stats();
+        c.bytes += s.bytesUp + s.bytesDown;
+        c.connections += s.connections;
+        c.requests += l.counter.requests();
+      }
+      return c;
+    },
+    resetCounters() {
+      for (const l of settled) {
+        l.emu.resetStats();
+        l.counter.reset();
+      }
+    },
+  };
+}
+
+async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
+  let target: ImageVersion = 'v1';
+  if (env.spec.scenario === 'update') {
+    await driver.pull('v1', env);
+    const c = await driver.run('v1', env);
+    await c.stop();
+    env.resetCounters();
+    target = 'v2';
+  }
+  const t0 = performance.now();
+  await driver.pull(target, env);
+  const t1 = performance.now();
+  const c = await driver.run(target, env);
+  const counters = env.counters();
+  await c.stop();
+  return { pullMs: t1 - t0, runToReadyMs: c.readyAt - c.startedAt, totalMs: c.readyAt - t0, ...counters };
+}
+
+async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
+  if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
+  const cmd = ['sh', '-c', OVERHEAD_SCRIPT];
+  await driver.pull('v1', env);
+  // The first pass reads every file, so lazy modes fetch everything: the timed pass is "after a full download".
+  await driver.exec('v1', cmd, env);
+  if (env.spec.dropCaches) dropCaches(env.log);
+  const out = (await driver.exec('v1', cmd, env)).stdout;
+  const num = (key: string): number | undefined => {
+    const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
+    return m ? Number(m[1]) : undefined;
+  };
+  return { readAllMs: num('READALL'), pythonImportMs: num('PYIMPORT') };
+}
+
+export async function runTrial(spec: TrialSpec, signal: AbortSignal, log: Logger): Promise<TrialResult> {
+  const base = { mode: spec.mode, image: spec.image, rttMs: spec.rttMs, bandwidthBps: spec.bandwidthBps, scenario: spec.scenario, workload: spec.workload, run: spec.run };
+  const def = modeByName(spec.mode);
+  if (!def) return { ...base, status: 'failed', reason: `unknown mode ${spec.mode}` };
+  const cleanups = new Cleanups();
+  const dir = mkdtempSync(TMP_PREFIX);
+  cleanups.add('remove trial dir', async () => {
+    const left = await unmountUnder(dir);
+    if (left.length > 0) throw new Error(`still mounted: ${left.join(', ')}`);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const env = makeEnv(spec, dir, signal, cleanups, log);
+  const driver = def.create();
+  let result: TrialResult;
+  try {
+    if (spec.dropCaches) dropCaches(log);
+    await driver.setup(env);
+    const metrics = spec.workload === 'startup' ? await startup(driver, env) : await overhead(driver, env);
+    result = { ...base, status: 'ok', ...metrics };
+    const note = driver.note?.();
+    if (note) result.note = note;
+  } catch (err) {
+    const e = err as { message?: string; skip?: boolean };
+    result = { ...base, status: e.skip ? 'skipped' : 'failed', reason: signal.aborted ? 'interrupted' : (e.message ?? String(err)).split('\n')[0]!.slice(0, 500) };
+  }
+  const errors = await cleanups.run();
+  if (errors.length > 0) log.warn('bench-trial-cleanup-failed', { errors });
+  return result;
+}
+
+async function main(): Promise<number> {
+  const log = createLogger({ fields: { component: 'bench-trial' } });
+  const spec = JSON.parse(process.argv[2] ?? '{}') as TrialSpec;
+  const ac = new AbortController();
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // A trial that overruns twice its budget is aborted (each step also has its own timeout).
+  const guard = setTimeout(() => ac.abort(), spec.timeoutMs * 2);
+  const result = await runTrial(spec, ac.signal, log);
+  clearTimeout(guard);
+  process.stdout.write(JSON.stringify(result) + '\n');
+  return interrupted ? EXIT_INTERRUPTED : 0;
+}
+
+if (process.argv[1]?.endsWith('trials.js')) {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`bench trial: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
