@@ -24,6 +24,8 @@ import type { Readable } from 'node:stream';
 /** Response headers of GET /v1/content/<digest>: the item's encoding and raw size. */
 import { HTTP_HEADER_ENCODING as HEADER_ENCODING, HTTP_HEADER_RAW_SIZE as HEADER_RAW_SIZE } from '../protocol/constants.js';
 export { HEADER_ENCODING, HEADER_RAW_SIZE };
+/** Items opened ahead of the one being written (bounded: ≤ this × WHOLE_READ_BYTES buffered per stream). */
+export const PREFETCH_ITEMS = 8;
 /** Max tokens in `have` (bounds request work). */
 export const MAX_HAVE = 1024;
 
@@ -181,10 +183,26 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
       items,
       firstItem: from,
     });
+    // open the next PREFETCH_ITEMS items while writing the current one (hides per-file open/read latency)
+    const opened = new Map<number, Promise<{ body: Buffer | Readable; encodedSize: number }>>();
+    const openAt = (j: number): void => {
+      if (j >= items.length || opened.has(j)) return;
+      const src = sources[j]!;
+      const pr = openContent(ctx, items[j]!.digest, src, () => upcoming(ctx, items, sources, j + 1, src));
+      pr.catch(() => undefined); // awaited (and reported) in order below
+      opened.set(j, pr);
+    };
+    const release = (): void => {
+      for (const pr of opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
+      opened.clear();
+    };
+    try {
     for (let i = from; i < items.length; i++) {
       if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
-      const src = p.items[i]!.sourceDiffID;
-      const { body, encodedSize } = await openContent(ctx, items[i]!.digest, src, () => upcoming(ctx, items, sources, i + 1, src));
+      for (let j = i; j <= i + PREFETCH_ITEMS; j++) openAt(j);
+      const pending = opened.get(i)!;
+      opened.delete(i);
+      const { body, encodedSize } = await pending;
       if (encodedSize !== items[i]!.encodedSize) {
         if (!Buffer.isBuffer(body)) body.destroy();
         throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, { details: { digest: items[i]!.digest } });
@@ -194,6 +212,9 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
       } finally {
         if (!Buffer.isBuffer(body)) body.destroy();
       }
+    }
+    } finally {
+      release();
     }
     await enc.writeEnd();
     ctx.metrics.deltasServed++;

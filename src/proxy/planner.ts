@@ -93,10 +93,15 @@ export function plan(input: PlanInput): Plan {
   const byPath = new Map<string, TocEntry>();
   for (const e of input.merged.entries) byPath.set(e.path, e);
 
-  // topmost layer (index) providing each regular file path
+  // topmost layer (index) providing each regular file path, and each layer's path → digest
   const layerOf = new Map<string, number>();
-  input.chain.forEach((l, i) => {
-    for (const e of l.entries) if (e.type === 'reg') layerOf.set(e.path, i);
+  const digestsByLayer = input.chain.map((l, i) => {
+    const m = new Map<string, string | undefined>();
+    for (const e of l.entries) {
+      if (e.type === 'reg') layerOf.set(e.path, i);
+      m.set(e.path, e.digest);
+    }
+    return m;
   });
 
   const entrypoint = resolveEntrypoint(input.config, byPath);
@@ -126,15 +131,15 @@ export function plan(input: PlanInput): Plan {
     if (seen.has(d)) continue;
     seen.add(d);
     const srcPath = c.entry.type === 'hardlink' && c.entry.linkname !== undefined ? c.entry.linkname : c.entry.path;
-    items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: sourceOf(input.chain, srcPath, d, c.layer) });
+    items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: sourceOf(input.chain, digestsByLayer, srcPath, d, c.layer) });
   }
   return { layers, items };
 }
 
 /** The topmost layer at or below `hint` holding `path` with digest `d` (falls back to `hint`). */
-function sourceOf(chain: LayerToc[], path: string, d: string, hint: number): string {
+function sourceOf(chain: LayerToc[], digestsByLayer: Map<string, string | undefined>[], path: string, d: string, hint: number): string {
   for (let i = Math.min(hint, chain.length - 1); i >= 0; i--) {
-    if (chain[i]!.entries.some((e) => e.path === path && e.digest === d)) return chain[i]!.diffID;
+    if (digestsByLayer[i]!.get(path) === d) return chain[i]!.diffID;
   }
   return chain[Math.max(0, Math.min(hint, chain.length - 1))]?.diffID ?? '';
 }
