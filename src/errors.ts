@@ -89,6 +89,11 @@ export const CODES = {
   SL_ERR_SNAPSHOT_INVALID: { kind: 'invalid-argument', hint: 'fix the key, parent, filter or field path in the request' },
   SL_ERR_SNAPSHOT_UNAVAILABLE: { kind: 'unavailable', hint: 'the lazy view under this snapshot is gone; restart the worker daemon or re-pull the image' },
   SL_ERR_SNAPSHOT_UNIMPLEMENTED: { kind: 'unimplemented', hint: 'the snapshotter does not support this call' },
+  // worker/images + api: lazy pulls into containerd, the daemon's own API
+  SL_ERR_CONTAINERD: { kind: 'unavailable', hint: 'a call to containerd failed; check --containerd-address, the namespace and that containerd runs' },
+  SL_ERR_PULL_NOT_LAZY: { kind: 'failed-precondition', hint: 'the starlight snapshotter did not take the layer lazily; is containerd configured with the starlight proxy plugin and the daemon started with --proxy?' },
+  SL_ERR_IMAGE_NOT_PULLED: { kind: 'not-found', hint: 'the daemon has no record of this image or view; pull it again with `starlight pull`' },
+  SL_ERR_DAEMON_UNREACHABLE: { kind: 'unavailable', hint: 'start `starlight snapshotter` or pass --daemon <root>/daemon.sock' },
   // worker/fs: FUSE views (native addon)
   SL_ERR_FS_ADDON: { kind: 'failed-precondition', hint: 'the FUSE addon is not built or does not load; run `npm install` (needs libfuse3-dev, g++, make)' },
   SL_ERR_FS_BAD_TREE: { kind: 'invalid-argument', hint: 'the merged tree breaks its contract (missing root/parent, bad hardlink); a bug in TOC merging' },

@@ -97,6 +97,18 @@ mkdir -p "$CACHE/rootfs" "$CACHE/apt-cache/archives/partial" "$CACHE/apt-lists/p
 exec 9>"$CACHE/.lock"
 flock -w "$LOCK_WAIT_S" 9 || die "another build holds $CACHE/.lock for more than ${LOCK_WAIT_S}s"
 
+# rm -rf that refuses a tree with anything mounted below it (a leftover bind of /dev would be fatal).
+safe_rm() {
+  local d
+  for d in "$@"; do
+    [[ -e $d ]] || continue
+    if findmnt -rn -o TARGET | grep -qF -- "$(realpath "$d")"; then
+      die "refusing to delete $d: something is mounted below it (see findmnt)"
+    fi
+    rm -rf -- "$d"
+  done
+}
+
 # tar_tree SRC OUT: every entry below SRC (parents included, /dev /proc /sys contents excluded).
 tar_tree() {
   local src=$1 out=$2
@@ -114,8 +126,10 @@ build_base() {
   if [[ ! -f $base.done ]]; then
     log "debootstrap --variant=minbase $SUITE from $MIRROR (cold: a few minutes)"
     local t0=$SECONDS
-    rm -rf "$base.tmp" "$base"
-    debootstrap --variant=minbase "$SUITE" "$base.tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    safe_rm "$base.tmp" "$base"
+    # debootstrap mounts proc/sys in the target; a private namespace drops them even if it is killed.
+    unshare --mount --propagation private -- debootstrap --variant=minbase "$SUITE" "$base.tmp" "$MIRROR" \
+      >"$CACHE/debootstrap.log" 2>&1 \
       || die "debootstrap failed; see $CACHE/debootstrap.log"
     # Images carry no host identity and no apt lists/caches (as Docker's debian images).
     : >"$base.tmp/etc/resolv.conf"
@@ -188,14 +202,14 @@ build_pkgs_layer() {
   local pkgs=($(pkgs_of "$img"))
   [[ $ver == v1 ]] || pkgs+=("$V2_EXTRA_PKG")
   local w=$R/work/$img-pkgs-$ver t0=$SECONDS
-  rm -rf "$w"; mkdir -p "$w/upper" "$w/work" "$w/merged"
+  safe_rm "$w"; mkdir -p "$w/upper" "$w/work" "$w/merged"
   log "$img $ver: apt-get install ${pkgs[*]}"
   overlay_install "$CACHE/rootfs/$SUITE-minbase" "$w/upper" "$w/work" "$w/merged" \
     "$CACHE/apt-cache" "$CACHE/apt-lists" "${pkgs[@]}" >"$w.log" 2>&1 \
     || { tail -n 20 "$w.log" >&2; die "apt-get install for $img $ver failed; see $w.log"; }
   convert_upper "$w/upper" "$CACHE/rootfs/$SUITE-minbase"
   tar_tree "$w/upper" "$out"
-  rm -rf "$w"
+  safe_rm "$w"
   log "$img $ver: package layer in $((SECONDS - t0))s ($(du -m "$out" | cut -f1) MiB)"
 }
 

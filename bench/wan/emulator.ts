@@ -19,7 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { StarlightError } from '../../src/errors.js';
 import { createLogger, nullLogger, type Logger } from '../../src/log.js';
-import { formatHostPort, parseBandwidth, parseHostPort, type HostPort } from '../lib/units.js';
+import { formatHostPort, parseBandwidth, parseHostPort, parseSize, type HostPort } from '../lib/units.js';
 import { DEFAULT_BURST_BYTES, LinkShaper } from './link.js';
 import { DelayedPipe } from './pipe.js';
 
@@ -252,8 +252,8 @@ function parseArgs(argv: string[]): WanEmulatorOptions {
     else if (flag === '--target') o.target = val;
     else if (flag === '--rtt') o.rttMs = Number(val);
     else if (flag === '--bandwidth') o.bandwidthBps = parseBandwidth(val);
-    else if (flag === '--burst') o.burstBytes = Number(val);
-    else throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `unknown flag ${flag}; use --listen --target --rtt (ms) --bandwidth (e.g. 100mbit) --burst (bytes)`);
+    else if (flag === '--burst') o.burstBytes = parseSize(val, 'burst');
+    else throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `unknown flag ${flag}; use --listen --target --rtt (ms) --bandwidth (e.g. 100mbit) --burst (e.g. 64KiB)`);
   }
   return o;
 }

@@ -89,6 +89,7 @@ export class DelayedPipe {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.stopped) return;
     const now = performance.now();
     const left = this.o.shaper.depart(now, chunk.length);
     this.enqueue(chunk, Math.max(left, this.o.gateUntil) + this.o.delayMs);

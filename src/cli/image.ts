@@ -4,7 +4,7 @@
  * of one layer or of the merged chain, as a `tar -tv`-like listing or JSON.
  */
 import { parseArgs } from 'node:util';
-import { StarlightError } from '../errors.js';
+import { StarlightError, withContext } from '../errors.js';
 import { buildLayerToc } from '../image/indexer.js';
 import { formatTocLine } from '../image/listing.js';
 import { mergeLayers } from '../image/merge.js';
@@ -68,8 +68,13 @@ async function layerTocs(client: RegistryClient, img: ResolvedImage, only?: numb
     if (only !== undefined && i !== only) continue;
     const desc = layers[i]!;
     progress.update(`indexing layer ${i + 1}/${layers.length} (${formatBytes(desc.size)})`);
-    const blob = await client.fetchBlob(img.ref, desc);
-    tocs.push(await buildLayerToc(blob, { mediaType: desc.mediaType, expectedDiffID: img.config.rootfs.diff_ids[i], layerName: desc.digest }));
+    try {
+      const blob = await client.fetchBlob(img.ref, desc);
+      tocs.push(await buildLayerToc(blob, { mediaType: desc.mediaType, expectedDiffID: img.config.rootfs.diff_ids[i], layerName: desc.digest }));
+    } catch (err) {
+      // Name the image: the indexer only knows the layer digest.
+      throw withContext(err, `layer ${i} of image ${formatReference(img.ref)}`, { image: formatReference(img.ref), layer: desc.digest });
+    }
   }
   progress.done();
   return tocs;

@@ -9,14 +9,19 @@ import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger, type Level } from '../log.js';
-import { DEFAULT_ROOT, DEFAULT_SOCKET, WorkerDaemon } from '../worker/daemon.js';
+import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET, WorkerDaemon } from '../worker/daemon.js';
+import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.js';
 
-const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--log-level error|warn|info|debug]
+const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
+                             [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
 
-  --socket PATH   unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
-  --root DIR      state directory (default ${DEFAULT_ROOT})
-  --proxy URL     Starlight proxy for lazy pulls (optional)
-  --log-level L   default: $STARLIGHT_LOG or warn`;
+  --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
+  --root DIR                 state directory (default ${DEFAULT_ROOT})
+  --proxy URL                Starlight proxy for lazy pulls (optional; token from $STARLIGHT_PROXY_TOKEN)
+  --containerd-address SOCK  containerd's socket, used by \`starlight pull\` (default ${DEFAULT_CONTAINERD_ADDRESS})
+  --api-socket PATH          the daemon's own API socket (default <root>/${API_SOCKET_NAME})
+  --read-deadline SECONDS    a read of a lazy view waits at most this long for content (default 60)
+  --log-level L              default: $STARLIGHT_LOG or warn`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -29,6 +34,9 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         socket: { type: 'string' },
         root: { type: 'string' },
         proxy: { type: 'string' },
+        'containerd-address': { type: 'string' },
+        'api-socket': { type: 'string' },
+        'read-deadline': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -44,7 +52,17 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   const level = values['log-level'];
   if (level !== undefined && !LEVELS.has(level)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--log-level must be one of error, warn, info, debug; got ${level}`);
   const log = createLogger(level ? { level: level as Level } : {}).child({ component: 'worker' });
-  const daemon = await WorkerDaemon.start({ socket: values.socket, root: values.root, proxy: values.proxy, log });
+  const deadline = values['read-deadline'];
+  if (deadline !== undefined && !(Number(deadline) > 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--read-deadline must be a positive number of seconds, got ${deadline}`);
+  const daemon = await WorkerDaemon.start({
+    socket: values.socket,
+    root: values.root,
+    proxy: values.proxy,
+    containerdAddress: values['containerd-address'],
+    apiSocket: values['api-socket'],
+    readDeadlineMs: deadline === undefined ? undefined : Number(deadline) * 1000,
+    log,
+  });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);
   const signal = await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
   log.info('worker-daemon-signal', { signal: String(signal) });

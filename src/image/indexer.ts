@@ -21,7 +21,7 @@
  * Not here: fetching blobs, storing contents (the caller's `onFile`), merging layers.
  */
 import { createHash } from 'node:crypto';
-import { Readable, pipeline } from 'node:stream';
+import { Readable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 import { ByteReader } from './bytes.js';
 import { createDecompressor } from './decompress.js';
@@ -35,6 +35,15 @@ export const WHITEOUT_PREFIX = '.wh.';
 export const WHITEOUT_OPAQUE = '.wh..wh..opq';
 /** High-water mark of the content stream handed to onFile, bytes. */
 const CONTENT_HIGH_WATER = 256 * 1024;
+/**
+ * After gzip/tar reject a layer, at most this many more blob bytes are read so a verifying source
+ * (the registry client checks the blob digest at its end) can report the real cause, bytes. A
+ * corrupted blob usually breaks inflate or a tar checksum long before its end, and "bad tar" sends the
+ * user the wrong way when the registry served corrupt bytes. Default 256 MiB; only spent on failure.
+ */
+const DIAGNOSIS_DRAIN_LIMIT = 256 * 1024 * 1024;
+/** Errors that a corrupt source blob may cause first; the source's own verdict is preferred over them. */
+const SOURCE_SUSPECT_CODES: ReadonlySet<string> = new Set(['SL_ERR_IMAGE_BAD_COMPRESSION', 'SL_ERR_IMAGE_BAD_TAR']);
 
 export interface BuildTocOptions {
   /** Layer media type; decides the compression. Absent: sniffed from the first bytes. */
@@ -71,7 +80,10 @@ const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
 export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}): Promise<LayerToc> {
   const layer = opts.layerName ?? opts.expectedDiffID;
   const decompressor = createDecompressor({ mediaType: opts.mediaType });
-  pipeline(stream, decompressor, () => undefined); // errors surface through the iterator below
+  // pipe() rather than pipeline(): on a data error the source must stay readable (diagnoseFailure).
+  // Source errors still reach the iterator below through the decompressor.
+  stream.on('error', (err) => decompressor.destroy(err));
+  stream.pipe(decompressor);
   const onAbort = () =>
     decompressor.destroy(new StarlightError('SL_ERR_CANCELED', `indexing layer ${layer ?? ''} was aborted`.trim()));
   if (opts.signal?.aborted) onAbort();
@@ -118,9 +130,9 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
     });
     await reader.drain();
   } catch (err) {
+    stream.unpipe(decompressor);
     decompressor.destroy();
-    stream.destroy();
-    throw err;
+    throw await diagnoseFailure(err, stream, opts.signal);
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
   }
@@ -134,6 +146,27 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
     );
   }
   return { version: TOC_VERSION, diffID, uncompressedSize: reader.position, entries: [...entries.values()] };
+}
+
+/**
+ * The error to report for a failed build: a gzip/tar error is replaced by the source's own error if
+ * reading on (up to DIAGNOSIS_DRAIN_LIMIT) makes the source fail, e.g. with a blob digest mismatch.
+ * Always destroys the source.
+ */
+async function diagnoseFailure(err: unknown, stream: Readable, signal?: AbortSignal): Promise<unknown> {
+  try {
+    if (!(err instanceof StarlightError) || !SOURCE_SUSPECT_CODES.has(err.code) || stream.destroyed || stream.readableEnded) return err;
+    let drained = 0;
+    for await (const chunk of stream) {
+      drained += (chunk as Buffer).length;
+      if (drained > DIAGNOSIS_DRAIN_LIMIT || signal?.aborted) break;
+    }
+    return err;
+  } catch (sourceErr) {
+    return sourceErr instanceof StarlightError ? sourceErr : err;
+  } finally {
+    stream.destroy();
+  }
 }
 
 function toEntry(h: TarHeader, path: string): TocEntry {

@@ -94,7 +94,7 @@ export class MetadataStore {
   private q(sql: string): Database.Statement {
     let st = this.stmts.get(sql);
     if (st === undefined) {
-      st = this.q(sql);
+      st = this.db.prepare(sql);
       this.stmts.set(sql, st);
     }
     return st;

@@ -2,16 +2,27 @@
  * The worker daemon's wiring: options resolved in one function, components started in a fixed
  * order and stopped in the reverse order (like containerd's plugin graph / stargz service).
  *
- * Today it runs the snapshotter (metadata + directories + gRPC socket). The lazy path plugs in by
- * passing a RemoteLayerResolver and a ViewManager (stream receiver + FUSE views, built by the caller
- * from `proxy`), which adds "restore views" to the start order.
+ * It runs the snapshotter (metadata + directories + gRPC socket) and the daemon's own API socket.
+ * With `proxy` it also builds the lazy path, as `starlight mount` does (src/cli/mount.ts): CAS,
+ * layer store, proxy client, content tracker, puller, FUSE views, and the image service that pulls
+ * into containerd and resolves remote layers (images/service.ts).
  *
  * Not here: argument parsing and signals (src/cli/snapshotter.ts), snapshot logic (snapshotter/).
  */
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
+import { serveApi, type ApiServer, type DaemonStatus } from './api/server.js';
+import { LocalContentStore } from './cas/store.js';
 import type { ViewManager } from './fs/view.js';
+import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
+import { ImageRecords } from './images/records.js';
+import { ImageService, type PullRequest, type PullResult } from './images/service.js';
+import { LayerStore } from './layer-store.js';
+import { Puller } from './puller.js';
+import { ContentTracker } from './stream/content-tracker.js';
+import { ProxyClient } from './stream/proxy-client.js';
+import { mountsUnder } from './snapshotter/mountinfo.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
 import { StarlightSnapshotter } from './snapshotter/snapshotter.js';
@@ -20,6 +31,10 @@ import { StarlightSnapshotter } from './snapshotter/snapshotter.js';
 export const DEFAULT_SOCKET = '/run/starlight/starlight-snapshotter.sock';
 /** Default state directory. */
 export const DEFAULT_ROOT = '/var/lib/starlight';
+/** File name of the daemon's API socket under the root (`starlight pull/status --daemon`). */
+export const API_SOCKET_NAME = 'daemon.sock';
+/** Default read deadline of a lazy view, ms: a read waiting longer for content fails with EIO. */
+const DEFAULT_READ_DEADLINE_MS = 60_000;
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -28,7 +43,17 @@ export interface WorkerDaemonOptions {
   root?: string;
   /** URL of the Starlight proxy for lazy pulls (http[s]://host:port). Default: none (no lazy pulls). */
   proxy?: string;
-  /** Lazy-layer provider; requires `views`. Default: none. */
+  /** Bearer token for the proxy. Default: $STARLIGHT_PROXY_TOKEN or none. */
+  proxyToken?: string;
+  /** containerd's socket (for `starlight pull`). Default /run/containerd/containerd.sock. */
+  containerdAddress?: string;
+  /** The daemon's API socket. Default `<root>/daemon.sock`. */
+  apiSocket?: string;
+  /** Name of our proxy plugin in containerd's config. Default 'starlight'. */
+  snapshotterName?: string;
+  /** Read deadline of lazy views, ms. Default 60 000. */
+  readDeadlineMs?: number;
+  /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
   log?: Logger;
@@ -39,6 +64,11 @@ export interface ResolvedDaemonOptions {
   root: string;
   snapshotterRoot: string;
   proxy: URL | undefined;
+  proxyToken: string | undefined;
+  containerdAddress: string;
+  apiSocket: string;
+  snapshotterName: string;
+  readDeadlineMs: number;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   log: Logger;
@@ -61,7 +91,24 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     }
   }
   if (o.resolver && !o.views) throw new StarlightError('SL_ERR_CONFIG', 'a remote-layer resolver needs a ViewManager');
-  return { socket, root, snapshotterRoot: join(root, 'snapshotter'), proxy, resolver: o.resolver, views: o.views, log: o.log ?? nullLogger };
+  const apiSocket = o.apiSocket ?? join(root, API_SOCKET_NAME);
+  if (Buffer.byteLength(apiSocket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--api-socket path is longer than 107 bytes: ${apiSocket}`, { details: { apiSocket } });
+  const readDeadlineMs = o.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
+  if (!(readDeadlineMs > 0)) throw new StarlightError('SL_ERR_CONFIG', `read deadline must be positive, got ${readDeadlineMs} ms`);
+  return {
+    socket,
+    root,
+    snapshotterRoot: join(root, 'snapshotter'),
+    proxy,
+    proxyToken: o.proxyToken ?? process.env.STARLIGHT_PROXY_TOKEN,
+    containerdAddress: o.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS,
+    apiSocket,
+    snapshotterName: o.snapshotterName ?? 'starlight',
+    readDeadlineMs,
+    resolver: o.resolver,
+    views: o.views,
+    log: o.log ?? nullLogger,
+  };
 }
 
 interface Step {
@@ -75,17 +122,50 @@ export class WorkerDaemon {
   private closing: Promise<void> | undefined;
   snapshotter: StarlightSnapshotter | undefined;
   server: SnapshotServer | undefined;
+  api: ApiServer | undefined;
+  images: ImageService | undefined;
+  private tracker: ContentTracker | undefined;
+  private client: ProxyClient | undefined;
+  private views: ViewManager | undefined;
+  private resolver: RemoteLayerResolver | undefined;
 
   private constructor(readonly opts: ResolvedDaemonOptions) {}
 
   /** Start order; stop runs the started steps in reverse. */
   private steps(): Step[] {
     const o = this.opts;
+    this.views = o.views;
+    this.resolver = o.resolver;
     return [
+      {
+        name: 'lazy-pull',
+        start: async () => {
+          if (!o.proxy) return;
+          const log = o.log.child({ component: 'images' });
+          const store = await new LocalContentStore(join(o.root, 'content')).open();
+          const layers = await new LayerStore(join(o.root, 'layers')).open();
+          const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));
+          const tracker = (this.tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (d, s) => client.content(d, s), log }));
+          if (!this.views) {
+            // Loaded only here: the native addon is not needed without a proxy.
+            const { FuseViewManager } = await import('./fs/fuse-views.js');
+            this.views = new FuseViewManager({ log: o.log.child({ component: 'fs' }), handleSignals: false });
+          }
+          const puller = new Puller({ client, tracker, layers, log });
+          const records = await new ImageRecords(join(o.root, 'images'), layers).open();
+          this.images = await new ImageService({ puller, tracker, layers, records, containerdAddress: o.containerdAddress, snapshotterName: o.snapshotterName, log }).open();
+          this.resolver ??= this.images;
+        },
+        stop: async () => {
+          this.images?.close();
+          this.tracker?.close();
+          this.client?.close();
+        },
+      },
       {
         name: 'snapshotter',
         start: async () => {
-          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: o.resolver, views: o.views, log: o.log.child({ component: 'snapshotter' }) });
+          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: this.resolver, views: this.views, log: o.log.child({ component: 'snapshotter' }) });
         },
         stop: async () => this.snapshotter?.close(),
       },
@@ -102,11 +182,34 @@ export class WorkerDaemon {
         stop: async () => this.server?.close(),
       },
       {
+        name: 'api',
+        start: async () => {
+          this.api = await serveApi({ pull: (r) => this.pull(r), status: () => this.status() }, o.apiSocket, o.log.child({ component: 'api' }));
+        },
+        stop: async () => this.api?.close(),
+      },
+      {
         name: 'views',
         start: async () => {},
-        stop: async () => o.views?.close(),
+        stop: async () => this.views?.close(),
       },
     ];
+  }
+
+  /** `starlight pull` through the API. */
+  async pull(req: PullRequest): Promise<PullResult> {
+    if (!this.images) {
+      throw new StarlightError('SL_ERR_CONFIG', `the daemon at ${this.opts.socket} runs without --proxy, so it cannot pull lazily; restart it with --proxy URL`);
+    }
+    return this.images.pull(req);
+  }
+
+  async status(): Promise<DaemonStatus> {
+    return {
+      images: this.images?.status() ?? [],
+      views: [...(this.images?.viewsServed ?? [])],
+      mounts: await mountsUnder(this.opts.root),
+    };
   }
 
   static async start(options: WorkerDaemonOptions): Promise<WorkerDaemon> {
@@ -120,7 +223,7 @@ export class WorkerDaemon {
       await d.close();
       throw err;
     }
-    d.opts.log.info('worker-daemon-started', { socket: d.opts.socket, root: d.opts.root, proxy: d.opts.proxy?.href });
+    d.opts.log.info('worker-daemon-started', { socket: d.opts.socket, api: d.opts.apiSocket, root: d.opts.root, proxy: d.opts.proxy?.href });
     return d;
   }
 

@@ -31,7 +31,7 @@ const CTR_TIMEOUT_MS = 60_000;
 /** SIGTERM → SIGKILL grace for our children, ms. */
 const STOP_GRACE_MS = 5_000;
 
-const BIN_STARLIGHT = fileURLToPath(new URL('../../../bin/starlight.js', import.meta.url));
+export const BIN_STARLIGHT = fileURLToPath(new URL('../../../bin/starlight.js', import.meta.url));
 
 export interface CtrResult {
   code: number;
@@ -55,6 +55,8 @@ export interface Containerd {
 export interface SnapshotterProcess {
   socket: string;
   root: string;
+  /** The daemon's API socket (`starlight pull --daemon`). */
+  apiSocket: string;
   /** Log lines (JSON) the daemon wrote to stderr. */
   logs(): string[];
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -90,7 +92,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, child: Child
 }
 
 /** Starts `starlight snapshotter` as a child; stop()/start() allow a restart mid-test. */
-async function startSnapshotterProcess(t: ExecutionContext, dir: string): Promise<SnapshotterProcess> {
+async function startSnapshotterProcess(t: ExecutionContext, dir: string, extraArgs: string[]): Promise<SnapshotterProcess> {
   const socket = join(dir, 'starlight.sock');
   const root = join(dir, 'starlight');
   const logFile = join(dir, 'starlight.log');
@@ -99,9 +101,10 @@ async function startSnapshotterProcess(t: ExecutionContext, dir: string): Promis
   const proc: SnapshotterProcess = {
     socket,
     root,
+    apiSocket: join(root, 'daemon.sock'),
     logs: () => [...lines],
     async start() {
-      const c = spawn(process.execPath, [BIN_STARLIGHT, 'snapshotter', '--socket', socket, '--root', root, '--log-level', 'info'], {
+      const c = spawn(process.execPath, [BIN_STARLIGHT, 'snapshotter', '--socket', socket, '--root', root, '--log-level', 'info', ...extraArgs], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       child = c;
@@ -169,15 +172,20 @@ async function shimsOf(address: string): Promise<number[]> {
   return pids;
 }
 
-export async function startContainerd(t: ExecutionContext): Promise<Containerd> {
+export interface ContainerdOptions {
+  /** Extra arguments of `starlight snapshotter` (e.g. ['--proxy', url]). */
+  snapshotterArgs?: string[];
+}
+
+export async function startContainerd(t: ExecutionContext, opts: ContainerdOptions = {}): Promise<Containerd> {
   const dir = tempDir(t, 'sl-ctrd-');
   // Registered first so it runs LAST (ava runs teardowns in reverse order): after everything stopped.
   t.teardown(async () => {
     await unmountAllUnder(dir);
   });
   await mkdir(join(dir, 'fifo'), { recursive: true });
-  const snapshotter = await startSnapshotterProcess(t, dir);
   const address = join(dir, 'containerd.sock');
+  const snapshotter = await startSnapshotterProcess(t, dir, ['--containerd-address', address, ...(opts.snapshotterArgs ?? [])]);
   const configPath = join(dir, 'config.toml');
   await writeFile(configPath, configToml(dir, address, snapshotter.socket));
   const logFile = join(dir, 'containerd.log');

@@ -89,22 +89,40 @@ function parentOf(path: string): string {
   return i < 0 ? '' : path.slice(0, i);
 }
 
-/** Appends byte strings to one table, returning [offset, length]. */
+/** Appends byte strings to one growing buffer, returning [offset, length]. */
 class StringTable {
-  private readonly parts: Buffer[] = [];
+  private buf = Buffer.allocUnsafe(1 << 16);
   private size = 0;
+  private reserve(n: number): void {
+    if (this.size + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.size + n));
+    this.buf.copy(next, 0, 0, this.size);
+    this.buf = next;
+  }
   add(bytes: Uint8Array): [number, number] {
-    const off = this.size;
-    this.parts.push(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    this.reserve(bytes.byteLength);
+    this.buf.set(bytes, this.size);
     this.size += bytes.byteLength;
-    return [off, bytes.byteLength];
+    return [this.size - bytes.byteLength, bytes.byteLength];
   }
   addString(s: string): [number, number] {
-    return this.add(Buffer.from(s, 'utf8'));
+    const len = Buffer.byteLength(s, 'utf8');
+    this.reserve(len);
+    this.buf.write(s, this.size, len, 'utf8');
+    this.size += len;
+    return [this.size - len, len];
   }
   finish(): Buffer {
-    return Buffer.concat(this.parts, this.size);
+    return Buffer.from(this.buf.subarray(0, this.size));
   }
+}
+
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** UTF-8 byte order (what the addon binary-searches). JS string order equals it without surrogates. */
+function compareNames(a: string, b: string): number {
+  if (SURROGATE.test(a) || SURROGATE.test(b)) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**
@@ -124,11 +142,11 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
   if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
   const count = owners.length;
   const nlink = new Uint32Array(count + 1).fill(1);
-  const children: { name: Buffer; ino: number }[][] = Array.from({ length: count + 1 }, () => []);
+  const children: { name: string; ino: number }[][] = Array.from({ length: count + 1 }, () => []);
   const add = (path: string, ino: number): void => {
     const parent = inoByPath.get(parentOf(path));
     if (parent === undefined || owners[parent - 1].type !== 'dir') throw badTree('parent directory missing', path);
-    children[parent].push({ name: Buffer.from(path.slice(path.lastIndexOf('/') + 1), 'utf8'), ino });
+    children[parent].push({ name: path.slice(path.lastIndexOf('/') + 1), ino });
     if (owners[ino - 1].type === 'dir') nlink[parent]++;
   };
   for (const e of tree.entries) {
@@ -202,12 +220,12 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     inodes.writeDoubleLE(mtimeSec, r + 32);
     inodes.writeUInt32LE(mtimeNsec, r + 40);
     inodes.writeUInt32LE(e.path === '' ? 1 : inoByPath.get(parentOf(e.path))!, r + 44);
-    const kids = children[ino].sort((a, b) => Buffer.compare(a.name, b.name));
+    const kids = children[ino].sort((a, b) => compareNames(a.name, b.name));
     inodes.writeUInt32LE(d, r + 48);
     inodes.writeUInt32LE(kids.length, r + 52);
     for (let i = 0; i < kids.length; i++) {
-      if (i > 0 && Buffer.compare(kids[i - 1].name, kids[i].name) === 0) throw badTree('duplicate name', e.path);
-      const [off, len] = strings.add(kids[i].name);
+      if (i > 0 && kids[i - 1].name === kids[i].name) throw badTree('duplicate name', e.path);
+      const [off, len] = strings.addString(kids[i].name);
       dirents.writeUInt32LE(off, d * DIRENT_RECORD_SIZE);
       dirents.writeUInt32LE(len, d * DIRENT_RECORD_SIZE + 4);
       dirents.writeUInt32LE(kids[i].ino, d * DIRENT_RECORD_SIZE + 8);

@@ -92,6 +92,7 @@ test.serial('a request/response costs one RTT, plus one RTT for the handshake of
   const first = await exchange(a, 'hello');
   const second = await exchange(a, 'again');
   const third = await exchange(a, 'more!');
+  t.log(`exchanges: first ${first.toFixed(1)} ms, then ${second.toFixed(1)} / ${third.toFixed(1)} ms (RTT ${rtt})`);
   t.true(first >= 2 * rtt - 2, `first exchange ${first} ms ≥ 2 RTT`);
   t.true(first < 2 * rtt + SLACK_MS, `first exchange ${first} ms < 2 RTT + slack`);
   for (const ms of [second, third]) {
@@ -125,6 +126,7 @@ test.serial('a 5 MiB download at 20 Mbit/s takes at least size/bandwidth and the
   await once(c, 'end');
   const ms = performance.now() - t0;
   const ideal = ((size - 64 * 1024) * 8 * 1000) / bps;
+  t.log(`5 MiB at 20 Mbit/s: ${ms.toFixed(0)} ms (ideal ${ideal.toFixed(0)} ms)`);
   t.is(got, size);
   t.true(ms >= ideal, `took ${ms.toFixed(0)} ms, ideal ≥ ${ideal.toFixed(0)} ms`);
   t.true(ms < 3 * ideal, `took ${ms.toFixed(0)} ms < 3× ideal`);
@@ -165,6 +167,7 @@ test.serial('a paused reader stalls the sender without the emulator buffering mo
     await new Promise((r) => setTimeout(r, 10));
   }
   const cap = windowBytes + 2 * chunk.length;
+  t.log(`paused reader: max buffered ${maxBuffered} B, peak queue ${emu.stats().peakQueuedBytes} B, sender wrote ${written} of ${total} B`);
   t.true(maxBuffered <= cap, `emulator held ${maxBuffered} bytes, cap ${cap}`);
   t.true(emu.stats().peakQueuedBytes <= cap, `peak queue ${emu.stats().peakQueuedBytes}`);
   t.false(finished, 'the sender must be stalled while the reader is paused');

@@ -2,6 +2,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { StarlightError } from '../../../src/errors.js';
 import { buildLayerToc } from '../../../src/image/indexer.js';
 import type { TocEntry } from '../../../src/image/toc.js';
 import { compressLayer, streamToBuffer, writeTarBuffer, type WriterEntry } from '../../../src/image/writer.js';
@@ -133,4 +134,26 @@ test('onFile gets each file with backpressure; unread content is discarded; reje
 test('an aborted signal cancels', async (t) => {
   const tar = await writeTarBuffer(layer);
   await t.throwsAsync(buildLayerToc(feed(tar), { signal: AbortSignal.abort() }), { code: 'SL_ERR_CANCELED' });
+});
+
+test("a corrupt blob reports the source's own error (digest check at its end), not the gzip/tar error it caused", async (t) => {
+  const tar = await writeTarBuffer(layer);
+  const good = await blob(tar, 'gzip');
+  const bad = Buffer.from(good);
+  for (const i of [30, 300, 3000]) bad[i] = bad[i]! ^ 0x5a;
+  let drained = 0;
+  const verifying = new Readable({
+    read() {
+      if (drained < bad.length) {
+        this.push(bad.subarray(drained, drained + 4096));
+        drained += 4096;
+      } else this.destroy(new StarlightError('SL_ERR_OCI_DIGEST_MISMATCH', 'blob bytes do not match the digest'));
+    },
+  });
+  const err = await t.throwsAsync(buildLayerToc(verifying, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }));
+  t.is((err as StarlightError).code, 'SL_ERR_OCI_DIGEST_MISMATCH');
+  t.true(verifying.destroyed);
+  // a source that ends cleanly keeps the gzip/tar verdict
+  const err2 = await t.throwsAsync(buildLayerToc(feed(bad), { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }));
+  t.true(['SL_ERR_IMAGE_BAD_COMPRESSION', 'SL_ERR_IMAGE_BAD_TAR'].includes((err2 as StarlightError).code));
 });

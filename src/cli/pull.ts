@@ -1,0 +1,50 @@
+/**
+ * `starlight pull [--daemon SOCK] [-n NAMESPACE] [--platform os/arch] REF`: asks the worker daemon to
+ * pull REF lazily and record it in containerd; returns once `ctr run --snapshotter starlight REF`
+ * can start it (content keeps streaming in the daemon). Prints the image name and manifest digest.
+ *
+ * Not here: the pull itself (src/worker/images/service.ts).
+ */
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { StarlightError } from '../errors.js';
+import { DaemonClient } from '../worker/api/client.js';
+import { API_SOCKET_NAME, DEFAULT_ROOT } from '../worker/daemon.js';
+
+const USAGE = `usage: starlight pull [--daemon SOCK] [-n NAMESPACE] [--platform os/arch] REF
+
+  --daemon SOCK      the daemon's API socket (default ${join(DEFAULT_ROOT, API_SOCKET_NAME)})
+  -n, --namespace NS containerd namespace (default $CONTAINERD_NAMESPACE or 'default')
+  --platform P       e.g. linux/amd64 (default: the proxy's)`;
+
+export async function runPullCommand(argv: string[]): Promise<number> {
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        daemon: { type: 'string' },
+        namespace: { type: 'string', short: 'n' },
+        platform: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (cause) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${(cause as Error).message}\n${USAGE}`, { cause });
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (positionals.length !== 1) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `expected exactly one REF\n${USAGE}`);
+  const client = new DaemonClient(values.daemon ?? join(DEFAULT_ROOT, API_SOCKET_NAME));
+  const started = Date.now();
+  const r = await client.pull({
+    ref: positionals[0]!,
+    namespace: values.namespace ?? process.env.CONTAINERD_NAMESPACE ?? 'default',
+    ...(values.platform ? { platform: values.platform } : {}),
+  });
+  process.stdout.write(`${r.name} ${r.manifestDigest}: ready in ${Date.now() - started} ms (${r.items} files to stream, ${r.have} already here)\n`);
+  return 0;
+}

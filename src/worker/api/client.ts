@@ -1,0 +1,52 @@
+/**
+ * Client of the daemon's API (server.ts) for the CLI: one HTTP request per call on the unix socket;
+ * the daemon's error bodies become StarlightErrors with the daemon's code again.
+ *
+ * Not here: printing (src/cli/).
+ */
+import http from 'node:http';
+import { CODES, StarlightError, type Code } from '../../errors.js';
+import type { PullRequest, PullResult } from '../images/service.js';
+import type { DaemonStatus } from './server.js';
+
+/** Longest a pull may take to return (header in, containerd records written), ms. */
+const PULL_TIMEOUT_MS = 10 * 60_000;
+const STATUS_TIMEOUT_MS = 30_000;
+
+export class DaemonClient {
+  constructor(readonly socket: string) {}
+
+  private request<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: this.socket, method, path, headers: { 'content-type': 'application/json' }, timeout: timeoutMs }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch (cause) {
+            return reject(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} answered HTTP ${res.statusCode} with a non-JSON body`, { cause }));
+          }
+          if (res.statusCode === 200) return resolve(parsed as T);
+          const e = (parsed as { errors?: { code?: string; message?: string; detail?: Record<string, unknown> }[] }).errors?.[0];
+          const code = (e?.code && e.code in CODES ? e.code : 'SL_ERR_INTERNAL') as Code;
+          reject(new StarlightError(code, e?.message ?? `daemon answered HTTP ${res.statusCode}`, { details: e?.detail ?? {} }));
+        });
+      });
+      req.on('timeout', () => req.destroy(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} did not answer ${path} within ${timeoutMs} ms`)));
+      req.on('error', (err) =>
+        reject(err instanceof StarlightError ? err : new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `cannot reach the daemon at ${this.socket}: ${err.message}`, { cause: err, details: { socket: this.socket } })),
+      );
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  }
+
+  pull(req: PullRequest): Promise<PullResult> {
+    return this.request('POST', '/v1/pull', req, PULL_TIMEOUT_MS);
+  }
+
+  status(): Promise<DaemonStatus> {
+    return this.request('GET', '/v1/status', undefined, STATUS_TIMEOUT_MS);
+  }
+}

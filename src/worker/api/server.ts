@@ -1,0 +1,124 @@
+/**
+ * The worker daemon's own API: JSON over HTTP on a unix socket (default `<root>/daemon.sock`),
+ * used by `starlight pull` and `starlight status`. Routing only; the work is the handlers'.
+ *
+ *   POST /v1/pull    {ref, namespace?, platform?} → PullResult (once containerd has the image;
+ *                    content keeps streaming)
+ *   GET  /v1/status  → DaemonStatus
+ *
+ * Errors: HTTP status by error kind, body `{errors:[{code,message,detail}]}` (the HTTP boundary's
+ * one mapping table, docs/style.md).
+ *
+ * Not here: what a pull does (images/service.ts), the CLI (src/cli/pull.ts, status.ts).
+ */
+import http from 'node:http';
+import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { StarlightError, kindOf, type Kind } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
+
+/** Socket mode: root and the admin group, like the snapshotter socket. */
+const SOCKET_MODE = 0o660;
+/** Largest request body accepted, bytes. */
+const MAX_BODY = 64 * 1024;
+
+export interface DaemonStatus {
+  images: ImageStatus[];
+  /** Remote ids whose views were built since start. */
+  views: string[];
+  /** FUSE mounts under the daemon's root (mountpoints). */
+  mounts: string[];
+}
+
+export interface ApiHandlers {
+  pull(req: PullRequest): Promise<PullResult>;
+  status(): Promise<DaemonStatus>;
+}
+
+const KIND_TO_HTTP: Record<Kind, number> = {
+  'not-found': 404,
+  'already-exists': 409,
+  'invalid-argument': 400,
+  'failed-precondition': 412,
+  unavailable: 503,
+  'data-loss': 502,
+  'resource-exhausted': 507,
+  canceled: 499,
+  unimplemented: 501,
+  unauthenticated: 401,
+  'permission-denied': 403,
+  internal: 500,
+};
+
+export interface ApiServer {
+  readonly socket: string;
+  close(): Promise<void>;
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = '';
+    req.on('data', (d: Buffer) => {
+      body += d.toString();
+      if (body.length > MAX_BODY) reject(new StarlightError('SL_ERR_INVALID_ARGUMENT', `request body over ${MAX_BODY} bytes`));
+    });
+    req.on('end', () => resolve(body));
+    req.on('error', reject);
+  });
+}
+
+async function route(h: ApiHandlers, req: http.IncomingMessage): Promise<unknown> {
+  if (req.method === 'POST' && req.url === '/v1/pull') {
+    let body: Partial<PullRequest>;
+    try {
+      body = JSON.parse(await readBody(req)) as Partial<PullRequest>;
+    } catch (cause) {
+      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'pull request body is not JSON', { cause });
+    }
+    if (typeof body.ref !== 'string' || body.ref === '') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'pull request needs a non-empty "ref"');
+    const pr: PullRequest = { ref: body.ref };
+    if (typeof body.namespace === 'string' && body.namespace !== '') pr.namespace = body.namespace;
+    if (typeof body.platform === 'string' && body.platform !== '') pr.platform = body.platform;
+    return h.pull(pr);
+  }
+  if (req.method === 'GET' && req.url === '/v1/status') return h.status();
+  throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no such API route: ${req.method} ${req.url}`);
+}
+
+export async function serveApi(h: ApiHandlers, socket: string, log: Logger): Promise<ApiServer> {
+  await mkdir(dirname(socket), { recursive: true, mode: 0o711 });
+  const st = await lstat(socket).catch(() => undefined);
+  if (st && !st.isSocket()) throw new StarlightError('SL_ERR_CONFIG', `${socket} exists and is not a socket; choose another --api-socket`, { details: { socket } });
+  await rm(socket, { force: true });
+  const server = http.createServer((req, res) => {
+    route(h, req).then(
+      (out) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(out));
+      },
+      (err: unknown) => {
+        const e = err instanceof StarlightError ? err : new StarlightError('SL_ERR_INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+        log.warn('api-request-failed', { method: req.method, url: req.url, err: e });
+        res.writeHead(KIND_TO_HTTP[kindOf(e)] ?? 500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ errors: [{ code: e.code, message: e.message, detail: e.details }] }));
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${socket}: ${err.message}`, { cause: err })));
+    server.listen(socket, resolve);
+  });
+  await chmod(socket, SOCKET_MODE);
+  let closing: Promise<void> | undefined;
+  return {
+    socket,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }).then(() => rm(socket, { force: true }));
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,277 @@
+/**
+ * The daemon's image service: lazy pulls (delta header from the proxy, content streaming into the
+ * CAS), the containerd records of a pulled image (manifest + config blobs with gc labels, the
+ * image record, one committed remote snapshot per layer created through containerd's snapshots
+ * API under a lease — stargz's remote-snapshot flow), and the RemoteLayerResolver the snapshotter
+ * asks on Prepare (our own view label, or CRI's remote-snapshot labels) and on mount.
+ *
+ * Views: the remote id of a layer is `<manifest digest>/<index>`; its view is the merged tree of the
+ * chain's TOCs 0..index (one flattened view per chain, docs/design.md) over the ContentTracker.
+ * Everything needed to rebuild a view is on disk (records.ts + LayerStore), so views remount after a
+ * restart; an incomplete image resumes streaming (pinned to its manifest digest) when the service opens.
+ *
+ * Not here: HTTP (api/), the snapshotter, wire formats (protocol/), containerd gRPC (containerd-client.ts).
+ */
+import { StarlightError } from '../../errors.js';
+import { mergeLayers } from '../../image/merge.js';
+import type { MergedTree } from '../../image/toc.js';
+import { nullLogger, type Logger } from '../../log.js';
+import type { DeltaHeader } from '../../protocol/types.js';
+import type { ViewRequest } from '../fs/view.js';
+import type { LayerStore } from '../layer-store.js';
+import type { Puller } from '../puller.js';
+import type { RemoteLayer, RemoteLayerRequest, RemoteLayerResolver } from '../snapshotter/remote.js';
+import { LABEL_SNAPSHOT_REF, LABEL_STARLIGHT_VIEW } from '../snapshotter/labels.js';
+import type { ContentTracker } from '../stream/content-tracker.js';
+import type { DeltaReceiver } from '../stream/receiver.js';
+import { chainIds, imageName, parseRemoteId, pinnedRef, remoteIdFor } from './chain.js';
+import { ContainerdClient } from './containerd-client.js';
+import type { ImageRecord, ImageRecords } from './records.js';
+
+/** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
+const LABEL_GC_CONFIG = 'containerd.io/gc.ref.content.config';
+/** gc label prefix on a config naming the snapshot of its top layer (containerd unpacker). */
+const LABEL_GC_SNAPSHOT_PREFIX = 'containerd.io/gc.ref.snapshot.';
+
+export interface ImageServiceOptions {
+  puller: Puller;
+  tracker: ContentTracker;
+  layers: LayerStore;
+  records: ImageRecords;
+  /** containerd's socket, for `pull` (records in containerd). */
+  containerdAddress: string;
+  /** The name containerd knows our proxy snapshotter by; default 'starlight'. */
+  snapshotterName?: string;
+  log?: Logger;
+}
+
+export interface PullRequest {
+  ref: string;
+  /** containerd namespace; default 'default'. */
+  namespace?: string;
+  platform?: string;
+}
+
+export interface PullResult {
+  name: string;
+  manifestDigest: string;
+  chainIds: string[];
+  /** Items of the stream and how many this worker already had (dedup/update). */
+  items: number;
+  have: number;
+}
+
+export interface ImageStatus {
+  ref: string;
+  name: string;
+  manifestDigest: string;
+  complete: boolean;
+  streaming: boolean;
+  files: number;
+  filesPresent: number;
+  bytes: number;
+  bytesPresent: number;
+  wireBytes: number;
+}
+
+/** An image the daemon knows: its record, header and (while streaming) receiver. */
+interface Known {
+  rec: ImageRecord;
+  header: DeltaHeader;
+  chain: string[];
+  receiver?: DeltaReceiver;
+}
+
+export class ImageService implements RemoteLayerResolver {
+  private readonly log: Logger;
+  private readonly snapshotter: string;
+  private readonly byManifest = new Map<string, Known>();
+  /** Pulls in flight by normalized name (single-flight for concurrent CRI Prepares). */
+  private readonly pulling = new Map<string, Promise<Known>>();
+  private readonly trees = new Map<string, MergedTree>();
+  /** Remote ids whose view was requested (for status). */
+  readonly viewsServed = new Set<string>();
+  private closed = false;
+
+  constructor(private readonly opts: ImageServiceOptions) {
+    this.log = opts.log ?? nullLogger;
+    this.snapshotter = opts.snapshotterName ?? 'starlight';
+  }
+
+  /** Loads the records; resumes the streams of incomplete images in the background. */
+  async open(): Promise<this> {
+    for (const rec of await this.opts.records.all()) {
+      const header = await this.opts.records.header(rec.manifestDigest);
+      if (!header) {
+        this.log.warn('image-record-without-header', { ref: rec.ref, manifest: rec.manifestDigest });
+        continue;
+      }
+      this.byManifest.set(rec.manifestDigest, { rec, header, chain: chainIds(header.diffIDs) });
+      if (!rec.complete) {
+        this.startPull(pinnedRef(rec.ref, rec.manifestDigest), rec.ref, header.platform).then(
+          () => this.log.info('image-pull-resumed', { ref: rec.ref, manifest: rec.manifestDigest }),
+          (err: unknown) => this.log.warn('image-pull-resume-failed', { ref: rec.ref, err }),
+        );
+      }
+    }
+    return this;
+  }
+
+  /** Header in, TOCs stored, record written; content keeps streaming. Single-flight per name. */
+  private startPull(requestRef: string, recordRef: string, platform?: string): Promise<Known> {
+    const key = imageName(requestRef);
+    let p = this.pulling.get(key);
+    if (!p) {
+      p = this.doPull(requestRef, recordRef, platform).finally(() => this.pulling.delete(key));
+      this.pulling.set(key, p);
+    }
+    return p;
+  }
+
+  private async doPull(requestRef: string, recordRef: string, platform?: string): Promise<Known> {
+    if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
+    const pulled = await this.opts.puller.pull(requestRef, platform);
+    const { header, receiver } = pulled;
+    const prev = this.byManifest.get(header.manifestDigest);
+    prev?.receiver?.close();
+    const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
+    await this.opts.records.putHeader(header);
+    await this.opts.records.put(rec);
+    const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver };
+    this.byManifest.set(header.manifestDigest, known);
+    receiver.done.then(
+      async () => {
+        rec.complete = true;
+        await this.opts.records.put(rec);
+        this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
+      },
+      (err: unknown) => {
+        if (!this.closed) this.log.warn('delta-failed', { ref: recordRef, manifest: header.manifestDigest, err });
+      },
+    );
+    return known;
+  }
+
+  /**
+   * `starlight pull`: pulls lazily and records the image in containerd (namespace) so that
+   * `ctr run --snapshotter starlight NAME` starts it while content still streams.
+   */
+  async pull(req: PullRequest): Promise<PullResult> {
+    const known = await this.startPull(req.ref, req.ref, req.platform);
+    const { header, chain } = known;
+    const name = imageName(req.ref);
+    const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: string; mediaType?: string; size?: number } };
+    const configDigest = manifest.config?.digest;
+    if (!configDigest) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
+    const cd = new ContainerdClient(this.opts.containerdAddress, req.namespace ?? 'default');
+    try {
+      await cd.withLease(async (c) => {
+        await c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! });
+        await c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest });
+        let parent = '';
+        for (const id of chain) {
+          if (!(await c.statSnapshot(this.snapshotter, id))) {
+            const key = `extract-${process.hrtime.bigint()} ${id}`;
+            const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
+            if (!remote) {
+              await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
+              throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
+            }
+          }
+          parent = id;
+        }
+        await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
+      });
+    } finally {
+      cd.close();
+    }
+    const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
+    this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default' });
+    return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have };
+  }
+
+  // ---- RemoteLayerResolver ----
+
+  async resolve(req: RemoteLayerRequest): Promise<RemoteLayer | null> {
+    const { hints } = req;
+    let known: Known | undefined;
+    if (hints.view !== undefined) {
+      known = this.byManifest.get(hints.view);
+    } else if (hints.imageRef !== undefined) {
+      // CRI: pull through the proxy on the first layer's Prepare; later layers find the record.
+      known = [...this.byManifest.values()].find((k) => k.rec.name === imageName(hints.imageRef!) && (!hints.manifestDigest || k.rec.manifestDigest === hints.manifestDigest));
+      known ??= await this.startPull(hints.imageRef, hints.imageRef);
+    }
+    if (!known) return null;
+    const index = known.chain.indexOf(hints.chainId);
+    if (index < 0) return null;
+    return { remoteId: remoteIdFor(known.rec.manifestDigest, index) };
+  }
+
+  async viewRequest(remoteId: string): Promise<ViewRequest> {
+    const { manifestDigest, index } = parseRemoteId(remoteId);
+    const known = this.byManifest.get(manifestDigest);
+    if (!known || index >= known.header.diffIDs.length) {
+      throw new StarlightError('SL_ERR_IMAGE_NOT_PULLED', `no pulled image has view ${remoteId}`, { details: { remoteId } });
+    }
+    let tree = this.trees.get(remoteId);
+    if (!tree) {
+      const tocs = await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) });
+      tree = mergeLayers(tocs);
+      this.trees.set(remoteId, tree);
+    }
+    this.viewsServed.add(remoteId);
+    return { tree, content: this.opts.tracker };
+  }
+
+  // ---- status and cleanup ----
+
+  status(): ImageStatus[] {
+    return [...this.byManifest.values()].map(({ rec, header, receiver }) => {
+      let filesPresent = 0;
+      let bytes = 0;
+      let bytesPresent = 0;
+      for (const it of header.items) {
+        bytes += it.size;
+        if (this.opts.tracker.has(it.digest)) {
+          filesPresent++;
+          bytesPresent += it.size;
+        }
+      }
+      const p = receiver?.progress();
+      return {
+        ref: rec.ref,
+        name: rec.name,
+        manifestDigest: rec.manifestDigest,
+        complete: rec.complete,
+        streaming: p !== undefined && !p.done,
+        files: header.items.length,
+        filesPresent,
+        bytes,
+        bytesPresent,
+        wireBytes: p?.wireBytes ?? 0,
+      };
+    });
+  }
+
+  /** Content digests the images kept by `keep` need (every file of their chains' TOCs). */
+  async liveDigests(keep: (manifestDigest: string) => boolean): Promise<Set<string>> {
+    const live = new Set<string>();
+    for (const [m, k] of this.byManifest) {
+      if (!keep(m)) continue;
+      for (const toc of await this.opts.puller.chainTocs(k.header)) for (const e of toc.entries) if (e.digest) live.add(e.digest);
+    }
+    return live;
+  }
+
+  /** Manifest digests of the images this service knows. */
+  manifests(): string[] {
+    return [...this.byManifest.keys()];
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const k of this.byManifest.values()) k.receiver?.close();
+  }
+}

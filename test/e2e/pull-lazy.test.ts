@@ -1,0 +1,55 @@
+/**
+ * Lazy pulls end to end: registry → `starlight proxy` → `starlight snapshotter --proxy` (FUSE views)
+ * → containerd 1.6 + runc. `starlight pull` records the image in containerd through the daemon's
+ * API; `ctr run --snapshotter starlight` starts it on the lazy view. Needs root; every process,
+ * mount and temp dir is torn down on failure too.
+ */
+import test from 'ava';
+import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
+import { tempDir } from '../helpers/tmp.js';
+import { lazyStack, pull, starlight } from './pull-support.js';
+
+const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
+
+const SCRIPT = 'echo hi; echo x > /tmp/f; cat /tmp/f; cat /etc/somefile; rm /etc/somefile; ls /etc; id -u';
+
+function ctrRun(c: Containerd, ref: string, id: string, script: string): Promise<string> {
+  return c.ctrOk(['run', '--rm', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, id, 'sh', '-c', script]);
+}
+
+run('starlight pull + ctr run: lazy snapshots with overlay semantics, non-root, restart, status', async (t) => {
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'sltest', '1', img);
+  const ref = `${reg.host}/sltest:1`;
+
+  const out = await pull(t, c, ref);
+  t.regex(out, new RegExp(`${ref} ${img.manifestDigest}`));
+  const logs = c.snapshotter.logs();
+  t.true(logs.some((l) => l.includes('"image-pull-started"')), 'image-pull-started logged');
+  t.is(logs.filter((l) => l.includes('"remote-snapshot-prepared"')).length, 2, 'one remote snapshot per layer');
+  t.regex(await c.ctrOk(['images', 'ls', '-q']), new RegExp(ref.replace(/[.]/g, '\\.')));
+  const snaps = await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls']);
+  t.is(snaps.trim().split('\n').slice(1).filter((l) => l.includes('Committed')).length, 2);
+
+  t.is(await ctrRun(c, ref, 'c1', SCRIPT), 'hi\nx\nsome\nl2file\npasswd\n0\n', 'whiteout, write and delete of a lower file as on overlayfs');
+  t.is(await ctrRun(c, ref, 'c2', 'cat /etc/somefile'), 'some\n', 'a new container sees the image unchanged');
+  const asUser = "setpriv --reuid 1000 --regid 1000 --clear-groups sh -c 'id -u; touch /tmp/mine && echo ok; touch /etc/nope 2>/dev/null || echo denied'";
+  t.is(await ctrRun(c, ref, 'c3', asUser), '1000\nok\ndenied\n');
+
+  const st = await starlight(['status', '--daemon', c.snapshotter.apiSocket, '--json']);
+  t.is(st.code, 0, st.stderr);
+  const status = JSON.parse(st.stdout) as { images: { manifestDigest: string; files: number; filesPresent: number }[] };
+  t.is(status.images[0]?.manifestDigest, img.manifestDigest);
+
+  // Restart: the image, its snapshots and its view come back; a new container starts.
+  await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'long', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);
+  t.is(await c.snapshotter.stop('SIGTERM'), 0);
+  await c.snapshotter.start();
+  t.is(await ctrRun(c, ref, 'r1', 'cat /etc/l2file'), 'from layer 2\n');
+  // A container running across the restart loses its lower view (docs/lazy-pull.md "Daemon restarts").
+  const old = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'long', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
+  t.log(`running container after restart: exit ${old.code}, ${JSON.stringify((old.stdout + old.stderr).trim().slice(0, 200))}`);
+  await c.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long'], { timeoutMs: 10_000 });
+  t.true(c.snapshotter.logs().some((l) => l.includes('"remote-view-mounted"')));
+});
