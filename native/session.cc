@@ -118,15 +118,28 @@ bool Session::Start(const std::string& mountpoint, EventFn events, std::string* 
 void Session::Serve() {
   const int fd = fuse_session_fd(se_);
   const int ep = epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return;
+  if (ep < 0) {
+    exited_ = true;
+    return;
+  }
   epoll_event dev{};
   dev.events = EPOLLIN | EPOLLEXCLUSIVE;
   dev.data.fd = fd;
   epoll_event stop{};
   stop.events = EPOLLIN;
   stop.data.fd = stopFd_;
-  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &dev);
-  epoll_ctl(ep, EPOLL_CTL_ADD, stopFd_, &stop);
+  // EPOLLEXCLUSIVE needs Linux 4.5 (and is refused by some tools, e.g. valgrind): fall back to a
+  // plain registration (all idle threads wake; the losers get EAGAIN).
+  bool ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &dev) == 0;
+  if (!ok) {
+    dev.events = EPOLLIN;
+    ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &dev) == 0;
+  }
+  if (!ok || epoll_ctl(ep, EPOLL_CTL_ADD, stopFd_, &stop) != 0) {
+    close(ep);
+    exited_ = true;  // a thread that cannot wait must not pretend to serve
+    return;
+  }
   fuse_buf buf{};
   bool stopping = false;
   while (!stopping) {

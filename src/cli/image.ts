@@ -94,6 +94,7 @@ export async function runImageCommand(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return sub === undefined ? 64 : 0;
   }
+  if (sub !== 'inspect' && sub !== 'toc') throw usageError(`unknown image subcommand '${sub}'`);
   if (positionals.length !== 1) throw usageError('expected exactly one REF');
   const { client, img } = await resolveImage(positionals[0]!, values.platform, values.insecure);
   if (sub === 'inspect') {
@@ -116,7 +117,6 @@ export async function runImageCommand(argv: string[]): Promise<number> {
     } else process.stdout.write(inspectText(img) + '\n');
     return 0;
   }
-  if (sub !== 'toc') throw usageError(`unknown image subcommand '${sub}'`);
   let only: number | undefined;
   if (values.layer !== undefined) {
     only = Number(values.layer);

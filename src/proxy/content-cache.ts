@@ -8,7 +8,7 @@
  * Not here: fetching layers, choosing what to send.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -27,6 +27,8 @@ export const MAX_USEFUL_RATIO = 0.9;
 export const BROTLI_QUALITY = 5;
 /** Encoded contents up to this size (bytes) are read whole by open(): most image files are small. */
 export const WHOLE_READ_BYTES = 256 * 1024;
+/** Encoded contents up to this size (bytes) are read synchronously by open() (see there). */
+export const SYNC_READ_BYTES = 64 * 1024;
 /** Read size of content streams (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
 /** Persist last-access times to the store after this many touches (and on close). */
@@ -186,6 +188,23 @@ export class ContentCache {
     if (rec === undefined || !this.lru.has(digest)) {
       this.counters.misses++;
       return undefined;
+    }
+    if (rec.encodedSize <= SYNC_READ_BYTES) {
+      // Small files are read synchronously: from the page cache this is ~15 µs, while the async
+      // open/fstat/read/close round trips through the thread pool made a warm delta of 3000 small
+      // files take ~200 µs per item (bench/proxy.ts, docs/design-notes.md).
+      let data: Buffer;
+      try {
+        data = readFileSync(this.pathOf(digest));
+      } catch {
+        this.counters.misses++;
+        this.lru.delete(digest);
+        return undefined;
+      }
+      this.counters.hits++;
+      this.lru.get(digest);
+      this.touch(digest);
+      return { rec, body: data };
     }
     let fh;
     try {

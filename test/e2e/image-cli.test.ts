@@ -6,7 +6,7 @@
  * assert the exit code (src/cli/exit-codes.ts), the `[SL_ERR_…]` code and that stderr names the
  * image or registry.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -66,7 +66,7 @@ async function pushSpec(ref: string, specs: LayerSpec[]) {
 }
 
 /** Asserts a failure: exit code, `[code]` on stderr, and that stderr names `subject` (image or registry). */
-function assertFails(t: import('ava').ExecutionContext, r: CliResult, exit: number, code: string, subject: string): void {
+function assertFails(t: ExecutionContext, r: CliResult, exit: number, code: string, subject: string): void {
   t.is(r.code, exit, r.stderr);
   t.true(r.stderr.includes(`[${code}]`), `stderr lacks [${code}]: ${r.stderr}`);
   t.true(r.stderr.includes(subject), `stderr does not name ${subject}: ${r.stderr}`);
@@ -116,6 +116,8 @@ reg('image toc --layer N --json equals the indexer on that blob; misuse is a usa
   assertFails(t, outOfRange, 64, 'SL_ERR_INVALID_ARGUMENT', '--layer');
   const both = await cli('image', 'toc', ref, '--layer', '0', '--merged');
   assertFails(t, both, 64, 'SL_ERR_INVALID_ARGUMENT', '--merged');
+  const unknown = await cli('image', 'frobnicate', ref);
+  assertFails(t, unknown, 64, 'SL_ERR_INVALID_ARGUMENT', 'frobnicate');
 });
 
 reg('unknown tag and unknown repository: not found, exit 66', async (t) => {

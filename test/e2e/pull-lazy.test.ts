@@ -44,12 +44,18 @@ run('starlight pull + ctr run: lazy snapshots with overlay semantics, non-root, 
 
   // Restart: the image, its snapshots and its view come back; a new container starts.
   await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'long', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);
+  const beforeStop = await c.ctrOk(['tasks', 'ls']);
+  t.regex(beforeStop, /long\s+\d+\s+RUNNING/, 'the long-running container runs before the restart');
   t.is(await c.snapshotter.stop('SIGTERM'), 0);
   await c.snapshotter.start();
+  t.log(`tasks after restart: ${JSON.stringify(await c.ctrOk(['tasks', 'ls']))}`);
   t.is(await ctrRun(c, ref, 'r1', 'cat /etc/l2file'), 'from layer 2\n');
   // A container running across the restart loses its lower view (docs/lazy-pull.md "Daemon restarts").
   const old = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'long', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
   t.log(`running container after restart: exit ${old.code}, ${JSON.stringify((old.stdout + old.stderr).trim().slice(0, 200))}`);
+  // Known limitation (FUSE server in the daemon process): the old view is gone, so the exec fails with
+  // ENOTCONN, or the container's shell already died of it. Flip this when views survive restarts.
+  t.not(old.code, 0);
   await c.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'long'], { timeoutMs: 10_000 });
   t.true(c.snapshotter.logs().some((l) => l.includes('"remote-view-mounted"')));
 });

@@ -1,0 +1,259 @@
+/**
+ * Shared by the `starlight mount` e2e tests (issue 4): a real docker-registry with an image pushed,
+ * `starlight proxy` as a child process behind the user-space WAN emulator (bench/wan) so content is
+ * still arriving when the tree already answers, `starlight mount` as a child process, and the trees
+ * to compare: the overlayfs reference of the extracted layers (test/helpers/tree-shape.ts), the
+ * merged TOC, and the mount (metadata only while streaming; with sha256 once complete).
+ *
+ * Cleanup: every process, emulator, mount and temp dir is torn down in t.teardown, also on failure
+ * (a mount left by a killed `starlight mount` is detached with fusermount3 -u -z before its temp dir
+ * is removed).
+ */
+import type { ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { lstat, readdir, readlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { ensureDebianImage } from '../../bench/images/ensure.js';
+import { WanEmulator } from '../../bench/wan/emulator.js';
+import { buildLayerToc } from '../../src/image/indexer.js';
+import { mergeLayers } from '../../src/image/merge.js';
+import type { LayerToc, MergedTree } from '../../src/image/toc.js';
+import { ociImage, type LayerSpec } from '../../src/image/writer.js';
+import { RegistryClient } from '../../src/oci/client.js';
+import { pushImage } from '../../src/oci/push.js';
+import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
+import { startCli, startProxyCli, type CliProcess } from '../helpers/cli.js';
+import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { tempDir } from '../helpers/tmp.js';
+import { mountOverlayReference, shapeOfDir, shapeOfTree, tarCreatedDirs, type Shape, type Shapes } from '../helpers/tree-shape.js';
+
+const run = promisify(execFile);
+
+/** Everything the mount tests need: root, FUSE, overlayfs, GNU tar, getfattr/setfattr, docker-registry. */
+export const mountSupported =
+  process.getuid?.() === 0 &&
+  existsSync('/dev/fuse') &&
+  readFileSync('/proc/filesystems', 'utf8').includes('overlay') &&
+  ['/usr/bin/tar', '/usr/bin/getfattr', '/usr/bin/setfattr', '/usr/bin/zstd', '/usr/bin/docker-registry', '/usr/bin/fusermount3'].every((p) => existsSync(p));
+export const debianSupported = mountSupported && existsSync('/usr/sbin/debootstrap');
+
+/** How long `starlight mount` may take to print `mounted` (header over a slow link + merge + mount), ms. */
+export const MOUNT_START_MS = 60_000;
+/** Bound for one external command run by these helpers, ms. */
+const CMD_TIMEOUT_MS = 30_000;
+
+export interface TestImage {
+  name: string;
+  ref: string;
+  /** Layer blobs on disk, lowest first (for the overlay reference). */
+  blobs: string[];
+  tocs: LayerToc[];
+  merged: MergedTree;
+}
+
+/** Builds `layers` with src/image/writer.ts, pushes them as `<reg>/mount/<name>:v1`, indexes them locally. */
+export async function pushLayers(t: ExecutionContext, reg: TestRegistry, name: string, layers: readonly LayerSpec[]): Promise<TestImage> {
+  const image = await ociImage(layers);
+  const ref = `${reg.host}/mount/${name}:v1`;
+  await pushImage(new RegistryClient(), ref, { config: image.config, layers: image.layers.map((l) => ({ data: l.data, mediaType: l.mediaType })) });
+  const dir = tempDir(t, 'sl-mount-blobs-');
+  const blobs: string[] = [];
+  const tocs: LayerToc[] = [];
+  for (const [i, l] of image.layers.entries()) {
+    const blob = join(dir, `layer${i}.blob`);
+    await writeFile(blob, l.data);
+    blobs.push(blob);
+    tocs.push(await buildLayerToc(Readable.from([l.data]), { mediaType: l.mediaType, expectedDiffID: l.diffID }));
+  }
+  return { name, ref, blobs, tocs, merged: mergeLayers(tocs) };
+}
+
+/** The Debian python-web image of bench/images (built once per machine, cached), pushed to `reg`. */
+export async function pushDebian(reg: TestRegistry, signal: AbortSignal): Promise<TestImage> {
+  const img = await ensureDebianImage(reg.url, 'python-web', { signal });
+  const tocs: LayerToc[] = [];
+  for (const [i, l] of img.layers.entries()) {
+    tocs.push(await buildLayerToc(createReadStream(l.gzPath), { mediaType: img.manifest.layers[i]!.mediaType, expectedDiffID: l.diffId, signal }));
+  }
+  return { name: 'python-web', ref: img.reference, blobs: img.layers.map((l) => l.gzPath), tocs, merged: mergeLayers(tocs) };
+}
+
+export interface Stack {
+  reg: TestRegistry;
+  /** The running proxy (replaced by restartProxy). */
+  proxy: CliProcess & { url: string };
+  /** The proxy's --data dir. */
+  dataDir: string;
+  /** The proxy's fixed port. */
+  proxyPort: number;
+  /** What the worker dials: the WAN emulator in front of the proxy. */
+  proxyUrl: string;
+  wan: WanEmulator;
+  /** Starts a new proxy on the same port and data dir (after the old one was killed). */
+  restartProxy(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Link capacity worker ↔ proxy, bits/s; 0 = unlimited. */
+  bandwidthBps: number;
+  /** Added round trip, ms; default 20. */
+  rttMs?: number;
+  /** STARLIGHT_LOG of the proxy; default 'warn'. */
+  proxyLog?: string;
+}
+
+/** Registry + proxy (fixed free port, own data dir) + WAN emulator in front of it. */
+export async function startStack(t: ExecutionContext, reg: TestRegistry, opts: StackOptions): Promise<Stack> {
+  const dataDir = tempDir(t, 'sl-mount-proxy-');
+  const proxyPort = await freePort();
+  const args = ['--registry', reg.url, '--listen', `127.0.0.1:${proxyPort}`, '--data', dataDir];
+  const env = { STARLIGHT_LOG: opts.proxyLog ?? 'warn' };
+  const proxy = await startProxyCli(t, args, { env });
+  const wan = await WanEmulator.start({ target: `127.0.0.1:${proxyPort}`, bandwidthBps: opts.bandwidthBps, rttMs: opts.rttMs ?? 20, burstBytes: 16 * 1024 });
+  t.teardown(() => wan.close());
+  const stack: Stack = {
+    reg,
+    proxy,
+    dataDir,
+    proxyPort,
+    proxyUrl: `http://${wan.address}`,
+    wan,
+    async restartProxy() {
+      stack.proxy = await startProxyCli(t, args, { env });
+    },
+  };
+  return stack;
+}
+
+export async function startRegistryFor(t: ExecutionContext): Promise<TestRegistry> {
+  return startRegistry(t);
+}
+
+export interface MountOptions {
+  /** --read-deadline, seconds; default the CLI's. */
+  readDeadlineS?: number;
+  /** Worker state dir (--root); default a new temp dir. */
+  root?: string;
+  /** Mountpoint; default a new temp dir's `mnt`. */
+  mountpoint?: string;
+  /** STARLIGHT_LOG of the mount process; default 'info' (the stream's log keys). */
+  log?: string;
+  /** Wait for `mounted`; default true. */
+  waitMounted?: boolean;
+}
+
+export interface MountProcess extends CliProcess {
+  mountpoint: string;
+  root: string;
+}
+
+/** Detaches whatever FUSE mount is at `dir` (lazy); no-op if none. */
+export async function detachMount(dir: string): Promise<void> {
+  for (let i = 0; i < 8 && (await fuseMountsAt(dir)).length > 0; i++) {
+    await run('fusermount3', ['-u', '-z', dir], { timeout: CMD_TIMEOUT_MS }).catch(() => run('umount', ['-l', dir], { timeout: CMD_TIMEOUT_MS }));
+  }
+}
+
+/**
+ * Starts `starlight mount --proxy URL --root ROOT REF MNT` and (by default) waits for `mounted`.
+ * Teardown order (reverse of registration): stop the process, detach a left-over mount, remove dirs.
+ */
+export async function startMount(t: ExecutionContext, proxyUrl: string, ref: string, opts: MountOptions = {}): Promise<MountProcess> {
+  const root = opts.root ?? tempDir(t, 'sl-mount-root-');
+  const mountpoint = opts.mountpoint ?? join(tempDir(t, 'sl-mount-mnt-'), 'mnt');
+  t.teardown(() => detachMount(mountpoint));
+  const args = ['mount', '--proxy', proxyUrl, '--root', root];
+  if (opts.readDeadlineS !== undefined) args.push('--read-deadline', String(opts.readDeadlineS));
+  args.push(ref, mountpoint);
+  const p = startCli(t, args, { env: { STARLIGHT_LOG: opts.log ?? 'info' }, name: 'mount' });
+  if (opts.waitMounted ?? true) await p.waitForLine(/^mounted /, MOUNT_START_MS);
+  return Object.assign(p, { mountpoint, root });
+}
+
+/** The overlayfs reference of `img` (mounted until teardown) and its shapes. */
+export async function referenceShapes(t: ExecutionContext, img: TestImage): Promise<Shapes> {
+  const mnt = await mountOverlayReference(t, tempDir(t, 'sl-mount-ref-'), img.blobs);
+  return shapeOfDir(mnt, { skipVanished: true });
+}
+
+/** Shapes of the merged TOC with nlink of hardlink groups. */
+export function treeShapes(img: TestImage): Shapes {
+  return shapeOfTree(img.merged, undefined, { nlink: true });
+}
+
+export function ignoredMtimes(img: TestImage): Set<string> {
+  return tarCreatedDirs(img.tocs);
+}
+
+/** getfattr's quoting undone (octal escapes, `\\`); input latin1 text. */
+function unquote(s: string): string {
+  const bytes = Buffer.from(s.replace(/\\(\\|[0-7]{3})/g, (_m, g: string) => (g === '\\' ? '\\' : String.fromCharCode(parseInt(g, 8)))), 'latin1');
+  return bytes.toString('utf8');
+}
+
+function typeOf(st: Awaited<ReturnType<typeof lstat>>): Shape['type'] {
+  if (st.isFile()) return 'reg';
+  if (st.isDirectory()) return 'dir';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return 'char';
+  if (st.isBlockDevice()) return 'block';
+  if (st.isFIFO()) return 'fifo';
+  return st.isSocket() ? 'socket' : 'other';
+}
+
+function devText(rdev: number): string {
+  const major = ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+  const minor = (rdev & 0xff) | ((rdev >> 12) & ~0xff & 0xfffff);
+  return `${major},${minor}`;
+}
+
+/**
+ * Shapes of a mounted tree WITHOUT reading any file content (stat, readdir, readlink, getxattr only):
+ * what must answer at once while content is still streaming. nlink of regular files included.
+ * TODO(mount-e2e): fold into tree-shape.ts shapeOfDir as a `content: false` option.
+ */
+export async function metadataShapes(root: string): Promise<Shapes> {
+  const out: Shapes = new Map();
+  const visit = async (rel: string): Promise<void> => {
+    const abs = rel === '' ? root : join(root, rel);
+    const st = await lstat(abs);
+    const type = typeOf(st);
+    const s: Shape = { type, mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000), xattrs: {} };
+    out.set(rel, s);
+    if (type === 'reg') {
+      s.size = st.size;
+      s.nlink = st.nlink;
+    } else if (type === 'symlink') s.link = await readlink(abs);
+    else if (type === 'char' || type === 'block') s.rdev = devText(st.rdev);
+    else if (type === 'dir') {
+      const names = await readdir(abs);
+      for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => visit(rel === '' ? n : `${rel}/${n}`)));
+    }
+  };
+  await visit('');
+  // Exit status 1 with output is normal when some entry has no xattrs support (fifo, device).
+  const { stdout } = await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], {
+    cwd: root,
+    timeout: CMD_TIMEOUT_MS * 4,
+    maxBuffer: 256 * 1024 * 1024,
+    encoding: 'latin1',
+  }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
+  let cur: Shape | undefined;
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('# file: ')) {
+      const name = unquote(line.slice(8));
+      cur = out.get(name === '.' ? '' : name.replace(/^\.\//, ''));
+    } else if (cur && line.includes('=')) {
+      const i = line.indexOf('=');
+      const k = unquote(line.slice(0, i));
+      if (!k.startsWith('trusted.overlay.')) cur.xattrs[k] = line.slice(i + 1).replace(/^0x/, '');
+    }
+  }
+  return out;
+}
+
+/** Sleeps `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
