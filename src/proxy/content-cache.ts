@@ -9,11 +9,12 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
-import { constants as zc, createBrotliCompress } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, constants as zc, createBrotliCompress, type BrotliOptions } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
 import { StarlightError } from '../errors.js';
 import type { Encoding } from '../protocol/constants.js';
@@ -23,12 +24,16 @@ import type { ContentRecord, MetadataStore } from './store.js';
 export const MIN_COMPRESS_BYTES = 512;
 /** Keep the encoded form only if it is at most this fraction of the raw size; else 'identity'. */
 export const MAX_USEFUL_RATIO = 0.9;
+/** Brotli quality of the compressibility probe (q1: ~200 MB/s, ratio within ~10 % of q5). */
+const SAMPLE_QUALITY = 1;
 /** Brotli quality for stored contents (measured: docs/design-notes.md). */
 export const BROTLI_QUALITY = 5;
 /** Encoded contents up to this size (bytes) are read whole by open(): most image files are small. */
 export const WHOLE_READ_BYTES = 256 * 1024;
 /** Encoded contents up to this size (bytes) are read synchronously by open() (see there). */
 export const SYNC_READ_BYTES = 64 * 1024;
+/** Contents up to this size (bytes) are buffered in memory while indexing instead of via a temp file. */
+export const IN_MEMORY_BYTES = 256 * 1024;
 /** Read size of content streams (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
 /** Persist last-access times to the store after this many touches (and on close). */
@@ -48,6 +53,27 @@ export interface ContentCacheOptions {
   store: MetadataStore;
   counters?: CacheCounters;
 }
+
+/**
+ * Larger contents are first probed on their first SAMPLE_BYTES: brotli on random/pre-compressed data
+ * (e.g. 90 MB of .so-like random bytes in bench/proxy.ts) spent ~3 s of a 12 s cold index for nothing.
+ */
+export const SAMPLE_BYTES = 256 * 1024;
+
+async function sampleCompresses(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(SAMPLE_BYTES);
+    const { bytesRead } = await fh.read(buf, 0, SAMPLE_BYTES, 0);
+    const sample = buf.subarray(0, bytesRead);
+    const enc = brotliCompressSync(sample, { params: { [zc.BROTLI_PARAM_QUALITY]: SAMPLE_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: bytesRead } });
+    return enc.length <= bytesRead * MAX_USEFUL_RATIO;
+  } finally {
+    await fh.close();
+  }
+}
+
+const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
 export class ContentCache {
   private readonly root: string;
@@ -114,6 +140,7 @@ export class ContentCache {
     sourceDiffID: string,
     opts: { expectedDigest?: string; only?: ReadonlySet<string> } = {},
   ): Promise<ContentRecord | undefined> {
+    if (size <= IN_MEMORY_BYTES) return this.putSmall(content, size, sourceDiffID, opts);
     const expectedDigest = opts.expectedDigest;
     const base = join(this.tmp, randomBytes(8).toString('hex'));
     const rawPath = base + '.raw';
@@ -146,11 +173,59 @@ export class ContentCache {
     }
   }
 
+  /** put() for small contents: buffered in memory, compressed on the thread pool, one file written. */
+  private async putSmall(
+    content: Readable,
+    size: number,
+    sourceDiffID: string,
+    opts: { expectedDigest?: string; only?: ReadonlySet<string> },
+  ): Promise<ContentRecord | undefined> {
+    const parts: Buffer[] = [];
+    let n = 0;
+    for await (const b of content as AsyncIterable<Buffer>) {
+      n += b.length;
+      if (n > size) break;
+      parts.push(b);
+    }
+    const data = Buffer.concat(parts);
+    const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
+    if ((opts.expectedDigest !== undefined && digest !== opts.expectedDigest) || n !== size) {
+      throw new StarlightError('SL_ERR_OCI_DIGEST_MISMATCH', `content expected as ${opts.expectedDigest ?? digest} hashed to ${digest} (${n} of ${size} bytes)`, {
+        details: { digest: opts.expectedDigest ?? digest, got: digest },
+      });
+    }
+    if (opts.only !== undefined && !opts.only.has(digest)) return undefined;
+    const known = this.store.content(digest);
+    if (known?.cached === true && this.lru.has(digest)) return known;
+    const running = this.inflight.get(digest);
+    if (running !== undefined) return await running;
+    const p = (async (): Promise<ContentRecord> => {
+      let encoding: Encoding = 'identity';
+      let body: Buffer = data;
+      if (size >= MIN_COMPRESS_BYTES) {
+        const enc = await brotli(data, { params: { [zc.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: size } });
+        if (enc.length <= size * MAX_USEFUL_RATIO) {
+          encoding = 'br';
+          body = enc;
+        }
+      }
+      const tmp = join(this.tmp, randomBytes(8).toString('hex'));
+      try {
+        await writeFile(tmp, body);
+        return await this.install(digest, size, body.length, encoding, tmp, sourceDiffID);
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    })().finally(() => this.inflight.delete(digest));
+    this.inflight.set(digest, p);
+    return await p;
+  }
+
   private async commit(digest: string, size: number, rawPath: string, encPath: string, sourceDiffID: string): Promise<ContentRecord> {
     let encoding: Encoding = 'identity';
     let encodedSize = size;
     let finalTmp = rawPath;
-    if (size >= MIN_COMPRESS_BYTES) {
+    if (size >= MIN_COMPRESS_BYTES && (size <= SAMPLE_BYTES || (await sampleCompresses(rawPath)))) {
       await pipeline(
         createReadStream(rawPath),
         createBrotliCompress({ params: { [zc.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: size } }),
@@ -163,6 +238,11 @@ export class ContentCache {
         finalTmp = encPath;
       }
     }
+    return this.install(digest, size, encodedSize, encoding, finalTmp, sourceDiffID);
+  }
+
+  /** Renames the finished encoded file into place and records it (store + LRU). */
+  private async install(digest: string, size: number, encodedSize: number, encoding: Encoding, finalTmp: string, sourceDiffID: string): Promise<ContentRecord> {
     const dest = this.pathOf(digest);
     mkdirSync(join(dest, '..'), { recursive: true });
     await rename(finalTmp, dest);

@@ -114,21 +114,70 @@ function upcoming(ctx: HandlerContext, items: ContentItem[], sources: string[], 
   return out;
 }
 
-export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-  const ref = resolveRef(url.searchParams.get('to'), ctx.registries);
-  const platform = platformParam(url, ctx.defaultPlatform);
-  const haveRaw = url.searchParams.get('have') ?? '';
-  const have = haveRaw === '' ? [] : haveRaw.split(',');
+/**
+ * Writes items `from`.. in order, opening the next PREFETCH_ITEMS ahead of the one being written (hides
+ * per-file open/read latency; memory stays bounded by PREFETCH_ITEMS small bodies or open streams).
+ */
+async function sendItems(
+  ctx: HandlerContext,
+  enc: DeltaEncoder,
+  items: ContentItem[],
+  sources: string[],
+  from: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const opened = new Map<number, Promise<{ body: Buffer | Readable; encodedSize: number }>>();
+  const openAt = (j: number): void => {
+    if (j >= items.length || opened.has(j)) return;
+    const src = sources[j]!;
+    const pr = openContent(ctx, items[j]!.digest, src, () => upcoming(ctx, items, sources, j + 1, src));
+    pr.catch(() => undefined); // awaited, and so reported, in order below
+    opened.set(j, pr);
+  };
+  try {
+    for (let i = from; i < items.length; i++) {
+      if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
+      for (let j = i; j <= i + PREFETCH_ITEMS; j++) openAt(j);
+      const pending = opened.get(i)!;
+      opened.delete(i);
+      const { body, encodedSize } = await pending;
+      try {
+        if (encodedSize !== items[i]!.encodedSize) {
+          throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, {
+            details: { digest: items[i]!.digest },
+          });
+        }
+        await enc.writeItem(i, body);
+      } finally {
+        if (!Buffer.isBuffer(body)) body.destroy();
+      }
+    }
+  } finally {
+    for (const pr of opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
+  }
+}
+
+function haveParam(url: URL): string[] {
+  const raw = url.searchParams.get('have') ?? '';
+  const have = raw === '' ? [] : raw.split(',');
   if (have.length > MAX_HAVE) throw badParam('have', `lists ${have.length} digests, at most ${MAX_HAVE}`);
   for (const h of have) if (!isDigest(h)) throw badParam('have', 'must be comma-separated sha256:<hex> digests', h);
-  const fromRaw = url.searchParams.get('from');
-  const from = fromRaw === null ? 0 : Number(fromRaw);
-  if (!Number.isSafeInteger(from) || from < 0) throw badParam('from', 'must be a non-negative integer', fromRaw ?? '');
+  return have;
+}
 
-  const signal = clientGone(req, res);
-  const img = await ctx.indexer.image(ref, platform, signal);
+function fromParam(url: URL): number {
+  const raw = url.searchParams.get('from');
+  const from = raw === null ? 0 : Number(raw);
+  if (!Number.isSafeInteger(from) || from < 0) throw badParam('from', 'must be a non-negative integer', raw ?? '');
+  return from;
+}
 
-  // what the worker has: explicit layers, and images (their chains and merged trees)
+/**
+ * What the worker has (docs/protocol.md `have`): a layer diffID → that layer and all its contents; an
+ * image manifest digest → its chain and the contents visible in its merged tree. Digests the proxy does
+ * not know are ignored: nothing can be deduplicated against them.
+ */
+function resolveHave(ctx: HandlerContext, have: string[]): { haveDiffIDs: Set<string>; haveDigests: Set<string> } {
   const haveDiffIDs = new Set<string>();
   const haveLayers: LayerToc[] = [];
   const haveTrees: MergedTree[] = [];
@@ -141,18 +190,29 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
     }
     const m = ctx.store.manifest(d);
     if (m !== undefined && m.diffIDs.every((id) => ctx.store.hasLayer(id))) {
-      const tocs = m.diffIDs.map((id) => decodeToc(ctx.store.layer(id)!.toc));
       m.diffIDs.forEach((id) => haveDiffIDs.add(id));
-      haveTrees.push(mergeLayers(tocs));
+      haveTrees.push(mergeLayers(m.diffIDs.map((id) => decodeToc(ctx.store.layer(id)!.toc))));
     }
-    // unknown to the proxy: nothing can be deduplicated against it
   }
+  return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees) };
+}
+
+export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const ref = resolveRef(url.searchParams.get('to'), ctx.registries);
+  const platform = platformParam(url, ctx.defaultPlatform);
+  const have = haveParam(url);
+  const from = fromParam(url);
+
+  const signal = clientGone(req, res);
+  const img = await ctx.indexer.image(ref, platform, signal);
+
+  const { haveDiffIDs, haveDigests } = resolveHave(ctx, have);
   const merged = mergeLayers(img.tocs);
   const p = plan({
     chain: img.tocs,
     merged,
     haveDiffIDs,
-    haveDigests: haveContent(haveLayers, haveTrees),
+    haveDigests,
     config: img.config,
     rank: ctx.store.priorities(img.record.manifestDigest),
   });
@@ -183,39 +243,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
       items,
       firstItem: from,
     });
-    // open the next PREFETCH_ITEMS items while writing the current one (hides per-file open/read latency)
-    const opened = new Map<number, Promise<{ body: Buffer | Readable; encodedSize: number }>>();
-    const openAt = (j: number): void => {
-      if (j >= items.length || opened.has(j)) return;
-      const src = sources[j]!;
-      const pr = openContent(ctx, items[j]!.digest, src, () => upcoming(ctx, items, sources, j + 1, src));
-      pr.catch(() => undefined); // awaited (and reported) in order below
-      opened.set(j, pr);
-    };
-    const release = (): void => {
-      for (const pr of opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
-      opened.clear();
-    };
-    try {
-    for (let i = from; i < items.length; i++) {
-      if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
-      for (let j = i; j <= i + PREFETCH_ITEMS; j++) openAt(j);
-      const pending = opened.get(i)!;
-      opened.delete(i);
-      const { body, encodedSize } = await pending;
-      if (encodedSize !== items[i]!.encodedSize) {
-        if (!Buffer.isBuffer(body)) body.destroy();
-        throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, { details: { digest: items[i]!.digest } });
-      }
-      try {
-        await enc.writeItem(i, body);
-      } finally {
-        if (!Buffer.isBuffer(body)) body.destroy();
-      }
-    }
-    } finally {
-      release();
-    }
+    await sendItems(ctx, enc, items, sources, from, signal);
     await enc.writeEnd();
     ctx.metrics.deltasServed++;
     ctx.logger.info('delta-served', { image: img.ref, items: items.length - from, bytes: enc.bytesWritten });

@@ -8,7 +8,7 @@
  *
  * Writes are atomic (temp file + rename). Not here: file contents (cas/), snapshots (snapshotter/).
  */
-import { mkdir, readFile, readdir, rename, writeFile, access } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import { decodeToc } from '../image/toc-codec.js';
@@ -66,6 +66,15 @@ export class LayerStore {
     for (const d of diffIDs) await atomicWrite(join(this.root, 'complete', digestHex(d)), new Uint8Array(0));
   }
 
+  /**
+   * Withdraws the 'complete' marker of layers whose content is about to be deleted, so the next
+   * `have` does not claim it. Call BEFORE deleting content (a crash in between then only costs a
+   * re-send). Idempotent.
+   */
+  async unmarkComplete(diffIDs: readonly string[]): Promise<void> {
+    for (const d of diffIDs) await rm(join(this.root, 'complete', digestHex(d)), { force: true });
+  }
+
   async isComplete(diffID: string): Promise<boolean> {
     return exists(join(this.root, 'complete', digestHex(diffID)));
   }
@@ -77,6 +86,11 @@ export class LayerStore {
 
   async putHeader(manifestDigest: string, raw: Uint8Array): Promise<void> {
     await atomicWrite(join(this.root, 'headers', digestHex(manifestDigest)), raw);
+  }
+
+  /** Forgets an image's header (its image was released). Idempotent. */
+  async removeHeader(manifestDigest: string): Promise<void> {
+    await rm(join(this.root, 'headers', digestHex(manifestDigest)), { force: true });
   }
 
   async header(manifestDigest: string): Promise<Buffer | undefined> {

@@ -7,11 +7,14 @@
 import http from 'node:http';
 import { CODES, StarlightError, type Code } from '../../errors.js';
 import type { PullRequest, PullResult } from '../images/service.js';
-import type { DaemonStatus } from './server.js';
+import type { ReportResult } from '../trace/spool.js';
+import type { DaemonStatus, TraceRequest, TraceStatus } from './server.js';
 
 /** Longest a pull may take to return (header in, containerd records written), ms. */
 const PULL_TIMEOUT_MS = 10 * 60_000;
 const STATUS_TIMEOUT_MS = 30_000;
+/** Longest an upload round of `starlight report` may take, ms. */
+const REPORT_TIMEOUT_MS = 5 * 60_000;
 
 export class DaemonClient {
   constructor(readonly socket: string) {}
@@ -48,5 +51,14 @@ export class DaemonClient {
 
   status(): Promise<DaemonStatus> {
     return this.request('GET', '/v1/status', undefined, STATUS_TIMEOUT_MS);
+  }
+
+  /** `trace on|off` with a request; the current state without. */
+  trace(req?: TraceRequest): Promise<TraceStatus> {
+    return req === undefined ? this.request('GET', '/v1/trace', undefined, STATUS_TIMEOUT_MS) : this.request('POST', '/v1/trace', req, STATUS_TIMEOUT_MS);
+  }
+
+  report(): Promise<ReportResult> {
+    return this.request('POST', '/v1/report', {}, REPORT_TIMEOUT_MS);
   }
 }

@@ -5,6 +5,8 @@
  *   POST /v1/pull    {ref, namespace?, platform?} → PullResult (once containerd has the image;
  *                    content keeps streaming)
  *   GET  /v1/status  → DaemonStatus
+ *   GET  /v1/trace   → TraceStatus;  POST /v1/trace {on, group?} → TraceStatus (`starlight trace on|off`)
+ *   POST /v1/report  → ReportResult (uploads recorded startup traces to the proxy)
  *
  * Errors: HTTP status by error kind, body `{errors:[{code,message,detail}]}` (the HTTP boundary's
  * one mapping table, docs/style.md).
@@ -17,6 +19,8 @@ import { dirname } from 'node:path';
 import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
+import type { TraceState } from '../trace/recorder.js';
+import type { ReportResult } from '../trace/spool.js';
 
 /** Socket mode: root and the admin group, like the snapshotter socket. */
 const SOCKET_MODE = 0o660;
@@ -31,10 +35,28 @@ export interface DaemonStatus {
   mounts: string[];
 }
 
+/** Tracing state of the daemon (`starlight trace status`). */
+export interface TraceStatus extends TraceState {
+  /** 'auto': finished traces are uploaded automatically; 'manual': by `starlight report`. */
+  upload: 'auto' | 'manual';
+  /** Traces on disk waiting for an upload. */
+  pending: number;
+}
+
+export interface TraceRequest {
+  on: boolean;
+  group?: string;
+}
+
 export interface ApiHandlers {
   pull(req: PullRequest): Promise<PullResult>;
   status(): Promise<DaemonStatus>;
+  trace(req: TraceRequest | undefined): Promise<TraceStatus>;
+  report(): Promise<ReportResult>;
 }
+
+/** Group names: what the proxy accepts as a label (docs/protocol.md "Traces"). */
+const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 const KIND_TO_HTTP: Record<Kind, number> = {
   'not-found': 404,
@@ -68,14 +90,30 @@ function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
+async function jsonBody<T>(req: http.IncomingMessage, what: string): Promise<Partial<T>> {
+  try {
+    const v = JSON.parse(await readBody(req)) as unknown;
+    if (typeof v !== 'object' || v === null) throw new Error('not an object');
+    return v as Partial<T>;
+  } catch (cause) {
+    if (cause instanceof StarlightError) throw cause;
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what} body is not a JSON object`, { cause });
+  }
+}
+
 async function route(h: ApiHandlers, req: http.IncomingMessage): Promise<unknown> {
-  if (req.method === 'POST' && req.url === '/v1/pull') {
-    let body: Partial<PullRequest>;
-    try {
-      body = JSON.parse(await readBody(req)) as Partial<PullRequest>;
-    } catch (cause) {
-      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'pull request body is not JSON', { cause });
+  if (req.method === 'GET' && req.url === '/v1/trace') return h.trace(undefined);
+  if (req.method === 'POST' && req.url === '/v1/trace') {
+    const body = await jsonBody<TraceRequest>(req, 'trace request');
+    if (typeof body.on !== 'boolean') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'trace request needs "on": true or false');
+    if (body.group !== undefined && (typeof body.group !== 'string' || !GROUP_RE.test(body.group))) {
+      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `trace group must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit; got ${JSON.stringify(body.group)}`);
     }
+    return h.trace({ on: body.on, ...(body.group ? { group: body.group } : {}) });
+  }
+  if (req.method === 'POST' && req.url === '/v1/report') return h.report();
+  if (req.method === 'POST' && req.url === '/v1/pull') {
+    const body = await jsonBody<PullRequest>(req, 'pull request');
     if (typeof body.ref !== 'string' || body.ref === '') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'pull request needs a non-empty "ref"');
     const pr: PullRequest = { ref: body.ref };
     if (typeof body.namespace === 'string' && body.namespace !== '') pr.namespace = body.namespace;

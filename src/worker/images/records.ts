@@ -6,7 +6,7 @@
  *
  * Not here: content (cas/), TOCs (layer-store.ts), what a pull does (service.ts).
  */
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pack, unpack } from 'msgpackr';
 import type { DeltaHeader } from '../../protocol/types.js';
@@ -50,6 +50,12 @@ export class ImageRecords {
       out.push(JSON.parse(await readFile(join(this.root, f), 'utf8')) as ImageRecord);
     }
     return out;
+  }
+
+  /** Forgets an image (record and header); its TOCs stay in LayerStore. Idempotent. */
+  async remove(manifestDigest: string): Promise<void> {
+    await rm(join(this.root, `${digestHex(manifestDigest)}.json`), { force: true });
+    await this.layers.removeHeader(manifestDigest);
   }
 
   /** Stores the header without its TOCs (those are in LayerStore tocs/). */

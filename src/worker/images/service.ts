@@ -32,6 +32,11 @@ import type { ImageRecord, ImageRecords } from './records.js';
 const LABEL_GC_CONFIG = 'containerd.io/gc.ref.content.config';
 /** gc label prefix on a config naming the snapshot of its top layer (containerd unpacker). */
 const LABEL_GC_SNAPSHOT_PREFIX = 'containerd.io/gc.ref.snapshot.';
+/**
+ * An image pulled less than this long ago is never released, even without snapshots: its remote
+ * snapshots may still be being created (`starlight pull`, CRI Prepare). ms; default 5000.
+ */
+const DEFAULT_RELEASE_GRACE_MS = 5_000;
 
 export interface ImageServiceOptions {
   puller: Puller;
@@ -42,7 +47,28 @@ export interface ImageServiceOptions {
   containerdAddress: string;
   /** The name containerd knows our proxy snapshotter by; default 'starlight'. */
   snapshotterName?: string;
+  /** See DEFAULT_RELEASE_GRACE_MS; ms, default 5000. */
+  releaseGraceMs?: number;
+  /** Told about view mounts and container starts (startup traces); default none. */
+  observer?: ViewObserver;
   log?: Logger;
+}
+
+/** What the trace recorder needs to know about views (src/worker/trace/recorder.ts implements it). */
+export interface ViewObserver {
+  /** The view `remoteId` of image `image` (chain `tree`) was mounted now. */
+  viewMounted(remoteId: string, image: TracedImage, tree: MergedTree): void;
+  /** A container started on view `remoteId` now (first Mounts of active snapshot `key`). */
+  containerStarted(remoteId: string, key: string): void;
+  /** First access of `path` in view `remoteId`, `sinceMountMs` after its mount (FUSE addon). */
+  accessed(remoteId: string, path: string, sinceMountMs: number): void;
+}
+
+/** The image a traced view shows. */
+export interface TracedImage {
+  ref: string;
+  manifestDigest: string;
+  platform: string;
 }
 
 export interface PullRequest {
@@ -221,7 +247,65 @@ export class ImageService implements RemoteLayerResolver {
       this.trees.set(remoteId, tree);
     }
     this.viewsServed.add(remoteId);
-    return { tree, content: this.opts.tracker };
+    const obs = this.opts.observer;
+    if (!obs) return { tree, content: this.opts.tracker };
+    return { tree, content: this.opts.tracker, onFirstAccess: (path, ms) => obs.accessed(remoteId, path, ms) };
+  }
+
+  viewMounted(remoteId: string): void {
+    const obs = this.opts.observer;
+    const { manifestDigest } = parseRemoteId(remoteId);
+    const known = this.byManifest.get(manifestDigest);
+    const tree = this.trees.get(remoteId);
+    if (!obs || !known || !tree) return;
+    obs.viewMounted(remoteId, { ref: known.rec.ref, manifestDigest, platform: known.header.platform }, tree);
+  }
+
+  activeMounted(remoteId: string, key: string): void {
+    this.opts.observer?.containerStarted(remoteId, key);
+  }
+
+  /**
+   * Frees images no remaining snapshot shows (issue 5): their records, the 'complete' markers of
+   * their layers (first, so the next `have` never claims deleted content) and every CAS digest of
+   * their chains that no kept image needs. Images pulled within the grace period or still pulling
+   * are kept. Content that is arriving right now is left alone.
+   */
+  async release(liveRemoteIds: ReadonlySet<string>): Promise<void> {
+    const liveManifests = new Set<string>();
+    for (const id of liveRemoteIds) {
+      const m = /^(sha256:[0-9a-f]{64})\//.exec(id);
+      if (m) liveManifests.add(m[1]!);
+    }
+    const grace = this.opts.releaseGraceMs ?? DEFAULT_RELEASE_GRACE_MS;
+    const now = Date.now();
+    const drop = [...this.byManifest.values()].filter((k) => !liveManifests.has(k.rec.manifestDigest) && !this.pulling.has(k.rec.name) && now - k.rec.pulledAt >= grace);
+    if (drop.length === 0) return;
+    for (const k of drop) {
+      this.byManifest.delete(k.rec.manifestDigest);
+      k.receiver?.close();
+      for (const id of [...this.trees.keys()]) if (id.startsWith(k.rec.manifestDigest + '/')) this.trees.delete(id);
+      for (const id of [...this.viewsServed]) if (id.startsWith(k.rec.manifestDigest + '/')) this.viewsServed.delete(id);
+    }
+    const keepDigests = await this.liveDigests(() => true);
+    const keepLayers = new Set([...this.byManifest.values()].flatMap((k) => k.header.diffIDs));
+    const { tracker, layers, records } = this.opts;
+    await layers.unmarkComplete([...new Set(drop.flatMap((k) => k.header.diffIDs))].filter((d) => !keepLayers.has(d)));
+    let digests = 0;
+    let bytes = 0;
+    for (const k of drop) {
+      const tocs = await this.opts.puller.chainTocs(k.header).catch(() => []);
+      for (const toc of tocs) {
+        for (const e of toc.entries) {
+          if (!e.digest || keepDigests.has(e.digest) || tracker.arriving(e.digest) || !tracker.has(e.digest)) continue;
+          bytes += (await tracker.store.info(e.digest))?.size ?? 0;
+          await tracker.store.delete(e.digest);
+          digests++;
+        }
+      }
+      await records.remove(k.rec.manifestDigest);
+    }
+    this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes });
   }
 
   // ---- status and cleanup ----

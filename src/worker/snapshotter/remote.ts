@@ -54,4 +54,21 @@ export interface RemoteLayerResolver {
    * Rejects 'not-found' if the id is unknown (e.g. state lost), 'unavailable' if it cannot be served.
    */
   viewRequest(remoteId: string, signal?: AbortSignal): Promise<ViewRequest>;
+  /**
+   * Optional. The view of `remoteId` was mounted (viewRequest's request is live from now on).
+   * Called once per mount, right after ViewManager.mount resolved. Must not throw.
+   */
+  viewMounted?(remoteId: string): void;
+  /**
+   * Optional. The first Mounts() of active snapshot `key` whose lower view is `remoteId` (in this
+   * process): the moment a container on that view starts (containerd asks Mounts at task create).
+   * Must not throw.
+   */
+  activeMounted?(remoteId: string, key: string): void;
+  /**
+   * Optional. Called after a remote snapshot was removed and on Cleanup, with the remote ids that
+   * remaining snapshots still carry: the resolver may free what no remaining view needs (content,
+   * image records). Rejections are logged by the snapshotter; Remove still succeeds.
+   */
+  release?(liveRemoteIds: ReadonlySet<string>): Promise<void>;
 }

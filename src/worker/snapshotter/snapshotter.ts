@@ -76,6 +76,8 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   private readonly views = new Map<number, Promise<void>>();
   /** `new-*` dirs of creates in flight, which cleanup must not remove. */
   private readonly inflight = new Set<string>();
+  /** Active snapshot ids whose first Mounts() was reported (RemoteLayerResolver.activeMounted). */
+  private readonly started = new Set<number>();
 
   private constructor(
     private readonly opts: ResolvedOptions,
@@ -140,7 +142,22 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     if (row.kind === 'committed') {
       throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', `snapshot ${JSON.stringify(key)} is committed; only active and view snapshots have mounts`, { details: { key } });
     }
-    return this.mountsOf(row);
+    const mounts = await this.mountsOf(row);
+    if (row.kind === 'active' && !this.started.has(row.id)) this.noteStart(row);
+    return mounts;
+  }
+
+  /** Tells the resolver that a container on a lazy view starts (first Mounts of an active). */
+  private noteStart(row: SnapshotRow): void {
+    this.started.add(row.id);
+    const top = StarlightSnapshotter.topRemote(this.store.parents(row));
+    const remoteId = top ? remoteIdOf(top.labels) : null;
+    if (remoteId === null) return;
+    try {
+      this.opts.resolver?.activeMounted?.(remoteId, row.key);
+    } catch (err) {
+      this.opts.log.warn('remote-active-hook-failed', { key: row.key, err });
+    }
   }
 
   /** Mounts of an active/view row, after making sure the lazy view below it (if any) is alive. */
@@ -173,6 +190,11 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
         const req = await resolver.viewRequest(remoteId);
         await views.mount(mountpoint, req);
         this.opts.log.info('remote-view-mounted', { name: r.key, remoteId, mountpoint });
+        try {
+          resolver.viewMounted?.(remoteId);
+        } catch (err) {
+          this.opts.log.warn('remote-view-hook-failed', { remoteId, err });
+        }
       })();
       this.views.set(r.id, mounting);
       mounting.catch(() => this.views.delete(r.id));
@@ -293,7 +315,21 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       this.store.remove(key);
       renameSync(this.layout.dir(row.id), gone);
     });
+    this.started.delete(row.id);
     await rm(gone, { recursive: true, force: true }).catch((err) => this.opts.log.warn('snapshot-dir-remove-failed', { path: gone, err }));
+    if (remoteIdOf(row.labels) !== null) await this.release();
+  }
+
+  /** Lets the resolver free what the remaining snapshots' views no longer need (issue 5). */
+  private async release(): Promise<void> {
+    const release = this.opts.resolver?.release;
+    if (!release) return;
+    const live = new Set<string>();
+    for (const r of this.store.all()) {
+      const id = remoteIdOf(r.labels);
+      if (id !== null) live.add(id);
+    }
+    await release.call(this.opts.resolver, live).catch((err: unknown) => this.opts.log.warn('remote-release-failed', { err }));
   }
 
   async walk(fn: WalkFn, filters: string[] = []): Promise<void> {
@@ -319,6 +355,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       await rm(path, { recursive: true, force: true });
       this.opts.log.info('snapshot-dir-cleaned', { path });
     }
+    await this.release();
   }
 
   /**

@@ -1,0 +1,206 @@
+/**
+ * Issue 4 acceptance, reads and faults of `starlight mount` (real child processes: registry, proxy
+ * behind the WAN emulator, mount):
+ * - a read of a file not yet streamed blocks, then returns the right bytes, fetched out of order
+ *   (GET /v1/content) while the stream is busy with a 64 MiB file;
+ * - proxy killed mid-stream: present files keep working, missing ones fail with EIO after
+ *   --read-deadline; proxy restarted (same port and data dir): the stream resumes, `complete`, and
+ *   every file hashes right;
+ * - a corrupted item in the proxy's content cache: EIO for that file only, other files fine;
+ * - a stale mount left by SIGKILL of `starlight mount` is cleaned up by the next one at that dir.
+ * Needs root, FUSE, overlayfs, GNU tar, getfattr/setfattr, docker-registry.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { readFile, statfs, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TocEntry } from '../../src/image/toc.js';
+import type { LayerSpec } from '../../src/image/writer.js';
+import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
+import { BIG_FILE_SIZE, FIXTURES, lineContent } from '../helpers/fixtures.js';
+import { diffShapes, shapeOfDir } from '../helpers/tree-shape.js';
+import { mountSupported, pushLayers, sleep, startMount, startRegistryFor, startStack, treeShapes, type TestImage } from './mount-support.js';
+
+const serial = mountSupported ? test.serial : (test.skip as typeof test.serial);
+
+/** --read-deadline of the fault tests, seconds. */
+const DEADLINE_S = 3;
+const MIB = 1024 * 1024;
+
+async function sha256Of(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(path, { highWaterMark: MIB })) h.update(c as Buffer);
+  return 'sha256:' + h.digest('hex');
+}
+
+function entry(img: TestImage, path: string): TocEntry {
+  const e = img.merged.entries.find((x) => x.path === path);
+  if (!e) throw new Error(`${path} not in ${img.name}`);
+  return e;
+}
+
+/** Regular files of the image with content (what the stream carries). */
+function files(img: TestImage): TocEntry[] {
+  return img.merged.entries.filter((e) => e.type === 'reg' && e.size > 0);
+}
+
+/** Incompressible, deterministic bytes: sha256 of each 32-byte block's index. */
+function noise(offset: number, length: number): Buffer {
+  const first = Math.floor(offset / 32);
+  const last = Math.floor((offset + length - 1) / 32);
+  const blocks: Buffer[] = [];
+  for (let i = first; i <= last; i++) blocks.push(createHash('sha256').update(String(i)).digest());
+  const all = Buffer.concat(blocks);
+  const skip = offset - first * 32;
+  return all.subarray(skip, skip + length);
+}
+
+/** Resolves with the errno code a read of `path` fails with, and how long it took; '' if it succeeded. */
+async function readError(path: string): Promise<{ code: string; ms: number }> {
+  const t0 = Date.now();
+  try {
+    await readFile(path);
+    return { code: '', ms: Date.now() - t0 };
+  } catch (err) {
+    return { code: (err as NodeJS.ErrnoException).code ?? String(err), ms: Date.now() - t0 };
+  }
+}
+
+async function metric(proxyUrl: string, name: string): Promise<number> {
+  const text = await (await fetch(new URL('/metrics', proxyUrl), { signal: AbortSignal.timeout(10_000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+  return line ? Number(line.split(' ')[1]) : NaN;
+}
+
+serial('a read of content not yet streamed blocks, then returns the right bytes (out of order via /v1/content)', async (t) => {
+  t.timeout(180_000);
+  const reg = await startRegistryFor(t);
+  const img = await pushLayers(t, reg, 'big', FIXTURES.find((f) => f.name === 'big')!.layers);
+  const stack = await startStack(t, reg, { bandwidthBps: 8_000_000 });
+  const m = await startMount(t, stack.proxyUrl, img.ref);
+  const mnt = m.mountpoint;
+  const before = await metric(stack.proxy.url, 'starlight_proxy_content_requests_total');
+
+  // The plan sends data/big.bin first (lowest layer, then path); zeros and small come after it.
+  const big = sha256Of(join(mnt, 'data/big.bin')).then((d) => ({ d, at: Date.now() }));
+  const zeros = readFile(join(mnt, 'data/zeros'));
+  const small = readFile(join(mnt, 'data/small'));
+  const [z, s] = await Promise.all([zeros, small]);
+  const completeAtSmall = m.lines().includes('complete');
+  t.is(z.length, 3 * MIB + 1);
+  t.true(z.every((b) => b === 0), 'data/zeros is all zeros');
+  t.is(s.toString(), 'small');
+  t.false(completeAtSmall, 'the later items came before the stream finished: out of order');
+  const after = await metric(stack.proxy.url, 'starlight_proxy_content_requests_total');
+  t.true(after - before >= 1, `GET /v1/content was used (${before} → ${after})`);
+
+  const got = await big;
+  t.is(got.d, entry(img, "data/big.bin").digest!, 'the 64 MiB file read while streaming has the right bytes');
+  const head = await readFile(join(mnt, 'data/big.bin')).then((b) => b.subarray(0, 4096));
+  t.deepEqual(head, lineContent(0, 4096));
+  t.is(BIG_FILE_SIZE, entry(img, 'data/big.bin').size);
+  await m.waitForLine(/^complete$/, 120_000);
+  t.is(m.logs().filter((r) => r.msg === 'content-deadline').length, 0, 'no read hit the deadline');
+});
+
+serial('proxy killed mid-stream: present files work, missing ones EIO after the deadline; restart resumes to complete', async (t) => {
+  t.timeout(240_000);
+  const reg = await startRegistryFor(t);
+  const layers: LayerSpec[] = [
+    ...FIXTURES.find((f) => f.name === 'rootfs')!.layers,
+    { compression: 'gzip', entries: [{ path: 'data', type: 'dir' }, { path: 'data/noise.bin', type: 'reg', content: { size: 8 * MIB, generate: noise } }] },
+  ];
+  const img = await pushLayers(t, reg, 'killed', layers);
+  // 8 MiB of incompressible bytes at 4 Mbit/s take ~17 s; the small files come first.
+  const stack = await startStack(t, reg, { bandwidthBps: 4_000_000 });
+  const m = await startMount(t, stack.proxyUrl, img.ref, { readDeadlineS: DEADLINE_S });
+  const mnt = m.mountpoint;
+  const small = files(img).filter((e) => e.path !== 'data/noise.bin');
+  for (const e of small) t.is(await sha256Of(join(mnt, e.path)), e.digest!, `${e.path} before the kill`);
+  await sleep(1000);
+  t.false(m.lines().includes('complete'), 'still streaming when the proxy dies');
+  await stack.proxy.stop('SIGKILL');
+
+  for (const e of small) t.is(await sha256Of(join(mnt, e.path)), e.digest!, `${e.path} with the proxy gone`);
+  const r = await readError(join(mnt, 'data/noise.bin'));
+  t.is(r.code, 'EIO', 'a missing file fails with EIO');
+  t.true(r.ms >= DEADLINE_S * 1000 - 500 && r.ms < DEADLINE_S * 1000 + 10_000, `EIO after about the deadline (${r.ms} ms)`);
+  t.truthy(m.logs().find((l) => l.msg === 'content-deadline'), 'content-deadline logged');
+  t.truthy(m.logs().find((l) => l.msg === 'delta-reconnect'), 'delta-reconnect logged');
+  t.false(m.hasExited(), 'the mount survives the proxy');
+  await statfs(mnt);
+
+  await stack.restartProxy();
+  await m.waitForLine(/^complete$/, 120_000);
+  const full = await shapeOfDir(mnt, { nlink: true });
+  const diffs = diffShapes(full, treeShapes(img), { names: ['mount', 'toc'] });
+  t.deepEqual(diffs, [], `after resume:\n${diffs.join('\n')}`);
+  const resumed = m.logs().filter((l) => l.msg === 'delta-complete');
+  t.is(resumed.length, 1);
+  t.true(Number(resumed[0]!.connections) >= 2, 'the stream resumed on a new connection');
+});
+
+serial('a corrupted item in the proxy cache gives EIO for that file only', async (t) => {
+  t.timeout(180_000);
+  const reg = await startRegistryFor(t);
+  const layers: LayerSpec[] = [
+    ...FIXTURES.find((f) => f.name === 'rootfs')!.layers,
+    { compression: 'gzip', entries: [{ path: 'opt/text', type: 'dir' }, { path: 'opt/text/lines.txt', type: 'reg', content: lineContent(0, 256 * 1024) }] },
+  ];
+  const img = await pushLayers(t, reg, 'corrupt', layers);
+  const stack = await startStack(t, reg, { bandwidthBps: 0 });
+  // Index the image at the proxy, then corrupt two cached items: a small 'identity' one (same length,
+  // other bytes: digest mismatch) and a brotli one (a flipped byte: decode failure or digest mismatch).
+  const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(img.ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(60_000) });
+  t.is(res.status, 200);
+  await res.arrayBuffer();
+  const cachePath = (d: string) => join(stack.dataDir, 'content/sha256', d.slice(7, 9), d.slice(7));
+  const passwd = entry(img, 'etc/passwd');
+  const lines = entry(img, 'opt/text/lines.txt');
+  for (const e of [passwd, lines]) t.true(existsSync(cachePath(e.digest!)), `${e.path} is cached at ${cachePath(e.digest!)}`);
+  const p = await readFile(cachePath(passwd.digest!));
+  t.is(p.toString(), 'root:x:0:0::/root:/bin/sh\n', 'small items are stored as they are');
+  await writeFile(cachePath(passwd.digest!), Buffer.from(p.toString().replace('root', 'toor')));
+  const l = await readFile(cachePath(lines.digest!));
+  t.true(l.length < lines.size, 'the text file is stored compressed');
+  l[l.length >> 1] ^= 0xff;
+  await writeFile(cachePath(lines.digest!), l);
+
+  const m = await startMount(t, stack.proxyUrl, img.ref, { readDeadlineS: DEADLINE_S });
+  const mnt = m.mountpoint;
+  for (const e of [passwd, lines]) {
+    const r = await readError(join(mnt, e.path));
+    if (r.code !== 'EIO') t.log(e.path, (await readFile(join(mnt, e.path))).subarray(0, 40).toString(), JSON.stringify(m.logs()).slice(0, 3000), await readFile(cachePath(e.digest!)).then((b) => b.subarray(0, 40).toString('hex')));
+    t.is(r.code, 'EIO', `${e.path} fails with EIO`);
+    t.true(r.ms < DEADLINE_S * 1000, `${e.path} fails at once, not by the deadline (${r.ms} ms)`);
+  }
+  for (const e of files(img).filter((x) => x !== passwd && x !== lines)) t.is(await sha256Of(join(mnt, e.path)), e.digest!, `${e.path} is fine`);
+  t.truthy(m.logs().find((r) => r.msg === 'content-verify-failed'), 'content-verify-failed logged');
+  // The stream does not loop on a bad item, and does not claim completeness.
+  await sleep(3000);
+  t.true(m.logs().filter((r) => r.msg === 'delta-reconnect').length <= 1, 'no reconnect loop on a bad item');
+  t.false(m.lines().includes('complete'), 'an image with a bad item is not complete');
+  t.false(m.hasExited());
+});
+
+serial('a stale mount left by SIGKILL is cleaned up by the next `starlight mount` at that dir', async (t) => {
+  t.timeout(120_000);
+  const reg = await startRegistryFor(t);
+  const img = await pushLayers(t, reg, 'rootfs', FIXTURES.find((f) => f.name === 'rootfs')!.layers);
+  const stack = await startStack(t, reg, { bandwidthBps: 0 });
+  const first = await startMount(t, stack.proxyUrl, img.ref);
+  await first.waitForLine(/^complete$/, 60_000);
+  t.is((await readFile(join(first.mountpoint, 'etc/passwd'))).toString(), 'root:x:0:0::/root:/bin/sh\n');
+  t.deepEqual(await first.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
+  t.is((await fuseMountsAt(first.mountpoint)).length, 1, 'SIGKILL leaves the mount behind');
+  await t.throwsAsync(statfs(first.mountpoint), { code: 'ENOTCONN' });
+
+  const second = await startMount(t, stack.proxyUrl, img.ref, { root: first.root, mountpoint: first.mountpoint });
+  t.truthy(second.logs().find((r) => r.msg === 'stale-mount-cleaned'), 'stale-mount-cleaned logged');
+  t.is((await fuseMountsAt(second.mountpoint)).length, 1, 'exactly one mount at the dir');
+  t.is((await readFile(join(second.mountpoint, 'etc/passwd'))).toString(), 'root:x:0:0::/root:/bin/sh\n');
+  await second.waitForLine(/^complete$/, 60_000);
+  t.deepEqual(await second.stop('SIGTERM'), { code: 0, signal: null }, 'SIGTERM ends the mount cleanly');
+  t.deepEqual(await fuseMountsAt(second.mountpoint), [], 'nothing left mounted');
+});
