@@ -102,6 +102,7 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
     await driver.pull('v1', env);
     const c = await driver.run('v1', env);
     await c.stop();
+    await driver.settle?.('v1', env);
     env.resetCounters();
     target = 'v2';
   }
@@ -110,14 +111,24 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
   const t1 = performance.now();
   const c = await driver.run(target, env);
   const counters = env.counters();
-  await c.stop();
-  return { pullMs: t1 - t0, runToReadyMs: c.readyAt - c.startedAt, totalMs: c.readyAt - t0, ...counters };
+  const m: TrialMetrics = { pullMs: t1 - t0, runToReadyMs: c.readyAt - c.startedAt, totalMs: c.readyAt - t0, ...counters };
+  try {
+    if (driver.settle) {
+      await driver.settle(target, env);
+      m.completeMs = performance.now() - t0;
+      m.bytesTotal = env.counters().bytes;
+    }
+  } finally {
+    await c.stop();
+  }
+  return m;
 }
 
 async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
   const cmd = ['sh', '-c', OVERHEAD_SCRIPT];
   await driver.pull('v1', env);
+  await driver.settle?.('v1', env);
   // The first pass reads every file, so lazy modes fetch everything: the timed pass is "after a full download".
   await driver.exec('v1', cmd, env);
   if (env.spec.dropCaches) dropCaches(env.log);

@@ -17,7 +17,7 @@ import { ensureDebianImage, type EnsuredImage } from '../bench/images/ensure.js'
 import { PORT_LABEL, READY_LABEL } from '../bench/images/push.js';
 import { exitCodeFor, formatError } from '../src/cli/exit-codes.js';
 import { StarlightError } from '../src/errors.js';
-import { hostPortFree, httpGet, runToReady, starlightPull, streamFacts, waitStreamComplete, type RunningApp } from './demo/app.js';
+import { hostPortFree, httpGet, runToReady, starlightNotify, starlightPull, streamFacts, waitStreamComplete, type RunningApp } from './demo/app.js';
 import { DEMO_USAGE, parseDemoArgs, type DemoOptions } from './demo/options.js';
 import { firstRunLines, Steps, updateLines } from './demo/report.js';
 import { makeWorkDir, SNAPSHOTTER, startStack, type DemoStack } from './demo/stack.js';
@@ -74,11 +74,13 @@ async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, s
   steps.note(`Starlight demo (state in ${workDir})`);
   const s: DemoStack = { workDir, ...(await startStack(workDir, { wan: opts.wan, steps, signal }, cleanups)) };
   const cd = s.containerd;
-  const buildNote = ' (first run builds it with debootstrap: about a minute; cached in /var/cache/starlight)';
+  const buildNote = ' (first run: debootstrap, ~1 min; then cached)';
   const v1 = await steps.run(`image ${REPOSITORY}:v1${buildNote}`, () => ensureDebianImage(s.registry.host, IMAGE, { version: 'v1', repository: REPOSITORY, signal }), (i) => i.reference);
   const port = Number(labelOf(v1, PORT_LABEL));
   const netHost = await hostPortFree(port);
   if (!netHost) steps.note(`port ${port} is taken on this host: the container keeps its own network namespace`);
+
+  const indexMs = await steps.run('proxy indexes v1 (starlight notify)', () => starlightNotify(s.proxy.host, v1.reference, signal));
 
   // v1 on a fresh worker.
   const t0 = performance.now();
@@ -96,6 +98,7 @@ async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, s
       layers: v1.manifest.layers.length,
       compressedBytes: compressed(v1),
       wan: opts.wan,
+      indexMs,
       pullMs,
       readyMs: app1.container.readyAt - t0,
       runMs: app1.container.readyAt - app1.container.startedAt,
@@ -110,6 +113,7 @@ async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, s
 
   // Update v1 → v2: only content v1 lacks is sent.
   const v2 = await steps.run(`image ${REPOSITORY}:v2`, () => ensureDebianImage(s.registry.host, IMAGE, { version: 'v2', repository: REPOSITORY, signal }), (i) => i.reference);
+  const index2Ms = await steps.run('proxy indexes v2 (starlight notify)', () => starlightNotify(s.proxy.host, v2.reference, signal));
   const t1 = performance.now();
   const pull2Ms = await steps.run(`starlight pull ${v2.reference}`, () => starlightPull(s.apiSocket, cd.namespace, v2.reference, signal));
   const ready2 = labelOf(v2, READY_LABEL);
@@ -122,6 +126,7 @@ async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, s
   const newLayers = v2.manifest.layers.filter((l) => !v1Layers.has(l.digest));
   print(
     updateLines({
+      indexMs: index2Ms,
       pullMs: pull2Ms,
       readyMs: readyMs2,
       http: http2,

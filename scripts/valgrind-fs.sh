@@ -44,7 +44,7 @@ const content = {
     : Promise.resolve(files.get(d)),
 };
 const release = (d) => { missing.delete(d); for (const w of waiters.filter((w) => w.d === d)) w.res(files.get(d)); };
-const views = new FuseViewManager({ handleSignals: false });
+const views = new FuseViewManager({ handleSignals: false, probeMount: false });
 const accessed = [];
 await views.mount('$work/mnt', { tree: { diffIDs: [], entries }, content, onFirstAccess: (p) => accessed.push(p) });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -18,7 +18,7 @@ import type { ImageVersion, ModeDefinition, ModeDriver, TrialEnv } from './types
 const CHUNK_BYTES = 1 << 20;
 
 /** GETs `url` through http (no keep-alive), consuming the body; resolves with the body size. */
-function getAll(host: string, path: string, signal: AbortSignal): Promise<number> {
+export function getAll(host: string, path: string, signal: AbortSignal): Promise<number> {
   const [h, p] = [host.slice(0, host.lastIndexOf(':')), Number(host.slice(host.lastIndexOf(':') + 1))];
   return new Promise((resolve, reject) => {
     const req = request({ host: h, port: p, path, method: 'GET', signal, agent: false }, (res: IncomingMessage) => {

@@ -1,47 +1,157 @@
 /**
- * Modes "starlight" (startup traces on: the proxy orders content by learned startup order) and
- * "starlight-notrace" (no traces: TOC order). Needs the proxy (`starlight proxy`), the worker daemon
- * (`starlight snapshotter`) and `starlight pull`.
+ * Modes "starlight" (the proxy's default order: no startup traces) and "starlight+traces" (the proxy
+ * learned the image's startup order from one untimed traced run on another worker first).
  *
- * TODO(bench): the worker daemon and `starlight pull` have not landed yet (src/cli/snapshotter.ts,
- * src/cli/pull.ts); until they do, both modes report themselves unavailable and the bench skips them
- * with that reason. When they land: setup = daemon (own root, socket, proxy URL = env.link(proxy)) +
- * containerd with proxy snapshotter "starlight"; pull = `starlight pull`; run = runUntilReady with
- * snapshotter "starlight"; the traced variant first records a trace of one run and reports it.
+ * Topology per trial: worker (containerd + `starlight snapshotter`) → WAN emulator → request counter →
+ * a `starlight proxy` of this trial → registry on loopback. Only the worker's link is emulated; the
+ * proxy talks to the registry directly. Each trial starts its own proxy (own data dir) so traces
+ * learned in one trial never change the order of another; the proxy's cold indexing is not timed:
+ * setup warms it with `POST /v1/notify` and one direct (unemulated) GET of each version's delta.
+ *
+ * pull = `starlight pull` (returns once the header is in and containerd has the snapshots);
+ * run = `ctr run --snapshotter starlight` to the ready line; settle = poll the daemon's status until
+ * the image's stream is complete (bytes in total).
+ *
+ * Not here: the proxy process (proxy.ts), containerd (containerd.ts), the worker pair (worker.ts).
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError } from '../../src/errors.js';
-import type { ModeDefinition, ModeDriver } from './types.js';
+import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
+import { getAll } from './download.js';
+import type { RunOutput } from './proc.js';
+import { startBenchProxy } from './proxy.js';
+import type { BenchImage, ImageVersion, ModeDefinition, ModeDriver, SharedEnv, TrialEnv } from './types.js';
+import { SNAPSHOTTER, startWorker, type StarlightWorker } from './worker.js';
 
-/** Compiled CLI modules the modes need (relative to dist/src/cli). */
-const REQUIRED_CLI = ['snapshotter.js', 'pull.js'];
+/** Poll interval of the daemon's status while waiting for a stream to complete, ms. */
+const SETTLE_POLL_MS = 100;
+/** How long the traced training run may take per image version, ms. */
+const TRAIN_TIMEOUT_MS = 120_000;
 
-function cliDir(): string {
-  // dist/bench/drivers → dist/src/cli
-  return join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli');
+/** The image reference the worker pulls: the registry as the proxy reaches it (cloud side). */
+export function imageRef(shared: { registry: string }, img: BenchImage, version: ImageVersion): string {
+  return `${shared.registry}/${img.repository}:${img.versions[version].tag}`;
 }
 
-function notYet(name: string): ModeDriver {
-  const fail = async (): Promise<never> => {
-    throw new StarlightError('SL_ERR_BENCH_STEP', `mode ${name} is not available yet (worker daemon / starlight pull missing)`);
-  };
-  return { name, setup: fail, pull: fail, run: fail };
+/** POSTs to the proxy; resolves with the HTTP status (capability probes, notify). */
+function post(host: string, path: string, body: string, signal?: AbortSignal): Promise<number> {
+  const i = host.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const req = request({ host: host.slice(0, i), port: Number(host.slice(i + 1)), path, method: 'POST', agent: false, signal, headers: { 'content-type': 'application/json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
-function starlightMode(name: string): ModeDefinition {
-  return {
-    name,
-    unavailable: async (shared) => {
-      const missing = REQUIRED_CLI.filter((f) => !existsSync(join(cliDir(), f)));
-      if (missing.length > 0) return `not available yet: ${missing.map((f) => `src/cli/${f.replace(/\.js$/, '.ts')}`).join(', ')} not built`;
-      if (!shared.proxy) return 'the starlight proxy did not start (see the log above)';
-      return 'not available yet: the bench driver for the worker daemon is not written (bench/drivers/starlight.ts TODO)';
-    },
-    create: () => notYet(name),
-  };
+/** Indexes `version` on the proxy and fills its content cache, directly (untimed, not over the link). */
+async function warm(proxy: string, shared: { registry: string }, img: BenchImage, version: ImageVersion, signal: AbortSignal): Promise<void> {
+  const ref = imageRef(shared, img, version);
+  const st = await post(proxy, `/v1/notify?ref=${encodeURIComponent(ref)}`, '', signal);
+  if (st !== 200) throw new StarlightError('SL_ERR_BENCH_STEP', `proxy ${proxy}: notify ${ref} answered ${st}`, { details: { ref } });
+  await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: ref }).toString()}`, signal);
 }
 
-export const starlightTracedMode = starlightMode('starlight');
-export const starlightNoTraceMode = starlightMode('starlight-notrace');
+/** One traced, untimed start of each version on a separate worker, uploaded to the proxy (`starlight report`). */
+async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Promise<number> {
+  const w = await startWorker(join(env.dir, 't'), `http://${proxy}`, { autoTraces: false }, env);
+  try {
+    await w.client.trace({ on: true });
+    for (const v of versions) {
+      const name = await w.pull(imageRef(env.spec.shared, env.image, v), env);
+      const c = await runUntilReady(w.cd, { ref: name, id: `train-${v}`, snapshotter: SNAPSHOTTER }, env.image.versions[v].ready, { timeoutMs: TRAIN_TIMEOUT_MS, signal: env.signal });
+      await c.stop();
+    }
+    await w.client.trace({ on: false });
+    const r = await w.client.report();
+    if (r.uploaded === 0 || r.failures.length > 0) {
+      throw new StarlightError('SL_ERR_BENCH_STEP', `traced run of ${env.image.name}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
+    }
+    return r.uploaded;
+  } finally {
+    await w.stop();
+  }
+}
+
+class StarlightDriver implements ModeDriver {
+  private w?: StarlightWorker;
+  private names = new Map<ImageVersion, string>();
+  private seq = 0;
+  private traces = 0;
+
+  constructor(
+    readonly name: string,
+    private readonly traced: boolean,
+  ) {}
+
+  async setup(env: TrialEnv): Promise<void> {
+    const proxy = await startBenchProxy(env.spec.shared.registry, join(env.dir, 'px'));
+    env.cleanups.add('stop starlight proxy', () => proxy.stop());
+    const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
+    for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
+    if (this.traced) this.traces = await train(proxy.host, env, versions);
+    const link = await env.link(proxy.host);
+    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
+  }
+
+  async pull(version: ImageVersion, env: TrialEnv): Promise<void> {
+    this.names.set(version, await this.w!.pull(imageRef(env.spec.shared, env.image, version), env));
+  }
+
+  private nameOf(version: ImageVersion): string {
+    const n = this.names.get(version);
+    if (!n) throw new StarlightError('SL_ERR_BENCH_STEP', `image ${version} was not pulled before run`);
+    return n;
+  }
+
+  run(version: ImageVersion, env: TrialEnv): Promise<ReadyContainer> {
+    return runUntilReady(this.w!.cd, { ref: this.nameOf(version), id: `sl-${version}-${++this.seq}`, snapshotter: SNAPSHOTTER }, env.image.versions[version].ready, {
+      timeoutMs: env.spec.timeoutMs,
+      signal: env.signal,
+    });
+  }
+
+  async settle(version: ImageVersion, env: TrialEnv): Promise<void> {
+    const digest = env.image.versions[version].digest;
+    const deadline = Date.now() + env.spec.timeoutMs;
+    for (;;) {
+      const st = await this.w!.client.status();
+      const img = st.images.find((i) => i.manifestDigest === digest);
+      if (img?.complete) return;
+      if (img && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
+      if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
+      await sleep(SETTLE_POLL_MS);
+    }
+  }
+
+  exec(version: ImageVersion, command: string[], env: TrialEnv): Promise<RunOutput> {
+    return runToExit(this.w!.cd, { ref: this.nameOf(version), id: `sl-x-${++this.seq}`, snapshotter: SNAPSHOTTER, command }, { timeoutMs: env.spec.timeoutMs, signal: env.signal });
+  }
+
+  note(): string | undefined {
+    return this.traced ? `${this.traces} trace(s)` : undefined;
+  }
+}
+
+/** Undefined when the proxy accepts startup traces (POST /v1/traces answers anything but 404/405). */
+async function tracesUnavailable(shared: SharedEnv): Promise<string | undefined> {
+  if (!shared.proxy) return 'the starlight proxy did not start (see the log above)';
+  const st = await post(shared.proxy, '/v1/traces', '{}').catch(() => 0);
+  return st === 404 || st === 405 || st === 0 ? `unavailable: traces not implemented (proxy POST /v1/traces answered ${st})` : undefined;
+}
+
+export const starlightMode: ModeDefinition = {
+  name: 'starlight',
+  unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
+  create: () => new StarlightDriver('starlight', false),
+};
+
+export const starlightTracedMode: ModeDefinition = {
+  name: 'starlight+traces',
+  unavailable: tracesUnavailable,
+  create: () => new StarlightDriver('starlight+traces', true),
+};

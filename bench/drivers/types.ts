@@ -6,7 +6,7 @@
  * Lifecycle of a trial (trials.ts): env is built (WAN links, request counters) → driver.setup(env)
  * (containerd, snapshotter daemons) → [update: pull v1 + run v1 to ready + stop, counters reset] →
  * t0 → driver.pull(target) → t1 → driver.run(target) resolves at the ready line → counters read →
- * container stopped → env.cleanups run (always, also on error/SIGINT).
+ * [driver.settle(target) → total counters read] → container stopped → env.cleanups run (always, also on error/SIGINT).
  *
  * Not here: timing and result records (trials.ts, report/types.ts).
  */
@@ -99,6 +99,12 @@ export interface ModeDriver {
    * (lazy modes fetch the rest first). Absent = the mode has no runtime (download-only).
    */
   exec?(version: ImageVersion, command: string[], env: TrialEnv): Promise<RunOutput>;
+  /**
+   * Lazy modes: resolves once the background transfer of `version` has completed (Starlight: its
+   * stream is complete). trials.ts calls it after the update warm-up (so v2's `have` includes all of
+   * v1) and after the ready line (bytes in total). Absent = nothing transfers after ready (or no signal).
+   */
+  settle?(version: ImageVersion, env: TrialEnv): Promise<void>;
   /** Optional driver-specific note for the result (e.g. "delta" vs "layers" bytes source). */
   note?(): string | undefined;
 }

@@ -31,6 +31,10 @@ export interface TrialMetrics {
   totalMs?: number;
   /** Bytes through the emulated link(s) (both directions) from the start of pull to ready. */
   bytes?: number;
+  /** Lazy modes with a completion signal: bytes through the link(s) until the background transfer completed. */
+  bytesTotal?: number;
+  /** Lazy modes with a completion signal: from the start of pull to the transfer's completion, ms. */
+  completeMs?: number;
   /** HTTP requests that crossed the emulated link(s) until ready. */
   requests?: number;
   /** TCP connections opened over the emulated link(s) until ready. */
@@ -41,7 +45,7 @@ export interface TrialMetrics {
   pythonImportMs?: number;
 }
 
-export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'requests', 'connections', 'readAllMs', 'pythonImportMs'] as const;
+export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs'] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
 
 /** The one JSON line a trial process prints on stdout. */

@@ -23,7 +23,7 @@ import { DaemonClient } from '../../src/worker/api/client.js';
 import type { HttpFacts, StreamFacts } from './report.js';
 import { SNAPSHOTTER } from './stack.js';
 
-/** Longest `starlight pull` may take (header in, containerd records written), ms. */
+/** Longest `starlight pull` (header in, containerd records written) or `starlight notify` (indexing) may take, ms. */
 const PULL_TIMEOUT_MS = 120_000;
 /** Longest the container may take from `ctr run` to its ready line, ms. */
 const READY_TIMEOUT_MS = 120_000;
@@ -36,6 +36,16 @@ const STATUS_POLL_MS = 200;
 export async function starlightPull(apiSocket: string, namespace: string, ref: string, signal: AbortSignal): Promise<number> {
   const t0 = performance.now();
   await runCommand(process.execPath, [starlightBin(), 'pull', '--daemon', apiSocket, '-n', namespace, ref], { timeoutMs: PULL_TIMEOUT_MS, signal });
+  return performance.now() - t0;
+}
+
+/**
+ * `starlight notify REF --proxy URL`: the proxy indexes the image now (what a registry webhook
+ * would trigger on push), so the pull that follows measures the worker's side only. Returns ms.
+ */
+export async function starlightNotify(proxyHost: string, ref: string, signal: AbortSignal): Promise<number> {
+  const t0 = performance.now();
+  await runCommand(process.execPath, [starlightBin(), 'notify', ref, '--proxy', `http://${proxyHost}`], { timeoutMs: PULL_TIMEOUT_MS, signal });
   return performance.now() - t0;
 }
 

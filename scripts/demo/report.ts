@@ -35,6 +35,8 @@ export interface FirstRunFacts {
   /** Sum of the manifest's layer sizes: what a plain `ctr pull` would download. */
   compressedBytes: number;
   wan?: { rttMs: number; bandwidthBps: number };
+  /** `starlight notify` duration (the proxy indexing the image once, before any pull), ms. */
+  indexMs: number;
   /** `starlight pull` duration, ms (header in, image recorded in containerd). */
   pullMs: number;
   /** From the start of the pull to the container's ready line, ms. */
@@ -50,6 +52,7 @@ export interface FirstRunFacts {
 }
 
 export interface UpdateFacts {
+  indexMs: number;
   pullMs: number;
   readyMs: number;
   http: HttpFacts;
@@ -78,6 +81,7 @@ export function firstRunLines(f: FirstRunFacts): string[] {
   const c = f.complete;
   return [
     `Starlight demo: ${f.ref} (${f.layers} layers, ${formatBytes(f.compressedBytes)} compressed${wan})`,
+    `index:       ${secs(f.indexMs)}  (proxy side, once per image, before any pull: starlight notify, as a registry webhook would)`,
     `pull:        ${secs(f.pullMs)}  (starlight pull returned: header in, image recorded in containerd)`,
     `ready:       ${secs(f.readyMs)}  (${JSON.stringify(f.readyLine)}; ctr run took ${secs(f.runMs)} of it)`,
     `http:        ${httpLine(f.http)}`,
@@ -90,7 +94,7 @@ export function firstRunLines(f: FirstRunFacts): string[] {
 /** The summary of the v1 → v2 update. */
 export function updateLines(u: UpdateFacts): string[] {
   return [
-    `update v2:   pull ${secs(u.pullMs)}, ready ${secs(u.readyMs)}; ${formatBytes(u.sent.wireBytes)} streamed (${u.sent.files} new files, ${formatBytes(u.sent.bytes)}) ` +
+    `update v2:   index ${secs(u.indexMs)}, pull ${secs(u.pullMs)}, ready ${secs(u.readyMs)}; ${formatBytes(u.sent.wireBytes)} streamed (${u.sent.files} new files, ${formatBytes(u.sent.bytes)}) ` +
       `vs ${formatBytes(u.compressedBytes)} for all of v2, ${formatBytes(u.newLayersBytes)} for its ${u.newLayers} new layers`,
     `http v2:     ${httpLine(u.http)}`,
   ];

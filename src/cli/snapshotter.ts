@@ -14,6 +14,7 @@ import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.j
 
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
+                             [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
@@ -21,7 +22,12 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
   --containerd-address SOCK  containerd's socket, used by \`starlight pull\` (default ${DEFAULT_CONTAINERD_ADDRESS})
   --api-socket PATH          the daemon's own API socket (default <root>/${API_SOCKET_NAME})
   --read-deadline SECONDS    a read of a lazy view waits at most this long for content (default 60)
-  --log-level L              default: $STARLIGHT_LOG or warn`;
+  --log-level L              default: $STARLIGHT_LOG or warn
+  --trace-window SECONDS     auto tracing: record the files every container reads in its first SECONDS
+                             (default 30; 0 = only \`starlight trace on\`)
+  --trace-upload MODE        auto: upload traces to the proxy when recorded (default); manual: \`starlight report\`
+  --trace-group NAME         group label of auto-mode traces (default none)
+  --worker-id ID             opaque id sent with traces (default: none sent)`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -38,6 +44,10 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'api-socket': { type: 'string' },
         'read-deadline': { type: 'string' },
         'log-level': { type: 'string' },
+        'trace-window': { type: 'string' },
+        'trace-upload': { type: 'string' },
+        'trace-group': { type: 'string' },
+        'worker-id': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -54,6 +64,10 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   const log = createLogger(level ? { level: level as Level } : {}).child({ component: 'worker' });
   const deadline = values['read-deadline'];
   if (deadline !== undefined && !(Number(deadline) > 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--read-deadline must be a positive number of seconds, got ${deadline}`);
+  const window = values['trace-window'];
+  if (window !== undefined && !(Number(window) >= 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--trace-window must be a number of seconds ≥ 0, got ${window}`);
+  const upload = values['trace-upload'];
+  if (upload !== undefined && upload !== 'auto' && upload !== 'manual') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--trace-upload must be auto or manual, got ${upload}`);
   const daemon = await WorkerDaemon.start({
     socket: values.socket,
     root: values.root,
@@ -61,6 +75,10 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     containerdAddress: values['containerd-address'],
     apiSocket: values['api-socket'],
     readDeadlineMs: deadline === undefined ? undefined : Number(deadline) * 1000,
+    traceWindowMs: window === undefined ? undefined : Number(window) * 1000,
+    traceUpload: upload,
+    traceGroup: values['trace-group'],
+    workerId: values['worker-id'],
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

@@ -173,11 +173,15 @@ export class DeltaDecoder {
     return { type: 'chunk', index, offset: have, data, last };
   }
 
+  /** The first `n` queued bytes without consuming them (merges only the leading buffers needed). */
   private peek(n: number): Buffer {
     if (this.queue[0]!.length >= n) return this.queue[0]!.subarray(0, n);
-    const b = Buffer.concat(this.queue, Math.min(this.queued, Math.max(n, 0)));
-    this.queue = [b];
-    return b.subarray(0, n);
+    let k = 0;
+    let len = 0;
+    while (len < n) len += this.queue[k++]!.length;
+    const merged = Buffer.concat(this.queue.slice(0, k), len);
+    this.queue.splice(0, k, merged);
+    return merged.subarray(0, n);
   }
 
   private take(n: number): Buffer {

@@ -13,7 +13,6 @@ import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { type Reference, isDigest, parseReference } from '../oci/reference.js';
 import { DELTA_MEDIA_TYPE, DeltaEncoder, type ContentItem } from '../protocol/index.js';
-import { decodeToc } from '../image/toc-codec.js';
 import type { ContentCache } from './content-cache.js';
 import type { IndexerService } from './indexer-service.js';
 import type { ProxyMetrics } from './metrics.js';
@@ -182,16 +181,16 @@ function resolveHave(ctx: HandlerContext, have: string[]): { haveDiffIDs: Set<st
   const haveLayers: LayerToc[] = [];
   const haveTrees: MergedTree[] = [];
   for (const d of have) {
-    const l = ctx.store.layer(d);
+    const l = ctx.indexer.toc(d);
     if (l !== undefined) {
       haveDiffIDs.add(d);
-      haveLayers.push(decodeToc(l.toc));
+      haveLayers.push(l);
       continue;
     }
     const m = ctx.store.manifest(d);
     if (m !== undefined && m.diffIDs.every((id) => ctx.store.hasLayer(id))) {
       m.diffIDs.forEach((id) => haveDiffIDs.add(id));
-      haveTrees.push(mergeLayers(m.diffIDs.map((id) => decodeToc(ctx.store.layer(id)!.toc))));
+      haveTrees.push(mergeLayers(m.diffIDs.map((id) => ctx.indexer.toc(id)!)));
     }
   }
   return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees) };

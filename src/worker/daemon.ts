@@ -5,14 +5,15 @@
  * It runs the snapshotter (metadata + directories + gRPC socket) and the daemon's own API socket.
  * With `proxy` it also builds the lazy path, as `starlight mount` does (src/cli/mount.ts): CAS,
  * layer store, proxy client, content tracker, puller, FUSE views, and the image service that pulls
- * into containerd and resolves remote layers (images/service.ts).
+ * into containerd and resolves remote layers (images/service.ts), and the startup-trace recorder,
+ * spool and reporter (trace/): auto mode traces the first `traceWindowMs` of every container start.
  *
  * Not here: argument parsing and signals (src/cli/snapshotter.ts), snapshot logic (snapshotter/).
  */
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
-import { serveApi, type ApiServer, type DaemonStatus } from './api/server.js';
+import { serveApi, type ApiServer, type DaemonStatus, type TraceRequest, type TraceStatus } from './api/server.js';
 import { LocalContentStore } from './cas/store.js';
 import type { ViewManager } from './fs/view.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
@@ -26,6 +27,10 @@ import { mountsUnder } from './snapshotter/mountinfo.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
 import { StarlightSnapshotter } from './snapshotter/snapshotter.js';
+import { DEFAULT_TRACE_WINDOW_MS, TraceRecorder } from './trace/recorder.js';
+import { TraceReporter } from './trace/reporter.js';
+import { TraceSpool, type ReportResult } from './trace/spool.js';
+import { TRACES_PATH } from './trace/types.js';
 
 /** Default socket; containerd's config points `[proxy_plugins.starlight] address` here. */
 export const DEFAULT_SOCKET = '/run/starlight/starlight-snapshotter.sock';
@@ -35,6 +40,8 @@ export const DEFAULT_ROOT = '/var/lib/starlight';
 export const API_SOCKET_NAME = 'daemon.sock';
 /** Default read deadline of a lazy view, ms: a read waiting longer for content fails with EIO. */
 const DEFAULT_READ_DEADLINE_MS = 60_000;
+/** Directory of recorded startup traces under the root (kept until uploaded). */
+const TRACES_DIR = 'traces';
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -53,6 +60,14 @@ export interface WorkerDaemonOptions {
   snapshotterName?: string;
   /** Read deadline of lazy views, ms. Default 60 000. */
   readDeadlineMs?: number;
+  /** Auto trace mode: record the first this-many ms of every container start; 0 = off. Default 30 000. */
+  traceWindowMs?: number;
+  /** 'auto': upload finished traces to the proxy (with retries); 'manual': only `starlight report`. Default 'auto'. */
+  traceUpload?: 'auto' | 'manual';
+  /** Group label of auto-mode traces. Default none. */
+  traceGroup?: string;
+  /** Opaque worker id sent with traces. Default none. */
+  workerId?: string;
   /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
@@ -69,6 +84,10 @@ export interface ResolvedDaemonOptions {
   apiSocket: string;
   snapshotterName: string;
   readDeadlineMs: number;
+  traceWindowMs: number;
+  traceUpload: 'auto' | 'manual';
+  traceGroup: string | undefined;
+  workerId: string | undefined;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   log: Logger;
@@ -95,6 +114,10 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
   if (Buffer.byteLength(apiSocket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--api-socket path is longer than 107 bytes: ${apiSocket}`, { details: { apiSocket } });
   const readDeadlineMs = o.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
   if (!(readDeadlineMs > 0)) throw new StarlightError('SL_ERR_CONFIG', `read deadline must be positive, got ${readDeadlineMs} ms`);
+  const traceWindowMs = o.traceWindowMs ?? DEFAULT_TRACE_WINDOW_MS;
+  if (!(traceWindowMs >= 0)) throw new StarlightError('SL_ERR_CONFIG', `trace window must be ≥ 0 ms (0 = auto tracing off), got ${traceWindowMs}`);
+  const traceUpload = o.traceUpload ?? 'auto';
+  if (traceUpload !== 'auto' && traceUpload !== 'manual') throw new StarlightError('SL_ERR_CONFIG', `trace upload must be 'auto' or 'manual', got ${JSON.stringify(traceUpload)}`);
   return {
     socket,
     root,
@@ -105,6 +128,10 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     apiSocket,
     snapshotterName: o.snapshotterName ?? 'starlight',
     readDeadlineMs,
+    traceWindowMs,
+    traceUpload,
+    traceGroup: o.traceGroup || undefined,
+    workerId: o.workerId || undefined,
     resolver: o.resolver,
     views: o.views,
     log: o.log ?? nullLogger,
@@ -128,6 +155,7 @@ export class WorkerDaemon {
   private client: ProxyClient | undefined;
   private views: ViewManager | undefined;
   private resolver: RemoteLayerResolver | undefined;
+  private traces: { recorder: TraceRecorder; reporter: TraceReporter; spool: TraceSpool } | undefined;
 
   private constructor(readonly opts: ResolvedDaemonOptions) {}
 
@@ -153,10 +181,26 @@ export class WorkerDaemon {
           }
           const puller = new Puller({ client, tracker, layers, log });
           const records = await new ImageRecords(join(o.root, 'images'), layers).open();
-          this.images = await new ImageService({ puller, tracker, layers, records, containerdAddress: o.containerdAddress, snapshotterName: o.snapshotterName, log }).open();
+          const tlog = o.log.child({ component: 'trace' });
+          const spool = await new TraceSpool(join(o.root, TRACES_DIR)).open();
+          const reporter = new TraceReporter({ spool, post: (body) => client.postJson(TRACES_PATH, body), log: tlog });
+          const recorder = new TraceRecorder({
+            spool,
+            autoWindowMs: o.traceWindowMs,
+            autoGroup: o.traceGroup,
+            worker: o.workerId,
+            onSaved: o.traceUpload === 'auto' ? () => reporter.schedule() : undefined,
+            log: tlog,
+          });
+          this.traces = { recorder, reporter, spool };
+          this.images = await new ImageService({ puller, tracker, layers, records, containerdAddress: o.containerdAddress, snapshotterName: o.snapshotterName, observer: recorder, log }).open();
           this.resolver ??= this.images;
+          // Traces left by an earlier run (upload failed or daemon stopped first).
+          if (o.traceUpload === 'auto' && (await spool.pending()).traces.length > 0) reporter.schedule();
         },
         stop: async () => {
+          await this.traces?.recorder.close();
+          await this.traces?.reporter.close();
           this.images?.close();
           this.tracker?.close();
           this.client?.close();
@@ -184,7 +228,11 @@ export class WorkerDaemon {
       {
         name: 'api',
         start: async () => {
-          this.api = await serveApi({ pull: (r) => this.pull(r), status: () => this.status() }, o.apiSocket, o.log.child({ component: 'api' }));
+          this.api = await serveApi(
+            { pull: (r) => this.pull(r), status: () => this.status(), trace: (r) => this.trace(r), report: () => this.report() },
+            o.apiSocket,
+            o.log.child({ component: 'api' }),
+          );
         },
         stop: async () => this.api?.close(),
       },
@@ -202,6 +250,27 @@ export class WorkerDaemon {
       throw new StarlightError('SL_ERR_CONFIG', `the daemon at ${this.opts.socket} runs without --proxy, so it cannot pull lazily; restart it with --proxy URL`);
     }
     return this.images.pull(req);
+  }
+
+  private needTraces(): NonNullable<WorkerDaemon['traces']> {
+    if (!this.traces) {
+      throw new StarlightError('SL_ERR_CONFIG', `the daemon at ${this.opts.socket} runs without --proxy, so it has no lazy views to trace; restart it with --proxy URL`);
+    }
+    return this.traces;
+  }
+
+  /** `starlight trace on|off|status`. */
+  async trace(req: TraceRequest | undefined): Promise<TraceStatus> {
+    const t = this.needTraces();
+    const state = req === undefined ? t.recorder.state() : await t.recorder.setManual(req.on, req.group);
+    return { ...state, upload: this.opts.traceUpload, pending: (await t.spool.pending()).traces.length };
+  }
+
+  /** `starlight report`: one upload round of every recorded trace. */
+  async report(): Promise<ReportResult> {
+    const t = this.needTraces();
+    await t.recorder.flush();
+    return t.reporter.report();
   }
 
   async status(): Promise<DaemonStatus> {

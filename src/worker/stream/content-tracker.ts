@@ -5,9 +5,15 @@
  * or fetched out of order (GET /v1/content) when a read waits for an item no stream is writing now.
  * One ingest per digest at a time (single-flight): a second source for the same digest is told to
  * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
- * are served from the ingest file — or when the content is committed; a digest mismatch fails every
- * waiter of that digest (EIO for that file only); a waiter not served within the deadline fails with
- * SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ * are served from the ingest file — or when the content is committed; a digest mismatch (or an item
+ * that does not decode) fails every waiter of that digest (EIO for that file only); a waiter not
+ * served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ *
+ * Unverified bytes: only ranges that end before the content's last byte are served from an ingest;
+ * a read reaching the last byte waits for the verified commit. So a small file (one read) is never
+ * served before its digest is checked, and a whole-file read of a corrupt item ends in EIO (the
+ * protocol has per-file digests only; a corrupt item was seen served whole before this rule:
+ * test/e2e/mount-faults.test.ts "corrupted item").
  *
  * Path validity: an ingest path is only handed out while the ingest is writing; commit (rename) starts
  * only after finish(), when no more ingest paths are handed out. The FUSE addon opens the path
@@ -49,7 +55,14 @@ export class Ingest {
     readonly digest: string,
     readonly source: 'stream' | 'fetch',
     readonly writer: ContentWriter,
+    /** Decoded size the source announced; ranges up to (not including) the last byte may be served unverified. */
+    readonly expectedSize: number,
   ) {}
+
+  /** Whether a waiter for bytes [.., end) may be answered from the ingest file now. */
+  serves(end: number): boolean {
+    return !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
+  }
 
   get writtenBytes(): number {
     return this.writer.writtenBytes;
@@ -70,6 +83,14 @@ export class Ingest {
       throw err;
     }
     this.tracker.ended(this, undefined);
+  }
+
+  /** Drops an ingest whose bytes are bad (do not decode): fails its waiters like a digest mismatch. */
+  async fail(err: unknown): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.writer.abort();
+    this.tracker.ended(this, err);
   }
 
   /** Drops a partial ingest (connection lost); waiters keep waiting for another source. */
@@ -112,8 +133,11 @@ export class ContentTracker implements ContentProvider {
     return this.ingests.has(digest);
   }
 
-  /** Starts an ingest, or returns null when the digest is present or already being written. */
-  async begin(digest: string, source: 'stream' | 'fetch'): Promise<Ingest | null> {
+  /**
+   * Starts an ingest of `size` decoded bytes (as the source announced it), or returns null when the
+   * digest is present or already being written.
+   */
+  async begin(digest: string, source: 'stream' | 'fetch', size: number): Promise<Ingest | null> {
     if (this.store.has(digest) || this.ingests.has(digest)) return null;
     const writer = await this.store.writer(digest).catch((err: unknown) => {
       if (hasCode(err, 'SL_ERR_CAS_WRITER_BUSY')) return null;
@@ -124,7 +148,7 @@ export class ContentTracker implements ContentProvider {
       await writer.abort();
       return null;
     }
-    const ing = new Ingest(this, digest, source, writer);
+    const ing = new Ingest(this, digest, source, writer, size);
     this.ingests.set(digest, ing);
     return ing;
   }
@@ -134,7 +158,7 @@ export class ContentTracker implements ContentProvider {
     if (done !== null) return Promise.resolve(done);
     const end = offset + Math.max(0, length);
     const ing = this.ingests.get(digest);
-    if (ing !== undefined && !ing.finished && ing.writtenBytes >= end) return Promise.resolve(ing.writer.ingestPath);
+    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.writer.ingestPath);
     return new Promise<string>((resolve, reject) => {
       let set = this.waiters.get(digest);
       if (set === undefined) this.waiters.set(digest, (set = new Set()));
@@ -192,7 +216,7 @@ export class ContentTracker implements ContentProvider {
   progressed(ing: Ingest): void {
     const set = this.waiters.get(ing.digest);
     if (set === undefined) return;
-    for (const w of [...set]) if (w.end <= ing.writtenBytes) w.resolve(ing.writer.ingestPath);
+    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.writer.ingestPath);
   }
 
   /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */
@@ -241,19 +265,28 @@ export class ContentTracker implements ContentProvider {
 
   private async fetchOnce(digest: string, fetchItem: NonNullable<ContentTrackerOptions['fetchItem']>): Promise<void> {
     const res = await fetchItem(digest, this.closed.signal);
-    const ing = await this.begin(digest, 'fetch');
+    const ing = await this.begin(digest, 'fetch', res.size);
     if (ing === null) {
       res.body.destroy();
       return;
     }
     if (this.log.enabled('debug')) this.log.debug('content-fetch', { digest, size: res.size });
     const dec = new ItemDecoder(res.encoding, ing, digest);
+    let badBytes = false;
     try {
-      for await (const chunk of res.body) await dec.push(chunk as Buffer);
+      for await (const chunk of res.body) {
+        badBytes = true;
+        await dec.push(chunk as Buffer);
+        badBytes = false;
+      }
+      badBytes = true;
       await dec.end();
     } catch (err) {
       dec.destroy();
-      await ing.abort();
+      res.body.destroy();
+      // Bytes that do not decode are bad content (fail the readers); a broken connection is retried.
+      if (badBytes) await ing.fail(err);
+      else await ing.abort();
       throw err;
     }
     await ing.finish(res.size);

@@ -2,12 +2,14 @@
  * Consumes one delta stream into the content tracker: header first (resolved by `header`), then every
  * item in the proxy's order. A dropped or failed connection resumes from the first item not yet
  * complete (`from=`), with backoff, until every item is present or the receiver is closed; items some
- * other source already wrote are skipped.
+ * other source already wrote are skipped. An item that arrives but is bad (does not decode, or fails
+ * its digest) fails its readers and is not asked for again; the connection goes on with the next
+ * item, and `done` rejects once every other item is present (a later read fetches it out of order).
  *
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
  * (content-tracker.ts), what the header means for images and views (the puller).
  */
-import { StarlightError, kindOf } from '../../errors.js';
+import { StarlightError, kindOf, withContext } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { decodeDelta } from '../../protocol/decoder.js';
 import type { DeltaHeader } from '../../protocol/types.js';
@@ -52,7 +54,10 @@ function permanent(err: unknown): boolean {
 export class DeltaReceiver {
   /** Resolves with the header of the first connection; rejects if no header could be had. */
   readonly header: Promise<DeltaHeader>;
-  /** Resolves when every item is present; rejects on a permanent error or close(). */
+  /**
+   * Resolves when every item is present; rejects on a permanent error, close(), or (once all other
+   * items are present) when some item arrived bad (the first such error, kind data-loss).
+   */
   readonly done: Promise<void>;
 
   private hdr: DeltaHeader | undefined;
@@ -63,6 +68,8 @@ export class DeltaReceiver {
   private wireBytes = 0;
   private connections = 0;
   private finished = false;
+  /** The first bad item's error (done rejects with it once the rest is in). */
+  private firstFailure: unknown;
   private readonly ac = new AbortController();
   private readonly log: Logger;
   private resolveHeader!: (h: DeltaHeader) => void;
@@ -121,6 +128,10 @@ export class DeltaReceiver {
         delay = Math.min(max, delay * 2);
       }
     }
+    if (this.itemsFailed > 0) {
+      this.log.error('delta-incomplete', { ref: this.opts.request.ref, ...this.progress() });
+      throw withContext(this.firstFailure, `delta of ${this.opts.request.ref}: ${this.itemsFailed} item(s) arrived bad`, { ref: this.opts.request.ref });
+    }
     this.finished = true;
     this.log.info('delta-complete', { ref: this.opts.request.ref, ...this.progress() });
   }
@@ -162,26 +173,40 @@ export class DeltaReceiver {
         const item = this.hdr!.items[ev.index]!;
         if (current === undefined || current.index !== ev.index) {
           if (current?.ing) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `item ${current.index} ended without its last chunk`);
-          const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream');
+          const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream', item.size);
           current = { index: ev.index, ing, dec: ing ? new ItemDecoder(item.encoding, ing, item.digest) : null };
         }
-        if (current.dec) await current.dec.push(ev.data);
+        if (current.dec) {
+          try {
+            await current.dec.push(ev.data);
+          } catch (err) {
+            // Bytes that do not decode: a bad item, not a bad connection (reconnecting would
+            // resend the same bytes forever). The rest of its chunks are skipped.
+            await this.itemFailed(current, err);
+            current.ing = null;
+            current.dec = null;
+          }
+        }
         if (ev.last) {
           const c = current;
           current = undefined;
           if (c.ing && c.dec) {
-            await c.dec.end();
+            try {
+              await c.dec.end();
+            } catch (err) {
+              await this.itemFailed(c, err);
+              continue;
+            }
             try {
               await c.ing.finish(item.size);
             } catch (err) {
               // A bad item fails its readers (EIO for that file only) and is not asked for again by
               // this stream; a later read fetches it out of order.
-              this.log.error('delta-item-failed', { ref: request.ref, digest: item.digest, err });
-              this.complete[ev.index] = FAILED;
-              this.itemsFailed++;
+              this.noteFailure(c.index, err);
               continue;
             }
           }
+          if (this.complete[ev.index] === FAILED) continue;
           this.markComplete(ev.index);
           progressed = true;
         }
@@ -194,6 +219,21 @@ export class DeltaReceiver {
       body.destroy();
     }
     return progressed;
+  }
+
+  /** An item whose bytes do not decode: its ingest fails (readers get EIO), the stream goes on. */
+  private async itemFailed(c: { index: number; ing: Ingest | null; dec: ItemDecoder | null }, err: unknown): Promise<void> {
+    c.dec?.destroy();
+    await c.ing?.fail(err);
+    this.noteFailure(c.index, err);
+  }
+
+  private noteFailure(index: number, err: unknown): void {
+    if (this.complete[index]) return;
+    this.log.error('delta-item-failed', { ref: this.opts.request.ref, digest: this.hdr!.items[index]!.digest, err });
+    this.complete[index] = FAILED;
+    this.itemsFailed++;
+    this.firstFailure ??= err;
   }
 
   private acceptHeader(h: DeltaHeader): void {

@@ -174,3 +174,17 @@ test('encoder waits for drain (bounded buffering)', async (t) => {
   t.is(got, big.length);
   t.true(maxBuffered < 2 * 1024 * 1024, `writable buffered ${maxBuffered}`);
 });
+
+test('decoding is independent of how the input is split (1-byte and every 2-way split)', async (t) => {
+  const small = [Buffer.from('abc'), Buffer.alloc(40, 9)];
+  const wire = await encodeAll(makeHeader(small), small, 16);
+  const whole = await decodeAll(wire, wire.length);
+  const bytewise = await decodeAll(wire, 1);
+  t.deepEqual(bytewise.items, whole.items);
+  for (let cut = 1; cut < wire.length; cut++) {
+    const dec = new DeltaDecoder();
+    const evs = [...dec.push(wire.subarray(0, cut)), ...dec.push(wire.subarray(cut))];
+    dec.finish();
+    t.is(evs.filter((e) => e.type === 'chunk').reduce((s, e) => s + (e.type === 'chunk' ? e.data.length : 0), 0), 43, `cut ${cut}`);
+  }
+});

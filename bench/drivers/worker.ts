@@ -1,0 +1,80 @@
+/**
+ * A Starlight worker for one bench trial: `starlight snapshotter` (the worker daemon, own root,
+ * sockets, proxy URL) plus a private containerd with it as proxy snapshotter "starlight"; `pull`
+ * runs `starlight pull` against the daemon's API socket.
+ *
+ * Not here: the modes (starlight.ts), containerd itself (containerd.ts).
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DaemonClient } from '../../src/worker/api/client.js';
+import { BENCH_NAMESPACE, startContainerd, type BenchContainerd } from './containerd.js';
+import { runCommand, startDaemon } from './proc.js';
+import { starlightBin } from './proxy.js';
+import type { TrialEnv } from './types.js';
+
+/** Snapshotter name of the worker daemon in the trial's containerd config. */
+export const SNAPSHOTTER = 'starlight';
+/** How long the daemon may take to create its sockets, ms. */
+const START_TIMEOUT_MS = 30_000;
+/** Debug aid: when set, each daemon logs at this level to <dir>/daemon.log (kept if the trial dir is; see bench/README.md). */
+const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
+/** The daemon flag that sets the auto-trace window (0 = off), when the CLI has it. */
+const TRACE_WINDOW_FLAG = '--trace-window';
+
+export interface StarlightWorker {
+  cd: BenchContainerd;
+  client: DaemonClient;
+  apiSocket: string;
+  /** `starlight pull` of `ref` into the bench namespace; resolves with the image name containerd knows. */
+  pull(ref: string, env: TrialEnv): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts daemon + containerd under `dir` (short path: unix sockets). `autoTraces: false` turns the
+ * daemon's auto tracing off when its CLI offers a flag for it (so an untraced mode uploads nothing).
+ */
+export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean }, env: TrialEnv): Promise<StarlightWorker> {
+  mkdirSync(dir, { recursive: true });
+  const root = join(dir, 'r');
+  const socket = join(dir, 's.sock');
+  const apiSocket = join(dir, 'api.sock');
+  const cdDir = join(dir, 'cd');
+  const bin = starlightBin();
+  const extra: string[] = [];
+  if (!opts.autoTraces) {
+    const help = await runCommand(process.execPath, [bin, 'snapshotter', '--help'], { timeoutMs: 10_000 }).catch(() => undefined);
+    if (help?.stdout.includes(TRACE_WINDOW_FLAG)) extra.push(TRACE_WINDOW_FLAG, '0');
+  }
+  const level = process.env[LOG_ENV];
+  const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', join(cdDir, 'c.sock'), '--log-level', level || 'warn', ...extra];
+  // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
+  const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(join(dir, 'daemon.log'))}`, process.execPath, ...args]] : [process.execPath, args];
+  const daemon = await startDaemon('starlight snapshotter', cmd, argv, async () => existsSync(socket) && existsSync(apiSocket), { timeoutMs: START_TIMEOUT_MS });
+  let cd: BenchContainerd;
+  try {
+    cd = await startContainerd({ dir: cdDir, proxySnapshotters: { [SNAPSHOTTER]: socket } });
+  } catch (err) {
+    await daemon.stop();
+    throw err;
+  }
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      await cd.stop();
+      await daemon.stop();
+    })());
+  env.cleanups.add(`stop starlight worker ${dir}`, stop);
+  return {
+    cd,
+    client: new DaemonClient(apiSocket),
+    apiSocket,
+    async pull(ref, e) {
+      const r = await runCommand(process.execPath, [bin, 'pull', '--daemon', apiSocket, '-n', BENCH_NAMESPACE, ref], { timeoutMs: e.spec.timeoutMs, signal: e.signal });
+      // "<name> <digest>: ready in N ms (…)"
+      return r.stdout.trim().split(/\s+/)[0] ?? ref;
+    },
+    stop,
+  };
+}
