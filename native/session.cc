@@ -76,6 +76,7 @@ bool Session::Start(const std::string& mountpoint, EventFn events, std::string* 
   const char* argv[] = {"starlight", "-o", o.c_str()};
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
   se_ = fuse_session_new(&args, &LowLevelOps(), sizeof(fuse_lowlevel_ops), this);
+  fuse_opt_free_args(&args);  // option parsing may have copied argv onto the heap
   if (se_ == nullptr) {
     *error = "fuse_session_new failed (bad mount options?)";
     return false;

@@ -17,7 +17,7 @@ import type { TrialEnv } from './types.js';
 export const SNAPSHOTTER = 'starlight';
 /** How long the daemon may take to create its sockets, ms. */
 const START_TIMEOUT_MS = 30_000;
-/** Debug aid: when set, each daemon logs at this level to <dir>/daemon.log (kept if the trial dir is; see bench/README.md). */
+/** Debug aid: when set, each daemon logs at this level to /tmp/slb-daemon-<trial>-<worker>.log (outlives the trial dir). */
 const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
 /** The daemon flag that sets the auto-trace window (0 = off), when the CLI has it. */
 const TRACE_WINDOW_FLAG = '--trace-window';
@@ -50,7 +50,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   const level = process.env[LOG_ENV];
   const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', join(cdDir, 'c.sock'), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
-  const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(join(dir, 'daemon.log'))}`, process.execPath, ...args]] : [process.execPath, args];
+  const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(`/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`)}`, process.execPath, ...args]] : [process.execPath, args];
   const daemon = await startDaemon('starlight snapshotter', cmd, argv, async () => existsSync(socket) && existsSync(apiSocket), { timeoutMs: START_TIMEOUT_MS });
   let cd: BenchContainerd;
   try {

@@ -24,6 +24,11 @@ export interface ReceiverOptions {
   log?: Logger;
   /** First and largest delay between reconnects, in ms; defaults 200 and 5 000. */
   retryMinMs?: number;
+  /**
+   * Keep reconnecting also before the first header arrived (a resume after a daemon restart, when
+   * views already exist). Default false: a fresh pull fails at once if the proxy cannot be reached.
+   */
+  retryBeforeHeader?: boolean;
   retryMaxMs?: number;
 }
 
@@ -119,7 +124,10 @@ export class DeltaReceiver {
         if (this.hdr && this.firstIncomplete() >= this.hdr.items.length) break;
       } catch (err) {
         if (this.ac.signal.aborted) throw this.canceled();
-        if (permanent(err)) {
+        // Before the first header nothing is mounted yet: the caller gets the error at once (proxy
+        // down, unknown image) instead of a pull that silently retries. After it, a mounted view
+        // depends on the stream, so it resumes for as long as the receiver lives.
+        if (permanent(err) || (this.hdr === undefined && !this.opts.retryBeforeHeader)) {
           this.rejectHeader(err);
           throw err;
         }
