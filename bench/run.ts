@@ -322,7 +322,7 @@ async function main(argv: string[]): Promise<number> {
   writeFileSync(join(o.outDir, 'results.csv'), resultsCsv(results));
   writeFileSync(join(o.outDir, 'aggregates.csv'), aggregatesCsv(aggs));
   writeFileSync(join(o.outDir, 'results.md'), table + (over ? '\n' + over : ''));
-  writeFileSync(join(o.outDir, 'startup.svg'), startupSvg(aggs, { title: 'Time to ready per image and mode', modes: o.modes.map((m) => m.name) }));
+  writeFileSync(join(o.outDir, 'startup.svg'), startupSvg(aggs, { title: 'Time to ready per image and mode', modes: o.modes.map((m) => m.name).filter((m) => !skipped.some((s) => s.startsWith(`${m}: `))) }));
   process.stdout.write(table + (over ? '\n' + over : ''));
   if (o.writeResults && !interrupted) {
     const doc = resultsMarkdown({

@@ -35,13 +35,14 @@ export function imageRef(shared: { registry: string }, img: BenchImage, version:
   return `${shared.registry}/${img.repository}:${img.versions[version].tag}`;
 }
 
-/** POSTs to the proxy; resolves with the HTTP status (capability probes, notify). */
-function post(host: string, path: string, body: string, signal?: AbortSignal): Promise<number> {
+/** POSTs to the proxy; resolves with the HTTP status and body (capability probes, notify). */
+function post(host: string, path: string, body: string, signal?: AbortSignal): Promise<{ status: number; body: string }> {
   const i = host.lastIndexOf(':');
   return new Promise((resolve, reject) => {
     const req = request({ host: host.slice(0, i), port: Number(host.slice(i + 1)), path, method: 'POST', agent: false, signal, headers: { 'content-type': 'application/json' } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
+      let text = '';
+      res.on('data', (b: Buffer) => (text += b.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
     });
     req.on('error', reject);
     req.end(body);
@@ -51,7 +52,7 @@ function post(host: string, path: string, body: string, signal?: AbortSignal): P
 /** Indexes `version` on the proxy and fills its content cache, directly (untimed, not over the link). */
 async function warm(proxy: string, shared: { registry: string }, img: BenchImage, version: ImageVersion, signal: AbortSignal): Promise<void> {
   const ref = imageRef(shared, img, version);
-  const st = await post(proxy, `/v1/notify?ref=${encodeURIComponent(ref)}`, '', signal);
+  const { status: st } = await post(proxy, `/v1/notify?ref=${encodeURIComponent(ref)}`, '', signal);
   if (st !== 200) throw new StarlightError('SL_ERR_BENCH_STEP', `proxy ${proxy}: notify ${ref} answered ${st}`, { details: { ref } });
   await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: ref }).toString()}`, signal);
 }
@@ -137,11 +138,12 @@ class StarlightDriver implements ModeDriver {
   }
 }
 
-/** Undefined when the proxy accepts startup traces (POST /v1/traces answers anything but 404/405). */
+/** Undefined when the proxy has the traces route (an empty body is refused as a bad trace, not as an unknown route). */
 async function tracesUnavailable(shared: SharedEnv): Promise<string | undefined> {
   if (!shared.proxy) return 'the starlight proxy did not start (see the log above)';
-  const st = await post(shared.proxy, '/v1/traces', '{}').catch(() => 0);
-  return st === 404 || st === 405 || st === 0 ? `unavailable: traces not implemented (proxy POST /v1/traces answered ${st})` : undefined;
+  const r = await post(shared.proxy, '/v1/traces', '{}').catch(() => ({ status: 0, body: '' }));
+  const noRoute = r.status === 0 || r.status === 404 || r.status === 405 || /no (such )?route/i.test(r.body);
+  return noRoute ? `unavailable: traces not implemented (the proxy has no POST /v1/traces yet)` : undefined;
 }
 
 export const starlightMode: ModeDefinition = {

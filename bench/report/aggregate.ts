@@ -60,6 +60,11 @@ export function aggregate(results: readonly TrialResult[]): Aggregate[] {
   return out;
 }
 
+/** True when every run of `a` was skipped (mode unavailable): such rows are listed once, not tabled. */
+export function allSkipped(a: Aggregate): boolean {
+  return a.ok === 0 && a.reasons.length > 0 && a.reasons.every((r) => r.startsWith('skipped:'));
+}
+
 /**
  * Overhead ratios: each aggregate's median of `metric` divided by the overlayfs median for the same
  * image/RTT/bandwidth/scenario/workload; undefined when either side is missing.

@@ -2,7 +2,7 @@
  * Markdown tables of aggregated bench results: the startup table (time to ready, pull, run-to-ready,
  * bytes, requests, connections per mode) and the runtime-overhead table (ratios to overlayfs). Pure.
  */
-import { ratioToBaseline } from './aggregate.js';
+import { allSkipped, ratioToBaseline } from './aggregate.js';
 import { bandwidthLabel, megabytes, seconds, summaryCell } from './format.js';
 import type { Aggregate } from './types.js';
 
@@ -15,12 +15,16 @@ function status(a: Aggregate): string {
   return `${a.ok}/${a.runs} (${a.reasons.join('; ')})`;
 }
 
-export const STARTUP_HEADER = ['image', 'scenario', 'RTT ms', 'bandwidth', 'mode', 'ready s', 'pull s', 'run→ready s', 'MB', 'requests', 'conns', 'ok runs'];
+export const STARTUP_HEADER = ['image', 'scenario', 'RTT ms', 'bandwidth', 'mode', 'ready s', 'pull s', 'run→ready s', 'MB', 'MB total', 'requests', 'conns', 'ok runs'];
 
-/** Startup aggregates as a markdown table, one row per aggregate, in the given order. */
+/**
+ * Startup aggregates as a markdown table, one row per aggregate, in the given order. Aggregates whose
+ * runs were all skipped are left out (the caller lists unavailable modes once). "MB total": bytes
+ * until a lazy mode's background transfer completed ("–" for modes without that signal).
+ */
 export function startupTable(aggs: readonly Aggregate[]): string {
   const lines = [row(STARTUP_HEADER), row(STARTUP_HEADER.map(() => '---'))];
-  for (const a of aggs.filter((x) => x.workload === 'startup')) {
+  for (const a of aggs.filter((x) => x.workload === 'startup' && !allSkipped(x))) {
     const m = a.metrics;
     lines.push(
       row([
@@ -33,6 +37,7 @@ export function startupTable(aggs: readonly Aggregate[]): string {
         summaryCell(m.pullMs, seconds),
         summaryCell(m.runToReadyMs, seconds),
         summaryCell(m.bytes, megabytes),
+        summaryCell(m.bytesTotal, megabytes),
         summaryCell(m.requests, String),
         summaryCell(m.connections, String),
         status(a),
@@ -46,7 +51,7 @@ export const OVERHEAD_HEADER = ['image', 'mode', 'read-all s', 'read-all ÷ over
 
 /** Runtime-overhead aggregates as a markdown table with ratios to overlayfs. */
 export function overheadTable(aggs: readonly Aggregate[]): string {
-  const over = aggs.filter((x) => x.workload === 'overhead');
+  const over = aggs.filter((x) => x.workload === 'overhead' && !allSkipped(x));
   const lines = [row(OVERHEAD_HEADER), row(OVERHEAD_HEADER.map(() => '---'))];
   const ratio = (r: number | undefined): string => (r === undefined ? '–' : `${r.toFixed(2)}×`);
   for (const a of over) {

@@ -158,7 +158,6 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   t.is(await readFile(join(b.dir, 'etc/passwd'), 'utf8'), 'x\n');
   t.is(await readFile(join(b.dir, 'new.txt'), 'utf8'), 'local\n');
   await sh(`umount ${b.dir}`);
-  // A container on the mixed chain runs from the lazy view's binaries.
   await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'rm', 'mix-v']);
   for (const k of ['mix-b', 'mix-c']) await snap(['rm', k]);
   t.is(await ctrRun(c, ref, 'mix-run', 'cat /etc/somefile'), 'some\n', 'the lazy image itself is unchanged');

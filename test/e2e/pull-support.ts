@@ -21,11 +21,15 @@ export function starlight(args: string[]): Promise<CtrResult> {
   });
 }
 
-export async function lazyStack(t: ExecutionContext, proxyUrlOf: (url: string) => Promise<string> = async (u) => u): Promise<{ reg: TestRegistry; c: Containerd; proxyUrl: string; directProxy: string }> {
+export async function lazyStack(
+  t: ExecutionContext,
+  proxyUrlOf: (url: string) => Promise<string> = async (u) => u,
+  daemonArgs: string[] = [],
+): Promise<{ reg: TestRegistry; c: Containerd; proxyUrl: string; directProxy: string }> {
   const reg = await startRegistry(t);
   const proxy = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-proxy-')]);
   const proxyUrl = await proxyUrlOf(proxy.url);
-  const c = await startContainerd(t, { snapshotterArgs: ['--proxy', proxyUrl] });
+  const c = await startContainerd(t, { snapshotterArgs: ['--proxy', proxyUrl, ...daemonArgs] });
   return { reg, c, proxyUrl, directProxy: proxy.url };
 }
 

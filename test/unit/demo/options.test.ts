@@ -31,7 +31,7 @@ test('the summary has one line per stable label', (t) => {
   });
   const labels = first.slice(1).map((l) => l.split(':')[0]);
   t.deepEqual(labels, ['index', 'pull', 'ready', 'http', 'at ready', 'complete']);
-  t.regex(first[4]!, /16\.0 MiB streamed \(25% of the 64\.0 MiB/);
+  t.regex(first[5]!, /16\.0 MiB streamed \(25% of the 64\.0 MiB/);
   const up = updateLines({ indexMs: 1, pullMs: 2, readyMs: 3, http, sent: facts(1024, 2), compressedBytes: 64 << 20, newLayers: 2, newLayersBytes: 16 << 20 });
   t.regex(up[0]!, /^update v2: .*1\.0 KiB streamed \(2 new files.* for its 2 new layers$/);
   t.regex(up[1]!, /^http v2: +GET http:\/\/127\.0\.0\.1:8080\/ → 200, 5 bytes: hello$/);
