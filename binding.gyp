@@ -9,7 +9,8 @@
         "native/addon.cc",
         "native/inode_table.cc",
         "native/session.cc",
-        "native/ops.cc"
+        "native/ops.cc",
+        "native/passthrough.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -5,7 +5,7 @@
 //   unmount(handle) -> void (idempotent)
 //   alive(handle) -> boolean
 //   stats(handle) -> object of counters
-//   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
+//   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, EVENT_PASSTHROUGH_OFF, INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
 // Sessions live in per-environment instance data; an env cleanup hook unmounts every live session
 // when the Node environment exits. Argument errors throw TypeError on the JS thread only.
 #include <napi.h>
@@ -70,6 +70,8 @@ MountOptions ParseOptions(Napi::Object o) {
   if (!(m.timeoutSec >= 0 && m.timeoutSec <= 86400 * 365))
     throw Napi::RangeError::New(o.Env(), "options.timeoutSec out of range");
   m.trace = o.Get("trace").ToBoolean().Value();
+  Napi::Value pt = o.Get("passthrough");
+  if (!pt.IsUndefined()) m.passthrough = pt.ToBoolean().Value();
   return m;
 }
 
@@ -152,6 +154,9 @@ Napi::Value StatsOf(const Napi::CallbackInfo& info) {
   put("provided", c.provided);
   put("failed", c.failed);
   put("interrupts", c.interrupts);
+  put("passthroughOpens", c.passthroughOpens);
+  put("passthrough", s.Pt().Negotiated() ? 1 : 0);
+  put("passthroughOff", uint64_t(s.Pt().OffReason()));
   put("parkedNow", s.ParkedNow());
   put("inodes", s.Table().Count());
   return o;
@@ -170,6 +175,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_READ", Napi::Number::New(env, kEventRead));
   exports.Set("EVENT_INTERRUPT", Napi::Number::New(env, kEventInterrupt));
   exports.Set("EVENT_ACCESS", Napi::Number::New(env, kEventAccess));
+  exports.Set("EVENT_PASSTHROUGH_OFF", Napi::Number::New(env, kEventPassthroughOff));
   exports.Set("INODE_RECORD_SIZE", Napi::Number::New(env, double(kInodeRecordSize)));
   exports.Set("DIRENT_RECORD_SIZE", Napi::Number::New(env, double(kDirentRecordSize)));
   exports.Set("XATTR_RECORD_SIZE", Napi::Number::New(env, double(kXattrRecordSize)));

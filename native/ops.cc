@@ -96,16 +96,39 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto h = std::make_unique<FileHandle>();
     h->ino = ino;
     const std::string path = s.Table().ContentPath(ino);
-    if (!path.empty()) h->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    // Complete files keep their page cache across opens (content is immutable).
-    fi->keep_cache = h->fd >= 0 || in->size == 0;
+    // Complete files go through kernel passthrough when it was negotiated (see passthrough.h).
+    int32_t backing = 0;
+    bool firstFailure = false;
+    h->mode = (in->mode & S_IFMT) == S_IFREG ? s.Pt().ModeFor(s.DevFd(), ino, path, &backing, &firstFailure)
+                                             : Passthrough::Mode::kCached;
+    if (firstFailure) s.NotePassthroughOff(s.Pt().OffReason());
+    const bool pass = h->mode == Passthrough::Mode::kPassthrough;
+    if (!pass && !path.empty()) h->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Complete files keep their page cache across opens (content is immutable). Passthrough opens
+    // must not: the kernel refuses open flags outside FOPEN_PASSTHROUGH_MASK (keep_cache is one).
+    fi->keep_cache = !pass && (h->fd >= 0 || in->size == 0);
     fi->fh = reinterpret_cast<uint64_t>(h.get());
-    if (fuse_reply_open(req, fi) == 0) h.release();
+    if (pass) {
+      s.Counters().passthroughOpens++;
+      Passthrough::MarkNextOpen(backing);
+    }
+    const int rc = fuse_reply_open(req, fi);
+    Passthrough::ClearNextOpen();
+    if (rc == 0) {
+      h.release();
+    } else if ((in->mode & S_IFMT) == S_IFREG) {
+      s.Pt().Released(ino, h->mode);  // the kernel never saw this open: no RELEASE will come
+    }
   });
 }
 
-void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<FileHandle*>(fi->fh);
+void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* h = reinterpret_cast<FileHandle*>(fi->fh);
+  if (h != nullptr) {
+    const Inode* in = S(req).Table().Get(h->ino);
+    if (in != nullptr && (in->mode & S_IFMT) == S_IFREG) S(req).Pt().Released(h->ino, h->mode);
+  }
+  delete h;
   fuse_reply_err(req, 0);
 }
 

@@ -33,6 +33,12 @@ Registry& Live() {
   return *r;
 }
 
+// fuse_custom_io trampolines: libfuse passes the session's userdata (our Session).
+ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  return static_cast<Session*>(userdata)->Pt().Writev(fd, iov, count);
+}
+ssize_t IoRead(int fd, void* buf, size_t len, void*) { return Passthrough::Read(fd, buf, len); }
+
 void UnmountAllAtExit() {
   std::vector<Session*> all;
   {
@@ -53,7 +59,7 @@ void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* ev) {
 }
 
 Session::Session(std::unique_ptr<InodeTable> table, MountOptions opts)
-    : table_(std::move(table)), opts_(std::move(opts)) {
+    : table_(std::move(table)), opts_(std::move(opts)), pt_(table_->Count(), opts_.passthrough) {
   accessed_.reset(new std::atomic<uint8_t>[table_->Count() + 1]());
   static std::once_flag once;
   std::call_once(once, [] { std::atexit(UnmountAllAtExit); });
@@ -88,6 +94,16 @@ bool Session::Start(const std::string& mountpoint, EventFn events, std::string* 
     return false;
   }
   const int fd = fuse_session_fd(se_);
+  if (opts_.passthrough) {
+    // Device I/O through Passthrough so it can patch the INIT and open replies (no splice either way).
+    fuse_custom_io io{};
+    io.writev = IoWritev;
+    io.read = IoRead;
+    if (fuse_session_custom_io(se_, &io, fd) != 0) {
+      opts_.passthrough = false;
+      NotePassthroughOff(ENOSYS);
+    }
+  }
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopFd_ < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
     *error = std::string("cannot set up the serving loop: ") + std::strerror(errno);
@@ -163,7 +179,9 @@ void Session::Serve() {
         stopping = true;
         break;
       }
+      const bool init = (buf.flags & FUSE_BUF_IS_FD) == 0 && pt_.NoteRequest(buf.mem, size_t(res));
       fuse_session_process_buf(se_, &buf);
+      if (init && opts_.passthrough && !pt_.Negotiated()) NotePassthroughOff(pt_.OffReason());
     }
   }
   free(buf.mem);

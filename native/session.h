@@ -23,11 +23,14 @@
 #include <vector>
 
 #include "inode_table.h"
+#include "passthrough.h"
 
 namespace starlight {
 
 // Event kinds delivered to JS (exported as EVENT_* by addon.cc).
-enum EventKind : uint32_t { kEventRead = 1, kEventInterrupt = 2, kEventAccess = 3 };
+// kEventPassthroughOff: kernel passthrough is off for this session; `size` carries the errno
+// (EOPNOTSUPP: the kernel did not offer it; else why registering a backing file failed). At most once.
+enum EventKind : uint32_t { kEventRead = 1, kEventInterrupt = 2, kEventAccess = 3, kEventPassthroughOff = 4 };
 
 struct Event {
   EventKind kind;
@@ -47,16 +50,18 @@ struct MountOptions {
   bool trace = false;          // report first access per inode
   unsigned maxBackground = 256;  // design.md: the kernel default 12 stalls every read of the mount
   double timeoutSec = 3600;    // attr/entry/negative timeouts (image content is immutable)
+  bool passthrough = true;     // kernel passthrough for complete files when the kernel offers it
 };
 
 struct Stats {
   std::atomic<uint64_t> lookups{0}, getattrs{0}, readdirs{0}, opens{0}, reads{0}, readBytes{0},
-      parked{0}, provided{0}, failed{0}, interrupts{0};
+      parked{0}, provided{0}, failed{0}, interrupts{0}, passthroughOpens{0};
 };
 
-// An open file: the content fd once the file is complete (-1 until then).
+// An open file: the content fd once the file is complete (-1 until then; unused in passthrough mode).
 struct FileHandle {
   uint64_t ino = 0;
+  Passthrough::Mode mode = Passthrough::Mode::kCached;
   std::atomic<int> fd{-1};
   ~FileHandle() {
     const int f = fd.load();
@@ -87,6 +92,9 @@ class Session {
   const MountOptions& Options() const { return opts_; }
   Stats& Counters() { return stats_; }
   size_t ParkedNow();
+  Passthrough& Pt() { return pt_; }
+  int DevFd() const { return se_ != nullptr ? fuse_session_fd(se_) : -1; }
+  void NotePassthroughOff(int err) { Emit(Event{kEventPassthroughOff, 0, 0, 0, uint32_t(err)}); }
 
   // FUSE threads (ops.cc).
   void Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size);
@@ -106,6 +114,7 @@ class Session {
 
   std::unique_ptr<InodeTable> table_;
   MountOptions opts_;
+  Passthrough pt_;
   Stats stats_;
   fuse_session* se_ = nullptr;
   EventFn events_;

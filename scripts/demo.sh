@@ -20,6 +20,12 @@ if [[ $EUID -ne 0 && $skip_install -eq 0 ]]; then
   echo "demo.sh: run as root (apt, containerd, runc, FUSE and overlay mounts): sudo bash scripts/demo.sh" >&2
   exit 77
 fi
+# Node.js ≥ 20 comes from outside Debian 12 (its own nodejs is 18): say so instead of failing later.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)) || ! command -v npm >/dev/null; then
+  echo "demo.sh: needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none)); Debian 12 ships 18: install a Node 20 nodejs package, then rerun" >&2
+  exit 69
+fi
 if ((!skip_install)); then
   [[ -t 2 ]] && echo "… checking dependencies (scripts/install-deps.sh: apt, npm ci, build)" >&2
   bash scripts/install-deps.sh

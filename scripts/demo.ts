@@ -28,6 +28,8 @@ const IMAGE = 'python-web';
 const REPOSITORY = 'demo/python-web';
 /** Base time the v1/v2 streams may take to complete, ms; plus 4× the transfer time at --bandwidth. */
 const COMPLETE_BASE_TIMEOUT_MS = 120_000;
+/** Lines of the snapshotter daemon's output shown after a failure. */
+const DAEMON_TAIL_LINES = 20;
 /** Signals that stop the demo (and end --keep). */
 const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
@@ -70,9 +72,15 @@ function keepHelp(s: DemoStack, app: RunningApp, port: number, v1: EnsuredImage,
 }
 
 /** Runs the whole demo; the caller runs `cleanups` afterwards in every case. */
-async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, steps: Steps, signal: AbortSignal, print: (lines: string[]) => void): Promise<void> {
+/** What a failure report shows besides the error: the last lines the snapshotter daemon wrote. */
+interface Diagnostics {
+  daemonOutput?: () => string;
+}
+
+async function runDemo(opts: DemoOptions, workDir: string, cleanups: Cleanups, steps: Steps, signal: AbortSignal, print: (lines: string[]) => void, diag: Diagnostics): Promise<void> {
   steps.note(`Starlight demo (state in ${workDir})`);
   const s: DemoStack = { workDir, ...(await startStack(workDir, { wan: opts.wan, steps, signal }, cleanups)) };
+  diag.daemonOutput = () => s.daemon.output();
   const cd = s.containerd;
   const buildNote = ' (first run: debootstrap, ~1 min; then cached)';
   const v1 = await steps.run(`image ${REPOSITORY}:v1${buildNote}`, () => ensureDebianImage(s.registry.host, IMAGE, { version: 'v1', repository: REPOSITORY, signal }), (i) => i.reference);
@@ -166,12 +174,14 @@ export async function main(argv: string[]): Promise<number> {
   const cleanups = new Cleanups();
   let failure: unknown;
   let workDir: string | undefined;
+  const diag: Diagnostics = {};
   try {
     workDir = await makeWorkDir(cleanups);
-    await runDemo(opts, workDir, cleanups, steps, ac.signal, print);
+    await runDemo(opts, workDir, cleanups, steps, ac.signal, print, diag);
   } catch (err) {
     failure = ac.signal.aborted ? ac.signal.reason : err;
   }
+  const daemonTail = failure !== undefined && !ac.signal.aborted ? diag.daemonOutput?.().trim().split('\n').slice(-DAEMON_TAIL_LINES) : undefined;
   const errors = await steps.run('cleaning up', () => cleanups.run());
   for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
   if (errors.length > 0) {
@@ -186,6 +196,7 @@ export async function main(argv: string[]): Promise<number> {
       return 130;
     }
     process.stderr.write(formatError(failure) + '\n');
+    if (daemonTail?.length) process.stderr.write(`the snapshotter daemon's last lines:\n${daemonTail.map((l) => `  ${l}`).join('\n')}\n`);
     return exitCodeFor(failure);
   }
   return 0;

@@ -60,7 +60,7 @@ export const CODES = {
   SL_ERR_DISK_FULL: { kind: 'resource-exhausted', hint: 'free space on the file system holding --root (or --data)' },
 
   // worker stream
-  SL_ERR_PROXY_UNREACHABLE: { kind: 'unavailable', hint: 'check the --proxy URL and that the proxy is running; the worker keeps retrying' },
+  SL_ERR_PROXY_UNREACHABLE: { kind: 'unavailable', hint: 'check the --proxy URL and that the proxy is running (a stream already under way keeps retrying)' },
   SL_ERR_CONTENT_DEADLINE: { kind: 'unavailable', hint: 'the content did not arrive in time (--read-deadline); check the link to the proxy' },
 
   // image: layer reading, TOC
@@ -82,6 +82,7 @@ export const CODES = {
   SL_ERR_PROXY_REGISTRY_NOT_ALLOWED: { kind: 'permission-denied', hint: 'the proxy serves only the registries given with --registry' },
   SL_ERR_PROXY_CONTENT_NOT_FOUND: { kind: 'not-found', hint: 'the proxy has not indexed an image holding this content; request a delta of it first' },
   SL_ERR_PROXY_STORE: { kind: 'failed-precondition', hint: 'the proxy data dir is corrupt or from a newer version; use another --data dir' },
+  SL_ERR_PROXY_BODY_TOO_LARGE: { kind: 'invalid-argument', hint: 'send fewer traces per request (the proxy accepts request bodies up to 16 MiB)' },
   // worker/snapshotter: containerd snapshots API (kinds map 1:1 to containerd errdefs / gRPC codes)
   SL_ERR_SNAPSHOT_NOT_FOUND: { kind: 'not-found', hint: 'the snapshot key or parent does not exist; list them with `ctr snapshots ls`' },
   SL_ERR_SNAPSHOT_EXISTS: { kind: 'already-exists', hint: 'a snapshot with this key or name exists; use another key or remove it first' },

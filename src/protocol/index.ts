@@ -3,3 +3,4 @@ export * from './constants.js';
 export type * from './types.js';
 export { DeltaEncoder, type EncoderOptions } from './encoder.js';
 export { DeltaDecoder, decodeDelta, type DecoderOptions } from './decoder.js';
+export * from './traces.js';

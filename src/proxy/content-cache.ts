@@ -13,7 +13,7 @@ import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { brotliCompress, brotliCompressSync, constants as zc, createBrotliCompress, type BrotliOptions } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
 import { StarlightError } from '../errors.js';
@@ -43,6 +43,8 @@ export interface CacheCounters {
   hits: number;
   misses: number;
   evictions: number;
+  /** Cache files whose encoded bytes did not hash to the recorded digest (dropped, re-fetched). */
+  corrupt: number;
 }
 
 export interface ContentCacheOptions {
@@ -73,6 +75,8 @@ async function sampleCompresses(path: string): Promise<boolean> {
   }
 }
 
+const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
 const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
 export class ContentCache {
@@ -92,7 +96,7 @@ export class ContentCache {
     rmSync(this.tmp, { recursive: true, force: true });
     mkdirSync(this.tmp, { recursive: true });
     this.store = opts.store;
-    this.counters = opts.counters ?? { hits: 0, misses: 0, evictions: 0 };
+    this.counters = opts.counters ?? { hits: 0, misses: 0, evictions: 0, corrupt: 0 };
     this.lru = new LRUCache<string, number>({
       maxSize: Math.max(1, opts.maxBytes),
       sizeCalculation: (v) => Math.max(1, v),
@@ -210,9 +214,10 @@ export class ContentCache {
         }
       }
       const tmp = join(this.tmp, randomBytes(8).toString('hex'));
+      const encodedDigest = encoding === 'identity' ? digest : sha256(body);
       try {
         await writeFile(tmp, body);
-        return await this.install(digest, size, body.length, encoding, tmp, sourceDiffID);
+        return await this.install(digest, size, body.length, encoding, tmp, sourceDiffID, encodedDigest);
       } finally {
         await rm(tmp, { force: true });
       }
@@ -225,10 +230,18 @@ export class ContentCache {
     let encoding: Encoding = 'identity';
     let encodedSize = size;
     let finalTmp = rawPath;
+    let encodedDigest = digest;
     if (size >= MIN_COMPRESS_BYTES && (size <= SAMPLE_BYTES || (await sampleCompresses(rawPath)))) {
+      const hash = createHash('sha256');
       await pipeline(
         createReadStream(rawPath),
         createBrotliCompress({ params: { [zc.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: size } }),
+        new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            cb(null, chunk);
+          },
+        }),
         createWriteStream(encPath),
       );
       const es = (await stat(encPath)).size;
@@ -236,17 +249,26 @@ export class ContentCache {
         encoding = 'br';
         encodedSize = es;
         finalTmp = encPath;
+        encodedDigest = 'sha256:' + hash.digest('hex');
       }
     }
-    return this.install(digest, size, encodedSize, encoding, finalTmp, sourceDiffID);
+    return this.install(digest, size, encodedSize, encoding, finalTmp, sourceDiffID, encodedDigest);
   }
 
   /** Renames the finished encoded file into place and records it (store + LRU). */
-  private async install(digest: string, size: number, encodedSize: number, encoding: Encoding, finalTmp: string, sourceDiffID: string): Promise<ContentRecord> {
+  private async install(
+    digest: string,
+    size: number,
+    encodedSize: number,
+    encoding: Encoding,
+    finalTmp: string,
+    sourceDiffID: string,
+    encodedDigest: string,
+  ): Promise<ContentRecord> {
     const dest = this.pathOf(digest);
     mkdirSync(join(dest, '..'), { recursive: true });
     await rename(finalTmp, dest);
-    const rec: ContentRecord = { digest, size, encodedSize, encoding, sourceDiffID, cached: true, lastAccess: Date.now() };
+    const rec: ContentRecord = { digest, size, encodedSize, encoding, sourceDiffID, cached: true, lastAccess: Date.now(), encodedDigest };
     this.store.putContent(rec);
     this.lru.set(digest, encodedSize);
     if (!this.lru.has(digest)) {
@@ -262,6 +284,12 @@ export class ContentCache {
    * Opens the encoded bytes of `digest`: read whole when small (≤ WHOLE_READ_BYTES: one syscall, no
    * stream machinery per item), else a stream (the open fd survives a concurrent eviction).
    * Returns undefined on a miss (never stored, or evicted): the caller re-fetches.
+   *
+   * The bytes are checked against the recorded encoded digest (a corrupt cache file was otherwise
+   * served forever): a whole read that does not match counts as a miss (the entry is dropped, so the
+   * caller re-fetches it from its layer before anything is sent); a stream is hashed as it is read and,
+   * on a mismatch at its end, the entry is dropped for the next reader (the bytes already went out:
+   * the worker's digest check refuses them and it asks again).
    */
   async open(digest: string): Promise<{ rec: ContentRecord; body: Buffer | Readable } | undefined> {
     const rec = this.store.content(digest);
@@ -281,6 +309,7 @@ export class ContentCache {
         this.lru.delete(digest);
         return undefined;
       }
+      if (!this.intact(rec, data)) return undefined;
       this.counters.hits++;
       this.lru.get(digest);
       this.touch(digest);
@@ -298,13 +327,50 @@ export class ContentCache {
     this.lru.get(digest); // refresh recency
     this.touch(digest);
     if (rec.encodedSize <= WHOLE_READ_BYTES) {
+      let data: Buffer;
       try {
-        return { rec, body: await fh.readFile() };
+        data = await fh.readFile();
       } finally {
         await fh.close();
       }
+      if (!this.intact(rec, data)) {
+        this.counters.hits--;
+        return undefined;
+      }
+      return { rec, body: data };
     }
-    return { rec, body: fh.createReadStream({ highWaterMark: STREAM_READ_BYTES }) };
+    const raw = fh.createReadStream({ highWaterMark: STREAM_READ_BYTES });
+    if (rec.encodedDigest === undefined) return { rec, body: raw };
+    const hash = createHash('sha256');
+    let n = 0;
+    const checked = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        n += chunk.length;
+        cb(null, chunk);
+      },
+      flush: (cb) => {
+        if (n !== rec.encodedSize || 'sha256:' + hash.digest('hex') !== rec.encodedDigest) this.dropCorrupt(digest);
+        cb();
+      },
+    });
+    raw.on('error', (err) => checked.destroy(err));
+    checked.on('close', () => raw.destroy());
+    return { rec, body: raw.pipe(checked) };
+  }
+
+  /** True if `data` is what was cached for `rec`; else the entry is dropped (and counted) and false. */
+  private intact(rec: ContentRecord, data: Buffer): boolean {
+    if (rec.encodedDigest === undefined) return true;
+    if (data.length === rec.encodedSize && sha256(data) === rec.encodedDigest) return true;
+    this.counters.misses++;
+    this.dropCorrupt(rec.digest);
+    return false;
+  }
+
+  private dropCorrupt(digest: string): void {
+    this.counters.corrupt++;
+    this.lru.delete(digest);
   }
 
   private touch(digest: string): void {

@@ -3,7 +3,7 @@
  * the response. Errors before a delta header → thrown (server.ts maps them with http-errors.ts);
  * errors after it → an ERROR frame, so the worker can tell a failure from a truncation.
  *
- * Not here: routing, auth, TLS (server.ts); planning rules (planner.ts).
+ * Not here: routing, auth, TLS (server.ts); planning rules (planner.ts); traces (trace-handlers.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError, withContext } from '../errors.js';
@@ -12,17 +12,16 @@ import type { LayerToc, MergedTree } from '../image/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { type Reference, isDigest, parseReference } from '../oci/reference.js';
-import { DELTA_MEDIA_TYPE, DeltaEncoder, type ContentItem } from '../protocol/index.js';
+import type { Readable } from 'node:stream';
+import { DELTA_MEDIA_TYPE, DeltaEncoder, HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, TRACE_GROUP_RE, type ContentItem } from '../protocol/index.js';
 import type { ContentCache } from './content-cache.js';
 import type { IndexerService } from './indexer-service.js';
 import type { ProxyMetrics } from './metrics.js';
 import { haveContent, plan } from './planner.js';
+import { rankMap } from './priority.js';
 import type { MetadataStore } from './store.js';
-import type { Readable } from 'node:stream';
+import type { PriorityService } from './priority-service.js';
 
-/** Response headers of GET /v1/content/<digest>: the item's encoding and raw size. */
-import { HTTP_HEADER_ENCODING as HEADER_ENCODING, HTTP_HEADER_RAW_SIZE as HEADER_RAW_SIZE } from '../protocol/constants.js';
-export { HEADER_ENCODING, HEADER_RAW_SIZE };
 /** Items opened ahead of the one being written (bounded: ≤ this × WHOLE_READ_BYTES buffered per stream). */
 export const PREFETCH_ITEMS = 8;
 /** Max tokens in `have` (bounds request work). */
@@ -32,6 +31,8 @@ export interface HandlerContext {
   store: MetadataStore;
   cache: ContentCache;
   indexer: IndexerService;
+  /** Startup traces and learned orders. */
+  priority: PriorityService;
   metrics: ProxyMetrics;
   logger: Logger;
   /** Allowed registry hosts (host[:port]); the first is the default for refs without a host. */
@@ -60,9 +61,21 @@ export function resolveRef(s: string | null, registries: string[], param = 'to')
   return ref;
 }
 
-function platformParam(url: URL, dflt: string): string {
+export function platformParam(url: URL, dflt: string): string {
   const p = url.searchParams.get('platform');
   return formatPlatform(parsePlatform(p === null || p === '' ? dflt : p));
+}
+
+/** `group` query parameter: absent/empty → undefined; else it must be a group label. */
+export function groupParam(url: URL): string | undefined {
+  const g = url.searchParams.get('group');
+  if (g === null || g === '') return undefined;
+  if (!TRACE_GROUP_RE.test(g)) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'query parameter group must be 1-128 of [A-Za-z0-9._-], starting with a letter or digit', {
+      details: { parameter: 'group', value: g },
+    });
+  }
+  return g;
 }
 
 /** Abort signal that fires when the client goes away before the response finished. */
@@ -201,6 +214,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const platform = platformParam(url, ctx.defaultPlatform);
   const have = haveParam(url);
   const from = fromParam(url);
+  const group = groupParam(url);
 
   const signal = clientGone(req, res);
   const img = await ctx.indexer.image(ref, platform, signal);
@@ -213,7 +227,9 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
     haveDiffIDs,
     haveDigests,
     config: img.config,
-    rank: ctx.store.priorities(img.record.manifestDigest),
+    rank: rankMap(
+      ctx.priority.order({ manifestDigest: img.record.manifestDigest, repository: img.record.repository, diffIDs: img.record.diffIDs, merged }, group).files,
+    ),
   });
   if (from > p.items.length) throw badParam('from', `is beyond the ${p.items.length} items of this delta`, String(from));
   const items: ContentItem[] = p.items.map((it) => {
@@ -270,8 +286,8 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
     'content-length': encodedSize,
-    [HEADER_ENCODING]: rec.encoding,
-    [HEADER_RAW_SIZE]: rec.size,
+    [HTTP_HEADER_ENCODING]: rec.encoding,
+    [HTTP_HEADER_RAW_SIZE]: rec.size,
     'docker-content-digest': digest,
   });
   if (Buffer.isBuffer(body)) {

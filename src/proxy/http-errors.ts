@@ -1,11 +1,11 @@
 /**
- * The proxy's ONE error → HTTP mapping: error kind → status, body `{errors:[{code,message,detail}]}`
+ * The proxy's ONE error → HTTP mapping: error kind (or, for a few codes, the code) → status, body `{errors:[{code,message,detail}]}`
  * (the OCI distribution error shape). Handlers throw StarlightErrors; only this table translates.
  *
  * Not here: errors after a delta header went out (those become an ERROR frame, see handlers.ts).
  */
 import type { ServerResponse } from 'node:http';
-import { type Kind, StarlightError, kindOf } from '../errors.js';
+import { type Code, type Kind, StarlightError, kindOf } from '../errors.js';
 
 export const STATUS_BY_KIND: Record<Kind, number> = {
   'not-found': 404,
@@ -21,6 +21,18 @@ export const STATUS_BY_KIND: Record<Kind, number> = {
   'permission-denied': 403,
   internal: 500,
 };
+
+/** Codes whose HTTP status is more specific than their kind's (the same table, one level finer). */
+export const STATUS_BY_CODE: Partial<Record<Code, number>> = {
+  /** RFC 9110 §15.5.14 Content Too Large: workers must not retry the same body. */
+  SL_ERR_PROXY_BODY_TOO_LARGE: 413,
+};
+
+/** HTTP status of an error: its code's, else its kind's. */
+export function statusOf(err: unknown): number {
+  const byCode = err instanceof StarlightError ? STATUS_BY_CODE[err.code] : undefined;
+  return byCode ?? STATUS_BY_KIND[kindOf(err)];
+}
 
 export interface ErrorBody {
   errors: { code: string; message: string; detail: Record<string, unknown> }[];
@@ -44,7 +56,7 @@ export function sendError(res: ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  const status = STATUS_BY_KIND[kindOf(err)];
+  const status = statusOf(err);
   const body = JSON.stringify(errorBody(err));
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   if (status === 401) headers['www-authenticate'] = 'Bearer realm="starlight-proxy"';

@@ -20,7 +20,9 @@ export class ProxyMetrics {
   /** Layer blobs fetched from the registry (indexing and re-fetching evicted content). */
   registryBlobFetches = 0;
   registryErrors = 0;
-  readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0 };
+  /** Startup traces stored from POST /v1/traces. */
+  tracesAccepted = 0;
+  readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0, corrupt: 0 };
 
   constructor(private readonly gauges: () => { cacheBytes: number } = () => ({ cacheBytes: 0 })) {}
 
@@ -37,9 +39,11 @@ export class ProxyMetrics {
       ['starlight_proxy_index_seconds_total', 'counter', 'Seconds spent indexing layers', this.indexSeconds],
       ['starlight_proxy_registry_blob_fetches_total', 'counter', 'Layer blobs fetched from the registry', this.registryBlobFetches],
       ['starlight_proxy_registry_errors_total', 'counter', 'Failed registry operations', this.registryErrors],
+      ['starlight_proxy_traces_accepted_total', 'counter', 'Startup traces accepted', this.tracesAccepted],
       ['starlight_proxy_cache_hits_total', 'counter', 'Content cache hits', this.cache.hits],
       ['starlight_proxy_cache_misses_total', 'counter', 'Content cache misses', this.cache.misses],
       ['starlight_proxy_cache_evictions_total', 'counter', 'Content cache evictions', this.cache.evictions],
+      ['starlight_proxy_cache_corrupt_total', 'counter', 'Cache files that failed their digest check (dropped and re-fetched)', this.cache.corrupt],
       ['starlight_proxy_cache_bytes', 'gauge', 'Encoded bytes in the content cache', g.cacheBytes],
     ];
     return rows.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join('');

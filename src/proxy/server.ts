@@ -3,7 +3,8 @@
  * (http-errors.ts). Also the wiring of store, cache, indexer and registry client (`startProxy`), and
  * graceful close (stop accepting, let streams finish up to a deadline, then destroy; close the store).
  *
- * Routes: GET /v1/delta, GET /v1/content/<digest>, POST /v1/notify, GET /healthz, GET /metrics.
+ * Routes: GET /v1/delta, GET /v1/content/<digest>, POST /v1/notify, POST|GET /v1/traces, GET /healthz,
+ * GET /metrics.
  * /healthz and /metrics need no token (they reveal no image data). Not here: request logic (handlers.ts).
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -22,6 +23,9 @@ import { sendError } from './http-errors.js';
 import { IndexerService } from './indexer-service.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
+import { PriorityService } from './priority-service.js';
+import { handleTracesGet, handleTracesPost } from './trace-handlers.js';
+import { TRACES_ROUTE } from '../protocol/traces.js';
 
 /** ms that close() lets running streams finish before destroying their sockets. */
 export const CLOSE_GRACE_MS = 5000;
@@ -90,6 +94,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     store,
     cache,
     indexer,
+    priority: new PriorityService(store, regs[0]!.host),
     metrics,
     logger,
     registries: regs.map((r) => r.host),
@@ -115,6 +120,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (path === '/v1/delta' && req.method === 'GET') return handleDelta(ctx, req, res, url);
     if (path.startsWith('/v1/content/') && req.method === 'GET') return handleContent(ctx, req, res, decodeURIComponent(path.slice(12)));
     if (path === '/v1/notify' && req.method === 'POST') return handleNotify(ctx, req, res, url);
+    if (path === TRACES_ROUTE && req.method === 'POST') return handleTracesPost(ctx, req, res);
+    if (path === TRACES_ROUTE && req.method === 'GET') return handleTracesGet(ctx, req, res, url);
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no route ${req.method ?? '?'} ${path}`, { details: { path } });
   };
 

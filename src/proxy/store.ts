@@ -1,14 +1,16 @@
 /**
  * The proxy's metadata store (better-sqlite3, one file under --data): which manifest a ref+platform
  * resolved to, raw manifests and configs, per-layer encoded TOCs, per-content sizes/encodings and last
- * access, and (later) startup priorities. Schema changes are a numbered migration list applied on open
- * (PRAGMA user_version); a database newer than this build is refused (SL_ERR_PROXY_STORE).
+ * access, and startup traces (as uploaded; merged on demand by priority-service.ts). Schema changes
+ * are a numbered migration list applied on open (PRAGMA user_version); a database newer than this
+ * build is refused (SL_ERR_PROXY_STORE).
  *
  * Not here: content bytes (content-cache.ts), TOC encoding (src/image/toc-codec.ts), policy.
  */
 import Database from 'better-sqlite3';
 import { StarlightError } from '../errors.js';
 import type { Encoding } from '../protocol/constants.js';
+import type { TraceUploadEntry, TraceUploadTrace } from '../protocol/traces.js';
 
 /** File name of the database inside --data. */
 export const STORE_FILE = 'meta.db';
@@ -26,9 +28,41 @@ const MIGRATIONS: readonly string[] = [
      encoding TEXT NOT NULL, source_diff_id TEXT NOT NULL, cached INTEGER NOT NULL, last_access INTEGER NOT NULL);
    CREATE INDEX contents_lru ON contents (cached, last_access);
    CREATE TABLE priorities (image TEXT NOT NULL, key TEXT NOT NULL, rank INTEGER NOT NULL, PRIMARY KEY (image, key));`,
+  // 2: startup traces (issue 6). `priorities` was never written; orders are merged from traces on demand.
+  // grp '' = uploaded without a group. entries: JSON array of TraceUploadEntry.
+  `DROP TABLE priorities;
+   CREATE TABLE traces (id INTEGER PRIMARY KEY AUTOINCREMENT, manifest_digest TEXT NOT NULL, grp TEXT NOT NULL,
+     repository TEXT NOT NULL, ref TEXT NOT NULL, platform TEXT NOT NULL, worker TEXT, started_at INTEGER NOT NULL,
+     window_ms INTEGER NOT NULL, received_at INTEGER NOT NULL, entries TEXT NOT NULL);
+   CREATE INDEX traces_image ON traces (manifest_digest, grp, id);
+   CREATE INDEX traces_repository ON traces (repository, id);
+   CREATE TABLE trace_layers (diff_id TEXT NOT NULL, manifest_digest TEXT NOT NULL, PRIMARY KEY (diff_id, manifest_digest));`,
+  // 3: sha256 of each cached file's ENCODED bytes, checked when the cache reads it (a corrupt cache file
+  // was served forever). Older cache files have none: they are marked evicted and re-fetched on demand.
+  `ALTER TABLE contents ADD COLUMN encoded_digest TEXT;
+   UPDATE contents SET cached = 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Who sent an upload and what it is of (stored with each of its traces). */
+export interface TraceMeta {
+  manifestDigest: string;
+  /** registry/repository of the traced image ('' if its ref could not be parsed). */
+  repository: string;
+  ref: string;
+  platform: string;
+  group?: string;
+  worker?: string;
+  /** ms since the epoch. */
+  receivedAt: number;
+}
+
+export interface StoredTrace {
+  /** Insertion order (higher = newer). */
+  id: number;
+  entries: TraceUploadEntry[];
+}
 
 export interface ImageRecord {
   manifestDigest: string;
@@ -60,6 +94,8 @@ export interface ContentRecord {
   sourceDiffID: string;
   /** True while the encoded bytes are in the content cache. */
   cached: boolean;
+  /** sha256 of the encoded bytes as cached (checked on read); absent on records written before schema 3. */
+  encodedDigest?: string;
   /** ms since the epoch. */
   lastAccess: number;
 }
@@ -72,10 +108,11 @@ interface ContentRow {
   source_diff_id: string;
   cached: number;
   last_access: number;
+  encoded_digest: string | null;
 }
 
 function toContent(r: ContentRow): ContentRecord {
-  return {
+  const rec: ContentRecord = {
     digest: r.digest,
     size: r.size,
     encodedSize: r.encoded_size,
@@ -84,6 +121,8 @@ function toContent(r: ContentRow): ContentRecord {
     cached: r.cached === 1,
     lastAccess: r.last_access,
   };
+  if (r.encoded_digest !== null) rec.encodedDigest = r.encoded_digest;
+  return rec;
 }
 
 export class MetadataStore {
@@ -193,9 +232,9 @@ export class MetadataStore {
 
   putContent(c: ContentRecord): void {
     this.q(
-        'INSERT OR REPLACE INTO contents (digest, size, encoded_size, encoding, source_diff_id, cached, last_access) VALUES (?,?,?,?,?,?,?)',
+        'INSERT OR REPLACE INTO contents (digest, size, encoded_size, encoding, source_diff_id, cached, last_access, encoded_digest) VALUES (?,?,?,?,?,?,?,?)',
       )
-      .run(c.digest, c.size, c.encodedSize, c.encoding, c.sourceDiffID, c.cached ? 1 : 0, c.lastAccess);
+      .run(c.digest, c.size, c.encodedSize, c.encoding, c.sourceDiffID, c.cached ? 1 : 0, c.lastAccess, c.encodedDigest ?? null);
   }
 
   content(digest: string): ContentRecord | undefined {
@@ -220,10 +259,55 @@ export class MetadataStore {
     return (this.q('SELECT * FROM contents WHERE cached = 1 ORDER BY last_access ASC, digest ASC').all() as ContentRow[]).map(toContent);
   }
 
-  /** Startup priority of an image: digest/path → rank. Empty until traces are aggregated. */
-  priorities(image: string): Map<string, number> {
-    const rows = this.q('SELECT key, rank FROM priorities WHERE image = ?').all(image) as { key: string; rank: number }[];
-    return new Map(rows.map((r) => [r.key, r.rank]));
+  /**
+   * Stores the traces of one upload (all of image `meta.manifestDigest`) and records which layers that
+   * image is made of (for related-image fallback). Keeps only the newest `keep` traces per
+   * (image, group). Returns the number of traces stored.
+   */
+  addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keep: number): number {
+    const grp = meta.group ?? '';
+    this.db.transaction(() => {
+      const ins = this.q(
+        'INSERT INTO traces (manifest_digest, grp, repository, ref, platform, worker, started_at, window_ms, received_at, entries) VALUES (?,?,?,?,?,?,?,?,?,?)',
+      );
+      for (const t of traces) {
+        ins.run(meta.manifestDigest, grp, meta.repository, meta.ref, meta.platform, meta.worker ?? null, t.startedAt, t.windowMs, meta.receivedAt, JSON.stringify(t.entries));
+      }
+      const lay = this.q('INSERT OR IGNORE INTO trace_layers (diff_id, manifest_digest) VALUES (?,?)');
+      for (const l of layers) lay.run(l, meta.manifestDigest);
+      this.q('DELETE FROM traces WHERE manifest_digest = ? AND grp = ? AND id NOT IN (SELECT id FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?)')
+        .run(meta.manifestDigest, grp, meta.manifestDigest, grp, keep);
+    })();
+    return traces.length;
+  }
+
+  /**
+   * The newest `limit` traces (newest first) of the images `manifests`: of group `group` only, or of
+   * every group when `group` is undefined.
+   */
+  traces(manifests: readonly string[], group: string | undefined, limit: number): StoredTrace[] {
+    const rows: { id: number; entries: string }[] = [];
+    for (const m of manifests) {
+      const r =
+        group === undefined
+          ? this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? ORDER BY id DESC LIMIT ?').all(m, limit)
+          : this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?').all(m, group, limit);
+      rows.push(...(r as { id: number; entries: string }[]));
+    }
+    rows.sort((a, b) => b.id - a.id);
+    return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[] }));
+  }
+
+  /** Traced images (other than `self`) of repository `repository` or sharing a layer of `diffIDs`; sorted. */
+  relatedTracedImages(self: string, repository: string, diffIDs: readonly string[]): string[] {
+    const out = new Set<string>();
+    for (const r of this.q('SELECT DISTINCT manifest_digest FROM traces WHERE repository = ?').all(repository) as { manifest_digest: string }[]) {
+      out.add(r.manifest_digest);
+    }
+    const st = this.q('SELECT manifest_digest FROM trace_layers WHERE diff_id = ?');
+    for (const d of diffIDs) for (const r of st.all(d) as { manifest_digest: string }[]) out.add(r.manifest_digest);
+    out.delete(self);
+    return [...out].sort();
   }
 
   close(): void {

@@ -54,6 +54,13 @@ async function mountSnapshot(t: ExecutionContext, c: Containerd, key: string): P
 const ctrRun = (c: Containerd, ref: string, id: string, script: string) =>
   c.ctrOk(['run', '--rm', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, id, 'sh', '-c', script]);
 
+/**
+ * Snapshots a test makes with ctr carry no lease or gc reference, so containerd's gc (which runs
+ * after any deletion) would collect them: pin each one as a gc root right after creating it.
+ */
+const GC_ROOT = 'containerd.io/gc.root=starlight-test';
+const pin = (c: Containerd, key: string) => c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, GC_ROOT]);
+
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 run('removing an image frees its CAS content and complete markers; pulling again works', async (t) => {
@@ -62,8 +69,8 @@ run('removing an image frees its CAS content and complete markers; pulling again
   const img = await buildTestImage(tempDir(t));
   await pushTestImage(reg.host, 'slgc', '1', img);
   const ref = `${reg.host}/slgc:1`;
-  const pulledAt = Date.now();
   await pull(t, c, ref);
+  const pulledAt = Date.now();
   await waitLog(c, 'delta-complete');
   const cas = join(c.snapshotter.root, 'content', 'sha256');
   const complete = join(c.snapshotter.root, 'layers', 'complete');
@@ -74,7 +81,10 @@ run('removing an image frees its CAS content and complete markers; pulling again
 
   await sleep(Math.max(0, pulledAt + RELEASE_GRACE_WAIT_MS - Date.now()));
   await c.ctrOk(['images', 'rm', '--sync', ref]);
-  const freed = await waitLog(c, 'image-content-freed');
+  const freed = await waitLog(c, 'image-content-freed').catch((err: unknown) => {
+    t.log(c.snapshotter.logs().slice(-15).join('\n'));
+    throw err;
+  });
   t.log(freed[0]);
   t.is((await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls'])).trim().split('\n').length, 1, 'containerd gc removed every snapshot');
   t.is((await readdir(cas)).length, 0, 'no content of the image is left');
@@ -110,10 +120,12 @@ run('CRI remote-snapshot labels: Prepare through containerd pulls via the proxy 
     t.is(info?.parent, parent);
     parent = id;
   }
+  await pin(c, chain[chain.length - 1]!);
   t.is((await waitLog(c, 'remote-snapshot-prepared', 2)).length, 2);
   t.is(c.snapshotter.logs().filter((l) => l.includes('"image-pull-started"')).length, 1, 'one pull for the whole image');
 
   await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'view', 'cri-view', chain[chain.length - 1]!]);
+  await pin(c, 'cri-view');
   const { dir } = await mountSnapshot(t, c, 'cri-view');
   t.is(await readFile(join(dir, 'etc/l2file'), 'utf8'), 'from layer 2\n');
   t.is(await readFile(join(dir, 'etc/somefile'), 'utf8'), 'some\n');
@@ -134,6 +146,7 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   const snap = (args: string[]) => c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, ...args]);
 
   await snap(['prepare', 'mix-a', top]);
+  await pin(c, 'mix-a');
   const a = await mountSnapshot(t, c, 'mix-a');
   t.regex(a.command, /overlay/);
   await writeFile(join(a.dir, 'new.txt'), 'local\n');
@@ -141,8 +154,10 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   await rm(join(a.dir, 'etc/l2file'));
   await sh(`umount ${a.dir}`);
   await snap(['commit', 'mix-c', 'mix-a']);
+  await pin(c, 'mix-c');
 
   await snap(['view', 'mix-v', 'mix-c']);
+  await pin(c, 'mix-v');
   const v = await mountSnapshot(t, c, 'mix-v');
   t.regex(v.command, /lowerdir=[^:,]+:[^:,]+/, 'two lowers: the committed local layer over the lazy view');
   t.is(await readFile(join(v.dir, 'new.txt'), 'utf8'), 'local\n');
@@ -153,6 +168,7 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   await sh(`umount ${v.dir}`);
 
   await snap(['prepare', 'mix-b', 'mix-c']);
+  await pin(c, 'mix-b');
   const b = await mountSnapshot(t, c, 'mix-b');
   await writeFile(join(b.dir, 'etc/passwd'), 'x\n');
   t.is(await readFile(join(b.dir, 'etc/passwd'), 'utf8'), 'x\n');

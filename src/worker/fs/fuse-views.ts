@@ -39,6 +39,11 @@ export interface FuseViewOptions {
   log?: Logger;
   /** Serving threads per view; default 4 (ops never block on data). */
   threads?: number;
+  /**
+   * Kernel FUSE passthrough for complete files (reads at page-cache speed, no daemon round trip);
+   * default true. Falls back to daemon reads, logging `fuse-passthrough-off` once, when refused.
+   */
+  passthrough?: boolean;
   /** How long mount() waits for the new mount to answer a stat, in ms; default 10000. */
   mountTimeoutMs?: number;
   /** How long check() waits for statfs, in ms; default 5000. */
@@ -60,6 +65,7 @@ function resolveOptions(o: FuseViewOptions): Resolved {
   const r: Resolved = {
     log: o.log ?? nullLogger,
     threads: o.threads ?? 4,
+    passthrough: o.passthrough ?? true,
     mountTimeoutMs: o.mountTimeoutMs ?? 10_000,
     checkTimeoutMs: o.checkTimeoutMs ?? 5_000,
     handleSignals: o.handleSignals ?? true,
@@ -97,6 +103,7 @@ export class FuseViewManager implements ViewManager {
   private readonly opts: Resolved;
   private readonly views = new Map<string, View>();
   private signalsInstalled = false;
+  private passthroughOffLogged = false;
   private readonly onSignal = (sig: NodeJS.Signals): void => {
     this.opts.log.warn('fuse-views-signal-unmount', { signal: sig, views: this.views.size });
     this.destroy();
@@ -118,7 +125,7 @@ export class FuseViewManager implements ViewManager {
     const kinds = this.opts.loader.events();
     const pending = new Map<number, AbortController>();
     let view: View | undefined;
-    const session = this.opts.loader.mount(abs, { threads: this.opts.threads, trace: req.onFirstAccess !== undefined }, table.buffers, (kind, reqId, ino, offset, size) => {
+    const session = this.opts.loader.mount(abs, { threads: this.opts.threads, trace: req.onFirstAccess !== undefined, passthrough: this.opts.passthrough }, table.buffers, (kind, reqId, ino, offset, size) => {
       if (view !== undefined) this.onEvent(view, kinds, kind, reqId, ino, offset, size);
     });
     view = { mountpoint: abs, session, table, req, pending, dev: '' };
@@ -200,6 +207,11 @@ export class FuseViewManager implements ViewManager {
   private onEvent(view: View, kinds: EventKinds, kind: number, reqId: number, ino: number, offset: number, size: number): void {
     if (kind === kinds.read) this.onParkedRead(view, reqId, ino, offset, size);
     else if (kind === kinds.interrupt) view.pending.get(reqId)?.abort();
+    else if (kind === kinds.passthroughOff) {
+      if (this.passthroughOffLogged) return;
+      this.passthroughOffLogged = true;
+      this.opts.log.warn('fuse-passthrough-off', { mountpoint: view.mountpoint, errno: size, hint: 'complete files are read through the daemon; passthrough needs Linux >= 6.9, root and a content store on a non-stacked filesystem' });
+    }
     else if (kind === kinds.access && view.req.onFirstAccess) {
       try {
         view.req.onFirstAccess(view.table.paths[ino] ?? '', offset);

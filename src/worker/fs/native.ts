@@ -21,6 +21,7 @@ export interface EventKinds {
   read: number;
   interrupt: number;
   access: number;
+  passthroughOff: number;
 }
 
 export interface NativeMountOptions {
@@ -36,6 +37,11 @@ export interface NativeMountOptions {
   maxBackground?: number;
   /** attr/entry/negative cache timeouts in seconds; default 3600. */
   timeoutSec?: number;
+  /**
+   * Kernel FUSE passthrough for complete files (Linux ≥ 6.9, root): their reads never reach the
+   * daemon. Default true; falls back to daemon reads (EVENT_PASSTHROUGH_OFF once) when refused.
+   */
+  passthrough?: boolean;
 }
 
 /**
@@ -43,6 +49,8 @@ export interface NativeMountOptions {
  * - read: a read of absent content is parked; answer with provide(reqId, …) exactly once.
  * - interrupt: the kernel interrupted reqId (already answered EINTR natively); abort its wait.
  * - access: first access of `ino`; `offset` is milliseconds since mount.
+ * - passthroughOff: kernel passthrough is off for this session (at most once); `size` is the errno
+ *   (EOPNOTSUPP: the kernel did not offer it; else why a backing file could not be registered).
  */
 export type NativeEventHandler = (kind: number, reqId: number, ino: number, offset: number, size: number) => void;
 
@@ -57,6 +65,12 @@ export interface NativeStats {
   provided: number;
   failed: number;
   interrupts: number;
+  /** Opens answered with FOPEN_PASSTHROUGH (their reads bypass the daemon). */
+  passthroughOpens: number;
+  /** 1 once the kernel accepted FUSE_PASSTHROUGH at INIT, else 0. */
+  passthrough: number;
+  /** errno of why passthrough is off (0: not off, or not known yet). */
+  passthroughOff: number;
   parkedNow: number;
   inodes: number;
 }
@@ -72,6 +86,7 @@ interface FuseAddon {
   EVENT_READ: number;
   EVENT_INTERRUPT: number;
   EVENT_ACCESS: number;
+  EVENT_PASSTHROUGH_OFF: number;
   INODE_RECORD_SIZE: number;
   DIRENT_RECORD_SIZE: number;
   XATTR_RECORD_SIZE: number;
@@ -144,7 +159,7 @@ export class FuseAddonLoader {
 
   events(): EventKinds {
     const a = this.load();
-    return { read: a.EVENT_READ, interrupt: a.EVENT_INTERRUPT, access: a.EVENT_ACCESS };
+    return { read: a.EVENT_READ, interrupt: a.EVENT_INTERRUPT, access: a.EVENT_ACCESS, passthroughOff: a.EVENT_PASSTHROUGH_OFF };
   }
 
   /** Mounts synchronously (the kernel mount; the session threads answer from then on). */

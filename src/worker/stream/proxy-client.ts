@@ -17,8 +17,13 @@ export interface ProxyClientOptions {
   url: string;
   /** Bearer token (the proxy's --token-file); none by default. */
   token?: string;
-  /** Time to wait for response headers, in ms; default 30 000. A stalled body is the receiver's concern. */
+  /** Time to wait for response headers of /v1/content and other short requests, in ms; default 30 000. */
   headersTimeoutMs?: number;
+  /**
+   * Time to wait for the response to GET /v1/delta, in ms; default 600 000. Longer than the others
+   * because the proxy answers only once it has indexed a cold image (minutes for a large one).
+   */
+  deltaTimeoutMs?: number;
 }
 
 export interface DeltaRequest {
@@ -39,11 +44,13 @@ export interface ContentResponse {
 }
 
 const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
+const DEFAULT_DELTA_TIMEOUT_MS = 600_000;
 
 export class ProxyClient {
   readonly base: URL;
   private readonly token: string | undefined;
   private readonly headersTimeoutMs: number;
+  private readonly deltaTimeoutMs: number;
   private readonly agent: http.Agent;
 
   constructor(opts: ProxyClientOptions) {
@@ -54,6 +61,7 @@ export class ProxyClient {
     }
     this.token = opts.token;
     this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+    this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
     this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
@@ -64,8 +72,7 @@ export class ProxyClient {
     if (req.have.length) u.searchParams.set('have', req.have.join(','));
     if (req.platform) u.searchParams.set('platform', req.platform);
     if (req.from) u.searchParams.set('from', String(req.from));
-    const res = await this.get(u, signal, `delta of ${req.ref}`);
-    return res;
+    return this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
   }
 
   /** Fetches one content item, encoded as the proxy stores it. */
@@ -100,7 +107,14 @@ export class ProxyClient {
     return this.request(u, 'GET', signal, what);
   }
 
-  private request(u: URL, method: string, signal: AbortSignal | undefined, what: string, body?: Buffer): Promise<http.IncomingMessage> {
+  private request(
+    u: URL,
+    method: string,
+    signal: AbortSignal | undefined,
+    what: string,
+    body?: Buffer,
+    timeoutMs = this.headersTimeoutMs,
+  ): Promise<http.IncomingMessage> {
     const mod = u.protocol === 'https:' ? https : http;
     const headers: Record<string, string | number> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
@@ -114,7 +128,7 @@ export class ProxyClient {
         if (res.statusCode === 200) return resolve(res);
         readError(res, what, this.base.host).then(reject, reject);
       });
-      const timer = setTimeout(() => req.destroy(new Error(`no response in ${this.headersTimeoutMs} ms`)), this.headersTimeoutMs);
+      const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);
       req.on('error', (err) => {
         clearTimeout(timer);
         if (signal?.aborted) return reject(new StarlightError('SL_ERR_CANCELED', `${what}: canceled`, { cause: err }));

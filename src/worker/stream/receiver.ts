@@ -50,6 +50,11 @@ export interface ReceiverProgress {
 const DONE = 1;
 const FAILED = 2;
 
+/** Whether two headers list the same items in the same order. */
+function sameItems(a: DeltaHeader, b: DeltaHeader): boolean {
+  return a.items.length === b.items.length && a.items.every((it, i) => it.digest === b.items[i]!.digest);
+}
+
 /** Errors after which reconnecting cannot help. */
 function permanent(err: unknown): boolean {
   const k = kindOf(err);
@@ -252,11 +257,27 @@ export class DeltaReceiver {
       this.log.info('delta-header', { ref: h.ref, manifest: h.manifestDigest, items: h.items.length, layers: h.layers.length });
       return;
     }
-    if (h.manifestDigest !== this.hdr.manifestDigest || h.items.length !== this.hdr.items.length) {
-      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `resumed delta of ${h.ref} describes another plan (manifest ${h.manifestDigest})`, {
+    if (h.manifestDigest !== this.hdr.manifestDigest) {
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `resumed delta of ${h.ref} describes another image (manifest ${h.manifestDigest})`, {
         details: { ref: h.ref },
       });
     }
+    if (sameItems(h, this.hdr)) return;
+    // The proxy learned a new order meanwhile (a trace upload, docs/protocol.md "Traces"): take the new
+    // item table, carrying each item's state over by digest. This connection was opened with a `from`
+    // of the old table; items the new table puts before it are picked up by the next reconnect.
+    const state = new Map<string, number>();
+    this.hdr.items.forEach((it, i) => state.set(it.digest, this.complete[i]!));
+    this.hdr = h;
+    this.complete = new Uint8Array(h.items.length);
+    this.itemsDone = 0;
+    this.bytesDone = 0;
+    h.items.forEach((it, i) => {
+      const st = state.get(it.digest) ?? 0;
+      if (st === DONE) this.markComplete(i);
+      else this.complete[i] = st;
+    });
+    this.log.info('delta-reordered', { ref: h.ref, manifest: h.manifestDigest, items: h.items.length });
   }
 
   /** Marks items already in the store (earlier pulls, out-of-order fetches) as complete. */

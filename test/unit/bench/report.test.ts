@@ -62,20 +62,22 @@ test('CSV quotes fields with commas/quotes and has one row per result or aggrega
   t.is(agg[0]!.split(',').length, agg[1]!.split(',').length);
 });
 
-test('startup table: header, separator and one row per startup aggregate with equal column counts', (t) => {
+test('startup table: header, separator and one row per startup aggregate with equal column counts; all-skipped modes left out', (t) => {
   const aggs = aggregate([
     result({ totalMs: 1500, pullMs: 1000, runToReadyMs: 500, bytes: 12e6, requests: 7, connections: 2 }),
     result({ run: 2, totalMs: 2500, pullMs: 1000, runToReadyMs: 1500, bytes: 12e6, requests: 7, connections: 2 }),
     result({ mode: 'estargz', status: 'skipped', reason: 'ctr-remote not found' }),
+    result({ mode: 'starlight', status: 'failed', reason: 'boom' }),
     result({ workload: 'overhead', readAllMs: 10 }),
   ]);
   const lines = startupTable(aggs).trimEnd().split('\n');
   t.is(lines.length, 2 + 2);
+  t.false(lines.some((l) => l.includes('estargz')), 'a skipped-only mode has no row');
   const cols = (l: string): number => l.split(/(?<!\\)\|/).length;
   for (const l of lines) t.is(cols(l), STARTUP_HEADER.length + 2);
   t.true(lines[2]!.includes('2.00 [1.50–2.50]'));
   t.true(lines[2]!.includes('12.0'));
-  t.true(lines[3]!.includes('0/1 (skipped: ctr-remote not found)'));
+  t.true(lines[3]!.includes('0/1 (failed: boom)'), 'failures stay in the table');
   const over = overheadTable(aggs).trimEnd().split('\n');
   t.is(over.length, 3);
   for (const l of over) t.is(cols(l), OVERHEAD_HEADER.length + 2);

@@ -1,0 +1,104 @@
+/**
+ * HTTP handlers of startup traces (docs/protocol.md "Traces"): `POST /v1/traces` (read the body up
+ * to MAX_TRACE_BODY_BYTES, validate strictly, store) and `GET /v1/traces?ref=|manifest=[&group=]`
+ * (the learned order of an image, for `starlight trace show`).
+ *
+ * Not here: routing and auth (server.ts), validation rules (src/protocol/traces.ts), merging
+ * (priority.ts, priority-service.ts).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { StarlightError } from '../errors.js';
+import { mergeLayers } from '../image/merge.js';
+import { isDigest } from '../oci/reference.js';
+import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';
+import { type HandlerContext, groupParam, platformParam, resolveRef } from './handlers.js';
+
+function tooLarge(bytes: number | undefined): StarlightError {
+  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${MAX_TRACE_BODY_BYTES} bytes`, {
+    details: { limit: MAX_TRACE_BODY_BYTES, ...(bytes !== undefined ? { bytes } : {}) },
+  });
+}
+
+/** Reads the whole request body, failing with SL_ERR_PROXY_BODY_TOO_LARGE past `limit` bytes. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared));
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const b of req as AsyncIterable<Buffer>) {
+    n += b.length;
+    if (n > limit) throw tooLarge(undefined);
+    parts.push(b);
+  }
+  return Buffer.concat(parts, n);
+}
+
+function sendJson(res: ServerResponse, value: unknown): void {
+  const body = JSON.stringify(value);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `POST /v1/traces needs content-type application/json, got ${type || 'none'}`, {
+      details: { field: 'content-type' },
+    });
+  }
+  const raw = await readBody(req, MAX_TRACE_BODY_BYTES);
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch (cause) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'trace upload: body is not valid JSON', { cause, details: { field: 'body' } });
+  }
+  const body = validateTraceUpload(json);
+  const accepted = ctx.priority.record(body, Date.now());
+  ctx.metrics.tracesAccepted += accepted;
+  ctx.logger.info('traces-accepted', {
+    manifestDigest: body.manifestDigest,
+    traces: accepted,
+    ...(body.group !== undefined ? { group: body.group } : {}),
+  });
+  sendJson(res, { accepted });
+}
+
+export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  const group = groupParam(url);
+  const manifest = url.searchParams.get('manifest');
+  const refParam = url.searchParams.get('ref');
+  if ((manifest === null) === (refParam === null)) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'GET /v1/traces needs exactly one of ref= or manifest=', { details: { parameter: 'ref' } });
+  }
+  let target;
+  if (manifest !== null) {
+    if (!isDigest(manifest)) {
+      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'query parameter manifest must be sha256:<hex>', { details: { parameter: 'manifest', value: manifest } });
+    }
+    const rec = ctx.store.manifest(manifest);
+    const tocs = rec?.diffIDs.map((d) => ctx.indexer.toc(d));
+    if (rec === undefined || tocs === undefined || tocs.some((t) => t === undefined)) {
+      throw new StarlightError('SL_ERR_OCI_NOT_FOUND', `image ${manifest} is not indexed by this proxy; ask for it by ref= (or request a delta of it first)`, {
+        details: { manifestDigest: manifest },
+      });
+    }
+    target = { manifestDigest: manifest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(tocs.map((t) => t!)) };
+  } else {
+    const ref = resolveRef(refParam, ctx.registries, 'ref');
+    const ac = new AbortController();
+    res.on('close', () => ac.abort());
+    const img = await ctx.indexer.image(ref, platformParam(url, ctx.defaultPlatform), ac.signal);
+    const rec = img.record;
+    target = { manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(img.tocs) };
+  }
+  const learned = ctx.priority.order(target, group);
+  const out: LearnedOrder = {
+    manifestDigest: target.manifestDigest,
+    ...(group !== undefined ? { group } : {}),
+    source: learned.source,
+    traces: learned.traces,
+    entries: learned.files.map((f) => ({ path: f.path, rank: f.rank + 1, size: f.size, digest: f.digest })),
+  };
+  sendJson(res, out);
+}
