@@ -29,12 +29,6 @@ const REPORT_USAGE = `usage: starlight report [--daemon SOCK] [--json]
 
 Uploads the startup traces the daemon recorded (kept under <root>/traces) to its proxy.`;
 
-/**
- * Module of `trace show`, owned by the proxy side. Loaded by a computed name so this command builds
- * and runs (on, off, status) before that module exists.
- */
-const SHOW_MODULE = './trace-show.js';
-
 function parse(argv: string[], usage: string) {
   try {
     return parseArgs({
@@ -54,16 +48,7 @@ function describe(st: TraceStatus): string {
 }
 
 export async function runTraceCommand(argv: string[]): Promise<number> {
-  if (argv[0] === 'show') {
-    let mod: { runTraceShowCommand?: (a: string[]) => Promise<number> };
-    try {
-      mod = (await import(SHOW_MODULE)) as typeof mod;
-    } catch (cause) {
-      throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `'starlight trace show' is not available in this build`, { cause });
-    }
-    if (!mod.runTraceShowCommand) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `'starlight trace show' is not available in this build`);
-    return mod.runTraceShowCommand(argv.slice(1));
-  }
+  if (argv[0] === 'show') return (await import('./trace-show.js')).runTraceShowCommand(argv.slice(1));
   const { values, positionals } = parse(argv, TRACE_USAGE);
   if (values.help) {
     process.stdout.write(TRACE_USAGE + '\n');

@@ -46,8 +46,7 @@ run('starlight pull + ctr run: lazy snapshots with overlay semantics, non-root, 
   await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'long', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);
   const beforeStop = await c.ctrOk(['tasks', 'ls']);
   t.regex(beforeStop, /long\s+\d+\s+RUNNING/, 'the long-running container runs before the restart');
-  t.is(await c.snapshotter.stop('SIGTERM'), 0);
-  await c.snapshotter.start();
+  t.is(await c.restartSnapshotter('SIGTERM'), 0);
   t.log(`tasks after restart: ${JSON.stringify(await c.ctrOk(['tasks', 'ls']))}`);
   t.is(await ctrRun(c, ref, 'r1', 'cat /etc/l2file'), 'from layer 2\n');
   // A container running across the restart loses its lower view (docs/lazy-pull.md "Daemon restarts").

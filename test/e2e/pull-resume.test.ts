@@ -51,10 +51,8 @@ run('SIGKILL mid-stream, restart: the image resumes streaming and every file rea
   const st = JSON.parse((await starlight(['status', '--daemon', c.snapshotter.apiSocket, '--json'])).stdout) as { images: { complete: boolean; bytesPresent: number; bytes: number }[] };
   t.false(st.images[0]!.complete, 'still streaming when killed');
   t.log(`killed at ${st.images[0]!.bytesPresent}/${st.images[0]!.bytes} bytes`);
-  t.is(await c.snapshotter.stop('SIGKILL'), null);
   const before = c.snapshotter.logs().length;
-
-  await c.snapshotter.start();
+  t.is(await c.restartSnapshotter('SIGKILL'), null);
   const deadline = Date.now() + LOG_TIMEOUT_MS;
   const after = () => c.snapshotter.logs().slice(before);
   while (!after().some((l) => l.includes('"delta-complete"'))) {

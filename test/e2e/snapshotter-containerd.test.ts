@@ -82,8 +82,7 @@ run('ctr snapshots subcommands against the starlight snapshotter', async (t) => 
 run('containers keep working across a snapshotter restart', async (t) => {
   const { c, ref } = await withImage(t);
   await c.ctrOk(['images', 'pull', '--plain-http', '--snapshotter', SNAPSHOTTER_NAME, ref]);
-  t.is(await c.snapshotter.stop('SIGTERM'), 0, 'graceful exit on SIGTERM');
+  t.is(await c.restartSnapshotter('SIGTERM'), 0, 'graceful exit on SIGTERM');
   t.true(c.snapshotter.logs().some((l) => l.includes('"worker-daemon-stopped"')));
-  await c.snapshotter.start();
   t.is(await ctrRun(c, SNAPSHOTTER_NAME, ref, 'r1', 'cat /etc/l2file'), 'from layer 2\n');
 });

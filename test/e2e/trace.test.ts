@@ -2,8 +2,8 @@
  * Startup traces on the worker (issue 6), end to end: registry → `starlight proxy` → `starlight
  * snapshotter --proxy --trace-window 3 --trace-upload manual` → containerd + runc. A container runs a
  * script; the daemon records the files it read first, in order, with ms since the container start,
- * keeps the trace under <root>/traces, and `starlight report` uploads it (POST /v1/traces) or keeps
- * it when the proxy does not take it. `starlight trace on|off|status` drive manual mode.
+ * keeps the trace under <root>/traces, and `starlight report` uploads it (POST /v1/traces), after
+ * which the proxy's learned order (`starlight trace show`) begins with it. `starlight trace on|off|status` drive manual mode.
  * Needs root; everything is torn down on failure too.
  */
 import test from 'ava';
@@ -24,7 +24,7 @@ const SAVE_TIMEOUT_MS = 20_000;
 
 run('a container start is traced: the files it read first, in order, kept until uploaded', async (t) => {
   t.timeout(120_000);
-  const { reg, c } = await lazyStack(t, async (u) => u, ['--trace-window', String(WINDOW_S), '--trace-upload', 'manual', '--worker-id', 'test-worker']);
+  const { reg, c, proxyUrl } = await lazyStack(t, async (u) => u, ['--trace-window', String(WINDOW_S), '--trace-upload', 'manual', '--worker-id', 'test-worker']);
   const img = await buildTestImage(tempDir(t));
   await pushTestImage(reg.host, 'sltrace', '1', img);
   const ref = `${reg.host}/sltrace:1`;
@@ -67,14 +67,16 @@ run('a container start is traced: the files it read first, in order, kept until 
   const off = await starlight(['trace', 'off', '--daemon', c.snapshotter.apiSocket, '--json']);
   t.like(JSON.parse(off.stdout), { manual: { on: false }, open: 0 });
 
-  // Upload: deleted after the proxy took it, kept (and reported) otherwise.
+  // Upload: the proxy takes it, the worker's copy is deleted, and the proxy's learned order starts
+  // with the files the container read first, in that order.
   const rep = await starlight(['report', '--daemon', c.snapshotter.apiSocket]);
+  t.is(rep.code, 0, rep.stderr);
+  t.regex(rep.stdout, /uploaded 1 trace/);
   const left = (await readdir(dir)).filter((f) => f.endsWith('.json') && !f.startsWith('.'));
-  t.log(`report: exit ${rep.code} ${rep.stdout.trim()} ${rep.stderr.trim()}`);
-  if (rep.code === 0) {
-    t.regex(rep.stdout, /uploaded 1 trace/);
-    t.deepEqual(left, [], 'the trace is deleted once the proxy took it');
-  } else {
-    t.deepEqual(left, files, 'a trace the proxy did not take stays on disk');
-  }
+  t.deepEqual(left, [], 'the trace is deleted once the proxy took it');
+  const show = await starlight(['trace', 'show', ref, '--proxy', proxyUrl, '--json']);
+  t.is(show.code, 0, show.stderr);
+  const learned = (JSON.parse(show.stdout) as { entries: { path: string; rank: number }[] }).entries.map((e) => e.path);
+  const tracedFiles = paths.filter((p) => learned.includes(p));
+  t.deepEqual(learned.slice(0, tracedFiles.length), tracedFiles, 'the learned order begins with the trace');
 });

@@ -50,6 +50,11 @@ export interface Containerd {
   ctrOk(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
   /** The snapshotter child (restartable). */
   snapshotter: SnapshotterProcess;
+  /**
+   * Restarts the snapshotter and waits until containerd talks to it again: containerd's proxy-plugin
+   * connection redials with backoff, so the first calls after a restart can time out (seen under load).
+   */
+  restartSnapshotter(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
 export interface SnapshotterProcess {
@@ -177,6 +182,9 @@ export interface ContainerdOptions {
   snapshotterArgs?: string[];
 }
 
+/** How long a test waits for containerd to redial a restarted snapshotter, ms. */
+const SNAPSHOTTER_REDIAL_MS = 60_000;
+
 export async function startContainerd(t: ExecutionContext, opts: ContainerdOptions = {}): Promise<Containerd> {
   const dir = tempDir(t, 'sl-ctrd-');
   // Registered first so it runs LAST (ava runs teardowns in reverse order): after everything stopped.
@@ -224,7 +232,18 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   });
 
   await waitFor('containerd', async () => existsSync(address) && (await run('ctr', ['--address', address, 'version'], 5_000)).code === 0, child, logFile);
-  return { dir, address, fifoDir: join(dir, 'fifo'), ctr, ctrOk, snapshotter };
+  const restartSnapshotter = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    const code = await snapshotter.stop(signal);
+    await snapshotter.start();
+    const deadline = Date.now() + SNAPSHOTTER_REDIAL_MS;
+    for (;;) {
+      const r = await ctr(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls'], { timeoutMs: 15_000 });
+      if (r.code === 0) return code;
+      if (Date.now() > deadline) throw new Error(`containerd did not reconnect to the restarted snapshotter: ${r.stderr.trim()}`);
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  };
+  return { dir, address, fifoDir: join(dir, 'fifo'), ctr, ctrOk, snapshotter, restartSnapshotter };
 }
 
 // ---- a tiny runnable image built from this machine's files ----
