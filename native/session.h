@@ -3,6 +3,9 @@
 // fuse_req is kept in `parked_`) and announced to JS through the session's thread-safe function; JS
 // answers with Provide(). Unmount fails whatever is still parked with EIO.
 //
+// Device I/O goes through Passthrough (fuse_session_custom_io) so complete files can be opened with
+// kernel passthrough (passthrough.h).
+//
 // Threading: FUSE threads run ops.cc callbacks; the JS thread calls Provide/MarkPresent/Stats/Unmount.
 // Not here: N-API argument parsing (addon.cc), the per-op replies (ops.cc).
 #pragma once

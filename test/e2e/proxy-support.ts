@@ -4,7 +4,7 @@
  * proxy`), and a delta fetched, decoded and verified (every item's bytes hash to its digest).
  */
 import type { ExecutionContext } from 'ava';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,11 +17,6 @@ import { decodeDelta, type DeltaEnd, type DeltaHeader, type ContentItem } from '
 import { tempDir } from '../helpers/tmp.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const CLI = join(ROOT, 'bin/starlight.js');
-/** ms a proxy may take to print its listening line. */
-const PROXY_START_MS = 15_000;
-/** ms between SIGTERM and SIGKILL at teardown. */
-const PROXY_STOP_GRACE_MS = 5_000;
 
 export const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -65,49 +60,8 @@ export async function pushLayers(registryHost: string, name: string, layers: Bui
   return pushed.digest;
 }
 
-export interface ProxyProcess {
-  url: string;
-  pid: number;
-  child: ChildProcess;
-  stop(): Promise<number | null>;
-}
-
-export async function startProxyProcess(t: ExecutionContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProxyProcess> {
-  const child = spawn(process.execPath, [CLI, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    if (stderr.length < 16_384) stderr += d.toString();
-  });
-  let stopped: Promise<number | null> | undefined;
-  const stop = (): Promise<number | null> =>
-    (stopped ??= new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-      const timer = setTimeout(() => child.kill('SIGKILL'), PROXY_STOP_GRACE_MS);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve(code);
-      });
-      child.kill('SIGTERM');
-    }));
-  t.teardown(() => stop().then(() => undefined));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`proxy did not start in ${PROXY_START_MS} ms: ${stderr}`)), PROXY_START_MS);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(Object.assign(new Error(`proxy exited with ${code}: ${stderr}`), { exitCode: code, stderr }));
-    });
-  });
-  return { url, pid: child.pid!, child, stop };
-}
+/** The proxy as a child process (`starlight proxy …`), started and torn down by test/helpers/cli.ts. */
+export { startProxyCli as startProxyProcess } from '../helpers/cli.js';
 
 export function decodeItem(item: ContentItem, data: Buffer): Buffer {
   switch (item.encoding) {

@@ -95,7 +95,7 @@ test('a trace reorders the delta exactly, survives a restart, and `trace show` p
   // v2 has no traces: it inherits v1's (same repository) — bin/app changed content but keeps its place
   t.deepEqual(await deltaPaths(f, a.url, 'v2'), ['opt/o2', 'usr/share/f2', 'etc/conf', 'bin/app', 'lib/liba.so.1', 'usr/share/f1', 'usr/share/f3', 'opt/o1', 'opt/o3']);
 
-  t.is(await a.stop(), 0);
+  t.is((await a.stop()).code, 0);
   const b = await startProxyProcess(t, args);
   t.deepEqual(await deltaPaths(f, b.url, 'v1'), want, 'traces survive a restart');
 
