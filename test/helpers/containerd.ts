@@ -17,6 +17,9 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { RegistryClient } from '../../src/oci/client.js';
+import { parseReference } from '../../src/oci/reference.js';
+import { MEDIA_TYPES } from '../../src/oci/types.js';
 import { unmountAllUnder } from '../../src/worker/snapshotter/mountinfo.js';
 import { tempDir } from './tmp.js';
 
@@ -327,24 +330,16 @@ export async function buildTestImage(work: string): Promise<TestImage> {
   return { layers, config, configDigest: sha256(config), manifest, manifestDigest: sha256(manifest) };
 }
 
-/** Pushes `img` as `<registryHost>/<repo>:<tag>` with the distribution API (monolithic uploads). */
+/** Pushes `img` as `<registryHost>/<repo>:<tag>` with the project's registry client (exact manifest bytes). */
 export async function pushTestImage(registryHost: string, repo: string, tag: string, img: TestImage): Promise<void> {
-  const base = `http://${registryHost}/v2/${repo}`;
-  for (const [digest, body] of [[img.configDigest, img.config], ...img.layers.map((l) => [l.digest, l.blob] as const)] as const) {
-    const start = await fetch(`${base}/blobs/uploads/`, { method: 'POST' });
-    await start.body?.cancel();
-    if (start.status !== 202) throw new Error(`upload start for ${digest}: HTTP ${start.status}`);
-    const loc = new URL(start.headers.get('location')!, `http://${registryHost}`);
-    loc.searchParams.set('digest', digest);
-    const put = await fetch(loc, { method: 'PUT', body: new Uint8Array(body), headers: { 'content-type': 'application/octet-stream' } });
-    await put.body?.cancel();
-    if (put.status !== 201) throw new Error(`upload of ${digest}: HTTP ${put.status}`);
+  const client = new RegistryClient();
+  const ref = parseReference(`${registryHost}/${repo}:${tag}`);
+  for (const [digest, data, mediaType] of [
+    [img.configDigest, img.config, MEDIA_TYPES.ociConfig],
+    ...img.layers.map((l) => [l.digest, l.blob, MEDIA_TYPES.ociLayerGzip] as const),
+  ] as const) {
+    await client.pushBlob(ref, data, { mediaType, digest, size: data.length });
   }
-  const res = await fetch(`${base}/manifests/${tag}`, {
-    method: 'PUT',
-    body: new Uint8Array(img.manifest),
-    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
-  });
-  await res.body?.cancel();
-  if (res.status !== 201) throw new Error(`manifest push: HTTP ${res.status}`);
+  const digest = await client.pushManifest(ref, img.manifest, MEDIA_TYPES.ociManifest);
+  if (digest !== img.manifestDigest) throw new Error(`registry stored manifest ${digest}, expected ${img.manifestDigest}`);
 }
