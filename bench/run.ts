@@ -79,25 +79,32 @@ function list(s: string): string[] {
 }
 
 export function parseOptions(argv: string[]): Options | 'help' {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      images: { type: 'string', default: DEFAULTS.images },
-      rtt: { type: 'string', default: DEFAULTS.rtt },
-      bandwidth: { type: 'string', default: DEFAULTS.bandwidth },
-      runs: { type: 'string', default: DEFAULTS.runs },
-      modes: { type: 'string', default: DEFAULTS.modes },
-      scenarios: { type: 'string', default: DEFAULTS.scenarios },
-      overhead: { type: 'boolean', default: false },
-      out: { type: 'string', default: 'bench/out' },
-      'write-results': { type: 'boolean', default: false },
-      'registry-dir': { type: 'string', default: DEFAULTS.registryDir },
-      'trial-timeout': { type: 'string', default: DEFAULTS.trialTimeout },
-      'no-drop-caches': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-    strict: true,
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        images: { type: 'string', default: DEFAULTS.images },
+        rtt: { type: 'string', default: DEFAULTS.rtt },
+        bandwidth: { type: 'string', default: DEFAULTS.bandwidth },
+        runs: { type: 'string', default: DEFAULTS.runs },
+        modes: { type: 'string', default: DEFAULTS.modes },
+        scenarios: { type: 'string', default: DEFAULTS.scenarios },
+        overhead: { type: 'boolean', default: false },
+        out: { type: 'string', default: 'bench/out' },
+        'write-results': { type: 'boolean', default: false },
+        'registry-dir': { type: 'string', default: DEFAULTS.registryDir },
+        'trial-timeout': { type: 'string', default: DEFAULTS.trialTimeout },
+        'no-drop-caches': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    });
+  } catch (cause) {
+    // e.g. an unknown option, or "--rtt -1" (a value that looks like an option: write --rtt=-1)
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${(cause as Error).message}\n${USAGE}`, { cause });
+  }
+  const v = parsed.values;
   if (v.help) return 'help';
   const images = list(v.images).map((i) => {
     if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw bad('images', i, `choose from ${DEBIAN_IMAGES.join(', ')}`);

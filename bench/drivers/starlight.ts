@@ -109,11 +109,14 @@ class StarlightDriver implements ModeDriver {
     return n;
   }
 
-  run(version: ImageVersion, env: TrialEnv): Promise<ReadyContainer> {
-    return runUntilReady(this.w!.cd, { ref: this.nameOf(version), id: `sl-${version}-${++this.seq}`, snapshotter: SNAPSHOTTER }, env.image.versions[version].ready, {
+  async run(version: ImageVersion, env: TrialEnv): Promise<ReadyContainer> {
+    const c = await runUntilReady(this.w!.cd, { ref: this.nameOf(version), id: `sl-${version}-${++this.seq}`, snapshotter: SNAPSHOTTER }, env.image.versions[version].ready, {
       timeoutMs: env.spec.timeoutMs,
       signal: env.signal,
     });
+    this.w!.mark('bench-run-start', c.startedAt);
+    this.w!.mark('bench-ready', c.readyAt);
+    return c;
   }
 
   async settle(version: ImageVersion, env: TrialEnv): Promise<void> {

@@ -5,7 +5,8 @@
  *
  * Not here: the modes (starlight.ts), containerd itself (containerd.ts).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { BENCH_NAMESPACE, startContainerd, type BenchContainerd } from './containerd.js';
@@ -26,6 +27,8 @@ export interface StarlightWorker {
   cd: BenchContainerd;
   client: DaemonClient;
   apiSocket: string;
+  /** Debug aid: appends a timeline mark (wall time of performance.now() `at`) to the daemon's log file, if one is kept. */
+  mark(msg: string, at?: number): void;
   /** `starlight pull` of `ref` into the bench namespace; resolves with the image name containerd knows. */
   pull(ref: string, env: TrialEnv): Promise<string>;
   stop(): Promise<void>;
@@ -50,7 +53,11 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   const level = process.env[LOG_ENV];
   const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', join(cdDir, 'c.sock'), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
-  const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(`/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`)}`, process.execPath, ...args]] : [process.execPath, args];
+  const logFile = `/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`;
+  const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(logFile)}`, process.execPath, ...args]] : [process.execPath, args];
+  const mark = (msg: string, at = performance.now()): void => {
+    if (level) appendFileSync(logFile, JSON.stringify({ time: new Date(Date.now() - (performance.now() - at)).toISOString(), level: 'info', msg }) + '\n');
+  };
   const daemon = await startDaemon('starlight snapshotter', cmd, argv, async () => existsSync(socket) && existsSync(apiSocket), { timeoutMs: START_TIMEOUT_MS });
   let cd: BenchContainerd;
   try {
@@ -70,8 +77,11 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
     cd,
     client: new DaemonClient(apiSocket),
     apiSocket,
+    mark,
     async pull(ref, e) {
+      mark('bench-pull-start');
       const r = await runCommand(process.execPath, [bin, 'pull', '--daemon', apiSocket, '-n', BENCH_NAMESPACE, ref], { timeoutMs: e.spec.timeoutMs, signal: e.signal });
+      mark('bench-pull-end');
       // "<name> <digest>: ready in N ms (…)"
       return r.stdout.trim().split(/\s+/)[0] ?? ref;
     },

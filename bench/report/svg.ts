@@ -1,7 +1,7 @@
 /**
  * A hand-written SVG bar chart in the style of the Starlight paper's startup figure: time to ready
- * per image, one bar per mode (median, min–max whisker), a panel per scenario (fresh, update) and a
- * row of panels per (RTT, bandwidth). Pure; no dependencies.
+ * per image, one bar per mode (median, min–max whisker, value in seconds on top), a panel per scenario
+ * (fresh, update; each with its own time axis) and a row of panels per (RTT, bandwidth). Pure; no dependencies.
  *
  * Each bar is `<rect class="bar" data-image=… data-mode=… data-scenario=…>` so tests (and readers of
  * the file) can find them. Missing measurements get a grey "n/a" marker instead of a bar.
@@ -64,13 +64,14 @@ export function startupSvg(all: readonly Aggregate[], opts: SvgOptions = {}): st
   });
   links.forEach(([rtt, bw], li) => {
     const rowAggs = aggs.filter((a) => a.rttMs === rtt && a.bandwidthBps === bw);
-    const { max, step } = niceScale(Math.max(0, ...rowAggs.map((a) => (a.metrics.totalMs?.max ?? 0) / 1000)));
     scenarios.forEach((scenario, si) => {
+      // Own scale per panel: update bars are a fraction of fresh ones and would vanish on a shared axis.
+      const { max, step } = niceScale(Math.max(0, ...rowAggs.filter((a) => a.scenario === scenario).map((a) => (a.metrics.totalMs?.max ?? 0) / 1000)));
       const ox = si * cellW + MARGIN.left;
       const oy = LEGEND_H + li * cellH + MARGIN.top;
       const y = (sec: number): number => oy + PANEL_H - (sec / max) * PANEL_H;
       out.push(`<g class="panel" data-scenario="${scenario}" data-rtt="${rtt}" data-bandwidth="${bw}">`);
-      out.push(`<text x="${ox + PANEL_W / 2}" y="${oy - 12}" text-anchor="middle" font-weight="bold">${esc(`${scenario} — RTT ${rtt} ms, ${bandwidthLabel(bw)}`)}</text>`);
+      out.push(`<text x="${ox + PANEL_W / 2}" y="${oy - 18}" text-anchor="middle" font-weight="bold">${esc(`${scenario} — RTT ${rtt} ms, ${bandwidthLabel(bw)}`)}</text>`);
       for (let t = 0; t <= max + 1e-9; t += step) {
         const ty = y(t).toFixed(1);
         out.push(`<line x1="${ox}" x2="${ox + PANEL_W}" y1="${ty}" y2="${ty}" stroke="#ddd"/>`);
@@ -95,6 +96,8 @@ export function startupSvg(all: readonly Aggregate[], opts: SvgOptions = {}): st
           out.push(
             `<rect class="bar" ${data} x="${bx.toFixed(1)}" y="${top.toFixed(1)}" width="${(barW * 0.9).toFixed(1)}" height="${(oy + PANEL_H - top).toFixed(1)}" fill="${PALETTE[mi % PALETTE.length]}"><title>${esc(`${mode} ${image} ${scenario}: ${(s.median / 1000).toFixed(2)} s`)}</title></rect>`,
           );
+          const label = s.median / 1000;
+          out.push(`<text class="value" x="${(bx + (barW * 0.9) / 2).toFixed(1)}" y="${(Math.min(top, y(s.max / 1000)) - 3).toFixed(1)}" text-anchor="middle" font-size="9">${label < 10 ? label.toFixed(2) : label.toFixed(1)}</text>`);
           if (s.max > s.min) {
             const cx = (bx + (barW * 0.9) / 2).toFixed(1);
             out.push(`<line class="whisker" x1="${cx}" x2="${cx}" y1="${y(s.min / 1000).toFixed(1)}" y2="${y(s.max / 1000).toFixed(1)}" stroke="#333"/>`);
