@@ -40,7 +40,7 @@ export function resultsMarkdown(d: ResultsDoc): string {
     `- Figure and CSV: ${d.outDir}/startup.svg, ${d.outDir}/results.csv, ${d.outDir}/aggregates.csv (not committed)`,
   ];
   if (d.skipped.length > 0) parts.push('', 'Skipped modes:', '', ...d.skipped.map((s) => `- ${s}`));
-  parts.push('', '## Time to ready', '', 'Cells are median [min–max] over the runs; MB, requests and connections cross the emulated link up to the ready line.', '', d.startupTable.trimEnd());
+  parts.push('', '## Time to ready', '', 'Cells are median [min–max] over the runs; MB, requests and connections cross the emulated link up to the ready line; MB total: until a Starlight stream completed.', '', d.startupTable.trimEnd());
   if (d.overheadTable) parts.push('', '## Runtime overhead (after a full download)', '', d.overheadTable.trimEnd());
   return parts.join('\n') + '\n';
 }

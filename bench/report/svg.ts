@@ -22,17 +22,18 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** A "nice" axis maximum ≥ v (1, 2, 2.5, 5 × 10^k) and its tick step. */
+/** Round axis maxima (× 10^k) and their tick steps: at most ~25 % of the axis above the value stays empty. */
+const NICE: readonly (readonly [number, number])[] = [[1, 0.2], [1.2, 0.2], [1.5, 0.3], [2, 0.4], [2.5, 0.5], [3, 0.5], [4, 1], [5, 1], [6, 1], [8, 2], [10, 2]];
+
+/** A "nice" axis maximum ≥ v and its tick step. */
 export function niceScale(v: number): { max: number; step: number } {
   if (!(v > 0)) return { max: 1, step: 0.2 };
   const pow = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) {
-    if (m * pow >= v) {
-      const max = m * pow;
-      return { max, step: max / 5 };
-    }
+  const round = (x: number): number => +x.toPrecision(12);
+  for (const [m, step] of NICE) {
+    if (round(m * pow) >= v) return { max: round(m * pow), step: round(step * pow) };
   }
-  return { max: 10 * pow, step: 2 * pow };
+  return { max: round(10 * pow), step: round(2 * pow) };
 }
 
 export interface SvgOptions {

@@ -101,7 +101,9 @@ test('SVG has one bar per (image, mode, scenario) with data and a marker for mis
 });
 
 test('niceScale picks a round maximum at or above the value', (t) => {
-  t.deepEqual(niceScale(7.3), { max: 10, step: 2 });
+  t.deepEqual(niceScale(7.3), { max: 8, step: 2 });
+  t.deepEqual(niceScale(11.2), { max: 12, step: 2 });
   t.deepEqual(niceScale(2.1), { max: 2.5, step: 0.5 });
+  t.deepEqual(niceScale(4.1), { max: 5, step: 1 });
   t.deepEqual(niceScale(0), { max: 1, step: 0.2 });
 });
