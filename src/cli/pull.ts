@@ -5,15 +5,14 @@
  *
  * Not here: the pull itself (src/worker/images/service.ts).
  */
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { DaemonClient } from '../worker/api/client.js';
-import { API_SOCKET_NAME, DEFAULT_ROOT } from '../worker/daemon.js';
+import { DEFAULT_API_SOCKET } from '../worker/defaults.js';
 
 const USAGE = `usage: starlight pull [--daemon SOCK] [-n NAMESPACE] [--platform os/arch] REF
 
-  --daemon SOCK      the daemon's API socket (default ${join(DEFAULT_ROOT, API_SOCKET_NAME)})
+  --daemon SOCK      the daemon's API socket (default ${DEFAULT_API_SOCKET})
   -n, --namespace NS containerd namespace (default $CONTAINERD_NAMESPACE or 'default')
   --platform P       e.g. linux/amd64 (default: the proxy's)`;
 
@@ -38,7 +37,7 @@ export async function runPullCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `expected exactly one REF\n${USAGE}`);
-  const client = new DaemonClient(values.daemon ?? join(DEFAULT_ROOT, API_SOCKET_NAME));
+  const client = new DaemonClient(values.daemon ?? DEFAULT_API_SOCKET);
   const started = Date.now();
   const r = await client.pull({
     ref: positionals[0]!,

@@ -9,7 +9,8 @@ import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger, type Level } from '../log.js';
-import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET, WorkerDaemon } from '../worker/daemon.js';
+import { WorkerDaemon } from '../worker/daemon.js';
+import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from '../worker/defaults.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.js';
 
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]

@@ -4,11 +4,10 @@
  *
  * Not here: collecting the data (src/worker/daemon.ts status()).
  */
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { DaemonClient } from '../worker/api/client.js';
-import { API_SOCKET_NAME, DEFAULT_ROOT } from '../worker/daemon.js';
+import { DEFAULT_API_SOCKET } from '../worker/defaults.js';
 import { formatBytes } from './progress.js';
 
 const USAGE = `usage: starlight status [--daemon SOCK] [--json]`;
@@ -24,7 +23,7 @@ export async function runStatusCommand(argv: string[]): Promise<number> {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
-  const st = await new DaemonClient(values.daemon ?? join(DEFAULT_ROOT, API_SOCKET_NAME)).status();
+  const st = await new DaemonClient(values.daemon ?? DEFAULT_API_SOCKET).status();
   if (values.json) {
     process.stdout.write(JSON.stringify(st, null, 2) + '\n');
     return 0;

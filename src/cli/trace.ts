@@ -9,21 +9,19 @@
  *
  * Not here: recording and uploading (src/worker/trace/), the daemon's options (snapshotter.ts).
  */
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { StarlightError, type Code } from '../errors.js';
 import { DaemonClient } from '../worker/api/client.js';
 import type { TraceStatus } from '../worker/api/server.js';
-import { API_SOCKET_NAME, DEFAULT_ROOT } from '../worker/daemon.js';
+import { DEFAULT_API_SOCKET } from '../worker/defaults.js';
 
-const DEFAULT_API = join(DEFAULT_ROOT, API_SOCKET_NAME);
 
 const TRACE_USAGE = `usage: starlight trace on [--group NAME] [--daemon SOCK] [--json]
        starlight trace off|status [--daemon SOCK] [--json]
        starlight trace show ...   (the proxy's learned order; see 'starlight trace show --help')
 
   --group NAME   label the traces of this workload (the proxy keeps one order per image and group)
-  --daemon SOCK  the daemon's API socket (default ${DEFAULT_API})`;
+  --daemon SOCK  the daemon's API socket (default ${DEFAULT_API_SOCKET})`;
 
 const REPORT_USAGE = `usage: starlight report [--daemon SOCK] [--json]
 
@@ -59,7 +57,7 @@ export async function runTraceCommand(argv: string[]): Promise<number> {
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `expected on, off, status or show; got ${JSON.stringify(positionals.join(' '))}\n${TRACE_USAGE}`);
   }
   if (values.group !== undefined && sub !== 'on') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--group goes with 'trace on'\n${TRACE_USAGE}`);
-  const client = new DaemonClient(values.daemon ?? DEFAULT_API);
+  const client = new DaemonClient(values.daemon ?? DEFAULT_API_SOCKET);
   const st = sub === 'status' ? await client.trace() : await client.trace({ on: sub === 'on', ...(values.group ? { group: values.group } : {}) });
   process.stdout.write((values.json ? JSON.stringify(st, null, 2) : describe(st)) + '\n');
   return 0;
@@ -72,7 +70,7 @@ export async function runReportCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length > 0 || values.group !== undefined) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `unexpected arguments ${argv.join(' ')}\n${REPORT_USAGE}`);
-  const r = await new DaemonClient(values.daemon ?? DEFAULT_API).report();
+  const r = await new DaemonClient(values.daemon ?? DEFAULT_API_SOCKET).report();
   if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else process.stdout.write(`uploaded ${r.uploaded} trace(s); ${r.pending} still waiting\n`);
   const f = r.failures[0];

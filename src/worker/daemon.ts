@@ -32,12 +32,8 @@ import { TraceReporter } from './trace/reporter.js';
 import { TraceSpool, type ReportResult } from './trace/spool.js';
 import { TRACES_PATH } from './trace/types.js';
 
-/** Default socket; containerd's config points `[proxy_plugins.starlight] address` here. */
-export const DEFAULT_SOCKET = '/run/starlight/starlight-snapshotter.sock';
-/** Default state directory. */
-export const DEFAULT_ROOT = '/var/lib/starlight';
-/** File name of the daemon's API socket under the root (`starlight pull/status --daemon`). */
-export const API_SOCKET_NAME = 'daemon.sock';
+import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from './defaults.js';
+export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 /** Default read deadline of a lazy view, ms: a read waiting longer for content fails with EIO. */
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 /** Directory of recorded startup traces under the root (kept until uploaded). */
