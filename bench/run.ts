@@ -33,7 +33,7 @@ import { startupSvg } from './report/svg.js';
 import type { Scenario, TrialResult, Workload } from './report/types.js';
 
 /** Defaults sized so one run of the default matrix stays under ~20 min on a 2-core machine. */
-const DEFAULTS = {
+export const DEFAULTS = {
   images: 'python-web,redis,nginx',
   rtt: '0,150',
   bandwidth: '100mbit',
@@ -183,7 +183,7 @@ function trialsScript(): string {
 }
 
 /** Runs one trial process; resolves with its result line (or a failed result if it printed none). */
-function runTrialProcess(spec: TrialSpec, onChild: (kill: ((sig: NodeJS.Signals) => void) | undefined) => void): Promise<TrialResult> {
+export function runTrialProcess(spec: TrialSpec, onChild: (kill: ((sig: NodeJS.Signals) => void) | undefined) => void): Promise<TrialResult> {
   return new Promise((resolvePromise) => {
     const child = spawn(process.execPath, [trialsScript(), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
     onChild((sig) => child.kill(sig));
@@ -202,7 +202,7 @@ function runTrialProcess(spec: TrialSpec, onChild: (kill: ((sig: NodeJS.Signals)
   });
 }
 
-async function prepareImages(o: Options, registry: string, log: Logger): Promise<BenchImage[]> {
+export async function prepareImages(o: Pick<Options, 'images'>, registry: string, log: Logger): Promise<BenchImage[]> {
   const out: BenchImage[] = [];
   for (const name of o.images) {
     const v1 = await ensureDebianImage(registry, name, { version: 'v1', log });

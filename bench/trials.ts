@@ -78,10 +78,11 @@ function makeEnv(spec: TrialSpec, dir: string, signal: AbortSignal, cleanups: Cl
       return got.emu.address;
     },
     counters(): LinkCounters {
-      const c: LinkCounters = { bytes: 0, requests: 0, connections: 0 };
+      const c: LinkCounters = { bytes: 0, bytesDown: 0, requests: 0, connections: 0 };
       for (const l of settled) {
         const s = l.emu.stats();
         c.bytes += s.bytesUp + s.bytesDown;
+        c.bytesDown += s.bytesDown;
         c.connections += s.connections;
         c.requests += l.counter.requests();
       }
@@ -158,7 +159,7 @@ export async function runTrial(spec: TrialSpec, signal: AbortSignal, log: Logger
     if (spec.dropCaches) dropCaches(log);
     await driver.setup(env);
     const metrics = spec.workload === 'startup' ? await startup(driver, env) : await overhead(driver, env);
-    result = { ...base, status: 'ok', ...metrics };
+    result = { ...base, status: 'ok', ...metrics, ...driver.extraMetrics?.() };
     const note = driver.note?.();
     if (note) result.note = note;
   } catch (err) {

@@ -22,6 +22,8 @@ import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { getAll } from './download.js';
 import type { RunOutput } from './proc.js';
 import { startBenchProxy } from './proxy.js';
+import { measureStartupFiles, readSpool } from './startup-trace.js';
+import type { StartupFilesSize, TrialMetrics } from '../report/types.js';
 import type { BenchImage, ImageVersion, ModeDefinition, ModeDriver, SharedEnv, TrialEnv } from './types.js';
 import { SNAPSHOTTER, startWorker, type StarlightWorker } from './worker.js';
 
@@ -57,22 +59,43 @@ async function warm(proxy: string, shared: { registry: string }, img: BenchImage
   await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: ref }).toString()}`, signal);
 }
 
-/** One traced, untimed start of each version on a separate worker, uploaded to the proxy (`starlight report`). */
-async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Promise<number> {
-  const w = await startWorker(join(env.dir, 't'), `http://${proxy}`, { autoTraces: false }, env);
+/** What the training run left: traces uploaded, and the size of the files the target version read at startup. */
+interface Training {
+  uploaded: number;
+  startupFiles?: StartupFilesSize;
+}
+
+/**
+ * One traced, untimed start of each version on a separate worker, uploaded to the proxy (`starlight
+ * report`); the recorded traces are read from the worker's spool first, to size the startup files of
+ * the last (target) version (issue 6's acceptance, bench/traces.ts).
+ */
+async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Promise<Training> {
+  const w = await startWorker(join(env.dir, 't'), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
   try {
     await w.client.trace({ on: true });
+    let readyMs: number | undefined;
     for (const v of versions) {
       const name = await w.pull(imageRef(env.spec.shared, env.image, v), env);
       const c = await runUntilReady(w.cd, { ref: name, id: `train-${v}`, snapshotter: SNAPSHOTTER }, env.image.versions[v].ready, { timeoutMs: TRAIN_TIMEOUT_MS, signal: env.signal });
+      readyMs = c.readyAt - c.startedAt;
       await c.stop();
     }
     await w.client.trace({ on: false });
+    const target = versions[versions.length - 1]!;
+    const digest = env.image.versions[target].digest;
+    const recorded = (await readSpool(w.root, versions.length)).filter((b) => b.manifestDigest === digest);
     const r = await w.client.report();
     if (r.uploaded === 0 || r.failures.length > 0) {
       throw new StarlightError('SL_ERR_BENCH_STEP', `traced run of ${env.image.name}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
     }
-    return r.uploaded;
+    const out: Training = { uploaded: r.uploaded };
+    try {
+      out.startupFiles = await measureStartupFiles(proxy, imageRef(env.spec.shared, env.image, target), recorded, recorded.length > 0 ? readyMs : undefined);
+    } catch (err) {
+      env.log.warn('bench-startup-files-failed', { image: env.image.name, error: err });
+    }
+    return out;
   } finally {
     await w.stop();
   }
@@ -83,6 +106,7 @@ class StarlightDriver implements ModeDriver {
   private names = new Map<ImageVersion, string>();
   private seq = 0;
   private traces = 0;
+  private startupFiles?: StartupFilesSize;
 
   constructor(
     readonly name: string,
@@ -94,7 +118,7 @@ class StarlightDriver implements ModeDriver {
     env.cleanups.add('stop starlight proxy', () => proxy.stop());
     const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
     for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
-    if (this.traced) this.traces = await train(proxy.host, env, versions);
+    if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
     this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
   }
@@ -138,6 +162,10 @@ class StarlightDriver implements ModeDriver {
 
   note(): string | undefined {
     return this.traced ? `${this.traces} trace(s)` : undefined;
+  }
+
+  extraMetrics(): Partial<TrialMetrics> {
+    return this.startupFiles ? { startupFiles: this.startupFiles } : {};
   }
 }
 

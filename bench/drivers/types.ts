@@ -11,7 +11,7 @@
  * Not here: timing and result records (trials.ts, report/types.ts).
  */
 import type { Logger } from '../../src/log.js';
-import type { TrialKey } from '../report/types.js';
+import type { TrialKey, TrialMetrics } from '../report/types.js';
 import type { ReadyContainer } from './container.js';
 import type { Cleanups, RunOutput } from './proc.js';
 
@@ -62,7 +62,10 @@ export interface TrialSpec extends TrialKey {
 
 /** Counters over all emulated links of a trial. */
 export interface LinkCounters {
+  /** Both directions. */
   bytes: number;
+  /** Received by the worker (cloud → worker) only. */
+  bytesDown: number;
   requests: number;
   connections: number;
 }
@@ -107,6 +110,8 @@ export interface ModeDriver {
   settle?(version: ImageVersion, env: TrialEnv): Promise<void>;
   /** Optional driver-specific note for the result (e.g. "delta" vs "layers" bytes source). */
   note?(): string | undefined;
+  /** Optional driver-specific metrics merged into the result (starlight+traces: `startupFiles`). */
+  extraMetrics?(): Partial<TrialMetrics>;
 }
 
 /** A mode as seen by the parent. */

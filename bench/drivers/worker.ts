@@ -27,6 +27,8 @@ export interface StarlightWorker {
   cd: BenchContainerd;
   client: DaemonClient;
   apiSocket: string;
+  /** The daemon's --root (its trace spool is <root>/traces). */
+  root: string;
   /** Debug aid: appends a timeline mark (wall time of performance.now() `at`) to the daemon's log file, if one is kept. */
   mark(msg: string, at?: number): void;
   /** `starlight pull` of `ref` into the bench namespace; resolves with the image name containerd knows. */
@@ -36,9 +38,10 @@ export interface StarlightWorker {
 
 /**
  * Starts daemon + containerd under `dir` (short path: unix sockets). `autoTraces: false` turns the
- * daemon's auto tracing off when its CLI offers a flag for it (so an untraced mode uploads nothing).
+ * daemon's auto tracing off when its CLI offers a flag for it (so an untraced mode uploads nothing);
+ * `manualUpload` keeps recorded traces on disk until `client.report()`.
  */
-export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean }, env: TrialEnv): Promise<StarlightWorker> {
+export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean; manualUpload?: boolean }, env: TrialEnv): Promise<StarlightWorker> {
   mkdirSync(dir, { recursive: true });
   const root = join(dir, 'r');
   const socket = join(dir, 's.sock');
@@ -50,6 +53,8 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
     const help = await runCommand(process.execPath, [bin, 'snapshotter', '--help'], { timeoutMs: 10_000 }).catch(() => undefined);
     if (help?.stdout.includes(TRACE_WINDOW_FLAG)) extra.push(TRACE_WINDOW_FLAG, '0');
   }
+  // Recorded traces stay in <root>/traces until `starlight report` (the bench reads them first).
+  if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   const level = process.env[LOG_ENV];
   const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', join(cdDir, 'c.sock'), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
@@ -77,6 +82,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
     cd,
     client: new DaemonClient(apiSocket),
     apiSocket,
+    root,
     mark,
     async pull(ref, e) {
       mark('bench-pull-start');

@@ -43,6 +43,24 @@ export interface TrialMetrics {
   readAllMs?: number;
   /** overhead workload: an import-heavy python3 start, ms (images with python3 only). */
   pythonImportMs?: number;
+  /** Bytes the worker received over the emulated link(s) (down direction only) from the start of pull to ready. */
+  bytesDown?: number;
+  /** starlight+traces: the files the traced (training) run read at startup (bench/traces.ts). */
+  startupFiles?: StartupFilesSize;
+}
+
+/** Size of the files an app read at startup, from its uploaded trace (bench/report/startup-files.ts). */
+export interface StartupFilesSize {
+  /** Distinct contents (by digest) counted. */
+  files: number;
+  /** Sum of their raw sizes, bytes. */
+  rawBytes: number;
+  /** Sum of their sizes as the proxy encodes them on the wire (brotli q5 or identity), bytes. */
+  encodedBytes: number;
+  /** 'ready': trace entries with ms ≤ the training run's ready time; 'whole': the whole learned order. */
+  cut: 'ready' | 'whole';
+  /** The training run's `ctr run` → ready line, ms (the cut), when known. */
+  readyMs?: number;
 }
 
 export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs'] as const;

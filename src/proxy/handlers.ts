@@ -152,7 +152,11 @@ async function sendItems(
       for (let j = i; j <= i + PREFETCH_ITEMS; j++) openAt(j);
       const pending = opened.get(i)!;
       opened.delete(i);
-      const { body, encodedSize } = await pending;
+      // A failure to produce this item (its layer gone or corrupt in the registry) names it, so the
+      // worker can fail that one file and resume after it instead of retrying it forever.
+      const { body, encodedSize } = await pending.catch((err: unknown) => {
+        throw withContext(err, `content item ${i} (${items[i]!.digest})`, { item: i, digest: items[i]!.digest });
+      });
       try {
         if (encodedSize !== items[i]!.encodedSize) {
           throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, {

@@ -14,7 +14,7 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { readFile, statfs, writeFile } from 'node:fs/promises';
+import { readFile, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TocEntry } from '../../src/image/toc.js';
 import type { LayerSpec } from '../../src/image/writer.js';
@@ -151,7 +151,14 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
   const layers: LayerSpec[] = [
     ...FIXTURES.find((f) => f.name === 'rootfs')!.layers,
     // Incompressible, so cached as 'identity' and larger than what the proxy verifies before sending.
-    { compression: 'gzip', entries: [{ path: 'opt/blob', type: 'dir' }, { path: 'opt/blob/random.bin', type: 'reg', content: randomBytes(MIB) }] },
+    {
+      compression: 'gzip',
+      entries: [
+        { path: 'opt/blob', type: 'dir' },
+        { path: 'opt/blob/random.bin', type: 'reg', content: randomBytes(MIB) },
+        { path: 'opt/blob/zapped.bin', type: 'reg', content: randomBytes(MIB) },
+      ],
+    },
   ];
   const img = await pushLayers(t, reg, 'corrupt', layers);
   const stack = await startStack(t, reg, { bandwidthBps: 0 });
@@ -159,13 +166,16 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
   // - a small cached item, which the proxy checks before sending and re-fetches from its layer:
   //   healed, the worker never notices;
   // - a large cached item, checked by the proxy only while sending, whose layer blob in the registry is
-  //   corrupt too, so the proxy cannot heal it: the worker's own verification must refuse it, every time.
+  //   corrupt too, so the proxy cannot heal it: the worker's own verification must refuse it, every time;
+  // - a large item evicted from the cache: the proxy must re-fetch its (corrupt) layer, fails, and says
+  //   so in an ERROR frame naming the item; the worker fails that file and resumes after it.
   const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(img.ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(60_000) });
   t.is(res.status, 200);
   await res.arrayBuffer();
   const cachePath = (d: string) => join(stack.dataDir, 'content/sha256', d.slice(7, 9), d.slice(7));
   const passwd = entry(img, 'etc/passwd');
   const big = entry(img, 'opt/blob/random.bin');
+  const zapped = entry(img, 'opt/blob/zapped.bin');
   for (const e of [passwd, big]) t.true(existsSync(cachePath(e.digest!)), `${e.path} is cached at ${cachePath(e.digest!)}`);
   const p = await readFile(cachePath(passwd.digest!));
   t.is(p.toString(), 'root:x:0:0::/root:/bin/sh\n', 'small items are stored as they are');
@@ -175,18 +185,25 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
     b[b.length >> 1] ^= 0xff;
     await writeFile(path, b);
   }
+  await unlink(cachePath(zapped.digest!));
 
   const m = await startMount(t, stack.proxyUrl, img.ref, { readDeadlineS: DEADLINE_S });
   const mnt = m.mountpoint;
-  for (let i = 0; i < 2; i++) {
-    const r = await readError(join(mnt, big.path));
-    t.is(r.code, 'EIO', `${big.path} fails with EIO (read ${i + 1})`);
-    t.true(r.ms < DEADLINE_S * 1000 + 2000, `${big.path} fails at once, not by a hang (${r.ms} ms)`);
+  for (const e of [big, zapped]) {
+    for (let i = 0; i < 2; i++) {
+      const r = await readError(join(mnt, e.path));
+      t.is(r.code, 'EIO', `${e.path} fails with EIO (read ${i + 1})`);
+      t.true(r.ms < DEADLINE_S * 1000 + 2000, `${e.path} fails at once, not by a hang (${r.ms} ms)`);
+    }
   }
   t.truthy(m.logs().find((l) => l.msg === 'content-verify-failed'), 'content-verify-failed logged');
-  for (const e of files(img).filter((x) => x !== big)) t.is(await sha256Of(join(mnt, e.path)), e.digest!, `${e.path} is right`);
+  for (const e of files(img).filter((x) => x !== big && x !== zapped)) t.is(await sha256Of(join(mnt, e.path)), e.digest!, `${e.path} is right`);
   t.true((await metric(stack.proxy.url, 'starlight_proxy_cache_corrupt_total')) >= 2, 'the proxy noticed both corrupt cache files');
   t.false(m.lines().includes('complete'), 'an image with a bad item is not complete');
+  // The proxy cannot produce the item either (its layer is corrupt): the stream skips it, no loop.
+  await m.waitForLog('delta-incomplete', 60_000);
+  t.truthy(m.logs().find((l) => l.msg === 'delta-item-failed' && l.digest === zapped.digest), 'the item the proxy could not produce is failed by name');
+  t.true(m.logs().filter((l) => l.msg === 'delta-reconnect').length <= 2, 'no reconnect loop on an item the proxy cannot produce');
   t.false(m.hasExited());
 });
 

@@ -55,6 +55,17 @@ function sameItems(a: DeltaHeader, b: DeltaHeader): boolean {
   return a.items.length === b.items.length && a.items.every((it, i) => it.digest === b.items[i]!.digest);
 }
 
+/**
+ * The index of the item an ERROR frame says the proxy could not produce (its details carry `item`
+ * and `digest`, and the kind says retrying will not help), or undefined.
+ */
+function unproducibleItem(err: unknown, h: DeltaHeader): number | undefined {
+  if (!(err instanceof StarlightError) || (err.kind !== 'data-loss' && err.kind !== 'not-found')) return undefined;
+  const { item, digest } = err.details;
+  if (typeof item !== 'number' || !Number.isInteger(item) || item < 0 || item >= h.items.length) return undefined;
+  return h.items[item]!.digest === digest ? item : undefined;
+}
+
 /** Errors after which reconnecting cannot help. */
 function permanent(err: unknown): boolean {
   const k = kindOf(err);
@@ -129,6 +140,13 @@ export class DeltaReceiver {
         if (this.hdr && this.firstIncomplete() >= this.hdr.items.length) break;
       } catch (err) {
         if (this.ac.signal.aborted) throw this.canceled();
+        const bad = this.hdr === undefined ? undefined : unproducibleItem(err, this.hdr);
+        if (bad !== undefined) {
+          // The proxy cannot produce this item (docs/protocol.md "Errors mid-stream"): fail that file
+          // and resume after it.
+          this.noteFailure(bad, err);
+          continue;
+        }
         // Before the first header nothing is mounted yet: the caller gets the error at once (proxy
         // down, unknown image) instead of a pull that silently retries. After it, a mounted view
         // depends on the stream, so it resumes for as long as the receiver lives.
