@@ -3,8 +3,12 @@
  * ahead of the first pull (POST /v1/notify). Prints the proxy's JSON answer.
  */
 import { readFileSync } from 'node:fs';
-import { CODES, StarlightError, type Code } from '../errors.js';
+import { StarlightError } from '../errors.js';
 import { parseTokenFile } from '../proxy/config.js';
+import { ProxyClient } from '../worker/stream/proxy-client.js';
+
+/** How long to wait for the proxy to finish indexing, ms (10 min). */
+const NOTIFY_TIMEOUT_MS = 600_000;
 
 export async function runNotifyCommand(argv: string[]): Promise<number> {
   let ref: string | undefined;
@@ -30,28 +34,14 @@ export async function runNotifyCommand(argv: string[]): Promise<number> {
   if (ref === undefined || proxy === undefined) {
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'usage: starlight notify REF --proxy URL');
   }
-  const url = new URL('/v1/notify', proxy);
-  url.searchParams.set('ref', ref);
-  if (platform !== undefined) url.searchParams.set('platform', platform);
-  const headers: Record<string, string> = {};
-  if (tokenFile !== undefined) headers.authorization = `Bearer ${parseTokenFile(readFileSync(tokenFile, 'utf8'), tokenFile)[0]}`;
-  let res: Response;
+  const token = tokenFile !== undefined ? parseTokenFile(readFileSync(tokenFile, 'utf8'), tokenFile)[0] : undefined;
+  // The proxy answers once the image is indexed: minutes for a large cold image.
+  const client = new ProxyClient({ url: proxy, token, headersTimeoutMs: NOTIFY_TIMEOUT_MS });
   try {
-    res = await fetch(url, { method: 'POST', headers });
-  } catch (err) {
-    throw new StarlightError('SL_ERR_OCI_UNREACHABLE', `cannot reach proxy ${proxy}`, { cause: err, details: { proxy } });
+    const answer = await client.requestJson('POST', '/v1/notify', { ref, platform });
+    process.stdout.write(JSON.stringify(answer) + '\n');
+  } finally {
+    client.close();
   }
-  const text = await res.text();
-  if (!res.ok) {
-    let e: { code?: string; message?: string; detail?: Record<string, unknown> } = {};
-    try {
-      e = (JSON.parse(text) as { errors: (typeof e)[] }).errors[0] ?? {};
-    } catch {
-      /* not JSON: fall through */
-    }
-    const code: Code = e.code !== undefined && e.code in CODES ? (e.code as Code) : 'SL_ERR_OCI_REGISTRY';
-    throw new StarlightError(code, `proxy ${proxy} answered ${res.status}: ${e.message ?? text.slice(0, 200)}`, { details: e.detail ?? {} });
-  }
-  process.stdout.write(text + '\n');
   return 0;
 }

@@ -7,10 +7,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { CODES, StarlightError, type Code } from '../errors.js';
+import { StarlightError } from '../errors.js';
 import { isDigest } from '../oci/reference.js';
 import { TRACES_ROUTE, type LearnedOrder } from '../protocol/traces.js';
 import { parseTokenFile } from '../proxy/config.js';
+import { ProxyClient } from '../worker/stream/proxy-client.js';
 
 /** ms to wait for the proxy's answer (it may index the image first). */
 const SHOW_TIMEOUT_MS = 120_000;
@@ -66,38 +67,19 @@ export async function runTraceShowCommand(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw usageError('expected one image reference or manifest digest');
   const proxy = values.proxy ?? process.env.STARLIGHT_PROXY_URL;
   if (proxy === undefined || proxy === '') throw usageError('--proxy URL is required');
-  let url: URL;
-  try {
-    url = new URL(TRACES_ROUTE, proxy);
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--proxy ${proxy} is not a URL`, { cause });
-  }
   const target = positionals[0]!;
-  url.searchParams.set(isDigest(target) ? 'manifest' : 'ref', target);
-  if (values.group !== undefined) url.searchParams.set('group', values.group);
-  if (values.platform !== undefined) url.searchParams.set('platform', values.platform);
-  const headers: Record<string, string> = {};
   const tf = values['token-file'];
-  if (tf !== undefined) headers.authorization = `Bearer ${parseTokenFile(readFileSync(tf, 'utf8'), tf)[0]}`;
-
-  let res: Response;
+  const client = new ProxyClient({ url: proxy, token: tf !== undefined ? parseTokenFile(readFileSync(tf, 'utf8'), tf)[0] : undefined, headersTimeoutMs: SHOW_TIMEOUT_MS });
+  let order: LearnedOrder;
   try {
-    res = await fetch(url, { headers, signal: AbortSignal.timeout(SHOW_TIMEOUT_MS) });
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_PROXY_UNREACHABLE', `cannot reach proxy ${proxy}`, { cause, details: { proxy } });
+    order = (await client.requestJson('GET', TRACES_ROUTE, {
+      [isDigest(target) ? 'manifest' : 'ref']: target,
+      group: values.group,
+      platform: values.platform,
+    })) as LearnedOrder;
+  } finally {
+    client.close();
   }
-  const text = await res.text();
-  if (!res.ok) {
-    let e: { code?: string; message?: string; detail?: Record<string, unknown> } = {};
-    try {
-      e = (JSON.parse(text) as { errors: (typeof e)[] }).errors[0] ?? {};
-    } catch {
-      /* not JSON: reported below with the raw text */
-    }
-    const code: Code = e.code !== undefined && e.code in CODES ? (e.code as Code) : 'SL_ERR_PROXY_UNREACHABLE';
-    throw new StarlightError(code, `proxy ${proxy} answered ${res.status}: ${e.message ?? text.slice(0, 200)}`, { details: e.detail ?? {} });
-  }
-  const order = JSON.parse(text) as LearnedOrder;
   process.stdout.write((values.json ? JSON.stringify(order, null, 2) : formatLearnedOrder(order)) + '\n');
   return 0;
 }

@@ -89,14 +89,28 @@ export class ProxyClient {
     return { encoding: enc as Encoding, size, body: res };
   }
 
-  /** POST /v1/traces with a JSON body (startup traces). */
-  async postJson(path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
-    const data = Buffer.from(JSON.stringify(body));
-    const res = await this.request(new URL(path, this.base), 'POST', signal, `POST ${path}`, data);
+  /**
+   * A JSON request to the proxy's API (POST /v1/traces, POST /v1/notify, GET /v1/traces…): resolves
+   * with the parsed answer; a non-200 answer becomes the StarlightError its body describes.
+   */
+  async requestJson(method: 'GET' | 'POST', path: string, query: Record<string, string | undefined> = {}, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+    const u = new URL(path, this.base);
+    for (const [k, v] of Object.entries(query)) if (v !== undefined) u.searchParams.set(k, v);
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const res = await this.request(u, method, signal, `${method} ${path}`, data);
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
     const text = Buffer.concat(chunks).toString('utf8');
-    return text ? (JSON.parse(text) as unknown) : null;
+    try {
+      return text ? (JSON.parse(text) as unknown) : null;
+    } catch (cause) {
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `proxy ${this.base.host} answered ${method} ${path} with non-JSON`, { cause });
+    }
+  }
+
+  /** POST with a JSON body (startup traces). */
+  postJson(path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+    return this.requestJson('POST', path, {}, body, signal);
   }
 
   close(): void {
