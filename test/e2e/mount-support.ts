@@ -12,7 +12,7 @@
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { lstat, readdir, readlink, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -28,7 +28,7 @@ import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
 import { startCli, startProxyCli, type CliProcess } from '../helpers/cli.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
-import { mountOverlayReference, shapeOfDir, shapeOfTree, tarCreatedDirs, type Shape, type Shapes } from '../helpers/tree-shape.js';
+import { mountOverlayReference, shapeOfDir, shapeOfTree, tarCreatedDirs, type Shapes } from '../helpers/tree-shape.js';
 
 const run = promisify(execFile);
 
@@ -186,73 +186,6 @@ export function treeShapes(img: TestImage): Shapes {
 
 export function ignoredMtimes(img: TestImage): Set<string> {
   return tarCreatedDirs(img.tocs);
-}
-
-/** getfattr's quoting undone (octal escapes, `\\`); input latin1 text. */
-function unquote(s: string): string {
-  const bytes = Buffer.from(s.replace(/\\(\\|[0-7]{3})/g, (_m, g: string) => (g === '\\' ? '\\' : String.fromCharCode(parseInt(g, 8)))), 'latin1');
-  return bytes.toString('utf8');
-}
-
-function typeOf(st: Awaited<ReturnType<typeof lstat>>): Shape['type'] {
-  if (st.isFile()) return 'reg';
-  if (st.isDirectory()) return 'dir';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isCharacterDevice()) return 'char';
-  if (st.isBlockDevice()) return 'block';
-  if (st.isFIFO()) return 'fifo';
-  return st.isSocket() ? 'socket' : 'other';
-}
-
-function devText(rdev: number): string {
-  const major = ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
-  const minor = (rdev & 0xff) | ((rdev >> 12) & ~0xff & 0xfffff);
-  return `${major},${minor}`;
-}
-
-/**
- * Shapes of a mounted tree WITHOUT reading any file content (stat, readdir, readlink, getxattr only):
- * what must answer at once while content is still streaming. nlink of regular files included.
- * TODO(mount-e2e): fold into tree-shape.ts shapeOfDir as a `content: false` option.
- */
-export async function metadataShapes(root: string): Promise<Shapes> {
-  const out: Shapes = new Map();
-  const visit = async (rel: string): Promise<void> => {
-    const abs = rel === '' ? root : join(root, rel);
-    const st = await lstat(abs);
-    const type = typeOf(st);
-    const s: Shape = { type, mode: (st.mode & 0o7777).toString(8), uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000), xattrs: {} };
-    out.set(rel, s);
-    if (type === 'reg') {
-      s.size = st.size;
-      s.nlink = st.nlink;
-    } else if (type === 'symlink') s.link = await readlink(abs);
-    else if (type === 'char' || type === 'block') s.rdev = devText(st.rdev);
-    else if (type === 'dir') {
-      const names = await readdir(abs);
-      for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => visit(rel === '' ? n : `${rel}/${n}`)));
-    }
-  };
-  await visit('');
-  // Exit status 1 with output is normal when some entry has no xattrs support (fifo, device).
-  const { stdout } = await run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'], {
-    cwd: root,
-    timeout: CMD_TIMEOUT_MS * 4,
-    maxBuffer: 256 * 1024 * 1024,
-    encoding: 'latin1',
-  }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '' }));
-  let cur: Shape | undefined;
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const name = unquote(line.slice(8));
-      cur = out.get(name === '.' ? '' : name.replace(/^\.\//, ''));
-    } else if (cur && line.includes('=')) {
-      const i = line.indexOf('=');
-      const k = unquote(line.slice(0, i));
-      if (!k.startsWith('trusted.overlay.')) cur.xattrs[k] = line.slice(i + 1).replace(/^0x/, '');
-    }
-  }
-  return out;
 }
 
 /** Sleeps `ms`. */

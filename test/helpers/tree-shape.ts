@@ -76,6 +76,11 @@ export interface DirShapeOptions {
   skipVanished?: boolean;
   /** Record nlink of regular files. Default false. */
   nlink?: boolean;
+  /**
+   * Hash file contents. Default true. false: stat, readdir, readlink and getxattr only — what a lazy
+   * view must answer at once while content is still streaming.
+   */
+  content?: boolean;
   signal?: AbortSignal;
 }
 
@@ -164,7 +169,7 @@ export async function shapeOfDir(root: string, opts: DirShapeOptions = {}): Prom
     out.set(rel, s);
     if (type === 'reg') {
       s.size = st.size;
-      s.sha256 = await sha256File(abs);
+      if (opts.content !== false) s.sha256 = await sha256File(abs);
       if (opts.nlink) s.nlink = st.nlink;
     } else if (type === 'symlink') s.link = await readlink(abs);
     else if (type === 'char' || type === 'block') s.rdev = devText(st.rdev);
