@@ -5,7 +5,9 @@
 //   unmount(handle) -> void (idempotent)
 //   alive(handle) -> boolean
 //   stats(handle) -> object of counters
-//   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, EVENT_PASSTHROUGH_OFF, INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
+//   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, EVENT_PASSTHROUGH_OFF, EVENT_NATIVE_ERROR,
+//   CAUSE_CONTENT_OPEN, CAUSE_CONTENT_READ, CAUSE_PASSTHROUGH_OPEN, CAUSE_BACKING_OPEN, CAUSE_SERVE,
+//   INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
 // Sessions live in per-environment instance data; an env cleanup hook unmounts every live session
 // when the Node environment exits. Argument errors throw TypeError on the JS thread only.
 #include <napi.h>
@@ -153,6 +155,14 @@ Napi::Value StatsOf(const Napi::CallbackInfo& info) {
   put("parked", c.parked);
   put("provided", c.provided);
   put("failed", c.failed);
+  put("failedProvider", c.failedProvider);
+  put("failedUnmount", c.failedUnmount);
+  put("failedContentOpen", c.nativeErrors[kCauseContentOpen]);
+  put("failedContentRead", c.nativeErrors[kCauseContentRead]);
+  put("failedPassthroughOpen", c.nativeErrors[kCausePassthroughOpen]);
+  put("failedBackingOpen", c.nativeErrors[kCauseBackingOpen]);
+  put("failedServe", c.nativeErrors[kCauseServe]);
+  put("nativeErrorsDropped", c.nativeErrorsDropped);
   put("interrupts", c.interrupts);
   put("passthroughOpens", c.passthroughOpens);
   put("passthrough", s.Pt().Negotiated() ? 1 : 0);
@@ -176,6 +186,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_INTERRUPT", Napi::Number::New(env, kEventInterrupt));
   exports.Set("EVENT_ACCESS", Napi::Number::New(env, kEventAccess));
   exports.Set("EVENT_PASSTHROUGH_OFF", Napi::Number::New(env, kEventPassthroughOff));
+  exports.Set("EVENT_NATIVE_ERROR", Napi::Number::New(env, kEventNativeError));
+  exports.Set("CAUSE_CONTENT_OPEN", Napi::Number::New(env, kCauseContentOpen));
+  exports.Set("CAUSE_CONTENT_READ", Napi::Number::New(env, kCauseContentRead));
+  exports.Set("CAUSE_PASSTHROUGH_OPEN", Napi::Number::New(env, kCausePassthroughOpen));
+  exports.Set("CAUSE_BACKING_OPEN", Napi::Number::New(env, kCauseBackingOpen));
+  exports.Set("CAUSE_SERVE", Napi::Number::New(env, kCauseServe));
   exports.Set("INODE_RECORD_SIZE", Napi::Number::New(env, double(kInodeRecordSize)));
   exports.Set("DIRENT_RECORD_SIZE", Napi::Number::New(env, double(kDirentRecordSize)));
   exports.Set("XATTR_RECORD_SIZE", Napi::Number::New(env, double(kXattrRecordSize)));

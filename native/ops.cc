@@ -99,11 +99,19 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Complete files go through kernel passthrough when it was negotiated (see passthrough.h).
     int32_t backing = 0;
     bool firstFailure = false;
-    h->mode = (in->mode & S_IFMT) == S_IFREG ? s.Pt().ModeFor(s.DevFd(), ino, path, &backing, &firstFailure)
-                                             : Passthrough::Mode::kCached;
+    int registerErr = 0;
+    h->mode = (in->mode & S_IFMT) == S_IFREG
+                  ? s.Pt().ModeFor(s.DevFd(), ino, path, &backing, &firstFailure, &registerErr)
+                  : Passthrough::Mode::kCached;
     if (firstFailure) s.NotePassthroughOff(s.Pt().OffReason());
+    if (registerErr != 0) s.NoteNativeError(ino, kCauseBackingOpen, registerErr);
     const bool pass = h->mode == Passthrough::Mode::kPassthrough;
-    if (!pass && !path.empty()) h->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (!pass && !path.empty()) {
+      h->fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      // Reads fall back to a parked read (JS may still provide it), but a vanished content file of
+      // a complete inode is worth a diagnostic.
+      if (h->fd < 0) s.NoteNativeError(ino, kCauseContentOpen, errno);
+    }
     // Complete files keep their page cache across opens (content is immutable). Passthrough opens
     // must not: the kernel refuses open flags outside FOPEN_PASSTHROUGH_MASK (keep_cache is one).
     fi->keep_cache = !pass && (h->fd >= 0 || in->size == 0);
@@ -114,6 +122,10 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     const int rc = fuse_reply_open(req, fi);
     Passthrough::ClearNextOpen();
+    if (rc != 0 && pass) {
+      s.Counters().failed++;
+      s.NoteNativeError(ino, kCausePassthroughOpen, -rc);
+    }
     if (rc == 0) {
       h.release();
     } else if ((in->mode & S_IFMT) == S_IFREG) {
@@ -148,6 +160,7 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
       const std::string path = s.Table().ContentPath(ino);
       if (!path.empty()) {
         const int nfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (nfd < 0) s.NoteNativeError(ino, kCauseContentOpen, errno);
         int expected = -1;
         if (nfd >= 0 && !h->fd.compare_exchange_strong(expected, nfd)) {
           close(nfd);
@@ -164,8 +177,15 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
     while (got < want) {
       const ssize_t r = pread(fd, buf.data() + got, want - got, off + off_t(got));
       if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && got == 0) return (void)fuse_reply_err(req, EIO);
-      if (r <= 0) break;
+      if (r < 0 && got == 0) {
+        s.NoteNativeError(ino, kCauseContentRead, errno);
+        s.Counters().failed++;
+        return (void)fuse_reply_err(req, EIO);
+      }
+      if (r <= 0) {
+        s.NoteNativeError(ino, kCauseContentRead, r < 0 ? errno : 0);  // want is clamped to the size
+        break;
+      }
       got += size_t(r);
     }
     s.Counters().readBytes += got;

@@ -113,8 +113,9 @@ int32_t Passthrough::Register(int devFd, const std::string& path, int* err) {
 }
 
 Passthrough::Mode Passthrough::ModeFor(int devFd, uint64_t ino, const std::string& path, int32_t* backingId,
-                                       bool* firstFailure) {
+                                       bool* firstFailure, int* registerErr) {
   *firstFailure = false;
+  *registerErr = 0;
   if (ino >= backing_.size()) return Mode::kCached;  // never counted: Released ignores it too
   std::lock_guard<std::mutex> lock(mu_);
   const bool eligible = enabled_ && negotiated_.load() && !path.empty() && cachedOpens_[ino] == 0;
@@ -122,6 +123,7 @@ Passthrough::Mode Passthrough::ModeFor(int devFd, uint64_t ino, const std::strin
     int err = 0;
     const int32_t id = Register(devFd, path, &err);
     backing_[ino] = id > 0 ? id : -1;
+    if (id <= 0) *registerErr = err != 0 ? err : EIO;
     int none = 0;
     if (id <= 0 && offReason_.compare_exchange_strong(none, err)) *firstFailure = true;
   }

@@ -44,8 +44,10 @@ class Passthrough {
   enum class Mode { kCached, kPassthrough };
   // Decides how to open `ino`, whose content file is `path` (empty: not complete). On kPassthrough
   // `*backingId` is set. Every call must be paired with Released(ino, mode) when the kernel releases
-  // the file. `*firstFailure` is set the first time backing registration fails (to log once).
-  Mode ModeFor(int devFd, uint64_t ino, const std::string& path, int32_t* backingId, bool* firstFailure);
+  // the file. `*firstFailure` is set the first time backing registration fails (to log once);
+  // `*registerErr` is the errno when this call tried to register `ino`'s backing file and failed, else 0.
+  Mode ModeFor(int devFd, uint64_t ino, const std::string& path, int32_t* backingId, bool* firstFailure,
+               int* registerErr);
   void Released(uint64_t ino, Mode mode);
 
   // The next open reply written by this thread carries FOPEN_PASSTHROUGH with `backingId`.

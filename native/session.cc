@@ -20,6 +20,9 @@ namespace {
 
 // Largest single read we answer from provide(); the kernel never asks for more than max_pages.
 constexpr uint32_t kMaxReadSize = 4u << 20;
+// Native-error events: a storm (a whole directory's content gone) must not flood the JS thread.
+constexpr double kNativeErrorBurst = 16;     // events; bucket capacity
+constexpr double kNativeErrorsPerSec = 4;    // events per second; refill rate
 
 // Live sessions of the whole process, for the atexit handler: process.exit() ends the process with
 // exit() and runs no N-API env cleanup hooks, so without this a mount would outlive its process.
@@ -61,6 +64,9 @@ void CallJs(Napi::Env env, Napi::Function fn, std::nullptr_t*, Event* ev) {
 Session::Session(std::unique_ptr<InodeTable> table, MountOptions opts)
     : table_(std::move(table)), opts_(std::move(opts)), pt_(table_->Count(), opts_.passthrough) {
   accessed_.reset(new std::atomic<uint8_t>[table_->Count() + 1]());
+  errorReported_.reset(new std::atomic<uint8_t>[table_->Count() + 1]());
+  errTokens_ = kNativeErrorBurst;
+  errRefilledAt_ = std::chrono::steady_clock::now();
   static std::once_flag once;
   std::call_once(once, [] { std::atexit(UnmountAllAtExit); });
   std::lock_guard<std::mutex> lock(Live().mu);
@@ -136,6 +142,7 @@ void Session::Serve() {
   const int fd = fuse_session_fd(se_);
   const int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) {
+    NoteNativeError(0, kCauseServe, errno);
     exited_ = true;
     return;
   }
@@ -153,6 +160,7 @@ void Session::Serve() {
     ok = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &dev) == 0;
   }
   if (!ok || epoll_ctl(ep, EPOLL_CTL_ADD, stopFd_, &stop) != 0) {
+    NoteNativeError(0, kCauseServe, errno);
     close(ep);
     exited_ = true;  // a thread that cannot wait must not pretend to serve
     return;
@@ -162,7 +170,10 @@ void Session::Serve() {
   while (!stopping) {
     epoll_event evs[2];
     const int n = epoll_wait(ep, evs, 2, -1);
-    if (n < 0 && errno != EINTR) break;
+    if (n < 0 && errno != EINTR) {
+      NoteNativeError(0, kCauseServe, errno);
+      break;
+    }
     for (int i = 0; i < n; i++) {
       if (evs[i].data.fd == stopFd_) stopping = true;
     }
@@ -172,6 +183,7 @@ void Session::Serve() {
       if (res == -EAGAIN) break;
       if (res <= 0 || fuse_session_exited(se_)) {
         // ENODEV (or 0): the kernel side is gone (unmounted/aborted from outside).
+        if (res < 0 && res != -ENODEV) NoteNativeError(0, kCauseServe, -res);
         exited_ = true;
         fuse_session_exit(se_);
         const uint64_t one = 1;
@@ -200,6 +212,7 @@ void Session::Unmount(bool releaseEvents) {
   for (const Parked& p : failing) {
     fuse_reply_err(p.req, EIO);
     stats_.failed++;
+    stats_.failedUnmount++;
   }
   if (stopFd_ >= 0) {
     const uint64_t one = 1;
@@ -284,6 +297,31 @@ void Session::NoteAccess(uint64_t ino) {
   Emit(Event{kEventAccess, 0, ino, ms, 0});
 }
 
+bool Session::TakeErrorToken() {
+  std::lock_guard<std::mutex> lock(errMu_);
+  const auto now = std::chrono::steady_clock::now();
+  const double sec = std::chrono::duration<double>(now - errRefilledAt_).count();
+  errRefilledAt_ = now;
+  errTokens_ = std::min(kNativeErrorBurst, errTokens_ + sec * kNativeErrorsPerSec);
+  if (errTokens_ < 1) return false;
+  errTokens_ -= 1;
+  return true;
+}
+
+void Session::NoteNativeError(uint64_t ino, NativeCause cause, int err) {
+  if (cause <= 0 || cause >= kCauseCount) return;
+  stats_.nativeErrors[cause]++;
+  const uint64_t slot = ino <= table_->Count() ? ino : 0;
+  const uint8_t bit = uint8_t(1u << cause);
+  if ((errorReported_[slot].load() & bit) != 0) return;  // already reported for this inode
+  if (!haveEvents_ || !TakeErrorToken()) {
+    stats_.nativeErrorsDropped++;
+    return;
+  }
+  if ((errorReported_[slot].fetch_or(bit) & bit) != 0) return;  // lost a race to another thread
+  Emit(Event{kEventNativeError, uint64_t(cause), ino, 0, uint32_t(err < 0 ? 0 : err)});
+}
+
 bool Session::Provide(uint64_t reqId, const std::string& path, int err) {
   Parked p;
   {
@@ -296,30 +334,39 @@ bool Session::Provide(uint64_t reqId, const std::string& path, int err) {
   if (path.empty()) {
     fuse_reply_err(p.req, err > 0 ? err : EIO);
     stats_.failed++;
+    stats_.failedProvider++;
     return true;
   }
-  ReplyFromFile(p.req, path, p.off, p.size);
+  ReplyFromFile(p.req, p.ino, path, p.off, p.size);
   return true;
 }
 
-void Session::ReplyFromFile(fuse_req_t req, const std::string& path, uint64_t off, uint32_t size) {
+void Session::ReplyFromFile(fuse_req_t req, uint64_t ino, const std::string& path, uint64_t off, uint32_t size) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
+    const int err = errno;
     fuse_reply_err(req, EIO);
     stats_.failed++;
+    NoteNativeError(ino, kCauseContentOpen, err);
     return;
   }
   std::vector<char> buf(std::min(size, kMaxReadSize));
   size_t got = 0;
   bool failed = false;
+  int readErr = 0;  // 0 with got < want: the content file is shorter than the read
   while (got < buf.size()) {
     const ssize_t r = pread(fd, buf.data() + got, buf.size() - got, off_t(off + got));
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) failed = got == 0;
+    if (r < 0) {
+      readErr = errno;
+      failed = got == 0;
+    }
     if (r <= 0) break;
     got += size_t(r);
   }
   close(fd);
+  // The read size is clamped to the inode size (ops.cc), so any shortfall is a damaged content file.
+  if (got < buf.size()) NoteNativeError(ino, kCauseContentRead, readErr);
   if (failed) {
     fuse_reply_err(req, EIO);
     stats_.failed++;

@@ -33,7 +33,27 @@ namespace starlight {
 // Event kinds delivered to JS (exported as EVENT_* by addon.cc).
 // kEventPassthroughOff: kernel passthrough is off for this session; `size` carries the errno
 // (EOPNOTSUPP: the kernel did not offer it; else why registering a backing file failed). At most once.
-enum EventKind : uint32_t { kEventRead = 1, kEventInterrupt = 2, kEventAccess = 3, kEventPassthroughOff = 4 };
+// kEventNativeError: the addon itself answered (or degraded) an operation because of a native failure
+// that JS never saw; `reqId` carries the NativeCause, `ino` the inode (0: session-wide), `size` the
+// errno (0: a short read). Rate-limited: at most once per inode and cause, and a session-wide token
+// bucket (kNativeErrorBurst, kNativeErrorsPerSec); the rest only count (stats nativeErrorsDropped).
+enum EventKind : uint32_t {
+  kEventRead = 1,
+  kEventInterrupt = 2,
+  kEventAccess = 3,
+  kEventPassthroughOff = 4,
+  kEventNativeError = 5
+};
+
+// Why the addon failed natively (kEventNativeError's cause; exported as CAUSE_* by addon.cc).
+enum NativeCause : uint32_t {
+  kCauseContentOpen = 1,      // open() of a complete file's content path failed
+  kCauseContentRead = 2,      // pread() of a content file failed or came back short
+  kCausePassthroughOpen = 3,  // the open reply carrying FOPEN_PASSTHROUGH could not be written
+  kCauseBackingOpen = 4,      // FUSE_DEV_IOC_BACKING_OPEN refused this inode's content file
+  kCauseServe = 5,            // a serving thread could not wait on / read the FUSE device
+  kCauseCount = 6             // not a cause: size of per-cause arrays
+};
 
 struct Event {
   EventKind kind;
@@ -59,6 +79,11 @@ struct MountOptions {
 struct Stats {
   std::atomic<uint64_t> lookups{0}, getattrs{0}, readdirs{0}, opens{0}, reads{0}, readBytes{0},
       parked{0}, provided{0}, failed{0}, interrupts{0}, passthroughOpens{0};
+  // `failed` split: error replies with the errno JS chose (provide), and parked reads failed by unmount.
+  std::atomic<uint64_t> failedProvider{0}, failedUnmount{0};
+  // Native failures by NativeCause (every occurrence, also those not reported as events).
+  std::atomic<uint64_t> nativeErrors[kCauseCount]{};
+  std::atomic<uint64_t> nativeErrorsDropped{0};  // occurrences not reported (rate limit)
 };
 
 // An open file: the content fd once the file is complete (-1 until then; unused in passthrough mode).
@@ -98,6 +123,8 @@ class Session {
   Passthrough& Pt() { return pt_; }
   int DevFd() const { return se_ != nullptr ? fuse_session_fd(se_) : -1; }
   void NotePassthroughOff(int err) { Emit(Event{kEventPassthroughOff, 0, 0, 0, uint32_t(err)}); }
+  // Any thread: counts a native failure and reports it to JS (kEventNativeError, rate-limited).
+  void NoteNativeError(uint64_t ino, NativeCause cause, int err);
 
   // FUSE threads (ops.cc).
   void Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size);
@@ -113,7 +140,8 @@ class Session {
   };
   void Serve();
   void Emit(const Event& ev);
-  void ReplyFromFile(fuse_req_t req, const std::string& path, uint64_t off, uint32_t size);
+  void ReplyFromFile(fuse_req_t req, uint64_t ino, const std::string& path, uint64_t off, uint32_t size);
+  bool TakeErrorToken();
 
   std::unique_ptr<InodeTable> table_;
   MountOptions opts_;
@@ -128,6 +156,11 @@ class Session {
   std::atomic<bool> exited_{false};
   std::chrono::steady_clock::time_point mountedAt_;
   std::unique_ptr<std::atomic<uint8_t>[]> accessed_;
+  std::unique_ptr<std::atomic<uint8_t>[]> errorReported_;  // by ino (0: session): bit per NativeCause
+
+  std::mutex errMu_;  // guards the native-error token bucket
+  double errTokens_;
+  std::chrono::steady_clock::time_point errRefilledAt_;
 
   std::mutex mu_;  // guards parked_, nextReqId_, closing_
   std::unordered_map<uint64_t, Parked> parked_;

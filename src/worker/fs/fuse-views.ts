@@ -17,12 +17,14 @@ import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { buildInodeTable, type InodeTable } from './inodes.js';
 import { fuseMountsAt } from './mountinfo.js';
-import { FuseAddonLoader, type EventKinds, type NativeSession } from './native.js';
+import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
 import type { ViewManager, ViewRequest } from './view.js';
 
 /** statfs f_type of FUSE mounts (linux/magic.h FUSE_SUPER_MAGIC). */
 const FUSE_SUPER_MAGIC = 0x65735546;
 const { EIO, EINTR, ENOENT } = osConstants.errno;
+/** errno number → name (EIO, ENOENT…) for logs. */
+const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 
 /** FUSE boundary: error kind of a failed waitFor → errno returned to the reading process. */
 const ERRNO_BY_KIND: Partial<Record<Kind, number>> = {
@@ -212,6 +214,7 @@ export class FuseViewManager implements ViewManager {
       this.passthroughOffLogged = true;
       this.opts.log.warn('fuse-passthrough-off', { mountpoint: view.mountpoint, errno: size, hint: 'complete files are read through the daemon; passthrough needs Linux >= 6.9, root and a content store on a non-stacked filesystem' });
     }
+    else if (kind === kinds.nativeError) this.onNativeError(view, reqId, ino, size);
     else if (kind === kinds.access && view.req.onFirstAccess) {
       try {
         view.req.onFirstAccess(view.table.paths[ino] ?? '', offset);
@@ -219,6 +222,19 @@ export class FuseViewManager implements ViewManager {
         this.opts.log.warn('fuse-trace-callback-failed', { mountpoint: view.mountpoint, err });
       }
     }
+  }
+
+  /** The addon failed an operation without asking JS (see NativeEventHandler): say which file and why. */
+  private onNativeError(view: View, cause: number, ino: number, errno: number): void {
+    this.opts.log.warn('fuse-native-error', {
+      mountpoint: view.mountpoint,
+      path: ino > 0 ? view.table.paths[ino] : undefined,
+      ino,
+      digest: ino > 0 ? view.table.digests[ino] : undefined,
+      cause: NATIVE_ERROR_CAUSES[cause] ?? `unknown-${cause}`,
+      errno: errno === 0 ? 'short-read' : (ERRNO_NAMES.get(errno) ?? `errno-${errno}`),
+      errnoCode: errno,
+    });
   }
 
   private onParkedRead(view: View, reqId: number, ino: number, offset: number, size: number): void {

@@ -22,7 +22,20 @@ export interface EventKinds {
   interrupt: number;
   access: number;
   passthroughOff: number;
+  nativeError: number;
 }
+
+/**
+ * Why the addon failed an operation natively (EVENT_NATIVE_ERROR's cause; values are the addon's
+ * CAUSE_* exports, checked at load): names used in logs.
+ */
+export const NATIVE_ERROR_CAUSES: Readonly<Record<number, string>> = Object.freeze({
+  1: 'content-open', // open() of a complete file's content path failed
+  2: 'content-read', // pread() of a content file failed or came back short
+  3: 'passthrough-open', // the FOPEN_PASSTHROUGH open reply could not be written
+  4: 'passthrough-backing', // FUSE_DEV_IOC_BACKING_OPEN refused the inode's content file
+  5: 'serve', // a serving thread could not wait on / read the FUSE device
+});
 
 export interface NativeMountOptions {
   /** Source shown in /proc/mounts. Default 'starlight'. */
@@ -51,6 +64,9 @@ export interface NativeMountOptions {
  * - access: first access of `ino`; `offset` is milliseconds since mount.
  * - passthroughOff: kernel passthrough is off for this session (at most once); `size` is the errno
  *   (EOPNOTSUPP: the kernel did not offer it; else why a backing file could not be registered).
+ * - nativeError: the addon failed or degraded an operation natively; `reqId` is the cause (a key of
+ *   NATIVE_ERROR_CAUSES), `ino` the inode (0: session-wide), `size` the errno (0: short read).
+ *   Rate-limited natively: at most once per inode and cause, and a few per second per session.
  */
 export type NativeEventHandler = (kind: number, reqId: number, ino: number, offset: number, size: number) => void;
 
@@ -63,7 +79,20 @@ export interface NativeStats {
   readBytes: number;
   parked: number;
   provided: number;
+  /** Operations answered with an error natively (total; split below). */
   failed: number;
+  /** Parked reads failed with the errno JS chose (provide(reqId, null, errno)). */
+  failedProvider: number;
+  /** Parked reads failed with EIO by unmount. */
+  failedUnmount: number;
+  /** Native failures by cause (every occurrence, reported or not; see NATIVE_ERROR_CAUSES). */
+  failedContentOpen: number;
+  failedContentRead: number;
+  failedPassthroughOpen: number;
+  failedBackingOpen: number;
+  failedServe: number;
+  /** Native failures not reported as events (rate limit). */
+  nativeErrorsDropped: number;
   interrupts: number;
   /** Opens answered with FOPEN_PASSTHROUGH (their reads bypass the daemon). */
   passthroughOpens: number;
@@ -87,6 +116,12 @@ interface FuseAddon {
   EVENT_INTERRUPT: number;
   EVENT_ACCESS: number;
   EVENT_PASSTHROUGH_OFF: number;
+  EVENT_NATIVE_ERROR: number;
+  CAUSE_CONTENT_OPEN: number;
+  CAUSE_CONTENT_READ: number;
+  CAUSE_PASSTHROUGH_OPEN: number;
+  CAUSE_BACKING_OPEN: number;
+  CAUSE_SERVE: number;
   INODE_RECORD_SIZE: number;
   DIRENT_RECORD_SIZE: number;
   XATTR_RECORD_SIZE: number;
@@ -153,13 +188,17 @@ export class FuseAddonLoader {
     if (addon.INODE_RECORD_SIZE !== INODE_RECORD_SIZE || addon.DIRENT_RECORD_SIZE !== DIRENT_RECORD_SIZE || addon.XATTR_RECORD_SIZE !== XATTR_RECORD_SIZE) {
       throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} uses another inode table layout; rebuild it (npm install)`, { details: { path } });
     }
+    const causes = [addon.CAUSE_CONTENT_OPEN, addon.CAUSE_CONTENT_READ, addon.CAUSE_PASSTHROUGH_OPEN, addon.CAUSE_BACKING_OPEN, addon.CAUSE_SERVE];
+    if (addon.EVENT_NATIVE_ERROR === undefined || causes.some((c, i) => c !== i + 1)) {
+      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} is older than this code (no native error events); rebuild it (npm install)`, { details: { path } });
+    }
     this.addon = addon;
     return addon;
   }
 
   events(): EventKinds {
     const a = this.load();
-    return { read: a.EVENT_READ, interrupt: a.EVENT_INTERRUPT, access: a.EVENT_ACCESS, passthroughOff: a.EVENT_PASSTHROUGH_OFF };
+    return { read: a.EVENT_READ, interrupt: a.EVENT_INTERRUPT, access: a.EVENT_ACCESS, passthroughOff: a.EVENT_PASSTHROUGH_OFF, nativeError: a.EVENT_NATIVE_ERROR };
   }
 
   /** Mounts synchronously (the kernel mount; the session threads answer from then on). */
