@@ -1,7 +1,7 @@
 /**
  * The bench's registry: Debian's docker-registry (distribution 2.8) on 127.0.0.1 with filesystem
  * storage in a directory the caller chooses (a persistent one lets later bench runs reuse pushed and
- * converted images). The same settings as test/helpers/registry.ts, without ava.
+ * converted images). test/helpers/registry.ts wraps it for ava tests.
  *
  * Not here: pushing images (bench/images), the WAN link in front of it (bench/wan).
  */
@@ -31,17 +31,23 @@ export async function freePort(): Promise<number> {
   return typeof addr === 'object' && addr !== null ? addr.port : 0;
 }
 
-/** Starts docker-registry with storage under `dir`/storage; resolves once GET /v2/ answers 200. */
-export async function startBenchRegistry(dir: string): Promise<BenchRegistry> {
+export interface RegistryOptions {
+  /** An htpasswd file (bcrypt) enabling Basic auth; GET /v2/ then answers 401 when ready. */
+  htpasswdFile?: string;
+}
+
+/** Starts docker-registry with storage under `dir`/storage; resolves once GET /v2/ answers. */
+export async function startBenchRegistry(dir: string, opts: RegistryOptions = {}): Promise<BenchRegistry> {
   const storageDir = join(dir, 'storage');
   mkdirSync(storageDir, { recursive: true });
   const port = await freePort();
-  const config = {
+  const config: Record<string, unknown> = {
     version: '0.1',
     log: { level: 'error', accesslog: { disabled: true } },
     storage: { filesystem: { rootdirectory: storageDir }, delete: { enabled: true } },
     http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
   };
+  if (opts.htpasswdFile) config.auth = { htpasswd: { realm: 'starlight', path: opts.htpasswdFile } };
   const configPath = join(dir, `config-${port}.yml`);
   writeFileSync(configPath, JSON.stringify(config)); // YAML is a superset of JSON
   // REGISTRY_* variables would override the config file (distribution's env convention).
@@ -54,7 +60,7 @@ export async function startBenchRegistry(dir: string): Promise<BenchRegistry> {
     async () => {
       const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
       await res.body?.cancel();
-      return res.status === 200;
+      return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
     },
     { timeoutMs: START_TIMEOUT_MS, env },
   );

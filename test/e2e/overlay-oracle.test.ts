@@ -13,19 +13,12 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ensureDebianImage } from '../../bench/images/ensure.js';
-import { buildLayerToc } from '../../src/image/indexer.js';
 import { mergeLayers } from '../../src/image/merge.js';
 import type { LayerToc } from '../../src/image/toc.js';
-import { ociImage } from '../../src/image/writer.js';
-import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
 import { FIXTURES } from '../helpers/fixtures.js';
+import { pushDebian, pushLayers } from './mount-support.js';
 import { startRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
 import { diffShapes, mountOverlayReference, shapeOfDir, shapeOfTree, tarCreatedDirs, tocEntryFromJson, type Shapes } from '../helpers/tree-shape.js';
@@ -72,18 +65,7 @@ for (const fx of FIXTURES) {
   (supported ? test.serial : test.skip)(`overlay oracle (CLI via registry): ${fx.name}`, async (t) => {
     t.timeout(300_000);
     const reg = await startRegistry(t);
-    const image = await ociImage(fx.layers);
-    const ref = `${reg.host}/oracle/${fx.name}:v1`;
-    await pushImage(new RegistryClient(), ref, { config: image.config, layers: image.layers.map((l) => ({ data: l.data, mediaType: l.mediaType })) });
-    const dir = tempDir(t, 'starlight-oracle-blobs-');
-    const blobs: string[] = [];
-    const tocs: LayerToc[] = [];
-    for (const [i, l] of image.layers.entries()) {
-      const blob = join(dir, `layer${i}.blob`);
-      await writeFile(blob, l.data);
-      blobs.push(blob);
-      tocs.push(await buildLayerToc(Readable.from([l.data]), { mediaType: l.mediaType, expectedDiffID: l.diffID }));
-    }
+    const { ref, blobs, tocs } = await pushLayers(t, reg, `oracle-${fx.name}`, fx.layers);
     await compare(t, fx.name, ref, blobs, tocs);
   });
 }
@@ -92,12 +74,7 @@ for (const fx of FIXTURES) {
   t.timeout(DEBIAN_TIMEOUT_MS);
   const reg = await startRegistry(t);
   const signal = AbortSignal.timeout(DEBIAN_TIMEOUT_MS - 60_000);
-  const img = await ensureDebianImage(reg.url, 'python-web', { signal });
-  const blobs = img.layers.map((l) => l.gzPath);
-  const tocs: LayerToc[] = [];
-  for (const [i, l] of img.layers.entries()) {
-    tocs.push(await buildLayerToc(createReadStream(l.gzPath), { mediaType: img.manifest.layers[i]!.mediaType, expectedDiffID: l.diffId, signal }));
-  }
-  await compare(t, 'python-web', img.reference, blobs, tocs);
+  const { ref, blobs, tocs } = await pushDebian(reg, signal);
+  await compare(t, 'python-web', ref, blobs, tocs);
   t.true(tocs.reduce((n, toc) => n + toc.entries.length, 0) > 1000, 'a real Debian image has thousands of entries');
 });

@@ -8,20 +8,15 @@
  * extra apt package is needed.
  */
 import type { ExecutionContext } from 'ava';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { type IncomingMessage, type ServerResponse, createServer, request as httpRequest } from 'node:http';
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, startBenchRegistry } from '../../bench/drivers/registry.js';
 import { tempDir } from './tmp.js';
 
-const REGISTRY_BIN = '/usr/bin/docker-registry';
-/** How long a fresh registry may take to answer GET /v2/, ms. */
-const START_TIMEOUT_MS = 15_000;
-/** Grace period between SIGTERM and SIGKILL at teardown, ms. */
-const STOP_GRACE_MS = 3_000;
 /** bcrypt cost for test htpasswd files (minimum accepted by Go's bcrypt, keeps auth fast). */
 const BCRYPT_ROUNDS = 16;
 
@@ -34,71 +29,24 @@ export interface TestRegistry {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
+export { freePort };
 
 function htpasswdLine(user: string, pass: string): string {
   const script = 'import crypt,sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=int(sys.argv[3]))))';
   return execFileSync('python3', ['-W', 'ignore', '-c', script, user, pass, String(BCRYPT_ROUNDS)], { encoding: 'utf8' }).trim();
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-}
-
-/** Starts docker-registry; resolves once GET /v2/ answers (200, or 401 with htpasswd). */
+/** Starts docker-registry (bench/drivers/registry.ts) in a per-test temp dir; stopped in t.teardown. */
 export async function startRegistry(t: ExecutionContext, opts: { htpasswd?: { user: string; pass: string } } = {}): Promise<TestRegistry> {
   const dir = tempDir(t, 'starlight-registry-');
-  const storageDir = join(dir, 'storage');
-  const port = await freePort();
-  const config: Record<string, unknown> = {
-    version: '0.1',
-    log: { level: 'error', accesslog: { disabled: true } },
-    storage: { filesystem: { rootdirectory: storageDir }, delete: { enabled: true } },
-    http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
-  };
+  let htpasswdFile: string | undefined;
   if (opts.htpasswd) {
-    const file = join(dir, 'htpasswd');
-    writeFileSync(file, htpasswdLine(opts.htpasswd.user, opts.htpasswd.pass) + '\n');
-    config.auth = { htpasswd: { realm: 'starlight-test', path: file } };
+    htpasswdFile = join(dir, 'htpasswd');
+    writeFileSync(htpasswdFile, htpasswdLine(opts.htpasswd.user, opts.htpasswd.pass) + '\n');
   }
-  const configPath = join(dir, 'config.yml');
-  writeFileSync(configPath, JSON.stringify(config)); // YAML is a superset of JSON
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REGISTRY_')));
-  const child = spawn(REGISTRY_BIN, ['serve', configPath], { stdio: ['ignore', 'ignore', 'pipe'], env });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    if (stderr.length < 8192) stderr += d.toString();
-  });
-  const stop = (): Promise<void> => stopChild(child);
-  t.teardown(stop);
-
-  const host = `127.0.0.1:${port}`;
-  const url = `http://${host}`;
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited with ${child.exitCode}: ${stderr}`);
-    try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.body?.cancel();
-      if (res.status === 200 || res.status === 401) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`docker-registry did not answer within ${START_TIMEOUT_MS} ms: ${stderr}`);
-    await sleep(50);
-  }
-  return { host, url, storageDir, stop };
+  const reg = await startBenchRegistry(dir, { htpasswdFile });
+  t.teardown(() => reg.stop());
+  return { ...reg, url: `http://${reg.host}` };
 }
 
 /** Path of a blob's data file inside a test registry's storage. */
