@@ -16,6 +16,7 @@ import { createGzip } from 'node:zlib';
 import { StarlightError } from '../errors.js';
 import type { Compression } from './decompress.js';
 import { BLOCK, pad } from './tar.js';
+import { sha256Digest } from '../oci/digest.js';
 
 /** Largest content chunk produced at once, bytes. */
 export const WRITE_CHUNK = 1024 * 1024;
@@ -317,7 +318,7 @@ export async function buildLayer(spec: LayerSpec): Promise<BuiltLayer> {
   return {
     data,
     mediaType: LAYER_MEDIA_TYPES[spec.compression],
-    digest: `sha256:${createHash('sha256').update(data).digest('hex')}`,
+    digest: sha256Digest(data),
     diffID: `sha256:${diff.digest('hex')}`,
     size: data.length,
   };
@@ -340,5 +341,5 @@ export async function ociImage(layers: readonly LayerSpec[], configExtras: Recor
       ...configExtras,
     }),
   );
-  return { config, configDigest: `sha256:${createHash('sha256').update(config).digest('hex')}`, layers: built };
+  return { config, configDigest: sha256Digest(config), layers: built };
 }

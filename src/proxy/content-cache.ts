@@ -19,6 +19,7 @@ import { LRUCache } from 'lru-cache';
 import { StarlightError } from '../errors.js';
 import type { Encoding } from '../protocol/constants.js';
 import type { ContentRecord, MetadataStore } from './store.js';
+import { sha256Digest } from '../oci/digest.js';
 
 /** Contents smaller than this (bytes) are stored 'identity': too small for compression to pay (design-notes). */
 export const MIN_COMPRESS_BYTES = 512;
@@ -75,7 +76,6 @@ async function sampleCompresses(path: string): Promise<boolean> {
   }
 }
 
-const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
 const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
@@ -192,7 +192,7 @@ export class ContentCache {
       parts.push(b);
     }
     const data = Buffer.concat(parts);
-    const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
+    const digest = sha256Digest(data);
     if ((opts.expectedDigest !== undefined && digest !== opts.expectedDigest) || n !== size) {
       throw new StarlightError('SL_ERR_OCI_DIGEST_MISMATCH', `content expected as ${opts.expectedDigest ?? digest} hashed to ${digest} (${n} of ${size} bytes)`, {
         details: { digest: opts.expectedDigest ?? digest, got: digest },
@@ -214,7 +214,7 @@ export class ContentCache {
         }
       }
       const tmp = join(this.tmp, randomBytes(8).toString('hex'));
-      const encodedDigest = encoding === 'identity' ? digest : sha256(body);
+      const encodedDigest = encoding === 'identity' ? digest : sha256Digest(body);
       try {
         await writeFile(tmp, body);
         return await this.install(digest, size, body.length, encoding, tmp, sourceDiffID, encodedDigest);
@@ -362,7 +362,7 @@ export class ContentCache {
   /** True if `data` is what was cached for `rec`; else the entry is dropped (and counted) and false. */
   private intact(rec: ContentRecord, data: Buffer): boolean {
     if (rec.encodedDigest === undefined) return true;
-    if (data.length === rec.encodedSize && sha256(data) === rec.encodedDigest) return true;
+    if (data.length === rec.encodedSize && sha256Digest(data) === rec.encodedDigest) return true;
     this.counters.misses++;
     this.dropCorrupt(rec.digest);
     return false;
