@@ -13,6 +13,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCommand, startDaemon, type RunOutput } from './proc.js';
+import { mountsUnder } from '../../src/worker/snapshotter/mountinfo.js';
 
 /** containerd namespace of bench images and containers. */
 export const BENCH_NAMESPACE = 'bench';
@@ -56,6 +57,11 @@ function tomlString(s: string): string {
 }
 
 /** containerd config (version 2, containerd 1.6) for a private instance under `dir`. */
+/** containerd's gRPC socket for a containerd configured by containerdConfig(dir). */
+export function containerdAddress(dir: string): string {
+  return join(dir, 'c.sock');
+}
+
 export function containerdConfig(dir: string, proxySnapshotters: Record<string, string> = {}): string {
   const lines = [
     'version = 2',
@@ -63,9 +69,9 @@ export function containerdConfig(dir: string, proxySnapshotters: Record<string, 
     `state = ${tomlString(join(dir, 'state'))}`,
     `disabled_plugins = [${DISABLED_PLUGINS.map(tomlString).join(', ')}]`,
     '[grpc]',
-    `  address = ${tomlString(join(dir, 'c.sock'))}`,
+    `  address = ${tomlString(containerdAddress(dir))}`,
     '[ttrpc]',
-    `  address = ${tomlString(join(dir, 'c.sock.ttrpc'))}`,
+    `  address = ${tomlString(containerdAddress(dir) + '.ttrpc')}`,
     '[debug]',
     `  address = ${tomlString(join(dir, 'debug.sock'))}`,
     '  level = "warn"',
@@ -80,22 +86,10 @@ export function containerdConfig(dir: string, proxySnapshotters: Record<string, 
   return lines.join('\n') + '\n';
 }
 
-/** Mount points at or under `dir`, deepest first (from /proc/self/mountinfo; octal escapes decoded). */
-export function mountsUnder(dir: string, mountinfo = readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
-  const out: string[] = [];
-  for (const line of mountinfo.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 5) continue;
-    const mp = f[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (mp === dir || mp.startsWith(dir.endsWith('/') ? dir : dir + '/')) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
-
 /** Unmounts everything under `dir` (lazily if busy). Returns what could not be unmounted. */
 export async function unmountUnder(dir: string): Promise<string[]> {
   const failed: string[] = [];
-  for (const mp of mountsUnder(dir)) {
+  for (const mp of await mountsUnder(dir)) {
     try {
       await runCommand('umount', [mp], { timeoutMs: 10_000 });
     } catch {
@@ -131,7 +125,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<BenchCon
   mkdirSync(fifoDir, { recursive: true });
   const configPath = join(dir, 'config.toml');
   writeFileSync(configPath, containerdConfig(dir, opts.proxySnapshotters));
-  const address = join(dir, 'c.sock');
+  const address = containerdAddress(dir);
   const flags = ['-a', address, '-n', BENCH_NAMESPACE];
   const ctr: BenchContainerd['ctr'] = (args, o = {}) => runCommand(o.bin ?? 'ctr', [...flags, ...args], { timeoutMs: o.timeoutMs ?? CTR_TIMEOUT_MS, signal: o.signal });
   const daemon = await startDaemon(

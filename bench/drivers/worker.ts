@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { DaemonClient } from '../../src/worker/api/client.js';
-import { BENCH_NAMESPACE, startContainerd, type BenchContainerd } from './containerd.js';
+import { BENCH_NAMESPACE, containerdAddress, startContainerd, type BenchContainerd } from './containerd.js';
 import { runCommand, startDaemon } from './proc.js';
 import { starlightBin } from './proxy.js';
 import type { TrialEnv } from './types.js';
@@ -56,7 +56,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   // Recorded traces stay in <root>/traces until `starlight report` (the bench reads them first).
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   const level = process.env[LOG_ENV];
-  const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', join(cdDir, 'c.sock'), '--log-level', level || 'warn', ...extra];
+  const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
   const logFile = `/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`;
   const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(logFile)}`, process.execPath, ...args]] : [process.execPath, args];

@@ -17,6 +17,7 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { containerdAddress, containerdConfig } from '../../bench/drivers/containerd.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
@@ -133,42 +134,6 @@ async function startSnapshotterProcess(t: ExecutionContext, dir: string, extraAr
   return proc;
 }
 
-function configToml(dir: string, address: string, snapshotterSocket: string): string {
-  return `version = 2
-root = "${dir}/containerd/root"
-state = "${dir}/containerd/state"
-plugin_dir = ""
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "${address}"
-
-[ttrpc]
-  address = "${address}.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "${dir}/containerd/opt"
-
-[proxy_plugins.${SNAPSHOTTER_NAME}]
-  type = "snapshot"
-  address = "${snapshotterSocket}"
-`;
-}
-
 /** Pids of containerd-shim processes started for `address` (their command line names it). */
 async function shimsOf(address: string): Promise<number[]> {
   const pids: number[] = [];
@@ -195,10 +160,12 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
     await unmountAllUnder(dir);
   });
   await mkdir(join(dir, 'fifo'), { recursive: true });
-  const address = join(dir, 'containerd.sock');
+  const cdDir = join(dir, 'containerd');
+  await mkdir(cdDir, { recursive: true });
+  const address = containerdAddress(cdDir);
   const snapshotter = await startSnapshotterProcess(t, dir, ['--containerd-address', address, ...(opts.snapshotterArgs ?? [])]);
   const configPath = join(dir, 'config.toml');
-  await writeFile(configPath, configToml(dir, address, snapshotter.socket));
+  await writeFile(configPath, containerdConfig(cdDir, { [SNAPSHOTTER_NAME]: snapshotter.socket }));
   const logFile = join(dir, 'containerd.log');
   const log = createWriteStream(logFile);
   const child = spawn('/usr/bin/containerd', ['--config', configPath, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -17,15 +17,19 @@ const execFileAsync = promisify(execFile);
 /** How long one `umount` may take before we give up on it, ms. */
 const UMOUNT_TIMEOUT_MS = 10_000;
 
-/** Mount points at or below `dir` (an absolute path without trailing slash), deepest first. */
-export async function mountsUnder(dir: string): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
+/** Mount points at or below `dir` (an absolute path) in mountinfo `text`, deepest first. Pure. */
+export function mountPointsUnder(dir: string, text: string): string[] {
   const prefix = dir.endsWith('/') ? dir : dir + '/';
   const out = parseMountInfo(text)
     .map((m) => m.mountPoint)
     .filter((mp) => mp === dir || mp.startsWith(prefix));
   // Deeper paths first; the same path mounted twice appears twice and is unmounted twice.
   return out.sort((a, b) => b.length - a.length);
+}
+
+/** Mount points at or below `dir` in this process's mount namespace, deepest first. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  return mountPointsUnder(dir, await readFile('/proc/self/mountinfo', 'utf8'));
 }
 
 /**

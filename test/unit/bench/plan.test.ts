@@ -1,5 +1,6 @@
 import test from 'ava';
-import { containerdConfig, mountsUnder } from '../../../bench/drivers/containerd.js';
+import { containerdConfig } from '../../../bench/drivers/containerd.js';
+import { mountPointsUnder } from '../../../src/worker/snapshotter/mountinfo.js';
 import type { BenchImage } from '../../../bench/drivers/types.js';
 import { parseOptions, planTrials } from '../../../bench/run.js';
 
@@ -52,7 +53,7 @@ test('containerd config: private root/state/sockets under dir, CRI off, one prox
   t.notRegex(containerdConfig('/d'), /proxy_plugins/);
 });
 
-test('mountsUnder: mount points at or below dir, deepest first, octal escapes decoded, siblings excluded', (t) => {
+test('mountPointsUnder: mount points at or below dir, deepest first, octal escapes decoded, siblings excluded', (t) => {
   const mi = [
     '22 1 0:21 / / rw - ext4 /dev/root rw',
     '30 22 0:40 / /tmp/slb-a rw - tmpfs tmpfs rw',
@@ -60,6 +61,6 @@ test('mountsUnder: mount points at or below dir, deepest first, octal escapes de
     '32 31 0:42 / /tmp/slb-a/cd/state/rootfs rw - overlay overlay rw',
     '33 22 0:43 / /tmp/slb-ab rw - tmpfs tmpfs rw',
   ].join('\n');
-  t.deepEqual(mountsUnder('/tmp/slb-a', mi), ['/tmp/slb-a/cd/state/rootfs', '/tmp/slb-a/w/r/v 1/fs', '/tmp/slb-a']);
-  t.deepEqual(mountsUnder('/tmp/none', mi), []);
+  t.deepEqual(mountPointsUnder('/tmp/slb-a', mi), ['/tmp/slb-a/cd/state/rootfs', '/tmp/slb-a/w/r/v 1/fs', '/tmp/slb-a']);
+  t.deepEqual(mountPointsUnder('/tmp/none', mi), []);
 });
