@@ -37,17 +37,26 @@ export class Puller {
     this.log = opts.log ?? nullLogger;
   }
 
-  /** Resolves once the header is in and the tree is built; content keeps streaming. */
-  async pull(ref: string, platform?: string): Promise<PulledImage> {
+  /**
+   * Resolves once the header is in and the tree is built; content keeps streaming. A fresh pull fails
+   * at once if the proxy cannot be reached; a `resume` (an image the worker already shows, after a
+   * restart) keeps trying until the header comes or `signal` aborts.
+   */
+  async pull(ref: string, platform?: string, opts: { resume?: boolean; signal?: AbortSignal } = {}): Promise<PulledImage> {
     const { client, tracker, layers } = this.opts;
     const have = await layers.completeLayers();
-    const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log });
+    const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log, retryBeforeHeader: opts.resume });
+    const onAbort = (): void => receiver.close();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.signal?.aborted) receiver.close();
     let header: DeltaHeader;
     try {
       header = await receiver.header;
     } catch (err) {
       receiver.close();
       throw err;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
     }
     for (const l of header.layers) await layers.putToc(l.diffID, l.toc);
     const tocs = await this.chainTocs(header);

@@ -118,6 +118,8 @@ export class ImageService implements RemoteLayerResolver {
   /** Remote ids whose view was requested (for status). */
   readonly viewsServed = new Set<string>();
   private closed = false;
+  /** Aborts pulls still waiting for their header (a resume while the proxy is down) at close(). */
+  private readonly closing = new AbortController();
 
   constructor(private readonly opts: ImageServiceOptions) {
     this.log = opts.log ?? nullLogger;
@@ -134,7 +136,7 @@ export class ImageService implements RemoteLayerResolver {
       }
       this.byManifest.set(rec.manifestDigest, { rec, header, chain: chainIds(header.diffIDs) });
       if (!rec.complete) {
-        this.startPull(pinnedRef(rec.ref, rec.manifestDigest), rec.ref, header.platform).then(
+        this.startPull(pinnedRef(rec.ref, rec.manifestDigest), rec.ref, header.platform, true).then(
           () => this.log.info('image-pull-resumed', { ref: rec.ref, manifest: rec.manifestDigest }),
           (err: unknown) => this.log.warn('image-pull-resume-failed', { ref: rec.ref, err }),
         );
@@ -144,20 +146,24 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /** Header in, TOCs stored, record written; content keeps streaming. Single-flight per name. */
-  private startPull(requestRef: string, recordRef: string, platform?: string): Promise<Known> {
+  private startPull(requestRef: string, recordRef: string, platform?: string, resume = false): Promise<Known> {
     const key = imageName(requestRef);
     let p = this.pulling.get(key);
     if (!p) {
-      p = this.doPull(requestRef, recordRef, platform).finally(() => this.pulling.delete(key));
+      p = this.doPull(requestRef, recordRef, platform, resume).finally(() => this.pulling.delete(key));
       this.pulling.set(key, p);
     }
     return p;
   }
 
-  private async doPull(requestRef: string, recordRef: string, platform?: string): Promise<Known> {
+  private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
-    const pulled = await this.opts.puller.pull(requestRef, platform);
+    const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal });
     const { header, receiver } = pulled;
+    if (this.closed) {
+      receiver.close();
+      throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
+    }
     const prev = this.byManifest.get(header.manifestDigest);
     prev?.receiver?.close();
     const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
@@ -356,6 +362,7 @@ export class ImageService implements RemoteLayerResolver {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.closing.abort();
     for (const k of this.byManifest.values()) k.receiver?.close();
   }
 }
