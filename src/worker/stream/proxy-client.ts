@@ -77,7 +77,7 @@ export class ProxyClient {
 
   /** Fetches one content item, encoded as the proxy stores it. */
   async content(digest: string, signal?: AbortSignal): Promise<ContentResponse> {
-    const res = await this.get(new URL(`/v1/content/${digest}`, this.base), signal, `content ${digest}`);
+    const res = await this.request(new URL(`/v1/content/${digest}`, this.base), 'GET', signal, `content ${digest}`);
     const enc = String(res.headers[HTTP_HEADER_ENCODING] ?? 'identity');
     const size = Number(res.headers[HTTP_HEADER_RAW_SIZE]);
     if (!(ENCODINGS as readonly string[]).includes(enc) || !Number.isSafeInteger(size) || size < 0) {
@@ -115,10 +115,6 @@ export class ProxyClient {
 
   close(): void {
     this.agent.destroy();
-  }
-
-  private get(u: URL, signal: AbortSignal | undefined, what: string): Promise<http.IncomingMessage> {
-    return this.request(u, 'GET', signal, what);
   }
 
   private request(
