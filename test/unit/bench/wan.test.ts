@@ -274,3 +274,23 @@ test('the CLI prints its port and forwards', async (t) => {
   const [code] = (await once(child, 'exit')) as [number | null];
   t.is(code, 0);
 });
+
+test('the process exits after clients half-close and reset mid-transfer (no leaked TCP handle)', async (t) => {
+  // Before the fix in emulator.ts's resetOrClose(), this child printed "closed" and then spun at
+  // 100 % CPU forever inside Node's exit path (issue 17). A deadline turns that into a failure.
+  const deadlineMs = 60_000;
+  const script = fileURLToPath(new URL('./wan-close-child.js', import.meta.url));
+  const child = spawn(process.execPath, [script, '50'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
+  const result = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  t.not(result, 'late', `the child did not exit within ${deadlineMs} ms; output: ${out}`);
+  t.deepEqual(result, [0, null], out);
+  t.regex(out, /^closed$/m);
+});
