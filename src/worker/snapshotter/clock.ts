@@ -53,7 +53,7 @@ function measureOffset(): bigint {
   return best ? best.mid : BigInt(Date.now()) * NS_PER_MS - process.hrtime.bigint();
 }
 
-/** Now, in ns since the Unix epoch, from CLOCK_REALTIME at sub-microsecond precision. */
+/** Now, in ns since the Unix epoch: ns resolution, within a few µs of CLOCK_REALTIME. */
 export function nowNanos(): EpochNanos {
   offset ??= measureOffset();
   const ns = process.hrtime.bigint() + offset;
