@@ -21,6 +21,7 @@ import test, { registerCompletionHandler } from 'ava';
 import { spawn } from 'node:child_process';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 
 /** Environment variable: seconds a worker may live after its tests finished. */
 export const EXIT_GRACE_ENV = 'STARLIGHT_TEST_EXIT_GRACE_S';
@@ -44,6 +45,8 @@ function graceSeconds(): number {
 }
 
 export default function installExitWatchdog(): void {
+  // In a worker thread (ava "workerThreads": true) the pid is ava's own: never watch that.
+  if (!isMainThread) return;
   const grace = graceSeconds();
   let armed = false;
   const arm = (): void => {
