@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   docker-registry containerd runc fuse3 libfuse3-dev pkg-config g++ make python3
   debootstrap attr zstd iproute2 ca-certificates
+  # containerd's own snapshotter test suite, built offline (test/e2e/containerd-snapshot-suite.test.ts)
+  golang-go golang-github-containerd-containerd-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

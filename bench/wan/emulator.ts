@@ -236,9 +236,25 @@ export class WanEmulator {
     this.queuedTotal -= c.up.queuedBytes + c.down.queuedBytes;
     c.up.stop();
     c.down.stop();
-    // A reset, as a real peer's failure or a cut link would look; a FIN could pass for a clean end.
-    for (const s of [c.client, c.target]) if (!s.destroyed) s.resetAndDestroy();
+    for (const s of [c.client, c.target]) resetOrClose(s);
   }
+}
+
+/**
+ * Ends `s` with a reset, as a real peer's failure or a cut link would look (a FIN could pass for a
+ * clean end) — except while our own FIN (a forwarded half-close) is in flight. Then libuv's
+ * uv_tcp_close_reset refuses with EINVAL, and Node 20's TCPWrap::Reset marks the handle closing
+ * anyway without closing it: the socket reads as destroyed, its fd stays open, and at exit
+ * node::Environment::CleanupHandles spins forever in uv_run waiting for that handle (issue 17: the
+ * pull-resume test's process never exited). So then close it plainly: everything before the FIN is
+ * already in the kernel (Writable calls _final only after the last write), so the peer gets those
+ * bytes and the FIN the source really sent. Reproducer: test/unit/bench/wan-close-child.ts.
+ */
+function resetOrClose(s: Socket): void {
+  if (s.destroyed) return;
+  const finInFlight = s.writableEnded && s.writableLength === 0 && !s.writableFinished;
+  if (finInFlight) s.destroy();
+  else s.resetAndDestroy();
 }
 
 function parseArgs(argv: string[]): WanEmulatorOptions {

@@ -11,7 +11,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
-import type { Info, Mount, SnapshotKind } from './types.js';
+import type { EpochNanos, Info, Mount, SnapshotKind } from './types.js';
 
 /** proto/ at the package root; this file runs from dist/src/worker/snapshotter/. */
 export const PROTO_DIR = fileURLToPath(new URL('../../../../proto/', import.meta.url));
@@ -107,15 +107,17 @@ export interface WireUsageResponse {
 const KIND_TO_WIRE: Record<SnapshotKind, WireKind> = { view: 'VIEW', active: 'ACTIVE', committed: 'COMMITTED' };
 const WIRE_TO_KIND: Record<string, SnapshotKind> = { VIEW: 'view', ACTIVE: 'active', COMMITTED: 'committed' };
 
-function toTimestamp(d: Date): WireTimestamp {
-  const ms = d.getTime();
-  const seconds = Math.floor(ms / 1000);
-  return { seconds, nanos: (ms - seconds * 1000) * 1_000_000 };
+const NS_PER_S = 1_000_000_000n;
+
+/** google.protobuf.Timestamp ↔ ns since the epoch, exactly (containerd's times are ns). */
+function toTimestamp(ns: EpochNanos): WireTimestamp {
+  const seconds = ns / NS_PER_S - (ns % NS_PER_S < 0n ? 1n : 0n);
+  return { seconds: Number(seconds), nanos: Number(ns - seconds * NS_PER_S) };
 }
 
-function fromTimestamp(t: WireTimestamp | null | undefined): Date {
-  if (!t) return new Date(0);
-  return new Date(Number(t.seconds) * 1000 + Math.floor(Number(t.nanos) / 1_000_000));
+function fromTimestamp(t: WireTimestamp | null | undefined): EpochNanos {
+  if (!t) return 0n;
+  return BigInt(t.seconds) * NS_PER_S + BigInt(t.nanos);
 }
 
 export function infoToWire(i: Info): WireInfo {

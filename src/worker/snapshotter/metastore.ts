@@ -11,10 +11,17 @@
  */
 import Database from 'better-sqlite3';
 import { StarlightError } from '../../errors.js';
-import type { Info, SnapshotKind, Usage } from './types.js';
+import { nowNanos } from './clock.js';
+import type { EpochNanos, Info, SnapshotKind, Usage } from './types.js';
 
 /** Bump with a migration when the schema changes; stored in PRAGMA user_version. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
+
+/** Migrations: MIGRATIONS[v] takes a version-v database to v+1 (run in order, in one transaction). */
+const MIGRATIONS: Record<number, string> = {
+  // v1 stored created/updated in ms; v2 in ns (containerd's precision, issue 17).
+  1: 'UPDATE snapshots SET created = created * 1000000, updated = updated * 1000000',
+};
 
 /** How long a writer waits for the database lock held by another connection, ms. */
 const BUSY_TIMEOUT_MS = 5000;
@@ -26,7 +33,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
   kind      TEXT    NOT NULL CHECK (kind IN ('view', 'active', 'committed')),
   parent_id INTEGER REFERENCES snapshots(id),
   labels    TEXT    NOT NULL DEFAULT '{}',
-  created   INTEGER NOT NULL,
+  created   INTEGER NOT NULL, -- ns since the epoch (int64 holds ns until 2262)
   updated   INTEGER NOT NULL,
   size      INTEGER NOT NULL DEFAULT 0,
   inodes    INTEGER NOT NULL DEFAULT 0
@@ -34,7 +41,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
 `;
 
-/** A stored snapshot. Times are ms since the epoch. */
+/** A stored snapshot. Times are ns since the epoch. */
 export interface SnapshotRow {
   id: number;
   key: string;
@@ -43,8 +50,8 @@ export interface SnapshotRow {
   /** The parent's key ('' if none). */
   parent: string;
   labels: Record<string, string>;
-  created: number;
-  updated: number;
+  created: EpochNanos;
+  updated: EpochNanos;
   /** Usage recorded at commit (0 for active/view). */
   size: number;
   inodes: number;
@@ -57,13 +64,15 @@ interface RawRow {
   parent_id: number | null;
   parent: string | null;
   labels: string;
-  created: number;
-  updated: number;
+  /** Decimal text: an ns count exceeds 2^53, so it is read as text and parsed as a bigint. */
+  created: string;
+  updated: string;
   size: number;
   inodes: number;
 }
 
-const SELECT = `SELECT s.id, s.key, s.kind, s.parent_id, p.key AS parent, s.labels, s.created, s.updated, s.size, s.inodes
+const SELECT = `SELECT s.id, s.key, s.kind, s.parent_id, p.key AS parent, s.labels,
+  CAST(s.created AS TEXT) AS created, CAST(s.updated AS TEXT) AS updated, s.size, s.inodes
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
 
 function toRow(r: RawRow): SnapshotRow {
@@ -74,8 +83,8 @@ function toRow(r: RawRow): SnapshotRow {
     parentId: r.parent_id,
     parent: r.parent ?? '',
     labels: JSON.parse(r.labels) as Record<string, string>,
-    created: r.created,
-    updated: r.updated,
+    created: BigInt(r.created),
+    updated: BigInt(r.updated),
     size: r.size,
     inodes: r.inodes,
   };
@@ -86,8 +95,8 @@ export function rowToInfo(r: SnapshotRow): Info {
     name: r.key,
     parent: r.parent,
     kind: r.kind,
-    created: new Date(r.created),
-    updated: new Date(r.updated),
+    created: r.created,
+    updated: r.updated,
     labels: { ...r.labels },
   };
 }
@@ -114,8 +123,11 @@ export class MetaStore {
         { details: { path, version } },
       );
     }
-    this.db.exec(SCHEMA);
-    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    this.db.transaction(() => {
+      if (version === 0) this.db.exec(SCHEMA);
+      for (let v = version === 0 ? SCHEMA_VERSION : version; v < SCHEMA_VERSION; v++) this.db.exec(MIGRATIONS[v]!);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
   }
 
   /** Runs fn in one immediate (write-locking) transaction; a throw rolls everything back. Nests. */
@@ -165,7 +177,7 @@ export class MetaStore {
    * Inserts a snapshot of `kind` on top of committed `parent` ('' = none). containerd's
    * CreateSnapshot allows only active and view; we also allow committed for remote layers.
    */
-  create(kind: SnapshotKind, key: string, parent: string, labels: Record<string, string>, now = Date.now()): SnapshotRow {
+  create(kind: SnapshotKind, key: string, parent: string, labels: Record<string, string>, now = nowNanos()): SnapshotRow {
     if (key === '') throw new StarlightError('SL_ERR_SNAPSHOT_INVALID', 'snapshot key must not be empty');
     let parentId: number | null = null;
     if (parent !== '') {
@@ -186,7 +198,7 @@ export class MetaStore {
   }
 
   /** containerd CommitActive: active `key` becomes committed `name` (same id); labels replaced. */
-  commit(key: string, name: string, usage: Usage, labels: Record<string, string>, now = Date.now()): SnapshotRow {
+  commit(key: string, name: string, usage: Usage, labels: Record<string, string>, now = nowNanos()): SnapshotRow {
     if (name === '') throw new StarlightError('SL_ERR_SNAPSHOT_INVALID', 'committed snapshot name must not be empty');
     if (this.get(name)) {
       throw new StarlightError('SL_ERR_SNAPSHOT_EXISTS', `committed snapshot ${JSON.stringify(name)} already exists`, { details: { name, key } });
@@ -220,7 +232,7 @@ export class MetaStore {
   }
 
   /** containerd UpdateInfo: only labels are mutable. */
-  updateLabels(name: string, labels: Record<string, string>, fieldpaths: readonly string[], now = Date.now()): SnapshotRow {
+  updateLabels(name: string, labels: Record<string, string>, fieldpaths: readonly string[], now = nowNanos()): SnapshotRow {
     const row = this.mustGet(name);
     let next: Record<string, string>;
     if (fieldpaths.length === 0) {

@@ -17,6 +17,12 @@
  * Not here: the implementation (snapshotter.ts), the gRPC wire form (grpc-service.ts).
  */
 
+/**
+ * A wall-clock time in nanoseconds since the Unix epoch. containerd keeps Go's time.Time at ns
+ * precision end to end; a Date (ms) would make an Updated read as earlier than the call (issue 17).
+ */
+export type EpochNanos = bigint;
+
 /** containerd's snapshot kinds (the Kind enum of snapshots.proto minus UNKNOWN). */
 export type SnapshotKind = 'view' | 'active' | 'committed';
 
@@ -27,8 +33,8 @@ export interface Info {
   /** The parent's name, '' if none. */
   parent: string;
   kind: SnapshotKind;
-  created: Date;
-  updated: Date;
+  created: EpochNanos;
+  updated: EpochNanos;
   /** Labels as stored; containerd only forwards `containerd.io/snapshot/*` and `containerd.io/snapshot.ref`. */
   labels: Record<string, string>;
 }

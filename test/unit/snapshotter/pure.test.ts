@@ -36,7 +36,7 @@ test('mounts: the first remote parent ends the lowerdir (its view holds the chai
   t.deepEqual(snapshotMounts({ id: 9, kind: 'view', parents: [remote(3), remote(2)] }, layout, plain), [{ type: 'bind', source: '/r/3/fs', options: ['ro', 'rbind'] }]);
 });
 
-const info = (over: Partial<Info>): Info => ({ name: 'n', parent: '', kind: 'committed', created: new Date(0), updated: new Date(0), labels: {}, ...over });
+const info = (over: Partial<Info>): Info => ({ name: 'n', parent: '', kind: 'committed', created: 0n, updated: 0n, labels: {}, ...over });
 
 test('filters: containerd syntax', (t) => {
   const i = info({ name: 'sha256:b', parent: 'sha256:a', labels: { 'containerd.io/snapshot.ref': 'sha256:b', x: 'a,b' } });
@@ -70,7 +70,7 @@ test('labels: remote hints need a target and a view or CRI layer', (t) => {
 });
 
 test('grpc conversions round-trip and errors keep their code', (t) => {
-  const i = info({ kind: 'active', created: new Date(1234567), updated: new Date(2345678), labels: { a: 'b' } });
+  const i = info({ kind: 'active', created: 1_733_450_042_397_489_757n, updated: 1_733_450_042_397_489_758n, labels: { a: 'b' } });
   t.deepEqual(infoFromWire(infoToWire(i)), i);
   const e = toGrpcError(new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'x'));
   t.is(e.code, 9);
