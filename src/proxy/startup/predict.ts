@@ -12,7 +12,8 @@
  * (nsswitch.conf, passwd, group, hosts, localtime, locale files of LANG… that exist). These are the
  * CORE files. After them come REST files: contents of directories named as arguments, the "homes" of
  * the executed programs (usr/lib/python3.11 for python3.11, the prefix of …/bin/postgres), and the
- * other small files of the directories of core files; within each group small files first.
+ * other small files of the directories of core files; within each group compiled caches (__pycache__)
+ * first, then shallow before deep, then small before large.
  *
  * File contents are known only through `facts(digest)` (ELF info or a text head). A file whose facts
  * are missing is listed in `need`: the caller reads those and calls again with more facts; the walk
@@ -26,6 +27,7 @@
 import { baseName, parentPath } from '../../image/paths.js';
 import type { TocEntry } from '../../image/toc.js';
 import type { ImageConfig } from '../../oci/types.js';
+import type { OrderSignal } from '../../protocol/traces.js';
 import { DEFAULT_PATH, resolvePath } from '../planner.js';
 import type { ElfInfo } from './elf.js';
 import { isShell, parseShebang, scriptWords } from './script.js';
@@ -40,20 +42,8 @@ export type FileFacts =
   /** Could not be read (evicted from the cache, unparseable ELF): assumed usable, not followed. */
   | { kind: 'unknown' };
 
-/** Why a file is where it is (shown by `starlight trace show`). */
-export type StartupSignal =
-  | 'entrypoint'
-  | 'shebang'
-  | 'interp'
-  | 'ld-cache'
-  | 'needed-lib'
-  | 'process-start'
-  | 'locale'
-  | 'script-command'
-  | 'argument'
-  | 'argument-dir'
-  | 'home'
-  | 'neighbour';
+/** Why a file is where it is (shown by `starlight trace show`; the list is in src/protocol/traces.ts). */
+export type StartupSignal = Exclude<OrderSignal, 'trace' | 'prior-trace'>;
 
 export interface PredictedFile {
   path: string;
@@ -462,8 +452,10 @@ class Walk {
 
   /** REST: directory arguments, program homes, neighbours of core files (see the file header). */
   rest(): void {
+    // Compiled caches (Python's __pycache__) are what an interpreter actually reads; sources only stat'ed.
+    const cacheFirst = (e: TocEntry): number => (e.path.includes('/__pycache__/') ? 0 : 1);
     const smallFirst = (a: { e: TocEntry; depth: number }, b: { e: TocEntry; depth: number }): number =>
-      a.depth - b.depth || a.e.size - b.e.size || Buffer.compare(Buffer.from(a.e.path), Buffer.from(b.e.path));
+      cacheFirst(a.e) - cacheFirst(b.e) || a.depth - b.depth || a.e.size - b.e.size || Buffer.compare(Buffer.from(a.e.path), Buffer.from(b.e.path));
     const take = (files: { e: TocEntry; depth: number }[], budget: number, maxFile: number, signal: StartupSignal, via: string): void => {
       for (const { e } of files.sort(smallFirst)) {
         if (e.size > maxFile || this.added.has(e.path)) continue;
