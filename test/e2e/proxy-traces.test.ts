@@ -102,9 +102,9 @@ test('a trace reorders the delta exactly, survives a restart, and `trace show` p
   const show = await run(process.execPath, [join(ROOT, 'bin/starlight.js'), 'trace', 'show', `${f.reg.host}/app:v1`, '--proxy', b.url], { timeout: CLI_TIMEOUT_MS });
   // RANK SIZE SIGNAL PATH [(via …)]: the traced files first, then what the image itself predicts
   const rows = show.stdout.trim().split('\n').slice(2).map((l) => l.trim().split(/\s+/));
-  const traced = rows.filter((c) => c[2] === 'trace');
-  t.deepEqual(traced.map((c) => c[3]), ['opt/o2', 'usr/share/f2', 'etc/conf', 'bin/app']);
-  t.deepEqual(traced.map((c) => Number(c[0])), [1, 2, 3, 4]);
+  const tracedRows = rows.filter((c) => c[2] === 'trace');
+  t.deepEqual(tracedRows.map((c) => c[3]), ['opt/o2', 'usr/share/f2', 'etc/conf', 'bin/app']);
+  t.deepEqual(tracedRows.map((c) => Number(c[0])), [1, 2, 3, 4]);
   t.is(Number(rows[0]![1]), body('opt/o2').length);
 });
 
