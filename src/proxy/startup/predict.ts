@@ -199,7 +199,10 @@ class Walk {
 
   /** Absolute or cwd-relative path → resolved regular-file paths (several when a component is `$VAR`). */
   resolveFiles(p: string, base = this.cwd): string[] {
-    return this.expand(p, base).filter((r) => hasContent(this.entry(r) ?? ({} as TocEntry)));
+    return this.expand(p, base).filter((r) => {
+      const e = this.entry(r);
+      return e !== undefined && hasContent(e);
+    });
   }
 
   /** Resolves `p` (symlinks of the tree; `$VAR` components match any entry, bounded) to existing paths. */
