@@ -12,16 +12,20 @@
  *   C. PRIOR: traces of every OTHER traced image (at most MAX_MERGE_TRACES newest), matched by content
  *      digest, and by path only where the trace entry's layer is one of M's layers. They come after B,
  *      so no other image's trace can push M's entrypoint, loader or libraries down;
- *   D. PREDICTED REST: directory and program-home guesses of the prediction.
+ *   D. PREDICTED REST: directory and program-home guesses of the prediction;
+ *   E. the prior files left out of C: shared libraries in a directory where M's own libraries were
+ *      found (by the ELF analysis) that M's programs do not link — another program's closure.
  * Merged orders are memoized per (image, group) until the next upload.
  *
  * Not here: the merge itself (priority.ts, pure), HTTP (trace-handlers.ts), the prediction
  * (startup-service.ts, startup/), the heuristic for files still unranked (planner.ts).
  */
 import { LRUCache } from 'lru-cache';
+import { parentPath } from '../image/paths.js';
 import type { MergedTree } from '../image/toc.js';
 import { parseReference } from '../oci/reference.js';
 import type { OrderSource, TraceUploadBody } from '../protocol/traces.js';
+import { SHLIB_RE } from './planner.js';
 import { type MergeTrace, mergeTraces, rankFiles, type RankedFile } from './priority.js';
 import type { Prediction } from './startup/predict.js';
 import type { PredictTarget } from './startup-service.js';
@@ -148,8 +152,13 @@ export class PriorityService {
     for (const f of learned.files) push({ ...f, signal: 'trace' });
     const pf = predicted?.files ?? [];
     for (const f of pf) if (f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
-    for (const f of prior.files) push({ ...f, signal: 'prior-trace' });
+    // The ELF analysis knows the link-time closure: another image's trace of a shared library in the
+    // same library directory that this image's programs do not link is that other program's, not ours.
+    const libDirs = new Set(pf.filter((f) => f.signal === 'needed-lib').map((f) => parentPath(f.path)));
+    const foreignLib = (f: RankedFile): boolean => SHLIB_RE.test(f.path) && libDirs.has(parentPath(f.path)) && !seen.has(f.path);
+    for (const f of prior.files) if (!foreignLib(f)) push({ ...f, signal: 'prior-trace' });
     for (const f of pf) if (!f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
+    for (const f of prior.files) push({ ...f, signal: 'prior-trace' });
     return { source: learned.files.length > 0 ? learned.source : 'predicted', traces: learned.traces, priorTraces: prior.traces, files: out };
   }
 

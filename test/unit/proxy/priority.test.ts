@@ -227,6 +227,7 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
     'lib/base': Buffer.from('lib/base'),
     'etc/shared': Buffer.from('etc/shared'),
     'srv/data': Buffer.from('srv/data'),
+    'lib/libother.so.1': Buffer.from('another program links this'),
   };
   const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: p.startsWith('bin/') ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
   for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
@@ -236,18 +237,25 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
   const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
 
   // Another image's trace (shared base layer) ranks lib/base and libc first — it must not push bin/app down.
-  svc.record(upload(M.other, 'reg.example:5000/other:v1', [[['lib/base', L.base], ['lib/libc.so.6', L.base, 'x'], ['srv/data', L.other]]]), 1);
+  svc.record(upload(M.other, 'reg.example:5000/other:v1', [[['lib/libother.so.1', L.base, 'another program links this'], ['lib/base', L.base], ['lib/libc.so.6', L.base, 'x'], ['srv/data', L.other]]]), 1);
   t.false(svc.prepared(M.v1));
   await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
   t.true(svc.prepared(M.v1));
   const before = svc.order(v1);
   t.is(before.source, 'predicted');
-  t.deepEqual(before.files.map((f) => `${f.signal}:${f.path}`), ['entrypoint:bin/app', 'interp:lib/ld.so', 'needed-lib:lib/libc.so.6', 'prior-trace:lib/base', 'prior-trace:srv/data']);
+  t.deepEqual(before.files.map((f) => `${f.signal}:${f.path}`), [
+    'entrypoint:bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6',
+    'prior-trace:lib/base',
+    'prior-trace:srv/data',
+    'prior-trace:lib/libother.so.1', // traced first by the other image, but not in bin/app's link closure: last
+  ]);
   t.is(before.files.find((f) => f.path === 'lib/libc.so.6')!.via, 'bin/app');
 
   // The image's own trace wins; the prediction follows for files the trace did not see.
   svc.record(upload(M.v1, 'reg.example:5000/app:v1', [[['etc/shared', L.app1], ['lib/libc.so.6', L.base]]]), 2);
   const after = svc.order(v1);
   t.is(after.source, 'image');
-  t.deepEqual(after.files.map((f) => `${f.signal}:${f.path}`), ['trace:etc/shared', 'trace:lib/libc.so.6', 'entrypoint:bin/app', 'interp:lib/ld.so', 'prior-trace:lib/base', 'prior-trace:srv/data']);
+  t.deepEqual(after.files.map((f) => `${f.signal}:${f.path}`), ['trace:etc/shared', 'trace:lib/libc.so.6', 'entrypoint:bin/app', 'interp:lib/ld.so', 'prior-trace:lib/base', 'prior-trace:srv/data', 'prior-trace:lib/libother.so.1']);
 });
