@@ -34,7 +34,7 @@ import type { Scenario, TrialResult, Workload } from './report/types.js';
 
 /** Defaults sized so one run of the default matrix stays under ~20 min on a 2-core machine. */
 export const DEFAULTS = {
-  images: 'python-web,redis,nginx',
+  images: 'python-web,redis,nginx,postgres,node-app',
   rtt: '0,150',
   bandwidth: '100mbit',
   runs: '1',
@@ -46,7 +46,7 @@ export const DEFAULTS = {
   trialTimeout: '300',
 } as const;
 /** Modes that talk to the Starlight proxy. */
-const PROXY_MODES = new Set(['download-only', 'starlight', 'starlight+traces']);
+const PROXY_MODES = new Set(['download-only', 'starlight', 'starlight+prior', 'starlight+traces']);
 
 const USAGE = `usage: npm run bench -- [--images ${DEFAULTS.images}] [--rtt ${DEFAULTS.rtt}] [--bandwidth ${DEFAULTS.bandwidth}]
        [--runs ${DEFAULTS.runs}] [--modes ${DEFAULTS.modes}] [--scenarios fresh,update]
@@ -160,6 +160,7 @@ export function planTrials(o: Options, images: BenchImage[], modes: string[], sh
     workload,
     run,
     benchImage: img,
+    ...(mode === 'starlight+prior' ? { otherImages: images.filter((x) => x.name !== img.name) } : {}),
     shared,
     timeoutMs: o.trialTimeoutMs,
     dropCaches: o.dropCaches,

@@ -1,6 +1,9 @@
 /**
- * Modes "starlight" (the proxy's default order: no startup traces) and "starlight+traces" (the proxy
- * learned the image's startup order from one untimed traced run on another worker first).
+ * Modes "starlight" (the proxy's default order: no startup traces), "starlight+prior" (the proxy
+ * learned the startup of the OTHER images of the bench run, from one untimed traced run of each on
+ * another worker, never of this image: the issue-11 case of a new image on a proxy that has seen
+ * others) and "starlight+traces" (the proxy learned this image's startup order from one untimed
+ * traced run on another worker first).
  *
  * Topology per trial: worker (containerd + `starlight snapshotter`) → WAN emulator → request counter →
  * a `starlight proxy` of this trial → registry on loopback. Only the worker's link is emulated; the
@@ -101,6 +104,31 @@ async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Pr
   }
 }
 
+/**
+ * One traced, untimed start (v1) of each of `others` on a separate worker, uploaded to the proxy: the
+ * prior knowledge of starlight+prior. Returns the traces uploaded.
+ */
+async function trainOthers(proxy: string, env: TrialEnv, others: readonly BenchImage[]): Promise<number> {
+  if (others.length === 0) return 0;
+  const w = await startWorker(join(env.dir, 'o'), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
+  try {
+    await w.client.trace({ on: true });
+    for (const img of others) {
+      const name = await w.pull(imageRef(env.spec.shared, img, 'v1'), env);
+      const c = await runUntilReady(w.cd, { ref: name, id: `prior-${img.name}`, snapshotter: SNAPSHOTTER }, img.versions.v1.ready, { timeoutMs: TRAIN_TIMEOUT_MS, signal: env.signal });
+      await c.stop();
+    }
+    await w.client.trace({ on: false });
+    const r = await w.client.report();
+    if (r.uploaded === 0 || r.failures.length > 0) {
+      throw new StarlightError('SL_ERR_BENCH_STEP', `traced runs of ${others.map((o) => o.name).join(', ')}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
+    }
+    return r.uploaded;
+  } finally {
+    await w.stop();
+  }
+}
+
 class StarlightDriver implements ModeDriver {
   private w?: StarlightWorker;
   private names = new Map<ImageVersion, string>();
@@ -111,6 +139,8 @@ class StarlightDriver implements ModeDriver {
   constructor(
     readonly name: string,
     private readonly traced: boolean,
+    /** Train the proxy on the other images of the run first (starlight+prior). */
+    private readonly prior = false,
   ) {}
 
   async setup(env: TrialEnv): Promise<void> {
@@ -118,6 +148,7 @@ class StarlightDriver implements ModeDriver {
     env.cleanups.add('stop starlight proxy', () => proxy.stop());
     const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
     for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
+    if (this.prior) this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
     if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
     this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
@@ -161,6 +192,7 @@ class StarlightDriver implements ModeDriver {
   }
 
   note(): string | undefined {
+    if (this.prior) return `${this.traces} trace(s) of other images`;
     return this.traced ? `${this.traces} trace(s)` : undefined;
   }
 
@@ -187,4 +219,10 @@ export const starlightTracedMode: ModeDefinition = {
   name: 'starlight+traces',
   unavailable: tracesUnavailable,
   create: () => new StarlightDriver('starlight+traces', true),
+};
+
+export const starlightPriorMode: ModeDefinition = {
+  name: 'starlight+prior',
+  unavailable: tracesUnavailable,
+  create: () => new StarlightDriver('starlight+prior', false, true),
 };

@@ -53,6 +53,8 @@ export interface SharedEnv {
 export interface TrialSpec extends TrialKey {
   run: number;
   benchImage: BenchImage;
+  /** The other images of this bench run (mode starlight+prior trains the proxy on them). */
+  otherImages?: BenchImage[];
   shared: Omit<SharedEnv, 'log'>;
   /** Longest one trial may take, ms. */
   timeoutMs: number;

@@ -56,6 +56,27 @@ export interface TraceUploadBody {
   traces: TraceUploadTrace[];
 }
 
+/**
+ * Why a file has its rank (docs/protocol.md "Planning"): `trace` = startup traces of this image (or of
+ * its repository), `prior-trace` = traces of other images holding the same content; the others come
+ * from the image itself (src/proxy/startup/predict.ts StartupSignal).
+ */
+export type OrderSignal =
+  | 'trace'
+  | 'prior-trace'
+  | 'entrypoint'
+  | 'shebang'
+  | 'interp'
+  | 'ld-cache'
+  | 'needed-lib'
+  | 'process-start'
+  | 'locale'
+  | 'script-command'
+  | 'argument'
+  | 'argument-dir'
+  | 'home'
+  | 'neighbour';
+
 /** One row of `GET /v1/traces`: a file of the image in learned order. */
 export interface LearnedEntry {
   path: string;
@@ -64,10 +85,17 @@ export interface LearnedEntry {
   /** Raw bytes. */
   size: number;
   digest: string;
+  /** What put the file there (absent from proxies before issue 11: 'trace'). */
+  signal?: OrderSignal;
+  /** The file that led to it (the script naming it, the binary needing a library), if any. */
+  via?: string;
 }
 
-/** Which traces the learned order came from (docs/protocol.md "Merging traces"). */
-export type OrderSource = 'image-group' | 'image' | 'related-group' | 'related' | 'none';
+/**
+ * Which traces the learned order came from (docs/protocol.md "Merging traces"); 'predicted' = no
+ * trace of this image or its repository: the order is predicted from the image and other images' traces.
+ */
+export type OrderSource = 'image-group' | 'image' | 'related-group' | 'related' | 'predicted' | 'none';
 
 /** Answer of `GET /v1/traces`. */
 export interface LearnedOrder {
@@ -76,6 +104,8 @@ export interface LearnedOrder {
   source: OrderSource;
   /** Traces merged into the order. */
   traces: number;
+  /** Traces of other images merged into its prior-trace part (absent: none). */
+  priorTraces?: number;
   entries: LearnedEntry[];
 }
 

@@ -78,7 +78,8 @@ const CLASS_SHLIB = 2;
 const CLASS_ETC = 3;
 const CLASS_REST = 4;
 
-const SHLIB_RE = /\.so(\.[0-9][^/]*)?$/;
+/** Shared library file names (*.so, *.so.N…). */
+export const SHLIB_RE = /\.so(\.[0-9][^/]*)?$/;
 
 interface Candidate {
   entry: TocEntry;

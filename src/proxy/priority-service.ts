@@ -1,23 +1,34 @@
 /**
  * Startup priorities of the proxy: stores uploaded traces (metadata store) and answers "in which
- * order should the files of image M (for workload group G) go out", choosing which traces to merge
- * (docs/protocol.md "Merging traces"), first that wins:
- *   1. M's own traces of group G (only when a group is asked for);
- *   2. M's own traces of every group (the image's group-less order);
- *   3. traces of RELATED images of group G: the same repository (v1 of an update v2), or sharing a
- *      layer with M (a common base layer): their files count for M's files with the same path or
- *      the same content digest;
- *   4. related images' traces of every group.
- * A tier is used when it ranks at least one of M's files. Merged orders are memoized per
- * (image, group) until the next upload.
+ * order should the files of image M (for workload group G) go out" (docs/protocol.md "Planning",
+ * "Merging traces"). The order is the concatenation, each file at its first place, of:
+ *   A. LEARNED: the first of these trace tiers that ranks at least one of M's files:
+ *      1. M's own traces of group G (only when a group is asked for);
+ *      2. M's own traces of every group (the image's group-less order);
+ *      3. traces of images of the same repository (v1 of an update v2) of group G;
+ *      4. those images' traces of every group;
+ *   B. PREDICTED CORE: what M's config executes, its interpreters, loader and libraries, and the files
+ *      every process start reads (startup/predict.ts; computed once per image by prepare());
+ *   C. PRIOR: traces of every OTHER traced image (at most MAX_MERGE_TRACES newest), matched by content
+ *      digest, and by path only where the trace entry's layer is one of M's layers. They come after B,
+ *      so no other image's trace can push M's entrypoint, loader or libraries down;
+ *   D. PREDICTED REST: directory and program-home guesses of the prediction;
+ *   E. the prior files left out of C: shared libraries in a directory where M's own libraries were
+ *      found (by the ELF analysis) that M's programs do not link — another program's closure.
+ * Merged orders are memoized per (image, group) until the next upload.
  *
- * Not here: the merge itself (priority.ts, pure), HTTP (trace-handlers.ts), the heuristic (planner.ts).
+ * Not here: the merge itself (priority.ts, pure), HTTP (trace-handlers.ts), the prediction
+ * (startup-service.ts, startup/), the heuristic for files still unranked (planner.ts).
  */
 import { LRUCache } from 'lru-cache';
+import { parentPath } from '../image/paths.js';
 import type { MergedTree } from '../image/toc.js';
 import { parseReference } from '../oci/reference.js';
 import type { OrderSource, TraceUploadBody } from '../protocol/traces.js';
-import { mergeTraces, rankFiles, type RankedFile } from './priority.js';
+import { SHLIB_RE } from './planner.js';
+import { type MergeTrace, mergeTraces, rankFiles, type RankedFile } from './priority.js';
+import type { Prediction } from './startup/predict.js';
+import type { PredictTarget } from './startup-service.js';
 import type { MetadataStore } from './store.js';
 
 /** Newest traces kept per (image, group); older ones are deleted on upload. */
@@ -29,8 +40,10 @@ const MEMO_ORDERS = 64;
 
 export interface LearnedFiles {
   source: OrderSource;
-  /** Traces merged. */
+  /** Traces merged into the learned part (A). */
   traces: number;
+  /** Traces of other images merged into the prior part (C). */
+  priorTraces: number;
   /** Ranked files of the image, in order (rank 0 first). */
   files: RankedFile[];
 }
@@ -44,7 +57,15 @@ export interface OrderTarget {
   merged: MergedTree;
 }
 
-const NONE: LearnedFiles = { source: 'none', traces: 0, files: [] };
+const NONE: LearnedFiles = { source: 'none', traces: 0, priorTraces: 0, files: [] };
+
+/** The predictions the service combines with traces (StartupService satisfies it). */
+export interface StartupPredictions {
+  /** The prediction of an image if computed (cheap, synchronous). */
+  get(manifestDigest: string): Prediction | undefined;
+  /** Computes it once per image. */
+  ensure(t: PredictTarget): Promise<Prediction>;
+}
 
 /** registry/repository of a trace's ref ('' when it does not parse). Refs without a host name `defaultRegistry`. */
 export function repositoryOf(ref: string, defaultRegistry: string): string {
@@ -65,7 +86,27 @@ export class PriorityService {
     private readonly store: MetadataStore,
     /** Registry host for trace refs without one (the proxy's first --registry). */
     private readonly defaultRegistry: string,
+    /** Startup predictions (none: traces only). */
+    private readonly startup?: StartupPredictions,
   ) {}
+
+  /** True when `manifestDigest` needs no prepare() (predicted already, or no predictor). */
+  prepared(manifestDigest: string): boolean {
+    return this.startup === undefined || this.startup.get(manifestDigest) !== undefined;
+  }
+
+  /**
+   * Index-time step: computes the image's startup prediction once (later calls: a map lookup). Call
+   * it after indexing and before order(); order() without it uses traces only. Never fails: a
+   * prediction error leaves the image with its traces and the planner's heuristic.
+   */
+  async prepare(t: PredictTarget): Promise<void> {
+    if (this.prepared(t.manifestDigest)) return;
+    await this.startup!.ensure(t).then(
+      () => this.memo.clear(),
+      () => undefined,
+    );
+  }
 
   /** Stores a validated upload; returns the number of traces stored. */
   record(body: TraceUploadBody, now: number): number {
@@ -86,19 +127,46 @@ export class PriorityService {
     return n;
   }
 
-  /** The learned order of `target`'s files for `group` (see the file header); 'none' without traces. */
+  /** The order of `target`'s files for `group` (see the file header); 'none' without traces or prediction. */
   order(target: OrderTarget, group?: string): LearnedFiles {
-    const key = `${target.manifestDigest}|${group ?? ''}`;
+    const predicted = this.startup?.get(target.manifestDigest);
+    const key = `${target.manifestDigest}|${group ?? ''}|${predicted !== undefined ? 'p' : ''}`;
     const hit = this.memo.get(key);
     if (hit !== undefined) return hit;
-    const got = this.compute(target, group);
+    const got = this.compute(target, group, predicted);
     this.memo.set(key, got);
     return got;
   }
 
-  private compute(target: OrderTarget, group: string | undefined): LearnedFiles {
+  private compute(target: OrderTarget, group: string | undefined, predicted: Prediction | undefined): LearnedFiles {
+    const learned = this.learned(target, group);
+    const prior = this.prior(target, learned.images);
+    if (learned.files.length === 0 && prior.files.length === 0 && (predicted === undefined || predicted.files.length === 0)) return NONE;
+    const out: RankedFile[] = [];
+    const seen = new Set<string>();
+    const push = (f: Omit<RankedFile, 'rank'>): void => {
+      if (seen.has(f.path)) return;
+      seen.add(f.path);
+      out.push({ ...f, rank: out.length });
+    };
+    for (const f of learned.files) push({ ...f, signal: 'trace' });
+    const pf = predicted?.files ?? [];
+    for (const f of pf) if (f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
+    // The ELF analysis knows the link-time closure: another image's trace of a shared library in the
+    // same library directory that this image's programs do not link is that other program's, not ours.
+    const libDirs = new Set(pf.filter((f) => f.signal === 'needed-lib').map((f) => parentPath(f.path)));
+    const foreignLib = (f: RankedFile): boolean => SHLIB_RE.test(f.path) && libDirs.has(parentPath(f.path)) && !seen.has(f.path);
+    for (const f of prior.files) if (!foreignLib(f)) push({ ...f, signal: 'prior-trace' });
+    for (const f of pf) if (!f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
+    for (const f of prior.files) push({ ...f, signal: 'prior-trace' });
+    return { source: learned.files.length > 0 ? learned.source : 'predicted', traces: learned.traces, priorTraces: prior.traces, files: out };
+  }
+
+  /** Part A (see the file header), with the images whose traces it used. */
+  private learned(target: OrderTarget, group: string | undefined): LearnedFiles & { images: string[] } {
     let related: string[] | undefined;
-    const relatedImages = (): string[] => (related ??= this.store.relatedTracedImages(target.manifestDigest, target.repository, target.diffIDs));
+    // Same repository only: images merely sharing a layer count as PRIOR (bounded below the prediction).
+    const relatedImages = (): string[] => (related ??= this.store.relatedTracedImages(target.manifestDigest, target.repository, []));
     const own = (): string[] => [target.manifestDigest];
     const tiers: [OrderSource, () => string[], string | undefined][] = [];
     if (group !== undefined) tiers.push(['image-group', own, group]);
@@ -111,8 +179,25 @@ export class PriorityService {
       const traces = this.store.traces(ids, g, MAX_MERGE_TRACES);
       if (traces.length === 0) continue;
       const files = rankFiles(target.merged.entries, mergeTraces(traces));
-      if (files.length > 0) return { source, traces: traces.length, files };
+      if (files.length > 0) return { source, traces: traces.length, priorTraces: 0, files, images: ids };
     }
-    return NONE;
+    return { ...NONE, images: [] };
+  }
+
+  /**
+   * Part C: traces of every other traced image; an entry counts for M's file of the same content
+   * digest, or of the same path when the entry's layer is one of M's layers (a shared base layer).
+   */
+  private prior(target: OrderTarget, exclude: readonly string[]): { traces: number; files: RankedFile[] } {
+    const skip = new Set([target.manifestDigest, ...exclude]);
+    const others = this.store.tracedImages().filter((m) => !skip.has(m));
+    if (others.length === 0) return { traces: 0, files: [] };
+    const traces = this.store.traces(others, undefined, MAX_MERGE_TRACES);
+    const mine = new Set(target.diffIDs);
+    // An entry of a layer M does not have keeps only its digest ('\0' can never be a path of M).
+    const masked: MergeTrace[] = traces.map((t) => ({
+      entries: t.entries.map((e) => ({ path: e.layer !== undefined && mine.has(e.layer) ? e.path : `\0${e.path}`, ...(e.digest !== undefined ? { digest: e.digest } : {}) })),
+    }));
+    return { traces: traces.length, files: rankFiles(target.merged.entries, mergeTraces(masked)) };
   }
 }

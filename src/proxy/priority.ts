@@ -16,6 +16,7 @@
  * heuristic for unranked files (planner.ts).
  */
 import type { TocEntry } from '../image/toc.js';
+import type { OrderSignal } from '../protocol/traces.js';
 
 /** Fixed-point scale of a normalized position (2^20 > MAX_TRACE_ENTRIES, so positions stay distinct). */
 export const POSITION_SCALE = 1 << 20;
@@ -69,6 +70,9 @@ export interface RankedFile {
   size: number;
   /** 0 = first. */
   rank: number;
+  /** What put the file there (rankFiles: 'trace'; priority-service.ts adds the others). */
+  signal?: OrderSignal;
+  via?: string;
 }
 
 /**

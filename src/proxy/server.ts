@@ -20,10 +20,11 @@ import { isLoopback } from '../oci/reference.js';
 import { ContentCache } from './content-cache.js';
 import { type HandlerContext, handleContent, handleDelta, handleNotify } from './handlers.js';
 import { sendError } from './http-errors.js';
-import { IndexerService } from './indexer-service.js';
+import { PredictingIndexerService } from './predicting-indexer.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
 import { PriorityService } from './priority-service.js';
+import { StartupService } from './startup-service.js';
 import { handleTracesGet, handleTracesPost } from './trace-handlers.js';
 import { TRACES_ROUTE } from '../protocol/traces.js';
 
@@ -89,12 +90,13 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger });
-  const indexer = new IndexerService({ client, store, cache, metrics, logger });
+  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, logger }));
+  const indexer = new PredictingIndexerService({ client, store, cache, metrics, logger }, priority);
   const ctx: HandlerContext = {
     store,
     cache,
     indexer,
-    priority: new PriorityService(store, regs[0]!.host),
+    priority,
     metrics,
     logger,
     registries: regs.map((r) => r.host),

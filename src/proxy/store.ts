@@ -298,6 +298,11 @@ export class MetadataStore {
     return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[] }));
   }
 
+  /** Every image with at least one stored trace; sorted. */
+  tracedImages(): string[] {
+    return (this.q('SELECT DISTINCT manifest_digest FROM traces ORDER BY manifest_digest').all() as { manifest_digest: string }[]).map((r) => r.manifest_digest);
+  }
+
   /** Traced images (other than `self`) of repository `repository` or sharing a layer of `diffIDs`; sorted. */
   relatedTracedImages(self: string, repository: string, diffIDs: readonly string[]): string[] {
     const out = new Set<string>();

@@ -1,7 +1,7 @@
 /**
  * HTTP handlers of startup traces (docs/protocol.md "Traces"): `POST /v1/traces` (read the body up
  * to MAX_TRACE_BODY_BYTES, validate strictly, store) and `GET /v1/traces?ref=|manifest=[&group=]`
- * (the learned order of an image, for `starlight trace show`).
+ * (the order of an image and why each file is there, for `starlight trace show`).
  *
  * Not here: routing and auth (server.ts), validation rules (src/protocol/traces.ts), merging
  * (priority.ts, priority-service.ts).
@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
 import { mergeLayers } from '../image/merge.js';
 import { isDigest } from '../oci/reference.js';
+import type { ImageConfig } from '../oci/types.js';
 import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';
 import { type HandlerContext, groupParam, platformParam, resolveRef } from './handlers.js';
 
@@ -84,6 +85,7 @@ export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage
       });
     }
     target = { manifestDigest: manifest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(tocs.map((t) => t!)) };
+    await ctx.priority.prepare({ manifestDigest: manifest, config: JSON.parse(rec.config.toString('utf8')) as ImageConfig, merged: target.merged });
   } else {
     const ref = resolveRef(refParam, ctx.registries, 'ref');
     const ac = new AbortController();
@@ -98,7 +100,15 @@ export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage
     ...(group !== undefined ? { group } : {}),
     source: learned.source,
     traces: learned.traces,
-    entries: learned.files.map((f) => ({ path: f.path, rank: f.rank + 1, size: f.size, digest: f.digest })),
+    ...(learned.priorTraces > 0 ? { priorTraces: learned.priorTraces } : {}),
+    entries: learned.files.map((f) => ({
+      path: f.path,
+      rank: f.rank + 1,
+      size: f.size,
+      digest: f.digest,
+      signal: f.signal ?? 'trace',
+      ...(f.via !== undefined ? { via: f.via } : {}),
+    })),
   };
   sendJson(res, out);
 }

@@ -11,14 +11,14 @@ function image(name: string): BenchImage {
 
 const shared = { registry: '127.0.0.1:5000', workDir: '/tmp/x' };
 
-test('default options: 3 images, RTT 0 and 150, 100mbit, both scenarios, every mode incl. both starlight modes', (t) => {
+test('default options: 5 images, RTT 0 and 150, 100mbit, both scenarios, every mode incl. the three starlight modes', (t) => {
   const o = parseOptions([]);
   if (o === 'help') return t.fail();
-  t.deepEqual(o.images, ['python-web', 'redis', 'nginx']);
+  t.deepEqual(o.images, ['python-web', 'redis', 'nginx', 'postgres', 'node-app']);
   t.deepEqual(o.rtts, [0, 150]);
   t.deepEqual(o.bandwidths, [100e6]);
   t.deepEqual(o.scenarios, ['fresh', 'update']);
-  t.deepEqual(o.modes.map((m) => m.name), ['overlayfs', 'estargz', 'starlight', 'starlight+traces', 'download-only']);
+  t.deepEqual(o.modes.map((m) => m.name), ['overlayfs', 'estargz', 'starlight', 'starlight+prior', 'starlight+traces', 'download-only']);
 });
 
 test('bad options fail with SL_ERR_INVALID_ARGUMENT', (t) => {
@@ -63,4 +63,13 @@ test('mountPointsUnder: mount points at or below dir, deepest first, octal escap
   ].join('\n');
   t.deepEqual(mountPointsUnder('/tmp/slb-a', mi), ['/tmp/slb-a/cd/state/rootfs', '/tmp/slb-a/w/r/v 1/fs', '/tmp/slb-a']);
   t.deepEqual(mountPointsUnder('/tmp/none', mi), []);
+});
+
+test('plan: starlight+prior trials carry the OTHER images of the run (never their own)', (t) => {
+  const o = parseOptions(['--images', 'python-web,redis', '--rtt', '150', '--modes', 'starlight,starlight+prior', '--scenarios', 'fresh']);
+  if (o === 'help') return t.fail();
+  const plan = planTrials(o, [image('python-web'), image('redis')], o.modes.map((m) => m.name), shared);
+  const prior = plan.filter((p) => p.mode === 'starlight+prior');
+  t.deepEqual(prior.map((p) => [p.image, (p.otherImages ?? []).map((i) => i.name)]), [['python-web', ['redis']], ['redis', ['python-web']]]);
+  t.true(plan.filter((p) => p.mode === 'starlight').every((p) => p.otherImages === undefined));
 });

@@ -14,6 +14,11 @@ import { POSITION_SCALE, mergeTraces, rankFiles, rankMap, type MergeTrace } from
 import { PriorityService, repositoryOf, type OrderTarget } from '../../../src/proxy/priority-service.js';
 import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { buildElf } from '../../helpers/elf-fixture.js';
+import { Readable } from 'node:stream';
+import type { ImageConfig } from '../../../src/oci/types.js';
+import { ContentCache } from '../../../src/proxy/content-cache.js';
+import { StartupService } from '../../../src/proxy/startup-service.js';
 
 const dg = (s: string): string => 'sha256:' + createHash('sha256').update(s).digest('hex');
 const reg = (path: string, content = path, layer = 0): TocEntry => ({ path, type: 'reg', mode: 0o644, uid: 0, gid: 0, size: content.length, mtime: 0, digest: dg(content), layer });
@@ -126,16 +131,17 @@ test('tiers: own group > own > related group > related; v2 inherits v1 until it 
   svc.record(upload(M.v2, 'app:v2', [[['app/new', L.app2], ['lib/base', L.base]]]), 3);
   const own = svc.order(v2);
   t.is(own.source, 'image');
-  t.deepEqual(own.files.map((f) => f.path), ['app/new', 'lib/base']);
+  t.deepEqual(own.files.map((f) => `${f.signal}:${f.path}`), ['trace:app/new', 'trace:lib/base', 'prior-trace:etc/base', 'prior-trace:app/moved'], "then v1's as prior traces");
 });
 
-test('layer fallback: an image of another repository on the same base layer uses its traces', (t) => {
+test('prior traces: an image of another repository on the same base layer uses its traces (as prior-trace)', (t) => {
   const { svc } = service(t);
   svc.record(upload(M.v1, 'reg.example:5000/app:v1', [[['lib/base', L.base], ['app/bin', L.app1]]]), 1);
   const other = target(M.other, 'reg.example:5000/other', [L.base, L.other], [reg('lib/base'), reg('srv/main')]);
   const got = svc.order(other);
-  t.is(got.source, 'related');
-  t.deepEqual(got.files.map((f) => f.path), ['lib/base']);
+  t.is(got.source, 'predicted', 'no trace of the image or its repository');
+  t.is(got.priorTraces, 1);
+  t.deepEqual(got.files.map((f) => [f.path, f.signal]), [['lib/base', 'prior-trace']]);
   const unrelated = target(dg('m-unrelated'), 'reg.example:5000/x', [L.other], [reg('lib/base', 'other bytes'), reg('srv/main')]);
   t.is(svc.order(unrelated).source, 'none', 'no shared layer, no shared repository');
 });
@@ -209,3 +215,47 @@ for (const [name, mutate, field] of bad) {
     t.is((err.details as { field: string }).field, field);
   });
 }
+
+test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
+  const { store, dir } = service(t);
+  const cache = new ContentCache({ dir: join(dir, 'cache'), maxBytes: 1 << 30, store });
+  const svc = new PriorityService(store, 'reg.example:5000', new StartupService({ cache, store }));
+  const bytes: Record<string, Buffer> = {
+    'bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
+    'lib/ld.so': Buffer.from('loader'),
+    'lib/libc.so.6': buildElf({ bits: 64 }),
+    'lib/base': Buffer.from('lib/base'),
+    'etc/shared': Buffer.from('etc/shared'),
+    'srv/data': Buffer.from('srv/data'),
+    'lib/libother.so.1': Buffer.from('another program links this'),
+  };
+  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: p.startsWith('bin/') ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
+  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
+  for (const d of ['', 'bin', 'lib', 'etc', 'srv']) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+  t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
+  const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
+  const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
+
+  // Another image's trace (shared base layer) ranks lib/base and libc first — it must not push bin/app down.
+  svc.record(upload(M.other, 'reg.example:5000/other:v1', [[['lib/libother.so.1', L.base, 'another program links this'], ['lib/base', L.base], ['lib/libc.so.6', L.base, 'x'], ['srv/data', L.other]]]), 1);
+  t.false(svc.prepared(M.v1));
+  await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
+  t.true(svc.prepared(M.v1));
+  const before = svc.order(v1);
+  t.is(before.source, 'predicted');
+  t.deepEqual(before.files.map((f) => `${f.signal}:${f.path}`), [
+    'entrypoint:bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6',
+    'prior-trace:lib/base',
+    'prior-trace:srv/data',
+    'prior-trace:lib/libother.so.1', // traced first by the other image, but not in bin/app's link closure: last
+  ]);
+  t.is(before.files.find((f) => f.path === 'lib/libc.so.6')!.via, 'bin/app');
+
+  // The image's own trace wins; the prediction follows for files the trace did not see.
+  svc.record(upload(M.v1, 'reg.example:5000/app:v1', [[['etc/shared', L.app1], ['lib/libc.so.6', L.base]]]), 2);
+  const after = svc.order(v1);
+  t.is(after.source, 'image');
+  t.deepEqual(after.files.map((f) => `${f.signal}:${f.path}`), ['trace:etc/shared', 'trace:lib/libc.so.6', 'entrypoint:bin/app', 'interp:lib/ld.so', 'prior-trace:lib/base', 'prior-trace:srv/data', 'prior-trace:lib/libother.so.1']);
+});

@@ -1,0 +1,268 @@
+/**
+ * Startup prediction (src/proxy/startup/): the ELF reader on fixtures it builds (64/32-bit, LE/BE,
+ * static, hostile) and on real binaries (the host's, and those of the Debian bench images when
+ * /var/cache/starlight/bench-images holds them: skipped with a message otherwise), shebang and PATH
+ * resolution on a small tree, and the order predicted for the bench images: the loader, libc and the
+ * program's own libraries before anything else.
+ */
+import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { TocEntry } from '../../../src/image/toc.js';
+import type { ImageConfig } from '../../../src/oci/types.js';
+import { readElf } from '../../../src/proxy/startup/elf.js';
+import { bufferReader, readFacts } from '../../../src/proxy/startup/facts.js';
+import { type FileFacts, StartupTree, predictStartup, predictWith } from '../../../src/proxy/startup/predict.js';
+import { parseShebang, scriptWords } from '../../../src/proxy/startup/script.js';
+import { type BenchImage, loadBenchImage, skipReason } from '../../helpers/bench-image-tree.js';
+import { buildElf } from '../../helpers/elf-fixture.js';
+
+// ---------------------------------------------------------------------------------------------------
+// ELF fixtures
+
+const elfOf = (b: Buffer) => readElf(bufferReader(b), b.length);
+
+for (const [bits, bigEndian] of [[64, false], [64, true], [32, false], [32, true]] as const) {
+  test(`readElf: ${bits}-bit ${bigEndian ? 'BE' : 'LE'} interp, needed, runpath, rpath`, async (t) => {
+    const got = await elfOf(buildElf({ bits, bigEndian, interp: '/lib/ld.so.1', needed: ['liba.so.1', 'libc.so.6'], runpath: '$ORIGIN/../lib:/opt/x', rpath: '/r' }));
+    t.truthy(got);
+    t.is(got!.bits, bits);
+    t.is(got!.bigEndian, bigEndian);
+    t.is(got!.interp, '/lib/ld.so.1');
+    t.deepEqual(got!.needed, ['liba.so.1', 'libc.so.6']);
+    t.deepEqual(got!.runpath, ['$ORIGIN/../lib', '/opt/x']);
+    t.deepEqual(got!.rpath, ['/r']);
+  });
+}
+
+test('readElf: a static executable has no loader and needs nothing', async (t) => {
+  const got = await elfOf(buildElf({ bits: 64, needed: ['ignored.so'], noDynamic: true }));
+  t.truthy(got);
+  t.is(got!.interp, undefined);
+  t.deepEqual(got!.needed, []);
+});
+
+test('readElf: hostile or broken input gives undefined or a partial answer, never a throw', async (t) => {
+  const good = buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] });
+  t.is(await elfOf(Buffer.from('#!/bin/sh\n')), undefined, 'not ELF');
+  t.is(await elfOf(good.subarray(0, 40)), undefined, 'truncated header');
+  const badClass = Buffer.from(good);
+  badClass[4] = 9;
+  t.is(await elfOf(badClass), undefined, 'unknown class');
+  const hugePh = Buffer.from(good);
+  hugePh.writeUInt16LE(0xffff, 56);
+  t.is(await elfOf(hugePh), undefined, 'phnum past the bound');
+  const farPh = Buffer.from(good);
+  farPh.writeBigUInt64LE(0xffffffffffffff00n, 32);
+  t.is(await elfOf(farPh), undefined, 'phoff past 2^53');
+  const farDyn = Buffer.from(good);
+  farDyn.writeBigUInt64LE(0x7fff0000n, 64 + 56 * 2 + 8); // PT_DYNAMIC offset beyond the file
+  const partial = await elfOf(farDyn);
+  t.is(partial?.interp, '/lib/ld.so');
+  t.deepEqual(partial?.needed, []);
+  const badStr = Buffer.from(good);
+  badStr.writeBigUInt64LE(0x12345678n, 0x800 + 8); // DT_NEEDED offset beyond DT_STRSZ
+  t.deepEqual((await elfOf(badStr))?.needed, []);
+  // Fuzz: random bytes after a valid ident; random flips of a good file.
+  for (let i = 0; i < 300; i++) {
+    const b = i % 2 === 0 ? Buffer.concat([good.subarray(0, 6), randomBytes(200 + (i % 700))]) : Buffer.from(good);
+    if (i % 2 === 1) for (let k = 0; k < 8; k++) b[(i * 7919 + k * 104729) % b.length] = randomBytes(1)[0]!;
+    await t.notThrowsAsync(() => elfOf(b));
+  }
+});
+
+test('readElf: real binaries of this host (node, /bin/ls) name the loader and libc', async (t) => {
+  for (const file of [process.execPath, '/bin/ls']) {
+    const b = readFileSync(file);
+    const got = await elfOf(b);
+    t.truthy(got, file);
+    t.regex(got!.interp ?? '', /ld-linux|ld-musl|ld\.so/, file);
+    t.true(got!.needed.some((n) => /^libc\.(so|musl)/.test(n)), `${file} needs libc: ${got!.needed.join(',')}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Scripts
+
+test('parseShebang: Linux semantics (one argument, env, none)', (t) => {
+  t.deepEqual(parseShebang(Buffer.from('#!/bin/sh\necho')), { interpreter: '/bin/sh' });
+  t.deepEqual(parseShebang(Buffer.from('#! /usr/bin/env  python3 -u\r\n')), { interpreter: '/usr/bin/env', arg: 'python3 -u' });
+  t.is(parseShebang(Buffer.from('echo hi')), undefined);
+  t.is(parseShebang(Buffer.from('#!')), undefined);
+});
+
+test('scriptWords: paths and command words, comments skipped, bounded', (t) => {
+  const w = scriptWords('#!/bin/bash\n# comment /not/this\nport=$(cat /app/port)\nexec runuser -u pg -- /usr/lib/pg/$v/bin/postgres -c f=/etc/x.conf\n', true);
+  t.deepEqual(w, ['port', 'cat', '/app/port', 'exec', 'runuser', 'u', 'pg', '/usr/lib/pg/$v/bin/postgres', 'c', 'f', '/etc/x.conf'].filter((x) => w.includes(x)));
+  t.false(w.includes('/not/this'));
+  t.true(w.includes('/usr/lib/pg/$v/bin/postgres'));
+  t.deepEqual(scriptWords("open('/app/port').read()", false), ['/app/port']);
+  t.true(scriptWords('a '.repeat(100_000), true).length <= 256);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// A small tree: PATH, symlinks, shebang via env, $ORIGIN, ld.so.conf includes, missing interpreter
+
+const dg = (b: Buffer | string): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+function fixtureTree(files: Record<string, Buffer | string | { link: string }>, execs: string[]): { entries: TocEntry[]; facts: Map<string, Buffer> } {
+  const entries = new Map<string, TocEntry>();
+  const facts = new Map<string, Buffer>();
+  const dir = (p: string): void => {
+    if (entries.has(p)) return;
+    entries.set(p, { path: p, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+    if (p !== '') dir(p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '');
+  };
+  for (const [p, v] of Object.entries(files)) {
+    dir(p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '');
+    if (typeof v === 'object' && !Buffer.isBuffer(v)) {
+      entries.set(p, { path: p, type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0, linkname: v.link });
+      continue;
+    }
+    const b = Buffer.isBuffer(v) ? v : Buffer.from(v);
+    entries.set(p, { path: p, type: 'reg', mode: execs.includes(p) ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: dg(b) });
+    facts.set(dg(b), b);
+  }
+  return { entries: [...entries.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path))), facts };
+}
+
+async function predictFixture(tree: ReturnType<typeof fixtureTree>, config: ImageConfig['config']) {
+  const cfg: ImageConfig = { architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: [] } };
+  return predictWith(new StartupTree(tree.entries), cfg, (d) => readFacts(bufferReader(tree.facts.get(d)!), tree.facts.get(d)!.length));
+}
+
+const LD = '/lib64/ld-linux-x86-64.so.2';
+
+test('predict: shebang via env + PATH + symlinks, loader, $ORIGIN runpath, ld.so.conf include, then process-start files', async (t) => {
+  const tree = fixtureTree(
+    {
+      'app/main.py': "#!/usr/bin/env python3\nopen('/app/data.json')\n",
+      'app/data.json': '{}',
+      'app/lib/libapp.so': buildElf({ bits: 64, needed: ['libextra.so.1'] }),
+      'usr/bin/env': buildElf({ bits: 64, interp: LD, needed: ['libc.so.6'] }),
+      'usr/bin/python3': { link: 'python3.11' },
+      'usr/bin/python3.11': buildElf({ bits: 64, interp: LD, needed: ['libm.so.6', 'libapp.so'], runpath: '$ORIGIN/../../app/lib' }),
+      'lib64/ld-linux-x86-64.so.2': { link: '/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2' },
+      'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2': 'loader bytes',
+      'usr/lib/x86_64-linux-gnu/libc.so.6': buildElf({ bits: 64 }),
+      'usr/lib/x86_64-linux-gnu/libm.so.6': buildElf({ bits: 64, needed: ['libc.so.6'] }),
+      'opt/extra/libextra.so.1': buildElf({ bits: 64 }),
+      'etc/ld.so.conf': 'include /etc/ld.so.conf.d/*.conf\n',
+      'etc/ld.so.conf.d/extra.conf': '# extra\n/opt/extra\n',
+      'etc/ld.so.cache': 'cache',
+      'etc/passwd': 'root:x:0:0::/root:/bin/sh\n',
+      'etc/unrelated.conf': 'x',
+      'usr/lib/python3.11/os.py': 'import sys',
+      'usr/lib/python3.11/__pycache__/os.cpython-311.pyc': 'pyc',
+      'srv/big.bin': 'b'.repeat(5000),
+    },
+    ['app/main.py', 'usr/bin/env', 'usr/bin/python3.11'],
+  );
+  const pr = await predictFixture(tree, { Entrypoint: ['main.py'], WorkingDir: '/app', Env: ['PATH=/app:/usr/bin'] });
+  t.deepEqual(pr.need, []);
+  const order = pr.files.map((f) => `${f.signal}:${f.path}`);
+  t.deepEqual(order.slice(0, 12), [
+    'entrypoint:app/main.py',
+    'shebang:usr/bin/env',
+    'interp:usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2',
+    'ld-cache:etc/ld.so.cache',
+    'needed-lib:usr/lib/x86_64-linux-gnu/libc.so.6',
+    'process-start:etc/passwd',
+    'shebang:usr/bin/python3.11',
+    'needed-lib:usr/lib/x86_64-linux-gnu/libm.so.6',
+    'needed-lib:app/lib/libapp.so',
+    'needed-lib:opt/extra/libextra.so.1',
+    'argument:app/data.json',
+    'home:usr/lib/python3.11/__pycache__/os.cpython-311.pyc',
+  ]);
+  t.true(pr.files.every((f) => f.path !== 'srv/big.bin'), 'nothing names srv/');
+  const rest = pr.files.findIndex((f) => !f.core);
+  t.true(pr.files.slice(rest).every((f) => !f.core), 'core files all come before the rest');
+});
+
+test('predict: a missing interpreter, a dangling entrypoint and a static binary are handled', async (t) => {
+  const tree = fixtureTree(
+    {
+      'bin/start': '#!/nonexistent/interp\n/bin/tool\n',
+      'bin/tool': buildElf({ bits: 64, noDynamic: true }),
+      'bin/dangling': { link: '/nowhere' },
+    },
+    ['bin/start', 'bin/tool'],
+  );
+  const pr = await predictFixture(tree, { Cmd: ['/bin/start'] });
+  t.deepEqual(pr.files.map((f) => `${f.signal}:${f.path}`), ['entrypoint:bin/start', 'script-command:bin/tool']);
+  t.deepEqual((await predictFixture(tree, { Cmd: ['dangling'], Env: ['PATH=/bin'] })).files, []);
+  t.deepEqual((await predictFixture(tree, {})).files, [], 'no Entrypoint or Cmd: nothing predicted');
+});
+
+test('predict: without facts it asks for them (need) and ranks only what it knows', (t) => {
+  const tree = fixtureTree({ 'bin/app': buildElf({ bits: 64, interp: LD, needed: ['libc.so.6'] }) }, ['bin/app']);
+  const pr = predictStartup(new StartupTree(tree.entries), { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } }, (): FileFacts | undefined => undefined);
+  t.deepEqual(pr.files.map((f) => f.path), ['bin/app']);
+  t.deepEqual(pr.need, [tree.entries.find((e) => e.path === 'bin/app')!.digest]);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The Debian bench images (real binaries)
+
+/** Per image: the program its start script runs (resolved path) and libraries it alone needs. */
+const BENCH: Record<string, { program: string; ownLibs: RegExp[] }> = {
+  'python-web': { program: 'usr/bin/python3.11', ownLibs: [/libexpat\.so/, /libz\.so/] },
+  redis: { program: 'usr/bin/redis-check-rdb', ownLibs: [/libjemalloc\.so/, /liblzf\.so/] },
+  nginx: { program: 'usr/sbin/nginx', ownLibs: [/libpcre2-8\.so/, /libcrypt\.so/] },
+  'node-app': { program: 'usr/bin/node', ownLibs: [/libnode\.so/, /libuv\.so/] },
+  postgres: { program: 'usr/lib/postgresql/15/bin/postgres', ownLibs: [/libpq|libxml2\.so/, /libicuuc\.so/] },
+};
+
+async function benchPrediction(img: BenchImage) {
+  const byDigest = new Map(img.merged.entries.filter((e) => e.digest !== undefined).map((e) => [e.digest!, e]));
+  return predictWith(new StartupTree(img.merged.entries), img.config, (d) => readFacts(img.reader(byDigest.get(d)!.path), byDigest.get(d)!.size));
+}
+
+for (const [name, want] of Object.entries(BENCH)) {
+  test.serial(`bench image ${name}: ${want.program} is ELF with the system loader; it, the loader, libc and its own libraries come before anything else`, async (t) => {
+    const why = skipReason(name);
+    if (why !== undefined) {
+      t.log(`skipped: ${why}`);
+      t.pass();
+      return;
+    }
+    const img = await loadBenchImage(name);
+    t.teardown(() => img.close());
+    const entry = img.merged.entries.find((e) => e.path === want.program)!;
+    t.truthy(entry, `${want.program} in the image`);
+    const elf = await readElf(img.reader(want.program), entry.size);
+    t.is(elf?.interp, LD);
+    t.true(elf!.needed.includes('libc.so.6') || elf!.needed.some((n) => n.startsWith('libnode')), elf!.needed.join(','));
+
+    const pr = await benchPrediction(img);
+    t.deepEqual(pr.need, []);
+    const rank = (re: RegExp | string): number => pr.files.findIndex((f) => (typeof re === 'string' ? f.path === re : re.test(f.path)));
+    const firstRest = pr.files.findIndex((f) => !f.core);
+    const bound = firstRest < 0 ? pr.files.length : firstRest;
+    const must = [want.program, 'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 'usr/lib/x86_64-linux-gnu/libc.so.6', 'etc/ld.so.cache', ...want.ownLibs];
+    for (const m of must) {
+      const r = rank(m);
+      t.true(r >= 0 && r < bound, `${String(m)} ranked among the core files (rank ${r}, first non-core ${bound})`);
+    }
+    t.is(pr.files[0]!.path, 'app/start.sh', 'the entrypoint first');
+    // Every library the program needs directly is ranked (found through the multiarch dirs).
+    for (const n of elf!.needed) t.true(pr.files.some((f) => f.signal === 'needed-lib' && (f.path.endsWith(`/${n}`) || f.path.includes(`/${n}.`))), `${n} resolved`);
+  });
+}
+
+test.serial('bench image: a statically linked binary (ldconfig) is ELF without loader or libraries', async (t) => {
+  const why = skipReason('redis');
+  if (why !== undefined) {
+    t.log(`skipped: ${why}`);
+    t.pass();
+    return;
+  }
+  const img = await loadBenchImage('redis');
+  t.teardown(() => img.close());
+  const e = img.merged.entries.find((x) => x.path === 'usr/sbin/ldconfig')!;
+  const elf = await readElf(img.reader(e.path), e.size);
+  t.truthy(elf);
+  t.is(elf!.interp, undefined);
+  t.deepEqual(elf!.needed, []);
+});
