@@ -60,3 +60,17 @@ export function encodingCode(e: Encoding): number {
 export const HTTP_HEADER_ENCODING = 'starlight-encoding';
 /** Response header of GET /v1/content/<digest>: the item's decoded size in bytes. */
 export const HTTP_HEADER_RAW_SIZE = 'starlight-size';
+
+/**
+ * Response header of GET /v1/delta: the id of the proxy's sending session ([A-Za-z0-9_-]{1,64},
+ * unguessable), for POST /v1/sessions/<id>/next (on-demand items jump the queue).
+ */
+export const HTTP_HEADER_SESSION = 'starlight-session';
+/** Syntax of a session id. */
+export const SESSION_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** Path prefix of the session API: POST `${SESSIONS_ROUTE}/<id>/next`. */
+export const SESSIONS_ROUTE = '/v1/sessions';
+/** Most item indices in one POST /v1/sessions/<id>/next body. */
+export const MAX_SESSION_BUMP_ITEMS = 1024;
+/** Largest POST /v1/sessions/<id>/next body, bytes (1024 indices fit easily). */
+export const MAX_SESSION_BODY_BYTES = 64 * 1024;

@@ -36,6 +36,8 @@ export class DeltaEncoder {
   private state: State = 'new';
   private header: DeltaHeader | undefined;
   private readonly sent = new Set<number>();
+  /** Bytes written so far of items sent by writeChunk() and not complete yet. */
+  private readonly partial = new Map<number, number>();
   private contentBytes = 0;
   /** Total bytes handed to the Writable (preamble and frame heads included). */
   bytesWritten = 0;
@@ -73,7 +75,7 @@ export class DeltaEncoder {
     const h = this.openHeader();
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
-    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    if (this.sent.has(index) || this.partial.has(index)) throw misuse(`item ${index} sent twice`);
     this.sent.add(index);
     if (source instanceof Uint8Array && source.length <= SMALL_WRITE_BYTES && source.length === item.encodedSize && source.length > 0) {
       await this.write(Buffer.concat([contentHead(index, 0, source.length), source]));
@@ -118,9 +120,43 @@ export class DeltaEncoder {
     if (item.encodedSize === 0) await this.write(contentHead(index, 0, 0));
   }
 
+  /**
+   * Appends `data` (≤ chunkBytes) to item `index` as one CONTENT frame at the item's next offset. Items
+   * sent this way may interleave (a session preempts one item for another at a frame boundary); each
+   * item's offsets stay contiguous. Returns true when the item is complete. An empty `data` is only
+   * valid for an item of encodedSize 0.
+   */
+  async writeChunk(index: number, data: Uint8Array): Promise<boolean> {
+    const h = this.openHeader();
+    const item = h.items[index];
+    if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
+    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    if (data.length > this.chunkBytes) throw misuse(`chunk of ${data.length} bytes exceeds ${this.chunkBytes}`);
+    const offset = this.partial.get(index) ?? 0;
+    if (offset + data.length > item.encodedSize) {
+      throw new StarlightError('SL_ERR_INTERNAL', `item ${index} (${item.digest}) has more bytes than its encodedSize ${item.encodedSize}`, {
+        details: { digest: item.digest },
+      });
+    }
+    if (data.length === 0 && item.encodedSize !== 0) throw misuse(`empty chunk for item ${index}`);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+    await this.write(data.length <= SMALL_WRITE_BYTES ? Buffer.concat([contentHead(index, offset, buf.length), buf]) : contentHead(index, offset, buf.length));
+    if (data.length > SMALL_WRITE_BYTES) await this.write(buf);
+    this.contentBytes += buf.length;
+    const now = offset + buf.length;
+    if (now < item.encodedSize) {
+      this.partial.set(index, now);
+      return false;
+    }
+    this.partial.delete(index);
+    this.sent.add(index);
+    return true;
+  }
+
   /** Writes the END frame with the totals of what was sent. Returns them. */
   async writeEnd(): Promise<DeltaEnd> {
     this.openHeader();
+    if (this.partial.size > 0) throw misuse(`END with ${this.partial.size} item(s) partly sent`);
     this.state = 'closed';
     const end = { items: this.sent.size, contentBytes: this.contentBytes };
     await this.write(endFrame(end));

@@ -13,21 +13,21 @@ import { isDigest } from '../oci/reference.js';
 import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';
 import { type HandlerContext, groupParam, platformParam, resolveRef } from './handlers.js';
 
-function tooLarge(bytes: number | undefined): StarlightError {
-  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${MAX_TRACE_BODY_BYTES} bytes`, {
-    details: { limit: MAX_TRACE_BODY_BYTES, ...(bytes !== undefined ? { bytes } : {}) },
+function tooLarge(bytes: number | undefined, limit: number): StarlightError {
+  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${limit} bytes`, {
+    details: { limit, ...(bytes !== undefined ? { bytes } : {}) },
   });
 }
 
 /** Reads the whole request body, failing with SL_ERR_PROXY_BODY_TOO_LARGE past `limit` bytes. */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared));
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared), limit);
   const parts: Buffer[] = [];
   let n = 0;
   for await (const b of req as AsyncIterable<Buffer>) {
     n += b.length;
-    if (n > limit) throw tooLarge(undefined);
+    if (n > limit) throw tooLarge(undefined, limit);
     parts.push(b);
   }
   return Buffer.concat(parts, n);
