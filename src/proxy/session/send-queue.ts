@@ -8,8 +8,9 @@
  * - Each item is taken at most once until it is preempted (preempt() puts it back) or done (done()).
  * - bump() ignores items already done or being sent and items outside the stream; a bumped item that
  *   was preempted part-way is resumed where it stopped (the sender keeps its offset).
- * - shouldPreempt() is true while a bumped item waits: the sender then stops the current item at its
- *   next frame boundary.
+ * - shouldPreempt() is true while a bumped item waits that was bumped after the current item started:
+ *   the sender then stops the current item at its next frame boundary (the items of one bump do not
+ *   preempt each other).
  *
  * Not here: bytes, frames, HTTP (session.ts).
  */
@@ -25,6 +26,9 @@ export class SendQueue {
   private urgent: number[] = [];
   private readonly resumed: number[] = [];
   private pos: number;
+  /** Effective bump() calls so far, and their count when the active item was taken. */
+  private bumps = 0;
+  private activeSince = 0;
 
   /** Items `firstItem`..`count - 1`, in index order (= header order). */
   constructor(
@@ -60,12 +64,13 @@ export class SendQueue {
     }
     if (front.length === 0) return;
     this.urgent = [...front, ...this.urgent.filter((i) => !seen.has(i))];
+    this.bumps++;
   }
 
-  /** True if an item jumped the queue and waits (the item being sent should yield). */
+  /** True if an item jumped the queue since the active item started and waits (the active item should yield). */
   shouldPreempt(): boolean {
     this.dropStaleUrgent();
-    return this.urgent.length > 0;
+    return this.urgent.length > 0 && this.bumps > this.activeSince;
   }
 
   /** The next item to send (marked active), or undefined when nothing is left to start. */
@@ -117,6 +122,7 @@ export class SendQueue {
     if (this.urgent[0] === i) this.urgent.shift();
     else if (this.resumed[this.resumed.length - 1] === i) this.resumed.pop();
     this.state[i] = ACTIVE;
+    this.activeSince = this.bumps;
   }
 
   private dropStaleUrgent(): void {
