@@ -9,8 +9,9 @@
  * With `--images python-web,redis,…` (Debian bench images, bench/images/ensure.ts) it measures FIRST
  * CONTACT instead: per image and run a fresh proxy that has never seen the image gets one delta
  * request; printed: time to the decoded HEADER frame (the worker can mount), time to the end of the
- * stream, the image's uncompressed bytes per second of time to header (indexing MB/s), and the time
- * until the background encoder finished (a POST /v1/notify after the delta returns then).
+ * stream, the image's uncompressed bytes per second of time to header (indexing MB/s), the time
+ * until the background encoder finished (a POST /v1/notify after the delta returns then), and a warm
+ * delta after that (header time, wire bytes: the cached, compressed encodings).
  *
  *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3
  *
@@ -79,7 +80,7 @@ const median = (xs: number[]): number => {
 /** First contact per Debian bench image (see the file comment). */
 async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: number): Promise<void> {
   const reg = await startRegistry(t);
-  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB'];
+  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB', 'warm header s', 'warm wire MB'];
   const rows: string[][] = [];
   for (const image of images) {
     const pushed = await ensureDebianImage(reg.url, image);
@@ -91,6 +92,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
       const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
       if (n.status !== 200) throw new Error(`notify: HTTP ${n.status}: ${await n.text()}`);
       const warmS = (performance.now() - t0) / 1000;
+      const warm = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}`);
       await p.stop();
       hdr.push(d.headerMs / 1000);
       rows.push([
@@ -103,9 +105,11 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
         (d.uncompressed / 1e6 / (d.headerMs / 1000)).toFixed(0),
         String(d.items),
         (d.bytes / 1e6).toFixed(1),
+        (warm.headerMs / 1000).toFixed(2),
+        (warm.bytes / 1e6).toFixed(1),
       ]);
     }
-    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '']);
+    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '', '', '']);
   }
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);

@@ -2,10 +2,10 @@
 import { downloadMode } from './download.js';
 import { estargzMode } from './estargz.js';
 import { overlayfsMode } from './overlayfs.js';
-import { starlightMode, starlightTracedMode } from './starlight.js';
+import { starlightColdMode, starlightMode, starlightTracedMode } from './starlight.js';
 import type { ModeDefinition } from './types.js';
 
-export const MODES: readonly ModeDefinition[] = [overlayfsMode, estargzMode, starlightMode, starlightTracedMode, downloadMode];
+export const MODES: readonly ModeDefinition[] = [overlayfsMode, estargzMode, starlightMode, starlightColdMode, starlightTracedMode, downloadMode];
 
 export function modeByName(name: string): ModeDefinition | undefined {
   return MODES.find((m) => m.name === name);

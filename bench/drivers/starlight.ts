@@ -1,12 +1,15 @@
 /**
- * Modes "starlight" (the proxy's default order: no startup traces) and "starlight+traces" (the proxy
- * learned the image's startup order from one untimed traced run on another worker first).
+ * Modes "starlight" (the proxy's default order: no startup traces), "starlight+traces" (the proxy
+ * learned the image's startup order from one untimed traced run on another worker first) and
+ * "starlight-cold" (as "starlight", but the proxy has never seen the image: no notify, no direct
+ * delta first; the timed pull is the proxy's first contact, so its indexing is timed too).
  *
  * Topology per trial: worker (containerd + `starlight snapshotter`) → WAN emulator → request counter →
  * a `starlight proxy` of this trial → registry on loopback. Only the worker's link is emulated; the
  * proxy talks to the registry directly. Each trial starts its own proxy (own data dir) so traces
- * learned in one trial never change the order of another; the proxy's cold indexing is not timed:
- * setup warms it with `POST /v1/notify` and one direct (unemulated) GET of each version's delta.
+ * learned in one trial never change the order of another; except in starlight-cold the proxy's cold
+ * indexing is not timed: setup warms it with `POST /v1/notify` and one direct (unemulated) GET of each
+ * version's delta.
  *
  * pull = `starlight pull` (returns once the header is in and containerd has the snapshots);
  * run = `ctr run --snapshotter starlight` to the ready line; settle = poll the daemon's status until
@@ -111,13 +114,15 @@ class StarlightDriver implements ModeDriver {
   constructor(
     readonly name: string,
     private readonly traced: boolean,
+    /** First contact: the proxy is not warmed before the timed pull. */
+    private readonly cold = false,
   ) {}
 
   async setup(env: TrialEnv): Promise<void> {
     const proxy = await startBenchProxy(env.spec.shared.registry, join(env.dir, 'px'));
     env.cleanups.add('stop starlight proxy', () => proxy.stop());
     const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
-    for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
+    if (!this.cold) for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
     if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
     this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
@@ -181,6 +186,12 @@ export const starlightMode: ModeDefinition = {
   name: 'starlight',
   unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
   create: () => new StarlightDriver('starlight', false),
+};
+
+export const starlightColdMode: ModeDefinition = {
+  name: 'starlight-cold',
+  unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
+  create: () => new StarlightDriver('starlight-cold', false, true),
 };
 
 export const starlightTracedMode: ModeDefinition = {

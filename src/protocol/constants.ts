@@ -25,6 +25,11 @@ export const FrameType = {
   END: 3,
   /** msgpack WireError; last frame of a stream that failed after the header was sent. */
   ERROR: 4,
+  /**
+   * u32 item index, u8 encoding, u64 encodedSize: the encoding of a `deferred` item, chosen at send
+   * time; precedes that item's first CONTENT frame. Only in streams requested with `deferred=1`.
+   */
+  ITEM: 5,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -32,6 +37,8 @@ export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 export const FRAME_HEAD_BYTES = 5;
 /** u32 index + u64 offset at the start of a CONTENT payload. */
 export const CONTENT_HEAD_BYTES = 12;
+/** u32 index + u8 encoding + u64 encodedSize: an ITEM payload. */
+export const ITEM_PAYLOAD_BYTES = 13;
 
 /**
  * Encoded bytes per CONTENT frame (default 1 MiB): large items are split so that one big file does

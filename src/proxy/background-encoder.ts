@@ -31,6 +31,8 @@ export class BackgroundEncoder {
   /** diffID → the encode of its stage (resolves when discarded; never rejects). */
   private readonly running = new Map<string, Promise<void>>();
   private stopped = false;
+  private holds = 0;
+  private holdWaiters: (() => void)[] = [];
 
   constructor(private readonly o: BackgroundEncoderOptions) {
     this.slots = new Semaphore(o.concurrency);
@@ -61,6 +63,23 @@ export class BackgroundEncoder {
     return tracked;
   }
 
+  /**
+   * Pauses encoding between files until the returned release is called (a session encoding the items
+   * it sends right now gets the CPU first). Holds nest; each release counts once.
+   */
+  hold(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.holds > 0) return;
+      const w = this.holdWaiters;
+      this.holdWaiters = [];
+      for (const f of w) f();
+    };
+  }
+
   /** Resolves when the stages of `diffIDs` queued so far are encoded (or dropped). */
   async settled(diffIDs: readonly string[]): Promise<void> {
     for (const d of diffIDs) await this.running.get(d);
@@ -74,6 +93,9 @@ export class BackgroundEncoder {
       clearTimeout(timer);
     }
     this.stopped = true;
+    const w = this.holdWaiters;
+    this.holdWaiters = [];
+    for (const f of w) f();
     await Promise.all([...this.running.values()]);
   }
 
@@ -84,6 +106,8 @@ export class BackgroundEncoder {
       if (this.stopped) return;
       if (this.o.cache.has(s.digest)) continue;
       await this.o.yieldTo();
+      while (this.holds > 0 && !this.stopped) await new Promise<void>((r) => this.holdWaiters.push(r));
+      if (this.stopped || this.o.cache.has(s.digest)) continue;
       const raw = readStaged(s);
       if (raw === undefined) return;
       await this.o.cache.put(Buffer.isBuffer(raw) ? Readable.from([raw]) : raw, s.size, stage.diffID, { expectedDigest: s.digest });

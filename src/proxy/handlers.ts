@@ -106,6 +106,14 @@ function fromParam(url: URL): number {
   return from;
 }
 
+/** `deferred=1`: the worker reads ITEM frames (docs/protocol.md); absent/0: it does not. */
+function deferredParam(url: URL): boolean {
+  const raw = url.searchParams.get('deferred');
+  if (raw === null || raw === '' || raw === '0') return false;
+  if (raw === '1') return true;
+  throw badParam('deferred', 'must be 0 or 1', raw);
+}
+
 export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   const ref = resolveRef(url.searchParams.get('to'), ctx.registries);
   const platform = platformParam(url, ctx.defaultPlatform);
@@ -115,9 +123,18 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
 
   const signal = clientGone(req, res);
   const img = await ctx.indexer.image(ref, platform, signal);
-  const { header, sources } = planDelta(ctx, img, { have, from, group });
+  const deferred = deferredParam(url);
+  const { header, sources } = planDelta(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res);
-  const session = new DeltaSession({ id: ctx.sessions.newId(), header, sources, deps: ctx, encoder: enc, refetchBudget: ctx.cacheBytes / 4 });
+  const session = new DeltaSession({
+    id: ctx.sessions.newId(),
+    header,
+    sources,
+    deps: ctx,
+    encoder: enc,
+    refetchBudget: ctx.cacheBytes / 4,
+    holdEncoding: () => ctx.indexer.holdEncoding(),
+  });
   ctx.sessions.add(session);
   res.writeHead(200, {
     'content-type': DELTA_MEDIA_TYPE,

@@ -15,7 +15,7 @@
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
-import { buildLayerToc } from '../image/indexer.js';
+import { type BuildTocOptions, buildLayerToc } from '../image/indexer.js';
 import { decodeToc, encodeToc } from '../image/toc-codec.js';
 import type { LayerToc } from '../image/toc.js';
 import type { Logger } from '../log.js';
@@ -109,6 +109,11 @@ export class IndexerService {
   /** Resolves when the background encoding of `diffIDs` is done: their contents are cached (warm). */
   settled(diffIDs: readonly string[]): Promise<void> {
     return this.encoder.settled(diffIDs);
+  }
+
+  /** Pauses background encoding until the returned release is called (BackgroundEncoder.hold). */
+  holdEncoding(): () => void {
+    return this.encoder.hold();
   }
 
   /** True while an image or layer is being indexed. */
@@ -210,14 +215,13 @@ export class IndexerService {
     try {
       toc = await this.readLayer(repository, desc, diffID, {
         signal: this.closing.signal,
-        onFile: async (entry, content) => {
-          if (stage !== undefined && stage.reserve(entry.size)) {
-            staged.push({ entry, offset: await stage.append(content) });
-            return;
-          }
-          // Staging is full (or off): encode inline (the first pull then waits for it).
-          await this.o.cache.put(content, entry.size, diffID);
+        onFileSink: (entry) => {
+          if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
+          staged.push({ entry, offset: stage.position });
+          return stage;
         },
+        // Staging is full (or off): encode inline (the first pull then waits for it).
+        onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
       });
       // entry.digest is set once a file's bytes were hashed, i.e. by now for every staged entry.
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
@@ -253,7 +257,7 @@ export class IndexerService {
     repository: string,
     desc: Descriptor,
     diffID: string,
-    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; signal?: AbortSignal } = {},
+    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal } = {},
   ): Promise<LayerToc> {
     const ref = parseReference(`${repository}@${desc.digest}`);
     const where = { layer: desc.digest, diffID };
@@ -272,6 +276,7 @@ export class IndexerService {
         expectedDiffID: diffID,
         layerName: desc.digest,
         signal: opts.signal,
+        onFileSink: opts.onFileSink,
         onFile: async (entry, content) => {
           if (entry.size === 0) return;
           await onFile(entry, content);

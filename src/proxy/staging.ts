@@ -126,7 +126,7 @@ export function readStaged(s: StagedContent): Buffer | Readable | undefined {
 }
 
 /**
- * The staging file of one layer pass. append() contents in tar order; commit() publishes them (by
+ * The staging file of one layer pass. write() contents in tar order; commit() publishes them (by
  * digest, known only after each file was hashed); discard() removes the file and its bytes' reservation.
  */
 export class LayerStage {
@@ -153,14 +153,15 @@ export class LayerStage {
     return true;
   }
 
-  /** Appends a content (reserve its size first); returns its offset in the stage file. */
-  async append(content: Readable): Promise<number> {
-    const at = this.offset;
-    for await (const chunk of content as AsyncIterable<Buffer>) {
-      this.offset += chunk.length;
-      if (!this.out.write(chunk)) await waitDrain(this.out);
-    }
-    return at;
+  /** Bytes appended so far (the offset of the next content). */
+  get position(): number {
+    return this.offset;
+  }
+
+  /** Appends a piece of the current content (reserve its size first); resolves at once unless the file lags behind. */
+  write(piece: Buffer): void | Promise<void> {
+    this.offset += piece.length;
+    if (!this.out.write(piece)) return waitDrain(this.out);
   }
 
   /** Closes the file and publishes the contents (digests known now) for readers. */

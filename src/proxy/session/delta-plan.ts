@@ -13,7 +13,7 @@ import { haveContent, plan } from '../planner.js';
 import { rankMap } from '../priority.js';
 import type { PriorityService } from '../priority-service.js';
 import type { MetadataStore } from '../store.js';
-import { type ItemSourceDeps, announce } from './item-source.js';
+import { type ItemSourceDeps, announce, deferrable } from './item-source.js';
 
 export interface DeltaPlanDeps extends ItemSourceDeps {
   store: MetadataStore;
@@ -27,6 +27,8 @@ export interface DeltaRequest {
   /** First item index this stream carries. */
   from: number;
   group?: string;
+  /** The worker reads ITEM frames (`deferred=1`): contents not encoded yet get their encoding at send time. */
+  deferred?: boolean;
 }
 
 /**
@@ -84,5 +86,10 @@ export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest
     items: p.items.map((it) => announce(d, it.digest, `${it.path} of ${img.ref}`)),
     firstItem: req.from,
   };
+  if (req.deferred === true) {
+    const deferred: number[] = [];
+    for (let i = req.from; i < header.items.length; i++) if (deferrable(d, header.items[i]!.digest)) deferred.push(i);
+    if (deferred.length > 0) header.deferred = deferred;
+  }
   return { header, sources: p.items.map((it) => it.sourceDiffID) };
 }

@@ -15,7 +15,8 @@ import { StarlightError } from '../../errors.js';
 import type { ContentItem, Encoding } from '../../protocol/index.js';
 import type { ContentCache } from '../content-cache.js';
 import type { IndexerService } from '../indexer-service.js';
-import type { StagingArea } from '../staging.js';
+import { type StagingArea, readStaged } from '../staging.js';
+import { Readable as ReadableStream } from 'node:stream';
 import type { ContentRecord, MetadataStore } from '../store.js';
 
 /** Re-fetch attempts per item before giving up (a concurrent re-fetch may have stored other digests). */
@@ -29,6 +30,39 @@ export interface ItemSourceDeps {
 }
 
 export type ItemBody = Buffer | Readable;
+
+/** An item's bytes and the encoding they are in. */
+export interface OpenedItem {
+  body: ItemBody;
+  encoding: Encoding;
+  encodedSize: number;
+}
+
+/** True if `digest` would be announced 'identity' only because it is staged and not encoded yet. */
+export function deferrable(d: ItemSourceDeps, digest: string): boolean {
+  return !d.cache.has(digest) && d.staging?.lookup(digest) !== undefined;
+}
+
+/**
+ * A deferred item's bytes, encoding chosen now (docs/protocol.md, ITEM frame): the cached encoding,
+ * encoding a staged content into the cache first if needed (shared with the background encoder: the
+ * cache single-flights puts of one digest); 'identity' from the stage if the cache will not keep it.
+ */
+export async function openDeferred(d: ItemSourceDeps, item: ContentItem, sourceDiffID: string, alsoWanted?: () => string[]): Promise<OpenedItem> {
+  const staged = d.cache.has(item.digest) ? undefined : d.staging?.lookup(item.digest);
+  if (staged !== undefined) {
+    const raw = readStaged(staged);
+    if (raw !== undefined) {
+      const rec = await d.cache.put(Buffer.isBuffer(raw) ? ReadableStream.from([raw]) : raw, staged.size, staged.diffID, { expectedDigest: item.digest });
+      if (rec?.cached !== true) {
+        const again = readStaged(staged);
+        if (again !== undefined) return { body: again, encoding: 'identity', encodedSize: item.size };
+      }
+    }
+  }
+  const { rec, body } = await openCached(d, item.digest, sourceDiffID, alsoWanted);
+  return { body, encoding: rec.encoding, encodedSize: rec.encodedSize };
+}
 
 /**
  * The item entry a header announces for `digest`: the cached encoding when the cache holds it, else

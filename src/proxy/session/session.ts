@@ -11,7 +11,7 @@
 import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
 import { DEFAULT_CHUNK_BYTES, type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
-import { type ItemBody, type ItemSourceDeps, openItem } from './item-source.js';
+import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
 
 /** Items opened ahead of the one being written. */
@@ -29,6 +29,11 @@ export interface SessionOptions {
   refetchBudget: number;
   /** CONTENT frame data size; default DEFAULT_CHUNK_BYTES. */
   chunkBytes?: number;
+  /**
+   * Pauses background encoding while this session encodes deferred items itself (they get the CPU
+   * first); returns the release. Optional.
+   */
+  holdEncoding?: () => () => void;
 }
 
 /** An item whose bytes are being read: what is left of it. */
@@ -42,7 +47,9 @@ interface Reading {
 export class DeltaSession {
   readonly id: string;
   readonly queue: SendQueue;
-  private readonly opened = new Map<number, Promise<ItemBody>>();
+  private readonly opened = new Map<number, Promise<OpenedItem>>();
+  /** Deferred items whose ITEM frame is not written yet. */
+  private readonly deferred: Set<number>;
   private readonly reading = new Map<number, Reading>();
   private readonly chunkBytes: number;
 
@@ -50,6 +57,7 @@ export class DeltaSession {
     this.id = o.id;
     this.queue = new SendQueue(o.header.items.length, o.header.firstItem);
     this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.deferred = new Set(o.header.deferred ?? []);
   }
 
   /** Items in the header's table. */
@@ -69,6 +77,7 @@ export class DeltaSession {
   async run(signal: AbortSignal): Promise<SE | undefined> {
     const enc = this.o.encoder;
     await enc.writeHeader(this.o.header);
+    const release = this.deferred.size > 0 ? this.o.holdEncoding?.() : undefined;
     try {
       for (;;) {
         if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
@@ -86,6 +95,7 @@ export class DeltaSession {
       if (!signal.aborted) await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
       return e;
     } finally {
+      release?.();
       this.close();
     }
   }
@@ -95,9 +105,10 @@ export class DeltaSession {
     const item = this.o.header.items[i]!;
     let r = this.reading.get(i);
     if (r === undefined) {
-      const body = await this.open(i);
-      r = reading(body);
+      const opened = await this.open(i);
+      r = reading(opened.body);
       this.reading.set(i, r);
+      if (this.deferred.delete(i)) await this.o.encoder.writeItemEncoding(i, opened.encoding, opened.encodedSize);
     }
     try {
       if (item.encodedSize === 0) {
@@ -148,7 +159,7 @@ export class DeltaSession {
     }
   }
 
-  private async open(i: number): Promise<ItemBody> {
+  private async open(i: number): Promise<OpenedItem> {
     const pending = this.opened.get(i);
     this.opened.delete(i);
     // A failure to produce this item (its layer gone or corrupt in the registry) names it, so the
@@ -160,9 +171,11 @@ export class DeltaSession {
     }
   }
 
-  private openNow(i: number): Promise<ItemBody> {
+  private async openNow(i: number): Promise<OpenedItem> {
     const src = this.o.sources[i]!;
-    return openItem(this.o.deps, this.o.header.items[i]!, src, () => this.upcoming(src));
+    const item = this.o.header.items[i]!;
+    if (this.deferred.has(i)) return openDeferred(this.o.deps, item, src, () => this.upcoming(src));
+    return { body: await openItem(this.o.deps, item, src, () => this.upcoming(src)), encoding: item.encoding, encodedSize: item.encodedSize };
   }
 
   /** Digests of upcoming items from `diffID` not in the cache, up to the re-fetch budget. */
@@ -181,7 +194,7 @@ export class DeltaSession {
   private close(): void {
     for (const r of this.reading.values()) r.close();
     this.reading.clear();
-    for (const pr of this.opened.values()) pr.then((b) => !Buffer.isBuffer(b) && b.destroy(), () => undefined);
+    for (const pr of this.opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
     this.opened.clear();
   }
 }

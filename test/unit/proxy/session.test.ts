@@ -6,7 +6,7 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { tempDir } from '../../helpers/tmp.js';
 import { DeltaDecoder, DeltaEncoder, type DeltaHeader } from '../../../src/protocol/index.js';
 import { ContentCache } from '../../../src/proxy/content-cache.js';
@@ -32,7 +32,8 @@ test('bumped items arrive next, preempting the item in progress; all items once 
   const staged = [];
   for (const c of contents) {
     stage.reserve(c.length);
-    staged.push({ digest: dg(c), size: c.length, offset: await stage.append(Readable.from([c])) });
+    staged.push({ digest: dg(c), size: c.length, offset: stage.position });
+    await stage.write(c);
   }
   await stage.commit(staged);
   // The indexer is needed only to re-fetch evicted contents: never here (all staged).

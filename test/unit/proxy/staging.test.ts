@@ -24,8 +24,11 @@ test('staged contents read back by digest (small whole, large streamed); discard
   t.true(stage.reserve(small.length));
   t.true(stage.reserve(large.length));
   t.false(stage.reserve(1 << 20), 'over the budget');
-  const o1 = await stage.append(Readable.from([small.subarray(0, 10), small.subarray(10)]));
-  const o2 = await stage.append(Readable.from([large]));
+  const o1 = stage.position;
+  await stage.write(small.subarray(0, 10));
+  await stage.write(small.subarray(10));
+  const o2 = stage.position;
+  await stage.write(large);
   t.is(area.lookup(dg(small)), undefined, 'not visible before commit');
   await stage.commit([
     { digest: dg(small), size: small.length, offset: o1 },
@@ -45,7 +48,7 @@ test('a new area wipes what an earlier process left', async (t) => {
   const a = new StagingArea(dir, 1 << 20);
   const s = a.begin('sha256:x');
   s.reserve(3);
-  await s.append(Readable.from([Buffer.from('abc')]));
+  await s.write(Buffer.from('abc'));
   await s.commit([{ digest: dg(Buffer.from('abc')), size: 3, offset: 0 }]);
   t.true(existsSync(s.path));
   new StagingArea(dir, 1 << 20);
