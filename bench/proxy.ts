@@ -88,7 +88,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
     for (let run = 0; run < runs; run++) {
       const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')]);
       const t0 = performance.now();
-      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}`);
+      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1`);
       const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
       if (n.status !== 200) throw new Error(`notify: HTTP ${n.status}: ${await n.text()}`);
       const warmS = (performance.now() - t0) / 1000;

@@ -122,7 +122,9 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const group = groupParam(url);
 
   const signal = clientGone(req, res);
+  const t0 = performance.now();
   const img = await ctx.indexer.image(ref, platform, signal);
+  const t1 = performance.now();
   const deferred = deferredParam(url);
   const { header, sources } = planDelta(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res);
@@ -142,6 +144,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
     'cache-control': 'no-store',
     [HTTP_HEADER_SESSION]: session.id,
   });
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
   try {
     const failed = await session.run(signal);
     if (failed === undefined) {

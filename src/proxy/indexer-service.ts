@@ -155,7 +155,9 @@ export class IndexerService {
     let record = cachedDigest !== undefined ? this.o.store.manifest(cachedDigest) : undefined;
     let layers: Descriptor[];
     if (record === undefined) {
+      const t0 = performance.now();
       const r = await this.registry(() => this.o.client.resolve(ref, platform));
+      this.o.logger.info('image-resolved', { image: name, manifestDigest: r.manifestDigest, seconds: (performance.now() - t0) / 1000 });
       record = {
         manifestDigest: r.manifestDigest,
         mediaType: r.manifestMediaType,

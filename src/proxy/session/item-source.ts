@@ -10,14 +10,35 @@
  * Not here: ordering or framing (session.ts, send-queue.ts), indexing (indexer-service.ts).
  */
 import type { Readable } from 'node:stream';
-import { brotliDecompressSync, createBrotliDecompress, createGunzip, createInflateRaw, gunzipSync, inflateRawSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import {
+  brotliCompress,
+  brotliDecompressSync,
+  constants as zc,
+  createBrotliDecompress,
+  createGunzip,
+  createInflateRaw,
+  gunzipSync,
+  inflateRawSync,
+  type BrotliOptions,
+} from 'node:zlib';
 import { StarlightError } from '../../errors.js';
 import type { ContentItem, Encoding } from '../../protocol/index.js';
-import type { ContentCache } from '../content-cache.js';
+import { type ContentCache, MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES } from '../content-cache.js';
 import type { IndexerService } from '../indexer-service.js';
 import { type StagingArea, readStaged } from '../staging.js';
-import { Readable as ReadableStream } from 'node:stream';
 import type { ContentRecord, MetadataStore } from '../store.js';
+
+/**
+ * Brotli quality of send-time encoding (deferred items of a first contact): q1 compresses ~200 MB/s
+ * per core at a ratio within ~25 % of the cache's q5 (~30 MB/s), so a stream is not CPU-bound below
+ * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact").
+ */
+export const SEND_TIME_BROTLI_QUALITY = 1;
+/** Staged contents up to this size (bytes) are encoded at send time, in memory; larger ones go 'identity'. */
+export const SEND_TIME_MAX_BYTES = 16 * 1024 * 1024;
+
+const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
 /** Re-fetch attempts per item before giving up (a concurrent re-fetch may have stored other digests). */
 const REFETCH_ATTEMPTS = 3;
@@ -44,24 +65,30 @@ export function deferrable(d: ItemSourceDeps, digest: string): boolean {
 }
 
 /**
- * A deferred item's bytes, encoding chosen now (docs/protocol.md, ITEM frame): the cached encoding,
- * encoding a staged content into the cache first if needed (shared with the background encoder: the
- * cache single-flights puts of one digest); 'identity' from the stage if the cache will not keep it.
+ * A deferred item's bytes, encoding chosen now (docs/protocol.md, ITEM frame): the cached encoding if
+ * the background encoder already stored it; else a staged content encoded now with fast brotli
+ * (SEND_TIME_BROTLI_QUALITY, in memory; the cache's own q5 copy comes from the background encoder),
+ * or 'identity' when that does not pay (small, incompressible) or the content is over
+ * SEND_TIME_MAX_BYTES; else the cache after a re-fetch.
  */
 export async function openDeferred(d: ItemSourceDeps, item: ContentItem, sourceDiffID: string, alsoWanted?: () => string[]): Promise<OpenedItem> {
   const staged = d.cache.has(item.digest) ? undefined : d.staging?.lookup(item.digest);
-  if (staged !== undefined) {
-    const raw = readStaged(staged);
-    if (raw !== undefined) {
-      const rec = await d.cache.put(Buffer.isBuffer(raw) ? ReadableStream.from([raw]) : raw, staged.size, staged.diffID, { expectedDigest: item.digest });
-      if (rec?.cached !== true) {
-        const again = readStaged(staged);
-        if (again !== undefined) return { body: again, encoding: 'identity', encodedSize: item.size };
-      }
-    }
+  const raw = staged === undefined ? undefined : readStaged(staged);
+  if (raw !== undefined) {
+    if (item.size < MIN_COMPRESS_BYTES || item.size > SEND_TIME_MAX_BYTES) return { body: raw, encoding: 'identity', encodedSize: item.size };
+    const buf = Buffer.isBuffer(raw) ? raw : await readAll(raw);
+    const enc = await brotli(buf, { params: { [zc.BROTLI_PARAM_QUALITY]: SEND_TIME_BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: buf.length } });
+    if (enc.length <= buf.length * MAX_USEFUL_RATIO) return { body: enc, encoding: 'br', encodedSize: enc.length };
+    return { body: buf, encoding: 'identity', encodedSize: item.size };
   }
   const { rec, body } = await openCached(d, item.digest, sourceDiffID, alsoWanted);
   return { body, encoding: rec.encoding, encodedSize: rec.encodedSize };
+}
+
+async function readAll(r: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const b of r as AsyncIterable<Buffer>) parts.push(b);
+  return Buffer.concat(parts);
 }
 
 /**
