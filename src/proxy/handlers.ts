@@ -19,7 +19,7 @@ import type { ProxyMetrics } from './metrics.js';
 import type { MetadataStore } from './store.js';
 import type { PriorityService } from './priority-service.js';
 import { planDelta } from './session/delta-plan.js';
-import { announce, openItem } from './session/item-source.js';
+import { announce, openDeferred } from './session/item-source.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession } from './session/session.js';
 import type { StagingArea } from './staging.js';
@@ -177,12 +177,13 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
   if (rec === undefined) {
     throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is unknown to this proxy`, { details: { digest } });
   }
+  // The response names its encoding, so it is chosen now (a staged content is encoded at send time).
   const item = announce(ctx, digest, 'requested content');
-  const body = await openItem(ctx, item, rec.sourceDiffID);
+  const { body, encoding, encodedSize } = await openDeferred(ctx, item, rec.sourceDiffID);
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
-    'content-length': item.encodedSize,
-    [HTTP_HEADER_ENCODING]: item.encoding,
+    'content-length': encodedSize,
+    [HTTP_HEADER_ENCODING]: encoding,
     [HTTP_HEADER_RAW_SIZE]: item.size,
     'docker-content-digest': digest,
   });
