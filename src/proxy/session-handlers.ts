@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
 import { MAX_SESSION_BODY_BYTES, MAX_SESSION_BUMP_ITEMS, SESSION_ID_RE } from '../protocol/index.js';
 import type { SessionRegistry } from './session/registry.js';
-import { readBody } from './trace-handlers.js';
+import { readJsonBody } from './trace-handlers.js';
 
 function bad(message: string, field: string): StarlightError {
   return new StarlightError('SL_ERR_INVALID_ARGUMENT', `POST /v1/sessions/<id>/next: ${message}`, { details: { field } });
@@ -22,13 +22,7 @@ export async function handleSessionNext(sessions: SessionRegistry, req: Incoming
     req.resume();
     throw new StarlightError('SL_ERR_PROXY_SESSION_NOT_FOUND', `delta session ${id.slice(0, 64)} is unknown or finished`, { details: { session: id.slice(0, 64) } });
   }
-  const raw = await readBody(req, MAX_SESSION_BODY_BYTES);
-  let json: unknown;
-  try {
-    json = JSON.parse(raw.toString('utf8'));
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'POST /v1/sessions/<id>/next: body is not valid JSON', { cause, details: { field: 'body' } });
-  }
+  const json = await readJsonBody(req, MAX_SESSION_BODY_BYTES, 'POST /v1/sessions/<id>/next');
   const items = (json as { items?: unknown } | null)?.items;
   if (!Array.isArray(items)) throw bad('body must be {"items":[<item index>, …]}', 'items');
   if (items.length > MAX_SESSION_BUMP_ITEMS) throw bad(`lists ${items.length} items, at most ${MAX_SESSION_BUMP_ITEMS}`, 'items');

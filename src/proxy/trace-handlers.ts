@@ -20,7 +20,7 @@ function tooLarge(bytes: number | undefined, limit: number): StarlightError {
 }
 
 /** Reads the whole request body, failing with SL_ERR_PROXY_BODY_TOO_LARGE past `limit` bytes. */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared), limit);
   const parts: Buffer[] = [];
@@ -31,6 +31,16 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
     parts.push(b);
   }
   return Buffer.concat(parts, n);
+}
+
+/** Reads a JSON body (≤ `limit` bytes); SL_ERR_INVALID_ARGUMENT naming `what` if it does not parse. */
+export async function readJsonBody(req: IncomingMessage, limit: number, what: string): Promise<unknown> {
+  const raw = await readBody(req, limit);
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (cause) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what}: body is not valid JSON`, { cause, details: { field: 'body' } });
+  }
 }
 
 function sendJson(res: ServerResponse, value: unknown): void {
@@ -46,14 +56,7 @@ export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage
       details: { field: 'content-type' },
     });
   }
-  const raw = await readBody(req, MAX_TRACE_BODY_BYTES);
-  let json: unknown;
-  try {
-    json = JSON.parse(raw.toString('utf8'));
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'trace upload: body is not valid JSON', { cause, details: { field: 'body' } });
-  }
-  const body = validateTraceUpload(json);
+  const body = validateTraceUpload(await readJsonBody(req, MAX_TRACE_BODY_BYTES, 'trace upload'));
   const accepted = ctx.priority.record(body, Date.now());
   ctx.metrics.tracesAccepted += accepted;
   ctx.logger.info('traces-accepted', {

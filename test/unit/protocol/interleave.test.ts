@@ -1,28 +1,13 @@
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import { DeltaDecoder, DeltaEncoder, type ContentItem, type DeltaHeader } from '../../../src/protocol/index.js';
+import { DeltaDecoder, DeltaEncoder, type DeltaHeader } from '../../../src/protocol/index.js';
+import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
 import { StarlightError } from '../../../src/errors.js';
 import { contentHead, headerFrame, itemFrame, preamble } from '../../../src/protocol/frames.js';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 
-const dg = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
-function header(contents: Buffer[], firstItem = 0): DeltaHeader {
-  const items: ContentItem[] = contents.map((c) => ({ digest: dg(c), size: c.length, encodedSize: c.length, encoding: 'identity' }));
-  return {
-    ref: 'localhost:5000/app:v1',
-    platform: 'linux/amd64',
-    manifestDigest: dg(Buffer.from('m')),
-    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
-    manifest: Buffer.from('{}'),
-    config: Buffer.from('{}'),
-    diffIDs: [],
-    layers: [],
-    items,
-    firstItem,
-  };
-}
+const header = (contents: Buffer[], firstItem = 0): DeltaHeader => deltaHeader(identityItems(contents), firstItem);
 
 function sink(): { out: PassThrough; bytes: () => Buffer } {
   const out = new PassThrough();

@@ -8,7 +8,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { tempDir } from '../../helpers/tmp.js';
-import { DeltaDecoder, DeltaEncoder, type DeltaHeader } from '../../../src/protocol/index.js';
+import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
+import { deltaHeader } from '../../helpers/delta-header.js';
 import { ContentCache } from '../../../src/proxy/content-cache.js';
 import type { IndexerService } from '../../../src/proxy/indexer-service.js';
 import { announce } from '../../../src/proxy/session/item-source.js';
@@ -38,18 +39,7 @@ test('bumped items arrive next, preempting the item in progress; all items once 
   await stage.commit(staged);
   // The indexer is needed only to re-fetch evicted contents: never here (all staged).
   const deps = { store, cache, staging, indexer: undefined as unknown as IndexerService };
-  const h: DeltaHeader = {
-    ref: 'localhost/app:v1',
-    platform: 'linux/amd64',
-    manifestDigest: dg(Buffer.from('m')),
-    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
-    manifest: Buffer.from('{}'),
-    config: Buffer.from('{}'),
-    diffIDs: [],
-    layers: [],
-    items: contents.map((c) => announce(deps, dg(c), 'test')),
-    firstItem: 0,
-  };
+  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
   t.true(h.items.every((i) => i.encoding === 'identity'));
   // A consumer that reads nothing until told: the session blocks on backpressure mid-item.
   const out = new PassThrough({ highWaterMark: 1024 });
