@@ -16,6 +16,11 @@ import { SendQueue } from './send-queue.js';
 
 /** Items opened ahead of the one being written. */
 export const PREFETCH_ITEMS = 8;
+/**
+ * Raw bytes of the items opened ahead, at most (one more item may cross it): bounds a stream's memory
+ * when deferred items are encoded in memory at send time (item-source.ts SEND_TIME_MAX_BYTES each).
+ */
+export const PREFETCH_BYTES = 32 * 1024 * 1024;
 
 export interface SessionOptions {
   /** The session id (HTTP header starlight-session). */
@@ -48,6 +53,8 @@ export class DeltaSession {
   readonly id: string;
   readonly queue: SendQueue;
   private readonly opened = new Map<number, Promise<OpenedItem>>();
+  /** Raw bytes of the items in `opened`. */
+  private openedBytes = 0;
   /** Deferred items whose ITEM frame is not written yet. */
   private readonly deferred: Set<number>;
   private readonly reading = new Map<number, Reading>();
@@ -151,17 +158,21 @@ export class DeltaSession {
   /** Opens the next items ahead (bounded). */
   private prefetch(): void {
     for (const j of this.queue.peek(PREFETCH_ITEMS)) {
-      if (this.opened.size >= 2 * PREFETCH_ITEMS) break;
+      if (this.opened.size >= 2 * PREFETCH_ITEMS || (this.opened.size > 0 && this.openedBytes >= PREFETCH_BYTES)) break;
       if (this.opened.has(j) || this.reading.has(j)) continue;
       const pr = this.openNow(j);
       pr.catch(() => undefined); // awaited, and so reported, when the item's turn comes
       this.opened.set(j, pr);
+      this.openedBytes += this.o.header.items[j]!.size;
     }
   }
 
   private async open(i: number): Promise<OpenedItem> {
     const pending = this.opened.get(i);
-    this.opened.delete(i);
+    if (pending !== undefined) {
+      this.opened.delete(i);
+      this.openedBytes -= this.o.header.items[i]!.size;
+    }
     // A failure to produce this item (its layer gone or corrupt in the registry) names it, so the
     // worker can fail that one file and resume after it instead of retrying it forever.
     try {
