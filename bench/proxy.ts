@@ -5,12 +5,25 @@
  * warm delta in MB/s of wire bytes, and proxy CPU seconds per GB sent (from /proc/<pid>/stat).
  *
  * Usage: npm run build && node dist/bench/proxy.js [--mb 150] [--runs 3]
+ *
+ * With `--images python-web,redis,…` (Debian bench images, bench/images/ensure.ts) it measures FIRST
+ * CONTACT instead: per image and run a fresh proxy that has never seen the image gets one delta
+ * request; printed: time to the decoded HEADER frame (the worker can mount), time to the end of the
+ * stream, the image's uncompressed bytes per second of time to header (indexing MB/s), the time
+ * until the background encoder finished (a POST /v1/notify after the delta returns then), and a warm
+ * delta after that (header time, wire bytes: the cached, compressed encodings).
+ *
+ *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3
+ *
  * Not here: WAN emulation or worker-side costs (bench/run.ts drives those).
  */
 import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { startRegistry } from '../test/helpers/registry.js';
+import { DeltaDecoder } from '../src/protocol/index.js';
+import { decodeToc } from '../src/image/toc-codec.js';
+import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images/ensure.js';
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
 
@@ -36,6 +49,73 @@ async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: numbe
   return { ttfbMs: ttfb, totalMs: performance.now() - t0, bytes };
 }
 
+/** One delta, timed to its decoded header and to its end; the image's uncompressed size from the header's TOCs. */
+async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: number; bytes: number; uncompressed: number; items: number }> {
+  const t0 = performance.now();
+  const res = await fetch(url);
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const dec = new DeltaDecoder();
+  let headerMs = -1;
+  let bytes = 0;
+  let uncompressed = 0;
+  let items = 0;
+  for await (const b of res.body as unknown as AsyncIterable<Uint8Array>) {
+    bytes += b.length;
+    for (const ev of dec.push(b)) {
+      if (ev.type !== 'header') continue;
+      headerMs = performance.now() - t0;
+      uncompressed = ev.header.layers.reduce((sum, l) => sum + decodeToc(l.toc).uncompressedSize, 0);
+      items = ev.header.items.length;
+    }
+  }
+  dec.finish();
+  return { headerMs, totalMs: performance.now() - t0, bytes, uncompressed, items };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** First contact per Debian bench image (see the file comment). */
+async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: number): Promise<void> {
+  const reg = await startRegistry(t);
+  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB', 'warm header s', 'warm wire MB'];
+  const rows: string[][] = [];
+  for (const image of images) {
+    const pushed = await ensureDebianImage(reg.url, image);
+    const hdr: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')]);
+      const t0 = performance.now();
+      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1`);
+      const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
+      if (n.status !== 200) throw new Error(`notify: HTTP ${n.status}: ${await n.text()}`);
+      const warmS = (performance.now() - t0) / 1000;
+      const warm = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}`);
+      await p.stop();
+      hdr.push(d.headerMs / 1000);
+      rows.push([
+        image,
+        String(run + 1),
+        (d.headerMs / 1000).toFixed(2),
+        (d.totalMs / 1000).toFixed(2),
+        warmS.toFixed(2),
+        (d.uncompressed / 1e6).toFixed(1),
+        (d.uncompressed / 1e6 / (d.headerMs / 1000)).toFixed(0),
+        String(d.items),
+        (d.bytes / 1e6).toFixed(1),
+        (warm.headerMs / 1000).toFixed(2),
+        (warm.bytes / 1e6).toFixed(1),
+      ]);
+    }
+    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '', '', '']);
+  }
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const mb = Number(args[args.indexOf('--mb') + 1] ?? 150) || 150;
@@ -43,6 +123,12 @@ async function main(): Promise<void> {
   const cleanups: (() => unknown)[] = [];
   const t = { teardown: (fn: () => unknown) => cleanups.push(fn), log: console.log } as unknown as ExecutionContext;
   try {
+    if (args.includes('--images')) {
+      const images = (args[args.indexOf('--images') + 1] ?? '').split(',').filter((s) => s !== '');
+      for (const i of images) if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw new Error(`--images: unknown image ${i} (one of ${DEBIAN_IMAGES.join(', ')})`);
+      await coldImages(t, images as DebianImageName[], runs);
+      return;
+    }
     const reg = await startRegistry(t);
     const spec: Record<string, Buffer> = {};
     const binMb = Math.round(mb * 0.6);

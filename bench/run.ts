@@ -46,7 +46,7 @@ export const DEFAULTS = {
   trialTimeout: '300',
 } as const;
 /** Modes that talk to the Starlight proxy. */
-const PROXY_MODES = new Set(['download-only', 'starlight', 'starlight+prior', 'starlight+traces']);
+const PROXY_MODES = new Set(['download-only', 'starlight', 'starlight-cold', 'starlight+prior', 'starlight+traces']);
 
 const USAGE = `usage: npm run bench -- [--images ${DEFAULTS.images}] [--rtt ${DEFAULTS.rtt}] [--bandwidth ${DEFAULTS.bandwidth}]
        [--runs ${DEFAULTS.runs}] [--modes ${DEFAULTS.modes}] [--scenarios fresh,update]

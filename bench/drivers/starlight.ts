@@ -1,5 +1,7 @@
 /**
- * Modes "starlight" (the proxy's default order: no startup traces), "starlight+prior" (the proxy
+ * Modes "starlight" (the proxy's default order: no startup traces), "starlight-cold" (as
+ * "starlight", but the proxy has never seen the image: no notify, no direct delta first; the timed
+ * pull is the proxy's first contact, so its indexing is timed too), "starlight+prior" (the proxy
  * learned the startup of the OTHER images of the bench run, from one untimed traced run of each on
  * another worker, never of this image: the issue-11 case of a new image on a proxy that has seen
  * others) and "starlight+traces" (the proxy learned this image's startup order from one untimed
@@ -8,8 +10,9 @@
  * Topology per trial: worker (containerd + `starlight snapshotter`) → WAN emulator → request counter →
  * a `starlight proxy` of this trial → registry on loopback. Only the worker's link is emulated; the
  * proxy talks to the registry directly. Each trial starts its own proxy (own data dir) so traces
- * learned in one trial never change the order of another; the proxy's cold indexing is not timed:
- * setup warms it with `POST /v1/notify` and one direct (unemulated) GET of each version's delta.
+ * learned in one trial never change the order of another; except in starlight-cold the proxy's cold
+ * indexing is not timed: setup warms it with `POST /v1/notify` and one direct (unemulated) GET of each
+ * version's delta.
  *
  * pull = `starlight pull` (returns once the header is in and containerd has the snapshots);
  * run = `ctr run --snapshotter starlight` to the ready line; settle = poll the daemon's status until
@@ -139,16 +142,20 @@ class StarlightDriver implements ModeDriver {
   constructor(
     readonly name: string,
     private readonly traced: boolean,
-    /** Train the proxy on the other images of the run first (starlight+prior). */
-    private readonly prior = false,
+    /**
+     * How the trial's proxy starts: 'warm' = the image indexed untimed first; 'cold' = first contact,
+     * not warmed (starlight-cold); 'prior' = warmed and trained on the other images of the run
+     * (starlight+prior).
+     */
+    private readonly proxyStart: 'warm' | 'cold' | 'prior' = 'warm',
   ) {}
 
   async setup(env: TrialEnv): Promise<void> {
     const proxy = await startBenchProxy(env.spec.shared.registry, join(env.dir, 'px'));
     env.cleanups.add('stop starlight proxy', () => proxy.stop());
     const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
-    for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
-    if (this.prior) this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
+    if (this.proxyStart !== 'cold') for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
+    if (this.proxyStart === 'prior') this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
     if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
     this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
@@ -192,7 +199,7 @@ class StarlightDriver implements ModeDriver {
   }
 
   note(): string | undefined {
-    if (this.prior) return `${this.traces} trace(s) of other images`;
+    if (this.proxyStart === 'prior') return `${this.traces} trace(s) of other images`;
     return this.traced ? `${this.traces} trace(s)` : undefined;
   }
 
@@ -215,6 +222,12 @@ export const starlightMode: ModeDefinition = {
   create: () => new StarlightDriver('starlight', false),
 };
 
+export const starlightColdMode: ModeDefinition = {
+  name: 'starlight-cold',
+  unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
+  create: () => new StarlightDriver('starlight-cold', false, 'cold'),
+};
+
 export const starlightTracedMode: ModeDefinition = {
   name: 'starlight+traces',
   unavailable: tracesUnavailable,
@@ -224,5 +237,5 @@ export const starlightTracedMode: ModeDefinition = {
 export const starlightPriorMode: ModeDefinition = {
   name: 'starlight+prior',
   unavailable: tracesUnavailable,
-  create: () => new StarlightDriver('starlight+prior', false, true),
+  create: () => new StarlightDriver('starlight+prior', false, 'prior'),
 };

@@ -9,7 +9,8 @@ import { parseTokenFile, resolveProxyConfig } from '../proxy/config.js';
 import { startProxy } from '../proxy/server.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
-       [--cache-size 10GiB] [--token-file F] [--tls-cert F --tls-key F] [--platform linux/amd64] [--config FILE]
+       [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
+       [--platform linux/amd64] [--config FILE]
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
 <OPTION>=value in the --config file; precedence: flag > environment > file > default.`;
 
@@ -39,6 +40,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     port: cfg.port,
     dataDir: cfg.dataDir,
     cacheBytes: cfg.cacheBytes,
+    stagingBytes: cfg.stagingBytes,
+    indexConcurrency: cfg.indexConcurrency,
     tokens,
     tls,
     defaultPlatform: cfg.platform,

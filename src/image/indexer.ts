@@ -59,7 +59,19 @@ export interface BuildTocOptions {
    * Note: for files replaced later in the same layer onFile is still called (tar order).
    */
   onFile?: (entry: TocEntry, content: Readable) => Promise<void> | void;
+  /**
+   * Cheaper alternative to onFile, tried first for every regular file: return a sink and the file's
+   * bytes are handed to `sink.write` piece by piece, in order, awaiting a returned promise
+   * (backpressure); no stream per file. Return undefined to fall back to onFile for this file. The
+   * entry's digest is set once its last piece was written. A rejection aborts the build.
+   */
+  onFileSink?: (entry: TocEntry) => FileSink | undefined;
   signal?: AbortSignal;
+}
+
+/** See BuildTocOptions.onFileSink. */
+export interface FileSink {
+  write(piece: Buffer): void | Promise<void>;
 }
 
 const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
@@ -124,7 +136,9 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
           e.size = t.size;
         }
       } else if (e.type === 'reg') {
-        await readContent(e, body, opts.onFile);
+        const sink = opts.onFileSink?.(e);
+        if (sink !== undefined) await readIntoSink(e, body, sink);
+        else await readContent(e, body, opts.onFile);
       }
       put(entries, e);
     });
@@ -196,6 +210,15 @@ function put(entries: Map<string, TocEntry>, e: TocEntry): void {
     }
   }
   entries.set(e.path, e);
+}
+
+async function readIntoSink(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, sink: FileSink): Promise<void> {
+  const h = createHash('sha256');
+  await body.read((piece) => {
+    h.update(piece);
+    return sink.write(piece);
+  });
+  e.digest = `sha256:${h.digest('hex')}`;
 }
 
 async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, onFile: BuildTocOptions['onFile']): Promise<void> {

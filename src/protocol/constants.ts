@@ -25,6 +25,11 @@ export const FrameType = {
   END: 3,
   /** msgpack WireError; last frame of a stream that failed after the header was sent. */
   ERROR: 4,
+  /**
+   * u32 item index, u8 encoding, u64 encodedSize: the encoding of a `deferred` item, chosen at send
+   * time; precedes that item's first CONTENT frame. Only in streams requested with `deferred=1`.
+   */
+  ITEM: 5,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -32,6 +37,8 @@ export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 export const FRAME_HEAD_BYTES = 5;
 /** u32 index + u64 offset at the start of a CONTENT payload. */
 export const CONTENT_HEAD_BYTES = 12;
+/** u32 index + u8 encoding + u64 encodedSize: an ITEM payload. */
+export const ITEM_PAYLOAD_BYTES = 13;
 
 /**
  * Encoded bytes per CONTENT frame (default 1 MiB): large items are split so that one big file does
@@ -60,3 +67,17 @@ export function encodingCode(e: Encoding): number {
 export const HTTP_HEADER_ENCODING = 'starlight-encoding';
 /** Response header of GET /v1/content/<digest>: the item's decoded size in bytes. */
 export const HTTP_HEADER_RAW_SIZE = 'starlight-size';
+
+/**
+ * Response header of GET /v1/delta: the id of the proxy's sending session ([A-Za-z0-9_-]{1,64},
+ * unguessable), for POST /v1/sessions/<id>/next (on-demand items jump the queue).
+ */
+export const HTTP_HEADER_SESSION = 'starlight-session';
+/** Syntax of a session id. */
+export const SESSION_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+/** Path prefix of the session API: POST `${SESSIONS_ROUTE}/<id>/next`. */
+export const SESSIONS_ROUTE = '/v1/sessions';
+/** Most item indices in one POST /v1/sessions/<id>/next body. */
+export const MAX_SESSION_BUMP_ITEMS = 1024;
+/** Largest POST /v1/sessions/<id>/next body, bytes (1024 indices fit easily). */
+export const MAX_SESSION_BODY_BYTES = 64 * 1024;

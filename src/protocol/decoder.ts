@@ -12,12 +12,13 @@ import {
   CONTENT_HEAD_BYTES,
   FRAME_HEAD_BYTES,
   FrameType,
+  ITEM_PAYLOAD_BYTES,
   MAX_CONTENT_FRAME_BYTES,
   MAX_HEADER_BYTES,
   MAX_TRAILER_BYTES,
   PREAMBLE_BYTES,
 } from './constants.js';
-import { checkPreamble, parseEnd, parseError, parseHeader } from './frames.js';
+import { checkPreamble, parseEnd, parseError, parseHeader, parseItem } from './frames.js';
 import type { DeltaEvent, DeltaHeader } from './types.js';
 
 export interface DecoderOptions {
@@ -41,6 +42,8 @@ export class DeltaDecoder {
   /** Encoded bytes received per item (index - firstItem). */
   private received: Float64Array = new Float64Array(0);
   private completed = 0;
+  /** Deferred items whose ITEM frame has not come yet. */
+  private unannounced: Set<number> | undefined;
   private contentBytes = 0;
   /** Stream bytes consumed so far (for error details). */
   position = 0;
@@ -111,11 +114,15 @@ export class DeltaDecoder {
         const h = parseHeader(payload);
         this.header = h;
         this.received = new Float64Array(h.items.length - h.firstItem);
+        if (h.deferred !== undefined) this.unannounced = new Set(h.deferred);
         this.phase = 'content';
         return { type: 'header', header: h };
       }
       case FrameType.CONTENT:
         return this.content(payload);
+      case FrameType.ITEM:
+        this.announce(payload);
+        return undefined;
       case FrameType.END: {
         const h = this.header!;
         const end = parseEnd(payload);
@@ -147,7 +154,18 @@ export class DeltaDecoder {
     const max =
       type === FrameType.HEADER ? this.maxHeaderBytes : type === FrameType.CONTENT ? MAX_CONTENT_FRAME_BYTES : MAX_TRAILER_BYTES;
     if (type >= FrameType.HEADER && type <= FrameType.ERROR && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
+    if (type === FrameType.ITEM && len !== ITEM_PAYLOAD_BYTES) throw malformed(`ITEM frame of ${len} bytes, expected ${ITEM_PAYLOAD_BYTES}`, at);
     if (type === FrameType.CONTENT && len < CONTENT_HEAD_BYTES) throw malformed(`CONTENT frame of ${len} bytes is shorter than its head`, at);
+  }
+
+  /** ITEM frame: applies the encoding of a deferred item to the header's item (before its first chunk). */
+  private announce(payload: Buffer): void {
+    const { index, encoding, encodedSize } = parseItem(payload);
+    if (this.unannounced?.delete(index) !== true) throw malformed(`ITEM frame for item ${index}, which is not a deferred item awaiting it`, { index });
+    const item = this.header!.items[index]!;
+    if (encoding === 'identity' && encodedSize !== item.size) throw malformed(`ITEM frame for item ${index}: identity with encodedSize != size`, { index });
+    item.encoding = encoding;
+    item.encodedSize = encodedSize;
   }
 
   private content(payload: Buffer): DeltaEvent {
@@ -157,6 +175,7 @@ export class DeltaDecoder {
     const data = payload.subarray(CONTENT_HEAD_BYTES);
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw malformed(`CONTENT frame for item ${index} not in this stream`, { index });
+    if (this.unannounced?.has(index) === true) throw malformed(`CONTENT frame for deferred item ${index} before its ITEM frame`, { index });
     const slot = index - h.firstItem;
     const have = this.received[slot]!;
     if (off !== BigInt(have)) throw malformed(`CONTENT frame for item ${index} at offset ${off}, expected ${have}`, { index });

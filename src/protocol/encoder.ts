@@ -9,8 +9,8 @@
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES } from './constants.js';
-import { contentHead, endFrame, errorFrame, headerFrame, preamble } from './frames.js';
-import type { DeltaEnd, DeltaHeader, WireError } from './types.js';
+import { contentHead, endFrame, errorFrame, headerFrame, itemFrame, preamble } from './frames.js';
+import type { ContentItem, DeltaEnd, DeltaHeader, WireError } from './types.js';
 
 export interface EncoderOptions {
   /** Max data bytes per CONTENT frame; default DEFAULT_CHUNK_BYTES (1 MiB), at most 4 MiB. */
@@ -36,6 +36,10 @@ export class DeltaEncoder {
   private state: State = 'new';
   private header: DeltaHeader | undefined;
   private readonly sent = new Set<number>();
+  /** Bytes written so far of items sent by writeChunk() and not complete yet. */
+  private readonly partial = new Map<number, number>();
+  /** Deferred items not announced yet (writeItemEncoding). */
+  private unannounced = new Set<number>();
   private contentBytes = 0;
   /** Total bytes handed to the Writable (preamble and frame heads included). */
   bytesWritten = 0;
@@ -60,6 +64,7 @@ export class DeltaEncoder {
   async writeHeader(h: DeltaHeader): Promise<void> {
     if (this.state !== 'new') throw misuse('writeHeader called twice');
     this.header = h;
+    this.unannounced = new Set(h.deferred ?? []);
     this.state = 'open';
     await this.write(Buffer.concat([preamble(), headerFrame(h)]));
   }
@@ -73,7 +78,8 @@ export class DeltaEncoder {
     const h = this.openHeader();
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
-    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    if (this.sent.has(index) || this.partial.has(index)) throw misuse(`item ${index} sent twice`);
+    if (this.unannounced.has(index)) throw misuse(`deferred item ${index} sent before writeItemEncoding`);
     this.sent.add(index);
     if (source instanceof Uint8Array && source.length <= SMALL_WRITE_BYTES && source.length === item.encodedSize && source.length > 0) {
       await this.write(Buffer.concat([contentHead(index, 0, source.length), source]));
@@ -118,9 +124,59 @@ export class DeltaEncoder {
     if (item.encodedSize === 0) await this.write(contentHead(index, 0, 0));
   }
 
+  /**
+   * Appends `data` (≤ chunkBytes) to item `index` as one CONTENT frame at the item's next offset. Items
+   * sent this way may interleave (a session preempts one item for another at a frame boundary); each
+   * item's offsets stay contiguous. Returns true when the item is complete. An empty `data` is only
+   * valid for an item of encodedSize 0.
+   */
+  async writeChunk(index: number, data: Uint8Array): Promise<boolean> {
+    const h = this.openHeader();
+    const item = h.items[index];
+    if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
+    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    if (data.length > this.chunkBytes) throw misuse(`chunk of ${data.length} bytes exceeds ${this.chunkBytes}`);
+    if (this.unannounced.has(index)) throw misuse(`deferred item ${index} sent before writeItemEncoding`);
+    const offset = this.partial.get(index) ?? 0;
+    if (offset + data.length > item.encodedSize) {
+      throw new StarlightError('SL_ERR_INTERNAL', `item ${index} (${item.digest}) has more bytes than its encodedSize ${item.encodedSize}`, {
+        details: { digest: item.digest },
+      });
+    }
+    if (data.length === 0 && item.encodedSize !== 0) throw misuse(`empty chunk for item ${index}`);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
+    await this.write(data.length <= SMALL_WRITE_BYTES ? Buffer.concat([contentHead(index, offset, buf.length), buf]) : contentHead(index, offset, buf.length));
+    if (data.length > SMALL_WRITE_BYTES) await this.write(buf);
+    this.contentBytes += buf.length;
+    const now = offset + buf.length;
+    if (now < item.encodedSize) {
+      this.partial.set(index, now);
+      return false;
+    }
+    this.partial.delete(index);
+    this.sent.add(index);
+    return true;
+  }
+
+  /**
+   * Announces the encoding of deferred item `index` (header.deferred) chosen now: writes its ITEM frame
+   * and updates the header's item, so the item's bytes are then checked against `encodedSize`. Once per
+   * deferred item, before any of its bytes.
+   */
+  async writeItemEncoding(index: number, encoding: ContentItem['encoding'], encodedSize: number): Promise<void> {
+    const h = this.openHeader();
+    if (!this.unannounced.delete(index)) throw misuse(`item ${index} is not a deferred item awaiting its encoding`);
+    const item = h.items[index]!;
+    if (encoding === 'identity' && encodedSize !== item.size) throw misuse(`identity item ${index} with encodedSize ${encodedSize} != size ${item.size}`);
+    item.encoding = encoding;
+    item.encodedSize = encodedSize;
+    await this.write(itemFrame(index, encoding, encodedSize));
+  }
+
   /** Writes the END frame with the totals of what was sent. Returns them. */
   async writeEnd(): Promise<DeltaEnd> {
     this.openHeader();
+    if (this.partial.size > 0) throw misuse(`END with ${this.partial.size} item(s) partly sent`);
     this.state = 'closed';
     const end = { items: this.sent.size, contentBytes: this.contentBytes };
     await this.write(endFrame(end));

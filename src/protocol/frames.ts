@@ -10,6 +10,7 @@ import { StarlightError } from '../errors.js';
 import {
   CONTENT_HEAD_BYTES,
   ENCODINGS,
+  ITEM_PAYLOAD_BYTES,
   FRAME_HEAD_BYTES,
   FrameType,
   MAGIC,
@@ -102,8 +103,29 @@ export function headerFrame(h: DeltaHeader): Buffer {
     layers: h.layers.map((l) => ({ diffID: l.diffID, toc: l.toc })),
     items: packItems(h.items),
     firstItem: h.firstItem,
+    ...(h.deferred !== undefined && h.deferred.length > 0 ? { deferred: h.deferred } : {}),
   };
   return frame(FrameType.HEADER, packr.pack(wire));
+}
+
+/** ITEM frame: the encoding chosen at send time for deferred item `index`. */
+export function itemFrame(index: number, encoding: ContentItem['encoding'], encodedSize: number): Buffer {
+  const b = Buffer.allocUnsafe(ITEM_PAYLOAD_BYTES);
+  b.writeUInt32BE(index, 0);
+  b.writeUInt8(encodingCode(encoding), 4);
+  b.writeBigUInt64BE(BigInt(encodedSize), 5);
+  return frame(FrameType.ITEM, b);
+}
+
+/** Parses an ITEM payload (length checked by the caller). */
+export function parseItem(payload: Buffer): { index: number; encoding: ContentItem['encoding']; encodedSize: number } {
+  const index = payload.readUInt32BE(0);
+  const code = payload.readUInt8(4);
+  const encoding = ENCODINGS[code];
+  if (encoding === undefined) throw malformed(`ITEM frame for item ${index} has unknown encoding ${code}`, { index });
+  const big = payload.readBigUInt64BE(5);
+  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(`ITEM frame for item ${index}: encodedSize too large`, { index });
+  return { index, encoding, encodedSize: Number(big) };
 }
 
 export function endFrame(e: DeltaEnd): Buffer {
@@ -188,7 +210,19 @@ export function parseHeader(payload: Buffer): DeltaHeader {
   const items = unpackItems(o.items);
   const firstItem = count(o.firstItem, 'header.firstItem');
   if (firstItem > items.length) throw malformed(`header.firstItem ${firstItem} beyond ${items.length} items`);
+  let deferred: number[] | undefined;
+  if (o.deferred !== undefined) {
+    if (!Array.isArray(o.deferred)) throw malformed('header.deferred must be an array of item indices');
+    deferred = o.deferred.map((x, i) => {
+      const k = count(x, `header.deferred[${i}]`);
+      if (k < firstItem || k >= items.length || items[k]!.encoding !== 'identity' || items[k]!.encodedSize !== items[k]!.size) {
+        throw malformed(`header.deferred[${i}] = ${k} is not a placeholder item of this stream`);
+      }
+      return k;
+    });
+  }
   return {
+    ...(deferred !== undefined ? { deferred } : {}),
     ref: str(o, 'ref', w),
     platform: str(o, 'platform', w),
     manifestDigest: str(o, 'manifestDigest', w),

@@ -39,6 +39,12 @@ export interface DeltaHeader {
   items: ContentItem[];
   /** Index of the first item this stream carries (the request's `from`, default 0). */
   firstItem: number;
+  /**
+   * Items whose encoding the proxy chooses at send time (only with `deferred=1`): their table entry
+   * is a placeholder ('identity', encodedSize = size) until the item's ITEM frame, which a decoder
+   * applies to this header's item in place before the item's first chunk event.
+   */
+  deferred?: number[];
 }
 
 /** Totals in the END frame; a decoder checks them against what it saw. */

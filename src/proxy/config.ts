@@ -6,6 +6,7 @@
  * Not here: reading token/TLS files or starting the server (src/cli/proxy.ts, server.ts).
  */
 import { StarlightError } from '../errors.js';
+import { DEFAULT_INDEX_CONCURRENCY } from './indexer-service.js';
 
 /** Default listen address (loopback: exposing the proxy is an explicit choice). */
 export const DEFAULT_LISTEN = '127.0.0.1:8090';
@@ -13,6 +14,8 @@ export const DEFAULT_LISTEN = '127.0.0.1:8090';
 export const DEFAULT_DATA_DIR = '/var/lib/starlight/proxy';
 /** Default content cache bound: 10 GiB of encoded bytes. */
 export const DEFAULT_CACHE_SIZE = '10GiB';
+/** Default bound on raw contents staged on disk until encoded (first pulls): 4 GiB. */
+export const DEFAULT_STAGING_SIZE = '4GiB';
 /** Prefix of environment variables, e.g. STARLIGHT_PROXY_LISTEN. */
 export const ENV_PREFIX = 'STARLIGHT_PROXY_';
 
@@ -33,10 +36,14 @@ export interface ProxyConfig {
   tlsKey?: string;
   /** --platform: default platform of requests that name none. */
   platform: string;
+  /** --staging-size, bytes: raw contents of freshly indexed layers kept on disk until encoded. */
+  stagingBytes: number;
+  /** --index-concurrency: layer passes (fetch + TOC) at once. */
+  indexConcurrency: number;
 }
 
 /** Option names (flag without '--'; env/file key = upper-case with '_'). */
-const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config'] as const;
+const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency'] as const;
 type Option = (typeof OPTIONS)[number];
 
 function cfgError(message: string, details: Record<string, unknown>): StarlightError {
@@ -150,6 +157,14 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   if (cacheBytes === undefined || cacheBytes <= 0) {
     throw cfgError(`${size.from}=${size.v} is not a size (e.g. 10GiB, 500MB)`, { option: 'cache-size', value: size.v });
   }
+  const staging = get('staging-size') ?? { v: DEFAULT_STAGING_SIZE, from: 'default' };
+  const stagingBytes = parseSize(staging.v);
+  if (stagingBytes === undefined) throw cfgError(`${staging.from}=${staging.v} is not a size (e.g. 4GiB; 0 turns staging off)`, { option: 'staging-size', value: staging.v });
+  const conc = get('index-concurrency') ?? { v: String(DEFAULT_INDEX_CONCURRENCY), from: 'default' };
+  const indexConcurrency = Number(conc.v);
+  if (!Number.isInteger(indexConcurrency) || indexConcurrency < 1 || indexConcurrency > 64) {
+    throw cfgError(`${conc.from}=${conc.v} is not an integer in 1..64`, { option: 'index-concurrency', value: conc.v });
+  }
   const platform = get('platform')?.v ?? 'linux/amd64';
   if (!/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/i.test(platform)) {
     throw cfgError(`platform ${platform} is not os/arch[/variant]`, { option: 'platform', value: platform });
@@ -164,6 +179,8 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
     dataDir: get('data')?.v ?? DEFAULT_DATA_DIR,
     cacheBytes,
     platform,
+    stagingBytes,
+    indexConcurrency,
   };
   const tokenFile = get('token-file')?.v;
   if (tokenFile !== undefined) out.tokenFile = tokenFile;

@@ -1,29 +1,29 @@
 /**
- * The proxy's request handlers: parse and validate parameters, call the indexer/planner/cache, write
- * the response. Errors before a delta header → thrown (server.ts maps them with http-errors.ts);
- * errors after it → an ERROR frame, so the worker can tell a failure from a truncation.
+ * The proxy's request handlers, an HTTP adapter: parse and validate parameters, call the indexer, hand
+ * a delta to its session (session/), write the response. Errors before a delta header → thrown
+ * (server.ts maps them with http-errors.ts); errors after it → an ERROR frame (the session writes it),
+ * so the worker can tell a failure from a truncation.
  *
- * Not here: routing, auth, TLS (server.ts); planning rules (planner.ts); traces (trace-handlers.ts).
+ * Not here: routing, auth, TLS (server.ts); planning (session/delta-plan.ts, planner.ts); sending
+ * (session/session.ts); traces (trace-handlers.ts); session bumps (session-handlers.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { StarlightError, withContext } from '../errors.js';
-import { mergeLayers } from '../image/merge.js';
-import type { LayerToc, MergedTree } from '../image/toc.js';
+import { StarlightError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { type Reference, isDigest, parseReference } from '../oci/reference.js';
-import type { Readable } from 'node:stream';
-import { DELTA_MEDIA_TYPE, DeltaEncoder, HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, TRACE_GROUP_RE, type ContentItem } from '../protocol/index.js';
+import { DELTA_MEDIA_TYPE, DeltaEncoder, HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, TRACE_GROUP_RE } from '../protocol/index.js';
 import type { ContentCache } from './content-cache.js';
-import type { IndexerService } from './indexer-service.js';
+import type { IndexedImage, IndexerService } from './indexer-service.js';
+import { predictTargetOf } from './startup-service.js';
 import type { ProxyMetrics } from './metrics.js';
-import { haveContent, plan } from './planner.js';
-import { rankMap } from './priority.js';
 import type { MetadataStore } from './store.js';
 import type { PriorityService } from './priority-service.js';
-
-/** Items opened ahead of the one being written (bounded: ≤ this × WHOLE_READ_BYTES buffered per stream). */
-export const PREFETCH_ITEMS = 8;
+import { planDelta } from './session/delta-plan.js';
+import { announce, openDeferred } from './session/item-source.js';
+import type { SessionRegistry } from './session/registry.js';
+import { DeltaSession } from './session/session.js';
+import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
 export const MAX_HAVE = 1024;
 
@@ -41,6 +41,10 @@ export interface HandlerContext {
   defaultPlatform: string;
   /** The content cache's bound (bytes), to size re-fetch batches. */
   cacheBytes: number;
+  /** Raw contents of freshly indexed layers (sent 'identity' until encoded). */
+  staging?: StagingArea;
+  /** Live delta sessions (POST /v1/sessions/<id>/next). */
+  sessions: SessionRegistry;
 }
 
 function badParam(name: string, why: string, value?: string): StarlightError {
@@ -88,91 +92,6 @@ function clientGone(req: IncomingMessage, res: ServerResponse): AbortSignal {
   return ac.signal;
 }
 
-/** Re-fetch attempts per item before giving up (a concurrent re-fetch may have stored other digests). */
-const REFETCH_ATTEMPTS = 3;
-
-/**
- * Encoded bytes of `digest`, re-fetching its source layer if the cache evicted it. `alsoWanted` names
- * other digests of the same layer worth restoring in the same pass (the next items of the stream).
- */
-async function openContent(
-  ctx: HandlerContext,
-  digest: string,
-  sourceDiffID: string,
-  alsoWanted: () => string[] = () => [],
-): Promise<{ body: Buffer | Readable; encodedSize: number }> {
-  let got = await ctx.cache.open(digest);
-  for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
-    await ctx.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
-    got = await ctx.cache.open(digest);
-  }
-  if (got === undefined) {
-    throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is not in layer ${sourceDiffID} or does not fit the cache (--cache-size)`, {
-      details: { digest, diffID: sourceDiffID },
-    });
-  }
-  return { body: got.body, encodedSize: got.rec.encodedSize };
-}
-
-/** Digests of upcoming items from `diffID` not in the cache, up to a quarter of the cache's bound. */
-function upcoming(ctx: HandlerContext, items: ContentItem[], sources: string[], start: number, diffID: string): string[] {
-  const out: string[] = [];
-  let budget = ctx.cacheBytes / 4;
-  for (let j = start; j < items.length && budget > 0; j++) {
-    if (sources[j] !== diffID || ctx.cache.has(items[j]!.digest)) continue;
-    out.push(items[j]!.digest);
-    budget -= items[j]!.encodedSize;
-  }
-  return out;
-}
-
-/**
- * Writes items `from`.. in order, opening the next PREFETCH_ITEMS ahead of the one being written (hides
- * per-file open/read latency; memory stays bounded by PREFETCH_ITEMS small bodies or open streams).
- */
-async function sendItems(
-  ctx: HandlerContext,
-  enc: DeltaEncoder,
-  items: ContentItem[],
-  sources: string[],
-  from: number,
-  signal: AbortSignal,
-): Promise<void> {
-  const opened = new Map<number, Promise<{ body: Buffer | Readable; encodedSize: number }>>();
-  const openAt = (j: number): void => {
-    if (j >= items.length || opened.has(j)) return;
-    const src = sources[j]!;
-    const pr = openContent(ctx, items[j]!.digest, src, () => upcoming(ctx, items, sources, j + 1, src));
-    pr.catch(() => undefined); // awaited, and so reported, in order below
-    opened.set(j, pr);
-  };
-  try {
-    for (let i = from; i < items.length; i++) {
-      if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
-      for (let j = i; j <= i + PREFETCH_ITEMS; j++) openAt(j);
-      const pending = opened.get(i)!;
-      opened.delete(i);
-      // A failure to produce this item (its layer gone or corrupt in the registry) names it, so the
-      // worker can fail that one file and resume after it instead of retrying it forever.
-      const { body, encodedSize } = await pending.catch((err: unknown) => {
-        throw withContext(err, `content item ${i} (${items[i]!.digest})`, { item: i, digest: items[i]!.digest });
-      });
-      try {
-        if (encodedSize !== items[i]!.encodedSize) {
-          throw new StarlightError('SL_ERR_INTERNAL', `content ${items[i]!.digest} changed encoded size while streaming`, {
-            details: { digest: items[i]!.digest },
-          });
-        }
-        await enc.writeItem(i, body);
-      } finally {
-        if (!Buffer.isBuffer(body)) body.destroy();
-      }
-    }
-  } finally {
-    for (const pr of opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
-  }
-}
-
 function haveParam(url: URL): string[] {
   const raw = url.searchParams.get('have') ?? '';
   const have = raw === '' ? [] : raw.split(',');
@@ -188,29 +107,21 @@ function fromParam(url: URL): number {
   return from;
 }
 
+/** `deferred=1`: the worker reads ITEM frames (docs/protocol.md); absent/0: it does not. */
+function deferredParam(url: URL): boolean {
+  const raw = url.searchParams.get('deferred');
+  if (raw === null || raw === '' || raw === '0') return false;
+  if (raw === '1') return true;
+  throw badParam('deferred', 'must be 0 or 1', raw);
+}
+
 /**
- * What the worker has (docs/protocol.md `have`): a layer diffID → that layer and all its contents; an
- * image manifest digest → its chain and the contents visible in its merged tree. Digests the proxy does
- * not know are ignored: nothing can be deduplicated against them.
+ * The image's startup prediction (startup-service.ts), computed once per image right after indexing so
+ * that its first delta is already planned with it: from the staged raw contents on first contact (a
+ * few positioned reads per ELF file), from the cache afterwards. Warm: one map lookup.
  */
-function resolveHave(ctx: HandlerContext, have: string[]): { haveDiffIDs: Set<string>; haveDigests: Set<string> } {
-  const haveDiffIDs = new Set<string>();
-  const haveLayers: LayerToc[] = [];
-  const haveTrees: MergedTree[] = [];
-  for (const d of have) {
-    const l = ctx.indexer.toc(d);
-    if (l !== undefined) {
-      haveDiffIDs.add(d);
-      haveLayers.push(l);
-      continue;
-    }
-    const m = ctx.store.manifest(d);
-    if (m !== undefined && m.diffIDs.every((id) => ctx.store.hasLayer(id))) {
-      m.diffIDs.forEach((id) => haveDiffIDs.add(id));
-      haveTrees.push(mergeLayers(m.diffIDs.map((id) => ctx.indexer.toc(id)!)));
-    }
-  }
-  return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees) };
+export async function ensurePrediction(ctx: Pick<HandlerContext, 'priority'>, img: IndexedImage): Promise<void> {
+  if (!ctx.priority.prepared(img.record.manifestDigest)) await ctx.priority.prepare(predictTargetOf(img));
 }
 
 export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -221,77 +132,70 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const group = groupParam(url);
 
   const signal = clientGone(req, res);
+  const t0 = performance.now();
   const img = await ctx.indexer.image(ref, platform, signal);
-
-  const { haveDiffIDs, haveDigests } = resolveHave(ctx, have);
-  const merged = mergeLayers(img.tocs);
-  const p = plan({
-    chain: img.tocs,
-    merged,
-    haveDiffIDs,
-    haveDigests,
-    config: img.config,
-    rank: rankMap(
-      ctx.priority.order({ manifestDigest: img.record.manifestDigest, repository: img.record.repository, diffIDs: img.record.diffIDs, merged }, group).files,
-    ),
-  });
-  if (from > p.items.length) throw badParam('from', `is beyond the ${p.items.length} items of this delta`, String(from));
-  const items: ContentItem[] = p.items.map((it) => {
-    const c = ctx.store.content(it.digest);
-    if (c === undefined) {
-      throw new StarlightError('SL_ERR_INTERNAL', `content ${it.digest} (${it.path}) of ${img.ref} is not in the store`, { details: { digest: it.digest } });
-    }
-    return { digest: it.digest, size: c.size, encodedSize: c.encodedSize, encoding: c.encoding };
-  });
-  const sources = p.items.map((it) => it.sourceDiffID);
-  const tocBytes = new Map<string, Uint8Array>();
-  for (const l of p.layers) tocBytes.set(l.diffID, ctx.store.layer(l.diffID)!.toc);
-
-  res.writeHead(200, { 'content-type': DELTA_MEDIA_TYPE, 'docker-content-digest': img.record.manifestDigest, 'cache-control': 'no-store' });
+  await ensurePrediction(ctx, img);
+  const t1 = performance.now();
+  const deferred = deferredParam(url);
+  const { header, sources } = planDelta(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res);
+  const session = new DeltaSession({
+    id: ctx.sessions.newId(),
+    header,
+    sources,
+    deps: ctx,
+    encoder: enc,
+    refetchBudget: ctx.cacheBytes / 4,
+    holdEncoding: () => ctx.indexer.holdEncoding(),
+  });
+  ctx.sessions.add(session);
+  res.writeHead(200, {
+    'content-type': DELTA_MEDIA_TYPE,
+    'docker-content-digest': img.record.manifestDigest,
+    'cache-control': 'no-store',
+    [HTTP_HEADER_SESSION]: session.id,
+  });
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
   try {
-    await enc.writeHeader({
-      ref: img.ref,
-      platform,
-      manifestDigest: img.record.manifestDigest,
-      manifestMediaType: img.record.mediaType,
-      manifest: img.record.manifest,
-      config: img.record.config,
-      diffIDs: img.record.diffIDs,
-      layers: p.layers.map((l) => ({ diffID: l.diffID, toc: tocBytes.get(l.diffID)! })),
-      items,
-      firstItem: from,
-    });
-    await sendItems(ctx, enc, items, sources, from, signal);
-    await enc.writeEnd();
-    ctx.metrics.deltasServed++;
-    ctx.logger.info('delta-served', { image: img.ref, items: items.length - from, bytes: enc.bytesWritten });
-  } catch (err) {
-    ctx.metrics.deltasFailed++;
-    const e = withContext(err, `delta of ${img.ref}`);
-    ctx.logger.warn('delta-failed', { image: img.ref, error: e });
-    if (!signal.aborted && !res.destroyed) {
-      await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
+    const failed = await session.run(signal);
+    if (failed === undefined) {
+      ctx.metrics.deltasServed++;
+      ctx.logger.info('delta-served', { image: img.ref, items: header.items.length - from, bytes: enc.bytesWritten });
+    } else {
+      ctx.metrics.deltasFailed++;
+      ctx.logger.warn('delta-failed', { image: img.ref, error: failed });
     }
   } finally {
+    ctx.sessions.remove(session);
     ctx.metrics.deltaBytesSent += enc.bytesWritten;
     res.end();
   }
 }
 
+/**
+ * The encoded bytes of one content: from the cache (re-fetched if evicted), or raw from the staging
+ * area while a fresh layer's contents are being encoded. A digest the proxy does not know yet while it
+ * is indexing waits for that indexing (a header may name it before its layer's row is visible here).
+ */
 export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
   if (!isDigest(digest)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `content digest ${digest} is not sha256:<hex>`, { details: { digest } });
   ctx.metrics.contentRequests++;
-  const rec = ctx.store.content(digest);
+  let rec = ctx.store.content(digest);
+  while (rec === undefined && ctx.indexer.busy) {
+    await ctx.indexer.idle();
+    rec = ctx.store.content(digest);
+  }
   if (rec === undefined) {
     throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is unknown to this proxy`, { details: { digest } });
   }
-  const { body, encodedSize } = await openContent(ctx, digest, rec.sourceDiffID);
+  // The response names its encoding, so it is chosen now (a staged content is encoded at send time).
+  const item = announce(ctx, digest, 'requested content');
+  const { body, encoding, encodedSize } = await openDeferred(ctx, item, rec.sourceDiffID);
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
     'content-length': encodedSize,
-    [HTTP_HEADER_ENCODING]: rec.encoding,
-    [HTTP_HEADER_RAW_SIZE]: rec.size,
+    [HTTP_HEADER_ENCODING]: encoding,
+    [HTTP_HEADER_RAW_SIZE]: item.size,
     'docker-content-digest': digest,
   });
   if (Buffer.isBuffer(body)) {
@@ -309,10 +213,13 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
   });
 }
 
+/** Indexes an image ahead of time and waits until its contents are encoded and cached (the next pull is warm). */
 export async function handleNotify(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   const ref = resolveRef(url.searchParams.get('ref'), ctx.registries, 'ref');
   const platform = platformParam(url, ctx.defaultPlatform);
   const img = await ctx.indexer.image(ref, platform, clientGone(req, res));
+  await ctx.indexer.settled(img.record.diffIDs);
+  await ensurePrediction(ctx, img);
   const body = JSON.stringify({ ref: img.ref, platform, manifestDigest: img.record.manifestDigest, layers: img.record.diffIDs.length });
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);

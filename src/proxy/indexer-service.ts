@@ -1,16 +1,21 @@
 /**
  * Index on demand: resolve a reference through the registry, and for every layer not yet indexed
- * fetch its blob once, build its TOC (src/image/indexer.ts) while storing each file content into the
- * content cache, and record manifest, config and TOCs in the metadata store. Concurrent requests for
- * the same image or the same layer share one run (single-flight maps of promises). Also re-fetches a
- * layer whose contents were evicted from the cache.
+ * make ONE pass over its blob (fetch → decompress → TOC, src/image/indexer.ts) that stages each raw
+ * file content on local disk (staging.ts); record the layer's TOC and its content rows in the
+ * metadata store when the pass succeeded, then hand the stage to the background encoder, which puts
+ * the contents into the content cache. So image() resolves as soon as the TOCs exist (a first pull
+ * streams at once, its contents 'identity' from the stage) and compression never sits on the
+ * critical path. Layer passes run in parallel, at most `indexConcurrency` proxy-wide; concurrent
+ * requests for the same image or layer share one run (single-flight maps of promises). A pass that
+ * fails (registry unreachable, blob missing, digest mismatch) records nothing and leaves no staged
+ * file. Also re-fetches a layer whose contents were evicted from the cache.
  *
  * Not here: planning or streaming deltas, HTTP.
  */
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
-import { withContext } from '../errors.js';
-import { buildLayerToc } from '../image/indexer.js';
+import { StarlightError, withContext } from '../errors.js';
+import { type BuildTocOptions, buildLayerToc } from '../image/indexer.js';
 import { decodeToc, encodeToc } from '../image/toc-codec.js';
 import type { LayerToc } from '../image/toc.js';
 import type { Logger } from '../log.js';
@@ -20,9 +25,17 @@ import type { Descriptor, ImageConfig } from '../oci/types.js';
 import type { ContentCache } from './content-cache.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { ImageRecord, MetadataStore } from './store.js';
+import { BackgroundEncoder } from './background-encoder.js';
+import { Semaphore } from './semaphore.js';
+import type { StagingArea } from './staging.js';
+import type { TocEntry } from '../image/toc.js';
 
 /** Decoded layer TOCs kept in memory (entries, default 256). */
 const DECODED_TOCS = 256;
+/** Default IndexerServiceOptions.indexConcurrency: layer passes at once, proxy-wide (2-core measure: design-notes). */
+export const DEFAULT_INDEX_CONCURRENCY = 4;
+/** Default IndexerServiceOptions.encodeConcurrency: staged layers encoded at once. */
+export const DEFAULT_ENCODE_CONCURRENCY = 1;
 
 export interface IndexedImage {
   /** Fully qualified reference that was resolved. */
@@ -40,6 +53,12 @@ export interface IndexerServiceOptions {
   cache: ContentCache;
   metrics: ProxyMetrics;
   logger: Logger;
+  /** Raw contents of fresh layers until encoded; without it every pass encodes inline (slow first pull). */
+  staging?: StagingArea;
+  /** Layer passes (blob fetch + TOC) at once, proxy-wide. Default DEFAULT_INDEX_CONCURRENCY. */
+  indexConcurrency?: number;
+  /** Staged layers encoded at once in the background. Default DEFAULT_ENCODE_CONCURRENCY. */
+  encodeConcurrency?: number;
 }
 
 export class IndexerService {
@@ -49,18 +68,85 @@ export class IndexerService {
   /** Decoded TOCs of recently used layers (decoding a 3000-entry TOC per request showed in TTFB). */
   private readonly decoded = new LRUCache<string, LayerToc>({ max: DECODED_TOCS });
 
-  constructor(private readonly o: IndexerServiceOptions) {}
+  private readonly passes: Semaphore;
+  private readonly encoder: BackgroundEncoder;
+  /** Aborts running passes at close(). */
+  private readonly closing = new AbortController();
+  private idleWaiters: (() => void)[] = [];
 
-  /** Resolves `ref` for `platform` and makes sure every layer is indexed. Single-flight per ref+platform. */
+  constructor(private readonly o: IndexerServiceOptions) {
+    this.passes = new Semaphore(o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY);
+    this.encoder = new BackgroundEncoder({
+      cache: o.cache,
+      logger: o.logger,
+      concurrency: o.encodeConcurrency ?? DEFAULT_ENCODE_CONCURRENCY,
+      yieldTo: () => this.passesIdle(),
+    });
+  }
+
+  /**
+   * Resolves `ref` for `platform` and makes sure every layer is indexed (TOCs recorded; contents
+   * cached or staged). Single-flight per ref+platform. Failures name the image and the layer.
+   */
   image(ref: Reference, platform: string, signal?: AbortSignal): Promise<IndexedImage> {
     const key = `${formatReference(ref)}|${platform}`;
     let p = this.images.get(key);
     if (p === undefined) {
       // Not bound to one caller's signal: other callers may share this run.
-      p = this.indexImage(ref, platform).finally(() => this.images.delete(key));
+      p = this.indexImage(ref, platform)
+        .catch((err: unknown) => {
+          throw withContext(err, `index ${formatReference(ref)}`, { image: formatReference(ref) });
+        })
+        .finally(() => {
+          this.images.delete(key);
+          this.wakeIdle();
+        });
       this.images.set(key, p);
     }
     return signal === undefined ? p : raceAbort(p, signal);
+  }
+
+  /** Resolves when the background encoding of `diffIDs` is done: their contents are cached (warm). */
+  settled(diffIDs: readonly string[]): Promise<void> {
+    return this.encoder.settled(diffIDs);
+  }
+
+  /** Pauses background encoding until the returned release is called (BackgroundEncoder.hold). */
+  holdEncoding(): () => void {
+    return this.encoder.hold();
+  }
+
+  /** True while an image or layer is being indexed. */
+  get busy(): boolean {
+    return this.images.size > 0 || this.layers.size > 0;
+  }
+
+  /** Resolves once nothing is being indexed (a content request for a digest not known yet waits here). */
+  idle(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops: aborts running layer passes, lets background encodes finish for up to `graceMs` (so a
+   * restart right after a first pull is warm), then stops them; resolves when their files are gone.
+   */
+  async close(graceMs = 0): Promise<void> {
+    this.closing.abort();
+    await Promise.allSettled([...this.images.values(), ...this.layers.values()]);
+    await this.encoder.close(graceMs);
+  }
+
+  private wakeIdle(): void {
+    if (this.busy) return;
+    const w = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves when no layer pass is running or waiting. */
+  private async passesIdle(): Promise<void> {
+    while (this.layers.size > 0) await Promise.allSettled([...this.layers.values()]);
   }
 
   private async indexImage(ref: Reference, platform: string): Promise<IndexedImage> {
@@ -69,7 +155,9 @@ export class IndexerService {
     let record = cachedDigest !== undefined ? this.o.store.manifest(cachedDigest) : undefined;
     let layers: Descriptor[];
     if (record === undefined) {
+      const t0 = performance.now();
       const r = await this.registry(() => this.o.client.resolve(ref, platform));
+      this.o.logger.info('image-resolved', { image: name, manifestDigest: r.manifestDigest, seconds: (performance.now() - t0) / 1000 });
       record = {
         manifestDigest: r.manifestDigest,
         mediaType: r.manifestMediaType,
@@ -79,7 +167,6 @@ export class IndexerService {
         diffIDs: r.config.rootfs.diff_ids,
       };
       layers = r.manifest.layers;
-      this.o.store.putImage(name, platform, record);
     } else {
       layers = (JSON.parse(record.manifest.toString('utf8')) as { layers: Descriptor[] }).layers;
     }
@@ -88,6 +175,8 @@ export class IndexerService {
       throw withContext(new Error(`manifest has ${layers.length} layers, config ${record.diffIDs.length} diff_ids`), `index ${name}`);
     }
     const tocs = await Promise.all(layers.map((desc, i) => this.layer(record.repository, desc, record.diffIDs[i]!)));
+    // Recorded only now: a ref whose layers did not all index is not recorded as an image.
+    this.o.store.putImage(name, platform, record);
     return { ref: name, platform, record, config, tocs };
   }
 
@@ -97,7 +186,12 @@ export class IndexerService {
     if (known !== undefined) return Promise.resolve(known);
     let p = this.layers.get(diffID);
     if (p === undefined) {
-      p = this.indexLayer(repository, desc, diffID).finally(() => this.layers.delete(diffID));
+      p = this.passes
+        .run(() => this.indexLayer(repository, desc, diffID))
+        .finally(() => {
+          this.layers.delete(diffID);
+          this.wakeIdle();
+        });
       this.layers.set(diffID, p);
     }
     return p;
@@ -117,41 +211,83 @@ export class IndexerService {
 
   private async indexLayer(repository: string, desc: Descriptor, diffID: string): Promise<LayerToc> {
     const t0 = process.hrtime.bigint();
-    const toc = await this.readLayer(repository, desc, diffID);
-    this.o.store.putLayer({
-      diffID,
-      layerDigest: desc.digest,
-      mediaType: desc.mediaType,
-      compressedSize: desc.size,
-      uncompressedSize: toc.uncompressedSize,
-      repository,
-      toc: Buffer.from(encodeToc(toc)),
-    });
+    const stage = this.o.staging?.begin(diffID);
+    const staged: { entry: TocEntry; offset: number }[] = [];
+    let toc: LayerToc;
+    try {
+      toc = await this.readLayer(repository, desc, diffID, {
+        signal: this.closing.signal,
+        onFileSink: (entry) => {
+          if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
+          staged.push({ entry, offset: stage.position });
+          return stage;
+        },
+        // Staging is full (or off): encode inline (the first pull then waits for it).
+        onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
+      });
+      // entry.digest is set once a file's bytes were hashed, i.e. by now for every staged entry.
+      const contents = new Map<string, { digest: string; size: number; offset: number }>();
+      for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
+      await stage?.commit([...contents.values()]);
+      this.o.store.putLayerIndex(
+        {
+          diffID,
+          layerDigest: desc.digest,
+          mediaType: desc.mediaType,
+          compressedSize: desc.size,
+          uncompressedSize: toc.uncompressedSize,
+          repository,
+          toc: Buffer.from(encodeToc(toc)),
+        },
+        // Every staged content gets a row (cached = 0 until the encoder or a re-fetch stores it).
+        [...contents.values()].map((c) => ({ digest: c.digest, size: c.size, sourceDiffID: diffID })),
+      );
+    } catch (err) {
+      await stage?.discard();
+      throw err;
+    }
+    if (stage !== undefined) void this.encoder.enqueue(stage);
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     this.o.metrics.layersIndexed++;
     this.o.metrics.indexSeconds += secs;
-    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, seconds: secs });
+    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, seconds: secs });
     return toc;
   }
 
-  /** Fetches and reads a layer blob, storing every file content in the cache (already cached ones are skipped). */
-  private async readLayer(repository: string, desc: Descriptor, diffID: string, only?: ReadonlySet<string>): Promise<LayerToc> {
+  /** Fetches and reads a layer blob, handing each regular file to `onFile` (default: store it in the cache). */
+  private async readLayer(
+    repository: string,
+    desc: Descriptor,
+    diffID: string,
+    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal } = {},
+  ): Promise<LayerToc> {
     const ref = parseReference(`${repository}@${desc.digest}`);
-    const blob: Readable = await this.registry(() => this.o.client.fetchBlob(ref, desc));
+    const where = { layer: desc.digest, diffID };
+    let blob: Readable;
+    try {
+      blob = await this.registry(() => this.o.client.fetchBlob(ref, desc));
+    } catch (err) {
+      throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, where);
+    }
     this.o.metrics.registryBlobFetches++;
+    const only = opts.only;
+    const onFile = opts.onFile ?? (async (entry: TocEntry, content: Readable) => void (await this.o.cache.put(content, entry.size, diffID, { only })));
     try {
       return await buildLayerToc(blob, {
         mediaType: desc.mediaType,
         expectedDiffID: diffID,
         layerName: desc.digest,
+        signal: opts.signal,
+        onFileSink: opts.onFileSink,
         onFile: async (entry, content) => {
           if (entry.size === 0) return;
-          await this.o.cache.put(content, entry.size, diffID, { only });
+          await onFile(entry, content);
         },
       });
     } catch (err) {
       blob.destroy();
-      throw withContext(err, `index layer ${desc.digest} of ${repository}`, { layer: desc.digest, diffID });
+      if (opts.signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: where });
+      throw withContext(err, `index layer ${desc.digest} of ${repository}`, where);
     }
   }
 
@@ -166,7 +302,7 @@ export class IndexerService {
       p = (async () => {
         const l = this.o.store.layer(diffID);
         if (l === undefined) throw withContext(new Error(`layer ${diffID} is not indexed`), 'refetch content');
-        await this.readLayer(l.repository, { mediaType: l.mediaType, digest: l.layerDigest, size: l.compressedSize }, diffID, wanted);
+        await this.readLayer(l.repository, { mediaType: l.mediaType, digest: l.layerDigest, size: l.compressedSize }, diffID, { only: wanted });
         this.o.logger.info('layer-refetched', { diffID, wanted: wanted.size });
       })().finally(() => this.refetches.delete(diffID));
       this.refetches.set(diffID, p);

@@ -3,8 +3,8 @@
  * (http-errors.ts). Also the wiring of store, cache, indexer and registry client (`startProxy`), and
  * graceful close (stop accepting, let streams finish up to a deadline, then destroy; close the store).
  *
- * Routes: GET /v1/delta, GET /v1/content/<digest>, POST /v1/notify, POST|GET /v1/traces, GET /healthz,
- * GET /metrics.
+ * Routes: GET /v1/delta, GET /v1/content/<digest>, POST /v1/notify, POST|GET /v1/traces,
+ * POST /v1/sessions/<id>/next, GET /healthz, GET /metrics.
  * /healthz and /metrics need no token (they reveal no image data). Not here: request logic (handlers.ts).
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -20,13 +20,20 @@ import { isLoopback } from '../oci/reference.js';
 import { ContentCache } from './content-cache.js';
 import { type HandlerContext, handleContent, handleDelta, handleNotify } from './handlers.js';
 import { sendError } from './http-errors.js';
-import { PredictingIndexerService } from './predicting-indexer.js';
+import { IndexerService } from './indexer-service.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
 import { PriorityService } from './priority-service.js';
 import { StartupService } from './startup-service.js';
 import { handleTracesGet, handleTracesPost } from './trace-handlers.js';
 import { TRACES_ROUTE } from '../protocol/traces.js';
+import { SESSIONS_ROUTE } from '../protocol/constants.js';
+import { handleSessionNext } from './session-handlers.js';
+import { SessionRegistry } from './session/registry.js';
+import { StagingArea } from './staging.js';
+
+/** Default ProxyOptions.stagingBytes (4 GiB). */
+export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
 
 /** ms that close() lets running streams finish before destroying their sockets. */
 export const CLOSE_GRACE_MS = 5000;
@@ -41,6 +48,10 @@ export interface ProxyOptions {
   dataDir: string;
   /** Content cache bound, encoded bytes. */
   cacheBytes: number;
+  /** Bound on raw contents staged until encoded (first pulls), bytes; 0 = encode inline. Default 4 GiB. */
+  stagingBytes?: number;
+  /** Layer passes at once. Default DEFAULT_INDEX_CONCURRENCY. */
+  indexConcurrency?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
   /** PEM cert and key: serve HTTPS. */
@@ -90,8 +101,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger });
-  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, logger }));
-  const indexer = new PredictingIndexerService({ client, store, cache, metrics, logger }, priority);
+  const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
+  const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
+  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }));
+  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency });
+  const sessions = new SessionRegistry();
   const ctx: HandlerContext = {
     store,
     cache,
@@ -102,6 +116,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     registries: regs.map((r) => r.host),
     defaultPlatform: o.defaultPlatform ?? 'linux/amd64',
     cacheBytes: o.cacheBytes,
+    staging,
+    sessions,
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
 
@@ -122,6 +138,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (path === '/v1/delta' && req.method === 'GET') return handleDelta(ctx, req, res, url);
     if (path.startsWith('/v1/content/') && req.method === 'GET') return handleContent(ctx, req, res, decodeURIComponent(path.slice(12)));
     if (path === '/v1/notify' && req.method === 'POST') return handleNotify(ctx, req, res, url);
+    if (path.startsWith(`${SESSIONS_ROUTE}/`) && path.endsWith('/next') && req.method === 'POST') {
+      return handleSessionNext(sessions, req, res, decodeURIComponent(path.slice(SESSIONS_ROUTE.length + 1, -'/next'.length)));
+    }
     if (path === TRACES_ROUTE && req.method === 'POST') return handleTracesPost(ctx, req, res);
     if (path === TRACES_ROUTE && req.method === 'GET') return handleTracesGet(ctx, req, res, url);
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no route ${req.method ?? '?'} ${path}`, { details: { path } });
@@ -152,6 +171,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
       await done;
       clearTimeout(timer);
+      await indexer.close(CLOSE_GRACE_MS);
       cache?.close();
       store.close();
       logger.info('proxy-closed', {});

@@ -18,10 +18,12 @@ import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflateRaw } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
+import { mergeLayers } from '../image/merge.js';
 import type { MergedTree } from '../image/toc.js';
 import type { Logger } from '../log.js';
 import type { ImageConfig } from '../oci/types.js';
 import type { Encoding } from '../protocol/constants.js';
+import type { IndexedImage } from './indexer-service.js';
 import type { RangeReader } from './startup/elf.js';
 import { readFacts } from './startup/facts.js';
 import { type FileFacts, type Prediction, StartupTree, predictWith } from './startup/predict.js';
@@ -44,9 +46,18 @@ export interface ContentEncodings {
   content(digest: string): { encoding: Encoding } | undefined;
 }
 
+/**
+ * Raw contents staged by a first-contact index pass (StagingArea satisfies it): read before the cache,
+ * so a first delta is predicted from the staged layer bytes while the cache's encoding still runs.
+ */
+export interface StagedContents {
+  lookup(digest: string): { path: string; offset: number; size: number } | undefined;
+}
+
 export interface StartupServiceOptions {
   cache: CachedContentFiles;
   store: ContentEncodings;
+  staging?: StagedContents;
   logger?: Logger;
 }
 
@@ -107,9 +118,11 @@ export class StartupService {
   }
 
   private async readFactsOf(digest: string, size: number): Promise<FileFacts> {
-    const rec = this.o.store.content(digest);
-    if (rec === undefined || !this.o.cache.has(digest) || size === 0) return { kind: 'unknown' };
-    const reader = cachedReader(this.o.cache.pathOf(digest), rec.encoding);
+    if (size === 0) return { kind: 'unknown' };
+    const staged = this.o.staging?.lookup(digest);
+    const rec = staged === undefined ? this.o.store.content(digest) : undefined;
+    if (staged === undefined && (rec === undefined || !this.o.cache.has(digest))) return { kind: 'unknown' };
+    const reader = staged !== undefined ? cachedReader(staged.path, 'identity', staged.offset, staged.size) : cachedReader(this.o.cache.pathOf(digest), rec!.encoding);
     if (reader === undefined) return { kind: 'unknown' };
     try {
       return await readFacts(reader.read, size);
@@ -122,16 +135,19 @@ export class StartupService {
 /**
  * A RangeReader over a cache file: positioned reads for 'identity', a forward streaming decode for
  * compressed encodings (a read behind the decoder's position restarts it). undefined for encodings
- * without a decoder here (zstd).
+ * without a decoder here (zstd). `base`/`limit` (identity only): the content starts `base` bytes into
+ * `file` and is `limit` bytes long (a staged content inside its layer pass's file).
  */
-export function cachedReader(file: string, encoding: Encoding): { read: RangeReader; close: () => Promise<void> } | undefined {
+export function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infinity): { read: RangeReader; close: () => Promise<void> } | undefined {
   if (encoding === 'identity') {
     const fh = open(file, 'r');
     return {
       read: async (offset, length) => {
         const h = await fh;
-        const buf = Buffer.alloc(length);
-        const { bytesRead } = await h.read(buf, 0, length, offset);
+        const n = Math.max(0, Math.min(length, limit - offset));
+        if (n === 0) return undefined;
+        const buf = Buffer.alloc(n);
+        const { bytesRead } = await h.read(buf, 0, n, base + offset);
         return bytesRead === 0 ? undefined : buf.subarray(0, bytesRead);
       },
       close: () => fh.then((h) => h.close(), () => undefined),
@@ -189,4 +205,9 @@ export function cachedReader(file: string, encoding: Encoding): { read: RangeRea
       return Promise.resolve();
     },
   };
+}
+
+/** What PriorityService.prepare needs of an indexed image. */
+export function predictTargetOf(img: IndexedImage): PredictTarget {
+  return { manifestDigest: img.record.manifestDigest, config: img.config, merged: mergeLayers(img.tocs) };
 }

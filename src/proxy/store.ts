@@ -210,6 +210,22 @@ export class MetadataStore {
       .run(l.diffID, l.layerDigest, l.mediaType, l.compressedSize, l.uncompressedSize, l.repository, l.toc, Date.now());
   }
 
+  /**
+   * Records an indexed layer and, in the same transaction, a row for each of its contents not known
+   * yet ('identity', cached = 0: stored later by the background encoder, or re-fetched on demand). One
+   * transaction: a layer is never recorded without its contents, nor contents of a failed layer.
+   */
+  putLayerIndex(l: LayerRecord, contents: readonly { digest: string; size: number; sourceDiffID: string }[]): void {
+    const st = this.q(
+      'INSERT OR IGNORE INTO contents (digest, size, encoded_size, encoding, source_diff_id, cached, last_access, encoded_digest) VALUES (?,?,?,?,?,0,?,NULL)',
+    );
+    const now = Date.now();
+    this.db.transaction(() => {
+      for (const c of contents) st.run(c.digest, c.size, c.size, 'identity', c.sourceDiffID, now);
+      this.putLayer(l);
+    })();
+  }
+
   layer(diffID: string): LayerRecord | undefined {
     const r = this.q('SELECT * FROM layers WHERE diff_id = ?').get(diffID) as
       | { diff_id: string; layer_digest: string; media_type: string; compressed_size: number; uncompressed_size: number; repository: string; toc: Buffer }

@@ -12,26 +12,36 @@ import { mergeLayers } from '../image/merge.js';
 import { isDigest } from '../oci/reference.js';
 import type { ImageConfig } from '../oci/types.js';
 import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';
-import { type HandlerContext, groupParam, platformParam, resolveRef } from './handlers.js';
+import { type HandlerContext, ensurePrediction, groupParam, platformParam, resolveRef } from './handlers.js';
 
-function tooLarge(bytes: number | undefined): StarlightError {
-  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${MAX_TRACE_BODY_BYTES} bytes`, {
-    details: { limit: MAX_TRACE_BODY_BYTES, ...(bytes !== undefined ? { bytes } : {}) },
+function tooLarge(bytes: number | undefined, limit: number): StarlightError {
+  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${limit} bytes`, {
+    details: { limit, ...(bytes !== undefined ? { bytes } : {}) },
   });
 }
 
 /** Reads the whole request body, failing with SL_ERR_PROXY_BODY_TOO_LARGE past `limit` bytes. */
 async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared));
+  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared), limit);
   const parts: Buffer[] = [];
   let n = 0;
   for await (const b of req as AsyncIterable<Buffer>) {
     n += b.length;
-    if (n > limit) throw tooLarge(undefined);
+    if (n > limit) throw tooLarge(undefined, limit);
     parts.push(b);
   }
   return Buffer.concat(parts, n);
+}
+
+/** Reads a JSON body (≤ `limit` bytes); SL_ERR_INVALID_ARGUMENT naming `what` if it does not parse. */
+export async function readJsonBody(req: IncomingMessage, limit: number, what: string): Promise<unknown> {
+  const raw = await readBody(req, limit);
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (cause) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what}: body is not valid JSON`, { cause, details: { field: 'body' } });
+  }
 }
 
 function sendJson(res: ServerResponse, value: unknown): void {
@@ -47,14 +57,7 @@ export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage
       details: { field: 'content-type' },
     });
   }
-  const raw = await readBody(req, MAX_TRACE_BODY_BYTES);
-  let json: unknown;
-  try {
-    json = JSON.parse(raw.toString('utf8'));
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', 'trace upload: body is not valid JSON', { cause, details: { field: 'body' } });
-  }
-  const body = validateTraceUpload(json);
+  const body = validateTraceUpload(await readJsonBody(req, MAX_TRACE_BODY_BYTES, 'trace upload'));
   const accepted = ctx.priority.record(body, Date.now());
   ctx.metrics.tracesAccepted += accepted;
   ctx.logger.info('traces-accepted', {
@@ -91,6 +94,7 @@ export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage
     const ac = new AbortController();
     res.on('close', () => ac.abort());
     const img = await ctx.indexer.image(ref, platformParam(url, ctx.defaultPlatform), ac.signal);
+    await ensurePrediction(ctx, img);
     const rec = img.record;
     target = { manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(img.tocs) };
   }

@@ -16,7 +16,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { ensureDebianImage } from '../../bench/images/ensure.js';
+import { type DebianImageName, ensureDebianImage } from '../../bench/images/ensure.js';
 import { WanEmulator } from '../../bench/wan/emulator.js';
 import { buildLayerToc } from '../../src/image/indexer.js';
 import { mergeLayers } from '../../src/image/merge.js';
@@ -71,14 +71,14 @@ export async function pushLayers(t: ExecutionContext, reg: TestRegistry, name: s
   return { name, ref, blobs, tocs, merged: mergeLayers(tocs) };
 }
 
-/** The Debian python-web image of bench/images (built once per machine, cached), pushed to `reg`. */
-export async function pushDebian(reg: TestRegistry, signal: AbortSignal): Promise<TestImage> {
-  const img = await ensureDebianImage(reg.url, 'python-web', { signal });
+/** A Debian image of bench/images (default python-web; built once per machine, cached), pushed to `reg`. */
+export async function pushDebian(reg: TestRegistry, signal: AbortSignal, name: DebianImageName = 'python-web'): Promise<TestImage & { ready: string; layerDigests: string[] }> {
+  const img = await ensureDebianImage(reg.url, name, { signal });
   const tocs: LayerToc[] = [];
   for (const [i, l] of img.layers.entries()) {
     tocs.push(await buildLayerToc(createReadStream(l.gzPath), { mediaType: img.manifest.layers[i]!.mediaType, expectedDiffID: l.diffId, signal }));
   }
-  return { name: 'python-web', ref: img.reference, blobs: img.layers.map((l) => l.gzPath), tocs, merged: mergeLayers(tocs) };
+  return { name, ref: img.reference, blobs: img.layers.map((l) => l.gzPath), tocs, merged: mergeLayers(tocs), ready: img.built.ready, layerDigests: img.manifest.layers.map((l) => l.digest) };
 }
 
 export interface Stack {

@@ -18,6 +18,8 @@ test('a corrupted cache file is re-fetched from its layer; the delta still verif
   const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', data]);
   const first = await fetchDelta(p.url, { to: `${reg.host}/app:v1` });
   t.is(first.contents.size, 3);
+  // A first contact streams staged contents; notify returns once the background encoder cached them.
+  t.is((await fetch(`${p.url}/v1/notify?ref=${reg.host}/app:v1`, { method: 'POST' })).status, 200);
 
   const hex = sha256(files['opt/data']).slice('sha256:'.length);
   const path = join(data, 'content', 'sha256', hex.slice(0, 2), hex);

@@ -69,9 +69,19 @@ test('cold delta of v1: TOCs, visible content only, each digest once, all verifi
   t.is(sent[0], sha256(appBin), 'entrypoint first');
   t.is(sent[1], sha256(libfoo), 'then shared libraries');
   t.is(d.contents.size, sent.length);
-  t.is(d.header.items.find((i) => i.digest === sha256(libfoo))!.encoding, 'identity');
-  t.is(d.header.items.find((i) => i.digest === sha256(appBin))!.encoding, 'br');
+  // First contact: nothing waited for compression, so every item goes out as staged (identity)…
+  t.true(d.header.items.every((i) => i.encoding === 'identity' && i.encodedSize === i.size));
   t.false(merged.entries.some((e) => e.path === 'opt/hidden'));
+  // …while the background encoder fills the cache: notify returns once it is done, and the next delta
+  // carries the cached encodings, with no second registry fetch.
+  const n = await fetch(`${p.url}/v1/notify?ref=${f.reg.host}/app:v1`, { method: 'POST' });
+  t.is(n.status, 200);
+  const warm = await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
+  t.deepEqual(warm.header.items.map((i) => i.digest), sent);
+  t.is(warm.header.items.find((i) => i.digest === sha256(libfoo))!.encoding, 'identity');
+  t.is(warm.header.items.find((i) => i.digest === sha256(appBin))!.encoding, 'br');
+  t.is(warm.contents.size, sent.length);
+  t.is((await metrics(p.url)).get('starlight_proxy_registry_blob_fetches_total'), 2);
 });
 
 test('v2 with have=v1: only new content on the wire; stream and /metrics agree', async (t) => {
@@ -107,7 +117,10 @@ test('restart keeps the index: no registry blob fetch the second time', async (t
   t.is((await a.stop()).code, 0, 'graceful exit on SIGTERM');
   const b = await startProxyProcess(t, proxyArgs(t, f.reg, [], data));
   const d2 = await fetchDelta(b.url, { to: `${f.reg.host}/app:v1` });
-  t.deepEqual(d2.header.items, d1.header.items);
+  t.deepEqual(
+    d2.header.items.map((i) => [i.digest, i.size]),
+    d1.header.items.map((i) => [i.digest, i.size]),
+  );
   const m = await metrics(b.url);
   t.is(m.get('starlight_proxy_registry_blob_fetches_total'), 0);
   t.is(m.get('starlight_proxy_layers_indexed_total'), 0);

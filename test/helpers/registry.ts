@@ -69,14 +69,17 @@ export interface FrontOptions {
 export interface Front {
   host: string;
   /** Counters the tests assert on. */
-  stats: { proxied: number; failed: number; tokenRequests: number; challenged: number };
+  stats: { proxied: number; failed: number; tokenRequests: number; challenged: number; blobGets: number };
+  /** 'METHOD url' of every proxied request, in order. */
+  requests: string[];
 }
 
 const API_PATH = /^\/v2\/(.+?)\/(manifests|blobs|tags)\//;
 
 /** A node:http reverse proxy on 127.0.0.1:0 in front of `upstream` ('127.0.0.1:PORT'). */
 export async function startFront(t: ExecutionContext, upstream: string, opts: FrontOptions = {}): Promise<Front> {
-  const stats = { proxied: 0, failed: 0, tokenRequests: 0, challenged: 0 };
+  const stats = { proxied: 0, failed: 0, tokenRequests: 0, challenged: 0, blobGets: 0 };
+  const requests: string[] = [];
   /** token → granted 'repo:action' entries */
   const tokens = new Map<string, Set<string>>();
   let host = '';
@@ -129,6 +132,8 @@ export async function startFront(t: ExecutionContext, upstream: string, opts: Fr
       return;
     }
     stats.proxied++;
+    if (req.method === 'GET' && /\/blobs\/sha256:/.test(req.url ?? '')) stats.blobGets++;
+    requests.push(`${req.method ?? '?'} ${req.url ?? ''}`);
     const headers = { ...req.headers };
     if (opts.token) delete headers.authorization;
     if (opts.ignoreRange) delete headers.range;
@@ -148,5 +153,5 @@ export async function startFront(t: ExecutionContext, upstream: string, opts: Fr
         server.close(() => resolve());
       }),
   );
-  return { host, stats };
+  return { host, stats, requests };
 }

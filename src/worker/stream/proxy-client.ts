@@ -72,6 +72,8 @@ export class ProxyClient {
     if (req.have.length) u.searchParams.set('have', req.have.join(','));
     if (req.platform) u.searchParams.set('platform', req.platform);
     if (req.from) u.searchParams.set('from', String(req.from));
+    // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
+    u.searchParams.set('deferred', '1');
     return this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
   }
 

@@ -186,6 +186,9 @@ export class DeltaReceiver {
     const body = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
     let current: { index: number; ing: Ingest | null; dec: ItemDecoder | null } | undefined;
+    // This connection's header: its items carry the encodings this connection sends (they may differ
+    // from an earlier connection's for the same digests, and deferred ones are set by ITEM frames).
+    let conn: DeltaHeader | undefined;
     let progressed = false;
     const counted = (async function* (src: AsyncIterable<Buffer>, onBytes: (n: number) => void) {
       for await (const c of src) {
@@ -196,6 +199,7 @@ export class DeltaReceiver {
     try {
       for await (const ev of decodeDelta(counted)) {
         if (ev.type === 'header') {
+          conn = ev.header;
           this.acceptHeader(ev.header);
           await this.skipPresent();
           continue;
@@ -205,7 +209,7 @@ export class DeltaReceiver {
         if (current === undefined || current.index !== ev.index) {
           if (current?.ing) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `item ${current.index} ended without its last chunk`);
           const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream', item.size);
-          current = { index: ev.index, ing, dec: ing ? new ItemDecoder(item.encoding, ing, item.digest) : null };
+          current = { index: ev.index, ing, dec: ing ? new ItemDecoder((conn ?? this.hdr!).items[ev.index]!.encoding, ing, item.digest) : null };
         }
         if (current.dec) {
           try {

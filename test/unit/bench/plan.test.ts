@@ -18,7 +18,7 @@ test('default options: 5 images, RTT 0 and 150, 100mbit, both scenarios, every m
   t.deepEqual(o.rtts, [0, 150]);
   t.deepEqual(o.bandwidths, [100e6]);
   t.deepEqual(o.scenarios, ['fresh', 'update']);
-  t.deepEqual(o.modes.map((m) => m.name), ['overlayfs', 'estargz', 'starlight', 'starlight+prior', 'starlight+traces', 'download-only']);
+  t.deepEqual(o.modes.map((m) => m.name), ['overlayfs', 'estargz', 'starlight', 'starlight-cold', 'starlight+prior', 'starlight+traces', 'download-only']);
 });
 
 test('bad options fail with SL_ERR_INVALID_ARGUMENT', (t) => {

@@ -1,26 +1,21 @@
 import test from 'ava';
 import { PassThrough } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, type DeltaHeader, type ContentItem } from '../../../src/protocol/index.js';
+import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, type DeltaHeader } from '../../../src/protocol/index.js';
 import { errorFrame, frameHead, headerFrame, preamble } from '../../../src/protocol/frames.js';
+import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
 
 function digest(b: Buffer): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
 }
 
 function makeHeader(contents: Buffer[], firstItem = 0): DeltaHeader {
-  const items: ContentItem[] = contents.map((c) => ({ digest: digest(c), size: c.length, encodedSize: c.length, encoding: 'identity' }));
   return {
-    ref: 'localhost:5000/app:v1',
-    platform: 'linux/amd64',
-    manifestDigest: digest(Buffer.from('m')),
-    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
+    ...deltaHeader(identityItems(contents), firstItem),
     manifest: Buffer.from('{"schemaVersion":2}'),
     config: Buffer.from('{"os":"linux"}'),
     diffIDs: [digest(Buffer.from('l0')), digest(Buffer.from('l1'))],
     layers: [{ diffID: digest(Buffer.from('l1')), toc: Buffer.from([1, 2, 3]) }],
-    items,
-    firstItem,
   };
 }
 

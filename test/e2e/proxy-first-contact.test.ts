@@ -1,0 +1,212 @@
+/**
+ * Issue 10 (first contact) and issue 11's proxy side, against a real `starlight proxy` process and a
+ * real docker-registry:
+ * - POST /v1/sessions/<id>/next: with a consumer that stops reading, a bumped item at the end of the
+ *   stream arrives before the items queued ahead of it; the endpoint's 204/400/401/404 answers;
+ * - /v1/content/<digest> of an image being indexed for the first time waits for it;
+ * - failed first indexes (layer blob missing, blob corrupt mid-layer, registry unreachable): every
+ *   waiting client gets an HTTP error naming the image and the layer; no image row, no row of the
+ *   failed layer, no staged or temp file survives; after a repair the same image indexes.
+ */
+import test, { type ExecutionContext } from 'ava';
+import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { request, type IncomingMessage } from 'node:http';
+import { join } from 'node:path';
+import { DeltaDecoder, HTTP_HEADER_SESSION, SESSION_ID_RE } from '../../src/protocol/index.js';
+import { STORE_FILE } from '../../src/proxy/store.js';
+import { blobDataPath, startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { tempDir } from '../helpers/tmp.js';
+import { type BuiltLayer, fetchDelta, makeLayer, metrics, pushLayers, sha256, startProxyProcess } from './proxy-support.js';
+
+const TOKEN = 'first-contact-token';
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+/** Files in the many-items image and their size: ~24 MB, far more than socket buffers hold. */
+const FILES = 120;
+const FILE_BYTES = 200 * 1024;
+/** Bound on polling loops, ms. */
+const POLL_MS = 60_000;
+
+function startProxy(t: ExecutionContext, reg: TestRegistry, data = tempDir(t, 'sl-first-')): ReturnType<typeof startProxyProcess> {
+  const tokenFile = join(tempDir(t, 'sl-tok-'), 'tokens');
+  writeFileSync(tokenFile, `${TOKEN}\n`);
+  return startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', data, '--token-file', tokenFile]);
+}
+
+/** A GET whose body is read only when asked (res is paused). */
+function getPaused(url: string): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: AUTH }, (res) => {
+      res.pause();
+      resolve(res);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function bump(proxyUrl: string, id: string, body: unknown, headers: Record<string, string> = AUTH): Promise<Response> {
+  return fetch(`${proxyUrl}/v1/sessions/${id}/next`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+test('a bumped item near the end arrives before the items queued ahead of it; the endpoint answers 204/400/401/404', async (t) => {
+  const reg = await startRegistry(t);
+  const spec: Record<string, Buffer> = {};
+  for (let i = 0; i < FILES; i++) spec[`data/f${String(i).padStart(3, '0')}`] = randomBytes(FILE_BYTES);
+  await pushLayers(reg.host, 'many:v1', [makeLayer(t, spec)]);
+  const p = await startProxy(t, reg);
+
+  const res = await getPaused(`${p.url}/v1/delta?to=${reg.host}/many:v1`);
+  t.is(res.statusCode, 200);
+  const id = res.headers[HTTP_HEADER_SESSION] as string;
+  t.regex(id, SESSION_ID_RE);
+  const chunks = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const dec = new DeltaDecoder();
+  let items = 0;
+  const completed: number[] = [];
+  const pull = async (): Promise<boolean> => {
+    const n = await chunks.next();
+    if (n.done === true) return false;
+    for (const ev of dec.push(n.value)) {
+      if (ev.type === 'header') items = ev.header.items.length;
+      else if (ev.type === 'chunk' && ev.last) completed.push(ev.index);
+    }
+    return true;
+  };
+  while (items === 0 && (await pull()));
+  t.is(items, FILES);
+  const last = FILES - 1;
+
+  // The consumer reads nothing meanwhile: the proxy has filled the socket and waits mid-stream.
+  t.is((await bump(p.url, id, { items: [FILES] })).status, 400, 'index out of range');
+  t.is((await bump(p.url, id, '{"items":"7"}')).status, 400, 'bad body');
+  t.is((await bump(p.url, id, 'not json')).status, 400, 'not JSON');
+  t.is((await bump(p.url, id, { items: Array.from({ length: 1025 }, () => 0) })).status, 400, 'too many');
+  t.is((await bump(p.url, id, { items: [last] }, {})).status, 401, 'no token');
+  t.is((await bump(p.url, 'nosuchsession', { items: [last] })).status, 404, 'unknown session');
+  const ok = await bump(p.url, id, { items: [last, last - 1] });
+  t.is(ok.status, 204);
+
+  while (await pull());
+  dec.finish();
+  t.true(dec.isDone());
+  t.is(completed.length, FILES, 'every item exactly once');
+  t.is(new Set(completed).size, FILES);
+  const pos = completed.indexOf(last);
+  t.log(`bumped item ${last} arrived as item #${pos + 1} of ${FILES}`);
+  t.true(pos < FILES - 20, `the bumped item arrived before at least 20 items queued ahead of it (it came #${pos + 1})`);
+  t.is(completed[pos + 1], last - 1, 'the bump list is sent in its order');
+  t.is((await bump(p.url, id, { items: [0] })).status, 404, 'a finished session is gone');
+});
+
+test('/v1/content/<digest> of an image being indexed for the first time waits for it', async (t) => {
+  const reg = await startRegistry(t);
+  const wanted = randomBytes(3 << 20);
+  const spec: Record<string, Buffer> = { 'app/wanted.bin': wanted };
+  for (let i = 0; i < 20; i++) spec[`data/f${i}`] = randomBytes(1 << 20);
+  await pushLayers(reg.host, 'big:v1', [makeLayer(t, spec)]);
+  const p = await startProxy(t, reg);
+  const delta = fetchDelta(p.url, { to: `${reg.host}/big:v1` }, AUTH);
+  const deadline = Date.now() + POLL_MS;
+  while (((await metrics(p.url)).get('starlight_proxy_registry_blob_fetches_total') ?? 0) < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  const res = await fetch(`${p.url}/v1/content/${sha256(wanted)}`, { headers: AUTH });
+  t.is(res.status, 200);
+  t.is(res.headers.get('starlight-encoding'), 'identity', 'random bytes do not compress');
+  t.deepEqual(Buffer.from(await res.arrayBuffer()), wanted);
+  t.is((await delta).contents.size, 21);
+});
+
+interface FailureCase {
+  name: string;
+  /** Breaks the registry after the push; returns how to repair it (or undefined: no repair). */
+  breakIt(reg: TestRegistry, layer: BuiltLayer, layerDigest: string): (() => void) | undefined;
+  status: number[];
+  /** The message must name the layer (not possible when the registry is unreachable before the manifest). */
+  namesLayer: boolean;
+}
+
+const CASES: FailureCase[] = [
+  {
+    name: 'layer blob 404',
+    breakIt: (reg, _l, digest) => {
+      const path = blobDataPath(reg, digest);
+      renameSync(path, `${path}.away`);
+      return () => renameSync(`${path}.away`, path);
+    },
+    status: [404, 502],
+    namesLayer: true,
+  },
+  {
+    name: 'digest mismatch mid-layer',
+    breakIt: (reg, _l, digest) => {
+      const path = blobDataPath(reg, digest);
+      const good = readFileSync(path);
+      const bad = Buffer.from(good);
+      for (let i = bad.length >> 1; i < (bad.length >> 1) + 64; i++) bad[i]! ^= 0x5a;
+      writeFileSync(path, bad);
+      return () => writeFileSync(path, good);
+    },
+    status: [502],
+    namesLayer: true,
+  },
+  {
+    name: 'registry unreachable',
+    breakIt: () => undefined,
+    status: [502],
+    namesLayer: false,
+  },
+];
+
+for (const c of CASES) {
+  test(`failed first index (${c.name}): every waiting client gets an error naming image and layer; nothing half-indexed survives`, async (t) => {
+    const reg = await startRegistry(t);
+    const good = makeLayer(t, { 'bin/app': randomBytes(100_000), 'etc/conf': 'x=1\n' });
+    const broken = makeLayer(t, Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`lib/f${i}.so`, randomBytes(200_000)])));
+    await pushLayers(reg.host, 'app:v1', [good, broken]);
+    const manifest = await (await fetch(`${reg.url}/v2/app/manifests/v1`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })).json();
+    const brokenDigest = (manifest as { layers: { digest: string }[] }).layers[1]!.digest;
+    const data = tempDir(t, 'sl-first-');
+    const p = await startProxy(t, reg, data);
+    const repair = c.breakIt(reg, broken, brokenDigest);
+    if (c.name === 'registry unreachable') await reg.stop();
+    const image = `${reg.host}/app:v1`;
+
+    const answers = await Promise.all(
+      Array.from({ length: 3 }, async () => {
+        const r = await fetch(`${p.url}/v1/delta?to=${image}`, { headers: AUTH });
+        return { status: r.status, body: (await r.json()) as { errors: { code: string; message: string }[] } };
+      }),
+    );
+    for (const a of answers) {
+      t.true(c.status.includes(a.status), `HTTP ${a.status}: ${JSON.stringify(a.body)}`);
+      const msg = a.body.errors[0]!.message;
+      t.true(msg.includes(image), `names the image: ${msg}`);
+      if (c.namesLayer) t.true(msg.includes(brokenDigest), `names the layer: ${msg}`);
+    }
+    t.log(answers[0]!.body.errors[0]);
+
+    // Nothing half-indexed: no image row, no row of the broken layer, no staged or temp file.
+    const db = new Database(join(data, STORE_FILE), { readonly: true });
+    t.teardown(() => db.close());
+    t.is((db.prepare('SELECT count(*) AS n FROM images').get() as { n: number }).n, 0);
+    t.is((db.prepare('SELECT count(*) AS n FROM layers WHERE diff_id = ?').get(broken.diffID) as { n: number }).n, 0);
+    const contentsOfBroken = db.prepare('SELECT count(*) AS n FROM contents WHERE source_diff_id = ?').get(broken.diffID) as { n: number };
+    t.is(contentsOfBroken.n, 0);
+    // The healthy layer indexed fine: its stage lives until the background encoder has cached it.
+    const deadline = Date.now() + POLL_MS;
+    while (readdirSync(join(data, 'staging')).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.deepEqual(readdirSync(join(data, 'staging')), []);
+    t.deepEqual(readdirSync(join(data, 'content', 'tmp')), []);
+
+    if (repair !== undefined) {
+      repair();
+      const d = await fetchDelta(p.url, { to: image }, AUTH);
+      t.is(d.contents.size, 32, 'after the repair the image indexes and streams');
+    }
+  });
+}
