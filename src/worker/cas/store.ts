@@ -152,8 +152,8 @@ export class LocalContentStore implements ContentStore {
   /** Creates the directories, drops stale ingests and indexes committed content. */
   async open(): Promise<this> {
     await mkdir(join(this.root, 'sha256'), { recursive: true });
-    await rm(join(this.root, 'ingest'), { recursive: true, force: true });
-    await mkdir(join(this.root, 'ingest'), { recursive: true });
+    await rm(this.ingestDir, { recursive: true, force: true });
+    await mkdir(this.ingestDir, { recursive: true });
     for (const name of await readdir(join(this.root, 'sha256'))) {
       if (!/^[0-9a-f]{64}$/.test(name)) continue;
       const st = await stat(join(this.root, 'sha256', name));
@@ -164,6 +164,11 @@ export class LocalContentStore implements ContentStore {
 
   blobPath(hex: string): string {
     return join(this.root, 'sha256', hex);
+  }
+
+  /** Directory of ingest files (same file system as the blobs: commit is a rename). */
+  get ingestDir(): string {
+    return join(this.root, 'ingest');
   }
 
   async info(digest: string): Promise<ContentInfo | null> {
@@ -185,7 +190,7 @@ export class LocalContentStore implements ContentStore {
       throw new StarlightError('SL_ERR_CAS_WRITER_BUSY', `content ${ref} is already being written`, { details: { ref } });
     }
     this.active.add(ref);
-    const ingestPath = join(this.root, 'ingest', `${process.pid}-${++this.ingestSeq}`);
+    const ingestPath = join(this.ingestDir, `${process.pid}-${++this.ingestSeq}`);
     try {
       const fh = await open(ingestPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, 0o600);
       return new LocalWriter(this, ref, ingestPath, fh);

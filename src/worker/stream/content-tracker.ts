@@ -3,6 +3,9 @@
  *
  * Content arrives through ingests (begin → write… → finish): from a delta stream in priority order,
  * or fetched out of order (GET /v1/content) when a read waits for an item no stream is writing now.
+ * A small item whose encoded bytes are all in memory takes the whole-item path instead (beginWhole →
+ * commitWhole): decoded, verified and stored by a thread of the item pool (item-pool.ts); its readers
+ * wake when it is committed (a whole item is never served before it is verified).
  * One ingest per digest at a time (single-flight): a second source for the same digest is told to
  * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
  * are served from the ingest file — or when the content is committed; a digest mismatch (or an item
@@ -25,7 +28,9 @@ import { StarlightError, hasCode, kindOf } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { ContentWriter, LocalContentStore } from '../cas/store.js';
 import type { ContentProvider } from '../fs/view.js';
+import type { Encoding } from '../../protocol/constants.js';
 import { ItemDecoder } from './item-decoder.js';
+import { ItemPool } from './item-pool.js';
 import type { ContentResponse } from './proxy-client.js';
 
 export interface ContentTrackerOptions {
@@ -35,6 +40,8 @@ export interface ContentTrackerOptions {
   fetchItem?: (digest: string, signal: AbortSignal) => Promise<ContentResponse>;
   /** Delay between out-of-order fetch attempts while someone still waits, in ms; default 500. */
   fetchRetryMs?: number;
+  /** Threads of the whole-item pool (item-pool.ts); default min(4, cores). */
+  itemThreads?: number;
   log?: Logger;
 }
 
@@ -54,22 +61,28 @@ export class Ingest {
     private readonly tracker: ContentTracker,
     readonly digest: string,
     readonly source: 'stream' | 'fetch',
-    readonly writer: ContentWriter,
+    /** The CAS writer; null for a whole item (decoded and stored by the item pool at commitWhole). */
+    readonly writer: ContentWriter | null,
     /** Decoded size the source announced; ranges up to (not including) the last byte may be served unverified. */
     readonly expectedSize: number,
   ) {}
 
   /** Whether a waiter for bytes [.., end) may be answered from the ingest file now. */
   serves(end: number): boolean {
-    return !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
+    return this.writer !== null && !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
   }
 
   get writtenBytes(): number {
-    return this.writer.writtenBytes;
+    return this.writer?.writtenBytes ?? 0;
+  }
+
+  /** Path of the ingest file (only while serves() is true for some range). */
+  get ingestPath(): string {
+    return this.writer!.ingestPath;
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    await this.writer.write(chunk);
+    await this.writer!.write(chunk);
     this.tracker.progressed(this);
   }
 
@@ -77,7 +90,22 @@ export class Ingest {
   async finish(size: number): Promise<void> {
     this.finished = true;
     try {
-      await this.writer.commit(size, this.digest);
+      await this.writer!.commit(size, this.digest);
+    } catch (err) {
+      this.tracker.ended(this, err);
+      throw err;
+    }
+    this.tracker.ended(this, undefined);
+  }
+
+  /**
+   * A whole item (beginWhole): decodes, verifies and stores `chunks` on the item pool, then wakes
+   * every waiter of this digest; a bad item fails them (typed error, see item-pool.ts) and rejects.
+   */
+  async commitWhole(encoding: Encoding, chunks: Buffer[]): Promise<void> {
+    this.finished = true;
+    try {
+      await this.tracker.pool().put({ digest: this.digest, size: this.expectedSize, encoding, chunks });
     } catch (err) {
       this.tracker.ended(this, err);
       throw err;
@@ -89,7 +117,7 @@ export class Ingest {
   async fail(err: unknown): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    await this.writer.abort();
+    await this.writer?.abort();
     this.tracker.ended(this, err);
   }
 
@@ -97,7 +125,7 @@ export class Ingest {
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    await this.writer.abort();
+    await this.writer?.abort();
     this.tracker.ended(this, null);
   }
 }
@@ -110,6 +138,7 @@ export class ContentTracker implements ContentProvider {
   private readonly readDeadlineMs: number;
   private readonly fetchRetryMs: number;
   private readonly log: Logger;
+  private itemPool: ItemPool | undefined;
 
   constructor(
     readonly store: LocalContentStore,
@@ -153,12 +182,28 @@ export class ContentTracker implements ContentProvider {
     return ing;
   }
 
+  /**
+   * Reserves `digest` for a whole-item ingest (commitWhole) without touching the disk, or returns
+   * null when it is present or already being written. Synchronous: the stream does not wait per item.
+   */
+  beginWhole(digest: string, source: 'stream' | 'fetch', size: number): Ingest | null {
+    if (this.store.has(digest) || this.ingests.has(digest)) return null;
+    const ing = new Ingest(this, digest, source, null, size);
+    this.ingests.set(digest, ing);
+    return ing;
+  }
+
+  /** @internal The whole-item pool, started on first use. */
+  pool(): ItemPool {
+    return (this.itemPool ??= new ItemPool(this.store, { threads: this.opts.itemThreads }));
+  }
+
   waitFor(digest: string, offset: number, length: number, signal?: AbortSignal): Promise<string> {
     const done = this.store.path(digest);
     if (done !== null) return Promise.resolve(done);
     const end = offset + Math.max(0, length);
     const ing = this.ingests.get(digest);
-    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.writer.ingestPath);
+    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.ingestPath);
     return new Promise<string>((resolve, reject) => {
       let set = this.waiters.get(digest);
       if (set === undefined) this.waiters.set(digest, (set = new Set()));
@@ -206,6 +251,7 @@ export class ContentTracker implements ContentProvider {
   /** Fails every waiter and stops fetching. Idempotent. */
   close(): void {
     this.closed.abort();
+    void this.itemPool?.close();
     for (const [digest, set] of this.waiters) {
       const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
       for (const w of [...set]) w.reject(err);
@@ -216,7 +262,7 @@ export class ContentTracker implements ContentProvider {
   progressed(ing: Ingest): void {
     const set = this.waiters.get(ing.digest);
     if (set === undefined) return;
-    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.writer.ingestPath);
+    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.ingestPath);
   }
 
   /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */

@@ -11,8 +11,9 @@
  */
 import { StarlightError, kindOf, withContext } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
-import { decodeDelta } from '../../protocol/decoder.js';
-import type { DeltaHeader } from '../../protocol/types.js';
+import { DEFAULT_CHUNK_BYTES } from '../../protocol/constants.js';
+import { DeltaDecoder } from '../../protocol/decoder.js';
+import type { DeltaEvent, DeltaHeader } from '../../protocol/types.js';
 import type { ContentTracker, Ingest } from './content-tracker.js';
 import { ItemDecoder } from './item-decoder.js';
 import type { DeltaRequest, ProxyClient } from './proxy-client.js';
@@ -44,6 +45,35 @@ export interface ReceiverProgress {
   wireBytes: number;
   connections: number;
   done: boolean;
+}
+
+/**
+ * Items up to this many encoded bytes (one CONTENT frame of the proxy) and decoded bytes take the
+ * whole-item path (item-pool.ts); larger ones stream through ItemDecoder so their first ranges can be
+ * served before the rest arrives.
+ */
+const WHOLE_MAX_ENCODED_BYTES = DEFAULT_CHUNK_BYTES;
+const WHOLE_MAX_BYTES = 16 * 1024 * 1024;
+/** Encoded bytes of whole items queued for the pool before the stream stops reading. */
+const POOL_INFLIGHT_BYTES = 8 * 1024 * 1024;
+
+/** An item of the current connection whose first frame arrived. */
+interface Arriving {
+  index: number;
+  ing: Ingest | null;
+  /** Streamed item: its decoder. */
+  dec: ItemDecoder | null;
+  /** Whole item: its encoded bytes so far. */
+  whole: Buffer[] | null;
+}
+
+/** State of one connection. */
+interface Connection {
+  /** Items begun and not yet at their last frame. */
+  open: Map<number, Arriving>;
+  /** Whole items handed to the pool and not yet settled. */
+  settling: Set<Promise<void>>;
+  progressed: boolean;
 }
 
 /** complete[] states: 0 pending, DONE present, FAILED arrived but failed verification. */
@@ -182,78 +212,114 @@ export class DeltaReceiver {
 
   /** One connection; returns whether any item completed. Throws what ended it early. */
   private async connect(from: number): Promise<boolean> {
-    const { client, tracker, request } = this.opts;
+    const { client, request } = this.opts;
     const body = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
-    let current: { index: number; ing: Ingest | null; dec: ItemDecoder | null } | undefined;
-    let progressed = false;
-    const counted = (async function* (src: AsyncIterable<Buffer>, onBytes: (n: number) => void) {
-      for await (const c of src) {
-        onBytes(c.length);
-        yield c;
-      }
-    })(body as AsyncIterable<Buffer>, (n) => (this.wireBytes += n));
+    const conn: Connection = { open: new Map(), settling: new Set(), progressed: false };
+    const dec = new DeltaDecoder();
     try {
-      for await (const ev of decodeDelta(counted)) {
-        if (ev.type === 'header') {
-          this.acceptHeader(ev.header);
-          await this.skipPresent();
-          continue;
+      read: for await (const bytes of body as AsyncIterable<Buffer>) {
+        this.wireBytes += bytes.length;
+        for (const ev of dec.push(bytes)) {
+          if (ev.type === 'header') {
+            this.acceptHeader(ev.header);
+            this.skipPresent();
+          } else if (ev.type === 'end') break read;
+          else await this.chunk(conn, ev);
         }
-        if (ev.type === 'end') break;
-        const item = this.hdr!.items[ev.index]!;
-        if (current === undefined || current.index !== ev.index) {
-          if (current?.ing) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `item ${current.index} ended without its last chunk`);
-          const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream', item.size);
-          current = { index: ev.index, ing, dec: ing ? new ItemDecoder(item.encoding, ing, item.digest) : null };
-        }
-        if (current.dec) {
-          try {
-            await current.dec.push(ev.data);
-          } catch (err) {
-            // Bytes that do not decode: a bad item, not a bad connection (reconnecting would
-            // resend the same bytes forever). The rest of its chunks are skipped.
-            await this.itemFailed(current, err);
-            current.ing = null;
-            current.dec = null;
-          }
-        }
-        if (ev.last) {
-          const c = current;
-          current = undefined;
-          if (c.ing && c.dec) {
-            try {
-              await c.dec.end();
-            } catch (err) {
-              await this.itemFailed(c, err);
-              continue;
-            }
-            try {
-              await c.ing.finish(item.size);
-            } catch (err) {
-              // A bad item fails its readers (EIO for that file only) and is not asked for again by
-              // this stream; a later read fetches it out of order.
-              this.noteFailure(c.index, err);
-              continue;
-            }
-          }
-          if (this.complete[ev.index] === FAILED) continue;
-          this.markComplete(ev.index);
-          progressed = true;
-        }
+        // Backpressure: whole items waiting for the pool bound memory and a parked read's queueing.
+        const pool = this.opts.tracker.pool();
+        if (pool.inFlightBytes > POOL_INFLIGHT_BYTES) await pool.whenBelow(POOL_INFLIGHT_BYTES);
       }
+      if (!dec.isDone()) dec.finish();
     } finally {
-      if (current?.ing) {
-        current.dec?.destroy();
-        await current.ing.abort();
+      for (const a of conn.open.values()) {
+        a.dec?.destroy();
+        await a.ing?.abort();
       }
+      // Whole items already have all their bytes: let them land before the caller decides where to resume.
+      await Promise.allSettled([...conn.settling]);
       body.destroy();
     }
-    return progressed;
+    return conn.progressed;
+  }
+
+  /** One CONTENT frame's data. Items may interleave (a queue jump preempts at a frame boundary). */
+  private async chunk(conn: Connection, ev: Extract<DeltaEvent, { type: 'chunk' }>): Promise<void> {
+    const item = this.hdr!.items[ev.index]!;
+    let a = conn.open.get(ev.index);
+    if (a === undefined) {
+      a = await this.startItem(ev.index);
+      if (!ev.last) conn.open.set(ev.index, a);
+    }
+    if (a.whole) a.whole.push(ev.data);
+    else if (a.dec) {
+      try {
+        await a.dec.push(ev.data);
+      } catch (err) {
+        // Bytes that do not decode: a bad item, not a bad connection (reconnecting would
+        // resend the same bytes forever). The rest of its chunks are skipped.
+        await this.itemFailed(a, err);
+        a.ing = null;
+        a.dec = null;
+      }
+    }
+    if (!ev.last) return;
+    conn.open.delete(ev.index);
+    const index = ev.index;
+    if (a.ing && a.whole) {
+      const settled = a.ing.commitWhole(item.encoding, a.whole).then(
+        () => {
+          if (this.complete[index] === FAILED) return;
+          this.markComplete(index);
+          conn.progressed = true;
+        },
+        (err: unknown) => this.noteFailure(index, err),
+      );
+      conn.settling.add(settled);
+      void settled.finally(() => conn.settling.delete(settled));
+      return;
+    }
+    if (a.ing && a.dec) {
+      try {
+        await a.dec.end();
+      } catch (err) {
+        await this.itemFailed(a, err);
+        return;
+      }
+      try {
+        await a.ing.finish(item.size);
+      } catch (err) {
+        // A bad item fails its readers (EIO for that file only) and is not asked for again by
+        // this stream; a later read fetches it out of order.
+        this.noteFailure(index, err);
+        return;
+      }
+    }
+    if (this.complete[index] === FAILED) return;
+    this.markComplete(index);
+    conn.progressed = true;
+  }
+
+  /**
+   * Begins item `index`: a whole item (small: its encoded bytes are buffered and go to the item pool
+   * at the end) or a streamed one (decoded and written as frames arrive, so reads of its first ranges
+   * are served early); no ingest when it is complete or another source writes it.
+   */
+  private async startItem(index: number): Promise<Arriving> {
+    const item = this.hdr!.items[index]!;
+    const { tracker } = this.opts;
+    if (this.complete[index]) return { index, ing: null, dec: null, whole: null };
+    if (item.encodedSize <= WHOLE_MAX_ENCODED_BYTES && item.size <= WHOLE_MAX_BYTES) {
+      const ing = tracker.beginWhole(item.digest, 'stream', item.size);
+      return { index, ing, dec: null, whole: ing ? [] : null };
+    }
+    const ing = await tracker.begin(item.digest, 'stream', item.size);
+    return { index, ing, dec: ing ? new ItemDecoder(item.encoding, ing, item.digest) : null, whole: null };
   }
 
   /** An item whose bytes do not decode: its ingest fails (readers get EIO), the stream goes on. */
-  private async itemFailed(c: { index: number; ing: Ingest | null; dec: ItemDecoder | null }, err: unknown): Promise<void> {
+  private async itemFailed(c: Arriving, err: unknown): Promise<void> {
     c.dec?.destroy();
     await c.ing?.fail(err);
     this.noteFailure(c.index, err);
@@ -299,7 +365,7 @@ export class DeltaReceiver {
   }
 
   /** Marks items already in the store (earlier pulls, out-of-order fetches) as complete. */
-  private async skipPresent(): Promise<void> {
+  private skipPresent(): void {
     const items = this.hdr!.items;
     for (let i = 0; i < items.length; i++) if (!this.complete[i] && this.opts.tracker.has(items[i]!.digest)) this.markComplete(i);
   }
