@@ -12,6 +12,12 @@
  * that does not decode) fails every waiter of that digest (EIO for that file only); a waiter not
  * served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
  *
+ * Queue jumping (docs/protocol.md "Sessions"): a read that parks on an item no source is writing
+ * first asks the registered streams (QueueJumper: a receiver whose proxy gave its stream a session)
+ * to send that item next on the stream they already have; only if none will, its request fails, or
+ * the item has not started arriving within `queueJumpFallbackMs`, is it fetched out of order (a
+ * second transfer competing with the stream for the link).
+ *
  * Unverified bytes: only ranges that end before the content's last byte are served from an ingest;
  * a read reaching the last byte waits for the verified commit. So a small file (one read) is never
  * served before its digest is checked, and a whole-file read of a corrupt item ends in EIO (the
@@ -42,11 +48,26 @@ export interface ContentTrackerOptions {
   fetchRetryMs?: number;
   /** Threads of the whole-item pool (item-pool.ts); default min(4, cores). */
   itemThreads?: number;
+  /**
+   * How long an item a stream was asked to send next may take to start arriving before it is
+   * fetched out of order anyway, in ms; default 3 000 (a few RTTs plus what is already in flight).
+   */
+  queueJumpFallbackMs?: number;
   log?: Logger;
 }
 
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 const DEFAULT_FETCH_RETRY_MS = 500;
+const DEFAULT_QUEUE_JUMP_FALLBACK_MS = 3_000;
+
+/** A stream that can be asked to send an item next (the receiver of a delta with a session). */
+export interface QueueJumper {
+  /**
+   * Asks this stream to send `digest` next. True: it will (it carries the item and has a session; it
+   * calls ContentTracker.jumpFailed if the proxy refuses). False: ask someone else.
+   */
+  jump(digest: string): boolean;
+}
 
 interface Waiter {
   end: number;
@@ -134,9 +155,13 @@ export class ContentTracker implements ContentProvider {
   private readonly ingests = new Map<string, Ingest>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly fetching = new Set<string>();
+  private readonly jumpers = new Set<QueueJumper>();
+  /** Items a stream was asked to send next: the fallback timer of each. */
+  private readonly jumped = new Map<string, NodeJS.Timeout>();
   private readonly closed = new AbortController();
   private readonly readDeadlineMs: number;
   private readonly fetchRetryMs: number;
+  private readonly queueJumpFallbackMs: number;
   private readonly log: Logger;
   private itemPool: ItemPool | undefined;
 
@@ -146,6 +171,7 @@ export class ContentTracker implements ContentProvider {
   ) {
     this.readDeadlineMs = opts.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
     this.fetchRetryMs = opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS;
+    this.queueJumpFallbackMs = opts.queueJumpFallbackMs ?? DEFAULT_QUEUE_JUMP_FALLBACK_MS;
     this.log = opts.log ?? nullLogger;
   }
 
@@ -179,6 +205,7 @@ export class ContentTracker implements ContentProvider {
     }
     const ing = new Ingest(this, digest, source, writer, size);
     this.ingests.set(digest, ing);
+    this.arrivingNow(digest);
     return ing;
   }
 
@@ -190,6 +217,7 @@ export class ContentTracker implements ContentProvider {
     if (this.store.has(digest) || this.ingests.has(digest)) return null;
     const ing = new Ingest(this, digest, source, null, size);
     this.ingests.set(digest, ing);
+    this.arrivingNow(digest);
     return ing;
   }
 
@@ -237,7 +265,7 @@ export class ContentTracker implements ContentProvider {
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
       set.add(w);
-      if (!this.ingests.has(digest)) this.fetchOutOfOrder(digest);
+      if (!this.ingests.has(digest)) this.request(digest);
     });
   }
 
@@ -249,8 +277,26 @@ export class ContentTracker implements ContentProvider {
   }
 
   /** Fails every waiter and stops fetching. Idempotent. */
+  /** Registers a stream that can be asked to send items next; returns its unregistration. */
+  addJumper(j: QueueJumper): () => void {
+    this.jumpers.add(j);
+    return () => this.jumpers.delete(j);
+  }
+
+  /** A stream could not get `digest` sent next (no session any more, proxy refused): fetch it now. */
+  jumpFailed(digest: string): void {
+    const timer = this.jumped.get(digest);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.jumped.delete(digest);
+    this.log.info('content-jump-failed', { digest });
+    if (!this.ingests.has(digest) && (this.waiters.get(digest)?.size ?? 0) > 0) this.fetchOutOfOrder(digest);
+  }
+
   close(): void {
     this.closed.abort();
+    for (const t of this.jumped.values()) clearTimeout(t);
+    this.jumped.clear();
     void this.itemPool?.close();
     for (const [digest, set] of this.waiters) {
       const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
@@ -279,8 +325,35 @@ export class ContentTracker implements ContentProvider {
       if (set) for (const w of [...set]) w.reject(err);
       return;
     }
-    // Aborted: someone still waiting gets the content out of order.
-    if (set && set.size > 0) this.fetchOutOfOrder(ing.digest);
+    // Aborted: someone still waiting asks again (a stream that still has a session, or out of order).
+    if (set && set.size > 0) this.request(ing.digest);
+  }
+
+  /** Someone waits for `digest` and no source writes it: a stream sends it next, or it is fetched. */
+  private request(digest: string): void {
+    if (this.jumped.has(digest) || this.closed.signal.aborted) return;
+    for (const j of this.jumpers) {
+      if (!j.jump(digest)) continue;
+      if (this.log.enabled('debug')) this.log.debug('content-jump', { digest });
+      const timer = setTimeout(() => {
+        this.jumped.delete(digest);
+        if (this.ingests.has(digest) || this.store.has(digest) || (this.waiters.get(digest)?.size ?? 0) === 0) return;
+        this.log.info('content-jump-fallback', { digest, afterMs: this.queueJumpFallbackMs });
+        this.fetchOutOfOrder(digest);
+      }, this.queueJumpFallbackMs);
+      timer.unref();
+      this.jumped.set(digest, timer);
+      return;
+    }
+    this.fetchOutOfOrder(digest);
+  }
+
+  /** `digest` started arriving: a stream's queue jump (if any) worked. */
+  private arrivingNow(digest: string): void {
+    const timer = this.jumped.get(digest);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.jumped.delete(digest);
   }
 
   /** Single-flight out-of-order fetch of `digest`, retried while anyone waits for it. */

@@ -54,6 +54,10 @@ const BATCH_BYTES = 512 * 1024;
 /** Items per batch message. */
 const BATCH_ITEMS = 256;
 const MAX_THREADS = 4;
+/** Size of a reusable batch buffer (a batch is < BATCH_BYTES + one whole item ≤ 1 MiB). */
+const ARENA_BYTES = 2 * 1024 * 1024;
+/** Spare batch buffers kept. */
+const MAX_SPARES = 8;
 
 interface Pending {
   item: WholeItem;
@@ -79,6 +83,8 @@ export class ItemPool {
   private inFlight = 0;
   private readonly belowWaiters: { limit: number; resolve: () => void }[] = [];
   private closed = false;
+  /** Batch buffers the threads gave back. */
+  private readonly spares: ArrayBuffer[] = [];
 
   constructor(
     private readonly store: LocalContentStore,
@@ -134,7 +140,8 @@ export class ItemPool {
     const bytes = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
-    const buf = Buffer.allocUnsafeSlow(bytes);
+    const spare = bytes <= ARENA_BYTES ? this.spares.pop() : undefined;
+    const buf = Buffer.from(spare ?? new ArrayBuffer(Math.max(bytes, ARENA_BYTES)));
     const items: BatchRequest['items'] = [];
     let off = 0;
     for (const p of batch) {
@@ -151,7 +158,7 @@ export class ItemPool {
     t.batches.set(id, batch);
     t.queued += bytes;
     t.worker.ref();
-    const req: BatchRequest = { id, ingestDir: this.store.ingestDir, data: buf.buffer as ArrayBuffer, items };
+    const req: BatchRequest = { id, ingestDir: this.store.ingestDir, data: buf.buffer, items };
     t.worker.postMessage(req, [req.data]);
   }
 
@@ -166,7 +173,10 @@ export class ItemPool {
   private spawn(): Thread {
     const worker = new Worker(new URL('./item-thread.js', import.meta.url));
     const t: Thread = { worker, queued: 0, batches: new Map() };
-    worker.on('message', (m: { id: number; out: ItemOutcome[] }) => this.answered(t, m.id, m.out));
+    worker.on('message', (m: { id: number; out: ItemOutcome[]; data: ArrayBuffer }) => {
+      if (m.data.byteLength === ARENA_BYTES && this.spares.length < MAX_SPARES) this.spares.push(m.data);
+      this.answered(t, m.id, m.out);
+    });
     worker.on('error', (err) => this.lost(t, err));
     worker.on('exit', (code) => this.lost(t, new Error(`item thread exited with code ${code}`)));
     this.threads.push(t);

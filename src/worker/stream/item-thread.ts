@@ -77,5 +77,6 @@ function one(req: BatchRequest, i: number): ItemOutcome {
 parentPort!.on('message', (req: BatchRequest) => {
   const out: ItemOutcome[] = new Array(req.items.length);
   for (let i = 0; i < req.items.length; i++) out[i] = one(req, i);
-  parentPort!.postMessage({ id: req.id, out });
+  // The batch buffer goes back for reuse (no fresh, page-faulting allocation per batch).
+  parentPort!.postMessage({ id: req.id, out, data: req.data }, [req.data]);
 });

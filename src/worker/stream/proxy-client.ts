@@ -1,6 +1,7 @@
 /**
  * The worker's HTTP client of the proxy: opens delta streams (GET /v1/delta) and single items
- * (GET /v1/content/<digest>), and turns the proxy's OCI-style error bodies back into StarlightErrors
+ * (GET /v1/content/<digest>), asks a stream's session to send items next (POST
+ * /v1/sessions/<id>/next, docs/protocol.md "Sessions"), and turns the proxy's OCI-style error bodies back into StarlightErrors
  * with the proxy's code. Connection failures become SL_ERR_PROXY_UNREACHABLE.
  *
  * Not here: decoding frames (src/protocol), writing content (receiver.ts), retries and resume
@@ -43,6 +44,18 @@ export interface ContentResponse {
   body: Readable;
 }
 
+/** Response header of GET /v1/delta naming the stream's session (docs/protocol.md "Sessions"). */
+export const HTTP_HEADER_SESSION = 'starlight-session';
+/** A session id as the worker accepts it in a URL path. */
+const SESSION_RE = /^[A-Za-z0-9._~-]{1,128}$/;
+
+export interface DeltaResponse {
+  /** The raw delta (decode with DeltaDecoder). */
+  body: Readable;
+  /** The stream's session id, when the proxy offers queue jumping. */
+  session: string | undefined;
+}
+
 const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
 const DEFAULT_DELTA_TIMEOUT_MS = 600_000;
 
@@ -65,14 +78,27 @@ export class ProxyClient {
     this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
-  /** Opens a delta stream; the body is the raw delta (decode with decodeDelta). */
-  async delta(req: DeltaRequest, signal?: AbortSignal): Promise<Readable> {
+  /** Opens a delta stream. */
+  async delta(req: DeltaRequest, signal?: AbortSignal): Promise<DeltaResponse> {
     const u = new URL('/v1/delta', this.base);
     u.searchParams.set('to', req.ref);
     if (req.have.length) u.searchParams.set('have', req.have.join(','));
     if (req.platform) u.searchParams.set('platform', req.platform);
     if (req.from) u.searchParams.set('from', String(req.from));
-    return this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
+    const res = await this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
+    const session = res.headers[HTTP_HEADER_SESSION];
+    return { body: res, session: typeof session === 'string' && SESSION_RE.test(session) ? session : undefined };
+  }
+
+  /**
+   * Asks the proxy to send `items` (indexes of the stream's header) next on the stream of `session`.
+   * Resolves once the proxy accepted (204); throws the proxy's error otherwise (404: the session is
+   * unknown or its stream finished).
+   */
+  async next(session: string, items: number[], signal?: AbortSignal): Promise<void> {
+    const path = `/v1/sessions/${encodeURIComponent(session)}/next`;
+    const res = await this.request(new URL(path, this.base), 'POST', signal, `POST ${path}`, Buffer.from(JSON.stringify({ items })));
+    res.resume();
   }
 
   /** Fetches one content item, encoded as the proxy stores it. */
@@ -135,7 +161,7 @@ export class ProxyClient {
     return new Promise((resolve, reject) => {
       const req = mod.request(u, { method, headers, agent: this.agent, signal }, (res) => {
         clearTimeout(timer);
-        if (res.statusCode === 200) return resolve(res);
+        if (res.statusCode === 200 || res.statusCode === 204) return resolve(res);
         readError(res, what, this.base.host).then(reject, reject);
       });
       const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);

@@ -10,11 +10,12 @@
  * (content-tracker.ts), what the header means for images and views (the puller).
  */
 import { StarlightError, kindOf, withContext } from '../../errors.js';
+import type { Readable } from 'node:stream';
 import { nullLogger, type Logger } from '../../log.js';
 import { DEFAULT_CHUNK_BYTES } from '../../protocol/constants.js';
 import { DeltaDecoder } from '../../protocol/decoder.js';
 import type { DeltaEvent, DeltaHeader } from '../../protocol/types.js';
-import type { ContentTracker, Ingest } from './content-tracker.js';
+import type { ContentTracker, Ingest, QueueJumper } from './content-tracker.js';
 import { ItemDecoder } from './item-decoder.js';
 import type { DeltaRequest, ProxyClient } from './proxy-client.js';
 
@@ -71,9 +72,60 @@ interface Arriving {
 interface Connection {
   /** Items begun and not yet at their last frame. */
   open: Map<number, Arriving>;
-  /** Whole items handed to the pool and not yet settled. */
+  /** Items with all their bytes, not yet verified and stored (whole and streamed). */
   settling: Set<Promise<void>>;
+  /** The streamed ones among them. */
+  streaming: Set<Promise<void>>;
   progressed: boolean;
+}
+
+/** Streamed items finishing (decoder tail, verify, rename) while the stream goes on. */
+const MAX_STREAMED_SETTLING = 2;
+
+/** Socket chunks buffered before the body is paused. */
+const MAX_QUEUED_CHUNKS = 64;
+
+/**
+ * The body's chunks as they arrive. Not Readable's async iterator: its read() concatenates whatever
+ * is buffered into one new Buffer, a copy of most of the stream (measured: docs/design-notes.md "Ingest").
+ */
+async function* chunksOf(body: Readable): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const onData = (b: Buffer): void => {
+    queue.push(b);
+    if (queue.length >= MAX_QUEUED_CHUNKS) body.pause();
+    wake?.();
+  };
+  const onEnd = (): void => {
+    ended = true;
+    wake?.();
+  };
+  const onError = (err: unknown): void => {
+    failure = err;
+    wake?.();
+  };
+  body.on('data', onData);
+  body.once('end', onEnd);
+  body.once('close', onEnd);
+  body.once('error', onError);
+  try {
+    for (;;) {
+      while (queue.length > 0) yield queue.shift()!;
+      if (failure !== undefined) throw failure;
+      if (ended) return;
+      if (body.isPaused()) body.resume();
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+  } finally {
+    body.off('data', onData);
+    body.off('end', onEnd);
+    body.off('close', onEnd);
+    body.off('error', onError);
+  }
 }
 
 /** complete[] states: 0 pending, DONE present, FAILED arrived but failed verification. */
@@ -102,7 +154,7 @@ function permanent(err: unknown): boolean {
   return k === 'not-found' || k === 'invalid-argument' || k === 'unauthenticated' || k === 'permission-denied' || k === 'unimplemented';
 }
 
-export class DeltaReceiver {
+export class DeltaReceiver implements QueueJumper {
   /** Resolves with the header of the first connection; rejects if no header could be had. */
   readonly header: Promise<DeltaHeader>;
   /**
@@ -123,6 +175,15 @@ export class DeltaReceiver {
   private firstFailure: unknown;
   private readonly ac = new AbortController();
   private readonly log: Logger;
+  /** Session of the current connection (queue jumping), undefined without one or once it failed. */
+  private session: string | undefined;
+  /** First item index the current connection's stream carries. */
+  private connFirst = 0;
+  /** Item index by digest, of the current header. */
+  private byDigest = new Map<string, number>();
+  /** Items to ask for next, not yet sent; and whether a request is in flight (one at a time). */
+  private jumpQueue = new Set<number>();
+  private jumpInFlight = false;
   private resolveHeader!: (h: DeltaHeader) => void;
   private rejectHeader!: (e: unknown) => void;
 
@@ -133,8 +194,64 @@ export class DeltaReceiver {
       this.rejectHeader = rej;
     });
     this.header.catch(() => {});
-    this.done = this.run();
+    const unregister = opts.tracker.addJumper(this);
+    this.done = this.run().finally(unregister);
     this.done.catch(() => {});
+  }
+
+  /**
+   * QueueJumper: asks the proxy to send the item of `digest` next on this stream, batched with other
+   * items parked in the same turn, one request in flight (later ones coalesce behind it). False when
+   * this stream has no session or will not carry the item.
+   */
+  jump(digest: string): boolean {
+    const i = this.byDigest.get(digest);
+    if (this.session === undefined || i === undefined || this.complete[i] || i < this.connFirst) return false;
+    this.jumpQueue.add(i);
+    if (!this.jumpInFlight) {
+      this.jumpInFlight = true;
+      setImmediate(() => this.sendJumps());
+    }
+    return true;
+  }
+
+  private sendJumps(): void {
+    const session = this.session;
+    const items = [...this.jumpQueue].filter((i) => !this.complete[i]);
+    this.jumpQueue.clear();
+    if (items.length === 0) {
+      this.jumpInFlight = false;
+      return;
+    }
+    const digests = items.map((i) => this.hdr!.items[i]!.digest);
+    const failed = (err: unknown): void => {
+      // The session is gone (stream finished, proxy restarted) or refuses: no more jumps on it.
+      if (this.session === session) this.session = undefined;
+      this.log.info('delta-jump-failed', { ref: this.opts.request.ref, items: items.length, err });
+      for (const d of digests) this.opts.tracker.jumpFailed(d);
+    };
+    if (session === undefined) {
+      failed(new StarlightError('SL_ERR_CANCELED', 'the stream ended'));
+      this.jumpInFlight = false;
+      return;
+    }
+    if (this.log.enabled('debug')) this.log.debug('delta-jump', { ref: this.opts.request.ref, items });
+    this.opts.client
+      .next(session, items, this.ac.signal)
+      .catch(failed)
+      .finally(() => {
+        if (this.jumpQueue.size > 0) this.sendJumps();
+        else this.jumpInFlight = false;
+      });
+  }
+
+  /** The connection ended: its session with it; items still queued for a jump are fetched otherwise. */
+  private endSession(): void {
+    this.session = undefined;
+    if (this.jumpInFlight) return; // sendJumps drains the queue (and fails it) when its request ends
+    const digests = [...this.jumpQueue].map((i) => this.hdr!.items[i]!.digest);
+    this.jumpQueue.clear();
+    for (const d of digests) this.opts.tracker.jumpFailed(d);
   }
 
   progress(): ReceiverProgress {
@@ -213,16 +330,19 @@ export class DeltaReceiver {
   /** One connection; returns whether any item completed. Throws what ended it early. */
   private async connect(from: number): Promise<boolean> {
     const { client, request } = this.opts;
-    const body = await client.delta({ ...request, from }, this.ac.signal);
+    const { body, session } = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
-    const conn: Connection = { open: new Map(), settling: new Set(), progressed: false };
-    const dec = new DeltaDecoder();
+    this.session = session;
+    this.connFirst = from;
+    const conn: Connection = { open: new Map(), settling: new Set(), streaming: new Set(), progressed: false };
+    const dec = new DeltaDecoder({ splitFrames: true });
     try {
-      read: for await (const bytes of body as AsyncIterable<Buffer>) {
+      read: for await (const bytes of chunksOf(body)) {
         this.wireBytes += bytes.length;
         for (const ev of dec.push(bytes)) {
           if (ev.type === 'header') {
             this.acceptHeader(ev.header);
+            this.connFirst = ev.header.firstItem;
             this.skipPresent();
           } else if (ev.type === 'end') break read;
           else await this.chunk(conn, ev);
@@ -237,6 +357,7 @@ export class DeltaReceiver {
         a.dec?.destroy();
         await a.ing?.abort();
       }
+      this.endSession();
       // Whole items already have all their bytes: let them land before the caller decides where to resume.
       await Promise.allSettled([...conn.settling]);
       body.destroy();
@@ -267,38 +388,44 @@ export class DeltaReceiver {
     if (!ev.last) return;
     conn.open.delete(ev.index);
     const index = ev.index;
-    if (a.ing && a.whole) {
-      const settled = a.ing.commitWhole(item.encoding, a.whole).then(
-        () => {
-          if (this.complete[index] === FAILED) return;
-          this.markComplete(index);
-          conn.progressed = true;
+    if (a.ing && a.whole) this.settle(conn, index, a.ing.commitWhole(item.encoding, a.whole));
+    else if (a.ing && a.dec) {
+      const { ing, dec } = a;
+      const ended = dec.end().then(
+        () => ing.finish(item.size),
+        async (err: unknown) => {
+          dec.destroy();
+          await ing.fail(err);
+          throw err;
         },
-        (err: unknown) => this.noteFailure(index, err),
       );
-      conn.settling.add(settled);
-      void settled.finally(() => conn.settling.delete(settled));
-      return;
+      const settled = this.settle(conn, index, ended);
+      conn.streaming.add(settled);
+      void settled.finally(() => conn.streaming.delete(settled));
+      // Streamed items finish (decode tail, verify, rename) while the next ones arrive; a few at most.
+      if (conn.streaming.size > MAX_STREAMED_SETTLING) await Promise.race(conn.streaming);
+    } else if (this.complete[index] !== FAILED) {
+      this.markComplete(index);
+      conn.progressed = true;
     }
-    if (a.ing && a.dec) {
-      try {
-        await a.dec.end();
-      } catch (err) {
-        await this.itemFailed(a, err);
-        return;
-      }
-      try {
-        await a.ing.finish(item.size);
-      } catch (err) {
-        // A bad item fails its readers (EIO for that file only) and is not asked for again by
-        // this stream; a later read fetches it out of order.
-        this.noteFailure(index, err);
-        return;
-      }
-    }
-    if (this.complete[index] === FAILED) return;
-    this.markComplete(index);
-    conn.progressed = true;
+  }
+
+  /**
+   * Item `index` has all its bytes; `landed` settles when it is verified and stored (then it is
+   * complete) or was refused (a bad item: its readers already failed).
+   */
+  private settle(conn: Connection, index: number, landed: Promise<void>): Promise<void> {
+    const settled = landed.then(
+      () => {
+        if (this.complete[index] === FAILED) return;
+        this.markComplete(index);
+        conn.progressed = true;
+      },
+      (err: unknown) => this.noteFailure(index, err),
+    );
+    conn.settling.add(settled);
+    void settled.finally(() => conn.settling.delete(settled));
+    return settled;
   }
 
   /**
@@ -336,6 +463,7 @@ export class DeltaReceiver {
   private acceptHeader(h: DeltaHeader): void {
     if (this.hdr === undefined) {
       this.hdr = h;
+      this.byDigest = new Map(h.items.map((it, i) => [it.digest, i]));
       this.complete = new Uint8Array(h.items.length);
       this.resolveHeader(h);
       this.log.info('delta-header', { ref: h.ref, manifest: h.manifestDigest, items: h.items.length, layers: h.layers.length });
@@ -353,6 +481,7 @@ export class DeltaReceiver {
     const state = new Map<string, number>();
     this.hdr.items.forEach((it, i) => state.set(it.digest, this.complete[i]!));
     this.hdr = h;
+    this.byDigest = new Map(h.items.map((it, i) => [it.digest, i]));
     this.complete = new Uint8Array(h.items.length);
     this.itemsDone = 0;
     this.bytesDone = 0;
