@@ -32,7 +32,8 @@ export interface WholeItem {
 /** @internal main → thread */
 export interface BatchRequest {
   id: number;
-  ingestDir: string;
+  /** Temporary files of this batch are named <tmpPrefix><thread>-<n> (LocalContentStore.blobTempPath). */
+  tmpPrefix: string;
   data: ArrayBuffer;
   items: { hex: string; size: number; encoding: Encoding; offset: number; length: number; blobPath: string }[];
 }
@@ -45,7 +46,7 @@ export type ItemOutcome =
   | { error: 'digest'; actual: string };
 
 export interface ItemPoolOptions {
-  /** Threads; default min(4, available cores). */
+  /** Threads; default $STARLIGHT_ITEM_THREADS, else min(4, available cores). */
   threads?: number;
 }
 
@@ -90,7 +91,8 @@ export class ItemPool {
     private readonly store: LocalContentStore,
     opts: ItemPoolOptions = {},
   ) {
-    this.size = Math.max(1, opts.threads ?? Math.min(MAX_THREADS, availableParallelism()));
+    const fromEnv = Number(process.env.STARLIGHT_ITEM_THREADS);
+    this.size = Math.max(1, opts.threads ?? (fromEnv > 0 ? fromEnv : Math.min(MAX_THREADS, availableParallelism())));
   }
 
   /** Encoded bytes queued or being processed. */
@@ -140,8 +142,9 @@ export class ItemPool {
     const bytes = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
+    // A spare comes back from a thread with its pages touched; a new one is not zero-filled.
     const spare = bytes <= ARENA_BYTES ? this.spares.pop() : undefined;
-    const buf = Buffer.from(spare ?? new ArrayBuffer(Math.max(bytes, ARENA_BYTES)));
+    const buf = spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(Math.max(bytes, ARENA_BYTES));
     const items: BatchRequest['items'] = [];
     let off = 0;
     for (const p of batch) {
@@ -158,7 +161,7 @@ export class ItemPool {
     t.batches.set(id, batch);
     t.queued += bytes;
     t.worker.ref();
-    const req: BatchRequest = { id, ingestDir: this.store.ingestDir, data: buf.buffer, items };
+    const req: BatchRequest = { id, tmpPrefix: this.store.blobTempPath(`${process.pid}-t`), data: buf.buffer, items };
     t.worker.postMessage(req, [req.data]);
   }
 

@@ -1,14 +1,13 @@
 /**
  * Body of one item-pool thread (item-pool.ts): for each whole item of a batch, decode its encoded
- * bytes, check size and sha256, and only then write it into the CAS (ingest file created read-only,
- * renamed to its digest path). Synchronous on purpose: one thread per core, no event-loop round trip
+ * bytes, check size and sha256, and only then write it into the CAS (a temporary file beside the
+ * blobs, created read-only, renamed to its digest path). Synchronous on purpose: one thread per core, no event-loop round trip
  * per syscall (what made the old per-item path latency-bound, docs/design-notes.md "Ingest").
  *
  * Not here: batching, which thread gets what, waking readers (item-pool.ts, content-tracker.ts).
  */
 import { createHash } from 'node:crypto';
 import { closeSync, constants as fsc, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
 import { parentPort, threadId } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import type { BatchRequest, ItemOutcome } from './item-pool.js';
@@ -35,8 +34,8 @@ function decode(encoding: string, data: Uint8Array, size: number): Buffer {
   }
 }
 
-function store(ingestDir: string, blobPath: string, bytes: Buffer): void {
-  const tmp = join(ingestDir, `${process.pid}-t${threadId}-${++seq}`);
+function store(tmpPrefix: string, blobPath: string, bytes: Buffer): void {
+  const tmp = `${tmpPrefix}${threadId}-${++seq}`;
   // Created read-only (0444 applies to later opens; this fd may write): no chmod.
   const fd = openSync(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o444);
   try {
@@ -66,7 +65,7 @@ function one(req: BatchRequest, i: number): ItemOutcome {
   const hex = createHash('sha256').update(raw).digest('hex');
   if (hex !== it.hex) return { error: 'digest', actual: 'sha256:' + hex };
   try {
-    store(req.ingestDir, it.blobPath, raw);
+    store(req.tmpPrefix, it.blobPath, raw);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { error: 'io', message: e.message, errno: e.code };
