@@ -12,6 +12,7 @@
  *   stream's share; before it: node start, TOCs, tree, FUSE mount).
  *
  * Usage: npm run build && flock /tmp/sl-bench.lock node dist/bench/ingest.js [--images python-web,postgres] [--runs 3]
+ *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE]
  * Needs root (FUSE) and the Debian bench images (bench/images). Prints a markdown table.
  *
  * Not here: WAN emulation (bench/run.ts), the proxy's fan-out (bench/proxy.ts).
@@ -44,6 +45,12 @@ function statCpu(path: string): number {
   const f = readFileSync(path, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
+}
+
+/** System (kernel) CPU seconds of a process, all threads. */
+function sysSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[12]) / USER_HZ;
 }
 
 /** CPU seconds of a process (all threads). */
@@ -153,14 +160,19 @@ interface MountRun {
   streamCpu: number;
   /** The main thread's share of streamCpu. */
   streamMainCpu: number;
+  /** Kernel CPU seconds of the whole run (file creation and writes, socket reads). */
+  sys: number;
 }
 
 /** One `starlight mount` of `ref` with an empty root, until `complete`; then unmounts. */
-async function mountOnce(proxy: string, ref: string, extraNodeArgs: string[]): Promise<MountRun> {
+async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; bin: string; strace?: string }): Promise<MountRun> {
   const root = mkdtempSync(join(tmpdir(), 'sl-ingest-'));
   const dir = join(root, 'mnt');
   const t0 = Date.now();
-  const child = spawn(process.execPath, [...extraNodeArgs, starlightBin(), 'mount', '--proxy', `http://${proxy}`, '--root', join(root, 'state'), ref, dir], {
+  const argv = [...how.nodeArgs, how.bin, 'mount', '--proxy', `http://${proxy}`, '--root', join(root, 'state'), ref, dir];
+  // --strace: syscall counts of the mount (its CPU figures are then strace's own, not meaningful).
+  const [cmd, args] = how.strace ? ['strace', ['-f', '-c', '-o', how.strace, process.execPath, ...argv]] : [process.execPath, argv];
+  const child = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, STARLIGHT_LOG: 'info' },
   });
@@ -172,6 +184,7 @@ async function mountOnce(proxy: string, ref: string, extraNodeArgs: string[]): P
     let cpuAtHeader = 0;
     let mainAtHeader = 0;
     let mainAtComplete = 0;
+    let sys = 0;
     child.stderr.on('data', (b: Buffer) => {
       err += b.toString();
       let nl: number;
@@ -199,6 +212,7 @@ async function mountOnce(proxy: string, ref: string, extraNodeArgs: string[]): P
         if (/^complete$/m.test(out)) {
           clearTimeout(timer);
           mainAtComplete = mainThreadCpu(child.pid!);
+          sys = sysSeconds(child.pid!);
           resolve(cpuSeconds(child.pid!));
         }
       });
@@ -206,7 +220,7 @@ async function mountOnce(proxy: string, ref: string, extraNodeArgs: string[]): P
     });
     const totalS = (Date.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, 50)); // let the last log line arrive
-    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader };
+    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys };
   } finally {
     await stopChild(child);
     rmSync(root, { recursive: true, force: true });
@@ -220,6 +234,10 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '3' },
       'registry-dir': { type: 'string', default: DEFAULT_REGISTRY_DIR },
       'node-arg': { type: 'string', multiple: true, default: [] },
+      /** Another build's bin/starlight.js (before/after comparisons). */
+      starlight: { type: 'string' },
+      /** Write `strace -f -c` of each mount to FILE.<image>.<run>. */
+      strace: { type: 'string' },
     },
   });
   const images = values.images!.split(',') as DebianImageName[];
@@ -246,14 +264,15 @@ async function main(): Promise<void> {
         r.curlS.push((await curl(url)).seconds);
         f = floor(body);
         r.floorCpu.push(f.cpu);
-        const m = await mountOnce(proxy.host, ref, values['node-arg']!);
+        const strace = values.strace ? `${values.strace}.${name}.${run + 1}` : undefined;
+        const m = await mountOnce(proxy.host, ref, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace });
         r.streamMiBs.push(m.wireBytes / MIB / m.streamS);
         r.totalMiBs.push(f.wire / MIB / m.totalS);
         r.totalS.push(m.totalS);
         r.cpu.push(m.cpu);
         r.streamCpu.push(m.streamCpu);
         r.streamMainCpu.push(m.streamMainCpu);
-        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s), floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all), floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
       }
       const med = (a: number[]) => median(a);
       rows.push([
