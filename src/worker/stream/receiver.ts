@@ -6,6 +6,12 @@
  * its digest) fails its readers and is not asked for again; the connection goes on with the next
  * item, and `done` rejects once every other item is present (a later read fetches it out of order).
  *
+ * Frames of different items may interleave (a queue jump preempts a large item). Small items are
+ * buffered whole and handed to the tracker's item pool without waiting (decoded, verified and stored
+ * off the main thread, in batches); larger ones stream through an ItemDecoder so their first ranges
+ * are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
+ * send items that reads wait for next, when its stream has a session (docs/protocol.md "Sessions").
+ *
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
  * (content-tracker.ts), what the header means for images and views (the puller).
  */
