@@ -19,11 +19,26 @@ import {
   PREAMBLE_BYTES,
 } from './constants.js';
 import { checkPreamble, parseEnd, parseError, parseHeader, parseItem } from './frames.js';
-import type { DeltaEvent, DeltaHeader } from './types.js';
+import type { ContentItem, DeltaEvent, DeltaHeader } from './types.js';
 
 export interface DecoderOptions {
   /** Largest accepted HEADER payload in bytes; default MAX_HEADER_BYTES (256 MiB). */
   maxHeaderBytes?: number;
+  /**
+   * Emit a CONTENT frame's data as it arrives, one 'chunk' event per piece of input that holds some
+   * of it (same checks; `last` on the item's final piece), instead of one event per frame. Nothing
+   * is copied or held back: the pieces are views of the input. Default false (one event per frame).
+   */
+  splitFrames?: boolean;
+}
+
+/** A CONTENT frame whose head was read and whose data is still arriving (splitFrames). */
+interface OpenFrame {
+  index: number;
+  slot: number;
+  encodedSize: number;
+  /** Data bytes of this frame not yet emitted. */
+  left: number;
 }
 
 type Phase = 'preamble' | 'header' | 'content' | 'done';
@@ -35,6 +50,8 @@ function malformed(message: string, details?: Record<string, unknown>): Starligh
 /** Push-style parser; use decodeDelta() for an async iterable source. */
 export class DeltaDecoder {
   private readonly maxHeaderBytes: number;
+  private readonly splitFrames: boolean;
+  private frame: OpenFrame | undefined;
   private phase: Phase = 'preamble';
   private queue: Buffer[] = [];
   private queued = 0;
@@ -50,6 +67,7 @@ export class DeltaDecoder {
 
   constructor(opts: DecoderOptions = {}) {
     this.maxHeaderBytes = opts.maxHeaderBytes ?? MAX_HEADER_BYTES;
+    this.splitFrames = opts.splitFrames ?? false;
   }
 
   /** Feeds bytes; returns the events they complete. Throws on invalid input (the decoder is then unusable). */
@@ -101,11 +119,17 @@ export class DeltaDecoder {
       this.phase = 'header';
       return undefined;
     }
+    if (this.frame !== undefined) return this.contentPiece(this.frame);
     if (this.queued < FRAME_HEAD_BYTES) return null;
     const head = this.peek(FRAME_HEAD_BYTES);
     const type = head.readUInt8(0);
     const len = head.readUInt32BE(1);
     this.checkFrame(type, len);
+    if (this.splitFrames && type === FrameType.CONTENT) {
+      if (this.queued < FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES) return null;
+      this.take(FRAME_HEAD_BYTES);
+      return this.contentHead(this.take(CONTENT_HEAD_BYTES), len - CONTENT_HEAD_BYTES);
+    }
     if (this.queued < FRAME_HEAD_BYTES + len) return null;
     this.take(FRAME_HEAD_BYTES);
     const payload = this.take(len);
@@ -169,21 +193,9 @@ export class DeltaDecoder {
   }
 
   private content(payload: Buffer): DeltaEvent {
-    const h = this.header!;
-    const index = payload.readUInt32BE(0);
-    const off = payload.readBigUInt64BE(4);
+    const { index, have, item } = this.checkContent(payload, payload.length - CONTENT_HEAD_BYTES);
     const data = payload.subarray(CONTENT_HEAD_BYTES);
-    const item = h.items[index];
-    if (item === undefined || index < h.firstItem) throw malformed(`CONTENT frame for item ${index} not in this stream`, { index });
-    if (this.unannounced?.has(index) === true) throw malformed(`CONTENT frame for deferred item ${index} before its ITEM frame`, { index });
-    const slot = index - h.firstItem;
-    const have = this.received[slot]!;
-    if (off !== BigInt(have)) throw malformed(`CONTENT frame for item ${index} at offset ${off}, expected ${have}`, { index });
-    if (have + data.length > item.encodedSize) {
-      throw malformed(`CONTENT frames of item ${index} exceed its encodedSize ${item.encodedSize}`, { index, digest: item.digest });
-    }
-    if (data.length === 0 && item.encodedSize !== 0) throw malformed(`empty CONTENT frame for item ${index}`, { index });
-    if (have === item.encodedSize && item.encodedSize !== 0) throw malformed(`item ${index} sent again`, { index });
+    const slot = index - this.header!.firstItem;
     const now = have + data.length;
     this.received[slot] = now;
     this.contentBytes += data.length;
@@ -192,15 +204,61 @@ export class DeltaDecoder {
     return { type: 'chunk', index, offset: have, data, last };
   }
 
-  /** The first `n` queued bytes without consuming them (merges only the leading buffers needed). */
+  /** splitFrames: a CONTENT frame's head; its data follows as pieces (contentPiece). */
+  private contentHead(head: Buffer, dataLength: number): DeltaEvent | undefined {
+    const { index, have, item } = this.checkContent(head, dataLength);
+    const slot = index - this.header!.firstItem;
+    if (dataLength === 0) {
+      // Only an empty item has an empty frame (checkContent): it is complete now.
+      this.completed++;
+      return { type: 'chunk', index, offset: have, data: Buffer.alloc(0), last: true };
+    }
+    this.frame = { index, slot, encodedSize: item.encodedSize, left: dataLength };
+    return undefined;
+  }
+
+  /** splitFrames: as much of the open frame's data as the first queued buffer holds (no copy). */
+  private contentPiece(f: OpenFrame): DeltaEvent | null {
+    if (this.queued === 0) return null;
+    const n = Math.min(this.queue[0]!.length, f.left);
+    const data = this.take(n);
+    const offset = this.received[f.slot]!;
+    const now = offset + n;
+    this.received[f.slot] = now;
+    this.contentBytes += n;
+    f.left -= n;
+    if (f.left === 0) this.frame = undefined;
+    const last = now === f.encodedSize;
+    if (last) this.completed++;
+    return { type: 'chunk', index: f.index, offset, data, last };
+  }
+
+  /** Checks a CONTENT head (index, offset, length) against the header and what was received. */
+  private checkContent(head: Buffer, dataLength: number): { index: number; have: number; item: ContentItem } {
+    const h = this.header!;
+    const index = head.readUInt32BE(0);
+    const off = head.readBigUInt64BE(4);
+    const item = h.items[index];
+    if (item === undefined || index < h.firstItem) throw malformed(`CONTENT frame for item ${index} not in this stream`, { index });
+    if (this.unannounced?.has(index) === true) throw malformed(`CONTENT frame for deferred item ${index} before its ITEM frame`, { index });
+    const slot = index - h.firstItem;
+    const have = this.received[slot]!;
+    if (off !== BigInt(have)) throw malformed(`CONTENT frame for item ${index} at offset ${off}, expected ${have}`, { index });
+    if (have + dataLength > item.encodedSize) {
+      throw malformed(`CONTENT frames of item ${index} exceed its encodedSize ${item.encodedSize}`, { index, digest: item.digest });
+    }
+    if (dataLength === 0 && item.encodedSize !== 0) throw malformed(`empty CONTENT frame for item ${index}`, { index });
+    if (have === item.encodedSize && item.encodedSize !== 0) throw malformed(`item ${index} sent again`, { index });
+    return { index, have, item };
+  }
+
+  /** The first `n` queued bytes without consuming them (copies only those n bytes when they span buffers). */
   private peek(n: number): Buffer {
     if (this.queue[0]!.length >= n) return this.queue[0]!.subarray(0, n);
-    let k = 0;
-    let len = 0;
-    while (len < n) len += this.queue[k++]!.length;
-    const merged = Buffer.concat(this.queue.slice(0, k), len);
-    this.queue.splice(0, k, merged);
-    return merged.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    for (let k = 0; got < n; k++) got += this.queue[k]!.copy(out, got, 0, Math.min(this.queue[k]!.length, n - got));
+    return out;
   }
 
   private take(n: number): Buffer {

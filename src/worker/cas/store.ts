@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 
 const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
+/** Prefix of temporary files in the blob directory (blobTempPath). */
+const BLOB_TEMP_PREFIX = '.tmp-';
 /** sha256 of zero bytes: an empty file needs no content item, but stores like any other. */
 export const EMPTY_DIGEST = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
@@ -152,9 +154,10 @@ export class LocalContentStore implements ContentStore {
   /** Creates the directories, drops stale ingests and indexes committed content. */
   async open(): Promise<this> {
     await mkdir(join(this.root, 'sha256'), { recursive: true });
-    await rm(join(this.root, 'ingest'), { recursive: true, force: true });
-    await mkdir(join(this.root, 'ingest'), { recursive: true });
+    await rm(this.ingestDir, { recursive: true, force: true });
+    await mkdir(this.ingestDir, { recursive: true });
     for (const name of await readdir(join(this.root, 'sha256'))) {
+      if (name.startsWith(BLOB_TEMP_PREFIX)) await rm(join(this.root, 'sha256', name), { force: true });
       if (!/^[0-9a-f]{64}$/.test(name)) continue;
       const st = await stat(join(this.root, 'sha256', name));
       this.sizes.set('sha256:' + name, st.size);
@@ -164,6 +167,20 @@ export class LocalContentStore implements ContentStore {
 
   blobPath(hex: string): string {
     return join(this.root, 'sha256', hex);
+  }
+
+  /** Directory of ingest files (same file system as the blobs: commit is a rename). */
+  get ingestDir(): string {
+    return join(this.root, 'ingest');
+  }
+
+  /**
+   * A temporary path beside the blobs for content verified before it is written (the item pool):
+   * the rename into place stays within one directory (measured cheaper than from ingest/, docs/
+   * design-notes.md "Ingest"); the name never matches a digest, and open() removes leftovers.
+   */
+  blobTempPath(tag: string): string {
+    return join(this.root, 'sha256', BLOB_TEMP_PREFIX + tag);
   }
 
   async info(digest: string): Promise<ContentInfo | null> {
@@ -185,7 +202,7 @@ export class LocalContentStore implements ContentStore {
       throw new StarlightError('SL_ERR_CAS_WRITER_BUSY', `content ${ref} is already being written`, { details: { ref } });
     }
     this.active.add(ref);
-    const ingestPath = join(this.root, 'ingest', `${process.pid}-${++this.ingestSeq}`);
+    const ingestPath = join(this.ingestDir, `${process.pid}-${++this.ingestSeq}`);
     try {
       const fh = await open(ingestPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, 0o600);
       return new LocalWriter(this, ref, ingestPath, fh);

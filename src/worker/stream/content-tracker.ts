@@ -3,11 +3,20 @@
  *
  * Content arrives through ingests (begin → write… → finish): from a delta stream in priority order,
  * or fetched out of order (GET /v1/content) when a read waits for an item no stream is writing now.
+ * A small item whose encoded bytes are all in memory takes the whole-item path instead (beginWhole →
+ * commitWhole): decoded, verified and stored by a thread of the item pool (item-pool.ts); its readers
+ * wake when it is committed (a whole item is never served before it is verified).
  * One ingest per digest at a time (single-flight): a second source for the same digest is told to
  * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
  * are served from the ingest file — or when the content is committed; a digest mismatch (or an item
  * that does not decode) fails every waiter of that digest (EIO for that file only); a waiter not
  * served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ *
+ * Queue jumping (docs/protocol.md "Sessions"): a read that parks on an item no source is writing
+ * first asks the registered streams (QueueJumper: a receiver whose proxy gave its stream a session)
+ * to send that item next on the stream they already have; only if none will, its request fails, or
+ * the item has not started arriving within `queueJumpFallbackMs`, is it fetched out of order (a
+ * second transfer competing with the stream for the link).
  *
  * Unverified bytes: only ranges that end before the content's last byte are served from an ingest;
  * a read reaching the last byte waits for the verified commit. So a small file (one read) is never
@@ -25,7 +34,9 @@ import { StarlightError, hasCode, kindOf } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { ContentWriter, LocalContentStore } from '../cas/store.js';
 import type { ContentProvider } from '../fs/view.js';
+import type { Encoding } from '../../protocol/constants.js';
 import { ItemDecoder } from './item-decoder.js';
+import { ItemPool } from './item-pool.js';
 import type { ContentResponse } from './proxy-client.js';
 
 export interface ContentTrackerOptions {
@@ -35,11 +46,28 @@ export interface ContentTrackerOptions {
   fetchItem?: (digest: string, signal: AbortSignal) => Promise<ContentResponse>;
   /** Delay between out-of-order fetch attempts while someone still waits, in ms; default 500. */
   fetchRetryMs?: number;
+  /** Threads of the whole-item pool (item-pool.ts); default min(4, cores). */
+  itemThreads?: number;
+  /**
+   * How long an item a stream was asked to send next may take to start arriving before it is
+   * fetched out of order anyway, in ms; default 3 000 (a few RTTs plus what is already in flight).
+   */
+  queueJumpFallbackMs?: number;
   log?: Logger;
 }
 
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 const DEFAULT_FETCH_RETRY_MS = 500;
+const DEFAULT_QUEUE_JUMP_FALLBACK_MS = 3_000;
+
+/** A stream that can be asked to send an item next (the receiver of a delta with a session). */
+export interface QueueJumper {
+  /**
+   * Asks this stream to send `digest` next. True: it will (it carries the item and has a session; it
+   * calls ContentTracker.jumpFailed if the proxy refuses). False: ask someone else.
+   */
+  jump(digest: string): boolean;
+}
 
 interface Waiter {
   end: number;
@@ -54,22 +82,28 @@ export class Ingest {
     private readonly tracker: ContentTracker,
     readonly digest: string,
     readonly source: 'stream' | 'fetch',
-    readonly writer: ContentWriter,
+    /** The CAS writer; null for a whole item (decoded and stored by the item pool at commitWhole). */
+    readonly writer: ContentWriter | null,
     /** Decoded size the source announced; ranges up to (not including) the last byte may be served unverified. */
     readonly expectedSize: number,
   ) {}
 
   /** Whether a waiter for bytes [.., end) may be answered from the ingest file now. */
   serves(end: number): boolean {
-    return !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
+    return this.writer !== null && !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
   }
 
   get writtenBytes(): number {
-    return this.writer.writtenBytes;
+    return this.writer?.writtenBytes ?? 0;
+  }
+
+  /** Path of the ingest file (only while serves() is true for some range). */
+  get ingestPath(): string {
+    return this.writer!.ingestPath;
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    await this.writer.write(chunk);
+    await this.writer!.write(chunk);
     this.tracker.progressed(this);
   }
 
@@ -77,7 +111,22 @@ export class Ingest {
   async finish(size: number): Promise<void> {
     this.finished = true;
     try {
-      await this.writer.commit(size, this.digest);
+      await this.writer!.commit(size, this.digest);
+    } catch (err) {
+      this.tracker.ended(this, err);
+      throw err;
+    }
+    this.tracker.ended(this, undefined);
+  }
+
+  /**
+   * A whole item (beginWhole): decodes, verifies and stores `chunks` on the item pool, then wakes
+   * every waiter of this digest; a bad item fails them (typed error, see item-pool.ts) and rejects.
+   */
+  async commitWhole(encoding: Encoding, chunks: Buffer[]): Promise<void> {
+    this.finished = true;
+    try {
+      await this.tracker.pool().put({ digest: this.digest, size: this.expectedSize, encoding, chunks });
     } catch (err) {
       this.tracker.ended(this, err);
       throw err;
@@ -89,7 +138,7 @@ export class Ingest {
   async fail(err: unknown): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    await this.writer.abort();
+    await this.writer?.abort();
     this.tracker.ended(this, err);
   }
 
@@ -97,7 +146,7 @@ export class Ingest {
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    await this.writer.abort();
+    await this.writer?.abort();
     this.tracker.ended(this, null);
   }
 }
@@ -106,10 +155,15 @@ export class ContentTracker implements ContentProvider {
   private readonly ingests = new Map<string, Ingest>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly fetching = new Set<string>();
+  private readonly jumpers = new Set<QueueJumper>();
+  /** Items a stream was asked to send next: the fallback timer of each. */
+  private readonly jumped = new Map<string, NodeJS.Timeout>();
   private readonly closed = new AbortController();
   private readonly readDeadlineMs: number;
   private readonly fetchRetryMs: number;
+  private readonly queueJumpFallbackMs: number;
   private readonly log: Logger;
+  private itemPool: ItemPool | undefined;
 
   constructor(
     readonly store: LocalContentStore,
@@ -117,6 +171,7 @@ export class ContentTracker implements ContentProvider {
   ) {
     this.readDeadlineMs = opts.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
     this.fetchRetryMs = opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS;
+    this.queueJumpFallbackMs = opts.queueJumpFallbackMs ?? DEFAULT_QUEUE_JUMP_FALLBACK_MS;
     this.log = opts.log ?? nullLogger;
   }
 
@@ -150,7 +205,25 @@ export class ContentTracker implements ContentProvider {
     }
     const ing = new Ingest(this, digest, source, writer, size);
     this.ingests.set(digest, ing);
+    this.arrivingNow(digest);
     return ing;
+  }
+
+  /**
+   * Reserves `digest` for a whole-item ingest (commitWhole) without touching the disk, or returns
+   * null when it is present or already being written. Synchronous: the stream does not wait per item.
+   */
+  beginWhole(digest: string, source: 'stream' | 'fetch', size: number): Ingest | null {
+    if (this.store.has(digest) || this.ingests.has(digest)) return null;
+    const ing = new Ingest(this, digest, source, null, size);
+    this.ingests.set(digest, ing);
+    this.arrivingNow(digest);
+    return ing;
+  }
+
+  /** @internal The whole-item pool, started on first use. */
+  pool(): ItemPool {
+    return (this.itemPool ??= new ItemPool(this.store, { threads: this.opts.itemThreads }));
   }
 
   waitFor(digest: string, offset: number, length: number, signal?: AbortSignal): Promise<string> {
@@ -158,7 +231,7 @@ export class ContentTracker implements ContentProvider {
     if (done !== null) return Promise.resolve(done);
     const end = offset + Math.max(0, length);
     const ing = this.ingests.get(digest);
-    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.writer.ingestPath);
+    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.ingestPath);
     return new Promise<string>((resolve, reject) => {
       let set = this.waiters.get(digest);
       if (set === undefined) this.waiters.set(digest, (set = new Set()));
@@ -192,7 +265,7 @@ export class ContentTracker implements ContentProvider {
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
       set.add(w);
-      if (!this.ingests.has(digest)) this.fetchOutOfOrder(digest);
+      if (!this.ingests.has(digest)) this.request(digest);
     });
   }
 
@@ -204,8 +277,27 @@ export class ContentTracker implements ContentProvider {
   }
 
   /** Fails every waiter and stops fetching. Idempotent. */
+  /** Registers a stream that can be asked to send items next; returns its unregistration. */
+  addJumper(j: QueueJumper): () => void {
+    this.jumpers.add(j);
+    return () => this.jumpers.delete(j);
+  }
+
+  /** A stream could not get `digest` sent next (no session any more, proxy refused): fetch it now. */
+  jumpFailed(digest: string): void {
+    const timer = this.jumped.get(digest);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.jumped.delete(digest);
+    this.log.info('content-jump-failed', { digest });
+    if (!this.ingests.has(digest) && (this.waiters.get(digest)?.size ?? 0) > 0) this.fetchOutOfOrder(digest);
+  }
+
   close(): void {
     this.closed.abort();
+    for (const t of this.jumped.values()) clearTimeout(t);
+    this.jumped.clear();
+    void this.itemPool?.close();
     for (const [digest, set] of this.waiters) {
       const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
       for (const w of [...set]) w.reject(err);
@@ -216,7 +308,7 @@ export class ContentTracker implements ContentProvider {
   progressed(ing: Ingest): void {
     const set = this.waiters.get(ing.digest);
     if (set === undefined) return;
-    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.writer.ingestPath);
+    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.ingestPath);
   }
 
   /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */
@@ -233,8 +325,35 @@ export class ContentTracker implements ContentProvider {
       if (set) for (const w of [...set]) w.reject(err);
       return;
     }
-    // Aborted: someone still waiting gets the content out of order.
-    if (set && set.size > 0) this.fetchOutOfOrder(ing.digest);
+    // Aborted: someone still waiting asks again (a stream that still has a session, or out of order).
+    if (set && set.size > 0) this.request(ing.digest);
+  }
+
+  /** Someone waits for `digest` and no source writes it: a stream sends it next, or it is fetched. */
+  private request(digest: string): void {
+    if (this.jumped.has(digest) || this.closed.signal.aborted) return;
+    for (const j of this.jumpers) {
+      if (!j.jump(digest)) continue;
+      if (this.log.enabled('debug')) this.log.debug('content-jump', { digest });
+      const timer = setTimeout(() => {
+        this.jumped.delete(digest);
+        if (this.ingests.has(digest) || this.store.has(digest) || (this.waiters.get(digest)?.size ?? 0) === 0) return;
+        this.log.info('content-jump-fallback', { digest, afterMs: this.queueJumpFallbackMs });
+        this.fetchOutOfOrder(digest);
+      }, this.queueJumpFallbackMs);
+      timer.unref();
+      this.jumped.set(digest, timer);
+      return;
+    }
+    this.fetchOutOfOrder(digest);
+  }
+
+  /** `digest` started arriving: a stream's queue jump (if any) worked. */
+  private arrivingNow(digest: string): void {
+    const timer = this.jumped.get(digest);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.jumped.delete(digest);
   }
 
   /** Single-flight out-of-order fetch of `digest`, retried while anyone waits for it. */

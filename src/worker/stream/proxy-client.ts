@@ -1,6 +1,7 @@
 /**
  * The worker's HTTP client of the proxy: opens delta streams (GET /v1/delta) and single items
- * (GET /v1/content/<digest>), and turns the proxy's OCI-style error bodies back into StarlightErrors
+ * (GET /v1/content/<digest>), asks a stream's session to send items next (POST
+ * /v1/sessions/<id>/next, docs/protocol.md "Sessions"), and turns the proxy's OCI-style error bodies back into StarlightErrors
  * with the proxy's code. Connection failures become SL_ERR_PROXY_UNREACHABLE.
  *
  * Not here: decoding frames (src/protocol), writing content (receiver.ts), retries and resume
@@ -10,7 +11,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { CODES, StarlightError, type Code } from '../../errors.js';
-import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
+import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, SESSION_ID_RE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
 
 export interface ProxyClientOptions {
   /** Base URL of the proxy, e.g. http://127.0.0.1:8090. */
@@ -43,6 +44,14 @@ export interface ContentResponse {
   body: Readable;
 }
 
+
+export interface DeltaResponse {
+  /** The raw delta (decode with DeltaDecoder). */
+  body: Readable;
+  /** The stream's session id, when the proxy offers queue jumping. */
+  session: string | undefined;
+}
+
 const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
 const DEFAULT_DELTA_TIMEOUT_MS = 600_000;
 
@@ -65,8 +74,8 @@ export class ProxyClient {
     this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
-  /** Opens a delta stream; the body is the raw delta (decode with decodeDelta). */
-  async delta(req: DeltaRequest, signal?: AbortSignal): Promise<Readable> {
+  /** Opens a delta stream. */
+  async delta(req: DeltaRequest, signal?: AbortSignal): Promise<DeltaResponse> {
     const u = new URL('/v1/delta', this.base);
     u.searchParams.set('to', req.ref);
     if (req.have.length) u.searchParams.set('have', req.have.join(','));
@@ -74,7 +83,20 @@ export class ProxyClient {
     if (req.from) u.searchParams.set('from', String(req.from));
     // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
     u.searchParams.set('deferred', '1');
-    return this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
+    const res = await this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
+    const session = res.headers[HTTP_HEADER_SESSION];
+    return { body: res, session: typeof session === 'string' && SESSION_ID_RE.test(session) ? session : undefined };
+  }
+
+  /**
+   * Asks the proxy to send `items` (indexes of the stream's header) next on the stream of `session`.
+   * Resolves once the proxy accepted (204); throws the proxy's error otherwise (404: the session is
+   * unknown or its stream finished).
+   */
+  async next(session: string, items: number[], signal?: AbortSignal): Promise<void> {
+    const path = `/v1/sessions/${encodeURIComponent(session)}/next`;
+    const res = await this.request(new URL(path, this.base), 'POST', signal, `POST ${path}`, Buffer.from(JSON.stringify({ items })));
+    res.resume();
   }
 
   /** Fetches one content item, encoded as the proxy stores it. */
@@ -137,7 +159,7 @@ export class ProxyClient {
     return new Promise((resolve, reject) => {
       const req = mod.request(u, { method, headers, agent: this.agent, signal }, (res) => {
         clearTimeout(timer);
-        if (res.statusCode === 200) return resolve(res);
+        if (res.statusCode === 200 || res.statusCode === 204) return resolve(res);
         readError(res, what, this.base.host).then(reject, reject);
       });
       const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);

@@ -6,14 +6,22 @@
  * its digest) fails its readers and is not asked for again; the connection goes on with the next
  * item, and `done` rejects once every other item is present (a later read fetches it out of order).
  *
+ * Frames of different items may interleave (a queue jump preempts a large item). Small items are
+ * buffered whole and handed to the tracker's item pool without waiting (decoded, verified and stored
+ * off the main thread, in batches); larger ones stream through an ItemDecoder so their first ranges
+ * are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
+ * send items that reads wait for next, when its stream has a session (docs/protocol.md "Sessions").
+ *
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
  * (content-tracker.ts), what the header means for images and views (the puller).
  */
 import { StarlightError, kindOf, withContext } from '../../errors.js';
+import type { Readable } from 'node:stream';
 import { nullLogger, type Logger } from '../../log.js';
-import { decodeDelta } from '../../protocol/decoder.js';
-import type { DeltaHeader } from '../../protocol/types.js';
-import type { ContentTracker, Ingest } from './content-tracker.js';
+import { DEFAULT_CHUNK_BYTES, type Encoding } from '../../protocol/constants.js';
+import { DeltaDecoder } from '../../protocol/decoder.js';
+import type { DeltaEvent, DeltaHeader } from '../../protocol/types.js';
+import type { ContentTracker, Ingest, QueueJumper } from './content-tracker.js';
 import { ItemDecoder } from './item-decoder.js';
 import type { DeltaRequest, ProxyClient } from './proxy-client.js';
 
@@ -46,6 +54,91 @@ export interface ReceiverProgress {
   done: boolean;
 }
 
+/**
+ * Items up to this many encoded bytes (one CONTENT frame of the proxy) and decoded bytes take the
+ * whole-item path (item-pool.ts); larger ones stream through ItemDecoder so their first ranges can be
+ * served before the rest arrives.
+ */
+const WHOLE_MAX_ENCODED_BYTES = DEFAULT_CHUNK_BYTES;
+const WHOLE_MAX_BYTES = 16 * 1024 * 1024;
+/** Encoded bytes of whole items queued for the pool before the stream stops reading. */
+const POOL_INFLIGHT_BYTES = 8 * 1024 * 1024;
+
+/** An item of the current connection whose first frame arrived. */
+interface Arriving {
+  index: number;
+  ing: Ingest | null;
+  /** Streamed item: its decoder. */
+  dec: ItemDecoder | null;
+  /** Whole item: its encoded bytes so far. */
+  whole: Buffer[] | null;
+}
+
+/** State of one connection. */
+interface Connection {
+  /**
+   * This connection's header: its items carry the encodings this connection sends (they may differ
+   * from an earlier connection's for the same digests, and deferred ones are set by ITEM frames).
+   */
+  header?: DeltaHeader;
+  /** Items begun and not yet at their last frame. */
+  open: Map<number, Arriving>;
+  /** Items with all their bytes, not yet verified and stored (whole and streamed). */
+  settling: Set<Promise<void>>;
+  /** The streamed ones among them. */
+  streaming: Set<Promise<void>>;
+  progressed: boolean;
+}
+
+/** Streamed items finishing (decoder tail, verify, rename) while the stream goes on. */
+const MAX_STREAMED_SETTLING = 2;
+
+/** Socket chunks buffered before the body is paused. */
+const MAX_QUEUED_CHUNKS = 64;
+
+/**
+ * The body's chunks as they arrive. Not Readable's async iterator: its read() concatenates whatever
+ * is buffered into one new Buffer, a copy of most of the stream (measured: docs/design-notes.md "Ingest").
+ */
+async function* chunksOf(body: Readable): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const onData = (b: Buffer): void => {
+    queue.push(b);
+    if (queue.length >= MAX_QUEUED_CHUNKS) body.pause();
+    wake?.();
+  };
+  const onEnd = (): void => {
+    ended = true;
+    wake?.();
+  };
+  const onError = (err: unknown): void => {
+    failure = err;
+    wake?.();
+  };
+  body.on('data', onData);
+  body.once('end', onEnd);
+  body.once('close', onEnd);
+  body.once('error', onError);
+  try {
+    for (;;) {
+      while (queue.length > 0) yield queue.shift()!;
+      if (failure !== undefined) throw failure;
+      if (ended) return;
+      if (body.isPaused()) body.resume();
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+  } finally {
+    body.off('data', onData);
+    body.off('end', onEnd);
+    body.off('close', onEnd);
+    body.off('error', onError);
+  }
+}
+
 /** complete[] states: 0 pending, DONE present, FAILED arrived but failed verification. */
 const DONE = 1;
 const FAILED = 2;
@@ -72,7 +165,7 @@ function permanent(err: unknown): boolean {
   return k === 'not-found' || k === 'invalid-argument' || k === 'unauthenticated' || k === 'permission-denied' || k === 'unimplemented';
 }
 
-export class DeltaReceiver {
+export class DeltaReceiver implements QueueJumper {
   /** Resolves with the header of the first connection; rejects if no header could be had. */
   readonly header: Promise<DeltaHeader>;
   /**
@@ -93,6 +186,15 @@ export class DeltaReceiver {
   private firstFailure: unknown;
   private readonly ac = new AbortController();
   private readonly log: Logger;
+  /** Session of the current connection (queue jumping), undefined without one or once it failed. */
+  private session: string | undefined;
+  /** First item index the current connection's stream carries. */
+  private connFirst = 0;
+  /** Item index by digest, of the current header. */
+  private byDigest = new Map<string, number>();
+  /** Items to ask for next, not yet sent; and whether a request is in flight (one at a time). */
+  private jumpQueue = new Set<number>();
+  private jumpInFlight = false;
   private resolveHeader!: (h: DeltaHeader) => void;
   private rejectHeader!: (e: unknown) => void;
 
@@ -103,8 +205,64 @@ export class DeltaReceiver {
       this.rejectHeader = rej;
     });
     this.header.catch(() => {});
-    this.done = this.run();
+    const unregister = opts.tracker.addJumper(this);
+    this.done = this.run().finally(unregister);
     this.done.catch(() => {});
+  }
+
+  /**
+   * QueueJumper: asks the proxy to send the item of `digest` next on this stream, batched with other
+   * items parked in the same turn, one request in flight (later ones coalesce behind it). False when
+   * this stream has no session or will not carry the item.
+   */
+  jump(digest: string): boolean {
+    const i = this.byDigest.get(digest);
+    if (this.session === undefined || i === undefined || this.complete[i] || i < this.connFirst) return false;
+    this.jumpQueue.add(i);
+    if (!this.jumpInFlight) {
+      this.jumpInFlight = true;
+      setImmediate(() => this.sendJumps());
+    }
+    return true;
+  }
+
+  private sendJumps(): void {
+    const session = this.session;
+    const items = [...this.jumpQueue].filter((i) => !this.complete[i]);
+    this.jumpQueue.clear();
+    if (items.length === 0) {
+      this.jumpInFlight = false;
+      return;
+    }
+    const digests = items.map((i) => this.hdr!.items[i]!.digest);
+    const failed = (err: unknown): void => {
+      // The session is gone (stream finished, proxy restarted) or refuses: no more jumps on it.
+      if (this.session === session) this.session = undefined;
+      this.log.info('delta-jump-failed', { ref: this.opts.request.ref, items: items.length, err });
+      for (const d of digests) this.opts.tracker.jumpFailed(d);
+    };
+    if (session === undefined) {
+      failed(new StarlightError('SL_ERR_CANCELED', 'the stream ended'));
+      this.jumpInFlight = false;
+      return;
+    }
+    if (this.log.enabled('debug')) this.log.debug('delta-jump', { ref: this.opts.request.ref, items });
+    this.opts.client
+      .next(session, items, this.ac.signal)
+      .catch(failed)
+      .finally(() => {
+        if (this.jumpQueue.size > 0) this.sendJumps();
+        else this.jumpInFlight = false;
+      });
+  }
+
+  /** The connection ended: its session with it; items still queued for a jump are fetched otherwise. */
+  private endSession(): void {
+    this.session = undefined;
+    if (this.jumpInFlight) return; // sendJumps drains the queue (and fails it) when its request ends
+    const digests = [...this.jumpQueue].map((i) => this.hdr!.items[i]!.digest);
+    this.jumpQueue.clear();
+    for (const d of digests) this.opts.tracker.jumpFailed(d);
   }
 
   progress(): ReceiverProgress {
@@ -182,82 +340,126 @@ export class DeltaReceiver {
 
   /** One connection; returns whether any item completed. Throws what ended it early. */
   private async connect(from: number): Promise<boolean> {
-    const { client, tracker, request } = this.opts;
-    const body = await client.delta({ ...request, from }, this.ac.signal);
+    const { client, request } = this.opts;
+    const { body, session } = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
-    let current: { index: number; ing: Ingest | null; dec: ItemDecoder | null } | undefined;
-    // This connection's header: its items carry the encodings this connection sends (they may differ
-    // from an earlier connection's for the same digests, and deferred ones are set by ITEM frames).
-    let conn: DeltaHeader | undefined;
-    let progressed = false;
-    const counted = (async function* (src: AsyncIterable<Buffer>, onBytes: (n: number) => void) {
-      for await (const c of src) {
-        onBytes(c.length);
-        yield c;
-      }
-    })(body as AsyncIterable<Buffer>, (n) => (this.wireBytes += n));
+    this.session = session;
+    this.connFirst = from;
+    const conn: Connection = { open: new Map(), settling: new Set(), streaming: new Set(), progressed: false };
+    const dec = new DeltaDecoder({ splitFrames: true });
     try {
-      for await (const ev of decodeDelta(counted)) {
-        if (ev.type === 'header') {
-          conn = ev.header;
-          this.acceptHeader(ev.header);
-          await this.skipPresent();
-          continue;
+      read: for await (const bytes of chunksOf(body)) {
+        this.wireBytes += bytes.length;
+        for (const ev of dec.push(bytes)) {
+          if (ev.type === 'header') {
+            conn.header = ev.header;
+            this.acceptHeader(ev.header);
+            this.connFirst = ev.header.firstItem;
+            this.skipPresent();
+          } else if (ev.type === 'end') break read;
+          else await this.chunk(conn, ev);
         }
-        if (ev.type === 'end') break;
-        const item = this.hdr!.items[ev.index]!;
-        if (current === undefined || current.index !== ev.index) {
-          if (current?.ing) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `item ${current.index} ended without its last chunk`);
-          const ing = this.complete[ev.index] ? null : await tracker.begin(item.digest, 'stream', item.size);
-          current = { index: ev.index, ing, dec: ing ? new ItemDecoder((conn ?? this.hdr!).items[ev.index]!.encoding, ing, item.digest) : null };
-        }
-        if (current.dec) {
-          try {
-            await current.dec.push(ev.data);
-          } catch (err) {
-            // Bytes that do not decode: a bad item, not a bad connection (reconnecting would
-            // resend the same bytes forever). The rest of its chunks are skipped.
-            await this.itemFailed(current, err);
-            current.ing = null;
-            current.dec = null;
-          }
-        }
-        if (ev.last) {
-          const c = current;
-          current = undefined;
-          if (c.ing && c.dec) {
-            try {
-              await c.dec.end();
-            } catch (err) {
-              await this.itemFailed(c, err);
-              continue;
-            }
-            try {
-              await c.ing.finish(item.size);
-            } catch (err) {
-              // A bad item fails its readers (EIO for that file only) and is not asked for again by
-              // this stream; a later read fetches it out of order.
-              this.noteFailure(c.index, err);
-              continue;
-            }
-          }
-          if (this.complete[ev.index] === FAILED) continue;
-          this.markComplete(ev.index);
-          progressed = true;
-        }
+        // Backpressure: whole items waiting for the pool bound memory and a parked read's queueing.
+        const pool = this.opts.tracker.pool();
+        if (pool.inFlightBytes > POOL_INFLIGHT_BYTES) await pool.whenBelow(POOL_INFLIGHT_BYTES);
       }
+      if (!dec.isDone()) dec.finish();
     } finally {
-      if (current?.ing) {
-        current.dec?.destroy();
-        await current.ing.abort();
+      for (const a of conn.open.values()) {
+        a.dec?.destroy();
+        await a.ing?.abort();
       }
+      this.endSession();
+      // Whole items already have all their bytes: let them land before the caller decides where to resume.
+      await Promise.allSettled([...conn.settling]);
       body.destroy();
     }
-    return progressed;
+    return conn.progressed;
+  }
+
+  /** One CONTENT frame's data. Items may interleave (a queue jump preempts at a frame boundary). */
+  private async chunk(conn: Connection, ev: Extract<DeltaEvent, { type: 'chunk' }>): Promise<void> {
+    const item = this.hdr!.items[ev.index]!;
+    const { encoding, encodedSize } = (conn.header ?? this.hdr!).items[ev.index]!;
+    let a = conn.open.get(ev.index);
+    if (a === undefined) {
+      a = await this.startItem(ev.index, encoding, encodedSize);
+      if (!ev.last) conn.open.set(ev.index, a);
+    }
+    if (a.whole) a.whole.push(ev.data);
+    else if (a.dec) {
+      try {
+        await a.dec.push(ev.data);
+      } catch (err) {
+        // Bytes that do not decode: a bad item, not a bad connection (reconnecting would
+        // resend the same bytes forever). The rest of its chunks are skipped.
+        await this.itemFailed(a, err);
+        a.ing = null;
+        a.dec = null;
+      }
+    }
+    if (!ev.last) return;
+    conn.open.delete(ev.index);
+    const index = ev.index;
+    if (a.ing && a.whole) this.settle(conn, index, a.ing.commitWhole(encoding, a.whole));
+    else if (a.ing && a.dec) {
+      const { ing, dec } = a;
+      const ended = dec.end().then(
+        () => ing.finish(item.size),
+        async (err: unknown) => {
+          dec.destroy();
+          await ing.fail(err);
+          throw err;
+        },
+      );
+      const settled = this.settle(conn, index, ended);
+      conn.streaming.add(settled);
+      void settled.finally(() => conn.streaming.delete(settled));
+      // Streamed items finish (decode tail, verify, rename) while the next ones arrive; a few at most.
+      if (conn.streaming.size > MAX_STREAMED_SETTLING) await Promise.race(conn.streaming);
+    } else if (this.complete[index] !== FAILED) {
+      this.markComplete(index);
+      conn.progressed = true;
+    }
+  }
+
+  /**
+   * Item `index` has all its bytes; `landed` settles when it is verified and stored (then it is
+   * complete) or was refused (a bad item: its readers already failed).
+   */
+  private settle(conn: Connection, index: number, landed: Promise<void>): Promise<void> {
+    const settled = landed.then(
+      () => {
+        if (this.complete[index] === FAILED) return;
+        this.markComplete(index);
+        conn.progressed = true;
+      },
+      (err: unknown) => this.noteFailure(index, err),
+    );
+    conn.settling.add(settled);
+    void settled.finally(() => conn.settling.delete(settled));
+    return settled;
+  }
+
+  /**
+   * Begins item `index`: a whole item (small: its encoded bytes are buffered and go to the item pool
+   * at the end) or a streamed one (decoded and written as frames arrive, so reads of its first ranges
+   * are served early); no ingest when it is complete or another source writes it.
+   */
+  private async startItem(index: number, encoding: Encoding, encodedSize: number): Promise<Arriving> {
+    const item = this.hdr!.items[index]!;
+    const { tracker } = this.opts;
+    if (this.complete[index]) return { index, ing: null, dec: null, whole: null };
+    if (encodedSize <= WHOLE_MAX_ENCODED_BYTES && item.size <= WHOLE_MAX_BYTES) {
+      const ing = tracker.beginWhole(item.digest, 'stream', item.size);
+      return { index, ing, dec: null, whole: ing ? [] : null };
+    }
+    const ing = await tracker.begin(item.digest, 'stream', item.size);
+    return { index, ing, dec: ing ? new ItemDecoder(encoding, ing, item.digest) : null, whole: null };
   }
 
   /** An item whose bytes do not decode: its ingest fails (readers get EIO), the stream goes on. */
-  private async itemFailed(c: { index: number; ing: Ingest | null; dec: ItemDecoder | null }, err: unknown): Promise<void> {
+  private async itemFailed(c: Arriving, err: unknown): Promise<void> {
     c.dec?.destroy();
     await c.ing?.fail(err);
     this.noteFailure(c.index, err);
@@ -274,6 +476,7 @@ export class DeltaReceiver {
   private acceptHeader(h: DeltaHeader): void {
     if (this.hdr === undefined) {
       this.hdr = h;
+      this.byDigest = new Map(h.items.map((it, i) => [it.digest, i]));
       this.complete = new Uint8Array(h.items.length);
       this.resolveHeader(h);
       this.log.info('delta-header', { ref: h.ref, manifest: h.manifestDigest, items: h.items.length, layers: h.layers.length });
@@ -291,6 +494,7 @@ export class DeltaReceiver {
     const state = new Map<string, number>();
     this.hdr.items.forEach((it, i) => state.set(it.digest, this.complete[i]!));
     this.hdr = h;
+    this.byDigest = new Map(h.items.map((it, i) => [it.digest, i]));
     this.complete = new Uint8Array(h.items.length);
     this.itemsDone = 0;
     this.bytesDone = 0;
@@ -303,7 +507,7 @@ export class DeltaReceiver {
   }
 
   /** Marks items already in the store (earlier pulls, out-of-order fetches) as complete. */
-  private async skipPresent(): Promise<void> {
+  private skipPresent(): void {
     const items = this.hdr!.items;
     for (let i = 0; i < items.length; i++) if (!this.complete[i] && this.opts.tracker.has(items[i]!.digest)) this.markComplete(i);
   }

@@ -183,3 +183,43 @@ test('decoding is independent of how the input is split (1-byte and every 2-way 
     t.is(evs.filter((e) => e.type === 'chunk').reduce((s, e) => s + (e.type === 'chunk' ? e.data.length : 0), 0), 43, `cut ${cut}`);
   }
 });
+
+/** Decodes with splitFrames, feeding `step`-byte pieces; concatenates each item's pieces and checks their offsets. */
+function decodeSplit(buf: Buffer, step: number): { items: Map<number, Buffer>; chunkEvents: number; lasts: number[] } {
+  const dec = new DeltaDecoder({ splitFrames: true });
+  const items = new Map<number, Buffer>();
+  const lasts: number[] = [];
+  let chunkEvents = 0;
+  for (let o = 0; o < buf.length; o += step) {
+    for (const ev of dec.push(buf.subarray(o, o + step))) {
+      if (ev.type !== 'chunk') continue;
+      chunkEvents++;
+      const have = items.get(ev.index) ?? Buffer.alloc(0);
+      if (ev.offset !== have.length) throw new Error(`item ${ev.index}: piece at ${ev.offset}, have ${have.length}`);
+      items.set(ev.index, Buffer.concat([have, ev.data]));
+      if (ev.last) lasts.push(ev.index);
+    }
+  }
+  dec.finish();
+  return { items, chunkEvents, lasts };
+}
+
+test('splitFrames: pieces as they arrive, same bytes and checks as whole frames', async (t) => {
+  const wire = await encodeAll(makeHeader(contents), contents);
+  const { items: whole } = await decodeAll(wire, wire.length);
+  for (const step of [1, 7, 333, 4096, wire.length]) {
+    const split = decodeSplit(wire, step);
+    t.deepEqual(split.items, whole, `step ${step}`);
+    t.deepEqual(split.lasts, [...whole.keys()], `step ${step}: one last per item, in order`);
+    if (step === 1) t.true(split.chunkEvents > contents.length * 10, 'data is emitted before its frame is complete');
+  }
+  // Truncation and garbage are refused the same way.
+  for (const cut of [50, wire.length - 3000, wire.length - 1]) {
+    const err = t.throws(() => decodeSplit(wire.subarray(0, cut), 100));
+    t.is((err as { code?: string }).code, 'SL_ERR_PROTOCOL_TRUNCATED', `cut at ${cut}`);
+  }
+  const mut = Buffer.from(wire);
+  const firstContent = Buffer.concat([preamble(), headerFrame(makeHeader(contents))]).length;
+  mut.writeUInt8(1, firstContent + 5 + 4 + 7);
+  t.is((t.throws(() => decodeSplit(mut, 100)) as { code?: string }).code, 'SL_ERR_PROTOCOL_MALFORMED');
+});

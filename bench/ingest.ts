@@ -1,0 +1,307 @@
+/**
+ * Ingest benchmark (issue 18): how fast the worker consumes a whole delta on loopback, no emulator,
+ * next to what the link and the CPU allow. Per bench image (v1, fresh worker), `--runs` times:
+ *
+ * - **curl**: `curl -o /dev/null` of the image's delta from the proxy (warm cache): the transport floor;
+ * - **floor**: in-process decode (zlib/brotli, sync) + sha256 of every item of the same delta, CPU
+ *   seconds of one thread: the work any worker must do;
+ * - **mount**: `starlight mount` (own content root, nothing present) from spawn to its `complete`
+ *   line: wire MiB/s over the stream (from its `delta-header` to its `delta-complete` log line, wire
+ *   bytes as the receiver counted them) and over the whole command, and the process's CPU seconds
+ *   (all threads, /proc/<pid>/stat, read at `complete`), in total and from `delta-header` on (the
+ *   stream's share; before it: node start, TOCs, tree, FUSE mount).
+ *
+ * Usage: npm run build && flock /tmp/sl-bench.lock node dist/bench/ingest.js [--images python-web,postgres] [--runs 3]
+ *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE]
+ * Needs root (FUSE) and the Debian bench images (bench/images). Prints a markdown table.
+ *
+ * Not here: WAN emulation (bench/run.ts), the proxy's fan-out (bench/proxy.ts).
+ */
+import { spawn, execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import zlib from 'node:zlib';
+import { DeltaDecoder } from '../src/protocol/decoder.js';
+import type { ContentItem } from '../src/protocol/types.js';
+import { median } from './report/aggregate.js';
+import { DEBIAN_IMAGES, ensureDebianImage, type DebianImageName } from './images/ensure.js';
+import { Cleanups, stopChild } from './drivers/proc.js';
+import { startBenchProxy, starlightBin } from './drivers/proxy.js';
+import { startBenchRegistry } from './drivers/registry.js';
+
+/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
+const USER_HZ = 100;
+const MIB = 1024 * 1024;
+/** Longest a mount may take to `complete`, ms. */
+const MOUNT_TIMEOUT_MS = 180_000;
+const DEFAULT_REGISTRY_DIR = '/var/cache/starlight/bench-registry';
+
+/** utime + stime of a /proc stat file, seconds. */
+function statCpu(path: string): number {
+  const f = readFileSync(path, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
+}
+
+/** System (kernel) CPU seconds of a process, all threads. */
+function sysSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[12]) / USER_HZ;
+}
+
+/** CPU seconds of a process (all threads). */
+function cpuSeconds(pid: number): number {
+  return statCpu(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of a process's main thread (the event loop). */
+function mainThreadCpu(pid: number): number {
+  return statCpu(`/proc/${pid}/task/${pid}/stat`);
+}
+
+function post(host: string, path: string): Promise<number> {
+  const i = host.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const req = request({ host: host.slice(0, i), port: Number(host.slice(i + 1)), path, method: 'POST', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The whole delta in memory (warms the proxy's cache too). */
+function fetchAll(url: string): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false }, (res) => {
+      if (res.statusCode !== 200) return reject(new Error(`GET ${url}: HTTP ${res.statusCode}`));
+      const chunks: Buffer[] = [];
+      res.on('data', (b: Buffer) => chunks.push(b));
+      res.on('end', () => resolve(chunks));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function curl(url: string): Promise<{ seconds: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    execFile('curl', ['-s', '-o', '/dev/null', '-w', '%{time_total} %{size_download}', url], (err, out) => {
+      if (err) return reject(err);
+      const [s, b] = out.trim().split(' ');
+      resolve({ seconds: Number(s), bytes: Number(b) });
+    });
+  });
+}
+
+function decodeSync(item: ContentItem, data: Buffer): Buffer {
+  switch (item.encoding) {
+    case 'identity':
+      return data;
+    case 'br':
+      return zlib.brotliDecompressSync(data);
+    case 'gzip':
+      return zlib.gunzipSync(data);
+    case 'deflate-raw':
+      return zlib.inflateRawSync(data);
+    case 'zstd':
+      throw new Error('zstd items are not produced by this proxy');
+  }
+}
+
+/** Decode + hash of every item, one thread; returns CPU seconds and totals. */
+function floor(chunks: Buffer[]): { cpu: number; items: number; content: number; wire: number } {
+  const dec = new DeltaDecoder();
+  const parts = new Map<number, Buffer[]>();
+  const whole: { item: ContentItem; data: Buffer }[] = [];
+  let items: ContentItem[] = [];
+  let wire = 0;
+  for (const c of chunks) {
+    wire += c.length;
+    for (const ev of dec.push(c)) {
+      if (ev.type === 'header') items = ev.header.items;
+      if (ev.type !== 'chunk') continue;
+      let p = parts.get(ev.index);
+      if (!p) parts.set(ev.index, (p = []));
+      p.push(ev.data);
+      if (ev.last) {
+        whole.push({ item: items[ev.index]!, data: p.length === 1 ? p[0]! : Buffer.concat(p) });
+        parts.delete(ev.index);
+      }
+    }
+  }
+  dec.finish();
+  let content = 0;
+  const t0 = process.cpuUsage();
+  for (const { item, data } of whole) {
+    const raw = decodeSync(item, data);
+    const d = 'sha256:' + createHash('sha256').update(raw).digest('hex');
+    if (d !== item.digest) throw new Error(`floor: item ${item.digest} hashes to ${d}`);
+    content += raw.length;
+  }
+  const u = process.cpuUsage(t0);
+  return { cpu: (u.user + u.system) / 1e6, items: whole.length, content, wire };
+}
+
+interface MountRun {
+  /** Spawn → `complete`, s. */
+  totalS: number;
+  /** `delta-header` → `delta-complete` log lines, s. */
+  streamS: number;
+  wireBytes: number;
+  cpu: number;
+  /** CPU seconds from `delta-header` (read when the bench sees that line) to `complete`. */
+  streamCpu: number;
+  /** The main thread's share of streamCpu. */
+  streamMainCpu: number;
+  /** Kernel CPU seconds of the whole run (file creation and writes, socket reads). */
+  sys: number;
+}
+
+/** One `starlight mount` of `ref` with an empty root, until `complete`; then unmounts. */
+async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; bin: string; strace?: string }): Promise<MountRun> {
+  const root = mkdtempSync(join(tmpdir(), 'sl-ingest-'));
+  const dir = join(root, 'mnt');
+  const t0 = Date.now();
+  const argv = [...how.nodeArgs, how.bin, 'mount', '--proxy', `http://${proxy}`, '--root', join(root, 'state'), ref, dir];
+  // --strace: syscall counts of the mount (its CPU figures are then strace's own, not meaningful).
+  const [cmd, args] = how.strace ? ['strace', ['-f', '-c', '-o', how.strace, process.execPath, ...argv]] : [process.execPath, argv];
+  const child = spawn(cmd, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, STARLIGHT_LOG: 'info' },
+  });
+  try {
+    let err = '';
+    let headerAt = 0;
+    let completeAt = 0;
+    let wireBytes = 0;
+    let cpuAtHeader = 0;
+    let mainAtHeader = 0;
+    let mainAtComplete = 0;
+    let sys = 0;
+    child.stderr.on('data', (b: Buffer) => {
+      err += b.toString();
+      let nl: number;
+      while ((nl = err.indexOf('\n')) >= 0) {
+        const line = err.slice(0, nl);
+        err = err.slice(nl + 1);
+        if (!line.startsWith('{')) continue;
+        const rec = JSON.parse(line) as { msg: string; time: string; wireBytes?: number };
+        if (rec.msg === 'delta-header') {
+          headerAt = Date.parse(rec.time);
+          cpuAtHeader = cpuSeconds(child.pid!);
+          mainAtHeader = mainThreadCpu(child.pid!);
+        }
+        if (rec.msg === 'delta-complete') {
+          completeAt = Date.parse(rec.time);
+          wireBytes = rec.wireBytes ?? 0;
+        }
+      }
+    });
+    const cpu = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`mount of ${ref} not complete within ${MOUNT_TIMEOUT_MS} ms`)), MOUNT_TIMEOUT_MS);
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        if (/^complete$/m.test(out)) {
+          clearTimeout(timer);
+          mainAtComplete = mainThreadCpu(child.pid!);
+          sys = sysSeconds(child.pid!);
+          resolve(cpuSeconds(child.pid!));
+        }
+      });
+      child.once('exit', (c) => reject(new Error(`mount exited (${c}) before complete: ${err.slice(-2000)}`)));
+    });
+    const totalS = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 50)); // let the last log line arrive
+    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys };
+  } finally {
+    await stopChild(child);
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      images: { type: 'string', default: 'python-web,postgres' },
+      runs: { type: 'string', default: '3' },
+      'registry-dir': { type: 'string', default: DEFAULT_REGISTRY_DIR },
+      'node-arg': { type: 'string', multiple: true, default: [] },
+      /** Another build's bin/starlight.js (before/after comparisons). */
+      starlight: { type: 'string' },
+      /** Write `strace -f -c` of each mount to FILE.<image>.<run>. */
+      strace: { type: 'string' },
+    },
+  });
+  const images = values.images!.split(',') as DebianImageName[];
+  for (const i of images) if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw new Error(`unknown image ${i}`);
+  const runs = Number(values.runs) || 3;
+  const cleanups = new Cleanups();
+  const rows: string[][] = [];
+  try {
+    const reg = await startBenchRegistry(values['registry-dir']!);
+    cleanups.add('registry', () => reg.stop());
+    const data = mkdtempSync(join(tmpdir(), 'sl-ingest-proxy-'));
+    cleanups.add('proxy data', () => rmSync(data, { recursive: true, force: true }));
+    const proxy = await startBenchProxy(reg.host, data);
+    cleanups.add('proxy', () => proxy.stop());
+    for (const name of images) {
+      const img = await ensureDebianImage(reg.host, name);
+      const ref = img.reference;
+      if ((await post(proxy.host, `/v1/notify?ref=${encodeURIComponent(ref)}`)) !== 200) throw new Error(`notify ${ref} failed`);
+      const url = `http://${proxy.host}/v1/delta?to=${encodeURIComponent(ref)}`;
+      const body = await fetchAll(url);
+      const r = { curlS: [] as number[], floorCpu: [] as number[], streamMiBs: [] as number[], totalMiBs: [] as number[], totalS: [] as number[], cpu: [] as number[], streamCpu: [] as number[], streamMainCpu: [] as number[] };
+      let f = floor(body);
+      for (let run = 0; run < runs; run++) {
+        r.curlS.push((await curl(url)).seconds);
+        f = floor(body);
+        r.floorCpu.push(f.cpu);
+        const strace = values.strace ? `${values.strace}.${name}.${run + 1}` : undefined;
+        const m = await mountOnce(proxy.host, ref, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace });
+        r.streamMiBs.push(m.wireBytes / MIB / m.streamS);
+        r.totalMiBs.push(f.wire / MIB / m.totalS);
+        r.totalS.push(m.totalS);
+        r.cpu.push(m.cpu);
+        r.streamCpu.push(m.streamCpu);
+        r.streamMainCpu.push(m.streamMainCpu);
+        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all), floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+      }
+      const med = (a: number[]) => median(a);
+      rows.push([
+        name,
+        String(f.items),
+        (f.wire / MIB).toFixed(1),
+        (f.content / MIB).toFixed(1),
+        `${med(r.curlS).toFixed(2)} (${(f.wire / MIB / med(r.curlS)).toFixed(0)})`,
+        med(r.floorCpu).toFixed(2),
+        med(r.totalS).toFixed(2),
+        med(r.streamMiBs).toFixed(0),
+        med(r.totalMiBs).toFixed(0),
+        med(r.cpu).toFixed(2),
+        `${med(r.streamCpu).toFixed(2)} (${med(r.streamMainCpu).toFixed(2)})`,
+        (med(r.streamCpu) / med(r.floorCpu)).toFixed(2),
+      ]);
+    }
+  } finally {
+    const errs = await cleanups.run();
+    for (const e of errs) console.error(`cleanup: ${e}`);
+  }
+  const head = ['image', 'items', 'wire MiB', 'content MiB', 'curl s (MiB/s)', 'floor CPU s', 'mount s', 'stream MiB/s', 'mount MiB/s', 'mount CPU s', 'stream CPU s (main thread)', 'stream CPU / floor'];
+  console.log(`medians of ${runs} runs; loopback, no emulator`);
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const row of rows) console.log(`| ${row.join(' | ')} |`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
