@@ -176,6 +176,9 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
   const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(img.ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(60_000) });
   t.is(res.status, 200);
   await res.arrayBuffer();
+  // A first contact streams staged contents; notify returns once the background encoder cached them.
+  const n = await fetch(new URL(`/v1/notify?ref=${encodeURIComponent(img.ref)}`, stack.proxy.url), { method: 'POST', signal: AbortSignal.timeout(60_000) });
+  t.is(n.status, 200);
   const cachePath = (d: string) => join(stack.dataDir, 'content/sha256', d.slice(7, 9), d.slice(7));
   const passwd = entry(img, 'etc/passwd');
   const big = entry(img, 'opt/blob/random.bin');
