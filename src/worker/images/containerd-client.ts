@@ -114,6 +114,8 @@ export class ContainerdClient {
   /**
    * Runs fn with a client whose calls are all under a fresh lease, then deletes the lease. The lease
    * keeps gc from collecting content and snapshots written before the image record references them.
+   * The delete is not awaited: once fn resolved, the records it wrote hold their content (and a
+   * lease left by a failed delete expires after LEASE_TTL_MS); it saves a round trip per pull.
    */
   async withLease<T>(fn: (c: ContainerdClient) => Promise<T>): Promise<T> {
     const id = `starlight-pull-${Date.now()}-${randomBytes(4).toString('hex')}`;
@@ -122,7 +124,7 @@ export class ContainerdClient {
     try {
       return await fn(new ContainerdClient(this.address, this.namespace, id, [this.content, this.images, this.leases, this.snapshots]));
     } finally {
-      await this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
+      void this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
     }
   }
 

@@ -118,6 +118,8 @@ interface Known {
   tree?: MergedTree;
   /** Puller phases of the pull that brought this header (none after a restart). */
   phases?: Phases;
+  /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
+  persisted?: Promise<void>;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -183,13 +185,16 @@ export class ImageService implements RemoteLayerResolver {
     const prev = this.byManifest.get(header.manifestDigest);
     prev?.receiver?.close();
     const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
-    await this.opts.records.putHeader(header);
-    await this.opts.records.put(rec);
-    const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases };
+    // Header before record (a record needs its header after a restart); written while the caller
+    // records the image in containerd, and awaited before the pull answers.
+    const persisted = this.opts.records.putHeader(header).then(() => this.opts.records.put(rec));
+    persisted.catch((err: unknown) => this.log.warn('image-record-write-failed', { ref: recordRef, manifest: header.manifestDigest, err }));
+    const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
     this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
     this.byManifest.set(header.manifestDigest, known);
     receiver.done.then(
       async () => {
+        await persisted;
         rec.complete = true;
         await this.opts.records.put(rec);
         this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
@@ -245,6 +250,8 @@ export class ImageService implements RemoteLayerResolver {
       t.lap('containerd-image');
     });
     t.lap('containerd-lease');
+    await known.persisted;
+    t.lap('records');
     // The view the first container will need, mounted while the caller starts it.
     this.opts.warmView?.(chain[chain.length - 1]!);
     const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
@@ -286,13 +293,15 @@ export class ImageService implements RemoteLayerResolver {
     const at = Date.now();
     const t = new PhaseTimer();
     let tree = this.trees.get(remoteId);
-    if (!tree) {
-      // The top view's tree is the one the pull merged; a lower layer's view is merged here.
-      if (index === known.header.diffIDs.length - 1 && known.tree) tree = known.tree;
-      else tree = mergeLayers(await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) }));
-      this.trees.set(remoteId, tree);
+    if (!tree && index === known.header.diffIDs.length - 1 && known.tree) tree = known.tree;
+    if (tree) {
+      // The top view's tree is the one the pull merged (or a remount's).
+      t.lap('tree-reused');
+    } else {
+      tree = mergeLayers(await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) }));
+      t.lap('merge');
     }
-    t.lap('merge');
+    this.trees.set(remoteId, tree);
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
     const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
