@@ -28,6 +28,7 @@ import { parseBandwidth } from './lib/units.js';
 import { aggregate } from './report/aggregate.js';
 import { aggregatesCsv, resultsCsv } from './report/csv.js';
 import { overheadTable, startupTable } from './report/markdown.js';
+import { phasesTable } from './report/phases.js';
 import { resultsMarkdown, type MachineInfo } from './report/results-md.js';
 import { startupSvg } from './report/svg.js';
 import type { Scenario, TrialResult, Workload } from './report/types.js';
@@ -326,12 +327,13 @@ async function main(argv: string[]): Promise<number> {
   const aggs = aggregate(results);
   const table = startupTable(aggs);
   const over = o.overhead ? overheadTable(aggs) : undefined;
+  const phases = phasesTable(results);
   mkdirSync(o.outDir, { recursive: true });
   writeFileSync(join(o.outDir, 'results.csv'), resultsCsv(results));
   writeFileSync(join(o.outDir, 'aggregates.csv'), aggregatesCsv(aggs));
-  writeFileSync(join(o.outDir, 'results.md'), table + (over ? '\n' + over : ''));
+  writeFileSync(join(o.outDir, 'results.md'), table + (over ? '\n' + over : '') + phases);
   writeFileSync(join(o.outDir, 'startup.svg'), startupSvg(aggs, { title: 'Time to ready per image and mode', modes: o.modes.map((m) => m.name).filter((m) => !skipped.some((s) => s.startsWith(`${m}: `))) }));
-  process.stdout.write(table + (over ? '\n' + over : ''));
+  process.stdout.write(table + (over ? '\n' + over : '') + phases);
   if (o.writeResults && !interrupted) {
     const doc = resultsMarkdown({
       command: `npm run bench -- ${argv.join(' ')}`.trim(),

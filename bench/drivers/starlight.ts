@@ -138,6 +138,9 @@ class StarlightDriver implements ModeDriver {
   private seq = 0;
   private traces = 0;
   private startupFiles?: StartupFilesSize;
+  /** Phase breakdown of the last pull + start (issue 19): the CLI's timings, the daemon's view record. */
+  private phases?: Record<string, number>;
+  private pullAt = 0;
 
   constructor(
     readonly name: string,
@@ -162,7 +165,19 @@ class StarlightDriver implements ModeDriver {
   }
 
   async pull(version: ImageVersion, env: TrialEnv): Promise<void> {
+    this.pullAt = Date.now();
     this.names.set(version, await this.w!.pull(imageRef(env.spec.shared, env.image, version), env));
+  }
+
+  /** The CLI's pull timings + the daemon's record of the view this pull's container started on. */
+  private async breakdown(c: ReadyContainer): Promise<Record<string, number>> {
+    const out: Record<string, number> = { ...this.w!.lastPullTimings };
+    const st = await this.w!.client.status();
+    // The view mounted for this pull (warmed by the pull, or at the container's first Mounts).
+    const view = (st.timings ?? []).filter((r) => r.op === 'view' && r.at >= this.pullAt - 1).pop();
+    if (view) for (const [k, v] of Object.entries(view.phases)) out[`view.${k}`] = v;
+    out['run.to-ready'] = Math.round((c.readyAt - c.startedAt) * 10) / 10;
+    return out;
   }
 
   private nameOf(version: ImageVersion): string {
@@ -178,6 +193,8 @@ class StarlightDriver implements ModeDriver {
     });
     this.w!.mark('bench-run-start', c.startedAt);
     this.w!.mark('bench-ready', c.readyAt);
+    this.phases = await this.breakdown(c);
+    process.stderr.write(`[bench] phases ${env.image.name} ${version} ${env.spec.scenario} rtt=${env.spec.rttMs}: ${formatPhases(this.phases)}\n`);
     return c;
   }
 
@@ -204,7 +221,7 @@ class StarlightDriver implements ModeDriver {
   }
 
   extraMetrics(): Partial<TrialMetrics> {
-    return this.startupFiles ? { startupFiles: this.startupFiles } : {};
+    return { ...(this.startupFiles ? { startupFiles: this.startupFiles } : {}), ...(this.phases ? { phases: this.phases } : {}) };
   }
 }
 
@@ -239,3 +256,9 @@ export const starlightPriorMode: ModeDefinition = {
   unavailable: tracesUnavailable,
   create: () => new StarlightDriver('starlight+prior', false, 'prior'),
 };
+
+function formatPhases(p: Record<string, number>): string {
+  return Object.entries(p)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+}

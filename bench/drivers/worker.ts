@@ -33,6 +33,8 @@ export interface StarlightWorker {
   mark(msg: string, at?: number): void;
   /** `starlight pull` of `ref` into the bench namespace; resolves with the image name containerd knows. */
   pull(ref: string, env: TrialEnv): Promise<string>;
+  /** The last pull's `--timings` (CLI start-up, request, the daemon's phases; ms), if the CLI printed them. */
+  lastPullTimings?: Record<string, number>;
   stop(): Promise<void>;
 }
 
@@ -78,7 +80,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
       await daemon.stop();
     })());
   env.cleanups.add(`stop starlight worker ${dir}`, stop);
-  return {
+  const worker: StarlightWorker = {
     cd,
     client: new DaemonClient(apiSocket),
     apiSocket,
@@ -86,11 +88,26 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
     mark,
     async pull(ref, e) {
       mark('bench-pull-start');
-      const r = await runCommand(process.execPath, [bin, 'pull', '--daemon', apiSocket, '-n', BENCH_NAMESPACE, ref], { timeoutMs: e.spec.timeoutMs, signal: e.signal });
+      const r = await runCommand(process.execPath, [bin, 'pull', '--timings', '--daemon', apiSocket, '-n', BENCH_NAMESPACE, ref], { timeoutMs: e.spec.timeoutMs, signal: e.signal });
       mark('bench-pull-end');
+      worker.lastPullTimings = parseTimings(r.stderr);
       // "<name> <digest>: ready in N ms (…)"
       return r.stdout.trim().split(/\s+/)[0] ?? ref;
     },
     stop,
   };
+  return worker;
+}
+
+/** The `{"timings":{…}}` line `starlight pull --timings` writes to stderr, if any. */
+function parseTimings(stderr: string): Record<string, number> | undefined {
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{"timings"')) continue;
+    try {
+      return (JSON.parse(line) as { timings: Record<string, number> }).timings;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }

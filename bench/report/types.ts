@@ -47,6 +47,8 @@ export interface TrialMetrics {
   bytesDown?: number;
   /** starlight+traces: the files the traced (training) run read at startup (bench/traces.ts). */
   startupFiles?: StartupFilesSize;
+  /** Starlight modes: where the time of the last pull + start went, ms (bench/report/phases.ts). */
+  phases?: Record<string, number>;
 }
 
 /** Size of the files an app read at startup, from its uploaded trace (bench/report/startup-files.ts). */

@@ -189,7 +189,13 @@ export class WorkerDaemon {
             log: tlog,
           });
           this.traces = { recorder, reporter, spool };
-          this.images = await new ImageService({ puller, tracker, layers, records, containerdAddress: o.containerdAddress, snapshotterName: o.snapshotterName, observer: recorder, log }).open();
+          this.images = await new ImageService({ puller, tracker, layers, records, containerdAddress: o.containerdAddress,
+            snapshotterName: o.snapshotterName,
+            observer: recorder,
+            // The snapshotter starts after this step; it exists by the time a pull asks.
+            warmView: (key) => this.snapshotter?.warmView(key),
+            log,
+          }).open();
           this.resolver ??= this.images;
           // Traces left by an earlier run (upload failed or daemon stopped first).
           if (o.traceUpload === 'auto' && (await spool.pending()).traces.length > 0) reporter.schedule();
@@ -274,6 +280,7 @@ export class WorkerDaemon {
       images: this.images?.status() ?? [],
       views: [...(this.images?.viewsServed ?? [])],
       mounts: await mountsUnder(this.opts.root),
+      timings: this.images?.timings.all() ?? [],
     };
   }
 

@@ -11,6 +11,7 @@ import type { LayerToc, MergedTree } from '../image/toc.js';
 import { nullLogger, type Logger } from '../log.js';
 import type { DeltaHeader } from '../protocol/types.js';
 import type { LayerStore } from './layer-store.js';
+import { PhaseTimer, type Phases } from './phases.js';
 import type { ContentTracker } from './stream/content-tracker.js';
 import type { ProxyClient } from './stream/proxy-client.js';
 import { DeltaReceiver } from './stream/receiver.js';
@@ -21,6 +22,8 @@ export interface PulledImage {
   tree: MergedTree;
   /** The running stream; `done` settles when every item is present. */
   receiver: DeltaReceiver;
+  /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge; ms. */
+  phases: Phases;
 }
 
 export interface PullerOptions {
@@ -44,7 +47,9 @@ export class Puller {
    */
   async pull(ref: string, platform?: string, opts: { resume?: boolean; signal?: AbortSignal } = {}): Promise<PulledImage> {
     const { client, tracker, layers } = this.opts;
+    const t = new PhaseTimer();
     const have = await layers.completeLayers();
+    t.lap('have');
     const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log, retryBeforeHeader: opts.resume });
     const onAbort = (): void => receiver.close();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -58,15 +63,18 @@ export class Puller {
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
     }
-    for (const l of header.layers) await layers.putToc(l.diffID, l.toc);
+    t.lap('header');
+    await Promise.all(header.layers.map((l) => layers.putToc(l.diffID, l.toc)));
     const tocs = await this.chainTocs(header);
+    t.lap('tocs');
     const tree = mergeLayers(tocs);
+    t.lap('merge');
     receiver.done.then(
       () => layers.markComplete(header.diffIDs),
       () => {},
     );
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
-    return { header, tocs, tree, receiver };
+    return { header, tocs, tree, receiver, phases: t.phases };
   }
 
   /** TOCs of the whole chain: from this header, or stored by an earlier pull. */

@@ -39,8 +39,14 @@ run('starlight pull + ctr run: lazy snapshots with overlay semantics, non-root, 
 
   const st = await starlight(['status', '--daemon', c.snapshotter.apiSocket, '--json']);
   t.is(st.code, 0, st.stderr);
-  const status = JSON.parse(st.stdout) as { images: { manifestDigest: string; files: number; filesPresent: number }[] };
+  const status = JSON.parse(st.stdout) as { images: { manifestDigest: string; files: number; filesPresent: number }[]; timings: { op: string; subject: string; phases: Record<string, number> }[] };
   t.is(status.images[0]?.manifestDigest, img.manifestDigest);
+  // Issue 19: one timed record per pull and per view mount, with the phases the bench prints.
+  const pullRec = status.timings.find((r) => r.op === 'pull' && r.subject === ref);
+  t.truthy(pullRec?.phases['pull.header'] !== undefined && pullRec.phases['containerd-snapshots'] !== undefined, JSON.stringify(status.timings));
+  const viewRec = status.timings.find((r) => r.op === 'view' && r.subject.startsWith(img.manifestDigest + '/'));
+  t.true(viewRec !== undefined && viewRec.phases['inode-table'] !== undefined && viewRec.phases['fuse-mount'] !== undefined, JSON.stringify(status.timings));
+  t.true(viewRec?.phases['tree-reused'] !== undefined && viewRec.phases['merge'] === undefined, 'the top view reuses the tree the pull merged');
 
   // Restart: the image, its snapshots and its view come back; a new container starts.
   await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'long', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);

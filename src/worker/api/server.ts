@@ -19,6 +19,7 @@ import { dirname } from 'node:path';
 import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
+import type { PhaseRecord } from '../phases.js';
 import type { TraceState } from '../trace/recorder.js';
 import type { ReportResult } from '../trace/spool.js';
 
@@ -33,6 +34,8 @@ export interface DaemonStatus {
   views: string[];
   /** FUSE mounts under the daemon's root (mountpoints). */
   mounts: string[];
+  /** The last pulls' and view mounts' phase timings, oldest first (issue 19). */
+  timings: PhaseRecord[];
 }
 
 /** Tracing state of the daemon (`starlight trace status`). */

@@ -17,6 +17,7 @@ import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { buildInodeTable, type InodeTable } from './inodes.js';
 import { fuseMountsAt } from './mountinfo.js';
+import { PhaseTimer } from '../phases.js';
 import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
 import type { ViewManager, ViewRequest } from './view.js';
 
@@ -123,7 +124,9 @@ export class FuseViewManager implements ViewManager {
     const isDir = await stat(abs).then((st) => st.isDirectory(), () => false);
     if (!isDir) throw new StarlightError('SL_ERR_FS_MOUNT', `cannot mount a view at ${abs}: not an existing directory`, { details: { mountpoint: abs } });
     if (this.views.has(abs)) throw new StarlightError('SL_ERR_FS_MOUNTED', `a view is already mounted at ${abs}`, { details: { mountpoint: abs } });
+    const t = new PhaseTimer();
     const table = buildInodeTable(req.tree, (d) => req.content.locate(d));
+    t.lap('inode-table');
     const kinds = this.opts.loader.events();
     const pending = new Map<number, AbortController>();
     let view: View | undefined;
@@ -133,7 +136,8 @@ export class FuseViewManager implements ViewManager {
     view = { mountpoint: abs, session, table, req, pending, dev: '' };
     this.views.set(abs, view);
     this.installSignals();
-    if (!this.opts.probeMount) return;
+    t.lap('fuse-mount');
+    if (!this.opts.probeMount) return this.reportMounted(req, t);
     try {
       const st = await withTimeout(stat(abs), this.opts.mountTimeoutMs, () => new Error('timed out'));
       if (st.ino !== 1) throw new Error(`root inode is ${st.ino}, not 1`);
@@ -144,7 +148,17 @@ export class FuseViewManager implements ViewManager {
       if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `mount of a view at ${abs} was canceled`, { details: { mountpoint: abs } });
       throw new StarlightError('SL_ERR_FS_MOUNT', `the view mounted at ${abs} does not answer: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { mountpoint: abs } });
     }
-    this.opts.log.info('fuse-view-mounted', { mountpoint: abs, inodes: table.count, absent: table.absent.size });
+    t.lap('fuse-init');
+    this.opts.log.info('fuse-view-mounted', { mountpoint: abs, inodes: table.count, absent: table.absent.size, phases: t.phases });
+    this.reportMounted(req, t);
+  }
+
+  private reportMounted(req: ViewRequest, t: PhaseTimer): void {
+    try {
+      req.onMounted?.(t.phases);
+    } catch (err) {
+      this.opts.log.warn('fuse-mounted-callback-failed', { err });
+    }
   }
 
   async check(mountpoint: string): Promise<void> {

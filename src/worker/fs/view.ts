@@ -30,6 +30,8 @@ export interface ViewRequest {
   content: ContentProvider;
   /** Called once per inode on its first lookup/open/read (startup traces); optional and cheap. */
   onFirstAccess?: (path: string, sinceMountMs: number) => void;
+  /** Called once when the mount answers, with where its time went (ms: inode table, FUSE mount, probe). */
+  onMounted?: (phases: Record<string, number>) => void;
 }
 
 export interface ViewManager {

@@ -36,6 +36,12 @@ const PROTOS = [
   'containerd/services/snapshots/v1/snapshots.proto',
 ];
 
+/** The protos' definitions, parsed once per process (parsing takes tens of ms; issue 19). */
+let definitions: protoLoader.PackageDefinition | undefined;
+function loadDefinitions(): protoLoader.PackageDefinition {
+  return (definitions ??= protoLoader.loadSync(PROTOS, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] }));
+}
+
 export interface Descriptor {
   mediaType: string;
   digest: string;
@@ -66,7 +72,7 @@ export class ContainerdClient {
       [this.content, this.images, this.leases, this.snapshots] = clients;
       return;
     }
-    const def = protoLoader.loadSync(PROTOS, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] });
+    const def = loadDefinitions();
     const make = (name: string) => {
       const Ctor = grpc.makeGenericClientConstructor(def[name] as grpc.ServiceDefinition, name);
       return new Ctor(`unix://${address}`, grpc.credentials.createInsecure()) as unknown as GenericClient;
@@ -75,6 +81,11 @@ export class ContainerdClient {
     this.images = make('containerd.services.images.v1.Images');
     this.leases = make('containerd.services.leases.v1.Leases');
     this.snapshots = make('containerd.services.snapshots.v1.Snapshots');
+  }
+
+  /** A client of namespace `namespace` on this client's connections (close() the original only). */
+  inNamespace(namespace: string): ContainerdClient {
+    return new ContainerdClient(this.address, namespace, undefined, [this.content, this.images, this.leases, this.snapshots]);
   }
 
   private metadata(): grpc.Metadata {
@@ -103,6 +114,8 @@ export class ContainerdClient {
   /**
    * Runs fn with a client whose calls are all under a fresh lease, then deletes the lease. The lease
    * keeps gc from collecting content and snapshots written before the image record references them.
+   * The delete is not awaited: once fn resolved, the records it wrote hold their content (and a
+   * lease left by a failed delete expires after LEASE_TTL_MS); it saves a round trip per pull.
    */
   async withLease<T>(fn: (c: ContainerdClient) => Promise<T>): Promise<T> {
     const id = `starlight-pull-${Date.now()}-${randomBytes(4).toString('hex')}`;
@@ -111,7 +124,7 @@ export class ContainerdClient {
     try {
       return await fn(new ContainerdClient(this.address, this.namespace, id, [this.content, this.images, this.leases, this.snapshots]));
     } finally {
-      await this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
+      void this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
     }
   }
 

@@ -19,6 +19,7 @@ import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
 import type { ViewRequest } from '../fs/view.js';
 import type { LayerStore } from '../layer-store.js';
+import { PhaseLog, PhaseTimer, type PhaseRecord, type Phases } from '../phases.js';
 import type { Puller } from '../puller.js';
 import type { RemoteLayer, RemoteLayerRequest, RemoteLayerResolver } from '../snapshotter/remote.js';
 import { LABEL_SNAPSHOT_REF, LABEL_STARLIGHT_VIEW } from '../snapshotter/labels.js';
@@ -49,6 +50,11 @@ export interface ImageServiceOptions {
   snapshotterName?: string;
   /** See DEFAULT_RELEASE_GRACE_MS; ms, default 5000. */
   releaseGraceMs?: number;
+  /**
+   * Mounts the lazy view of committed snapshot `key` (a chain id) ahead of the first container on
+   * it, in the background (the snapshotter's warmView); default none (views mount on first Mounts).
+   */
+  warmView?: (key: string) => void;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
   log?: Logger;
@@ -85,6 +91,8 @@ export interface PullResult {
   /** Items of the stream and how many this worker already had (dedup/update). */
   items: number;
   have: number;
+  /** Where the daemon's time went, ms (issue 19): puller phases, records, containerd calls. */
+  phases?: Phases;
 }
 
 export interface ImageStatus {
@@ -106,6 +114,12 @@ interface Known {
   header: DeltaHeader;
   chain: string[];
   receiver?: DeltaReceiver;
+  /** The chain's merged tree as the pull built it: the top view's tree (not merged again). */
+  tree?: MergedTree;
+  /** Puller phases of the pull that brought this header (none after a restart). */
+  phases?: Phases;
+  /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
+  persisted?: Promise<void>;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -115,6 +129,10 @@ export class ImageService implements RemoteLayerResolver {
   /** Pulls in flight by normalized name (single-flight for concurrent CRI Prepares). */
   private readonly pulling = new Map<string, Promise<Known>>();
   private readonly trees = new Map<string, MergedTree>();
+  /** Timings of the last pulls and view mounts (`GET /v1/status`, the bench's phase breakdown). */
+  readonly timings = new PhaseLog();
+  /** containerd connections, opened on the first `pull` (namespaces share them). */
+  private containerd: ContainerdClient | undefined;
   /** Remote ids whose view was requested (for status). */
   readonly viewsServed = new Set<string>();
   private closed = false;
@@ -167,12 +185,16 @@ export class ImageService implements RemoteLayerResolver {
     const prev = this.byManifest.get(header.manifestDigest);
     prev?.receiver?.close();
     const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
-    await this.opts.records.putHeader(header);
-    await this.opts.records.put(rec);
-    const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver };
+    // Header before record (a record needs its header after a restart); written while the caller
+    // records the image in containerd, and awaited before the pull answers.
+    const persisted = this.opts.records.putHeader(header).then(() => this.opts.records.put(rec));
+    persisted.catch((err: unknown) => this.log.warn('image-record-write-failed', { ref: recordRef, manifest: header.manifestDigest, err }));
+    const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
+    this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
     this.byManifest.set(header.manifestDigest, known);
     receiver.done.then(
       async () => {
+        await persisted;
         rec.complete = true;
         await this.opts.records.put(rec);
         this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
@@ -189,37 +211,59 @@ export class ImageService implements RemoteLayerResolver {
    * `ctr run --snapshotter starlight NAME` starts it while content still streams.
    */
   async pull(req: PullRequest): Promise<PullResult> {
+    const at = Date.now();
+    const t = new PhaseTimer();
     const known = await this.startPull(req.ref, req.ref, req.platform);
+    t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
     const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: string; mediaType?: string; size?: number } };
     const configDigest = manifest.config?.digest;
     if (!configDigest) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
-    const cd = new ContainerdClient(this.opts.containerdAddress, req.namespace ?? 'default');
-    try {
-      await cd.withLease(async (c) => {
-        await c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! });
-        await c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest });
-        let parent = '';
-        for (const id of chain) {
-          if (!(await c.statSnapshot(this.snapshotter, id))) {
-            const key = `extract-${process.hrtime.bigint()} ${id}`;
-            const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
-            if (!remote) {
-              await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
-              throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
-            }
+    this.containerd ??= new ContainerdClient(this.opts.containerdAddress, 'default');
+    const cd = this.containerd.inNamespace(req.namespace ?? 'default');
+    t.lap('containerd-connect');
+    await cd.withLease(async (c) => {
+      t.lap('containerd-lease');
+      // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
+      // shared layers' snapshots and prepares only the new ones, in chain order).
+      const [, , existing] = await Promise.all([
+        c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
+        c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
+        Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
+      ]);
+      t.lap('containerd-blobs-stat');
+      let parent = '';
+      for (const [i, id] of chain.entries()) {
+        if (!existing[i]) {
+          const key = `extract-${process.hrtime.bigint()} ${id}`;
+          const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
+          if (!remote) {
+            await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
+            throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
           }
-          parent = id;
         }
-        await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
-      });
-    } finally {
-      cd.close();
-    }
+        parent = id;
+      }
+      t.lap('containerd-snapshots');
+      await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
+      t.lap('containerd-image');
+    });
+    t.lap('containerd-lease');
+    await known.persisted;
+    t.lap('records');
+    // The view the first container will need, mounted while the caller starts it.
+    this.opts.warmView?.(chain[chain.length - 1]!);
     const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
-    this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default' });
-    return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have };
+    const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases };
+    this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
+    this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
+    return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  private record(r: PhaseRecord): void {
+    this.timings.push(r);
+    this.log.info(`${r.op}-phases`, { subject: r.subject, totalMs: r.totalMs, phases: r.phases });
   }
 
   // ---- RemoteLayerResolver ----
@@ -246,16 +290,39 @@ export class ImageService implements RemoteLayerResolver {
     if (!known || index >= known.header.diffIDs.length) {
       throw new StarlightError('SL_ERR_IMAGE_NOT_PULLED', `no pulled image has view ${remoteId}`, { details: { remoteId } });
     }
+    const at = Date.now();
+    const t = new PhaseTimer();
     let tree = this.trees.get(remoteId);
-    if (!tree) {
-      const tocs = await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) });
-      tree = mergeLayers(tocs);
-      this.trees.set(remoteId, tree);
+    if (!tree && index === known.header.diffIDs.length - 1 && known.tree) tree = known.tree;
+    if (tree) {
+      // The top view's tree is the one the pull merged (or a remount's).
+      t.lap('tree-reused');
+    } else {
+      tree = mergeLayers(await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) }));
+      t.lap('merge');
     }
+    this.trees.set(remoteId, tree);
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
-    if (!obs) return { tree, content: this.opts.tracker };
-    return { tree, content: this.opts.tracker, onFirstAccess: (path, ms) => obs.accessed(remoteId, path, ms) };
+    const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
+    let firstRead = true;
+    return {
+      tree,
+      content: this.opts.tracker,
+      onMounted: (mount) => {
+        t.add(mount);
+        record.totalMs = t.total();
+        this.record(record);
+      },
+      onFirstAccess: (path, ms) => {
+        if (firstRead) {
+          // Kept in the record already listed (status shows it); not logged a second time.
+          firstRead = false;
+          record.phases['first-access-after-mount'] = Math.round(ms * 10) / 10;
+        }
+        obs?.accessed(remoteId, path, ms);
+      },
+    };
   }
 
   viewMounted(remoteId: string): void {
@@ -291,6 +358,7 @@ export class ImageService implements RemoteLayerResolver {
       this.byManifest.delete(k.rec.manifestDigest);
       k.receiver?.close();
       for (const id of [...this.trees.keys()]) if (id.startsWith(k.rec.manifestDigest + '/')) this.trees.delete(id);
+      delete k.tree;
       for (const id of [...this.viewsServed]) if (id.startsWith(k.rec.manifestDigest + '/')) this.viewsServed.delete(id);
     }
     const keepDigests = await this.liveDigests(() => true);
@@ -364,5 +432,13 @@ export class ImageService implements RemoteLayerResolver {
     this.closed = true;
     this.closing.abort();
     for (const k of this.byManifest.values()) k.receiver?.close();
+    this.containerd?.close();
+    this.containerd = undefined;
   }
+}
+
+function prefixed(phases: Phases | undefined, prefix: string): Phases {
+  const out: Phases = {};
+  for (const [k, v] of Object.entries(phases ?? {})) out[prefix + k] = v;
+  return out;
 }

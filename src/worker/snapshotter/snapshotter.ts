@@ -208,6 +208,19 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     }
   }
 
+  /**
+   * Starts mounting the lazy view of committed remote snapshot `key` now, ahead of the first
+   * container on it (`starlight pull` calls this once containerd has the image): the Prepare/Mounts
+   * of `ctr run` then find it mounted or join the mount in flight. Never throws; a failure is logged
+   * and the next Mounts tries again (ensureView).
+   */
+  warmView(key: string): void {
+    if (this.closed || !this.opts.resolver) return;
+    const row = this.store.get(key);
+    if (!row || row.kind !== 'committed' || remoteIdOf(row.labels) === null) return;
+    this.ensureView(row).catch((err: unknown) => this.opts.log.warn('remote-view-warm-failed', { key, err }));
+  }
+
   async prepare(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {
     this.live();
     const labels = opts.labels ?? {};

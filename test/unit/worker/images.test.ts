@@ -71,7 +71,7 @@ test('daemon API: trace requests are validated; errors keep their code across th
       pull: async () => {
         throw new Error('not used');
       },
-      status: async () => ({ images: [], views: [], mounts: [] }),
+      status: async () => ({ images: [], views: [], mounts: [], timings: [] }),
       trace: async (r) => {
         seen.push(r);
         return { ...state, manual: r ? { on: r.on, ...(r.group ? { group: r.group } : {}) } : state.manual };
