@@ -111,7 +111,10 @@ export function plan(input: PlanInput): Plan {
     if ((e.type !== 'reg' && e.type !== 'hardlink') || e.digest === undefined || e.size === 0) continue;
     if (input.haveDigests.has(e.digest)) continue;
     const srcPath = e.type === 'hardlink' && e.linkname !== undefined ? e.linkname : e.path;
-    const layer = layerOf.get(srcPath) ?? layerOf.get(e.path) ?? input.chain.length - 1;
+    // Providing layer: a hardlink's content comes from its target's layer; a merged entry knows its
+    // own (a hardlink whose target an upper layer replaced is a 'reg' of the lower layer, and no
+    // layer has a 'reg' at its path: without `e.layer` it sorted with the top layer, behind its files).
+    const layer = (e.type === 'hardlink' ? layerOf.get(srcPath) : undefined) ?? e.layer ?? layerOf.get(e.path) ?? input.chain.length - 1;
     const r = input.rank?.get(e.digest) ?? input.rank?.get(e.path);
     let cls: number;
     if (r !== undefined) cls = CLASS_RANKED;

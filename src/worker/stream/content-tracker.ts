@@ -51,6 +51,8 @@ export interface ContentTrackerOptions {
   /**
    * How long an item a stream was asked to send next may take to start arriving before it is
    * fetched out of order anyway, in ms; default 3 000 (a few RTTs plus what is already in flight).
+   * Capped at JUMP_FALLBACK_DEADLINE_SHARE of readDeadlineMs: a fallback at or after the deadline
+   * never fires (the read has already failed).
    */
   queueJumpFallbackMs?: number;
   log?: Logger;
@@ -59,6 +61,13 @@ export interface ContentTrackerOptions {
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 const DEFAULT_FETCH_RETRY_MS = 500;
 const DEFAULT_QUEUE_JUMP_FALLBACK_MS = 3_000;
+/**
+ * The queue-jump fallback fires by this share of the read deadline at the latest, leaving the rest
+ * for the out-of-order fetch. A jump cannot overtake the stream bytes already buffered on the way
+ * (socket buffers, the link; MiBs at WAN speed), so a jump that lands behind them must not use up the
+ * read's whole deadline (mount-faults "killed": 3 s deadline, 4 Mbit/s, an 8 MiB item in flight).
+ */
+export const JUMP_FALLBACK_DEADLINE_SHARE = 0.25;
 
 /** A stream that can be asked to send an item next (the receiver of a delta with a session). */
 export interface QueueJumper {
@@ -171,7 +180,7 @@ export class ContentTracker implements ContentProvider {
   ) {
     this.readDeadlineMs = opts.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;
     this.fetchRetryMs = opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS;
-    this.queueJumpFallbackMs = opts.queueJumpFallbackMs ?? DEFAULT_QUEUE_JUMP_FALLBACK_MS;
+    this.queueJumpFallbackMs = Math.min(opts.queueJumpFallbackMs ?? DEFAULT_QUEUE_JUMP_FALLBACK_MS, Math.floor(this.readDeadlineMs * JUMP_FALLBACK_DEADLINE_SHARE));
     this.log = opts.log ?? nullLogger;
   }
 

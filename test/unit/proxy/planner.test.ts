@@ -1,5 +1,6 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { mergeLayers } from '../../../src/image/merge.js';
 import type { LayerToc, MergedTree, TocEntry } from '../../../src/image/toc.js';
 import type { ImageConfig } from '../../../src/oci/types.js';
 import { haveContent, plan, resolvePath, type PlanInput } from '../../../src/proxy/planner.js';
@@ -49,6 +50,21 @@ test('cold plan: order by heuristic, dedup, no empty/hidden/overwritten files', 
   t.false(p.items.some((i) => i.digest === dg('hidden') || i.digest === dg('zzz')));
   t.is(p.items.find((i) => i.path === 'opt/new')!.sourceDiffID, top.diffID);
   t.is(p.items.find((i) => i.path === 'bin/zzz')!.sourceDiffID, top.diffID);
+});
+
+test('a hardlink whose target an upper layer replaced is ordered and sourced by its own lower layer', (t) => {
+  // test/helpers/fixtures.ts rootfs: usr/lib/libfoo.hard keeps "libfoo v1" after usr/lib/libfoo.so.1 is
+  // replaced. The merged tree (the real merge) makes it a 'reg' of layer 0; no layer has a 'reg' at its
+  // path, and it once sorted with the top layer, behind an 8 MiB file there (mount-faults "killed").
+  const l0 = layer('l0', [dir('usr'), dir('usr/lib'), reg('usr/lib/libfoo.so.1', 'libfoo v1'), { ...reg('usr/lib/libfoo.hard', 'libfoo v1'), type: 'hardlink', linkname: 'usr/lib/libfoo.so.1' }]);
+  const l1 = layer('l1', [reg('usr/lib/libfoo.so.1', 'libfoo v2!')]);
+  const l2 = layer('l2', [dir('data'), reg('data/noise.bin', 'noise', 8 * 1024 * 1024)]);
+  const chain = [l0, l1, l2];
+  const merged = mergeLayers(chain);
+  t.is(merged.entries.find((e) => e.path === 'usr/lib/libfoo.hard')?.type, 'reg', 'precondition: the merge turns it into a plain file');
+  const p = plan({ chain, merged, haveDiffIDs: new Set(), haveDigests: new Set() });
+  t.deepEqual(p.items.map((i) => i.path), ['usr/lib/libfoo.so.1', 'usr/lib/libfoo.hard', 'data/noise.bin'], 'shared library, then the rest by providing layer');
+  t.is(p.items.find((i) => i.path === 'usr/lib/libfoo.hard')!.sourceDiffID, l0.diffID);
 });
 
 test('have: skips layers and content the worker holds', (t) => {

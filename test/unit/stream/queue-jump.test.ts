@@ -139,10 +139,10 @@ async function fakeProxy(t: ExecutionContext, b: ProxyBehaviour = {}): Promise<F
   return fp;
 }
 
-async function worker(t: ExecutionContext, fp: FakeProxy, queueJumpFallbackMs = 10_000) {
+async function worker(t: ExecutionContext, fp: FakeProxy, queueJumpFallbackMs: number | undefined = 10_000, readDeadlineMs = 60_000) {
   const client = new ProxyClient({ url: fp.url });
   const store = await new LocalContentStore(tempDir(t)).open();
-  const tracker = new ContentTracker(store, { readDeadlineMs: 20_000, fetchItem: (d, s) => client.content(d, s), fetchRetryMs: 20, queueJumpFallbackMs });
+  const tracker = new ContentTracker(store, { readDeadlineMs, fetchItem: (d, s) => client.content(d, s), fetchRetryMs: 20, queueJumpFallbackMs });
   const rx = new DeltaReceiver({ client, tracker, request: { ref: 'test/q:1', have: [] } });
   t.teardown(() => {
     rx.close();
@@ -213,4 +213,19 @@ test('an accepted jump whose item does not come in time is fetched after the fal
   t.deepEqual(fp.nexts, [[last]]);
   t.deepEqual(fp.fetched, [fp.items[last]!.digest]);
   t.false(rx.progress().done, 'the stream had not reached it');
+});
+
+test('the fallback fires well before the read deadline, even when configured at or past it', async (t) => {
+  // A jump the proxy accepts can still land behind MiBs already on the link; with the fallback at
+  // the deadline the read failed before the fetch was tried (mount-faults "killed", 3 s / 3 s).
+  for (const fallback of [undefined, 1_000]) {
+    const fp = await fakeProxy(t, { ignoreNext: true });
+    // The stream reaches the last item after ≥ 36 ticks (1.44 s): only the fetch can beat a 1 s deadline.
+    const { rx, tracker } = await worker(t, fp, fallback, 1_000);
+    const last = fp.items.length - 1;
+    t.true(readFileSync(await tracker.waitFor(fp.items[last]!.digest, 0, SMALL_BYTES)).equals(fp.contents[last]!), `fallback ${fallback}`);
+    t.deepEqual(fp.fetched, [fp.items[last]!.digest], `fetched out of order (fallback ${fallback})`);
+    t.false(rx.progress().done, 'the stream had not reached it');
+    rx.close();
+  }
 });
