@@ -9,6 +9,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
+import { mergeLayers } from '../image/merge.js';
+import type { MergedTree } from '../image/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { type Reference, isDigest, parseReference } from '../oci/reference.js';
@@ -120,8 +122,8 @@ function deferredParam(url: URL): boolean {
  * that its first delta is already planned with it: from the staged raw contents on first contact (a
  * few positioned reads per ELF file), from the cache afterwards. Warm: one map lookup.
  */
-export async function ensurePrediction(ctx: Pick<HandlerContext, 'priority'>, img: IndexedImage): Promise<void> {
-  if (!ctx.priority.prepared(img.record.manifestDigest)) await ctx.priority.prepare(predictTargetOf(img));
+export async function ensurePrediction(ctx: Pick<HandlerContext, 'priority'>, img: IndexedImage, merged?: MergedTree): Promise<void> {
+  if (!ctx.priority.prepared(img.record.manifestDigest)) await ctx.priority.prepare(predictTargetOf(img, merged));
 }
 
 export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -134,10 +136,12 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const signal = clientGone(req, res);
   const t0 = performance.now();
   const img = await ctx.indexer.image(ref, platform, signal);
-  await ensurePrediction(ctx, img);
+  // One merge serves the prediction (first request only) and the plan: it is on a cold header's path.
+  const merged = mergeLayers(img.tocs);
+  await ensurePrediction(ctx, img, merged);
   const t1 = performance.now();
   const deferred = deferredParam(url);
-  const { header, sources } = planDelta(ctx, img, { have, from, group, deferred });
+  const { header, sources } = planDelta(ctx, img, { have, from, group, deferred }, merged);
   const enc = new DeltaEncoder(res);
   const session = new DeltaSession({
     id: ctx.sessions.newId(),

@@ -207,7 +207,7 @@ export function cachedReader(file: string, encoding: Encoding, base = 0, limit =
   };
 }
 
-/** What PriorityService.prepare needs of an indexed image. */
-export function predictTargetOf(img: IndexedImage): PredictTarget {
-  return { manifestDigest: img.record.manifestDigest, config: img.config, merged: mergeLayers(img.tocs) };
+/** What PriorityService.prepare needs of an indexed image (`merged`: its merged tree, when the caller has it). */
+export function predictTargetOf(img: IndexedImage, merged: MergedTree = mergeLayers(img.tocs)): PredictTarget {
+  return { manifestDigest: img.record.manifestDigest, config: img.config, merged };
 }

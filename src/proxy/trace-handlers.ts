@@ -94,9 +94,9 @@ export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage
     const ac = new AbortController();
     res.on('close', () => ac.abort());
     const img = await ctx.indexer.image(ref, platformParam(url, ctx.defaultPlatform), ac.signal);
-    await ensurePrediction(ctx, img);
     const rec = img.record;
     target = { manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(img.tocs) };
+    await ensurePrediction(ctx, img, target.merged);
   }
   const learned = ctx.priority.order(target, group);
   const out: LearnedOrder = {

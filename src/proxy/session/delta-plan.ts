@@ -57,9 +57,9 @@ function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: 
 }
 
 /** The header of a delta of `img` for `req`, and the layer supplying each item (for re-fetches). */
-export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): { header: DeltaHeader; sources: string[] } {
+/** `merged`: the merged tree of `img`'s chain, when the caller built it already. */
+export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest, merged: MergedTree = mergeLayers(img.tocs)): { header: DeltaHeader; sources: string[] } {
   const { haveDiffIDs, haveDigests } = resolveHave(d, req.have);
-  const merged = mergeLayers(img.tocs);
   const rec = img.record;
   const p = plan({
     chain: img.tocs,
