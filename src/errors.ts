@@ -139,6 +139,11 @@ export function isStarlightError(err: unknown): err is StarlightError {
   return err instanceof StarlightError;
 }
 
+/** True if `s` names one of our codes (own keys only: 'toString' is not a code). */
+export function isCode(s: unknown): s is Code {
+  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(CODES, s);
+}
+
 /** True if `err` is a StarlightError of this code (never compare messages). */
 export function hasCode(err: unknown, code: Code): boolean {
   return err instanceof StarlightError && err.code === code;

@@ -1,7 +1,7 @@
 /**
  * Structured logging: one JSON object per line on stderr, quiet by default.
  *
- * Level comes from STARLIGHT_LOG (error|warn|info|debug; default warn) or setLevel(). Every record
+ * Level comes from STARLIGHT_LOG (error|warn|info|debug; default warn) or createLogger's `level`. Every record
  * has a stable `msg` key (e.g. 'remote-snapshot-prepared') that tests may assert on; data goes in
  * fields, never interpolated into `msg`. Hot paths must check `log.enabled('debug')` first.
  *
@@ -39,14 +39,24 @@ function parseLevel(v: string | undefined): Level {
   return v === 'error' || v === 'warn' || v === 'info' || v === 'debug' ? v : 'warn';
 }
 
-function errorFields(v: unknown): unknown {
-  if (v instanceof Error) {
-    const out: Fields = { message: v.message, name: v.name };
-    const code = (v as { code?: unknown }).code;
-    if (code !== undefined) out.code = code;
-    return out;
-  }
-  return v;
+/** Deepest `cause` chain logged per error: enough to reach the system error under two wrappers. */
+const MAX_CAUSES = 3;
+
+/**
+ * An Error as a record: message, name, and what a reader needs to act — a StarlightError's code, kind
+ * and details; a system error's code (ENOSPC…); the cause's message (chained up to MAX_CAUSES).
+ */
+function errorFields(v: unknown, depth = 0): unknown {
+  if (!(v instanceof Error)) return v;
+  const out: Fields = { message: v.message, name: v.name };
+  const code = (v as { code?: unknown }).code;
+  if (code !== undefined) out.code = code;
+  const kind = (v as { kind?: unknown }).kind;
+  if (typeof kind === 'string') out.kind = kind;
+  const details = (v as { details?: unknown }).details;
+  if (details && typeof details === 'object' && Object.keys(details).length > 0) out.details = details;
+  if (v.cause !== undefined && depth < MAX_CAUSES) out.cause = errorFields(v.cause, depth + 1);
+  return out;
 }
 
 class JsonLogger implements Logger {

@@ -7,7 +7,7 @@
  *
  * Not here: decoding item encodings or verifying digests (the worker's receiver does that).
  */
-import { CODES, StarlightError, type Code } from '../errors.js';
+import { StarlightError, isCode, type Code } from '../errors.js';
 import {
   CONTENT_HEAD_BYTES,
   FRAME_HEAD_BYTES,
@@ -161,7 +161,7 @@ export class DeltaDecoder {
       }
       case FrameType.ERROR: {
         const e = parseError(payload);
-        const code: Code = e.code in CODES ? (e.code as Code) : 'SL_ERR_PROTOCOL_REMOTE';
+        const code: Code = isCode(e.code) ? e.code : 'SL_ERR_PROTOCOL_REMOTE';
         throw new StarlightError(code, `proxy failed mid-stream: ${e.message}`, {
           details: { ...e.detail, remoteCode: e.code, nextItem: this.nextIncomplete(this.header!) },
         });

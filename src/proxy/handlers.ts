@@ -1,7 +1,7 @@
 /**
  * The proxy's request handlers, an HTTP adapter: parse and validate parameters, call the indexer, hand
  * a delta to its session (session/), write the response. Errors before a delta header → thrown
- * (server.ts maps them with http-errors.ts); errors after it → an ERROR frame (the session writes it),
+ * (server.ts maps them with src/http-errors.ts); errors after it → an ERROR frame (the session writes it),
  * so the worker can tell a failure from a truncation.
  *
  * Not here: routing, auth, TLS (server.ts); planning (session/delta-plan.ts, planner.ts); sending

@@ -1,6 +1,6 @@
 /**
  * The proxy's HTTP(S) server: routing, bearer-token check, TLS, and the one error mapping
- * (http-errors.ts). Also the wiring of store, cache, indexer and registry client (`startProxy`), and
+ * (src/http-errors.ts). Also the wiring of store, cache, indexer and registry client (`startProxy`), and
  * graceful close (stop accepting, let streams finish up to a deadline, then destroy; close the store).
  *
  * Routes: GET /v1/delta, GET /v1/content/<digest>, POST /v1/notify, POST|GET /v1/traces,
@@ -19,7 +19,7 @@ import { RegistryClient } from '../oci/client.js';
 import { isLoopback } from '../oci/reference.js';
 import { ContentCache } from './content-cache.js';
 import { type HandlerContext, handleContent, handleDelta, handleNotify } from './handlers.js';
-import { sendError } from './http-errors.js';
+import { sendError } from '../http-errors.js';
 import { IndexerService } from './indexer-service.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
@@ -149,7 +149,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     route(req, res).catch((err: unknown) => {
       logger.debug('request-failed', { path: req.url, error: err });
-      sendError(res, err);
+      sendError(res, err, 'starlight-proxy');
     });
   };
   const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, onRequest) : createHttpServer(onRequest);

@@ -5,7 +5,8 @@
  * Not here: printing (src/cli/).
  */
 import http from 'node:http';
-import { CODES, StarlightError, type Code } from '../../errors.js';
+import { StarlightError } from '../../errors.js';
+import { decodeErrorBody } from '../../http-errors.js';
 import type { PullRequest, PullResult } from '../images/service.js';
 import type { ReportResult } from '../trace/spool.js';
 import type { DaemonStatus, TraceRequest, TraceStatus } from './server.js';
@@ -32,9 +33,8 @@ export class DaemonClient {
             return reject(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} answered HTTP ${res.statusCode} with a non-JSON body`, { cause }));
           }
           if (res.statusCode === 200) return resolve(parsed as T);
-          const e = (parsed as { errors?: { code?: string; message?: string; detail?: Record<string, unknown> }[] }).errors?.[0];
-          const code = (e?.code && e.code in CODES ? e.code : 'SL_ERR_INTERNAL') as Code;
-          reject(new StarlightError(code, e?.message ?? `daemon answered HTTP ${res.statusCode}`, { details: e?.detail ?? {} }));
+          const e = decodeErrorBody(text);
+          reject(new StarlightError(e.code ?? 'SL_ERR_INTERNAL', e.message ?? `daemon answered HTTP ${res.statusCode}`, { details: e.detail }));
         });
       });
       req.on('timeout', () => req.destroy(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} did not answer ${path} within ${timeoutMs} ms`)));

@@ -16,7 +16,8 @@
 import http from 'node:http';
 import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { StarlightError, kindOf, type Kind } from '../../errors.js';
+import { StarlightError } from '../../errors.js';
+import { sendError } from '../../http-errors.js';
 import type { Logger } from '../../log.js';
 import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
 import type { PhaseRecord } from '../phases.js';
@@ -60,21 +61,6 @@ export interface ApiHandlers {
 
 /** Group names: what the proxy accepts as a label (docs/protocol.md "Traces"). */
 const GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-const KIND_TO_HTTP: Record<Kind, number> = {
-  'not-found': 404,
-  'already-exists': 409,
-  'invalid-argument': 400,
-  'failed-precondition': 412,
-  unavailable: 503,
-  'data-loss': 502,
-  'resource-exhausted': 507,
-  canceled: 499,
-  unimplemented: 501,
-  unauthenticated: 401,
-  'permission-denied': 403,
-  internal: 500,
-};
 
 export interface ApiServer {
   readonly socket: string;
@@ -141,8 +127,7 @@ export async function serveApi(h: ApiHandlers, socket: string, log: Logger): Pro
       (err: unknown) => {
         const e = err instanceof StarlightError ? err : new StarlightError('SL_ERR_INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
         log.warn('api-request-failed', { method: req.method, url: req.url, err: e });
-        res.writeHead(KIND_TO_HTTP[kindOf(e)] ?? 500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ errors: [{ code: e.code, message: e.message, detail: e.details }] }));
+        sendError(res, e, 'starlight-daemon');
       },
     );
   });

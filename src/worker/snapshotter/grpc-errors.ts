@@ -10,7 +10,7 @@
  * Not here: anything else about gRPC (grpc-service.ts, grpc-client.ts).
  */
 import * as grpc from '@grpc/grpc-js';
-import { CODES, StarlightError, kindOf, type Code, type Kind } from '../../errors.js';
+import { StarlightError, isCode, kindOf, type Code, type Kind } from '../../errors.js';
 
 /** Trailer key carrying the StarlightError code; written by the service, read by the client. */
 export const ERROR_CODE_METADATA = 'starlight-error-code';
@@ -64,9 +64,6 @@ export function fromGrpcError(err: unknown, context: string): StarlightError {
     return new StarlightError('SL_ERR_INTERNAL', `${context}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   const sent = err.metadata?.get(ERROR_CODE_METADATA)[0];
-  const code: Code =
-    typeof sent === 'string' && Object.prototype.hasOwnProperty.call(CODES, sent)
-      ? (sent as Code)
-      : (STATUS_TO_CODE[err.code as grpc.status] ?? 'SL_ERR_INTERNAL');
+  const code: Code = isCode(sent) ? sent : (STATUS_TO_CODE[err.code as grpc.status] ?? 'SL_ERR_INTERNAL');
   return new StarlightError(code, `${context}: ${err.details || err.message}`, { cause: err, details: { grpcStatus: err.code } });
 }

@@ -10,7 +10,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
-import { CODES, StarlightError, type Code } from '../../errors.js';
+import { StarlightError, type Code } from '../../errors.js';
+import { decodeErrorBody } from '../../http-errors.js';
 import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, SESSION_ID_RE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
 
 export interface ProxyClientOptions {
@@ -183,18 +184,11 @@ async function readError(res: http.IncomingMessage, what: string, host: string):
   const chunks: Buffer[] = [];
   for await (const c of res) chunks.push(c as Buffer);
   const text = Buffer.concat(chunks).toString('utf8').slice(0, 64 * 1024);
-  let code: Code = res.statusCode !== undefined && res.statusCode >= 500 ? 'SL_ERR_PROTOCOL_REMOTE' : 'SL_ERR_INVALID_ARGUMENT';
-  let message = `proxy ${host} answered ${res.statusCode} for ${what}`;
-  let detail: Record<string, unknown> = {};
-  try {
-    const body = JSON.parse(text) as { errors?: { code?: string; message?: string; detail?: Record<string, unknown> }[] };
-    const e = body.errors?.[0];
-    if (e?.code && e.code in CODES) code = e.code as Code;
-    if (e?.message) message = `proxy ${host}: ${e.message}`;
-    detail = e?.detail ?? {};
-  } catch {
-    if (text) message += `: ${text.trim().slice(0, 200)}`;
-  }
+  const e = decodeErrorBody(text);
+  let code: Code = e.code ?? (res.statusCode !== undefined && res.statusCode >= 500 ? 'SL_ERR_PROTOCOL_REMOTE' : 'SL_ERR_INVALID_ARGUMENT');
+  let message = e.message ? `proxy ${host}: ${e.message}` : `proxy ${host} answered ${res.statusCode} for ${what}`;
+  if (!e.message && text && e.remoteCode === undefined) message += `: ${text.trim().slice(0, 200)}`;
+  const detail = e.detail;
   if (res.statusCode === 401) code = 'SL_ERR_PROXY_UNAUTHORIZED';
   return new StarlightError(code, message, { details: { ...detail, status: res.statusCode, proxy: host } });
 }
