@@ -16,6 +16,7 @@ import type { MergedTree, TocEntry } from '../../src/image/toc.js';
 import { FuseViewManager, type FuseViewOptions } from '../../src/worker/fs/fuse-views.js';
 import type { ContentProvider } from '../../src/worker/fs/view.js';
 import { tempDir } from '../helpers/tmp.js';
+import { pollUntil } from '../helpers/poll.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const isMounted = (mnt: string): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
@@ -106,7 +107,7 @@ test.serial('a file that completes while open in cached mode stays readable, the
   const first = await open(join(fx.mnt, 'late'), 'r'); // cached open: content absent
   t.teardown(() => first.close().catch(() => {}));
   const reading = first.read(Buffer.alloc(late.length), 0, late.length, 0);
-  await new Promise((r) => setTimeout(r, 100));
+  await pollUntil('the read of late to park', () => fx.views.stats(fx.mnt)!.parkedNow > 0);
   fx.release('late');
   t.is(sha((await reading).buffer.subarray(0, late.length)), sha(late));
   // Complete now, but an open in cached mode is live: the next open must not be passthrough (the
@@ -115,8 +116,11 @@ test.serial('a file that completes while open in cached mode stays readable, the
   t.is(sha(await readFile(join(fx.mnt, 'late'))), sha(late));
   t.is(fx.views.stats(fx.mnt)!.passthroughOpens, before);
   await first.close();
-  await new Promise((r) => setTimeout(r, 100)); // RELEASE is sent asynchronously
-  checkAll(t, fx.mnt, fx.data, ['late']);
+  // The kernel sends RELEASE asynchronously: until it is served, opens stay cached (still correct).
+  await pollUntil('an open of late in passthrough mode', () => {
+    checkAll(t, fx.mnt, fx.data, ['late']);
+    return fx.views.stats(fx.mnt)!.passthroughOpens > before;
+  });
   t.is(fx.views.stats(fx.mnt)!.passthroughOpens, before + 1);
 });
 
@@ -138,7 +142,7 @@ test.serial('a backing file the kernel refuses (content on overlayfs) falls back
   t.teardown(() => void (isMounted(cas) && execFileSync('umount', ['-l', cas])));
   const fx = await setup(t, {}, cas);
   checkAll(t, fx.mnt, fx.data, ['big', 'small']);
-  await new Promise((r) => setTimeout(r, 100)); // the event reaches JS asynchronously
+  await pollUntil('the passthrough-off warning', () => fx.warnings.includes('fuse-passthrough-off')); // the event reaches JS asynchronously
   const st = fx.views.stats(fx.mnt)!;
   t.is(st.passthroughOpens, 0);
   t.true(st.passthroughOff > 0, 'the errno of the refusal is reported');

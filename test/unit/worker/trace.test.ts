@@ -12,6 +12,7 @@ import { TraceReporter } from '../../../src/worker/trace/reporter.js';
 import { TraceSpool } from '../../../src/worker/trace/spool.js';
 import type { TraceUpload } from '../../../src/worker/trace/types.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { pollUntil } from '../../helpers/poll.js';
 
 const L0 = 'sha256:' + '0'.repeat(64);
 const L1 = 'sha256:' + '1'.repeat(64);
@@ -84,7 +85,7 @@ test('auto mode: accesses after the window are dropped; the trace is saved when 
   rec.accessed('v/1', 'app/start.sh', 10);
   rec.accessed('v/1', 'usr/bin/python3', 41); // past the window
   clock.t += 50;
-  await new Promise((r) => setTimeout(r, 120)); // real timer of the window
+  await pollUntil('the window timer to save the trace', () => saved() === 1); // a real timer
   await rec.flush();
   t.is(saved(), 1);
   t.is(rec.state().open, 0);
@@ -166,8 +167,7 @@ test('reporter: automatic rounds retry retriable failures until the proxy takes 
   });
   t.teardown(() => reporter.close());
   reporter.schedule();
-  const deadline = Date.now() + 5_000;
-  while ((await spool.pending()).traces.length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await pollUntil('the spool to drain', async () => (await spool.pending()).traces.length === 0);
   t.is(calls, 3);
   t.is((await spool.pending()).traces.length, 0);
   t.deepEqual(await reporter.report(), { uploaded: 0, pending: 0, failures: [] });
