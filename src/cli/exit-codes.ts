@@ -4,7 +4,8 @@
  */
 import { StarlightError, kindOf, type Kind } from '../errors.js';
 
-const EXIT_CODES: Record<Kind, number> = {
+/** Exported for the README check (test/unit/docs.test.ts). */
+export const EXIT_CODES: Record<Kind, number> = {
   'invalid-argument': 64, // EX_USAGE
   'not-found': 66, // EX_NOINPUT
   'already-exists': 73, // EX_CANTCREAT

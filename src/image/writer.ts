@@ -7,7 +7,7 @@
  * names and links, big numbers, fractional mtimes, xattrs as SCHILY.xattr.*), like Go and Docker;
  * 'gnu' writes GNU headers with 'L'/'K' long names and base-256 numbers (no xattrs), like `tar -H gnu`.
  *
- * Not here: pushing to a registry (src/oci/client.ts `RegistryClient.pushImage`), reading tars.
+ * Not here: pushing to a registry (src/oci/push.ts `pushImage`), reading tars.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -326,7 +326,7 @@ export async function buildLayer(spec: LayerSpec): Promise<BuiltLayer> {
 
 /**
  * Builds the layers and a linux/amd64 config whose rootfs.diff_ids match, ready for
- * `RegistryClient.pushImage(ref, {config, layers})`. `configExtras` is merged over the config's top level.
+ * `pushImage(client, ref, {config, layers})`. `configExtras` is merged over the config's top level.
  */
 export async function ociImage(layers: readonly LayerSpec[], configExtras: Record<string, unknown> = {}): Promise<BuiltImage> {
   const built: BuiltLayer[] = [];

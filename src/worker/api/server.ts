@@ -8,8 +8,8 @@
  *   GET  /v1/trace   → TraceStatus;  POST /v1/trace {on, group?} → TraceStatus (`starlight trace on|off`)
  *   POST /v1/report  → ReportResult (uploads recorded startup traces to the proxy)
  *
- * Errors: HTTP status by error kind, body `{errors:[{code,message,detail}]}` (the HTTP boundary's
- * one mapping table, docs/style.md).
+ * Errors: HTTP status and body `{errors:[{code,message,detail}]}` from the HTTP boundary's one codec
+ * (src/http-errors.ts).
  *
  * Not here: what a pull does (images/service.ts), the CLI (src/cli/pull.ts, status.ts).
  */
