@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
-import { isDigest } from '../oci/reference.js';
+import { isDigest } from '../oci/digest.js';
 import { TRACES_ROUTE, type LearnedOrder } from '../protocol/traces.js';
 import { parseTokenFile } from '../proxy/config.js';
 import { ProxyClient } from '../worker/stream/proxy-client.js';

@@ -18,7 +18,8 @@ import { type ErrorContext } from './http-errors.js';
 import { RegistryHttp, bodyStream, type HttpRequest } from './http.js';
 import { MANIFEST_ACCEPT, type ManifestDocument, parseManifestDocument } from './manifest.js';
 import { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformEquals, selectPlatform } from './platform.js';
-import { type Reference, apiHost, formatReference, hostname, isDigest, isLoopback, toReference, withDigest } from './reference.js';
+import { isDigest } from './digest.js';
+import { type Reference, apiHost, formatReference, hostname, isLoopback, toReference, withDigest } from './reference.js';
 import type { Descriptor, ImageConfig, ImageManifest, Platform } from './types.js';
 
 export interface RegistryClientOptions {

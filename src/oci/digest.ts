@@ -9,6 +9,15 @@ import { createHash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { StarlightError } from '../errors.js';
 
+/** The one sha256 digest pattern, 'sha256:<64 lower-case hex>', unanchored (to compose; see isDigest). */
+export const SHA256_DIGEST_PATTERN = 'sha256:[0-9a-f]{64}';
+const SHA256_DIGEST_RE = new RegExp(`^${SHA256_DIGEST_PATTERN}$`);
+
+/** True if `digest` is a well-formed 'sha256:<64 hex>' digest. */
+export function isDigest(digest: unknown): digest is string {
+  return typeof digest === 'string' && SHA256_DIGEST_RE.test(digest);
+}
+
 /** 'sha256:<hex>' of `data`. */
 export function sha256Digest(data: Buffer | Uint8Array): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;

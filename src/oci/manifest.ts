@@ -5,6 +5,7 @@
  * Not here: digests (digest.ts), platform choice (platform.ts). Docker schema1 is refused.
  */
 import { StarlightError } from '../errors.js';
+import { isDigest } from './digest.js';
 import { MEDIA_TYPES, type Descriptor, type ImageIndex, type ImageManifest } from './types.js';
 
 /** Accept header for manifest GETs: every manifest and index type we can read, preferred first. */
@@ -30,7 +31,7 @@ function isDescriptor(d: unknown): d is Descriptor {
   const x = d as Descriptor;
   return (
     typeof x === 'object' && x !== null && typeof x.mediaType === 'string' && typeof x.digest === 'string' &&
-    /^sha256:[a-f0-9]{64}$/.test(x.digest) && Number.isSafeInteger(x.size) && x.size >= 0
+    isDigest(x.digest) && Number.isSafeInteger(x.size) && x.size >= 0
   );
 }
 

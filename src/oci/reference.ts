@@ -10,6 +10,7 @@
  * beyond `apiHost()`.
  */
 import { StarlightError } from '../errors.js';
+import { isDigest } from './digest.js';
 
 export interface Reference {
   /** Registry host[:port] as the user named it, 'docker.io' for Docker Hub. */
@@ -38,7 +39,6 @@ const IPV6 = String.raw`\[(?:[a-fA-F0-9:]+)\]`;
 const DOMAIN_RE = new RegExp(String.raw`^(?:${DOMAIN_COMPONENT}(?:\.${DOMAIN_COMPONENT})*|${IPV6})(?::[0-9]+)?$`);
 const PATH_COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$/;
 const TAG_RE = /^[\w][\w.-]{0,127}$/;
-const SHA256_RE = /^sha256:[a-f0-9]{64}$/;
 const ANY_DIGEST_RE = /^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$/;
 const HEX64_RE = /^[a-f0-9]{64}$/;
 
@@ -46,11 +46,6 @@ function bad(input: string, why: string): StarlightError {
   return new StarlightError('SL_ERR_OCI_REFERENCE', `invalid image reference "${input}": ${why}`, {
     details: { reference: input },
   });
-}
-
-/** True if `digest` is a well-formed 'sha256:<64 hex>' digest. */
-export function isDigest(digest: string): boolean {
-  return SHA256_RE.test(digest);
 }
 
 /** Parses a reference; throws SL_ERR_OCI_REFERENCE with the reason when it is malformed. */
@@ -63,7 +58,7 @@ export function parseReference(input: string): Reference {
     digest = rest.slice(at + 1);
     rest = rest.slice(0, at);
     if (!ANY_DIGEST_RE.test(digest)) throw bad(input, `malformed digest "${digest}"`);
-    if (!SHA256_RE.test(digest)) throw bad(input, `unsupported digest "${digest}" (only sha256:<64 lower-case hex>)`);
+    if (!isDigest(digest)) throw bad(input, `unsupported digest "${digest}" (only sha256:<64 lower-case hex>)`);
   }
   let tag: string | undefined;
   const lastSlash = rest.lastIndexOf('/');

@@ -7,6 +7,7 @@
  */
 import { Packr } from 'msgpackr';
 import { StarlightError } from '../errors.js';
+import { isDigest } from '../oci/digest.js';
 import {
   CONTENT_HEAD_BYTES,
   ENCODINGS,
@@ -26,7 +27,6 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: '
 
 /** Bytes of a sha256 digest in the item table. */
 const DIGEST_BYTES = 32;
-const SHA256_RE = /^sha256:[0-9a-f]{64}$/;
 
 function malformed(message: string, details?: Record<string, unknown>): StarlightError {
   return new StarlightError('SL_ERR_PROTOCOL_MALFORMED', message, { details });
@@ -84,7 +84,7 @@ function packItems(items: ContentItem[]): WireItems {
   const digests = Buffer.alloc(items.length * DIGEST_BYTES);
   const encodings = Buffer.alloc(items.length);
   items.forEach((it, i) => {
-    if (!SHA256_RE.test(it.digest)) throw malformed(`item ${i} digest ${it.digest} is not sha256:<64 hex>`);
+    if (!isDigest(it.digest)) throw malformed(`item ${i} digest ${it.digest} is not sha256:<64 hex>`);
     Buffer.from(it.digest.slice(7), 'hex').copy(digests, i * DIGEST_BYTES);
     encodings[i] = encodingCode(it.encoding);
   });

@@ -7,6 +7,7 @@
  * (src/proxy/priority*.ts), recording them (src/worker/trace/).
  */
 import { StarlightError } from '../errors.js';
+import { isDigest } from '../oci/digest.js';
 
 /** Version of the upload body; a proxy answers 400 to other versions. */
 export const TRACE_UPLOAD_VERSION = 1;
@@ -26,7 +27,6 @@ export const MAX_TRACE_WORKER_CHARS = 256;
 /** A group label: 1-128 of [A-Za-z0-9._-], starting with a letter or digit (as `starlight trace on --group`). */
 export const TRACE_GROUP_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 const PLATFORM_RE = /^[a-z0-9]+\/[a-z0-9_]+(\/[a-z0-9]+)?$/;
 
 export interface TraceUploadEntry {
@@ -127,7 +127,7 @@ function str(o: Obj, key: string, field: string, max: number, optional: boolean)
 function digest(o: Obj, key: string, field: string, optional: boolean): string | undefined {
   const v = o[key];
   if (v === undefined && optional) return undefined;
-  if (typeof v !== 'string' || !DIGEST_RE.test(v)) throw invalid(field, 'must be sha256:<64 lowercase hex>');
+  if (!isDigest(v)) throw invalid(field, 'must be sha256:<64 lowercase hex>');
   return v;
 }
 

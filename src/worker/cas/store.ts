@@ -16,8 +16,9 @@ import { constants as fsc } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, chmod, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
+import { isDigest } from '../../oci/digest.js';
 
-const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
+
 /** Prefix of temporary files in the blob directory (blobTempPath). */
 const BLOB_TEMP_PREFIX = '.tmp-';
 /** sha256 of zero bytes: an empty file needs no content item, but stores like any other. */
@@ -63,9 +64,8 @@ export interface ContentStore {
 
 /** Throws SL_ERR_INVALID_ARGUMENT unless `digest` is 'sha256:<64 lowercase hex>'; returns the hex. */
 export function digestHex(digest: string): string {
-  const m = DIGEST_RE.exec(digest);
-  if (!m) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `not a sha256 digest: '${digest}'`, { details: { digest } });
-  return m[1]!;
+  if (!isDigest(digest)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `not a sha256 digest: '${digest}'`, { details: { digest } });
+  return digest.slice('sha256:'.length);
 }
 
 function isNoSpace(err: unknown): boolean {

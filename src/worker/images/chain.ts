@@ -6,6 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { StarlightError } from '../../errors.js';
+import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
 import { formatReference, parseReference, withDigest } from '../../oci/reference.js';
 
 /** chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)). */
@@ -36,8 +37,11 @@ export function remoteIdFor(manifestDigest: string, index: number): string {
   return `${manifestDigest}/${index}`;
 }
 
+/** '<manifest digest>/<layer index>': a remote snapshot's id. */
+const REMOTE_ID_RE = new RegExp(`^(${SHA256_DIGEST_PATTERN})/(\\d+)$`);
+
 export function parseRemoteId(remoteId: string): { manifestDigest: string; index: number } {
-  const m = /^(sha256:[0-9a-f]{64})\/(\d+)$/.exec(remoteId);
+  const m = REMOTE_ID_RE.exec(remoteId);
   if (!m) throw new StarlightError('SL_ERR_IMAGE_NOT_PULLED', `remote id ${JSON.stringify(remoteId)} is not <manifest digest>/<layer index>`, { details: { remoteId } });
   return { manifestDigest: m[1]!, index: Number(m[2]) };
 }

@@ -13,6 +13,7 @@
  * Not here: HTTP (api/), the snapshotter, wire formats (protocol/), containerd gRPC (containerd-client.ts).
  */
 import { StarlightError } from '../../errors.js';
+import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
 import { mergeLayers } from '../../image/merge.js';
 import type { MergedTree } from '../../image/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -347,7 +348,7 @@ export class ImageService implements RemoteLayerResolver {
   async release(liveRemoteIds: ReadonlySet<string>): Promise<void> {
     const liveManifests = new Set<string>();
     for (const id of liveRemoteIds) {
-      const m = /^(sha256:[0-9a-f]{64})\//.exec(id);
+      const m = new RegExp(`^(${SHA256_DIGEST_PATTERN})/`).exec(id);
       if (m) liveManifests.add(m[1]!);
     }
     const grace = this.opts.releaseGraceMs ?? DEFAULT_RELEASE_GRACE_MS;
