@@ -23,7 +23,11 @@ fi
 # Debian's docker-registry package starts a registry on :5000 by default; we start our own per test.
 if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl stop docker-registry || true; fi
 
-if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
+# A symlinked node_modules is shared with another checkout (a git worktree): `npm ci` would wipe it
+# for both, so it is left to the checkout that owns it.
+if [[ -L node_modules ]]; then
+  echo "node_modules is a symlink (shared with another checkout): not running npm ci here" >&2
+elif [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build

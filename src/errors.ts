@@ -93,6 +93,9 @@ export const CODES = {
   SL_ERR_SNAPSHOT_UNIMPLEMENTED: { kind: 'unimplemented', hint: 'the snapshotter does not support this call' },
   // worker/images + api: lazy pulls into containerd, the daemon's own API
   SL_ERR_CONTAINERD: { kind: 'unavailable', hint: 'a call to containerd failed; check --containerd-address, the namespace and that containerd runs' },
+  SL_ERR_CONTAINERD_NOT_FOUND: { kind: 'not-found', hint: 'containerd has no such record (image, content, snapshot or lease) in this namespace' },
+  SL_ERR_CONTAINERD_EXISTS: { kind: 'already-exists', hint: 'containerd already has this record; remove it first (`ctr images rm`, `ctr snapshots rm`)' },
+  SL_ERR_CONTAINERD_REJECTED: { kind: 'failed-precondition', hint: 'containerd refused the request as invalid for the record\'s state; see the message and containerd\'s log' },
   SL_ERR_PULL_NOT_LAZY: { kind: 'failed-precondition', hint: 'the starlight snapshotter did not take the layer lazily; is containerd configured with the starlight proxy plugin and the daemon started with --proxy?' },
   SL_ERR_IMAGE_NOT_PULLED: { kind: 'not-found', hint: 'the daemon has no record of this image or view; pull it again with `starlight pull`' },
   SL_ERR_DAEMON_UNREACHABLE: { kind: 'unavailable', hint: 'start `starlight snapshotter` or pass --daemon <root>/daemon.sock' },

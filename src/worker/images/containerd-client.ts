@@ -13,7 +13,7 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { randomBytes } from 'node:crypto';
-import { StarlightError } from '../../errors.js';
+import { StarlightError, hasCode, type Code } from '../../errors.js';
 import { PROTO_DIR } from '../snapshotter/grpc-proto.js';
 
 /** containerd's default socket. */
@@ -51,10 +51,14 @@ export interface Descriptor {
 type Unary = (req: object, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
 type GenericClient = grpc.Client & Record<string, Unary>;
 
-/** True if a containerd call failed with this gRPC status. */
-export function hasGrpcStatus(err: unknown, status: grpc.status): boolean {
-  return (err as { details?: { grpcStatus?: number } } | null)?.details?.grpcStatus === status;
-}
+/** The code of containerd's answer, so callers test kinds (hasCode) instead of re-reading gRPC details. */
+const CODE_BY_STATUS: Partial<Record<grpc.status, Code>> = {
+  [grpc.status.NOT_FOUND]: 'SL_ERR_CONTAINERD_NOT_FOUND',
+  [grpc.status.ALREADY_EXISTS]: 'SL_ERR_CONTAINERD_EXISTS',
+  [grpc.status.INVALID_ARGUMENT]: 'SL_ERR_CONTAINERD_REJECTED',
+  [grpc.status.FAILED_PRECONDITION]: 'SL_ERR_CONTAINERD_REJECTED',
+  [grpc.status.CANCELLED]: 'SL_ERR_CANCELED',
+};
 
 export class ContainerdClient {
   private readonly content: GenericClient;
@@ -105,7 +109,7 @@ export class ContainerdClient {
   }
 
   private wrap(err: grpc.ServiceError, what: string): StarlightError {
-    return new StarlightError('SL_ERR_CONTAINERD', `containerd ${what} failed (namespace ${this.namespace}, ${this.address}): ${err.details || err.message}`, {
+    return new StarlightError(CODE_BY_STATUS[err.code] ?? 'SL_ERR_CONTAINERD', `containerd ${what} failed (namespace ${this.namespace}, ${this.address}): ${err.details || err.message}`, {
       cause: err,
       details: { grpcStatus: err.code, call: what, namespace: this.namespace },
     });
@@ -148,7 +152,7 @@ export class ContainerdClient {
         stream.write({ action: 'COMMIT', ref, total: data.length, expected, offset: 0, data: Buffer.from(data), labels });
       });
     } catch (err) {
-      if (!hasGrpcStatus(err, grpc.status.ALREADY_EXISTS)) throw err;
+      if (!hasCode(err, 'SL_ERR_CONTAINERD_EXISTS')) throw err;
       const paths = Object.keys(labels).map((k) => `labels.${k}`);
       await this.call(this.content, 'Update', { info: { digest: expected, labels }, update_mask: { paths } });
     }
@@ -160,7 +164,7 @@ export class ContainerdClient {
     try {
       await this.call(this.images, 'Create', { image });
     } catch (err) {
-      if (!hasGrpcStatus(err, grpc.status.ALREADY_EXISTS)) throw err;
+      if (!hasCode(err, 'SL_ERR_CONTAINERD_EXISTS')) throw err;
       await this.call(this.images, 'Update', { image, update_mask: { paths: ['target'] } });
     }
   }
@@ -171,7 +175,7 @@ export class ContainerdClient {
       const res = await this.call<{ info: { name: string; parent: string; kind: string } }>(this.snapshots, 'Stat', { snapshotter, key });
       return res.info;
     } catch (err) {
-      if (hasGrpcStatus(err, grpc.status.NOT_FOUND)) return undefined;
+      if (hasCode(err, 'SL_ERR_CONTAINERD_NOT_FOUND')) return undefined;
       throw err;
     }
   }
@@ -182,7 +186,7 @@ export class ContainerdClient {
       await this.call(this.snapshots, 'Prepare', { snapshotter, key, parent, labels });
       return false;
     } catch (err) {
-      if (hasGrpcStatus(err, grpc.status.ALREADY_EXISTS)) return true;
+      if (hasCode(err, 'SL_ERR_CONTAINERD_EXISTS')) return true;
       throw err;
     }
   }
