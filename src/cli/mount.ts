@@ -17,7 +17,7 @@ import { FuseViewManager } from '../worker/fs/fuse-views.js';
 import { cleanupStaleMount, fuseMountsAt } from '../worker/fs/mountinfo.js';
 import { LayerStore } from '../worker/layer-store.js';
 import { Puller } from '../worker/puller.js';
-import { ContentTracker } from '../worker/stream/content-tracker.js';
+import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from '../worker/stream/content-tracker.js';
 import { ProxyClient } from '../worker/stream/proxy-client.js';
 import { createProgress, formatBytes } from './progress.js';
 import { untilSignal } from './signals.js';
@@ -27,8 +27,6 @@ const USAGE = `usage: starlight mount --proxy URL [--root DIR] [--platform os/ar
 
 /** Default worker state dir of `starlight mount` (separate from the daemon's, which owns its own). */
 const DEFAULT_MOUNT_ROOT = '/var/lib/starlight/mount';
-/** Default read deadline in seconds: a read waiting longer for content fails with EIO. */
-const DEFAULT_READ_DEADLINE_S = 60;
 /** How often the foreground process checks that its mount is still there, in ms. */
 const ALIVE_POLL_MS = 1000;
 
@@ -45,7 +43,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
       root: { type: 'string', default: DEFAULT_MOUNT_ROOT },
       platform: { type: 'string' },
       token: { type: 'string' },
-      'read-deadline': { type: 'string', default: String(DEFAULT_READ_DEADLINE_S) },
+      'read-deadline': { type: 'string', default: String(DEFAULT_READ_DEADLINE_MS / 1000) },
       help: { type: 'boolean', short: 'h' },
     },
   });

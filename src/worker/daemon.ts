@@ -21,7 +21,7 @@ import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { LayerStore } from './layer-store.js';
 import { Puller } from './puller.js';
-import { ContentTracker } from './stream/content-tracker.js';
+import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
 import { ProxyClient } from './stream/proxy-client.js';
 import { mountsUnder } from './snapshotter/mountinfo.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
@@ -34,8 +34,6 @@ import { TRACES_PATH } from './trace/types.js';
 
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from './defaults.js';
 export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
-/** Default read deadline of a lazy view, ms: a read waiting longer for content fails with EIO. */
-const DEFAULT_READ_DEADLINE_MS = 60_000;
 /** Directory of recorded startup traces under the root (kept until uploaded). */
 const TRACES_DIR = 'traces';
 

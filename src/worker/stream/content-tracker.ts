@@ -58,7 +58,8 @@ export interface ContentTrackerOptions {
   log?: Logger;
 }
 
-const DEFAULT_READ_DEADLINE_MS = 60_000;
+/** Default read deadline of a lazy view, ms: a read waiting longer for its content fails with EIO. */
+export const DEFAULT_READ_DEADLINE_MS = 60_000;
 const DEFAULT_FETCH_RETRY_MS = 500;
 const DEFAULT_QUEUE_JUMP_FALLBACK_MS = 3_000;
 /**
