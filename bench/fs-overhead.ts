@@ -20,7 +20,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { MergedTree, TocEntry } from '../src/image/toc.js';
+import type { MergedTree, TocEntry } from '../src/layers/toc.js';
 import { FuseViewManager } from '../src/worker/fs/fuse-views.js';
 
 /** Buffer size of sequential reads (bytes). */

@@ -11,7 +11,7 @@
  * Without --registry a docker-registry is started on a free port with storage in a temp dir (removed
  * at exit). The image is built or reused by bench/images/ensure.ts (cached under /var/cache/starlight).
  *
- * Not here: indexing itself (src/image/indexer.ts), the proxy's indexer service.
+ * Not here: indexing itself (src/layers/indexer.ts), the proxy's indexer service.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,8 +19,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { StarlightError } from '../src/errors.js';
-import { GUNZIP_CHUNK_SIZE } from '../src/image/decompress.js';
-import { buildLayerToc } from '../src/image/indexer.js';
+import { GUNZIP_CHUNK_SIZE } from '../src/layers/decompress.js';
+import { buildLayerToc } from '../src/layers/indexer.js';
 import { RegistryClient } from '../src/oci/client.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { startBenchRegistry } from './drivers/registry.js';

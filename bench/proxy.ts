@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { startRegistry } from '../test/helpers/registry.js';
 import { DeltaDecoder } from '../src/protocol/index.js';
-import { decodeToc } from '../src/image/toc-codec.js';
+import { decodeToc } from '../src/layers/toc-codec.js';
 import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images/ensure.js';
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';

@@ -16,7 +16,7 @@
 import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage, type PushedImage } from '../../src/oci/push.js';
+import { pushImage, type PushedImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES, type ImageConfig } from '../../src/oci/types.js';
 import { StarlightError } from '../../src/errors.js';
 import { compressLayer, type CompressedLayer } from './layers.js';

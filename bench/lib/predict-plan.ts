@@ -2,7 +2,7 @@
  * A warm delta's planning step as handlers.ts does it (order → rank map → plan), timed for two
  * priority services alternately (so load drift hits both alike): median ms of `runs` each.
  */
-import type { LayerToc, MergedTree } from '../../src/image/toc.js';
+import type { LayerToc, MergedTree } from '../../src/layers/toc.js';
 import type { ImageConfig } from '../../src/oci/types.js';
 import { plan } from '../../src/proxy/planner.js';
 import { rankMap } from '../../src/proxy/priority.js';

@@ -5,10 +5,10 @@
  */
 import { parseArgs } from 'node:util';
 import { StarlightError, withContext } from '../errors.js';
-import { buildLayerToc } from '../image/indexer.js';
-import { formatTocLine } from '../image/listing.js';
-import { mergeLayers } from '../image/merge.js';
-import type { LayerToc, TocEntry } from '../image/toc.js';
+import { buildLayerToc } from '../layers/indexer.js';
+import { formatTocLine } from '../layers/listing.js';
+import { mergeLayers } from '../layers/merge.js';
+import type { LayerToc, TocEntry } from '../layers/toc.js';
 import { RegistryClient, type ResolvedImage } from '../oci/client.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { formatReference, parseReference } from '../oci/reference.js';

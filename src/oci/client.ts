@@ -6,7 +6,7 @@
  * Plain HTTP is used for loopback hosts and `insecureHosts`, HTTPS otherwise. Transport policy
  * (auth, timeout, retry) is in http.ts; errors are mapped in http-errors.ts.
  *
- * Not here: layer contents (src/image), caching, mirrors, chunked/resumable uploads, cross-repo mounts.
+ * Not here: layer contents (src/layers), caching, mirrors, chunked/resumable uploads, cross-repo mounts.
  */
 import { Readable, type Transform, pipeline } from 'node:stream';
 import { StarlightError } from '../errors.js';

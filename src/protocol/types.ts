@@ -14,7 +14,7 @@ export interface ContentItem {
   encoding: Encoding;
 }
 
-/** A layer's TOC as sent: the bytes are encodeToc() output (src/image/toc-codec.ts). */
+/** A layer's TOC as sent: the bytes are encodeToc() output (src/layers/toc-codec.ts). */
 export interface HeaderLayer {
   diffID: string;
   toc: Uint8Array;

@@ -9,8 +9,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
-import { mergeLayers } from '../image/merge.js';
-import type { MergedTree } from '../image/toc.js';
+import { mergeLayers } from '../layers/merge.js';
+import type { MergedTree } from '../layers/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { isDigest } from '../oci/digest.js';

@@ -1,6 +1,6 @@
 /**
  * Index on demand: resolve a reference through the registry, and for every layer not yet indexed
- * make ONE pass over its blob (fetch → decompress → TOC, src/image/indexer.ts) that stages each raw
+ * make ONE pass over its blob (fetch → decompress → TOC, src/layers/indexer.ts) that stages each raw
  * file content on local disk (staging.ts); record the layer's TOC and its content rows in the
  * metadata store when the pass succeeded, then hand the stage to the background encoder, which puts
  * the contents into the content cache. So image() resolves as soon as the TOCs exist (a first pull
@@ -15,9 +15,9 @@
 import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
-import { type BuildTocOptions, buildLayerToc } from '../image/indexer.js';
-import { decodeToc, encodeToc } from '../image/toc-codec.js';
-import type { LayerToc } from '../image/toc.js';
+import { type BuildTocOptions, buildLayerToc } from '../layers/indexer.js';
+import { decodeToc, encodeToc } from '../layers/toc-codec.js';
+import type { LayerToc } from '../layers/toc.js';
 import type { Logger } from '../log.js';
 import type { RegistryClient } from '../oci/client.js';
 import { type Reference, formatReference, parseReference } from '../oci/reference.js';
@@ -28,7 +28,7 @@ import type { ImageRecord, MetadataStore } from './store.js';
 import { BackgroundEncoder } from './background-encoder.js';
 import { Semaphore } from './semaphore.js';
 import type { StagingArea } from './staging.js';
-import type { TocEntry } from '../image/toc.js';
+import type { TocEntry } from '../layers/toc.js';
 
 /** Decoded layer TOCs kept in memory (entries, default 256). */
 const DECODED_TOCS = 256;

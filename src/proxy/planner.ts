@@ -14,9 +14,9 @@
  *   shared libraries (*.so, *.so.*), then small files under etc/ (≤ SMALL_ETC_BYTES), then the rest by
  *   providing layer (lowest first); ties broken by path bytes.
  *
- * Not here: merging layers (src/image/merge.ts), reading the cache, encodings (the delta handler).
+ * Not here: merging layers (src/layers/merge.ts), reading the cache, encodings (the delta handler).
  */
-import type { LayerToc, MergedTree, TocEntry } from '../image/toc.js';
+import type { LayerToc, MergedTree, TocEntry } from '../layers/toc.js';
 import type { ImageConfig } from '../oci/types.js';
 
 /** etc/ files up to this size (bytes) are sent early: programs read their config at startup. */

@@ -21,8 +21,8 @@
  * (startup-service.ts, startup/), the heuristic for files still unranked (planner.ts).
  */
 import { LRUCache } from 'lru-cache';
-import { parentPath } from '../image/paths.js';
-import type { MergedTree } from '../image/toc.js';
+import { parentPath } from '../layers/paths.js';
+import type { MergedTree } from '../layers/toc.js';
 import { parseReference } from '../oci/reference.js';
 import type { OrderSource, TraceUploadBody } from '../protocol/traces.js';
 import { SHLIB_RE } from './planner.js';

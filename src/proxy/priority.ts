@@ -15,7 +15,7 @@
  * Not here: choosing WHICH traces to merge (image, group, related images: priority-service.ts), the
  * heuristic for unranked files (planner.ts).
  */
-import type { TocEntry } from '../image/toc.js';
+import type { TocEntry } from '../layers/toc.js';
 import type { OrderSignal } from '../protocol/traces.js';
 
 /** Fixed-point scale of a normalized position (2^20 > MAX_TRACE_ENTRIES, so positions stay distinct). */

@@ -5,7 +5,7 @@
  * are a numbered migration list applied on open (PRAGMA user_version); a database newer than this
  * build is refused (SL_ERR_PROXY_STORE).
  *
- * Not here: content bytes (content-cache.ts), TOC encoding (src/image/toc-codec.ts), policy.
+ * Not here: content bytes (content-cache.ts), TOC encoding (src/layers/toc-codec.ts), policy.
  */
 import Database from 'better-sqlite3';
 import { StarlightError } from '../errors.js';

@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
-import { mergeLayers } from '../image/merge.js';
+import { mergeLayers } from '../layers/merge.js';
 import { isDigest } from '../oci/digest.js';
 import type { ImageConfig } from '../oci/types.js';
 import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';

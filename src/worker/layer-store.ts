@@ -11,8 +11,8 @@
 import { mkdir, readFile, readdir, rename, rm, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
-import { decodeToc } from '../image/toc-codec.js';
-import type { LayerToc } from '../image/toc.js';
+import { decodeToc } from '../layers/toc-codec.js';
+import type { LayerToc } from '../layers/toc.js';
 import { digestHex } from './cas/store.js';
 
 async function atomicWrite(path: string, data: Uint8Array): Promise<void> {

@@ -6,8 +6,8 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../errors.js';
-import { mergeLayers } from '../image/merge.js';
-import type { LayerToc, MergedTree } from '../image/toc.js';
+import { mergeLayers } from '../layers/merge.js';
+import type { LayerToc, MergedTree } from '../layers/toc.js';
 import { nullLogger, type Logger } from '../log.js';
 import type { DeltaHeader } from '../protocol/types.js';
 import type { LayerStore } from './layer-store.js';

@@ -10,10 +10,10 @@
 import test from 'ava';
 import { ensureDebianImage } from '../../bench/images/ensure.js';
 import { READY_LABEL } from '../../bench/images/push.js';
-import { buildLayerToc } from '../../src/image/indexer.js';
-import { mergeLayers } from '../../src/image/merge.js';
-import { parentPath } from '../../src/image/paths.js';
-import type { LayerToc, MergedTree, TocEntry } from '../../src/image/toc.js';
+import { buildLayerToc } from '../../src/layers/indexer.js';
+import { mergeLayers } from '../../src/layers/merge.js';
+import { parentPath } from '../../src/layers/paths.js';
+import type { LayerToc, MergedTree, TocEntry } from '../../src/layers/toc.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { startRegistry } from '../helpers/registry.js';
 

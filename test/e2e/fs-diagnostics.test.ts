@@ -10,7 +10,7 @@ import { mkdirSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
-import type { MergedTree, TocEntry } from '../../src/image/toc.js';
+import type { MergedTree, TocEntry } from '../../src/layers/toc.js';
 import { FuseViewManager, type FuseViewOptions } from '../../src/worker/fs/fuse-views.js';
 import type { ContentProvider } from '../../src/worker/fs/view.js';
 import { tempDir } from '../helpers/tmp.js';

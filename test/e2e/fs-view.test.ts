@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError, hasCode } from '../../src/errors.js';
-import type { MergedTree, TocEntry } from '../../src/image/toc.js';
+import type { MergedTree, TocEntry } from '../../src/layers/toc.js';
 import { FuseViewManager } from '../../src/worker/fs/fuse-views.js';
 import type { ContentProvider } from '../../src/worker/fs/view.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -12,10 +12,10 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { buildLayerToc } from '../../src/image/indexer.js';
-import { buildLayer, ociImage, type LayerSpec } from '../../src/image/writer.js';
+import { buildLayerToc } from '../../src/layers/indexer.js';
+import { buildLayer, ociImage, type LayerSpec } from '../../fixtures/image-writer.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { blobDataPath, freePort, startRegistry } from '../helpers/registry.js';
 import { tocEntryFromJson } from '../helpers/tree-shape.js';
 

@@ -18,12 +18,12 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { type DebianImageName, ensureDebianImage } from '../../bench/images/ensure.js';
 import { WanEmulator } from '../../bench/wan/emulator.js';
-import { buildLayerToc } from '../../src/image/indexer.js';
-import { mergeLayers } from '../../src/image/merge.js';
-import type { LayerToc, MergedTree } from '../../src/image/toc.js';
-import { ociImage, type LayerSpec } from '../../src/image/writer.js';
+import { buildLayerToc } from '../../src/layers/indexer.js';
+import { mergeLayers } from '../../src/layers/merge.js';
+import type { LayerToc, MergedTree } from '../../src/layers/toc.js';
+import { ociImage, type LayerSpec } from '../../fixtures/image-writer.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
 import { startCli, startProxyCli, type CliProcess } from '../helpers/cli.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -54,7 +54,7 @@ export interface TestImage {
   merged: MergedTree;
 }
 
-/** Builds `layers` with src/image/writer.ts, pushes them as `<reg>/mount/<name>:v1`, indexes them locally. */
+/** Builds `layers` with fixtures/image-writer.ts, pushes them as `<reg>/mount/<name>:v1`, indexes them locally. */
 export async function pushLayers(t: ExecutionContext, reg: TestRegistry, name: string, layers: readonly LayerSpec[]): Promise<TestImage> {
   const image = await ociImage(layers);
   const ref = `${reg.host}/mount/${name}:v1`;

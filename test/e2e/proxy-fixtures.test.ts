@@ -6,12 +6,12 @@
  */
 import test from 'ava';
 import { Readable } from 'node:stream';
-import { buildLayerToc } from '../../src/image/indexer.js';
-import { mergeLayers } from '../../src/image/merge.js';
-import { decodeToc } from '../../src/image/toc-codec.js';
-import { ociImage } from '../../src/image/writer.js';
+import { buildLayerToc } from '../../src/layers/indexer.js';
+import { mergeLayers } from '../../src/layers/merge.js';
+import { decodeToc } from '../../src/layers/toc-codec.js';
+import { ociImage } from '../../fixtures/image-writer.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { startRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { brotliDecompressSync, gunzipSync, gzipSync, inflateRawSync } from 'node:zlib';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
 import { decodeDelta, type DeltaEnd, type DeltaHeader, type ContentItem } from '../../src/protocol/index.js';
 import { tempDir } from '../helpers/tmp.js';

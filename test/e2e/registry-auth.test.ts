@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { hasCode } from '../../src/errors.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
 import { startFront, startRegistry } from '../helpers/registry.js';
 

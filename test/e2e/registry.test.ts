@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { hasCode } from '../../src/errors.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage, pushIndex } from '../../src/oci/push.js';
+import { pushImage, pushIndex } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES, type Platform } from '../../src/oci/types.js';
 import { blobDataPath, freePort, startRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';

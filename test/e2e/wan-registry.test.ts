@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { WanEmulator } from '../../bench/wan/emulator.js';
 import { RegistryClient } from '../../src/oci/client.js';
-import { pushImage } from '../../src/oci/push.js';
+import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
 import { startRegistry } from '../helpers/registry.js';
 

@@ -6,9 +6,9 @@
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildLayerToc } from '../../src/image/indexer.js';
-import { mergeLayers } from '../../src/image/merge.js';
-import type { LayerToc, MergedTree, TocEntry } from '../../src/image/toc.js';
+import { buildLayerToc } from '../../src/layers/indexer.js';
+import { mergeLayers } from '../../src/layers/merge.js';
+import type { LayerToc, MergedTree, TocEntry } from '../../src/layers/toc.js';
 import type { ImageConfig } from '../../src/oci/types.js';
 import type { RangeReader } from '../../src/proxy/startup/elf.js';
 

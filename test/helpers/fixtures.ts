@@ -1,5 +1,5 @@
 /**
- * Fixture images as layer lists (lowest layer first), built by src/image/writer.ts. Together they
+ * Fixture images as layer lists (lowest layer first), built by fixtures/image-writer.ts. Together they
  * cover: hardlinks (incl. one whose target an upper layer deletes, and one whose target it replaces),
  * symlinks, whiteouts of files and of whole dirs, opaque dirs, xattrs (user.* and security.capability),
  * names and link targets > 100 bytes, empty files, a file > 64 MiB (generated, never stored), char and
@@ -9,7 +9,7 @@
  * Rule kept so the overlay oracle can compare modes: a dir a layer only implies, while a lower layer
  * lists it, is 0755 root:root in that lower layer (see merge.ts on implied dirs).
  */
-import type { LayerSpec, WriterEntry } from '../../src/image/writer.js';
+import type { LayerSpec, WriterEntry } from '../../fixtures/image-writer.js';
 
 export interface FixtureImage {
   name: string;

@@ -20,8 +20,8 @@ import { createReadStream } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, readlink, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { parentPath } from '../../src/image/paths.js';
-import type { LayerToc, MergedTree, TocEntry } from '../../src/image/toc.js';
+import { parentPath } from '../../src/layers/paths.js';
+import type { LayerToc, MergedTree, TocEntry } from '../../src/layers/toc.js';
 
 const run = promisify(execFile);
 /** Bound for each external command (tar, getfattr, mount), ms. */

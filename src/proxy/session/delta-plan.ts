@@ -5,8 +5,8 @@
  * Not here: HTTP parameters (handlers.ts), sending (session.ts).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers } from '../../image/merge.js';
-import type { LayerToc, MergedTree } from '../../image/toc.js';
+import { mergeLayers } from '../../layers/merge.js';
+import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import type { DeltaHeader } from '../../protocol/index.js';
 import type { IndexedImage, IndexerService } from '../indexer-service.js';
 import { haveContent, plan } from '../planner.js';

@@ -24,8 +24,8 @@
  * Not here: reading bytes (src/proxy/startup-service.ts), ELF and script parsing (elf.ts, script.ts),
  * merging with traces (priority-service.ts).
  */
-import { baseName, parentPath } from '../../image/paths.js';
-import type { TocEntry } from '../../image/toc.js';
+import { baseName, parentPath } from '../../layers/paths.js';
+import type { TocEntry } from '../../layers/toc.js';
 import type { ImageConfig } from '../../oci/types.js';
 import type { OrderSignal } from '../../protocol/traces.js';
 import { DEFAULT_PATH, resolvePath } from '../planner.js';

@@ -22,7 +22,7 @@
  * Hardlinks share their target's inode (nlink counts the names); directories have nlink 2 + subdirs.
  */
 import { StarlightError } from '../../errors.js';
-import type { MergedTree, TocEntry } from '../../image/toc.js';
+import type { MergedTree, TocEntry } from '../../layers/toc.js';
 
 /** Record sizes in bytes; the addon exports the same numbers and native.ts checks they match. */
 export const INODE_RECORD_SIZE = 80;

@@ -2,7 +2,7 @@
  * The seam between the snapshotter and the filesystem (like stargz's FileSystem{Mount,Check,Unmount}).
  * The snapshotter never sees frames, FUSE or the addon; the fs never sees containerd.
  */
-import type { MergedTree } from '../../image/toc.js';
+import type { MergedTree } from '../../layers/toc.js';
 
 /**
  * Where file contents come from. Implemented by the worker's stream receiver over the CAS; the view

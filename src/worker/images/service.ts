@@ -14,8 +14,8 @@
  */
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
-import { mergeLayers } from '../../image/merge.js';
-import type { MergedTree } from '../../image/toc.js';
+import { mergeLayers } from '../../layers/merge.js';
+import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
 import type { ViewRequest } from '../fs/view.js';

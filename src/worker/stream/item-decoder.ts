@@ -9,7 +9,7 @@ import { PassThrough, type Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { StarlightError } from '../../errors.js';
-import { createDecompressor } from '../../image/decompress.js';
+import { createDecompressor } from '../../layers/decompress.js';
 import type { Encoding } from '../../protocol/constants.js';
 
 /** Decoded-bytes sink: the tracker's ingest. */

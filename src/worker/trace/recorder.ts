@@ -14,7 +14,7 @@
  * the start, and after the window, are dropped. Not here: disk (spool.ts), uploads (reporter.ts).
  */
 import { performance } from 'node:perf_hooks';
-import type { MergedTree } from '../../image/toc.js';
+import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { TracedImage, ViewObserver } from '../images/service.js';
 import type { TraceSpool } from './spool.js';

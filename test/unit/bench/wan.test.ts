@@ -284,7 +284,7 @@ test('the CLI prints its port and forwards', async (t) => {
 test('the process exits after clients half-close and reset mid-transfer (no leaked TCP handle)', async (t) => {
   // Before the fix in emulator.ts's resetOrClose(), this child printed "closed" and then spun at
   // 100 % CPU forever inside Node's exit path (issue 17). A deadline turns that into a failure.
-  const deadlineMs = 60_000;
+  const deadlineMs = 150_000; // above the child's own fill deadline (90 s)
   const script = fileURLToPath(new URL('./wan-close-child.js', import.meta.url));
   const child = spawn(process.execPath, [script, '50'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => child.kill('SIGKILL'));

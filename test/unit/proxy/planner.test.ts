@@ -1,7 +1,7 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mergeLayers } from '../../../src/image/merge.js';
-import type { LayerToc, MergedTree, TocEntry } from '../../../src/image/toc.js';
+import { mergeLayers } from '../../../src/layers/merge.js';
+import type { LayerToc, MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import type { ImageConfig } from '../../../src/oci/types.js';
 import { haveContent, plan, resolvePath, type PlanInput } from '../../../src/proxy/planner.js';
 

@@ -7,7 +7,7 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StarlightError } from '../../../src/errors.js';
-import type { MergedTree, TocEntry } from '../../../src/image/toc.js';
+import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import { validateTraceUpload, type TraceUploadBody } from '../../../src/protocol/traces.js';
 import { plan } from '../../../src/proxy/planner.js';
 import { POSITION_SCALE, mergeTraces, rankFiles, rankMap, type MergeTrace } from '../../../src/proxy/priority.js';

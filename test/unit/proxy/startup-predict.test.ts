@@ -8,7 +8,7 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { TocEntry } from '../../../src/image/toc.js';
+import type { TocEntry } from '../../../src/layers/toc.js';
 import type { ImageConfig } from '../../../src/oci/types.js';
 import { readElf } from '../../../src/proxy/startup/elf.js';
 import { bufferReader, readFacts } from '../../../src/proxy/startup/facts.js';

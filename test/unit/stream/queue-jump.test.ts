@@ -220,11 +220,11 @@ test('an accepted jump whose item does not come in time is fetched after the fal
 test('the fallback fires well before the read deadline, even when configured at or past it', async (t) => {
   // A jump the proxy accepts can still land behind MiBs already on the link; with the fallback at
   // the deadline the read failed before the fetch was tried (mount-faults "killed", 3 s / 3 s).
-  // Deadline 4 s, so the fallback (a quarter of it, 1 s) has 3 s of margin on a loaded machine.
-  for (const fallback of [undefined, 4_000]) {
-    const fp = await fakeProxy(t, { ignoreNext: true, tickMs: 250 });
-    // The stream reaches the last item after ≥ 36 ticks (9 s): only the fetch can beat a 4 s deadline.
-    const { rx, tracker } = await worker(t, fp, fallback, 4_000);
+  // Deadline 20 s, so the fallback (a quarter of it, 5 s) has 15 s of margin on a loaded machine.
+  for (const fallback of [undefined, 20_000]) {
+    const fp = await fakeProxy(t, { ignoreNext: true, tickMs: 1_000 });
+    // The stream reaches the last item after ≥ 36 ticks (36 s): only the fetch can beat a 20 s deadline.
+    const { rx, tracker } = await worker(t, fp, fallback, 20_000);
     const last = fp.items.length - 1;
     t.true(readFileSync(await tracker.waitFor(fp.items[last]!.digest, 0, SMALL_BYTES)).equals(fp.contents[last]!), `fallback ${fallback}`);
     t.deepEqual(fp.fetched, [fp.items[last]!.digest], `fetched out of order (fallback ${fallback})`);

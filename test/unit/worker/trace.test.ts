@@ -6,7 +6,7 @@
 import test from 'ava';
 import { readdir } from 'node:fs/promises';
 import { StarlightError } from '../../../src/errors.js';
-import type { MergedTree, TocEntry } from '../../../src/image/toc.js';
+import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import { TraceRecorder } from '../../../src/worker/trace/recorder.js';
 import { TraceReporter } from '../../../src/worker/trace/reporter.js';
 import { TraceSpool } from '../../../src/worker/trace/spool.js';

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { link, mkdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TocEntry } from '../../../src/image/toc.js';
+import type { TocEntry } from '../../../src/layers/toc.js';
 import { diffShapes, shapeOfDir, shapeOfTree } from '../../helpers/tree-shape.js';
 import { tempDir } from '../../helpers/tmp.js';
 

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { mergeLayers } from '../../../src/image/merge.js';
-import { TOC_VERSION, type LayerToc, type TocEntry } from '../../../src/image/toc.js';
+import { mergeLayers } from '../../../src/layers/merge.js';
+import { TOC_VERSION, type LayerToc, type TocEntry } from '../../../src/layers/toc.js';
 
 type Spec = Partial<TocEntry> & { path: string };
 const E = (s: Spec): TocEntry => ({ type: 'reg', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 1, ...s });

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { StarlightError } from '../../../src/errors.js';
-import { comparePaths, normalizeTarPath } from '../../../src/image/paths.js';
+import { comparePaths, normalizeTarPath } from '../../../src/layers/paths.js';
 
 test('normalizeTarPath strips ./, //, trailing / and a leading / (as containerd joins onto the root)', (t) => {
   const cases: [string, string][] = [

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { Packr } from 'msgpackr';
-import { formatTocLine } from '../../../src/image/listing.js';
-import { decodeToc, encodeToc, TOC_MAGIC } from '../../../src/image/toc-codec.js';
-import { TOC_VERSION, type LayerToc } from '../../../src/image/toc.js';
+import { formatTocLine } from '../../../src/layers/listing.js';
+import { decodeToc, encodeToc, TOC_MAGIC } from '../../../src/layers/toc-codec.js';
+import { TOC_VERSION, type LayerToc } from '../../../src/layers/toc.js';
 
 const toc: LayerToc = {
   version: TOC_VERSION,

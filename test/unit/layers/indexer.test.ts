@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError } from '../../../src/errors.js';
-import { buildLayerToc } from '../../../src/image/indexer.js';
-import type { TocEntry } from '../../../src/image/toc.js';
-import { compressLayer, streamToBuffer, writeTarBuffer, type WriterEntry } from '../../../src/image/writer.js';
+import { buildLayerToc } from '../../../src/layers/indexer.js';
+import type { TocEntry } from '../../../src/layers/toc.js';
+import { compressLayer, streamToBuffer, writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const byPath = (es: TocEntry[]) => Object.fromEntries(es.map((e) => [e.path, e]));

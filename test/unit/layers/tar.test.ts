@@ -1,9 +1,9 @@
 import test from 'ava';
 import { Readable } from 'node:stream';
 import { hasCode } from '../../../src/errors.js';
-import { ByteReader } from '../../../src/image/bytes.js';
-import { parseTar, type TarHeader } from '../../../src/image/tar.js';
-import { writeTarBuffer, type WriterEntry } from '../../../src/image/writer.js';
+import { ByteReader } from '../../../src/layers/bytes.js';
+import { parseTar, type TarHeader } from '../../../src/layers/tar.js';
+import { writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
 
 interface Parsed extends TarHeader {
   data: Buffer;
