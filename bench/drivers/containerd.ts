@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCommand, startDaemon, type RunOutput } from './proc.js';
-import { mountsUnder } from '../../src/worker/snapshotter/mountinfo.js';
+import { mountsUnder } from '../../src/worker/fs/mount-table.js';
 
 /** containerd namespace of bench images and containers. */
 export const BENCH_NAMESPACE = 'bench';

@@ -23,7 +23,7 @@ import { startBenchRegistry, type BenchRegistry } from '../../bench/drivers/regi
 import { WanEmulator } from '../../bench/wan/emulator.js';
 import { StarlightError } from '../../src/errors.js';
 import { DaemonClient } from '../../src/worker/api/client.js';
-import { mountsUnder, unmountAllUnder } from '../../src/worker/snapshotter/mountinfo.js';
+import { mountsUnder, unmountAllUnder } from '../../src/worker/fs/mount-table.js';
 import type { Steps } from './report.js';
 
 /** Prefix of the demo's temp dir under $TMPDIR (short: unix socket paths must stay ≤ 107 bytes). */

@@ -6,7 +6,6 @@
  *
  * `starlight umount DIR` detaches a view (also a stale one left by a crash).
  */
-import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -14,7 +13,7 @@ import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { LocalContentStore } from '../worker/cas/store.js';
 import { FuseViewManager } from '../worker/fs/fuse-views.js';
-import { cleanupStaleMount, fuseMountsAt } from '../worker/fs/mountinfo.js';
+import { cleanupStaleMount, detachMount, fuseMountsAt } from '../worker/fs/mount-table.js';
 import { LayerStore } from '../worker/layer-store.js';
 import { Puller } from '../worker/puller.js';
 import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from '../worker/stream/content-tracker.js';
@@ -115,10 +114,6 @@ export async function runUmountCommand(argv: string[]): Promise<number> {
   if ((await fuseMountsAt(dir)).length === 0) {
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `nothing is mounted at ${dir}`, { details: { mountpoint: dir } });
   }
-  await new Promise<void>((res, rej) =>
-    execFile('fusermount3', ['-u', '-z', dir], (err, _out, stderr) =>
-      err ? rej(new StarlightError('SL_ERR_INTERNAL', `fusermount3 -u ${dir} failed: ${stderr.trim()}`, { cause: err })) : res(),
-    ),
-  );
+  await detachMount(dir, 'the view');
   return 0;
 }

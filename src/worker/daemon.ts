@@ -23,7 +23,7 @@ import { LayerStore } from './layer-store.js';
 import { Puller } from './puller.js';
 import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
 import { ProxyClient } from './stream/proxy-client.js';
-import { mountsUnder } from './snapshotter/mountinfo.js';
+import { mountsUnder } from './fs/mount-table.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
 import { StarlightSnapshotter } from './snapshotter/snapshotter.js';

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanupStaleMount } from '../../src/worker/fs/mountinfo.js';
+import { cleanupStaleMount } from '../../src/worker/fs/mount-table.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const viewsModule = fileURLToPath(new URL('../../src/worker/fs/fuse-views.js', import.meta.url));

@@ -18,7 +18,7 @@ import { readFile, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TocEntry } from '../../src/layers/toc.js';
 import type { LayerSpec } from '../../fixtures/image-writer.js';
-import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
+import { fuseMountsAt } from '../../src/worker/fs/mount-table.js';
 import { BIG_FILE_SIZE, FIXTURES, lineContent } from '../helpers/fixtures.js';
 import { blobDataPath } from '../helpers/registry.js';
 import { diffShapes, shapeOfDir } from '../helpers/tree-shape.js';

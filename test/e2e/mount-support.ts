@@ -24,7 +24,7 @@ import type { LayerToc, MergedTree } from '../../src/layers/toc.js';
 import { ociImage, type LayerSpec } from '../../fixtures/image-writer.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { pushImage } from '../../fixtures/push-image.js';
-import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
+import { fuseMountsAt } from '../../src/worker/fs/mount-table.js';
 import { startCli, startProxyCli, type CliProcess } from '../helpers/cli.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';

@@ -11,7 +11,7 @@
  * Needs root, FUSE, overlayfs, GNU tar, getfattr/setfattr, docker-registry (and debootstrap for Debian).
  */
 import test, { type ExecutionContext } from 'ava';
-import { fuseMountsAt } from '../../src/worker/fs/mountinfo.js';
+import { fuseMountsAt } from '../../src/worker/fs/mount-table.js';
 import { runCli } from '../helpers/cli.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { diffShapes, shapeOfDir } from '../helpers/tree-shape.js';

@@ -21,7 +21,7 @@ import { containerdAddress, containerdConfig } from '../../bench/drivers/contain
 import { RegistryClient } from '../../src/oci/client.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
-import { unmountAllUnder } from '../../src/worker/snapshotter/mountinfo.js';
+import { unmountAllUnder } from '../../src/worker/fs/mount-table.js';
 import { tempDir } from './tmp.js';
 
 /** The containerd namespace our tests use. */

@@ -9,14 +9,13 @@
  * Not here: the inode encoding, the addon, fetching content (the ContentProvider does that).
  * FUSE boundary error mapping lives here and nowhere else (ERRNO_BY_KIND).
  */
-import { execFile } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { stat, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { buildInodeTable, type InodeTable } from './inodes.js';
-import { fuseMountsAt } from './mountinfo.js';
+import { detachMount, fuseMountsAt } from './mount-table.js';
 import { PhaseTimer } from '../phases.js';
 import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
 import type { ViewManager, ViewRequest } from './view.js';
@@ -186,7 +185,7 @@ export class FuseViewManager implements ViewManager {
     const left = (await fuseMountsAt(abs)).filter((m) => view.dev === '' || m.dev === view.dev);
     if (left.length > 0) {
       this.opts.log.warn('fuse-view-still-mounted', { mountpoint: abs });
-      await new Promise<void>((res, rej) => execFile('fusermount3', ['-u', '-z', abs], (err) => (err ? rej(new StarlightError('SL_ERR_FS_UNAVAILABLE', `cannot unmount the view at ${abs}`, { cause: err, details: { mountpoint: abs } })) : res())));
+      await detachMount(abs, 'the view');
     }
     this.opts.log.info('fuse-view-unmounted', { mountpoint: abs });
   }

@@ -21,7 +21,7 @@ import { matchesAny, parseFilters } from './filters.js';
 import { LABEL_REMOTE, LABEL_SNAPSHOT_PREFIX, parseRemoteHints, remoteIdOf } from './labels.js';
 import { Layout, NEW_DIR_PREFIX, REMOVED_DIR_PREFIX, diskUsage } from './layout.js';
 import { MetaStore, rowToInfo, type SnapshotRow } from './metastore.js';
-import { unmountAllUnder } from './mountinfo.js';
+import { unmountAllUnder } from '../fs/mount-table.js';
 import { snapshotMounts, type MountParent, type OverlayOptions } from './mounts.js';
 import type { RemoteLayerResolver } from './remote.js';
 import type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usage, WalkFn } from './types.js';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { containerdConfig } from '../../../bench/drivers/containerd.js';
-import { mountPointsUnder } from '../../../src/worker/snapshotter/mountinfo.js';
+import { mountPointsUnder } from '../../../src/worker/fs/mount-table.js';
 import type { BenchImage } from '../../../bench/drivers/types.js';
 import { parseOptions, planTrials } from '../../../bench/run.js';
 

@@ -11,7 +11,7 @@ import { StarlightError, hasCode } from '../../../src/errors.js';
 import { createLogger } from '../../../src/log.js';
 import type { ViewManager, ViewRequest } from '../../../src/worker/fs/view.js';
 import { LABEL_REMOTE, LABEL_SNAPSHOT_REF, LABEL_STARLIGHT_VIEW } from '../../../src/worker/snapshotter/labels.js';
-import { mountsUnder } from '../../../src/worker/snapshotter/mountinfo.js';
+import { mountsUnder } from '../../../src/worker/fs/mount-table.js';
 import type { RemoteLayerRequest, RemoteLayerResolver } from '../../../src/worker/snapshotter/remote.js';
 import { StarlightSnapshotter } from '../../../src/worker/snapshotter/snapshotter.js';
 import type { Info } from '../../../src/worker/snapshotter/types.js';

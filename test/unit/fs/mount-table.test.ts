@@ -1,5 +1,5 @@
 import test from 'ava';
-import { parseMountInfo } from '../../../src/worker/fs/mountinfo.js';
+import { parseMountInfo } from '../../../src/worker/fs/mount-table.js';
 import { errnoFor } from '../../../src/worker/fs/fuse-views.js';
 import { StarlightError } from '../../../src/errors.js';
 import { constants } from 'node:os';
