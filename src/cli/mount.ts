@@ -7,17 +7,14 @@
  * `starlight umount DIR` detaches a view (also a stale one left by a crash).
  */
 import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { LocalContentStore } from '../worker/cas/store.js';
 import { FuseViewManager } from '../worker/fs/fuse-views.js';
 import { cleanupStaleMount, detachMount, fuseMountsAt } from '../worker/fs/mount-table.js';
-import { LayerStore } from '../worker/layer-store.js';
-import { Puller } from '../worker/puller.js';
-import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from '../worker/stream/content-tracker.js';
-import { ProxyClient } from '../worker/stream/proxy-client.js';
+import { openLazyPull } from '../worker/pull/lazy-pull.js';
+import { DEFAULT_READ_DEADLINE_MS } from '../worker/stream/content-tracker.js';
 import { createProgress, formatBytes } from './progress.js';
 import { untilSignal } from './signals.js';
 
@@ -62,21 +59,14 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   if ((await cleanupStaleMount(dir)) === 'cleaned') log.warn('stale-mount-cleaned', { mountpoint: dir });
   await mkdir(dir, { recursive: true });
 
-  const store = await new LocalContentStore(join(root, 'content')).open();
-  const layers = await new LayerStore(join(root, 'layers')).open();
-  const client = new ProxyClient({ url: values.proxy, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN });
-  const tracker = new ContentTracker(store, {
-    readDeadlineMs: deadlineS * 1000,
-    fetchItem: (digest, signal) => client.content(digest, signal),
-    log,
-  });
+  const lazy = await openLazyPull({ root, proxy: values.proxy!, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN, readDeadlineMs: deadlineS * 1000, log });
   const views = new FuseViewManager({ log, handleSignals: false });
   const progress = createProgress();
   const stop = new AbortController();
   let poll: NodeJS.Timeout | undefined;
   try {
-    const pulled = await new Puller({ client, tracker, layers, log }).pull(ref, values.platform);
-    await views.mount(dir, { tree: pulled.tree, content: tracker });
+    const pulled = await lazy.puller.pull(ref, values.platform);
+    await views.mount(dir, { tree: pulled.tree, content: lazy.tracker });
     process.stdout.write(`mounted ${ref} at ${dir}\n`);
     pulled.receiver.done.then(
       () => {
@@ -96,9 +86,8 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   } finally {
     clearInterval(poll);
     progress.done();
-    tracker.close();
+    lazy.close(); // parked reads fail (canceled) before the views go
     await views.close();
-    client.close();
   }
   return 0;
 }

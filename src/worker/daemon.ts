@@ -14,15 +14,12 @@ import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
 import { serveApi, type ApiServer, type DaemonStatus, type TraceRequest, type TraceStatus } from './api/server.js';
-import { LocalContentStore } from './cas/store.js';
 import type { ViewManager } from './fs/view.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
 import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
-import { LayerStore } from './layer-store.js';
-import { Puller } from './puller.js';
-import { ContentTracker, DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
-import { ProxyClient } from './stream/proxy-client.js';
+import { openLazyPull, type LazyPull } from './pull/lazy-pull.js';
+import { DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
 import { mountsUnder } from './fs/mount-table.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
@@ -145,8 +142,7 @@ export class WorkerDaemon {
   server: SnapshotServer | undefined;
   api: ApiServer | undefined;
   images: ImageService | undefined;
-  private tracker: ContentTracker | undefined;
-  private client: ProxyClient | undefined;
+  private lazy: LazyPull | undefined;
   private views: ViewManager | undefined;
   private resolver: RemoteLayerResolver | undefined;
   private traces: { recorder: TraceRecorder; reporter: TraceReporter; spool: TraceSpool } | undefined;
@@ -164,16 +160,13 @@ export class WorkerDaemon {
         start: async () => {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
-          const store = await new LocalContentStore(join(o.root, 'content')).open();
-          const layers = await new LayerStore(join(o.root, 'layers')).open();
-          const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));
-          const tracker = (this.tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (d, s) => client.content(d, s), log }));
+          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxy.href, token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, log }));
+          const { layers, client, tracker, puller } = lazy;
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.
             const { FuseViewManager } = await import('./fs/fuse-views.js');
             this.views = new FuseViewManager({ log: o.log.child({ component: 'fs' }), handleSignals: false });
           }
-          const puller = new Puller({ client, tracker, layers, log });
           const records = await new ImageRecords(join(o.root, 'images'), layers).open();
           const tlog = o.log.child({ component: 'trace' });
           const spool = await new TraceSpool(join(o.root, TRACES_DIR)).open();
@@ -202,8 +195,7 @@ export class WorkerDaemon {
           await this.traces?.recorder.close();
           await this.traces?.reporter.close();
           this.images?.close();
-          this.tracker?.close();
-          this.client?.close();
+          this.lazy?.close();
         },
       },
       {

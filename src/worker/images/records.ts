@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pack, unpack } from 'msgpackr';
 import type { DeltaHeader } from '../../protocol/types.js';
 import { digestHex } from '../cas/store.js';
-import type { LayerStore } from '../layer-store.js';
+import type { LayerStore } from '../pull/layer-store.js';
 
 export interface ImageRecord {
   /** The reference as the user gave it to `starlight pull` (or CRI's image ref). */

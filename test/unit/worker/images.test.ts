@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { chainIds, imageName, parseRemoteId, pinnedRef, remoteIdFor } from '../../../src/worker/images/chain.js';
 import { ImageRecords } from '../../../src/worker/images/records.js';
-import { LayerStore } from '../../../src/worker/layer-store.js';
+import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { DaemonClient } from '../../../src/worker/api/client.js';
 import { serveApi, type TraceRequest } from '../../../src/worker/api/server.js';
 import { nullLogger } from '../../../src/log.js';

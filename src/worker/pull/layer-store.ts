@@ -10,10 +10,10 @@
  */
 import { mkdir, readFile, readdir, rename, rm, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StarlightError } from '../errors.js';
-import { decodeToc } from '../layers/toc-codec.js';
-import type { LayerToc } from '../layers/toc.js';
-import { digestHex } from './cas/store.js';
+import { StarlightError } from '../../errors.js';
+import { decodeToc } from '../../layers/toc-codec.js';
+import type { LayerToc } from '../../layers/toc.js';
+import { digestHex } from '../cas/store.js';
 
 async function atomicWrite(path: string, data: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;

@@ -5,16 +5,16 @@
  *
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
-import { StarlightError } from '../errors.js';
-import { mergeLayers } from '../layers/merge.js';
-import type { LayerToc, MergedTree } from '../layers/toc.js';
-import { nullLogger, type Logger } from '../log.js';
-import type { DeltaHeader } from '../protocol/types.js';
+import { StarlightError } from '../../errors.js';
+import { mergeLayers } from '../../layers/merge.js';
+import type { LayerToc, MergedTree } from '../../layers/toc.js';
+import { nullLogger, type Logger } from '../../log.js';
+import type { DeltaHeader } from '../../protocol/types.js';
 import type { LayerStore } from './layer-store.js';
-import { PhaseTimer, type Phases } from './phases.js';
-import type { ContentTracker } from './stream/content-tracker.js';
-import type { ProxyClient } from './stream/proxy-client.js';
-import { DeltaReceiver } from './stream/receiver.js';
+import { PhaseTimer, type Phases } from '../phases.js';
+import type { ContentTracker } from '../stream/content-tracker.js';
+import type { ProxyClient } from '../stream/proxy-client.js';
+import { DeltaReceiver } from '../stream/receiver.js';
 
 export interface PulledImage {
   header: DeltaHeader;

@@ -1,0 +1,53 @@
+/**
+ * The one wiring of a worker's lazy-pull stack under a state root, shared by the snapshotter daemon
+ * and `starlight mount`: content store (`<root>/content`), layer store (`<root>/layers`), proxy
+ * client, content tracker (reads wait here, out-of-order fetches go to the proxy) and the puller.
+ *
+ * Not here: views (fs/), containerd records (images/), traces (trace/).
+ */
+import { join } from 'node:path';
+import type { Logger } from '../../log.js';
+import { LocalContentStore } from '../cas/store.js';
+import { ContentTracker } from '../stream/content-tracker.js';
+import { ProxyClient } from '../stream/proxy-client.js';
+import { LayerStore } from './layer-store.js';
+import { Puller } from './puller.js';
+
+export interface LazyPullOptions {
+  /** State directory (the daemon's --root, or `starlight mount --root`). */
+  root: string;
+  /** Proxy base URL. */
+  proxy: string;
+  /** Bearer token for the proxy, if it wants one. */
+  token?: string;
+  /** A read waiting longer than this for its content fails with EIO, ms. */
+  readDeadlineMs: number;
+  log: Logger;
+}
+
+export interface LazyPull {
+  layers: LayerStore;
+  client: ProxyClient;
+  tracker: ContentTracker;
+  puller: Puller;
+  /** Fails waiting reads (canceled) and closes the proxy connections. Idempotent. */
+  close(): void;
+}
+
+export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
+  const store = await new LocalContentStore(join(o.root, 'content')).open();
+  const layers = await new LayerStore(join(o.root, 'layers')).open();
+  const client = new ProxyClient({ url: o.proxy, token: o.token });
+  const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
+  const puller = new Puller({ client, tracker, layers, log: o.log });
+  return {
+    layers,
+    client,
+    tracker,
+    puller,
+    close() {
+      tracker.close();
+      client.close();
+    },
+  };
+}
