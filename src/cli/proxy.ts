@@ -7,6 +7,7 @@ import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseTokenFile, resolveProxyConfig } from '../proxy/config.js';
 import { startProxy } from '../proxy/server.js';
+import { untilSignal } from './signals.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
@@ -48,15 +49,7 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     logger,
   });
   process.stdout.write(`listening on ${proxy.url}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilSignal();
   await proxy.close();
   return 0;
 }

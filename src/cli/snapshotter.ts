@@ -5,13 +5,13 @@
  *
  * Not here: the wiring (src/worker/daemon.ts).
  */
-import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger, type Level } from '../log.js';
 import { WorkerDaemon } from '../worker/daemon.js';
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from '../worker/defaults.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.js';
+import { untilSignal } from './signals.js';
 
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
@@ -83,8 +83,8 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);
-  const signal = await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
-  log.info('worker-daemon-signal', { signal: String(signal) });
+  const signal = await untilSignal();
+  log.info('worker-daemon-signal', { signal });
   await daemon.close();
   return 0;
 }
