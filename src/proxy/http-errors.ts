@@ -59,7 +59,8 @@ export function sendError(res: ServerResponse, err: unknown): void {
   const status = statusOf(err);
   const body = JSON.stringify(errorBody(err));
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-  if (status === 401) headers['www-authenticate'] = 'Bearer realm="starlight-proxy"';
+  // Only a refused proxy token is a challenge to the worker; an upstream registry's 401 is not.
+  if (status === 401 && !(err instanceof StarlightError && err.code === 'SL_ERR_OCI_UNAUTHORIZED')) headers['www-authenticate'] = 'Bearer realm="starlight-proxy"';
   res.writeHead(status, headers);
   res.end(body);
 }
