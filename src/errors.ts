@@ -44,7 +44,7 @@ export const CODES = {
   // oci: references, registry client
   SL_ERR_OCI_REFERENCE: { kind: 'invalid-argument', hint: 'use [registry/]repository[:tag][@sha256:digest]' },
   SL_ERR_OCI_NOT_FOUND: { kind: 'not-found', hint: 'check the repository, tag or digest exist in the registry' },
-  SL_ERR_OCI_UNAUTHORIZED: { kind: 'unauthenticated', hint: 'log in (~/.docker/config.json) or pass credentials' },
+  SL_ERR_OCI_UNAUTHORIZED: { kind: 'unauthenticated', hint: 'log in (~/.docker/config.json) or pass credentials (proxy: --registry-auth FILE)' },
   SL_ERR_OCI_DENIED: { kind: 'permission-denied', hint: 'the credentials lack access to this repository' },
   SL_ERR_OCI_UNREACHABLE: { kind: 'unavailable', hint: 'check the registry address and that it is running' },
   SL_ERR_OCI_REGISTRY: { kind: 'unavailable', hint: 'the registry answered with an error; retry later' },

@@ -68,7 +68,8 @@ export function sendError(res: ServerResponse, err: unknown, realm = 'starlight'
   const status = statusOf(err);
   const body = JSON.stringify(errorBody(err));
   const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-  if (status === 401) headers['www-authenticate'] = `Bearer realm="${realm}"`;
+  // Only a refused token of ours is a challenge to the client; an upstream registry's 401 is not.
+  if (status === 401 && !(err instanceof StarlightError && err.code === 'SL_ERR_OCI_UNAUTHORIZED')) headers['www-authenticate'] = `Bearer realm="${realm}"`;
   res.writeHead(status, headers);
   res.end(body);
 }

@@ -1,6 +1,6 @@
 /**
  * A private containerd for one bench trial: its own root, state, sockets and opt dir under a temp
- * directory (the host's containerd is never touched), runc as runtime, CRI disabled, optional proxy
+ * directory (the host's containerd is never touched), runc as runtime, CRI disabled (or enabled for the CRI e2e test), optional proxy
  * snapshotters (eStargz, Starlight). A fresh root per trial is how the bench clears containerd's
  * content and snapshot caches between runs.
  *
@@ -62,12 +62,55 @@ export function containerdAddress(dir: string): string {
   return join(dir, 'c.sock');
 }
 
-export function containerdConfig(dir: string, proxySnapshotters: Record<string, string> = {}): string {
+/**
+ * The CRI plugin enabled (issue 16): what a Kubernetes node's containerd runs with a remote
+ * snapshotter. No CNI is configured, so only host-network pods can run.
+ */
+export interface CriPluginOptions {
+  /** Snapshotter of CRI pulls and containers (a proxy snapshotter's name). */
+  snapshotter: string;
+  /** The pause image (must be pullable from a registry in `plainHttpRegistries` or the internet). */
+  sandboxImage: string;
+  /** 'host:port' registries spoken to over plain HTTP (CRI mirrors with an http:// endpoint). */
+  plainHttpRegistries?: string[];
+}
+
+function criPluginConfig(dir: string, cri: CriPluginOptions): string[] {
+  const p = '[plugins."io.containerd.grpc.v1.cri"';
+  const lines = [
+    `${p}]`,
+    `  sandbox_image = ${tomlString(cri.sandboxImage)}`,
+    '  stream_server_address = "127.0.0.1"',
+    '  stream_server_port = "0"',
+    '  disable_apparmor = true',
+    '  enable_selinux = false',
+    // The sandbox asks for oom_score_adj -998; where even root may not lower it (containers, this CI)
+    // runc init dies. Restricting keeps it >= containerd's own, as on rootless/nested nodes.
+    '  restrict_oom_score_adj = true',
+    `${p}.containerd]`,
+    `  snapshotter = ${tomlString(cri.snapshotter)}`,
+    // containerd 1.6 defaults to true, which hides the cri.* labels remote snapshotters need.
+    '  disable_snapshot_annotations = false',
+    '  default_runtime_name = "runc"',
+    `${p}.containerd.runtimes.runc]`,
+    '  runtime_type = "io.containerd.runc.v2"',
+    `${p}.cni]`,
+    `  bin_dir = ${tomlString(join(dir, 'cni', 'bin'))}`,
+    `  conf_dir = ${tomlString(join(dir, 'cni', 'conf'))}`,
+  ];
+  for (const host of cri.plainHttpRegistries ?? []) {
+    lines.push(`${p}.registry.mirrors.${tomlString(host)}]`, `  endpoint = [${tomlString(`http://${host}`)}]`);
+  }
+  return lines;
+}
+
+export function containerdConfig(dir: string, proxySnapshotters: Record<string, string> = {}, cri?: CriPluginOptions): string {
+  const disabled = cri ? DISABLED_PLUGINS.filter((p) => p !== 'io.containerd.grpc.v1.cri') : DISABLED_PLUGINS;
   const lines = [
     'version = 2',
     `root = ${tomlString(join(dir, 'root'))}`,
     `state = ${tomlString(join(dir, 'state'))}`,
-    `disabled_plugins = [${DISABLED_PLUGINS.map(tomlString).join(', ')}]`,
+    `disabled_plugins = [${disabled.map(tomlString).join(', ')}]`,
     '[grpc]',
     `  address = ${tomlString(containerdAddress(dir))}`,
     '[ttrpc]',
@@ -83,6 +126,7 @@ export function containerdConfig(dir: string, proxySnapshotters: Record<string, 
   for (const [name, socket] of Object.entries(proxySnapshotters)) {
     lines.push(`[proxy_plugins.${tomlString(name)}]`, '  type = "snapshot"', `  address = ${tomlString(socket)}`);
   }
+  if (cri) lines.push(...criPluginConfig(dir, cri));
   return lines.join('\n') + '\n';
 }
 

@@ -5,15 +5,18 @@
 import { readFileSync } from 'node:fs';
 import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { parseDockerConfig } from '../oci/auth.js';
 import { parseTokenFile, resolveProxyConfig } from '../proxy/config.js';
 import { startProxy } from '../proxy/server.js';
 import { untilSignal } from './signals.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
-       [--platform linux/amd64] [--config FILE]
+       [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--config FILE]
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
-<OPTION>=value in the --config file; precedence: flag > environment > file > default.`;
+<OPTION>=value in the --config file; precedence: flag > environment > file > default.
+Upstream registry credentials: --registry-auth FILE (docker config.json "auths"), else
+$DOCKER_CONFIG/config.json or ~/.docker/config.json if present.`;
 
 function readConfigFile(path: string, what: string): Buffer {
   try {
@@ -35,6 +38,10 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
       ? { cert: readConfigFile(cfg.tlsCert, 'TLS certificate'), key: readConfigFile(cfg.tlsKey, 'TLS key') }
       : undefined;
   const logger = createLogger({ fields: { component: 'proxy' } });
+  // An explicit --registry-auth must exist; the docker default may be absent (RegistryClient's default).
+  const credentials =
+    cfg.registryAuth !== undefined ? parseDockerConfig(readConfigFile(cfg.registryAuth, 'registry auth file').toString('utf8'), cfg.registryAuth) : undefined;
+  if (cfg.registryAuth !== undefined) logger.info('registry-auth-loaded', { file: cfg.registryAuth });
   const proxy = await startProxy({
     registries: cfg.registries,
     host: cfg.host,
@@ -47,6 +54,7 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     tls,
     defaultPlatform: cfg.platform,
     logger,
+    ...(credentials ? { credentials } : {}),
   });
   process.stdout.write(`listening on ${proxy.url}\n`);
   await untilSignal();

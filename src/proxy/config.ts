@@ -40,10 +40,15 @@ export interface ProxyConfig {
   stagingBytes: number;
   /** --index-concurrency: layer passes (fetch + TOC) at once. */
   indexConcurrency: number;
+  /**
+   * --registry-auth: docker config.json with the upstream registries' credentials (issue 16).
+   * Unset: $DOCKER_CONFIG/config.json or ~/.docker/config.json if present (RegistryClient's default).
+   */
+  registryAuth?: string;
 }
 
 /** Option names (flag without '--'; env/file key = upper-case with '_'). */
-const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency'] as const;
+const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'registry-auth'] as const;
 type Option = (typeof OPTIONS)[number];
 
 function cfgError(message: string, details: Record<string, unknown>): StarlightError {
@@ -184,6 +189,8 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   };
   const tokenFile = get('token-file')?.v;
   if (tokenFile !== undefined) out.tokenFile = tokenFile;
+  const registryAuth = get('registry-auth')?.v;
+  if (registryAuth !== undefined) out.registryAuth = registryAuth;
   if (cert !== undefined && key !== undefined) {
     out.tlsCert = cert;
     out.tlsKey = key;

@@ -15,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import { type Logger, nullLogger } from '../log.js';
+import type { CredentialProvider } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';
 import { isLoopback } from '../oci/reference.js';
 import { ContentCache } from './content-cache.js';
@@ -61,6 +62,8 @@ export interface ProxyOptions {
   logger?: Logger;
   /** Registry client options override (tests). */
   client?: RegistryClient;
+  /** Upstream credentials per registry host (--registry-auth); default: the docker config (auth.ts). */
+  credentials?: CredentialProvider;
 }
 
 export interface RunningProxy {
@@ -100,7 +103,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let cache: ContentCache | undefined;
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
-  const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger });
+  const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger, credentials: o.credentials });
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }));

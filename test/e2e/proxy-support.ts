@@ -43,8 +43,7 @@ export function makeLayer(t: ExecutionContext, spec: LayerSpec): BuiltLayer {
   return { gz: gzipSync(tar), diffID: sha256(tar) };
 }
 
-export async function pushLayers(registryHost: string, name: string, layers: BuiltLayer[], cmd: string[] = ['/bin/app']): Promise<string> {
-  const client = new RegistryClient();
+export async function pushLayers(registryHost: string, name: string, layers: BuiltLayer[], cmd: string[] = ['/bin/app'], client = new RegistryClient()): Promise<string> {
   const config = Buffer.from(
     JSON.stringify({
       architecture: 'amd64',

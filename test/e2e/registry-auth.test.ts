@@ -6,6 +6,7 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { hasCode } from '../../src/errors.js';
+import { createLogger } from '../../src/log.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
@@ -66,7 +67,13 @@ test('5xx answers are retried with backoff; exhausted retries are SL_ERR_OCI_REG
   await pushImage(setup, `${reg.host}/flaky:1`, { config: CONFIG, layers: [{ data: layer, mediaType: MEDIA_TYPES.ociLayer }] });
 
   const front = await startFront(t, reg.host, { failFirst: 2, failStatus: 503 });
-  const c = new RegistryClient({ credentials: {}, retries: 3, retryBaseMs: 10 });
+  // Tries as the client counts them (each retry is logged), next to the tries the front answered.
+  const retries: { url: string; attempt: number }[] = [];
+  const logger = createLogger({ level: 'debug', sink: (line) => {
+    const r = JSON.parse(line) as { msg: string; url: string; attempt: number };
+    if (r.msg === 'oci-request-retry') retries.push(r);
+  } });
+  const c = new RegistryClient({ credentials: {}, retries: 3, retryBaseMs: 10, logger });
   const img = await c.resolve(`${front.host}/flaky:1`, 'linux/amd64');
   t.is(front.stats.failed, 2);
   t.deepEqual(await readAll(await c.fetchBlob(`${front.host}/flaky:1`, img.manifest.layers[0])), layer);
@@ -74,6 +81,7 @@ test('5xx answers are retried with backoff; exhausted retries are SL_ERR_OCI_REG
   const worse = await startFront(t, reg.host, { failFirst: 100, failStatus: 500 });
   const err = await t.throwsAsync(c.resolve(`${worse.host}/flaky:1`, 'linux/amd64'));
   t.true(hasCode(err, 'SL_ERR_OCI_REGISTRY'), String(err));
+  t.deepEqual(retries.filter((r) => r.url.includes(worse.host)).map((r) => r.attempt), [1, 2, 3], 'the client retried three times');
   t.is(worse.stats.failed, 4, 'one try plus three retries');
 
   const notRetried = await startFront(t, reg.host, { failFirst: 1, failStatus: 400 });

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { containerdAddress, containerdConfig } from '../../bench/drivers/containerd.js';
+import { containerdAddress, containerdConfig, type CriPluginOptions } from '../../bench/drivers/containerd.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
@@ -26,6 +26,8 @@ import { tempDir } from './tmp.js';
 
 /** The containerd namespace our tests use. */
 export const TEST_NAMESPACE = 'starlight-test';
+/** The namespace of containerd's CRI plugin (pods, containers and images made over CRI). */
+export const CRI_NAMESPACE = 'k8s.io';
 /** The proxy plugin name containerd knows our snapshotter by. */
 export const SNAPSHOTTER_NAME = 'starlight';
 /** How long containerd / the snapshotter may take to come up, ms. */
@@ -148,6 +150,8 @@ async function shimsOf(address: string): Promise<number[]> {
 export interface ContainerdOptions {
   /** Extra arguments of `starlight snapshotter` (e.g. ['--proxy', url]). */
   snapshotterArgs?: string[];
+  /** Enable containerd's CRI plugin (test/e2e/cri.test.ts); its snapshotter is `starlight`. */
+  cri?: Omit<CriPluginOptions, 'snapshotter'>;
 }
 
 /** How long a test waits for containerd to redial a restarted snapshotter, ms. */
@@ -165,7 +169,8 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   const address = containerdAddress(cdDir);
   const snapshotter = await startSnapshotterProcess(t, dir, ['--containerd-address', address, ...(opts.snapshotterArgs ?? [])]);
   const configPath = join(dir, 'config.toml');
-  await writeFile(configPath, containerdConfig(cdDir, { [SNAPSHOTTER_NAME]: snapshotter.socket }));
+  const cri = opts.cri ? { ...opts.cri, snapshotter: SNAPSHOTTER_NAME } : undefined;
+  await writeFile(configPath, containerdConfig(cdDir, { [SNAPSHOTTER_NAME]: snapshotter.socket }, cri));
   const logFile = join(dir, 'containerd.log');
   const log = createWriteStream(logFile);
   const child = spawn('/usr/bin/containerd', ['--config', configPath, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -181,14 +186,17 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   };
 
   t.teardown(async () => {
-    if (child.exitCode === null) {
-      const tasks = (await ctr(['tasks', 'ls', '-q'], { timeoutMs: 10_000 })).stdout.split('\n').filter(Boolean);
+    // CRI pods left by a failed test are plain tasks in the CRI namespace: killed the same way.
+    for (const ns of opts.cri ? [TEST_NAMESPACE, CRI_NAMESPACE] : [TEST_NAMESPACE]) {
+      if (child.exitCode !== null) break;
+      const nsCtr = (args: string[]) => run('ctr', ['--address', address, '-n', ns, ...args], 10_000);
+      const tasks = (await nsCtr(['tasks', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
       for (const id of tasks) {
-        await ctr(['tasks', 'kill', '-s', 'SIGKILL', id], { timeoutMs: 10_000 });
-        await ctr(['tasks', 'delete', '-f', id], { timeoutMs: 10_000 });
+        await nsCtr(['tasks', 'kill', '-s', 'SIGKILL', id]);
+        await nsCtr(['tasks', 'delete', '-f', id]);
       }
-      const containers = (await ctr(['containers', 'ls', '-q'], { timeoutMs: 10_000 })).stdout.split('\n').filter(Boolean);
-      for (const id of containers) await ctr(['containers', 'delete', id], { timeoutMs: 10_000 });
+      const containers = (await nsCtr(['containers', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
+      for (const id of containers) await nsCtr(['containers', 'delete', id]);
     }
     await stopChild(child);
     for (const pid of await shimsOf(address)) {

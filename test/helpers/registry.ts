@@ -74,6 +74,9 @@ export interface Front {
   requests: string[];
 }
 
+/** Keep-alive timeout of a front's server, ms: longer than any test, so idle sockets are never closed under a client. */
+const FRONT_KEEP_ALIVE_MS = 10 * 60_000;
+
 const API_PATH = /^\/v2\/(.+?)\/(manifests|blobs|tags)\//;
 
 /** A node:http reverse proxy on 127.0.0.1:0 in front of `upstream` ('127.0.0.1:PORT'). */
@@ -144,6 +147,10 @@ export async function startFront(t: ExecutionContext, upstream: string, opts: Fr
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
+  // The front shares its event loop with the test's client: under load a stall longer than Node's
+  // default 5 s keep-alive timeout let the server close an idle socket just as the client reused it,
+  // so a try died with ECONNRESET before reaching this handler (a retry-count test saw 3 of 4 tries).
+  server.keepAliveTimeout = FRONT_KEEP_ALIVE_MS;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
   t.teardown(

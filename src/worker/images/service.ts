@@ -39,6 +39,8 @@ const LABEL_GC_SNAPSHOT_PREFIX = 'containerd.io/gc.ref.snapshot.';
  * snapshots may still be being created (`starlight pull`, CRI Prepare). ms; default 5000.
  */
 const DEFAULT_RELEASE_GRACE_MS = 5_000;
+/** Shortest delay of a release retry (an image still pulling is checked again this often), ms. */
+const RELEASE_RETRY_MIN_MS = 1_000;
 
 export interface ImageServiceOptions {
   puller: Puller;
@@ -345,7 +347,7 @@ export class ImageService implements RemoteLayerResolver {
    * their chains that no kept image needs. Images pulled within the grace period or still pulling
    * are kept. Content that is arriving right now is left alone.
    */
-  async release(liveRemoteIds: ReadonlySet<string>): Promise<void> {
+  async release(liveRemoteIds: ReadonlySet<string>): Promise<{ retryAfterMs?: number }> {
     const liveManifests = new Set<string>();
     for (const id of liveRemoteIds) {
       const m = new RegExp(`^(${SHA256_DIGEST_PATTERN})/`).exec(id);
@@ -353,8 +355,12 @@ export class ImageService implements RemoteLayerResolver {
     }
     const grace = this.opts.releaseGraceMs ?? DEFAULT_RELEASE_GRACE_MS;
     const now = Date.now();
-    const drop = [...this.byManifest.values()].filter((k) => !liveManifests.has(k.rec.manifestDigest) && !this.pulling.has(k.rec.name) && now - k.rec.pulledAt >= grace);
-    if (drop.length === 0) return;
+    const unused = [...this.byManifest.values()].filter((k) => !liveManifests.has(k.rec.manifestDigest));
+    const drop = unused.filter((k) => !this.pulling.has(k.rec.name) && now - k.rec.pulledAt >= grace);
+    // Unused images kept for now (within the grace, or pulling): ask to be called again.
+    const kept = unused.filter((k) => !drop.includes(k));
+    const retry = kept.length > 0 ? { retryAfterMs: Math.max(RELEASE_RETRY_MIN_MS, ...kept.map((k) => k.rec.pulledAt + grace - now)) } : {};
+    if (drop.length === 0) return retry;
     for (const k of drop) {
       this.byManifest.delete(k.rec.manifestDigest);
       k.receiver?.close();
@@ -381,6 +387,7 @@ export class ImageService implements RemoteLayerResolver {
       await records.remove(k.rec.manifestDigest);
     }
     this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes });
+    return retry;
   }
 
   // ---- status and cleanup ----

@@ -69,6 +69,9 @@ export interface RemoteLayerResolver {
    * Optional. Called after a remote snapshot was removed and on Cleanup, with the remote ids that
    * remaining snapshots still carry: the resolver may free what no remaining view needs (content,
    * image records). Rejections are logged by the snapshotter; Remove still succeeds.
+   * May resolve with `retryAfterMs`: something unused was kept only for now (e.g. an image within its
+   * pull grace period); the snapshotter calls release again after that long with the then-live ids,
+   * so an image removed right after its pull is still freed without another Remove.
    */
-  release?(liveRemoteIds: ReadonlySet<string>): Promise<void>;
+  release?(liveRemoteIds: ReadonlySet<string>): Promise<void | { retryAfterMs?: number }>;
 }

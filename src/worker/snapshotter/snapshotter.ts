@@ -78,6 +78,8 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   private readonly inflight = new Set<string>();
   /** Active snapshot ids whose first Mounts() was reported (RemoteLayerResolver.activeMounted). */
   private readonly started = new Set<number>();
+  /** A later release() the resolver asked for (RemoteLayerResolver.release's retryAfterMs). */
+  private releaseTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     private readonly opts: ResolvedOptions,
@@ -342,7 +344,16 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       const id = remoteIdOf(r.labels);
       if (id !== null) live.add(id);
     }
-    await release.call(this.opts.resolver, live).catch((err: unknown) => this.opts.log.warn('remote-release-failed', { err }));
+    const res = await release.call(this.opts.resolver, live).catch((err: unknown) => this.opts.log.warn('remote-release-failed', { err }));
+    const retry = res?.retryAfterMs;
+    if (retry !== undefined && !this.closed) {
+      clearTimeout(this.releaseTimer);
+      this.releaseTimer = setTimeout(() => {
+        this.releaseTimer = undefined;
+        if (!this.closed) void this.release();
+      }, retry);
+      this.releaseTimer.unref();
+    }
   }
 
   async walk(fn: WalkFn, filters: string[] = []): Promise<void> {
@@ -391,6 +402,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.releaseTimer);
     const views = this.opts.views;
     for (const [id, p] of this.views) {
       await p.catch(() => undefined);

@@ -189,6 +189,7 @@ async function readError(res: http.IncomingMessage, what: string, host: string):
   let message = e.message ? `proxy ${host}: ${e.message}` : `proxy ${host} answered ${res.statusCode} for ${what}`;
   if (!e.message && text && e.remoteCode === undefined) message += `: ${text.trim().slice(0, 200)}`;
   const detail = e.detail;
-  if (res.statusCode === 401) code = 'SL_ERR_PROXY_UNAUTHORIZED';
+  // A 401 is the proxy refusing our token, unless the proxy says its upstream registry refused it.
+  if (res.statusCode === 401 && code !== 'SL_ERR_OCI_UNAUTHORIZED') code = 'SL_ERR_PROXY_UNAUTHORIZED';
   return new StarlightError(code, message, { details: { ...detail, status: res.statusCode, proxy: host } });
 }

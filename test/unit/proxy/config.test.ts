@@ -69,3 +69,9 @@ test('sizes, listen addresses and token files', (t) => {
   t.is(parseListen('h:99999'), undefined);
   t.deepEqual(parseTokenFile('a\n # c\n\n b \n', 'f'), ['a', 'b']);
 });
+
+test('--registry-auth: flag or STARLIGHT_PROXY_REGISTRY_AUTH; unset means the docker config default', (t) => {
+  t.is(resolve(['--registry', 'r:1']).registryAuth, undefined);
+  t.is(resolve(['--registry', 'r:1', '--registry-auth', '/etc/starlight/auth.json']).registryAuth, '/etc/starlight/auth.json');
+  t.is(resolve(['--registry', 'r:1'], { STARLIGHT_PROXY_REGISTRY_AUTH: '/e.json' }).registryAuth, '/e.json');
+});
