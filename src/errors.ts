@@ -70,6 +70,7 @@ export const CODES = {
   SL_ERR_IMAGE_DIFFID_MISMATCH: { kind: 'data-loss', hint: "the layer's uncompressed digest differs from the image config's rootfs.diff_ids" },
   SL_ERR_IMAGE_UNSUPPORTED: { kind: 'unimplemented', hint: 'this media type or tar feature is not supported' },
   SL_ERR_IMAGE_BAD_TOC: { kind: 'data-loss', hint: 'the stored TOC is corrupt or from another Starlight version; re-index the layer' },
+  SL_ERR_IMAGE_LIMIT: { kind: 'resource-exhausted', hint: 'the layer exceeds a reading limit (named in the message); raise it with the matching proxy --max-* flag if the image is legitimate' },
 
   // protocol: delta stream frames
   SL_ERR_PROTOCOL_MALFORMED: { kind: 'data-loss', hint: 'the delta stream is corrupt or not a Starlight delta; check the proxy URL' },

@@ -10,7 +10,10 @@ import { startProxy } from '../proxy/server.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
-       [--platform linux/amd64] [--config FILE]
+       [--platform linux/amd64] [--config FILE] [--insecure] [--max-connections 1024]
+       [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 512MiB]
+       [--max-compression-ratio 2000] [--max-zstd-window 128MiB]
+A --listen address other than loopback needs --tls-cert/--tls-key and --token-file, or --insecure.
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
 <OPTION>=value in the --config file; precedence: flag > environment > file > default.`;
 
@@ -34,6 +37,9 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
       ? { cert: readConfigFile(cfg.tlsCert, 'TLS certificate'), key: readConfigFile(cfg.tlsKey, 'TLS key') }
       : undefined;
   const logger = createLogger({ fields: { component: 'proxy' } });
+  if (cfg.insecure && (tls === undefined || tokens === undefined)) {
+    logger.warn('proxy-insecure', { listen: `${cfg.host}:${cfg.port}`, tls: tls !== undefined, token: tokens !== undefined, note: '--insecure: anyone who reaches this address can read every image the proxy serves and upload traces' });
+  }
   const proxy = await startProxy({
     registries: cfg.registries,
     host: cfg.host,
@@ -42,6 +48,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     cacheBytes: cfg.cacheBytes,
     stagingBytes: cfg.stagingBytes,
     indexConcurrency: cfg.indexConcurrency,
+    layerLimits: cfg.layerLimits,
+    maxConnections: cfg.maxConnections,
     tokens,
     tls,
     defaultPlatform: cfg.platform,

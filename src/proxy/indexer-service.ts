@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
 import { type BuildTocOptions, buildLayerToc } from '../image/indexer.js';
+import type { LayerLimits } from '../image/limits.js';
 import { decodeToc, encodeToc } from '../image/toc-codec.js';
 import type { LayerToc } from '../image/toc.js';
 import type { Logger } from '../log.js';
@@ -59,6 +60,8 @@ export interface IndexerServiceOptions {
   indexConcurrency?: number;
   /** Staged layers encoded at once in the background. Default DEFAULT_ENCODE_CONCURRENCY. */
   encodeConcurrency?: number;
+  /** Bounds on reading one layer (src/image/limits.ts); unset ones take DEFAULT_LAYER_LIMITS. */
+  layerLimits?: Partial<LayerLimits>;
 }
 
 export class IndexerService {
@@ -172,7 +175,9 @@ export class IndexerService {
     }
     const config = JSON.parse(record.config.toString('utf8')) as ImageConfig;
     if (layers.length !== record.diffIDs.length) {
-      throw withContext(new Error(`manifest has ${layers.length} layers, config ${record.diffIDs.length} diff_ids`), `index ${name}`);
+      throw new StarlightError('SL_ERR_OCI_MANIFEST', `manifest of ${name} has ${layers.length} layers, its config ${record.diffIDs.length} diff_ids`, {
+        details: { image: name, layers: layers.length, diffIDs: record.diffIDs.length },
+      });
     }
     const tocs = await Promise.all(layers.map((desc, i) => this.layer(record.repository, desc, record.diffIDs[i]!)));
     // Recorded only now: a ref whose layers did not all index is not recorded as an image.
@@ -277,6 +282,7 @@ export class IndexerService {
         mediaType: desc.mediaType,
         expectedDiffID: diffID,
         layerName: desc.digest,
+        limits: this.o.layerLimits,
         signal: opts.signal,
         onFileSink: opts.onFileSink,
         onFile: async (entry, content) => {
@@ -287,7 +293,7 @@ export class IndexerService {
     } catch (err) {
       blob.destroy();
       if (opts.signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: where });
-      throw withContext(err, `index layer ${desc.digest} of ${repository}`, where);
+      throw withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, where);
     }
   }
 
@@ -318,6 +324,18 @@ export class IndexerService {
       throw err;
     }
   }
+}
+
+/**
+ * A failure while reading a layer's bytes: StarlightErrors as they are; anything else (a decoder or
+ * parser throwing a plain Error, an allocation failing on absurd sizes) is the layer's fault, so bad
+ * data rather than "internal". Resource errors from V8 (RangeError: invalid array length, buffer too
+ * large) are the layer exceeding what can be held: resource-exhausted.
+ */
+function asLayerError(err: unknown): unknown {
+  if (err instanceof StarlightError || !(err instanceof Error) || err.name === 'AbortError') return err;
+  if (err instanceof RangeError) return new StarlightError('SL_ERR_IMAGE_LIMIT', `the layer needs more memory than the proxy can give it: ${err.message}`, { cause: err });
+  return new StarlightError('SL_ERR_IMAGE_BAD_TAR', `the layer could not be read: ${err.message}`, { cause: err });
 }
 
 /** `p`, or a rejection with SL_ERR_CANCELED once `signal` aborts (p keeps running for other waiters). */

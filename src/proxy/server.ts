@@ -14,6 +14,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
+import type { LayerLimits } from '../image/limits.js';
 import { type Logger, nullLogger } from '../log.js';
 import { RegistryClient } from '../oci/client.js';
 import { isLoopback } from '../oci/reference.js';
@@ -37,6 +38,20 @@ export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
 
 /** ms that close() lets running streams finish before destroying their sockets. */
 export const CLOSE_GRACE_MS = 5000;
+/** A client must send its request headers within this, ms (slowloris). */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** A client must send its whole request (headers and body) within this, ms. */
+export const REQUEST_TIMEOUT_MS = 60_000;
+/** An idle keep-alive connection is closed after this, ms. */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * A socket with no byte moving either way for this long is closed, ms: a client that stops reading a
+ * stream (or a half-open peer) cannot pin it and its buffers forever. Generous because a first
+ * request legitimately waits, silent, while a large image is indexed.
+ */
+export const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
+/** Default ProxyOptions.maxConnections. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export interface ProxyOptions {
   /** Upstream registries as URLs (http://127.0.0.1:5000) or host[:port]; the first is the default. */
@@ -52,6 +67,12 @@ export interface ProxyOptions {
   stagingBytes?: number;
   /** Layer passes at once. Default DEFAULT_INDEX_CONCURRENCY. */
   indexConcurrency?: number;
+  /** Bounds on reading one layer (src/image/limits.ts); unset ones take the defaults. */
+  layerLimits?: Partial<LayerLimits>;
+  /** Client connections at once; more are refused at accept. Default DEFAULT_MAX_CONNECTIONS. */
+  maxConnections?: number;
+  /** Socket idle timeout, ms (tests shorten it). Default SOCKET_IDLE_TIMEOUT_MS. */
+  socketIdleMs?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
   /** PEM cert and key: serve HTTPS. */
@@ -93,7 +114,11 @@ function authorized(req: IncomingMessage, tokens: Buffer[]): boolean {
 
 export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const logger = (o.logger ?? nullLogger).child({ component: 'proxy' });
-  mkdirSync(o.dataDir, { recursive: true });
+  try {
+    mkdirSync(o.dataDir, { recursive: true });
+  } catch (err) {
+    throw new StarlightError('SL_ERR_CONFIG', `--data ${o.dataDir} cannot be used as a directory: ${(err as Error).message}`, { cause: err, details: { option: 'data', value: o.dataDir } });
+  }
   const regs = o.registries.map(registryHost);
   if (regs.length === 0) throw new StarlightError('SL_ERR_CONFIG', 'at least one --registry is required');
   const store = new MetadataStore(join(o.dataDir, STORE_FILE));
@@ -104,7 +129,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }));
-  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency });
+  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits });
   const sessions = new SessionRegistry();
   const ctx: HandlerContext = {
     store,
@@ -152,7 +177,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       sendError(res, err);
     });
   };
-  const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, onRequest) : createHttpServer(onRequest);
+  const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS };
+  const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key, ...limits }, onRequest) : createHttpServer(limits, onRequest);
+  server.maxConnections = o.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // 'timeout' fires after socketIdleMs without a byte in or out; the default handler would keep it open.
+  server.setTimeout(o.socketIdleMs ?? SOCKET_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) =>
       reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${o.host}:${o.port}: ${err.message}`, { cause: err, details: { listen: `${o.host}:${o.port}` } })),
