@@ -11,7 +11,7 @@ import { startProxy } from '../proxy/server.js';
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
        [--platform linux/amd64] [--config FILE] [--insecure] [--max-connections 1024]
-       [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 512MiB]
+       [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 256MiB]
        [--max-compression-ratio 2000] [--max-zstd-window 128MiB]
 A --listen address other than loopback needs --tls-cert/--tls-key and --token-file, or --insecure.
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as

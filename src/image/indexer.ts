@@ -336,12 +336,20 @@ async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | P
       content.on('close', fin);
     });
 
-  await body.read(async (piece) => {
-    h.update(piece);
-    if (failure !== undefined) throw failure;
-    if (content.destroyed) return;
-    if (!content.push(piece) && !settled) await waitForConsumer();
-  });
+  try {
+    await body.read(async (piece) => {
+      h.update(piece);
+      if (failure !== undefined) throw failure;
+      if (content.destroyed) return;
+      if (!content.push(piece) && !settled) await waitForConsumer();
+    });
+  } catch (err) {
+    // The layer failed mid-file (truncated, over a limit): end the consumer's stream with the error so
+    // it stops and removes what it wrote (a cache temp file) instead of waiting forever.
+    if (!content.destroyed) content.destroy(err instanceof Error ? err : new Error(String(err)));
+    await done;
+    throw err;
+  }
   if (!content.destroyed) content.push(null);
   await done;
   if (failure !== undefined) throw failure;

@@ -46,7 +46,7 @@ export const DEFAULT_LAYER_LIMITS: Readonly<LayerLimits> = {
   maxPathBytes: 4096,
   maxXattrBytes: 64 * 1024,
   maxExtendedHeaderBytes: 1024 * 1024,
-  maxMetadataBytes: 512 * 1024 * 1024,
+  maxMetadataBytes: 256 * 1024 * 1024,
   maxUncompressedBytes: 64 * 1024 ** 3,
   maxRatio: 2000,
   maxZstdWindowBytes: 128 * 1024 * 1024,

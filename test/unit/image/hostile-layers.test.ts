@@ -145,3 +145,23 @@ test('ordinary zstd layers (zstd CLI, several frames) still index with the block
   const err = await t.throwsAsync(buildLayerToc(Readable.from([one.subarray(0, one.length - 10)])));
   t.is((err as StarlightError).code, 'SL_ERR_IMAGE_BAD_COMPRESSION');
 });
+
+test('a limit hit inside a file ends the consumer stream with the error (no consumer left waiting)', async (t) => {
+  const size = 100 * MIB;
+  const { blob } = gzipRepeat(tarHeader('big', { size }), Buffer.alloc(MIB), 100, Buffer.concat([padding(size), END_OF_ARCHIVE]));
+  let consumerError: unknown;
+  const err = await t.throwsAsync(
+    buildLayerToc(Readable.from([blob]), {
+      limits: { maxUncompressedBytes: 16 * MIB },
+      onFile: async (_e, content) => {
+        try {
+          for await (const _ of content) void _;
+        } catch (e) {
+          consumerError = e;
+        }
+      },
+    }),
+  );
+  t.is((err as StarlightError).code, 'SL_ERR_IMAGE_LIMIT');
+  t.is((consumerError as StarlightError | undefined)?.code, 'SL_ERR_IMAGE_LIMIT');
+});
