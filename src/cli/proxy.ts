@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { parseTokenFile, resolveProxyConfig } from '../proxy/config.js';
+import { parseTokenScopes, resolveProxyConfig } from '../proxy/config.js';
 import { startProxy } from '../proxy/server.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
@@ -31,7 +31,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const cfg = resolveProxyConfig({ argv, env: process.env, readFile: (p) => readFileSync(p, 'utf8') });
-  const tokens = cfg.tokenFile !== undefined ? parseTokenFile(readConfigFile(cfg.tokenFile, 'token file').toString('utf8'), cfg.tokenFile) : undefined;
+  const scoped = cfg.tokenFile !== undefined ? parseTokenScopes(readConfigFile(cfg.tokenFile, 'token file').toString('utf8'), cfg.tokenFile) : undefined;
+  const tokens = scoped?.pull;
   const tls =
     cfg.tlsCert !== undefined && cfg.tlsKey !== undefined
       ? { cert: readConfigFile(cfg.tlsCert, 'TLS certificate'), key: readConfigFile(cfg.tlsKey, 'TLS key') }
@@ -51,6 +52,7 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     layerLimits: cfg.layerLimits,
     maxConnections: cfg.maxConnections,
     tokens,
+    traceTokens: scoped?.trace,
     tls,
     defaultPlatform: cfg.platform,
     logger,

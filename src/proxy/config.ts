@@ -266,12 +266,31 @@ export function checkRegistry(v: string): void {
   if ((u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') throw bad('has a path or query');
 }
 
-/** Tokens of a token file: one per line; blank lines and '#' comments ignored. */
+/** Tokens of a token file: one per line; blank lines and '#' comments ignored; scopes (see parseTokenScopes) dropped. */
 export function parseTokenFile(text: string, file: string): string[] {
-  const tokens = text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
-  if (tokens.length === 0) throw cfgError(`token file ${file} holds no token`, { file });
-  return tokens;
+  const s = parseTokenScopes(text, file);
+  return [...new Set([...s.pull, ...s.trace])];
+}
+
+/** Scopes a token line may name: 'pull' (deltas, contents, notify, sessions, reading traces), 'trace' (uploading traces). */
+export const TOKEN_SCOPES = ['pull', 'trace'] as const;
+
+/**
+ * A token file by scope: lines `TOKEN` (both scopes, as before scopes existed) or `TOKEN SCOPE[,SCOPE]`
+ * (e.g. `s3cret pull`, `tr4ce trace`); blank lines and '#' comments ignored.
+ */
+export function parseTokenScopes(text: string, file: string): { pull: string[]; trace: string[] } {
+  const out = { pull: [] as string[], trace: [] as string[] };
+  text.split('\n').forEach((raw, i) => {
+    const l = raw.trim();
+    if (l === '' || l.startsWith('#')) return;
+    const [token, scopeList, ...rest] = l.split(/\s+/);
+    const scopes = scopeList === undefined ? [...TOKEN_SCOPES] : scopeList.split(',');
+    if (rest.length > 0 || scopes.some((s) => !(TOKEN_SCOPES as readonly string[]).includes(s))) {
+      throw cfgError(`${file}:${i + 1}: expected TOKEN [pull|trace|pull,trace]`, { file, line: i + 1, option: 'token-file' });
+    }
+    for (const s of scopes) out[s as 'pull' | 'trace'].push(token!);
+  });
+  if (out.pull.length + out.trace.length === 0) throw cfgError(`token file ${file} holds no token`, { file });
+  return out;
 }

@@ -7,7 +7,7 @@
  * POST /v1/sessions/<id>/next, GET /healthz, GET /metrics.
  * /healthz and /metrics need no token (they reveal no image data). Not here: request logic (handlers.ts).
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -32,16 +32,20 @@ import { SESSIONS_ROUTE } from '../protocol/constants.js';
 import { handleSessionNext } from './session-handlers.js';
 import { SessionRegistry } from './session/registry.js';
 import { StagingArea } from './staging.js';
+import { Semaphore } from './semaphore.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
 export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
 
 /** ms that close() lets running streams finish before destroying their sockets. */
 export const CLOSE_GRACE_MS = 5000;
-/** A client must send its request headers within this, ms (slowloris). */
-export const HEADERS_TIMEOUT_MS = 10_000;
-/** A client must send its whole request (headers and body) within this, ms. */
-export const REQUEST_TIMEOUT_MS = 60_000;
+/**
+ * A client must send its request headers within this, ms (slowloris). Not shorter: Node checks it
+ * from a timer, so a proxy busy for some seconds must not turn its own delay into 408s.
+ */
+export const HEADERS_TIMEOUT_MS = 30_000;
+/** A client must send its whole request (headers and body, e.g. a 16 MiB trace upload) within this, ms. */
+export const REQUEST_TIMEOUT_MS = 120_000;
 /** An idle keep-alive connection is closed after this, ms. */
 export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /**
@@ -50,6 +54,10 @@ export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
  * request legitimately waits, silent, while a large image is indexed.
  */
 export const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
+/** Trace uploads read and stored at once; more wait (up to MAX_QUEUED_TRACE_UPLOADS, then 503). */
+export const MAX_CONCURRENT_TRACE_UPLOADS = 2;
+/** Trace uploads waiting for a slot before new ones are refused with SL_ERR_PROXY_BUSY. */
+export const MAX_QUEUED_TRACE_UPLOADS = 16;
 /** Default ProxyOptions.maxConnections. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
@@ -75,6 +83,11 @@ export interface ProxyOptions {
   socketIdleMs?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
+  /**
+   * Tokens that may upload traces (POST /v1/traces), the 'trace' scope of the token file. Undefined:
+   * the same as `tokens`. With tokens configured, an upload needs one of these.
+   */
+  traceTokens?: string[];
   /** PEM cert and key: serve HTTPS. */
   tls?: { cert: Buffer; key: Buffer };
   /** Platform for requests that name none (default linux/amd64). */
@@ -112,6 +125,16 @@ function authorized(req: IncomingMessage, tokens: Buffer[]): boolean {
   return tokens.some((t) => t.length === got.length && timingSafeEqual(t, got));
 }
 
+/**
+ * Who sent a request, for bounding what one party may store (traces): a digest of its bearer token
+ * when it sent one, else its peer address. Never a claim from the body.
+ */
+function requester(req: IncomingMessage): string {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (m !== null) return `token:${createHash('sha256').update(m[1]!).digest('hex').slice(0, 16)}`;
+  return `addr:${req.socket.remoteAddress ?? '?'}`;
+}
+
 export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const logger = (o.logger ?? nullLogger).child({ component: 'proxy' });
   try {
@@ -145,6 +168,12 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     sessions,
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
+  const traceTokens = (o.traceTokens ?? o.tokens ?? []).map((t) => Buffer.from(t));
+  /** Auth is on as soon as any token is configured; a route then needs a token of its own scope. */
+  const authOn = tokens.length + traceTokens.length > 0;
+  const allowed = (req: IncomingMessage, scope: Buffer[]): boolean => !authOn || (scope.length > 0 && authorized(req, scope));
+  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
+  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://proxy');
@@ -157,7 +186,16 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
       return;
     }
-    if (!authorized(req, tokens)) {
+    if (path === TRACES_ROUTE && req.method === 'POST') {
+      if (!allowed(req, traceTokens)) {
+        throw new StarlightError('SL_ERR_PROXY_UNAUTHORIZED', `uploading traces needs a bearer token with the 'trace' scope`, { details: { path, scope: 'trace' } });
+      }
+      if (uploads.waiting >= MAX_QUEUED_TRACE_UPLOADS) {
+        throw new StarlightError('SL_ERR_PROXY_BUSY', `too many trace uploads at once (${MAX_CONCURRENT_TRACE_UPLOADS} running, ${uploads.waiting} waiting); retry later`, { details: { path } });
+      }
+      return uploads.run(() => handleTracesPost(ctx, req, res, requester(req)));
+    }
+    if (!allowed(req, tokens)) {
       throw new StarlightError('SL_ERR_PROXY_UNAUTHORIZED', `missing or wrong bearer token for ${path}`, { details: { path } });
     }
     if (path === '/v1/delta' && req.method === 'GET') return handleDelta(ctx, req, res, url);
@@ -166,7 +204,6 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (path.startsWith(`${SESSIONS_ROUTE}/`) && path.endsWith('/next') && req.method === 'POST') {
       return handleSessionNext(sessions, req, res, decodeURIComponent(path.slice(SESSIONS_ROUTE.length + 1, -'/next'.length)));
     }
-    if (path === TRACES_ROUTE && req.method === 'POST') return handleTracesPost(ctx, req, res);
     if (path === TRACES_ROUTE && req.method === 'GET') return handleTracesGet(ctx, req, res, url);
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no route ${req.method ?? '?'} ${path}`, { details: { path } });
   };

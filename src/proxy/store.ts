@@ -62,6 +62,18 @@ export interface StoredTrace {
   /** Insertion order (higher = newer). */
   id: number;
   entries: TraceUploadEntry[];
+  /** TraceMeta.worker of its upload (the proxy stores the authenticated uploader there). */
+  worker?: string;
+}
+
+/** Bounds applied by addTraces after storing an upload. */
+export interface TraceKeep {
+  /** Newest traces kept per (image, group). */
+  perGroup: number;
+  /** Newest traces kept per (image, group, worker); one uploader cannot flush the others out. */
+  perWorker?: number;
+  /** Groups kept per image (those with the newest traces); older groups' traces are deleted. */
+  groups?: number;
 }
 
 export interface ImageRecord {
@@ -278,9 +290,12 @@ export class MetadataStore {
   /**
    * Stores the traces of one upload (all of image `meta.manifestDigest`) and records which layers that
    * image is made of (for related-image fallback). Keeps only the newest `keep` traces per
-   * (image, group). Returns the number of traces stored.
+   * (image, group) (a number: TraceKeep.perGroup), and the other TraceKeep bounds. Returns the
+   * number of traces stored.
    */
-  addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keep: number): number {
+  addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keepOpt: number | TraceKeep): number {
+    const keepAll: TraceKeep = typeof keepOpt === 'number' ? { perGroup: keepOpt } : keepOpt;
+    const keep = keepAll.perGroup;
     const grp = meta.group ?? '';
     this.db.transaction(() => {
       const ins = this.q(
@@ -293,6 +308,15 @@ export class MetadataStore {
       for (const l of layers) lay.run(l, meta.manifestDigest);
       this.q('DELETE FROM traces WHERE manifest_digest = ? AND grp = ? AND id NOT IN (SELECT id FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?)')
         .run(meta.manifestDigest, grp, meta.manifestDigest, grp, keep);
+      if (keepAll.perWorker !== undefined && meta.worker !== undefined) {
+        this.q(
+          'DELETE FROM traces WHERE manifest_digest = ? AND grp = ? AND worker = ? AND id NOT IN (SELECT id FROM traces WHERE manifest_digest = ? AND grp = ? AND worker = ? ORDER BY id DESC LIMIT ?)',
+        ).run(meta.manifestDigest, grp, meta.worker, meta.manifestDigest, grp, meta.worker, keepAll.perWorker);
+      }
+      if (keepAll.groups !== undefined) {
+        this.q('DELETE FROM traces WHERE manifest_digest = ? AND grp NOT IN (SELECT grp FROM traces WHERE manifest_digest = ? GROUP BY grp ORDER BY MAX(id) DESC LIMIT ?)')
+          .run(meta.manifestDigest, meta.manifestDigest, keepAll.groups);
+      }
     })();
     return traces.length;
   }
@@ -302,16 +326,16 @@ export class MetadataStore {
    * every group when `group` is undefined.
    */
   traces(manifests: readonly string[], group: string | undefined, limit: number): StoredTrace[] {
-    const rows: { id: number; entries: string }[] = [];
+    const rows: { id: number; entries: string; worker: string | null }[] = [];
     for (const m of manifests) {
       const r =
         group === undefined
-          ? this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? ORDER BY id DESC LIMIT ?').all(m, limit)
-          : this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?').all(m, group, limit);
-      rows.push(...(r as { id: number; entries: string }[]));
+          ? this.q('SELECT id, entries, worker FROM traces WHERE manifest_digest = ? ORDER BY id DESC LIMIT ?').all(m, limit)
+          : this.q('SELECT id, entries, worker FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?').all(m, group, limit);
+      rows.push(...(r as { id: number; entries: string; worker: string | null }[]));
     }
     rows.sort((a, b) => b.id - a.id);
-    return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[] }));
+    return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[], ...(r.worker !== null ? { worker: r.worker } : {}) }));
   }
 
   /** Every image with at least one stored trace; sorted. */
