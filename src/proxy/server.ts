@@ -8,7 +8,7 @@
  * /healthz and /metrics need no token (they reveal no image data). Not here: request logic (handlers.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -33,6 +33,7 @@ import { handleSessionNext } from './session-handlers.js';
 import { SessionRegistry } from './session/registry.js';
 import { StagingArea } from './staging.js';
 import { Semaphore } from './semaphore.js';
+import { DEFAULT_GC_MIN_AGE_MS, collectGarbage } from './gc.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
 export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
@@ -81,6 +82,8 @@ export interface ProxyOptions {
   maxConnections?: number;
   /** Socket idle timeout, ms (tests shorten it). Default SOCKET_IDLE_TIMEOUT_MS. */
   socketIdleMs?: number;
+  /** Unreferenced layers indexed longer ago than this are collected at start (gc.ts). Default DEFAULT_GC_MIN_AGE_MS. */
+  gcMinAgeMs?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
   /**
@@ -145,9 +148,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const regs = o.registries.map(registryHost);
   if (regs.length === 0) throw new StarlightError('SL_ERR_CONFIG', 'at least one --registry is required');
   const store = new MetadataStore(join(o.dataDir, STORE_FILE));
+  const collected = collectGarbage(store, Date.now(), o.gcMinAgeMs ?? DEFAULT_GC_MIN_AGE_MS, logger);
   let cache: ContentCache | undefined;
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
+  for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger });
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;

@@ -355,6 +355,54 @@ export class MetadataStore {
     return [...out].sort();
   }
 
+  /**
+   * Garbage collection of what no image references (issue 14), in one transaction:
+   * - manifests no `images` row points at;
+   * - layers no remaining manifest lists, indexed more than `minAgeMs` before `now` (a worker may
+   *   still read a superseded image lazily for a while);
+   * - content rows whose source layer was deleted: re-pointed to `newSource(digest, keptLayers)` (a
+   *   remaining layer holding the same content; called synchronously, at most once per such row) or,
+   *   if it returns undefined, deleted;
+   * - traces of repositories no `images` row belongs to, and trace_layers rows of images without traces.
+   * Returns counts, and the digests of deleted content rows that were cached (the caller removes their
+   * files; the content cache must not be open yet, or must forget them).
+   */
+  collectUnreferenced(
+    now: number,
+    minAgeMs: number,
+    newSource: (digest: string, keptLayers: readonly string[]) => string | undefined,
+  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[] } {
+    return this.db.transaction(() => {
+      const manifests = this.q('DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)').run().changes;
+      const listed = new Set<string>();
+      for (const r of this.q('SELECT diff_ids FROM manifests').all() as { diff_ids: string }[]) for (const d of JSON.parse(r.diff_ids) as string[]) listed.add(d);
+      const all = this.q('SELECT diff_id, indexed_at FROM layers').all() as { diff_id: string; indexed_at: number }[];
+      const doomed = new Set(all.filter((l) => !listed.has(l.diff_id) && l.indexed_at <= now - minAgeMs).map((l) => l.diff_id));
+      const kept = all.filter((l) => !doomed.has(l.diff_id)).map((l) => l.diff_id);
+      const delLayer = this.q('DELETE FROM layers WHERE diff_id = ?');
+      for (const d of doomed) delLayer.run(d);
+      let contents = 0;
+      const removedCached: string[] = [];
+      const repoint = this.q('UPDATE contents SET source_diff_id = ? WHERE digest = ?');
+      const delContent = this.q('DELETE FROM contents WHERE digest = ?');
+      const orphans = (this.q('SELECT digest, source_diff_id, cached FROM contents').all() as { digest: string; source_diff_id: string; cached: number }[]).filter((c) =>
+        doomed.has(c.source_diff_id),
+      );
+      for (const c of orphans) {
+        const to = newSource(c.digest, kept);
+        if (to !== undefined) repoint.run(to, c.digest);
+        else {
+          delContent.run(c.digest);
+          contents++;
+          if (c.cached === 1) removedCached.push(c.digest);
+        }
+      }
+      const traces = this.q('DELETE FROM traces WHERE repository NOT IN (SELECT repository FROM manifests WHERE digest IN (SELECT manifest_digest FROM images))').run().changes;
+      this.q('DELETE FROM trace_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM traces)').run();
+      return { manifests, layers: doomed.size, contents, traces, removedCached };
+    })();
+  }
+
   close(): void {
     if (this.db.open) this.db.close();
   }
