@@ -5,7 +5,8 @@
  * metadata store when the pass succeeded, then hand the stage to the background encoder, which puts
  * the contents into the content cache. So image() resolves as soon as the TOCs exist (a first pull
  * streams at once, its contents 'identity' from the stage) and compression never sits on the
- * critical path. Layer passes run in parallel, at most `indexConcurrency` proxy-wide; concurrent
+ * critical path. Layer passes run in parallel, at most `indexConcurrency` proxy-wide and half of that
+ * (rounded up) per image; concurrent
  * requests for the same image or layer share one run (single-flight maps of promises). A pass that
  * fails (registry unreachable, blob missing, digest mismatch) records nothing and leaves no staged
  * file. Also re-fetches a layer whose contents were evicted from the cache.
@@ -179,7 +180,10 @@ export class IndexerService {
         details: { image: name, layers: layers.length, diffIDs: record.diffIDs.length },
       });
     }
-    const tocs = await Promise.all(layers.map((desc, i) => this.layer(record.repository, desc, record.diffIDs[i]!)));
+    // At most perImage of this image's layers queue for the proxy-wide passes at once, so one image of
+    // many layers cannot hold every pass while other images wait.
+    const perImage = new Semaphore(Math.max(1, Math.ceil((this.o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY) / 2)));
+    const tocs = await Promise.all(layers.map((desc, i) => perImage.run(() => this.layer(record.repository, desc, record.diffIDs[i]!))));
     // Recorded only now: a ref whose layers did not all index is not recorded as an image.
     this.o.store.putImage(name, platform, record);
     return { ref: name, platform, record, config, tocs };
