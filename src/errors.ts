@@ -70,6 +70,7 @@ export const CODES = {
   SL_ERR_IMAGE_DIFFID_MISMATCH: { kind: 'data-loss', hint: "the layer's uncompressed digest differs from the image config's rootfs.diff_ids" },
   SL_ERR_IMAGE_UNSUPPORTED: { kind: 'unimplemented', hint: 'this media type or tar feature is not supported' },
   SL_ERR_IMAGE_BAD_TOC: { kind: 'data-loss', hint: 'the stored TOC is corrupt or from another Starlight version; re-index the layer' },
+  SL_ERR_IMAGE_LIMIT: { kind: 'resource-exhausted', hint: 'the layer exceeds a reading limit (named in the message); raise it with the matching proxy --max-* flag if the image is legitimate' },
 
   // protocol: delta stream frames
   SL_ERR_PROTOCOL_MALFORMED: { kind: 'data-loss', hint: 'the delta stream is corrupt or not a Starlight delta; check the proxy URL' },
@@ -84,6 +85,7 @@ export const CODES = {
   SL_ERR_PROXY_STORE: { kind: 'failed-precondition', hint: 'the proxy data dir is corrupt or from a newer version; use another --data dir' },
   SL_ERR_PROXY_SESSION_NOT_FOUND: { kind: 'not-found', hint: 'the delta stream ended or never existed; bump items only of a stream still being received' },
   SL_ERR_PROXY_BODY_TOO_LARGE: { kind: 'invalid-argument', hint: 'send fewer traces per request (the proxy accepts request bodies up to 16 MiB)' },
+  SL_ERR_PROXY_BUSY: { kind: 'resource-exhausted', hint: 'the proxy is at a concurrency bound (e.g. trace uploads); retry later' },
   // worker/snapshotter: containerd snapshots API (kinds map 1:1 to containerd errdefs / gRPC codes)
   SL_ERR_SNAPSHOT_NOT_FOUND: { kind: 'not-found', hint: 'the snapshot key or parent does not exist; list them with `ctr snapshots ls`' },
   SL_ERR_SNAPSHOT_EXISTS: { kind: 'already-exists', hint: 'a snapshot with this key or name exists; use another key or remove it first' },

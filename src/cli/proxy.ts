@@ -6,13 +6,16 @@ import { readFileSync } from 'node:fs';
 import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { parseDockerConfig } from '../oci/auth.js';
-import { parseTokenFile, resolveProxyConfig } from '../proxy/config.js';
+import { parseTokenScopes, resolveProxyConfig } from '../proxy/config.js';
 import { startProxy } from '../proxy/server.js';
 import { untilSignal } from './signals.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
-       [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--config FILE]
+       [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--config FILE] [--insecure] [--max-connections 1024]
+       [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 256MiB]
+       [--max-compression-ratio 2000] [--max-zstd-window 128MiB]
+A --listen address other than loopback needs --tls-cert/--tls-key and --token-file, or --insecure.
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
 <OPTION>=value in the --config file; precedence: flag > environment > file > default.
 Upstream registry credentials: --registry-auth FILE (docker config.json "auths"), else
@@ -32,7 +35,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const cfg = resolveProxyConfig({ argv, env: process.env, readFile: (p) => readFileSync(p, 'utf8') });
-  const tokens = cfg.tokenFile !== undefined ? parseTokenFile(readConfigFile(cfg.tokenFile, 'token file').toString('utf8'), cfg.tokenFile) : undefined;
+  const scoped = cfg.tokenFile !== undefined ? parseTokenScopes(readConfigFile(cfg.tokenFile, 'token file').toString('utf8'), cfg.tokenFile) : undefined;
+  const tokens = scoped?.pull;
   const tls =
     cfg.tlsCert !== undefined && cfg.tlsKey !== undefined
       ? { cert: readConfigFile(cfg.tlsCert, 'TLS certificate'), key: readConfigFile(cfg.tlsKey, 'TLS key') }
@@ -42,6 +46,9 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
   const credentials =
     cfg.registryAuth !== undefined ? parseDockerConfig(readConfigFile(cfg.registryAuth, 'registry auth file').toString('utf8'), cfg.registryAuth) : undefined;
   if (cfg.registryAuth !== undefined) logger.info('registry-auth-loaded', { file: cfg.registryAuth });
+  if (cfg.insecure && (tls === undefined || tokens === undefined)) {
+    logger.warn('proxy-insecure', { listen: `${cfg.host}:${cfg.port}`, tls: tls !== undefined, token: tokens !== undefined, note: '--insecure: anyone who reaches this address can read every image the proxy serves and upload traces' });
+  }
   const proxy = await startProxy({
     registries: cfg.registries,
     host: cfg.host,
@@ -50,7 +57,10 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     cacheBytes: cfg.cacheBytes,
     stagingBytes: cfg.stagingBytes,
     indexConcurrency: cfg.indexConcurrency,
+    layerLimits: cfg.layerLimits,
+    maxConnections: cfg.maxConnections,
     tokens,
+    traceTokens: scoped?.trace,
     tls,
     defaultPlatform: cfg.platform,
     logger,

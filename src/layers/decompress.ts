@@ -12,6 +12,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { createGunzip, constants as zc, type Gunzip } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { StarlightError } from '../errors.js';
+import { DEFAULT_LAYER_LIMITS, limitError } from './limits.js';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -22,12 +23,11 @@ export type Compression = 'gzip' | 'zstd' | 'none';
 export const GUNZIP_CHUNK_SIZE = 256 * 1024;
 
 /**
- * Largest compressed slice handed to fzstd at once, bytes. fzstd's push() is synchronous and emits
- * everything it can decode from its input, so the slice bounds the output produced between two
- * backpressure checks (for ordinary data; a pathological compression ratio still buffers ratio x slice).
- * Much smaller slices make fzstd re-concatenate partial blocks repeatedly.
+ * Longest run of synchronous zstd decoding before the event loop gets a turn, ms. fzstd's push() is
+ * synchronous and, per block, moves its whole window (copyWithin), so a stream of tiny RLE blocks
+ * under a large window is a CPU bomb; feeding it one block at a time and yielding bounds each run.
  */
-export const ZSTD_SLICE_SIZE = 64 * 1024;
+const ZSTD_YIELD_MS = 10;
 
 /**
  * Decompressed bytes buffered ahead of the consumer, bytes. Lets zlib (on the libuv threadpool) keep
@@ -113,31 +113,134 @@ function gzipDecoder(out: DecompressTransform): Decoder {
   };
 }
 
-function zstdDecoder(out: DecompressTransform): Decoder {
+/**
+ * Splits a zstd stream into units fzstd can decode without buffering partial input: frame headers
+ * (whose declared window is checked against the limit BEFORE fzstd allocates it), whole blocks
+ * (with the frame checksum after the last one) and skippable-frame bytes. Bytes it cannot make sense
+ * of are passed on as they are; fzstd then reports them as corrupt.
+ */
+export class ZstdUnits {
+  private pending: Buffer = Buffer.alloc(0);
+  /** 'frame': expecting a frame (or skippable frame) start; 'block': inside a frame; 'skip': n bytes to pass on. */
+  private state: 'frame' | 'block' | 'skip' | 'opaque' = 'frame';
+  private checksum = false;
+  private skip = 0;
+
+  constructor(private readonly maxWindowBytes: number) {}
+
+  /** Adds input; returns the complete units now available, in order. Throws SL_ERR_IMAGE_LIMIT. */
+  push(chunk: Buffer): Buffer[] {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const units: Buffer[] = [];
+    for (let u = this.next(); u !== undefined; u = this.next()) units.push(u);
+    return units;
+  }
+
+  /** What is left (an incomplete unit) at the end of input. */
+  rest(): Buffer {
+    const r = this.pending;
+    this.pending = Buffer.alloc(0);
+    return r;
+  }
+
+  private take(n: number): Buffer {
+    const u = this.pending.subarray(0, n);
+    this.pending = this.pending.subarray(n);
+    return u;
+  }
+
+  private next(): Buffer | undefined {
+    const b = this.pending;
+    if (b.length === 0) return undefined;
+    if (this.state === 'opaque') return this.take(b.length);
+    if (this.state === 'skip') {
+      const u = this.take(Math.min(this.skip, b.length));
+      this.skip -= u.length;
+      if (this.skip === 0) this.state = 'frame';
+      return u;
+    }
+    if (this.state === 'block') {
+      if (b.length < 3) return undefined;
+      const v = b[0]! | (b[1]! << 8) | (b[2]! << 16);
+      const last = (v & 1) === 1;
+      const type = (v >> 1) & 3;
+      const body = type === 1 ? 1 : v >>> 3;
+      const n = 3 + body + (last && this.checksum ? 4 : 0);
+      if (type === 3) {
+        this.state = 'opaque'; // reserved block type: fzstd reports it
+        return undefined;
+      }
+      if (b.length < n) return undefined;
+      if (last) this.state = 'frame';
+      return this.take(n);
+    }
+    if (b.length < 4) return undefined;
+    const magic = b.readUInt32LE(0);
+    if ((magic & 0xfffffff0) === 0x184d2a50) {
+      if (b.length < 8) return undefined;
+      this.skip = 8 + b.readUInt32LE(4);
+      this.state = 'skip';
+      return this.next();
+    }
+    if (magic !== 0xfd2fb528) {
+      this.state = 'opaque';
+      return this.take(b.length);
+    }
+    if (b.length < 5) return undefined;
+    const fhd = b[4]!;
+    const single = (fhd >> 5) & 1;
+    const fcsFlag = fhd >> 6;
+    const dictBytes = [0, 1, 2, 4][fhd & 3]!;
+    const fcsBytes = fcsFlag === 0 ? single : 1 << fcsFlag;
+    const n = 5 + (single ? 0 : 1) + dictBytes + fcsBytes;
+    if (b.length < n) return undefined;
+    let window: number;
+    if (!single) {
+      const wd = b[5]!;
+      const base = 2 ** (10 + (wd >> 3));
+      window = base + (base / 8) * (wd & 7);
+    } else {
+      const at = 5 + dictBytes;
+      window = fcsBytes === 1 ? b[at]! : fcsBytes === 2 ? b.readUInt16LE(at) + 256 : fcsBytes === 4 ? b.readUInt32LE(at) : Number(b.readBigUInt64LE(at));
+    }
+    if (window > this.maxWindowBytes) {
+      throw limitError('maxZstdWindowBytes', this.maxWindowBytes, `zstd frame declares a window of ${window} bytes`, { window });
+    }
+    this.checksum = ((fhd >> 2) & 1) === 1;
+    this.state = 'block';
+    return this.take(n);
+  }
+}
+
+function zstdDecoder(out: DecompressTransform, maxWindowBytes: number): Decoder {
   let blocked = false;
   const d = new ZstdDecompress((data) => {
     if (data.length && !out.push(Buffer.from(data.buffer, data.byteOffset, data.length))) blocked = true;
   });
-  const feed = async (chunk: Buffer, final: boolean) => {
-    let off = 0;
-    do {
-      const slice = chunk.subarray(off, off + ZSTD_SLICE_SIZE);
-      off += slice.length;
+  const units = new ZstdUnits(maxWindowBytes);
+  let lastYield = performance.now();
+  const feed = async (list: Buffer[], final: boolean) => {
+    if (final) list.push(units.rest());
+    for (let i = 0; i < list.length; i++) {
       try {
-        d.push(slice, final && off >= chunk.length);
+        d.push(list[i]!, final && i === list.length - 1);
       } catch (e) {
         throw badCompression('zstd', e);
       }
       if (blocked) {
         await new Promise<void>((resolve) => (out.onRead = resolve));
         blocked = false;
+        lastYield = performance.now();
+      } else if (performance.now() - lastYield > ZSTD_YIELD_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
       }
-    } while (off < chunk.length);
+    }
   };
   return {
-    write: (chunk) => feed(chunk, false),
+    write: async (chunk) => feed(units.push(chunk), false),
     // fzstd must be told about the end, or a truncated frame would go unnoticed.
-    end: () => feed(Buffer.alloc(0), true),
+    end: () => feed([], true),
     destroy: () => undefined,
   };
 }
@@ -160,7 +263,10 @@ class DecompressTransform extends Transform {
   /** Set by a decoder that waits for the consumer; called on the next _read. */
   onRead: (() => void) | undefined;
 
-  constructor(private compression: Compression | undefined) {
+  constructor(
+    private compression: Compression | undefined,
+    private readonly maxZstdWindowBytes: number,
+  ) {
     super({ readableHighWaterMark: READ_AHEAD });
   }
 
@@ -177,7 +283,7 @@ class DecompressTransform extends Transform {
 
   private start(c: Compression): Decoder {
     this.compression = c;
-    this.decoder = c === 'gzip' ? gzipDecoder(this) : c === 'zstd' ? zstdDecoder(this) : passthroughDecoder(this);
+    this.decoder = c === 'gzip' ? gzipDecoder(this) : c === 'zstd' ? zstdDecoder(this, this.maxZstdWindowBytes) : passthroughDecoder(this);
     return this.decoder;
   }
 
@@ -221,8 +327,9 @@ class DecompressTransform extends Transform {
 /**
  * A Transform from layer blob bytes to the uncompressed tar. `mediaType` decides the compression when
  * it names one; otherwise the first bytes do. Throws SL_ERR_IMAGE_UNSUPPORTED for a media type with
- * an unknown compression suffix (e.g. +bzip2). The stream emits SL_ERR_IMAGE_BAD_COMPRESSION errors.
+ * an unknown compression suffix (e.g. +bzip2). The stream emits SL_ERR_IMAGE_BAD_COMPRESSION errors,
+ * and SL_ERR_IMAGE_LIMIT for a zstd frame declaring a window over `maxZstdWindowBytes`.
  */
-export function createDecompressor(opts: { mediaType?: string; compression?: Compression } = {}): Transform {
-  return new DecompressTransform(opts.compression ?? compressionFromMediaType(opts.mediaType));
+export function createDecompressor(opts: { mediaType?: string; compression?: Compression; maxZstdWindowBytes?: number } = {}): Transform {
+  return new DecompressTransform(opts.compression ?? compressionFromMediaType(opts.mediaType), opts.maxZstdWindowBytes ?? DEFAULT_LAYER_LIMITS.maxZstdWindowBytes);
 }

@@ -25,6 +25,7 @@ import { Readable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 import { ByteReader } from './bytes.js';
 import { createDecompressor } from './decompress.js';
+import { ENTRY_OVERHEAD_BYTES, RATIO_GRACE_BYTES, type LayerLimits, layerLimits, limitError } from './limits.js';
 import { baseName, joinPath, normalizeTarPath, parentPath } from './paths.js';
 import { parseTar, type TarHeader } from './tar.js';
 import { TOC_VERSION, impliedDir, type EntryType, type LayerToc, type TocEntry } from './toc.js';
@@ -44,6 +45,12 @@ const CONTENT_HIGH_WATER = 256 * 1024;
 const DIAGNOSIS_DRAIN_LIMIT = 256 * 1024 * 1024;
 /** Errors that a corrupt source blob may cause first; the source's own verdict is preferred over them. */
 const SOURCE_SUSPECT_CODES: ReadonlySet<string> = new Set(['SL_ERR_IMAGE_BAD_COMPRESSION', 'SL_ERR_IMAGE_BAD_TAR']);
+/**
+ * Longest stretch of parsing without giving the event loop a turn, ms. Decompressed data is usually
+ * buffered ahead, so a layer of many small entries is otherwise parsed in one run of microtasks and
+ * a proxy's /healthz waits behind it.
+ */
+const YIELD_EVERY_MS = 20;
 
 export interface BuildTocOptions {
   /** Layer media type; decides the compression. Absent: sniffed from the first bytes. */
@@ -67,6 +74,8 @@ export interface BuildTocOptions {
    */
   onFileSink?: (entry: TocEntry) => FileSink | undefined;
   signal?: AbortSignal;
+  /** Bounds on what reading this layer may cost; defaults DEFAULT_LAYER_LIMITS (limits.ts). */
+  limits?: Partial<LayerLimits>;
 }
 
 /** See BuildTocOptions.onFileSink. */
@@ -86,12 +95,14 @@ const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
 
 /**
  * Reads a layer blob (compressed bytes) to its end and returns its TOC. Rejects with a StarlightError:
- * SL_ERR_IMAGE_BAD_COMPRESSION, _BAD_TAR, _PATH_ESCAPE, _UNSUPPORTED, _DIFFID_MISMATCH, SL_ERR_CANCELED,
- * or the source stream's own error. The source is destroyed on failure.
+ * SL_ERR_IMAGE_BAD_COMPRESSION, _BAD_TAR, _PATH_ESCAPE, _UNSUPPORTED, _DIFFID_MISMATCH, _LIMIT,
+ * SL_ERR_CANCELED, or the source stream's own error. The source is destroyed on failure.
  */
 export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}): Promise<LayerToc> {
   const layer = opts.layerName ?? opts.expectedDiffID;
-  const decompressor = createDecompressor({ mediaType: opts.mediaType });
+  const limits = layerLimits(opts.limits);
+  const where = { layer };
+  const decompressor = createDecompressor({ mediaType: opts.mediaType, maxZstdWindowBytes: limits.maxZstdWindowBytes });
   // pipe() rather than pipeline(): on a data error the source must stay readable (diagnoseFailure).
   // Source errors still reach the iterator below through the decompressor.
   stream.on('error', (err) => decompressor.destroy(err));
@@ -101,12 +112,39 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   if (opts.signal?.aborted) onAbort();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+  let compressed = 0;
+  stream.on('data', (c: Buffer) => void (compressed += c.length));
+  let uncompressed = 0;
   const tarHash = createHash('sha256');
-  const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => tarHash.update(chunk));
-  const entries = new Map<string, TocEntry>();
+  const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => {
+    uncompressed += chunk.length;
+    if (uncompressed > limits.maxUncompressedBytes) {
+      throw limitError('maxUncompressedBytes', limits.maxUncompressedBytes, `layer ${layer ?? '?'} uncompresses to more than ${limits.maxUncompressedBytes} bytes`, where);
+    }
+    if (limits.maxRatio > 0 && uncompressed > RATIO_GRACE_BYTES && uncompressed > compressed * limits.maxRatio) {
+      throw limitError('maxRatio', limits.maxRatio, `layer ${layer ?? '?'} uncompresses ${Math.floor(uncompressed / Math.max(compressed, 1))} times its compressed size`, where);
+    }
+    tarHash.update(chunk);
+  });
+  const entries = new LayerEntries();
+  let seen = 0;
+  let metadataBytes = 0;
+  let lastYield = performance.now();
 
   try {
     await parseTar(reader, async (h, body) => {
+      if (++seen > limits.maxEntries) {
+        throw limitError('maxEntries', limits.maxEntries, `layer ${layer ?? '?'} has more than ${limits.maxEntries} entries`, where);
+      }
+      metadataBytes += ENTRY_OVERHEAD_BYTES + h.name.length + h.linkname.length;
+      if (h.xattrs) for (const [k, v] of Object.entries(h.xattrs)) metadataBytes += k.length + v.length;
+      if (metadataBytes > limits.maxMetadataBytes) {
+        throw limitError('maxMetadataBytes', limits.maxMetadataBytes, `layer ${layer ?? '?'} holds more than ${limits.maxMetadataBytes} bytes of file metadata (${seen} entries so far)`, where);
+      }
+      if (performance.now() - lastYield > YIELD_EVERY_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
+      }
       const path = normalizeTarPath(h.name, { layer });
       if (path === '' && h.type !== 'dir') return;
       const base = baseName(path);
@@ -115,7 +153,7 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
         if (base === WHITEOUT_OPAQUE) {
           const cur = entries.get(dir);
           if (cur && cur.type === 'dir') cur.opaque = true;
-          else put(entries, { ...impliedDir(dir), opaque: true });
+          else entries.put({ ...impliedDir(dir), opaque: true });
         } else if (!base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
           const target = normalizeTarPath(joinPath(dir, base.slice(WHITEOUT_PREFIX.length)), { layer });
           if (target === '' || parentPath(target) !== dir) {
@@ -123,7 +161,7 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
               details: { path: h.name, layer },
             });
           }
-          put(entries, { path: target, type: 'whiteout', mode: 0, uid: 0, gid: 0, size: 0, mtime: h.mtime });
+          entries.put({ path: target, type: 'whiteout', mode: 0, uid: 0, gid: 0, size: 0, mtime: h.mtime });
         }
         return;
       }
@@ -140,8 +178,8 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
         if (sink !== undefined) await readIntoSink(e, body, sink);
         else await readContent(e, body, opts.onFile);
       }
-      put(entries, e);
-    });
+      entries.put(e);
+    }, limits);
     await reader.drain();
   } catch (err) {
     stream.unpipe(decompressor);
@@ -195,21 +233,62 @@ function toEntry(h: TarHeader, path: string): TocEntry {
   return e;
 }
 
-/** Inserts `e`, applying the same-layer replacement rules of the file header. */
-function put(entries: Map<string, TocEntry>, e: TocEntry): void {
-  const cur = entries.get(e.path);
-  if (cur) {
-    entries.delete(e.path);
-    if (cur.type === 'dir') {
-      if (e.type === 'dir') {
-        if (cur.opaque) e.opaque = true;
-      } else {
-        const prefix = e.path === '' ? '' : `${e.path}/`;
-        for (const p of entries.keys()) if (p.startsWith(prefix) && p !== '') entries.delete(p);
+/**
+ * A layer's entries in tar order with the same-layer replacement rules of the file header. Paths are
+ * also indexed by parent (every ancestor, listed or not), so a directory replaced by a non-directory
+ * drops its subtree by walking only that subtree: one pass over the layer, not a scan per entry.
+ */
+class LayerEntries {
+  private readonly byPath = new Map<string, TocEntry>();
+  /** parent path → child paths ever added under it (entries or ancestors of entries; may be stale). */
+  private readonly children = new Map<string, Set<string>>();
+
+  get(path: string): TocEntry | undefined {
+    return this.byPath.get(path);
+  }
+
+  values(): IterableIterator<TocEntry> {
+    return this.byPath.values();
+  }
+
+  put(e: TocEntry): void {
+    const cur = this.byPath.get(e.path);
+    if (cur) {
+      this.byPath.delete(e.path);
+      if (cur.type === 'dir') {
+        if (e.type === 'dir') {
+          if (cur.opaque) e.opaque = true;
+        } else {
+          this.removeUnder(e.path);
+        }
+      }
+    }
+    this.byPath.set(e.path, e);
+    // Register the path and its ancestors up to the first one already registered.
+    let p = e.path;
+    while (p !== '') {
+      const parent = parentPath(p);
+      let set = this.children.get(parent);
+      if (set === undefined) this.children.set(parent, (set = new Set()));
+      else if (set.has(p)) break;
+      set.add(p);
+      p = parent;
+    }
+  }
+
+  /** Drops every entry strictly under `dir`. */
+  private removeUnder(dir: string): void {
+    const stack = [dir];
+    for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+      const kids = this.children.get(d);
+      if (kids === undefined) continue;
+      this.children.delete(d);
+      for (const k of kids) {
+        this.byPath.delete(k);
+        stack.push(k);
       }
     }
   }
-  entries.set(e.path, e);
 }
 
 async function readIntoSink(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, sink: FileSink): Promise<void> {
@@ -257,12 +336,20 @@ async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | P
       content.on('close', fin);
     });
 
-  await body.read(async (piece) => {
-    h.update(piece);
-    if (failure !== undefined) throw failure;
-    if (content.destroyed) return;
-    if (!content.push(piece) && !settled) await waitForConsumer();
-  });
+  try {
+    await body.read(async (piece) => {
+      h.update(piece);
+      if (failure !== undefined) throw failure;
+      if (content.destroyed) return;
+      if (!content.push(piece) && !settled) await waitForConsumer();
+    });
+  } catch (err) {
+    // The layer failed mid-file (truncated, over a limit): end the consumer's stream with the error so
+    // it stops and removes what it wrote (a cache temp file) instead of waiting forever.
+    if (!content.destroyed) content.destroy(err instanceof Error ? err : new Error(String(err)));
+    await done;
+    throw err;
+  }
   if (!content.destroyed) content.push(null);
   await done;
   if (failure !== undefined) throw failure;

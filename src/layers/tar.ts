@@ -16,6 +16,10 @@
  */
 import { StarlightError } from '../errors.js';
 import type { ByteReader } from './bytes.js';
+import { type LayerLimits, DEFAULT_LAYER_LIMITS, limitError } from './limits.js';
+
+/** The limits parseTar enforces itself (the others are the indexer's). */
+export type TarLimits = Pick<LayerLimits, 'maxPathBytes' | 'maxXattrBytes' | 'maxExtendedHeaderBytes'>;
 
 export const BLOCK = 512;
 /** Largest PAX or GNU long-name payload accepted, bytes (Go's archive/tar limit too). */
@@ -39,7 +43,7 @@ export interface TarHeader {
   linkname: string;
   devmajor: number;
   devminor: number;
-  /** From SCHILY.xattr.* records (copied, safe to keep). */
+  /** From SCHILY.xattr.* records (copied, safe to keep; values from 'g' headers are shared between entries: do not mutate). */
   xattrs?: Record<string, Uint8Array>;
   /** Byte offset of this entry's data in the tar stream. */
   offset: number;
@@ -113,6 +117,18 @@ function verifyChecksum(b: Buffer, at: number): void {
   }
 }
 
+/** PAX keys that change an entry; a 'g' header keeps only these (the rest would be carried for nothing). */
+function paxKeyMatters(key: string): boolean {
+  return key === 'path' || key === 'linkpath' || key === 'size' || key === 'uid' || key === 'gid' || key === 'mtime' || key.startsWith('SCHILY.xattr.') || key.startsWith('GNU.sparse.');
+}
+
+/** Key + value bytes of a PAX map (what a 'g' header keeps in force). */
+function paxBytes(m: Map<string, Buffer>): number {
+  let n = 0;
+  for (const [k, v] of m) n += k.length + v.length;
+  return n;
+}
+
 /** PAX records "<len> <key>=<value>\n"; values kept as bytes (xattr values are binary). */
 function parsePax(data: Buffer, into: Map<string, Buffer>, at: number): void {
   let pos = 0;
@@ -156,12 +172,16 @@ const TYPES: Record<string, TarEntryType> = {
  * drained so a tap sees every byte). Rejects with SL_ERR_IMAGE_BAD_TAR (corrupt, truncated) or
  * SL_ERR_IMAGE_UNSUPPORTED (sparse files, multi-volume, unknown entry types).
  */
-export async function parseTar(reader: ByteReader, onEntry: EntryHandler): Promise<void> {
+export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits: TarLimits = DEFAULT_LAYER_LIMITS): Promise<void> {
   const global = new Map<string, Buffer>();
   let local = new Map<string, Buffer>();
   let longName: string | undefined;
   let longLink: string | undefined;
   let headerOffset = -1;
+  /** Bytes of 'x'/'L'/'K' headers read since the last entry (many small ones must not pile up). */
+  let pendingMeta = 0;
+  /** Shared by every entry while the 'g' headers in force say so (copying per entry multiplied them). */
+  let globalXattrs: [string, Uint8Array][] = [];
 
   for (;;) {
     const at = reader.position;
@@ -184,11 +204,27 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler): Promi
 
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
       if (size > MAX_META_SIZE) throw badTar(`extended header at byte ${at} is ${size} bytes (max ${MAX_META_SIZE})`, { offset: at });
+      if (flag !== 'g') {
+        pendingMeta += size;
+        if (pendingMeta > limits.maxExtendedHeaderBytes) {
+          throw limitError('maxExtendedHeaderBytes', limits.maxExtendedHeaderBytes, `tar has ${pendingMeta} bytes of extended headers before one entry (at byte ${at})`, { offset: at });
+        }
+      }
       const data = (await reader.readExact(size, 'an extended header')) ?? Buffer.alloc(0);
       if (data.length < size) throw badTar(`tar archive is truncated inside an extended header at byte ${at}`);
       await reader.forEach(pad(size), 'padding');
       if (flag === 'x') parsePax(data, local, at);
-      else if (flag === 'g') parsePax(data, global, at);
+      else if (flag === 'g') {
+        const g = new Map<string, Buffer>();
+        parsePax(data, g, at);
+        for (const [k, v] of g) if (paxKeyMatters(k)) global.set(k, v);
+        const inForce = paxBytes(global);
+        if (inForce > limits.maxExtendedHeaderBytes) {
+          throw limitError('maxExtendedHeaderBytes', limits.maxExtendedHeaderBytes, `tar global ('g') headers keep ${inForce} bytes of records in force (at byte ${at})`, { offset: at });
+        }
+        globalXattrs = [];
+        for (const [k, v] of global) if (k.startsWith('SCHILY.xattr.') && v.length > 0) globalXattrs.push([k.slice(13), new Uint8Array(v)]);
+      }
       else if (flag === 'L') longName = cstring(data, 0, data.length);
       else longLink = cstring(data, 0, data.length);
       continue;
@@ -240,17 +276,24 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler): Promi
       else if (key === 'uid') h.uid = paxNumber(v, key, at);
       else if (key === 'gid') h.gid = paxNumber(v, key, at);
       else if (key === 'mtime') h.mtime = paxNumber(v, key, at, true);
-      else if (key.startsWith('SCHILY.xattr.')) (h.xattrs ??= {})[key.slice(13)] = new Uint8Array(v);
+      else if (key.startsWith('SCHILY.xattr.')) {
+        // Global values are shared, not copied per entry.
+        if (!local.has(key)) continue;
+        (h.xattrs ??= {})[key.slice(13)] = new Uint8Array(v);
+      }
       else if (key.startsWith('GNU.sparse.')) {
         throw new StarlightError('SL_ERR_IMAGE_UNSUPPORTED', `tar entry ${JSON.stringify(h.name)} is a GNU sparse file`, {
           details: { offset: at, path: h.name },
         });
       }
     }
+    for (const [k, v] of globalXattrs) if (!local.has(`SCHILY.xattr.${k}`)) (h.xattrs ??= {})[k] = v;
+    checkEntryLimits(h, limits, at);
     local = new Map();
     longName = undefined;
     longLink = undefined;
     headerOffset = -1;
+    pendingMeta = 0;
 
     // Header-only types carry no data blocks whatever the size field says (Go archive/tar rule).
     if (type !== 'file' && flag !== 'D') dataSize = 0;
@@ -269,6 +312,23 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler): Promi
     await onEntry(h, body);
     if (!consumed) await reader.forEach(dataSize, what);
     await reader.forEach(pad(dataSize), what);
+  }
+}
+
+/** Path, link target and xattr sizes of one entry against `limits`. */
+function checkEntryLimits(h: TarHeader, limits: TarLimits, at: number): void {
+  const nameBytes = Buffer.byteLength(h.name);
+  const linkBytes = Buffer.byteLength(h.linkname);
+  if (nameBytes > limits.maxPathBytes || linkBytes > limits.maxPathBytes) {
+    const what = nameBytes > limits.maxPathBytes ? `name of ${nameBytes} bytes` : `link target of ${linkBytes} bytes`;
+    throw limitError('maxPathBytes', limits.maxPathBytes, `tar entry at byte ${at} has a ${what}`, { offset: at, path: h.name.slice(0, 200) });
+  }
+  if (h.xattrs) {
+    let n = 0;
+    for (const [k, v] of Object.entries(h.xattrs)) n += k.length + v.length;
+    if (n > limits.maxXattrBytes) {
+      throw limitError('maxXattrBytes', limits.maxXattrBytes, `tar entry ${JSON.stringify(h.name.slice(0, 200))} at byte ${at} has ${n} bytes of xattrs`, { offset: at, path: h.name.slice(0, 200) });
+    }
   }
 }
 

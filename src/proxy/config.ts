@@ -6,7 +6,10 @@
  * Not here: reading token/TLS files or starting the server (src/cli/proxy.ts, server.ts).
  */
 import { StarlightError } from '../errors.js';
+import { DEFAULT_LAYER_LIMITS, type LayerLimits } from '../layers/limits.js';
+import { isLoopback } from '../oci/reference.js';
 import { DEFAULT_INDEX_CONCURRENCY } from './indexer-service.js';
+import { DEFAULT_MAX_CONNECTIONS } from './server.js';
 
 /** Default listen address (loopback: exposing the proxy is an explicit choice). */
 export const DEFAULT_LISTEN = '127.0.0.1:8090';
@@ -45,11 +48,22 @@ export interface ProxyConfig {
    * Unset: $DOCKER_CONFIG/config.json or ~/.docker/config.json if present (RegistryClient's default).
    */
   registryAuth?: string;
+  /** --max-layer-size, --max-layer-entries, --max-layer-metadata, --max-compression-ratio, --max-zstd-window. */
+  layerLimits: Partial<LayerLimits>;
+  /** --max-connections: client connections at once. */
+  maxConnections: number;
+  /** --insecure: allows a non-loopback listen address without TLS and a token (logged as a warning). */
+  insecure: boolean;
 }
 
 /** Option names (flag without '--'; env/file key = upper-case with '_'). */
-const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'registry-auth'] as const;
+const OPTIONS = [
+  'registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'registry-auth',
+  'max-layer-size', 'max-layer-entries', 'max-layer-metadata', 'max-compression-ratio', 'max-zstd-window', 'max-connections', 'insecure',
+] as const;
 type Option = (typeof OPTIONS)[number];
+/** Options that take no value on the command line (`--insecure`; env/file: true/false/1/0). */
+const BOOLEAN_OPTIONS: ReadonlySet<Option> = new Set(['insecure']);
 
 function cfgError(message: string, details: Record<string, unknown>): StarlightError {
   return new StarlightError('SL_ERR_CONFIG', message, { details });
@@ -66,7 +80,7 @@ export function parseFlags(argv: string[]): Map<Option, string[]> {
     const eq = a.indexOf('=');
     const name = (eq >= 0 ? a.slice(2, eq) : a.slice(2)) as Option;
     if (!OPTIONS.includes(name)) throw cfgError(`unknown option --${name}`, { option: name });
-    const value = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+    const value = eq >= 0 ? a.slice(eq + 1) : BOOLEAN_OPTIONS.has(name) ? 'true' : argv[++i];
     if (value === undefined) throw cfgError(`option --${name} needs a value`, { option: name });
     out.set(name, [...(out.get(name) ?? []), value]);
   }
@@ -154,6 +168,7 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   if (regRaw === undefined || regRaw.length === 0) {
     throw cfgError('no upstream registry: pass --registry URL (or STARLIGHT_PROXY_REGISTRY / REGISTRY= in --config)', { option: 'registry' });
   }
+  for (const r of regRaw) checkRegistry(r);
   const listen = get('listen') ?? { v: DEFAULT_LISTEN, from: 'default' };
   const hp = parseListen(listen.v);
   if (hp === undefined) throw cfgError(`${listen.from}=${listen.v} is not host:port`, { option: 'listen', value: listen.v });
@@ -170,6 +185,37 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   if (!Number.isInteger(indexConcurrency) || indexConcurrency < 1 || indexConcurrency > 64) {
     throw cfgError(`${conc.from}=${conc.v} is not an integer in 1..64`, { option: 'index-concurrency', value: conc.v });
   }
+  const sizeOpt = (o: Option, dflt: number): number => {
+    const g = get(o);
+    if (g === undefined) return dflt;
+    const n = parseSize(g.v);
+    if (n === undefined || n <= 0) throw cfgError(`${g.from}=${g.v} is not a positive size (e.g. 64GiB, 512MiB)`, { option: o, value: g.v });
+    return n;
+  };
+  const intOpt = (o: Option, dflt: number, min: number, max: number): number => {
+    const g = get(o);
+    if (g === undefined) return dflt;
+    const n = Number(g.v);
+    if (!/^[0-9]+$/.test(g.v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw cfgError(`${g.from}=${g.v} is not an integer in ${min}..${max}`, { option: o, value: g.v });
+    }
+    return n;
+  };
+  const layerLimits: Partial<LayerLimits> = {
+    maxUncompressedBytes: sizeOpt('max-layer-size', DEFAULT_LAYER_LIMITS.maxUncompressedBytes),
+    maxEntries: intOpt('max-layer-entries', DEFAULT_LAYER_LIMITS.maxEntries, 1, 100_000_000),
+    maxMetadataBytes: sizeOpt('max-layer-metadata', DEFAULT_LAYER_LIMITS.maxMetadataBytes),
+    maxRatio: intOpt('max-compression-ratio', DEFAULT_LAYER_LIMITS.maxRatio, 0, 1_000_000_000),
+    maxZstdWindowBytes: sizeOpt('max-zstd-window', DEFAULT_LAYER_LIMITS.maxZstdWindowBytes),
+  };
+  const maxConnections = intOpt('max-connections', DEFAULT_MAX_CONNECTIONS, 1, 1_000_000);
+  const insecureOpt = get('insecure');
+  if (insecureOpt !== undefined && !/^(true|false|1|0|yes|no)$/i.test(insecureOpt.v)) {
+    throw cfgError(`${insecureOpt.from}=${insecureOpt.v} is not true or false`, { option: 'insecure', value: insecureOpt.v });
+  }
+  const insecure = insecureOpt !== undefined && /^(true|1|yes)$/i.test(insecureOpt.v);
+  const dataDir = get('data')?.v ?? DEFAULT_DATA_DIR;
+  if (dataDir.trim() === '' || dataDir.includes('\0')) throw cfgError(`--data ${JSON.stringify(dataDir)} is not a directory path`, { option: 'data', value: dataDir });
   const platform = get('platform')?.v ?? 'linux/amd64';
   if (!/^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/i.test(platform)) {
     throw cfgError(`platform ${platform} is not os/arch[/variant]`, { option: 'platform', value: platform });
@@ -177,17 +223,27 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   const cert = get('tls-cert')?.v;
   const key = get('tls-key')?.v;
   if ((cert === undefined) !== (key === undefined)) throw cfgError('--tls-cert and --tls-key go together', { option: cert ? 'tls-key' : 'tls-cert' });
+  const tokenFile = get('token-file')?.v;
+  const exposed = !isLoopback(hp.host.includes(':') ? `[${hp.host}]` : hp.host);
+  if (exposed && !(cert !== undefined && tokenFile !== undefined) && !insecure) {
+    throw cfgError(
+      `${listen.from}=${listen.v} is not a loopback address: serving it needs --tls-cert/--tls-key and --token-file (or --insecure to accept an open, unencrypted proxy)`,
+      { option: 'listen', value: listen.v },
+    );
+  }
   const out: ProxyConfig = {
     registries: regRaw,
     host: hp.host,
     port: hp.port,
-    dataDir: get('data')?.v ?? DEFAULT_DATA_DIR,
+    dataDir,
     cacheBytes,
     platform,
     stagingBytes,
     indexConcurrency,
+    layerLimits,
+    maxConnections,
+    insecure,
   };
-  const tokenFile = get('token-file')?.v;
   if (tokenFile !== undefined) out.tokenFile = tokenFile;
   const registryAuth = get('registry-auth')?.v;
   if (registryAuth !== undefined) out.registryAuth = registryAuth;
@@ -198,12 +254,50 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   return out;
 }
 
-/** Tokens of a token file: one per line; blank lines and '#' comments ignored. */
+/**
+ * A --registry value: host[:port] or an http(s) URL of a registry root (no path, query, user info).
+ * Anything else (ftp://x, a path, an empty host) is SL_ERR_CONFIG naming the flag.
+ */
+export function checkRegistry(v: string): void {
+  const bad = (why: string): StarlightError => cfgError(`--registry ${v} ${why} (expected host[:port] or http(s)://host[:port])`, { option: 'registry', value: v });
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(v)?.[1]?.toLowerCase();
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') throw bad(`has scheme ${scheme}://, not http or https`);
+  let u: URL;
+  try {
+    u = new URL(scheme === undefined ? `https://${v}` : v);
+  } catch {
+    throw bad('is not a URL');
+  }
+  if (u.hostname === '') throw bad('has no host');
+  if (u.username !== '' || u.password !== '') throw bad('carries credentials (use ~/.docker/config.json)');
+  if ((u.pathname !== '/' && u.pathname !== '') || u.search !== '' || u.hash !== '') throw bad('has a path or query');
+}
+
+/** Tokens of a token file: one per line; blank lines and '#' comments ignored; scopes (see parseTokenScopes) dropped. */
 export function parseTokenFile(text: string, file: string): string[] {
-  const tokens = text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
-  if (tokens.length === 0) throw cfgError(`token file ${file} holds no token`, { file });
-  return tokens;
+  const s = parseTokenScopes(text, file);
+  return [...new Set([...s.pull, ...s.trace])];
+}
+
+/** Scopes a token line may name: 'pull' (deltas, contents, notify, sessions, reading traces), 'trace' (uploading traces). */
+export const TOKEN_SCOPES = ['pull', 'trace'] as const;
+
+/**
+ * A token file by scope: lines `TOKEN` (both scopes, as before scopes existed) or `TOKEN SCOPE[,SCOPE]`
+ * (e.g. `s3cret pull`, `tr4ce trace`); blank lines and '#' comments ignored.
+ */
+export function parseTokenScopes(text: string, file: string): { pull: string[]; trace: string[] } {
+  const out = { pull: [] as string[], trace: [] as string[] };
+  text.split('\n').forEach((raw, i) => {
+    const l = raw.trim();
+    if (l === '' || l.startsWith('#')) return;
+    const [token, scopeList, ...rest] = l.split(/\s+/);
+    const scopes = scopeList === undefined ? [...TOKEN_SCOPES] : scopeList.split(',');
+    if (rest.length > 0 || scopes.some((s) => !(TOKEN_SCOPES as readonly string[]).includes(s))) {
+      throw cfgError(`${file}:${i + 1}: expected TOKEN [pull|trace|pull,trace]`, { file, line: i + 1, option: 'token-file' });
+    }
+    for (const s of scopes) out[s as 'pull' | 'trace'].push(token!);
+  });
+  if (out.pull.length + out.trace.length === 0) throw cfgError(`token file ${file} holds no token`, { file });
+  return out;
 }

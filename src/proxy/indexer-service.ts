@@ -5,7 +5,8 @@
  * metadata store when the pass succeeded, then hand the stage to the background encoder, which puts
  * the contents into the content cache. So image() resolves as soon as the TOCs exist (a first pull
  * streams at once, its contents 'identity' from the stage) and compression never sits on the
- * critical path. Layer passes run in parallel, at most `indexConcurrency` proxy-wide; concurrent
+ * critical path. Layer passes run in parallel, at most `indexConcurrency` proxy-wide and half of that
+ * (rounded up) per image; concurrent
  * requests for the same image or layer share one run (single-flight maps of promises). A pass that
  * fails (registry unreachable, blob missing, digest mismatch) records nothing and leaves no staged
  * file. Also re-fetches a layer whose contents were evicted from the cache.
@@ -16,6 +17,7 @@ import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
 import { type BuildTocOptions, buildLayerToc } from '../layers/indexer.js';
+import type { LayerLimits } from '../layers/limits.js';
 import { decodeToc, encodeToc } from '../layers/toc-codec.js';
 import type { LayerToc } from '../layers/toc.js';
 import type { Logger } from '../log.js';
@@ -59,6 +61,8 @@ export interface IndexerServiceOptions {
   indexConcurrency?: number;
   /** Staged layers encoded at once in the background. Default DEFAULT_ENCODE_CONCURRENCY. */
   encodeConcurrency?: number;
+  /** Bounds on reading one layer (src/layers/limits.ts); unset ones take DEFAULT_LAYER_LIMITS. */
+  layerLimits?: Partial<LayerLimits>;
 }
 
 export class IndexerService {
@@ -172,9 +176,14 @@ export class IndexerService {
     }
     const config = JSON.parse(record.config.toString('utf8')) as ImageConfig;
     if (layers.length !== record.diffIDs.length) {
-      throw withContext(new Error(`manifest has ${layers.length} layers, config ${record.diffIDs.length} diff_ids`), `index ${name}`);
+      throw new StarlightError('SL_ERR_OCI_MANIFEST', `manifest of ${name} has ${layers.length} layers, its config ${record.diffIDs.length} diff_ids`, {
+        details: { image: name, layers: layers.length, diffIDs: record.diffIDs.length },
+      });
     }
-    const tocs = await Promise.all(layers.map((desc, i) => this.layer(record.repository, desc, record.diffIDs[i]!)));
+    // At most perImage of this image's layers queue for the proxy-wide passes at once, so one image of
+    // many layers cannot hold every pass while other images wait.
+    const perImage = new Semaphore(Math.max(1, Math.ceil((this.o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY) / 2)));
+    const tocs = await Promise.all(layers.map((desc, i) => perImage.run(() => this.layer(record.repository, desc, record.diffIDs[i]!))));
     // Recorded only now: a ref whose layers did not all index is not recorded as an image.
     this.o.store.putImage(name, platform, record);
     return { ref: name, platform, record, config, tocs };
@@ -277,6 +286,7 @@ export class IndexerService {
         mediaType: desc.mediaType,
         expectedDiffID: diffID,
         layerName: desc.digest,
+        limits: this.o.layerLimits,
         signal: opts.signal,
         onFileSink: opts.onFileSink,
         onFile: async (entry, content) => {
@@ -287,7 +297,7 @@ export class IndexerService {
     } catch (err) {
       blob.destroy();
       if (opts.signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: where });
-      throw withContext(err, `index layer ${desc.digest} of ${repository}`, where);
+      throw withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, where);
     }
   }
 
@@ -318,6 +328,18 @@ export class IndexerService {
       throw err;
     }
   }
+}
+
+/**
+ * A failure while reading a layer's bytes: StarlightErrors as they are; anything else (a decoder or
+ * parser throwing a plain Error, an allocation failing on absurd sizes) is the layer's fault, so bad
+ * data rather than "internal". Resource errors from V8 (RangeError: invalid array length, buffer too
+ * large) are the layer exceeding what can be held: resource-exhausted.
+ */
+function asLayerError(err: unknown): unknown {
+  if (err instanceof StarlightError || !(err instanceof Error) || err.name === 'AbortError') return err;
+  if (err instanceof RangeError) return new StarlightError('SL_ERR_IMAGE_LIMIT', `the layer needs more memory than the proxy can give it: ${err.message}`, { cause: err });
+  return new StarlightError('SL_ERR_IMAGE_BAD_TAR', `the layer could not be read: ${err.message}`, { cause: err });
 }
 
 /** `p`, or a rejection with SL_ERR_CANCELED once `signal` aborts (p keeps running for other waiters). */

@@ -33,6 +33,10 @@ import type { MetadataStore } from './store.js';
 
 /** Newest traces kept per (image, group); older ones are deleted on upload. */
 export const KEEP_TRACES_PER_IMAGE = 64;
+/** Newest traces kept per (image, group, uploader): one uploader cannot flush the others out. */
+export const KEEP_TRACES_PER_UPLOADER = 8;
+/** Workload groups kept per image (newest first): group names cannot grow the store without bound. */
+export const KEEP_GROUPS_PER_IMAGE = 32;
 /** Newest traces merged into one order (bounds the work of a merge: ≤ this × 65536 entries). */
 export const MAX_MERGE_TRACES = 256;
 /** Learned orders kept in memory, (image, group) pairs. */
@@ -108,8 +112,12 @@ export class PriorityService {
     );
   }
 
-  /** Stores a validated upload; returns the number of traces stored. */
-  record(body: TraceUploadBody, now: number): number {
+  /**
+   * Stores a validated upload; returns the number of traces stored. `uploader` identifies who sent it
+   * (authenticated token or peer address, never the body's own claim): its traces are bounded and, in
+   * a merge, weigh as one source.
+   */
+  record(body: TraceUploadBody, now: number, uploader?: string): number {
     const known = this.store.manifest(body.manifestDigest);
     const layers = new Set<string>(known?.diffIDs ?? []);
     for (const t of body.traces) for (const e of t.entries) if (e.layer !== undefined) layers.add(e.layer);
@@ -120,9 +128,13 @@ export class PriorityService {
       platform: body.platform,
       receivedAt: now,
       ...(body.group !== undefined ? { group: body.group } : {}),
-      ...(body.worker !== undefined ? { worker: body.worker } : {}),
+      ...(uploader !== undefined ? { worker: uploader } : body.worker !== undefined ? { worker: body.worker } : {}),
     };
-    const n = this.store.addTraces(meta, body.traces, [...layers].sort(), KEEP_TRACES_PER_IMAGE);
+    const n = this.store.addTraces(meta, body.traces, [...layers].sort(), {
+      perGroup: KEEP_TRACES_PER_IMAGE,
+      ...(uploader !== undefined ? { perWorker: KEEP_TRACES_PER_UPLOADER } : {}),
+      groups: KEEP_GROUPS_PER_IMAGE,
+    });
     this.memo.clear();
     return n;
   }
@@ -178,7 +190,7 @@ export class PriorityService {
       if (ids.length === 0) continue;
       const traces = this.store.traces(ids, g, MAX_MERGE_TRACES);
       if (traces.length === 0) continue;
-      const files = rankFiles(target.merged.entries, mergeTraces(traces));
+      const files = rankFiles(target.merged.entries, mergeTraces(traces.map((t) => ({ entries: t.entries, ...(t.worker !== undefined ? { source: t.worker } : {}) }))));
       if (files.length > 0) return { source, traces: traces.length, priorTraces: 0, files, images: ids };
     }
     return { ...NONE, images: [] };
@@ -197,6 +209,7 @@ export class PriorityService {
     // An entry of a layer M does not have keeps only its digest ('\0' can never be a path of M).
     const masked: MergeTrace[] = traces.map((t) => ({
       entries: t.entries.map((e) => ({ path: e.layer !== undefined && mine.has(e.layer) ? e.path : `\0${e.path}`, ...(e.digest !== undefined ? { digest: e.digest } : {}) })),
+      ...(t.worker !== undefined ? { source: t.worker } : {}),
     }));
     return { traces: traces.length, files: rankFiles(target.merged.entries, mergeTraces(masked)) };
   }

@@ -24,6 +24,12 @@ export const POSITION_SCALE = 1 << 20;
 /** What the merge needs of one trace: its entries in first-access order. */
 export interface MergeTrace {
   entries: readonly { path: string; digest?: string }[];
+  /**
+   * Who uploaded it. Traces of one source are averaged first (integer mean of their normalized
+   * positions), so a source weighs as ONE trace however many it uploads: one uploader cannot outweigh
+   * the rest. Absent: the trace is a source of its own.
+   */
+  source?: string;
 }
 
 export interface MergedScores {
@@ -35,8 +41,37 @@ export interface MergedScores {
   byDigest: Map<string, number>;
 }
 
-/** Sums normalized positions per path and per digest over `traces` (see the file header). */
+/**
+ * Sums normalized positions per path and per digest over `traces` (see the file header), each source's
+ * traces averaged into one first (MergeTrace.source). `traces` of the result counts sources.
+ */
 export function mergeTraces(traces: readonly MergeTrace[]): MergedScores {
+  const bySource = new Map<string, MergeTrace[]>();
+  traces.forEach((t, i) => {
+    const k = t.source === undefined ? `\0${i}` : `s${t.source}`;
+    const list = bySource.get(k);
+    if (list === undefined) bySource.set(k, [t]);
+    else list.push(t);
+  });
+  if (bySource.size === traces.length) return mergeSums(traces);
+  // score(k) = Σ over sources of the source's mean (SCALE where the source never saw k).
+  const byPath = new Map<string, number>();
+  const byDigest = new Map<string, number>();
+  const fold = (into: Map<string, number>, from: Map<string, number>, n: number): void => {
+    for (const [k, sum] of from) into.set(k, (into.get(k) ?? 0) + Math.floor(sum / n) - POSITION_SCALE);
+  };
+  for (const list of bySource.values()) {
+    const m = mergeSums(list);
+    fold(byPath, m.byPath, list.length);
+    fold(byDigest, m.byDigest, list.length);
+  }
+  const base = bySource.size * POSITION_SCALE;
+  for (const m of [byPath, byDigest]) for (const [k, v] of m) m.set(k, v + base);
+  return { traces: traces.length, byPath, byDigest };
+}
+
+/** The plain sums over `traces`, every trace weighing one. */
+function mergeSums(traces: readonly MergeTrace[]): MergedScores {
   const present = new Map<string, { sum: number; hits: number }>();
   const presentD = new Map<string, { sum: number; hits: number }>();
   const add = (m: Map<string, { sum: number; hits: number }>, k: string, pos: number): void => {

@@ -7,13 +7,14 @@
  * POST /v1/sessions/<id>/next, GET /healthz, GET /metrics.
  * /healthz and /metrics need no token (they reveal no image data). Not here: request logic (handlers.ts).
  */
-import { timingSafeEqual } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
+import type { LayerLimits } from '../layers/limits.js';
 import { type Logger, nullLogger } from '../log.js';
 import type { CredentialProvider } from '../oci/auth.js';
 import { RegistryClient } from '../oci/client.js';
@@ -32,12 +33,35 @@ import { SESSIONS_ROUTE } from '../protocol/constants.js';
 import { handleSessionNext } from './session-handlers.js';
 import { SessionRegistry } from './session/registry.js';
 import { StagingArea } from './staging.js';
+import { Semaphore } from './semaphore.js';
+import { DEFAULT_GC_MIN_AGE_MS, collectGarbage } from './gc.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
 export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
 
 /** ms that close() lets running streams finish before destroying their sockets. */
 export const CLOSE_GRACE_MS = 5000;
+/*
+ * Request header and whole-request deadlines are Node's defaults, set explicitly so they stay: 60 s
+ * and 300 s (slowloris). Shorter values (30 s / 120 s) made Node's periodic connection check answer
+ * 408 to a keep-alive client of a long test run under load (proxy-first-contact), so they stay.
+ */
+export const HEADERS_TIMEOUT_MS = 60_000;
+export const REQUEST_TIMEOUT_MS = 300_000;
+/** An idle keep-alive connection is closed after this, ms (Node's default). */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * A socket with no byte moving either way for this long is closed, ms: a client that stops reading a
+ * stream (or a half-open peer) cannot pin it and its buffers forever. Generous because a first
+ * request legitimately waits, silent, while a large image is indexed.
+ */
+export const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
+/** Trace uploads read and stored at once; more wait (up to MAX_QUEUED_TRACE_UPLOADS, then 503). */
+export const MAX_CONCURRENT_TRACE_UPLOADS = 2;
+/** Trace uploads waiting for a slot before new ones are refused with SL_ERR_PROXY_BUSY. */
+export const MAX_QUEUED_TRACE_UPLOADS = 16;
+/** Default ProxyOptions.maxConnections. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
 
 export interface ProxyOptions {
   /** Upstream registries as URLs (http://127.0.0.1:5000) or host[:port]; the first is the default. */
@@ -53,8 +77,21 @@ export interface ProxyOptions {
   stagingBytes?: number;
   /** Layer passes at once. Default DEFAULT_INDEX_CONCURRENCY. */
   indexConcurrency?: number;
+  /** Bounds on reading one layer (src/layers/limits.ts); unset ones take the defaults. */
+  layerLimits?: Partial<LayerLimits>;
+  /** Client connections at once; more are refused at accept. Default DEFAULT_MAX_CONNECTIONS. */
+  maxConnections?: number;
+  /** Socket idle timeout, ms (tests shorten it). Default SOCKET_IDLE_TIMEOUT_MS. */
+  socketIdleMs?: number;
+  /** Unreferenced layers indexed longer ago than this are collected at start (gc.ts). Default DEFAULT_GC_MIN_AGE_MS. */
+  gcMinAgeMs?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
+  /**
+   * Tokens that may upload traces (POST /v1/traces), the 'trace' scope of the token file. Undefined:
+   * the same as `tokens`. With tokens configured, an upload needs one of these.
+   */
+  traceTokens?: string[];
   /** PEM cert and key: serve HTTPS. */
   tls?: { cert: Buffer; key: Buffer };
   /** Platform for requests that name none (default linux/amd64). */
@@ -94,20 +131,36 @@ function authorized(req: IncomingMessage, tokens: Buffer[]): boolean {
   return tokens.some((t) => t.length === got.length && timingSafeEqual(t, got));
 }
 
+/**
+ * Who sent a request, for bounding what one party may store (traces): a digest of its bearer token
+ * when it sent one, else its peer address. Never a claim from the body.
+ */
+function requester(req: IncomingMessage): string {
+  const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (m !== null) return `token:${createHash('sha256').update(m[1]!).digest('hex').slice(0, 16)}`;
+  return `addr:${req.socket.remoteAddress ?? '?'}`;
+}
+
 export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const logger = (o.logger ?? nullLogger).child({ component: 'proxy' });
-  mkdirSync(o.dataDir, { recursive: true });
+  try {
+    mkdirSync(o.dataDir, { recursive: true });
+  } catch (err) {
+    throw new StarlightError('SL_ERR_CONFIG', `--data ${o.dataDir} cannot be used as a directory: ${(err as Error).message}`, { cause: err, details: { option: 'data', value: o.dataDir } });
+  }
   const regs = o.registries.map(registryHost);
   if (regs.length === 0) throw new StarlightError('SL_ERR_CONFIG', 'at least one --registry is required');
   const store = new MetadataStore(join(o.dataDir, STORE_FILE));
+  const collected = collectGarbage(store, Date.now(), o.gcMinAgeMs ?? DEFAULT_GC_MIN_AGE_MS, logger);
   let cache: ContentCache | undefined;
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
+  for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger, credentials: o.credentials });
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }));
-  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency });
+  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits });
   const sessions = new SessionRegistry();
   const ctx: HandlerContext = {
     store,
@@ -123,6 +176,12 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     sessions,
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
+  const traceTokens = (o.traceTokens ?? o.tokens ?? []).map((t) => Buffer.from(t));
+  /** Auth is on as soon as any token is configured; a route then needs a token of its own scope. */
+  const authOn = tokens.length + traceTokens.length > 0;
+  const allowed = (req: IncomingMessage, scope: Buffer[]): boolean => !authOn || (scope.length > 0 && authorized(req, scope));
+  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
+  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://proxy');
@@ -135,7 +194,16 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render());
       return;
     }
-    if (!authorized(req, tokens)) {
+    if (path === TRACES_ROUTE && req.method === 'POST') {
+      if (!allowed(req, traceTokens)) {
+        throw new StarlightError('SL_ERR_PROXY_UNAUTHORIZED', `uploading traces needs a bearer token with the 'trace' scope`, { details: { path, scope: 'trace' } });
+      }
+      if (uploads.waiting >= MAX_QUEUED_TRACE_UPLOADS) {
+        throw new StarlightError('SL_ERR_PROXY_BUSY', `too many trace uploads at once (${MAX_CONCURRENT_TRACE_UPLOADS} running, ${uploads.waiting} waiting); retry later`, { details: { path } });
+      }
+      return uploads.run(() => handleTracesPost(ctx, req, res, requester(req)));
+    }
+    if (!allowed(req, tokens)) {
       throw new StarlightError('SL_ERR_PROXY_UNAUTHORIZED', `missing or wrong bearer token for ${path}`, { details: { path } });
     }
     if (path === '/v1/delta' && req.method === 'GET') return handleDelta(ctx, req, res, url);
@@ -144,7 +212,6 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (path.startsWith(`${SESSIONS_ROUTE}/`) && path.endsWith('/next') && req.method === 'POST') {
       return handleSessionNext(sessions, req, res, decodeURIComponent(path.slice(SESSIONS_ROUTE.length + 1, -'/next'.length)));
     }
-    if (path === TRACES_ROUTE && req.method === 'POST') return handleTracesPost(ctx, req, res);
     if (path === TRACES_ROUTE && req.method === 'GET') return handleTracesGet(ctx, req, res, url);
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no route ${req.method ?? '?'} ${path}`, { details: { path } });
   };
@@ -155,7 +222,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       sendError(res, err, 'starlight-proxy');
     });
   };
-  const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, onRequest) : createHttpServer(onRequest);
+  const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS };
+  const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key, ...limits }, onRequest) : createHttpServer(limits, onRequest);
+  server.maxConnections = o.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  // 'timeout' fires after socketIdleMs without a byte in or out; the default handler would keep it open.
+  server.setTimeout(o.socketIdleMs ?? SOCKET_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) =>
       reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${o.host}:${o.port}: ${err.message}`, { cause: err, details: { listen: `${o.host}:${o.port}` } })),

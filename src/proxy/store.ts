@@ -62,6 +62,18 @@ export interface StoredTrace {
   /** Insertion order (higher = newer). */
   id: number;
   entries: TraceUploadEntry[];
+  /** TraceMeta.worker of its upload (the proxy stores the authenticated uploader there). */
+  worker?: string;
+}
+
+/** Bounds applied by addTraces after storing an upload. */
+export interface TraceKeep {
+  /** Newest traces kept per (image, group). */
+  perGroup: number;
+  /** Newest traces kept per (image, group, worker); one uploader cannot flush the others out. */
+  perWorker?: number;
+  /** Groups kept per image (those with the newest traces); older groups' traces are deleted. */
+  groups?: number;
 }
 
 export interface ImageRecord {
@@ -278,9 +290,12 @@ export class MetadataStore {
   /**
    * Stores the traces of one upload (all of image `meta.manifestDigest`) and records which layers that
    * image is made of (for related-image fallback). Keeps only the newest `keep` traces per
-   * (image, group). Returns the number of traces stored.
+   * (image, group) (a number: TraceKeep.perGroup), and the other TraceKeep bounds. Returns the
+   * number of traces stored.
    */
-  addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keep: number): number {
+  addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keepOpt: number | TraceKeep): number {
+    const keepAll: TraceKeep = typeof keepOpt === 'number' ? { perGroup: keepOpt } : keepOpt;
+    const keep = keepAll.perGroup;
     const grp = meta.group ?? '';
     this.db.transaction(() => {
       const ins = this.q(
@@ -293,6 +308,15 @@ export class MetadataStore {
       for (const l of layers) lay.run(l, meta.manifestDigest);
       this.q('DELETE FROM traces WHERE manifest_digest = ? AND grp = ? AND id NOT IN (SELECT id FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?)')
         .run(meta.manifestDigest, grp, meta.manifestDigest, grp, keep);
+      if (keepAll.perWorker !== undefined && meta.worker !== undefined) {
+        this.q(
+          'DELETE FROM traces WHERE manifest_digest = ? AND grp = ? AND worker = ? AND id NOT IN (SELECT id FROM traces WHERE manifest_digest = ? AND grp = ? AND worker = ? ORDER BY id DESC LIMIT ?)',
+        ).run(meta.manifestDigest, grp, meta.worker, meta.manifestDigest, grp, meta.worker, keepAll.perWorker);
+      }
+      if (keepAll.groups !== undefined) {
+        this.q('DELETE FROM traces WHERE manifest_digest = ? AND grp NOT IN (SELECT grp FROM traces WHERE manifest_digest = ? GROUP BY grp ORDER BY MAX(id) DESC LIMIT ?)')
+          .run(meta.manifestDigest, meta.manifestDigest, keepAll.groups);
+      }
     })();
     return traces.length;
   }
@@ -302,16 +326,16 @@ export class MetadataStore {
    * every group when `group` is undefined.
    */
   traces(manifests: readonly string[], group: string | undefined, limit: number): StoredTrace[] {
-    const rows: { id: number; entries: string }[] = [];
+    const rows: { id: number; entries: string; worker: string | null }[] = [];
     for (const m of manifests) {
       const r =
         group === undefined
-          ? this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? ORDER BY id DESC LIMIT ?').all(m, limit)
-          : this.q('SELECT id, entries FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?').all(m, group, limit);
-      rows.push(...(r as { id: number; entries: string }[]));
+          ? this.q('SELECT id, entries, worker FROM traces WHERE manifest_digest = ? ORDER BY id DESC LIMIT ?').all(m, limit)
+          : this.q('SELECT id, entries, worker FROM traces WHERE manifest_digest = ? AND grp = ? ORDER BY id DESC LIMIT ?').all(m, group, limit);
+      rows.push(...(r as { id: number; entries: string; worker: string | null }[]));
     }
     rows.sort((a, b) => b.id - a.id);
-    return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[] }));
+    return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[], ...(r.worker !== null ? { worker: r.worker } : {}) }));
   }
 
   /** Every image with at least one stored trace; sorted. */
@@ -329,6 +353,54 @@ export class MetadataStore {
     for (const d of diffIDs) for (const r of st.all(d) as { manifest_digest: string }[]) out.add(r.manifest_digest);
     out.delete(self);
     return [...out].sort();
+  }
+
+  /**
+   * Garbage collection of what no image references (issue 14), in one transaction:
+   * - manifests no `images` row points at;
+   * - layers no remaining manifest lists, indexed more than `minAgeMs` before `now` (a worker may
+   *   still read a superseded image lazily for a while);
+   * - content rows whose source layer was deleted: re-pointed to `newSource(digest, keptLayers)` (a
+   *   remaining layer holding the same content; called synchronously, at most once per such row) or,
+   *   if it returns undefined, deleted;
+   * - traces of repositories no `images` row belongs to, and trace_layers rows of images without traces.
+   * Returns counts, and the digests of deleted content rows that were cached (the caller removes their
+   * files; the content cache must not be open yet, or must forget them).
+   */
+  collectUnreferenced(
+    now: number,
+    minAgeMs: number,
+    newSource: (digest: string, keptLayers: readonly string[]) => string | undefined,
+  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[] } {
+    return this.db.transaction(() => {
+      const manifests = this.q('DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)').run().changes;
+      const listed = new Set<string>();
+      for (const r of this.q('SELECT diff_ids FROM manifests').all() as { diff_ids: string }[]) for (const d of JSON.parse(r.diff_ids) as string[]) listed.add(d);
+      const all = this.q('SELECT diff_id, indexed_at FROM layers').all() as { diff_id: string; indexed_at: number }[];
+      const doomed = new Set(all.filter((l) => !listed.has(l.diff_id) && l.indexed_at <= now - minAgeMs).map((l) => l.diff_id));
+      const kept = all.filter((l) => !doomed.has(l.diff_id)).map((l) => l.diff_id);
+      const delLayer = this.q('DELETE FROM layers WHERE diff_id = ?');
+      for (const d of doomed) delLayer.run(d);
+      let contents = 0;
+      const removedCached: string[] = [];
+      const repoint = this.q('UPDATE contents SET source_diff_id = ? WHERE digest = ?');
+      const delContent = this.q('DELETE FROM contents WHERE digest = ?');
+      const orphans = (this.q('SELECT digest, source_diff_id, cached FROM contents').all() as { digest: string; source_diff_id: string; cached: number }[]).filter((c) =>
+        doomed.has(c.source_diff_id),
+      );
+      for (const c of orphans) {
+        const to = newSource(c.digest, kept);
+        if (to !== undefined) repoint.run(to, c.digest);
+        else {
+          delContent.run(c.digest);
+          contents++;
+          if (c.cached === 1) removedCached.push(c.digest);
+        }
+      }
+      const traces = this.q('DELETE FROM traces WHERE repository NOT IN (SELECT repository FROM manifests WHERE digest IN (SELECT manifest_digest FROM images))').run().changes;
+      this.q('DELETE FROM trace_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM traces)').run();
+      return { manifests, layers: doomed.size, contents, traces, removedCached };
+    })();
   }
 
   close(): void {

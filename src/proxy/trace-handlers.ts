@@ -50,7 +50,8 @@ function sendJson(res: ServerResponse, value: unknown): void {
   res.end(body);
 }
 
-export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** POST /v1/traces; `uploader` is who sent it (server.ts: token digest or peer address). */
+export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, uploader?: string): Promise<void> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') {
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `POST /v1/traces needs content-type application/json, got ${type || 'none'}`, {
@@ -58,7 +59,7 @@ export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage
     });
   }
   const body = validateTraceUpload(await readJsonBody(req, MAX_TRACE_BODY_BYTES, 'trace upload'));
-  const accepted = ctx.priority.record(body, Date.now());
+  const accepted = ctx.priority.record(body, Date.now(), uploader);
   ctx.metrics.tracesAccepted += accepted;
   ctx.logger.info('traces-accepted', {
     manifestDigest: body.manifestDigest,

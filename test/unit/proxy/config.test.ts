@@ -2,7 +2,7 @@ import test from 'ava';
 import { parseListen, parseSize, resolveProxyConfig, parseTokenFile, DEFAULT_DATA_DIR } from '../../../src/proxy/config.js';
 
 const files: Record<string, string> = {
-  '/etc/sl.env': '# proxy\nREGISTRY=file.example:5000\nLISTEN=0.0.0.0:9000\nCACHE_SIZE="2GiB"\nSTARLIGHT_PROXY_DATA=/srv/file\n',
+  '/etc/sl.env': '# proxy\nREGISTRY=file.example:5000\nLISTEN=0.0.0.0:9000\nINSECURE=true\nCACHE_SIZE="2GiB"\nSTARLIGHT_PROXY_DATA=/srv/file\n',
   '/etc/bad.env': 'NOT A LINE\n',
   '/etc/unknown.env': 'COLOR=blue\n',
 };
@@ -74,4 +74,55 @@ test('--registry-auth: flag or STARLIGHT_PROXY_REGISTRY_AUTH; unset means the do
   t.is(resolve(['--registry', 'r:1']).registryAuth, undefined);
   t.is(resolve(['--registry', 'r:1', '--registry-auth', '/etc/starlight/auth.json']).registryAuth, '/etc/starlight/auth.json');
   t.is(resolve(['--registry', 'r:1'], { STARLIGHT_PROXY_REGISTRY_AUTH: '/e.json' }).registryAuth, '/e.json');
+});
+
+test('issue 14: --registry must be host[:port] or an http(s) registry root', (t) => {
+  for (const bad of ['ftp://x', 'file:///etc', 'http://', 'https://user:pw@r:5000', 'http://r:5000/v2/', 'r:5000/path', 'http://r?x=1', 'http://r:99999']) {
+    const err = (() => {
+      try {
+        resolve(['--registry', bad]);
+      } catch (e) {
+        return e as { code?: string; details?: Record<string, unknown>; message?: string };
+      }
+      return undefined;
+    })();
+    t.is(err?.code, 'SL_ERR_CONFIG', bad);
+    t.is(err?.details?.option, 'registry', bad);
+    t.regex(err?.message ?? '', /--registry/, bad);
+  }
+  for (const good of ['r', 'r:5000', 'http://127.0.0.1:5000', 'https://registry.example/', '[::1]:5000']) t.notThrows(() => resolve(['--registry', good]), good);
+});
+
+test('issue 14: a non-loopback listen needs TLS and a token, or --insecure', (t) => {
+  const optionOf = (argv: string[], env: Record<string, string> = {}): unknown => {
+    try {
+      resolve(argv, env);
+    } catch (e) {
+      return (e as { details?: Record<string, unknown> }).details?.option;
+    }
+    return undefined;
+  };
+  t.is(optionOf(['--registry', 'r', '--listen', '0.0.0.0:8090']), 'listen');
+  t.is(optionOf(['--registry', 'r', '--listen', '10.0.0.1:8090', '--token-file', '/t']), 'listen');
+  t.is(optionOf(['--registry', 'r', '--listen', '10.0.0.1:8090', '--tls-cert', '/c', '--tls-key', '/k']), 'listen');
+  t.is(optionOf(['--registry', 'r', '--listen', '10.0.0.1:8090', '--tls-cert', '/c', '--tls-key', '/k', '--token-file', '/t']), undefined);
+  t.true(resolve(['--registry', 'r', '--listen', '0.0.0.0:8090', '--insecure']).insecure);
+  t.true(resolve(['--registry', 'r', '--listen', '0.0.0.0:8090'], { STARLIGHT_PROXY_INSECURE: '1' }).insecure);
+  t.is(optionOf(['--registry', 'r', '--insecure=maybe']), 'insecure');
+  t.false(resolve(['--registry', 'r', '--listen', '127.0.0.1:0']).insecure);
+  t.false(resolve(['--registry', 'r', '--listen', '[::1]:0']).insecure);
+});
+
+test('issue 14: layer limits and connection cap are flags, validated', (t) => {
+  const c = resolve(['--registry', 'r', '--max-layer-size', '1GiB', '--max-layer-entries', '5000', '--max-compression-ratio', '0', '--max-zstd-window', '8MiB', '--max-layer-metadata', '64MiB', '--max-connections', '10']);
+  t.deepEqual(c.layerLimits, { maxUncompressedBytes: 1024 ** 3, maxEntries: 5000, maxRatio: 0, maxZstdWindowBytes: 8 * 1024 ** 2, maxMetadataBytes: 64 * 1024 ** 2 });
+  t.is(c.maxConnections, 10);
+  for (const [flag, v] of [['max-layer-size', '0'], ['max-layer-size', 'big'], ['max-layer-entries', '-1'], ['max-layer-entries', '1.5'], ['max-connections', '0'], ['max-zstd-window', 'x'], ['cache-size', '0']]) {
+    try {
+      resolve(['--registry', 'r', `--${flag!}`, v!]);
+      t.fail(`${flag!}=${v!} accepted`);
+    } catch (e) {
+      t.is((e as { details?: Record<string, unknown> }).details?.option, flag, `${flag!}=${v!}`);
+    }
+  }
 });
