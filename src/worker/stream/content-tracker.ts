@@ -7,10 +7,10 @@
  * commitWhole): decoded, verified and stored by a thread of the item pool (item-pool.ts); its readers
  * wake when it is committed (a whole item is never served before it is verified).
  * One ingest per digest at a time (single-flight): a second source for the same digest is told to
- * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
- * are served from the ingest file — or when the content is committed; a digest mismatch (or an item
- * that does not decode) fails every waiter of that digest (EIO for that file only); a waiter not
- * served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ * skip it. A waiter is woken when the content is committed (size and digest verified); a digest
+ * mismatch (or an item that does not decode) fails every waiter of that digest (EIO for that file
+ * only); a waiter not served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged),
+ * never a hang.
  *
  * Queue jumping (docs/protocol.md "Sessions"): a read that parks on an item no source is writing
  * first asks the registered streams (QueueJumper: a receiver whose proxy gave its stream a session)
@@ -18,15 +18,14 @@
  * the item has not started arriving within `queueJumpFallbackMs`, is it fetched out of order (a
  * second transfer competing with the stream for the link).
  *
- * Unverified bytes: only ranges that end before the content's last byte are served from an ingest;
- * a read reaching the last byte waits for the verified commit. So a small file (one read) is never
- * served before its digest is checked, and a whole-file read of a corrupt item ends in EIO (the
- * protocol has per-file digests only; a corrupt item was seen served whole before this rule:
- * test/e2e/mount-faults.test.ts "corrupted item").
- *
- * Path validity: an ingest path is only handed out while the ingest is writing; commit (rename) starts
- * only after finish(), when no more ingest paths are handed out. The FUSE addon opens the path
- * synchronously inside provide(), in the same tick the promise resolved, so it cannot race the rename.
+ * Never unverified bytes (issue 14): no range is served from an ingest file, however far it got; a
+ * read waits for the commit. The protocol has per-file digests only, so bytes of a file still
+ * streaming cannot be checked before the whole file was; serving ranges that end before the last
+ * byte (the rule before) handed a corrupted head of a large file to readers with no error
+ * (test/unit/stream/verified-reads.test.ts, `npm run faults` "bit flip"). The cost, a read of a
+ * large file's head waits for the whole file, is measured in docs/design-notes.md "Verified reads".
+ * Since no unverified byte is ever served, the kernel never caches one: a failed item has nothing to
+ * invalidate (its parked reads get EIO, and a later open finds no content file).
  *
  * Not here: frames and resume (receiver.ts), the HTTP client (proxy-client.ts), storage (cas/).
  */
@@ -79,7 +78,6 @@ export interface QueueJumper {
 }
 
 interface Waiter {
-  end: number;
   resolve: (path: string) => void;
   reject: (err: unknown) => void;
 }
@@ -93,27 +91,26 @@ export class Ingest {
     readonly source: 'stream' | 'fetch',
     /** The CAS writer; null for a whole item (decoded and stored by the item pool at commitWhole). */
     readonly writer: ContentWriter | null,
-    /** Decoded size the source announced; ranges up to (not including) the last byte may be served unverified. */
+    /** Decoded size the source announced: more decoded bytes than this fail the item (write()). */
     readonly expectedSize: number,
   ) {}
-
-  /** Whether a waiter for bytes [.., end) may be answered from the ingest file now. */
-  serves(end: number): boolean {
-    return this.writer !== null && !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
-  }
 
   get writtenBytes(): number {
     return this.writer?.writtenBytes ?? 0;
   }
 
-  /** Path of the ingest file (only while serves() is true for some range). */
-  get ingestPath(): string {
-    return this.writer!.ingestPath;
-  }
-
+  /**
+   * Appends decoded bytes. Fails with SL_ERR_CAS_SIZE_MISMATCH (nothing written) once they would
+   * exceed the announced size: a decompression bomb from a proxy cannot fill the disk.
+   */
   async write(chunk: Uint8Array): Promise<void> {
-    await this.writer!.write(chunk);
-    this.tracker.progressed(this);
+    const writer = this.writer!;
+    if (writer.writtenBytes + chunk.length > this.expectedSize) {
+      throw new StarlightError('SL_ERR_CAS_SIZE_MISMATCH', `content ${this.digest}: decodes to more than the ${this.expectedSize} bytes announced`, {
+        details: { digest: this.digest, expected: this.expectedSize, actual: writer.writtenBytes + chunk.length },
+      });
+    }
+    await writer.write(chunk);
   }
 
   /** Verifies and commits; wakes or fails every waiter of this digest. */
@@ -239,8 +236,6 @@ export class ContentTracker implements ContentProvider {
     const done = this.store.path(digest);
     if (done !== null) return Promise.resolve(done);
     const end = offset + Math.max(0, length);
-    const ing = this.ingests.get(digest);
-    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.ingestPath);
     return new Promise<string>((resolve, reject) => {
       let set = this.waiters.get(digest);
       if (set === undefined) this.waiters.set(digest, (set = new Set()));
@@ -251,7 +246,6 @@ export class ContentTracker implements ContentProvider {
         if (set!.size === 0 && this.waiters.get(digest) === set) this.waiters.delete(digest);
       };
       const w: Waiter = {
-        end,
         resolve: (p) => {
           cleanup();
           resolve(p);
@@ -311,13 +305,6 @@ export class ContentTracker implements ContentProvider {
       const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
       for (const w of [...set]) w.reject(err);
     }
-  }
-
-  /** @internal Ingest → tracker: bytes landed. */
-  progressed(ing: Ingest): void {
-    const set = this.waiters.get(ing.digest);
-    if (set === undefined) return;
-    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.ingestPath);
   }
 
   /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */
