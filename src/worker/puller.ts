@@ -7,10 +7,12 @@
  */
 import { StarlightError } from '../errors.js';
 import { mergeLayers } from '../image/merge.js';
+import { decodeToc } from '../image/toc-codec.js';
 import type { LayerToc, MergedTree } from '../image/toc.js';
 import { nullLogger, type Logger } from '../log.js';
 import type { DeltaHeader } from '../protocol/types.js';
 import type { LayerStore } from './layer-store.js';
+import { checkHeaderImage, checkHeaderItems } from './header-check.js';
 import { PhaseTimer, type Phases } from './phases.js';
 import type { ContentTracker } from './stream/content-tracker.js';
 import type { ProxyClient } from './stream/proxy-client.js';
@@ -64,8 +66,18 @@ export class Puller {
       opts.signal?.removeEventListener('abort', onAbort);
     }
     t.lap('header');
-    await Promise.all(header.layers.map((l) => layers.putToc(l.diffID, l.toc)));
-    const tocs = await this.chainTocs(header);
+    let tocs: LayerToc[];
+    try {
+      checkHeaderImage(header, ref);
+      // Items are checked against the chain before any TOC of this header is stored (and reused).
+      const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
+      checkHeaderItems(header, await this.chainTocs(header, sent), ref);
+      await Promise.all(header.layers.map((l) => layers.putToc(l.diffID, l.toc)));
+      tocs = await this.chainTocs(header);
+    } catch (err) {
+      receiver.close();
+      throw err;
+    }
     t.lap('tocs');
     const tree = mergeLayers(tocs);
     t.lap('merge');
@@ -77,11 +89,11 @@ export class Puller {
     return { header, tocs, tree, receiver, phases: t.phases };
   }
 
-  /** TOCs of the whole chain: from this header, or stored by an earlier pull. */
-  async chainTocs(header: DeltaHeader): Promise<LayerToc[]> {
+  /** TOCs of the whole chain: from `sent` (decoded, not yet stored), stored from this header, or by an earlier pull. */
+  async chainTocs(header: DeltaHeader, sent?: ReadonlyMap<string, LayerToc>): Promise<LayerToc[]> {
     const tocs: LayerToc[] = [];
     for (const d of header.diffIDs) {
-      const toc = await this.opts.layers.toc(d);
+      const toc = sent?.get(d) ?? (await this.opts.layers.toc(d));
       if (toc === undefined) {
         throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `delta of ${header.ref} omits the TOC of layer ${d}, which this worker does not have`, {
           details: { ref: header.ref, diffID: d },
