@@ -17,6 +17,7 @@ import { FuseViewManager } from '../worker/fs/fuse-views.js';
 import { cleanupStaleMount, fuseMountsAt } from '../worker/fs/mountinfo.js';
 import { LayerStore } from '../worker/layer-store.js';
 import { Puller } from '../worker/puller.js';
+import { privateDir } from '../worker/private-dir.js';
 import { ContentTracker } from '../worker/stream/content-tracker.js';
 import { ProxyClient } from '../worker/stream/proxy-client.js';
 import { createProgress, formatBytes } from './progress.js';
@@ -65,6 +66,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   if ((await cleanupStaleMount(dir)) === 'cleaned') log.warn('stale-mount-cleaned', { mountpoint: dir });
   await mkdir(dir, { recursive: true });
 
+  for (const d of ['content', 'layers']) await privateDir(join(root, d));
   const store = await new LocalContentStore(join(root, 'content')).open();
   const layers = await new LayerStore(join(root, 'layers')).open();
   const client = new ProxyClient({ url: values.proxy, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN });

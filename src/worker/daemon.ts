@@ -21,6 +21,7 @@ import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { LayerStore } from './layer-store.js';
 import { Puller } from './puller.js';
+import { privateDir } from './private-dir.js';
 import { ContentTracker } from './stream/content-tracker.js';
 import { ProxyClient } from './stream/proxy-client.js';
 import { mountsUnder } from './snapshotter/mountinfo.js';
@@ -38,6 +39,8 @@ export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 /** Directory of recorded startup traces under the root (kept until uploaded). */
 const TRACES_DIR = 'traces';
+/** Worker state other local users must not read (content of every image, TOCs, traces): 0700. */
+const PRIVATE_SUBDIRS = ['content', 'layers', 'images', TRACES_DIR];
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -166,6 +169,7 @@ export class WorkerDaemon {
         start: async () => {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
+          for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
           const store = await new LocalContentStore(join(o.root, 'content')).open();
           const layers = await new LayerStore(join(o.root, 'layers')).open();
           const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));

@@ -52,31 +52,33 @@ export class Puller {
     const t = new PhaseTimer();
     const have = await layers.completeLayers();
     t.lap('have');
-    const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log, retryBeforeHeader: opts.resume });
+    // Checked once, before any item of the header is taken in (the receiver awaits it): a header
+    // that does not match the image stores nothing, and large files' chunk digests are known before
+    // their first bytes arrive (content-tracker.ts).
+    let accepted: Promise<LayerToc[]> | undefined;
+    const accept = (h: DeltaHeader): Promise<LayerToc[]> => (accepted ??= this.accept(h, ref));
+    const receiver = new DeltaReceiver({
+      client,
+      tracker,
+      request: { ref, have, platform },
+      log: this.log,
+      retryBeforeHeader: opts.resume,
+      beforeItems: (h) => accept(h).then(() => undefined),
+    });
     const onAbort = (): void => receiver.close();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     if (opts.signal?.aborted) receiver.close();
     let header: DeltaHeader;
+    let tocs: LayerToc[];
     try {
       header = await receiver.header;
+      t.lap('header');
+      tocs = await accept(header);
     } catch (err) {
       receiver.close();
       throw err;
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
-    }
-    t.lap('header');
-    let tocs: LayerToc[];
-    try {
-      checkHeaderImage(header, ref);
-      // Items are checked against the chain before any TOC of this header is stored (and reused).
-      const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
-      checkHeaderItems(header, await this.chainTocs(header, sent), ref);
-      await Promise.all(header.layers.map((l) => layers.putToc(l.diffID, l.toc)));
-      tocs = await this.chainTocs(header);
-    } catch (err) {
-      receiver.close();
-      throw err;
     }
     t.lap('tocs');
     const tree = mergeLayers(tocs);
@@ -87,6 +89,18 @@ export class Puller {
     );
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, phases: t.phases };
+  }
+
+  /** Checks `header` against the image asked for, stores its TOCs, registers chunk digests; the chain's TOCs. */
+  private async accept(header: DeltaHeader, ref: string): Promise<LayerToc[]> {
+    checkHeaderImage(header, ref);
+    // Items are checked against the chain before any TOC of this header is stored (and reused).
+    const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
+    checkHeaderItems(header, await this.chainTocs(header, sent), ref);
+    await Promise.all(header.layers.map((l) => this.opts.layers.putToc(l.diffID, l.toc)));
+    const tocs = await this.chainTocs(header);
+    for (const toc of tocs) for (const e of toc.entries) if (e.chunks !== undefined && e.digest !== undefined) this.opts.tracker.addChunkDigests(e.digest, e.chunks);
+    return tocs;
   }
 
   /** TOCs of the whole chain: from `sent` (decoded, not yet stored), stored from this header, or by an earlier pull. */

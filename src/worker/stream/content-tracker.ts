@@ -18,14 +18,20 @@
  * the item has not started arriving within `queueJumpFallbackMs`, is it fetched out of order (a
  * second transfer competing with the stream for the link).
  *
- * Never unverified bytes (issue 14): no range is served from an ingest file, however far it got; a
- * read waits for the commit. The protocol has per-file digests only, so bytes of a file still
- * streaming cannot be checked before the whole file was; serving ranges that end before the last
- * byte (the rule before) handed a corrupted head of a large file to readers with no error
- * (test/unit/stream/verified-reads.test.ts, `npm run faults` "bit flip"). The cost, a read of a
- * large file's head waits for the whole file, is measured in docs/design-notes.md "Verified reads".
- * Since no unverified byte is ever served, the kernel never caches one: a failed item has nothing to
- * invalidate (its parked reads get EIO, and a later open finds no content file).
+ * Never unverified bytes (issue 14): a range of a file still streaming is served from its ingest file
+ * only once every byte of it is verified, which needs the file's chunk digests (TocEntry.chunks, TOC
+ * version 2, registered with addChunkDigests by the puller): each CHUNK_BYTES piece is hashed as it
+ * arrives and compared before it is written, a bad piece fails the item at once (readers get EIO). A
+ * file without chunk digests (small, or indexed before version 2) is served only once committed.
+ * Serving unverified ranges (the rule before) handed a corrupted head of a large file to readers with
+ * no error (test/unit/stream/verified-reads.test.ts, `npm run faults` "bit flip"). Cost and figures:
+ * docs/design-notes.md "Verified reads". Since no unverified byte is ever served, the kernel never
+ * caches one: a failed item has nothing to invalidate (its parked reads get EIO; the bytes served
+ * before were verified).
+ *
+ * Path validity: an ingest path is only handed out while the ingest is writing; commit (rename) starts
+ * only after finish(), when no more ingest paths are handed out. The FUSE addon opens the path
+ * synchronously inside provide(), in the same tick the promise resolved, so it cannot race the rename.
  *
  * Not here: frames and resume (receiver.ts), the HTTP client (proxy-client.ts), storage (cas/).
  */
@@ -34,6 +40,8 @@ import { nullLogger, type Logger } from '../../log.js';
 import type { ContentWriter, LocalContentStore } from '../cas/store.js';
 import type { ContentProvider } from '../fs/view.js';
 import type { Encoding } from '../../protocol/constants.js';
+import { ChunkHasher } from '../../image/chunks.js';
+import { CHUNK_BYTES, CHUNK_DIGEST_BYTES, chunkCount } from '../../image/toc.js';
 import { ItemDecoder } from './item-decoder.js';
 import { ItemPool } from './item-pool.js';
 import type { ContentResponse } from './proxy-client.js';
@@ -78,6 +86,7 @@ export interface QueueJumper {
 }
 
 interface Waiter {
+  end: number;
   resolve: (path: string) => void;
   reject: (err: unknown) => void;
 }
@@ -85,6 +94,10 @@ interface Waiter {
 /** One content being written. */
 export class Ingest {
   finished = false;
+  /** Bytes [0, verifiedBytes) are on disk and match their chunk digests. */
+  private verifiedBytes = 0;
+  private readonly chunkHasher: ChunkHasher | null;
+
   constructor(
     private readonly tracker: ContentTracker,
     readonly digest: string,
@@ -93,10 +106,34 @@ export class Ingest {
     readonly writer: ContentWriter | null,
     /** Decoded size the source announced: more decoded bytes than this fail the item (write()). */
     readonly expectedSize: number,
-  ) {}
+    /** The content's chunk digests (TocEntry.chunks), if known: ranges are served once verified. */
+    chunks?: Uint8Array,
+  ) {
+    this.chunkHasher =
+      writer !== null && chunks !== undefined && chunks.length === chunkCount(expectedSize) * CHUNK_DIGEST_BYTES && chunks.length > 0
+        ? new ChunkHasher((i, d) => {
+            const want = chunks.subarray(i * CHUNK_DIGEST_BYTES, (i + 1) * CHUNK_DIGEST_BYTES);
+            if (!d.equals(want)) {
+              throw new StarlightError('SL_ERR_CAS_DIGEST_MISMATCH', `content ${digest}: chunk ${i} (bytes ${i * CHUNK_BYTES}-${Math.min(expectedSize, (i + 1) * CHUNK_BYTES)}) does not match its TOC digest`, {
+                details: { digest, chunk: i },
+              });
+            }
+          })
+        : null;
+  }
+
+  /** Whether a waiter for bytes [.., end) may be answered from the ingest file now (all verified). */
+  serves(end: number): boolean {
+    return this.writer !== null && !this.finished && end <= this.verifiedBytes;
+  }
 
   get writtenBytes(): number {
     return this.writer?.writtenBytes ?? 0;
+  }
+
+  /** Path of the ingest file (only while serves() is true for some range). */
+  get ingestPath(): string {
+    return this.writer!.ingestPath;
   }
 
   /**
@@ -110,7 +147,17 @@ export class Ingest {
         details: { digest: this.digest, expected: this.expectedSize, actual: writer.writtenBytes + chunk.length },
       });
     }
+    // Verified before it is written: a bad chunk never reaches the disk, let alone a reader.
+    const h = this.chunkHasher;
+    if (h !== null) {
+      h.update(chunk);
+      if (writer.writtenBytes + chunk.length === this.expectedSize) h.finish();
+    }
     await writer.write(chunk);
+    if (h !== null && h.completedBytes > this.verifiedBytes) {
+      this.verifiedBytes = h.completedBytes;
+      this.tracker.progressed(this);
+    }
   }
 
   /** Verifies and commits; wakes or fails every waiter of this digest. */
@@ -170,6 +217,8 @@ export class ContentTracker implements ContentProvider {
   private readonly queueJumpFallbackMs: number;
   private readonly log: Logger;
   private itemPool: ItemPool | undefined;
+  /** Chunk digests by content digest (addChunkDigests). */
+  private readonly chunkDigests = new Map<string, Uint8Array>();
 
   constructor(
     readonly store: LocalContentStore,
@@ -195,6 +244,14 @@ export class ContentTracker implements ContentProvider {
   }
 
   /**
+   * Registers the chunk digests (TocEntry.chunks) of content `digest`, from a TOC the worker checked:
+   * its ranges can then be served as they are verified, before the whole content is.
+   */
+  addChunkDigests(digest: string, chunks: Uint8Array): void {
+    if (!this.chunkDigests.has(digest)) this.chunkDigests.set(digest, chunks);
+  }
+
+  /**
    * Starts an ingest of `size` decoded bytes (as the source announced it), or returns null when the
    * digest is present or already being written.
    */
@@ -209,7 +266,7 @@ export class ContentTracker implements ContentProvider {
       await writer.abort();
       return null;
     }
-    const ing = new Ingest(this, digest, source, writer, size);
+    const ing = new Ingest(this, digest, source, writer, size, this.chunkDigests.get(digest));
     this.ingests.set(digest, ing);
     this.arrivingNow(digest);
     return ing;
@@ -236,6 +293,8 @@ export class ContentTracker implements ContentProvider {
     const done = this.store.path(digest);
     if (done !== null) return Promise.resolve(done);
     const end = offset + Math.max(0, length);
+    const ing = this.ingests.get(digest);
+    if (ing !== undefined && ing.serves(end)) return Promise.resolve(ing.ingestPath);
     return new Promise<string>((resolve, reject) => {
       let set = this.waiters.get(digest);
       if (set === undefined) this.waiters.set(digest, (set = new Set()));
@@ -246,6 +305,7 @@ export class ContentTracker implements ContentProvider {
         if (set!.size === 0 && this.waiters.get(digest) === set) this.waiters.delete(digest);
       };
       const w: Waiter = {
+        end,
         resolve: (p) => {
           cleanup();
           resolve(p);
@@ -305,6 +365,13 @@ export class ContentTracker implements ContentProvider {
       const err = new StarlightError('SL_ERR_CANCELED', `worker closing; read of ${digest} abandoned`, { details: { digest } });
       for (const w of [...set]) w.reject(err);
     }
+  }
+
+  /** @internal Ingest → tracker: more bytes verified. */
+  progressed(ing: Ingest): void {
+    const set = this.waiters.get(ing.digest);
+    if (set === undefined) return;
+    for (const w of [...set]) if (ing.serves(w.end)) w.resolve(ing.ingestPath);
   }
 
   /** @internal Ingest → tracker: committed (err undefined), failed (err), or aborted (err null). */

@@ -3,11 +3,16 @@
  * checked. A stream whose item is corrupted early (a bit flip in the first KiB of a large file) must
  * not satisfy a read of the first 4 KiB from its ingest file while the rest is still arriving; the
  * read waits, then fails with the digest mismatch (EIO at the FUSE boundary) when the item ends.
- * Failed before the fix (ranges ending before the last byte were served from the ingest file).
+ * With the file's chunk digests (TOC version 2) the head is served as soon as its chunk is verified,
+ * and a bad chunk fails the item at once. The first two tests failed before the fix (ranges ending
+ * before the last byte were served from the ingest file).
  */
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { setImmediate as tick } from 'node:timers/promises';
+import { readFileSync } from 'node:fs';
+import { ChunkDigests } from '../../../src/image/chunks.js';
+import { CHUNK_BYTES } from '../../../src/image/toc.js';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
 import { tempDir } from '../../helpers/tmp.js';
@@ -91,5 +96,66 @@ test('an item that decodes to more than its announced size fails before the exce
   await t.throwsAsync(tracker.waitFor(digest, 0, 4096), { code: 'SL_ERR_CAS_SIZE_MISMATCH' } as never);
   t.is(fetches, 1, 'a bad item is not fetched again in a loop');
   t.deepEqual(readdirSync(store.ingestDir), [], 'the ingest file was dropped');
+  t.is(tracker.locate(digest), null);
+});
+
+function chunksOf(data: Buffer): Uint8Array {
+  const c = new ChunkDigests();
+  c.update(data);
+  return c.finish();
+}
+
+test('with chunk digests, the head of a large item is served once its chunk is verified, before the item ends', async (t) => {
+  const store = await new LocalContentStore(tempDir(t)).open();
+  const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
+  t.teardown(() => tracker.close());
+  const data = randomBytes(SIZE);
+  const digest = digestOf(data);
+  tracker.addChunkDigests(digest, chunksOf(data));
+  const ing = (await tracker.begin(digest, 'stream', SIZE))!;
+  let answeredAt = -1;
+  let written = 0;
+  const read = tracker.waitFor(digest, 0, 4096).then((p) => {
+    answeredAt = written;
+    return readFileSync(p).subarray(0, 4096);
+  });
+  for (let o = 0; o < SIZE; o += CHUNK) {
+    written = o + CHUNK; // the bytes written once this write() resolves
+    await ing.write(data.subarray(o, o + CHUNK));
+    await tick();
+  }
+  t.deepEqual(await read, data.subarray(0, 4096), 'the right bytes');
+  t.is(answeredAt, CHUNK_BYTES, 'answered as soon as the first chunk was verified');
+  await ing.finish(SIZE);
+  t.is(tracker.locate(digest) !== null, true);
+});
+
+test('with chunk digests, a bit flip in the first chunk fails the item when that chunk ends; nothing is served', async (t) => {
+  const store = await new LocalContentStore(tempDir(t)).open();
+  const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
+  t.teardown(() => tracker.close());
+  const data = randomBytes(SIZE);
+  const digest = digestOf(data);
+  tracker.addChunkDigests(digest, chunksOf(data));
+  const bad = Buffer.from(data);
+  bad[100]! ^= 0x01;
+  const ing = (await tracker.begin(digest, 'stream', SIZE))!;
+  let answered = false;
+  const read = tracker.waitFor(digest, 0, 4096).then(() => void (answered = true));
+  read.catch(() => {});
+  let failedAt = -1;
+  for (let o = 0; o < SIZE; o += CHUNK) {
+    try {
+      await ing.write(bad.subarray(o, o + CHUNK));
+    } catch (err) {
+      t.is((err as { code?: string }).code, 'SL_ERR_CAS_DIGEST_MISMATCH');
+      failedAt = o + CHUNK;
+      await ing.fail(err);
+      break;
+    }
+  }
+  t.is(failedAt, CHUNK_BYTES, 'refused when the first chunk completed, not at the end of the item');
+  await t.throwsAsync(read, { code: 'SL_ERR_CAS_DIGEST_MISMATCH' } as never);
+  t.false(answered);
   t.is(tracker.locate(digest), null);
 });
