@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { LocalContentStore } from '../worker/cas/store.js';
+import { checkAfterUncleanStop, markCleanStop } from '../worker/cas/unclean-stop.js';
 import { FuseViewManager } from '../worker/fs/fuse-views.js';
 import { cleanupStaleMount, fuseMountsAt } from '../worker/fs/mountinfo.js';
 import { LayerStore } from '../worker/layer-store.js';
@@ -68,6 +69,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
 
   for (const d of ['content', 'layers']) await privateDir(join(root, d));
   const store = await new LocalContentStore(join(root, 'content')).open();
+  await checkAfterUncleanStop(store, log);
   const layers = await new LayerStore(join(root, 'layers')).open();
   const client = new ProxyClient({ url: values.proxy, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN });
   const tracker = new ContentTracker(store, {
@@ -104,6 +106,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
     tracker.close();
     await views.close();
     client.close();
+    await markCleanStop(store, log);
   }
   return 0;
 }

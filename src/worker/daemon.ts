@@ -15,6 +15,7 @@ import { StarlightError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
 import { serveApi, type ApiServer, type DaemonStatus, type TraceRequest, type TraceStatus } from './api/server.js';
 import { LocalContentStore } from './cas/store.js';
+import { checkAfterUncleanStop, markCleanStop } from './cas/unclean-stop.js';
 import type { ViewManager } from './fs/view.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
 import { ImageRecords } from './images/records.js';
@@ -151,6 +152,7 @@ export class WorkerDaemon {
   api: ApiServer | undefined;
   images: ImageService | undefined;
   private tracker: ContentTracker | undefined;
+  private store: LocalContentStore | undefined;
   private client: ProxyClient | undefined;
   private views: ViewManager | undefined;
   private resolver: RemoteLayerResolver | undefined;
@@ -170,7 +172,8 @@ export class WorkerDaemon {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
           for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
-          const store = await new LocalContentStore(join(o.root, 'content')).open();
+          const store = (this.store = await new LocalContentStore(join(o.root, 'content')).open());
+          await checkAfterUncleanStop(store, log);
           const layers = await new LayerStore(join(o.root, 'layers')).open();
           const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));
           const tracker = (this.tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (d, s) => client.content(d, s), log }));
@@ -210,6 +213,7 @@ export class WorkerDaemon {
           this.images?.close();
           this.tracker?.close();
           this.client?.close();
+          if (this.store) await markCleanStop(this.store, o.log);
         },
       },
       {
