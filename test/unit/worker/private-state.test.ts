@@ -55,3 +55,17 @@ test('the API server socket is 0660 and answers', async (t) => {
   });
   t.is(status, 200);
 });
+
+test('the trace spool keeps at most its bound, dropping the oldest traces', async (t) => {
+  const { TraceSpool } = await import('../../../src/worker/trace/spool.js');
+  const { readdirSync } = await import('node:fs');
+  const spool = await new TraceSpool(join(tempDir(t), 'traces')).open();
+  const body = (startedAt: number) =>
+    ({ version: 1, ref: 'r/x:1', manifestDigest: 'sha256:' + 'a'.repeat(64), platform: 'linux/amd64', traces: [{ startedAt, windowMs: 0, entries: [{ path: 'a', ms: 0 }] }] }) as never;
+  for (let i = 0; i < 12; i++) await spool.save(body(1_000_000 + i));
+  t.is(await spool.prune(5), 7);
+  const left = readdirSync(spool.dir).sort();
+  t.is(left.length, 5);
+  t.true(left[0]!.startsWith('1000007-'), 'the newest are kept');
+  t.is(modeOf(spool.dir), 0o700);
+});
