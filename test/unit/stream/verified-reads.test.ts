@@ -7,7 +7,7 @@
  * and a bad chunk fails the item at once. The first two tests failed before the fix (ranges ending
  * before the last byte were served from the ingest file).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { setImmediate as tick } from 'node:timers/promises';
 import { readFileSync } from 'node:fs';
@@ -21,12 +21,19 @@ const SIZE = 4 << 20;
 const CHUNK = 64 << 10;
 const digestOf = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-test('a read of the head of a corrupted, still-streaming item is never answered with its bytes', async (t) => {
+/** A tracker over a fresh store and SIZE random bytes (with their chunk digests registered if `chunked`). */
+async function setup(t: ExecutionContext, chunked: boolean): Promise<{ tracker: ContentTracker; data: Buffer; digest: string }> {
   const store = await new LocalContentStore(tempDir(t)).open();
   const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
   t.teardown(() => tracker.close());
   const data = randomBytes(SIZE);
   const digest = digestOf(data);
+  if (chunked) tracker.addChunkDigests(digest, chunksOf(data));
+  return { tracker, data, digest };
+}
+
+test('a read of the head of a corrupted, still-streaming item is never answered with its bytes', async (t) => {
+  const { tracker, data, digest } = await setup(t, false);
   const bad = Buffer.from(data);
   bad[100]! ^= 0x01;
 
@@ -57,11 +64,7 @@ test('a read of the head of a corrupted, still-streaming item is never answered 
 });
 
 test('a read of the head of a good item is answered with verified content only', async (t) => {
-  const store = await new LocalContentStore(tempDir(t)).open();
-  const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
-  t.teardown(() => tracker.close());
-  const data = randomBytes(SIZE);
-  const digest = digestOf(data);
+  const { tracker, data, digest } = await setup(t, false);
   const ing = (await tracker.begin(digest, 'stream', SIZE))!;
   let answered: string | undefined;
   const read = tracker.waitFor(digest, 0, 4096).then((p) => (answered = p));
@@ -106,12 +109,7 @@ function chunksOf(data: Buffer): Uint8Array {
 }
 
 test('with chunk digests, the head of a large item is served once its chunk is verified, before the item ends', async (t) => {
-  const store = await new LocalContentStore(tempDir(t)).open();
-  const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
-  t.teardown(() => tracker.close());
-  const data = randomBytes(SIZE);
-  const digest = digestOf(data);
-  tracker.addChunkDigests(digest, chunksOf(data));
+  const { tracker, data, digest } = await setup(t, true);
   const ing = (await tracker.begin(digest, 'stream', SIZE))!;
   let answeredAt = -1;
   let written = 0;
@@ -131,12 +129,7 @@ test('with chunk digests, the head of a large item is served once its chunk is v
 });
 
 test('with chunk digests, a bit flip in the first chunk fails the item when that chunk ends; nothing is served', async (t) => {
-  const store = await new LocalContentStore(tempDir(t)).open();
-  const tracker = new ContentTracker(store, { readDeadlineMs: 30_000 });
-  t.teardown(() => tracker.close());
-  const data = randomBytes(SIZE);
-  const digest = digestOf(data);
-  tracker.addChunkDigests(digest, chunksOf(data));
+  const { tracker, data, digest } = await setup(t, true);
   const bad = Buffer.from(data);
   bad[100]! ^= 0x01;
   const ing = (await tracker.begin(digest, 'stream', SIZE))!;
