@@ -112,6 +112,7 @@ export const CODES = {
   SL_ERR_BENCH_IMAGE_BUILD: { kind: 'failed-precondition', hint: 'see the build log named in the message; needs root, debootstrap and the Debian mirror' },
   SL_ERR_BENCH_STEP: { kind: 'failed-precondition', hint: 'a bench step (registry, containerd, ctr, snapshotter, proxy) failed or timed out; the message names the command and its stderr' },
   SL_ERR_DEMO_STEP: { kind: 'failed-precondition', hint: 'a step of scripts/demo.sh failed; the message names the step; run the demo as root after scripts/install-deps.sh' },
+  SL_ERR_IMAGE_MISMATCH: { kind: 'data-loss', hint: 'the proxy sent an image other than the one asked for (manifest, config, diffIDs or items do not match); a proxy bug or tampering in transit: use TLS to the proxy' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

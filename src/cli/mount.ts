@@ -86,7 +86,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   } finally {
     clearInterval(poll);
     progress.done();
-    lazy.close(); // parked reads fail (canceled) before the views go
+    await lazy.close(); // parked reads fail (canceled) before the views go
     await views.close();
   }
   return 0;

@@ -28,7 +28,8 @@ import { createDecompressor } from './decompress.js';
 import { ENTRY_OVERHEAD_BYTES, RATIO_GRACE_BYTES, type LayerLimits, layerLimits, limitError } from './limits.js';
 import { baseName, joinPath, normalizeTarPath, parentPath } from './paths.js';
 import { parseTar, type TarHeader } from './tar.js';
-import { TOC_VERSION, impliedDir, type EntryType, type LayerToc, type TocEntry } from './toc.js';
+import { ChunkDigests } from './chunks.js';
+import { TOC_VERSION, chunkCount, impliedDir, type EntryType, type LayerToc, type TocEntry } from './toc.js';
 
 /** Whiteout marker prefix (OCI image-spec layer.md, "Whiteouts"). */
 export const WHITEOUT_PREFIX = '.wh.';
@@ -291,20 +292,41 @@ class LayerEntries {
   }
 }
 
+/** A regular file's digest, plus its chunk digests (TocEntry.chunks) when it is large. */
+class FileHash {
+  private readonly h = createHash('sha256');
+  private readonly chunks: ChunkDigests | null;
+
+  constructor(size: number) {
+    this.chunks = chunkCount(size) > 0 ? new ChunkDigests() : null;
+  }
+
+  update(piece: Buffer): void {
+    this.h.update(piece);
+    this.chunks?.update(piece);
+  }
+
+  /** Sets e.digest (and e.chunks). */
+  finish(e: TocEntry): void {
+    e.digest = `sha256:${this.h.digest('hex')}`;
+    if (this.chunks) e.chunks = this.chunks.finish();
+  }
+}
+
 async function readIntoSink(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, sink: FileSink): Promise<void> {
-  const h = createHash('sha256');
+  const h = new FileHash(e.size);
   await body.read((piece) => {
     h.update(piece);
     return sink.write(piece);
   });
-  e.digest = `sha256:${h.digest('hex')}`;
+  h.finish(e);
 }
 
 async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, onFile: BuildTocOptions['onFile']): Promise<void> {
-  const h = createHash('sha256');
+  const h = new FileHash(e.size);
   if (!onFile) {
     await body.read((piece) => void h.update(piece));
-    e.digest = `sha256:${h.digest('hex')}`;
+    h.finish(e);
     return;
   }
   let wake: (() => void) | undefined;
@@ -353,5 +375,5 @@ async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | P
   if (!content.destroyed) content.push(null);
   await done;
   if (failure !== undefined) throw failure;
-  e.digest = `sha256:${h.digest('hex')}`;
+  h.finish(e);
 }

@@ -8,19 +8,21 @@
  *
  * Layout: ['starlight.toc', TOC_VERSION, diffID, uncompressedSize, entry[]] with
  * entry = [path, type, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs, digest,
- *          flags (1 = opaque, 2 = implied), offset, layer].
+ *          flags (1 = opaque, 2 = implied), offset, layer, chunks (bin, version ≥ 2)].
+ * Version 1 entries (15 fields, no chunks) still decode; encodeToc writes version 2.
  *
  * Not here: the delta protocol framing (src/protocol/), which embeds these bytes.
  */
 import { Packr } from 'msgpackr';
 import { StarlightError } from '../errors.js';
-import { TOC_VERSION, type EntryType, type LayerToc, type TocEntry } from './toc.js';
+import { CHUNK_DIGEST_BYTES, TOC_VERSION, chunkCount, type EntryType, type LayerToc, type TocEntry } from './toc.js';
 
 /** First element of every encoded TOC. */
 export const TOC_MAGIC = 'starlight.toc';
 const FLAG_OPAQUE = 1;
 const FLAG_IMPLIED = 2;
-const ENTRY_FIELDS = 15;
+/** Fields of an entry by TOC version. */
+const ENTRY_FIELDS: Record<number, number> = { 1: 15, 2: 16 };
 const TYPES: readonly EntryType[] = ['reg', 'dir', 'symlink', 'hardlink', 'char', 'block', 'fifo', 'whiteout'];
 
 /** No records, no float32 shortcuts, no bundled strings: plain, stable msgpack. */
@@ -51,6 +53,7 @@ export function encodeToc(toc: LayerToc): Buffer {
     (e.opaque ? FLAG_OPAQUE : 0) | (e.implied ? FLAG_IMPLIED : 0),
     e.offset ?? null,
     e.layer ?? null,
+    e.chunks ?? null,
   ]);
   const wire: Wire = [TOC_MAGIC, TOC_VERSION, toc.diffID, toc.uncompressedSize, entries];
   // Copy: msgpackr may hand out a view of a buffer it reuses for the next pack().
@@ -72,18 +75,19 @@ export function decodeToc(buf: Uint8Array): LayerToc {
     throw bad(`TOC bytes are not valid msgpack: ${(err as Error).message}`);
   }
   if (!Array.isArray(w) || w[0] !== TOC_MAGIC) throw bad('bytes are not a Starlight TOC (magic missing)');
-  if (w[1] !== TOC_VERSION) {
-    throw bad(`TOC has version ${String(w[1])}, this Starlight reads version ${TOC_VERSION}`, { version: w[1], expected: TOC_VERSION });
+  const fields = typeof w[1] === 'number' ? ENTRY_FIELDS[w[1]] : undefined;
+  if (fields === undefined) {
+    throw bad(`TOC has version ${String(w[1])}, this Starlight reads versions 1 to ${TOC_VERSION}`, { version: w[1], expected: TOC_VERSION });
   }
   const [, , diffID, uncompressedSize, rows] = w as Wire;
   if (typeof diffID !== 'string' || !isNum(uncompressedSize) || !Array.isArray(rows)) throw bad('TOC header fields are malformed');
-  const entries = rows.map((r, i) => decodeEntry(r, i));
-  return { version: TOC_VERSION, diffID, uncompressedSize, entries };
+  const entries = rows.map((r, i) => decodeEntry(r, i, fields));
+  return { version: w[1] as number, diffID, uncompressedSize, entries };
 }
 
-function decodeEntry(r: unknown, i: number): TocEntry {
-  if (!Array.isArray(r) || r.length !== ENTRY_FIELDS) throw bad(`TOC entry ${i} is malformed`, { index: i });
-  const [path, type, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs, digest, flags, offset, layer] = r;
+function decodeEntry(r: unknown, i: number, fields: number): TocEntry {
+  if (!Array.isArray(r) || r.length !== fields) throw bad(`TOC entry ${i} is malformed`, { index: i });
+  const [path, type, mode, uid, gid, size, mtime, linkname, devmajor, devminor, xattrs, digest, flags, offset, layer, chunks] = r;
   if (typeof path !== 'string' || !TYPES.includes(type) || ![mode, uid, gid, size, mtime, flags].every(isNum)) {
     throw bad(`TOC entry ${i} has malformed fields`, { index: i });
   }
@@ -105,5 +109,9 @@ function decodeEntry(r: unknown, i: number): TocEntry {
   if (flags & FLAG_IMPLIED) e.implied = true;
   if (isNum(offset)) e.offset = offset;
   if (isNum(layer)) e.layer = layer;
+  if (chunks instanceof Uint8Array) {
+    if (type !== 'reg' || chunks.length !== chunkCount(size) * CHUNK_DIGEST_BYTES) throw bad(`TOC entry ${i} has chunk digests that do not match its size`, { index: i, path });
+    e.chunks = new Uint8Array(chunks);
+  }
   return e;
 }

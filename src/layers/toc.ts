@@ -50,6 +50,23 @@ export interface TocEntry {
   implied?: boolean;
   /** Merged trees only: index into MergedTree.diffIDs of the layer that supplied this entry. */
   layer?: number;
+  /**
+   * 'reg' larger than CHUNK_BYTES only (TOC version ≥ 2): sha256 of each consecutive CHUNK_BYTES piece
+   * of the content (the last one shorter), 32 raw bytes each, concatenated. Lets a worker verify and
+   * serve the head of a large file while the rest still streams (issue 14: no unverified byte is
+   * served). Absent in TOCs indexed before version 2: such a file is served only once whole.
+   */
+  chunks?: Uint8Array;
+}
+
+/** Content piece covered by one entry of TocEntry.chunks, bytes. */
+export const CHUNK_BYTES = 1024 * 1024;
+/** Bytes per digest in TocEntry.chunks (raw sha256). */
+export const CHUNK_DIGEST_BYTES = 32;
+
+/** Pieces of CHUNK_BYTES a content of `size` bytes has chunk digests for (0: none, a small file). */
+export function chunkCount(size: number): number {
+  return size > CHUNK_BYTES ? Math.ceil(size / CHUNK_BYTES) : 0;
 }
 
 /** The entry of a directory that exists only because something under it does (see `implied`). */
@@ -57,11 +74,15 @@ export function impliedDir(path: string): TocEntry {
   return { path, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0, implied: true };
 }
 
-/** Bump when the TOC encoding changes incompatibly; stored alongside every encoded TOC. */
-export const TOC_VERSION = 1;
+/**
+ * Bump when the TOC encoding changes incompatibly; stored alongside every encoded TOC. Version 2 added
+ * TocEntry.chunks; decoders read versions 1 and 2 (a version 1 TOC has no chunk digests).
+ */
+export const TOC_VERSION = 2;
 
 export interface LayerToc {
-  version: typeof TOC_VERSION;
+  /** TOC_VERSION when built here; a decoded TOC keeps the version it was encoded with (1 has no chunks). */
+  version: number;
   /** 'sha256:<hex>' of the uncompressed tar, computed while reading. */
   diffID: string;
   /** Size of the uncompressed tar in bytes. */

@@ -21,6 +21,7 @@ import { ImageService, type PullRequest, type PullResult } from './images/servic
 import { openLazyPull, type LazyPull } from './pull/lazy-pull.js';
 import { DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
 import { mountsUnder } from './fs/mount-table.js';
+import { privateDir } from './private-dir.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
 import { StarlightSnapshotter } from './snapshotter/snapshotter.js';
@@ -33,6 +34,8 @@ import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from './defaults.js';
 export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 /** Directory of recorded startup traces under the root (kept until uploaded). */
 const TRACES_DIR = 'traces';
+/** Worker state other local users must not read (content of every image, TOCs, traces): 0700. */
+const PRIVATE_SUBDIRS = ['content', 'layers', 'images', TRACES_DIR];
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -160,6 +163,7 @@ export class WorkerDaemon {
         start: async () => {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
+          for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
           const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxy.href, token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, log }));
           const { layers, client, tracker, puller } = lazy;
           if (!this.views) {
@@ -195,7 +199,7 @@ export class WorkerDaemon {
           await this.traces?.recorder.close();
           await this.traces?.reporter.close();
           this.images?.close();
-          this.lazy?.close();
+          await this.lazy?.close();
         },
       },
       {

@@ -89,6 +89,7 @@ run('removing an image frees its CAS content and complete markers; pulling again
   t.is((await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls'])).trim().split('\n').length, 1, 'containerd gc removed every snapshot');
   t.is((await readdir(cas)).length, 0, 'no content of the image is left');
   t.deepEqual(await readdir(complete), [], 'no layer is announced as held any more');
+  t.deepEqual(await readdir(join(complete, '../tocs')), [], 'no TOC of the image is kept (issue 14: TOC store GC)');
   t.deepEqual((await readdir(join(c.snapshotter.root, 'images'))).filter((f) => f.endsWith('.json')), []);
 
   await pull(t, c, ref);

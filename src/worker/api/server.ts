@@ -14,7 +14,7 @@
  * Not here: what a pull does (images/service.ts), the CLI (src/cli/pull.ts, status.ts).
  */
 import http from 'node:http';
-import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { sendError } from '../../http-errors.js';
@@ -22,6 +22,7 @@ import type { Logger } from '../../log.js';
 import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
 import type { PhaseRecord } from '../phases.js';
 import type { TraceState } from '../trace/recorder.js';
+import { bindSocketPrivately } from '../safe-socket.js';
 import type { ReportResult } from '../trace/spool.js';
 
 /** Socket mode: root and the admin group, like the snapshotter socket. */
@@ -131,11 +132,12 @@ export async function serveApi(h: ApiHandlers, socket: string, log: Logger): Pro
       },
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${socket}: ${err.message}`, { cause: err })));
-    server.listen(socket, resolve);
-  });
-  await chmod(socket, SOCKET_MODE);
+  await bindSocketPrivately(socket, SOCKET_MODE, (tmp) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${socket}: ${err.message}`, { cause: err })));
+      server.listen(tmp, resolve);
+    }),
+  );
   let closing: Promise<void> | undefined;
   return {
     socket,

@@ -16,8 +16,7 @@ export interface ContentProvider {
   locate(digest: string): string | null;
   /**
    * Resolves with the path of a file from which bytes [offset, offset+length) of `digest` can be
-   * pread (the complete CAS file, or the file still being written while it streams) once they are
-   * there. Asks for the content out of order if it is far down the stream. Rejects with a
+   * pread (the complete, digest-verified CAS file: never bytes not yet verified) once it is there. Asks for the content out of order if it is far down the stream. Rejects with a
    * StarlightError: 'data-loss' (digest mismatch), 'unavailable' (deadline passed, source gone),
    * 'canceled' (signal). Never resolves with a path whose bytes in that range are not final.
    */

@@ -371,7 +371,8 @@ export class ImageService implements RemoteLayerResolver {
     const keepDigests = await this.liveDigests(() => true);
     const keepLayers = new Set([...this.byManifest.values()].flatMap((k) => k.header.diffIDs));
     const { tracker, layers, records } = this.opts;
-    await layers.unmarkComplete([...new Set(drop.flatMap((k) => k.header.diffIDs))].filter((d) => !keepLayers.has(d)));
+    const unusedLayers = [...new Set(drop.flatMap((k) => k.header.diffIDs))].filter((d) => !keepLayers.has(d));
+    await layers.unmarkComplete(unusedLayers);
     let digests = 0;
     let bytes = 0;
     for (const k of drop) {
@@ -386,7 +387,9 @@ export class ImageService implements RemoteLayerResolver {
       }
       await records.remove(k.rec.manifestDigest);
     }
-    this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes });
+    // Last: the loop above reads the dropped chains' TOCs.
+    await layers.removeTocs(unusedLayers);
+    this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes, tocs: unusedLayers.length });
     return retry;
   }
 

@@ -75,6 +75,14 @@ export class LayerStore {
     for (const d of diffIDs) await rm(join(this.root, 'complete', digestHex(d)), { force: true });
   }
 
+  /** Forgets the TOCs of layers no kept image's chain uses (issue 14: the TOC store has GC). Idempotent. */
+  async removeTocs(diffIDs: readonly string[]): Promise<void> {
+    for (const d of diffIDs) {
+      this.tocCache.delete(d);
+      await rm(join(this.root, 'tocs', digestHex(d)), { force: true });
+    }
+  }
+
   async isComplete(diffID: string): Promise<boolean> {
     return exists(join(this.root, 'complete', digestHex(diffID)));
   }

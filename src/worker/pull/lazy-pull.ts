@@ -1,6 +1,6 @@
 /**
  * The one wiring of a worker's lazy-pull stack under a state root, shared by the snapshotter daemon
- * and `starlight mount`: content store (`<root>/content`), layer store (`<root>/layers`), proxy
+ * and `starlight mount`: content store (`<root>/content`, 0700, re-checked after an unclean stop), layer store (`<root>/layers`), proxy
  * client, content tracker (reads wait here, out-of-order fetches go to the proxy) and the puller.
  *
  * Not here: views (fs/), containerd records (images/), traces (trace/).
@@ -8,6 +8,8 @@
 import { join } from 'node:path';
 import type { Logger } from '../../log.js';
 import { LocalContentStore } from '../cas/store.js';
+import { checkAfterUncleanStop, markCleanStop } from '../cas/unclean-stop.js';
+import { privateDir } from '../private-dir.js';
 import { ContentTracker } from '../stream/content-tracker.js';
 import { ProxyClient } from '../stream/proxy-client.js';
 import { LayerStore } from './layer-store.js';
@@ -30,12 +32,17 @@ export interface LazyPull {
   client: ProxyClient;
   tracker: ContentTracker;
   puller: Puller;
-  /** Fails waiting reads (canceled) and closes the proxy connections. Idempotent. */
-  close(): void;
+  /**
+   * Fails waiting reads (canceled), closes the proxy connections, then marks the store cleanly
+   * stopped (cas/unclean-stop.ts: what a crash left is re-checked at the next open).
+   */
+  close(): Promise<void>;
 }
 
 export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
+  for (const d of ['content', 'layers']) await privateDir(join(o.root, d));
   const store = await new LocalContentStore(join(o.root, 'content')).open();
+  await checkAfterUncleanStop(store, o.log);
   const layers = await new LayerStore(join(o.root, 'layers')).open();
   const client = new ProxyClient({ url: o.proxy, token: o.token });
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
@@ -45,9 +52,10 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
     client,
     tracker,
     puller,
-    close() {
+    async close() {
       tracker.close();
       client.close();
+      await markCleanStop(store, o.log);
     },
   };
 }

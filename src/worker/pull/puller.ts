@@ -7,10 +7,12 @@
  */
 import { StarlightError } from '../../errors.js';
 import { mergeLayers } from '../../layers/merge.js';
+import { decodeToc } from '../../layers/toc-codec.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
 import type { LayerStore } from './layer-store.js';
+import { checkHeaderImage, checkHeaderItems } from './header-check.js';
 import { PhaseTimer, type Phases } from '../phases.js';
 import type { ContentTracker } from '../stream/content-tracker.js';
 import type { ProxyClient } from '../stream/proxy-client.js';
@@ -50,22 +52,34 @@ export class Puller {
     const t = new PhaseTimer();
     const have = await layers.completeLayers();
     t.lap('have');
-    const receiver = new DeltaReceiver({ client, tracker, request: { ref, have, platform }, log: this.log, retryBeforeHeader: opts.resume });
+    // Checked once, before any item of the header is taken in (the receiver awaits it): a header
+    // that does not match the image stores nothing, and large files' chunk digests are known before
+    // their first bytes arrive (content-tracker.ts).
+    let accepted: Promise<LayerToc[]> | undefined;
+    const accept = (h: DeltaHeader): Promise<LayerToc[]> => (accepted ??= this.accept(h, ref));
+    const receiver = new DeltaReceiver({
+      client,
+      tracker,
+      request: { ref, have, platform },
+      log: this.log,
+      retryBeforeHeader: opts.resume,
+      beforeItems: (h) => accept(h).then(() => undefined),
+    });
     const onAbort = (): void => receiver.close();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     if (opts.signal?.aborted) receiver.close();
     let header: DeltaHeader;
+    let tocs: LayerToc[];
     try {
       header = await receiver.header;
+      t.lap('header');
+      tocs = await accept(header);
     } catch (err) {
       receiver.close();
       throw err;
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
     }
-    t.lap('header');
-    await Promise.all(header.layers.map((l) => layers.putToc(l.diffID, l.toc)));
-    const tocs = await this.chainTocs(header);
     t.lap('tocs');
     const tree = mergeLayers(tocs);
     t.lap('merge');
@@ -77,11 +91,23 @@ export class Puller {
     return { header, tocs, tree, receiver, phases: t.phases };
   }
 
-  /** TOCs of the whole chain: from this header, or stored by an earlier pull. */
-  async chainTocs(header: DeltaHeader): Promise<LayerToc[]> {
+  /** Checks `header` against the image asked for, stores its TOCs, registers chunk digests; the chain's TOCs. */
+  private async accept(header: DeltaHeader, ref: string): Promise<LayerToc[]> {
+    checkHeaderImage(header, ref);
+    // Items are checked against the chain before any TOC of this header is stored (and reused).
+    const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
+    checkHeaderItems(header, await this.chainTocs(header, sent), ref);
+    await Promise.all(header.layers.map((l) => this.opts.layers.putToc(l.diffID, l.toc)));
+    const tocs = await this.chainTocs(header);
+    for (const toc of tocs) for (const e of toc.entries) if (e.chunks !== undefined && e.digest !== undefined) this.opts.tracker.addChunkDigests(e.digest, e.chunks);
+    return tocs;
+  }
+
+  /** TOCs of the whole chain: from `sent` (decoded, not yet stored), stored from this header, or by an earlier pull. */
+  async chainTocs(header: DeltaHeader, sent?: ReadonlyMap<string, LayerToc>): Promise<LayerToc[]> {
     const tocs: LayerToc[] = [];
     for (const d of header.diffIDs) {
-      const toc = await this.opts.layers.toc(d);
+      const toc = sent?.get(d) ?? (await this.opts.layers.toc(d));
       if (toc === undefined) {
         throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `delta of ${header.ref} omits the TOC of layer ${d}, which this worker does not have`, {
           details: { ref: header.ref, diffID: d },

@@ -6,9 +6,10 @@
  * Not here: the snapshotter's own lifecycle (the caller closes it after the server), signals (CLI).
  */
 import * as grpc from '@grpc/grpc-js';
-import { chmod, lstat, mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StarlightError } from '../../errors.js';
+import { bindSocketPrivately } from '../safe-socket.js';
 import { snapshotsHandlers } from './grpc-service.js';
 import { snapshotsService } from './grpc-proto.js';
 import type { Snapshotter } from './types.js';
@@ -38,13 +39,14 @@ export async function serveSnapshotter(sn: Snapshotter, socket: string): Promise
   await removeStaleSocket(socket);
   const server = new grpc.Server();
   server.addService(snapshotsService(), snapshotsHandlers(sn));
-  await new Promise<void>((resolve, reject) => {
-    server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err) => {
-      if (err) reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${socket}: ${err.message}`, { cause: err, details: { socket } }));
-      else resolve();
-    });
-  });
-  await chmod(socket, SOCKET_MODE);
+  await bindSocketPrivately(socket, SOCKET_MODE, (tmp) =>
+    new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix://${tmp}`, grpc.ServerCredentials.createInsecure(), (err) => {
+        if (err) reject(new StarlightError('SL_ERR_CONFIG', `cannot listen on ${socket}: ${err.message}`, { cause: err, details: { socket } }));
+        else resolve();
+      });
+    }),
+  );
   let closing: Promise<void> | undefined;
   return {
     socket,

@@ -7,10 +7,10 @@
  * commitWhole): decoded, verified and stored by a thread of the item pool (item-pool.ts); its readers
  * wake when it is committed (a whole item is never served before it is verified).
  * One ingest per digest at a time (single-flight): a second source for the same digest is told to
- * skip it. A waiter is woken as soon as its byte range is on disk — ranges of a file still streaming
- * are served from the ingest file — or when the content is committed; a digest mismatch (or an item
- * that does not decode) fails every waiter of that digest (EIO for that file only); a waiter not
- * served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged), never a hang.
+ * skip it. A waiter is woken when the content is committed (size and digest verified); a digest
+ * mismatch (or an item that does not decode) fails every waiter of that digest (EIO for that file
+ * only); a waiter not served within the deadline fails with SL_ERR_CONTENT_DEADLINE (EIO, logged),
+ * never a hang.
  *
  * Queue jumping (docs/protocol.md "Sessions"): a read that parks on an item no source is writing
  * first asks the registered streams (QueueJumper: a receiver whose proxy gave its stream a session)
@@ -18,11 +18,16 @@
  * the item has not started arriving within `queueJumpFallbackMs`, is it fetched out of order (a
  * second transfer competing with the stream for the link).
  *
- * Unverified bytes: only ranges that end before the content's last byte are served from an ingest;
- * a read reaching the last byte waits for the verified commit. So a small file (one read) is never
- * served before its digest is checked, and a whole-file read of a corrupt item ends in EIO (the
- * protocol has per-file digests only; a corrupt item was seen served whole before this rule:
- * test/e2e/mount-faults.test.ts "corrupted item").
+ * Never unverified bytes (issue 14): a range of a file still streaming is served from its ingest file
+ * only once every byte of it is verified, which needs the file's chunk digests (TocEntry.chunks, TOC
+ * version 2, registered with addChunkDigests by the puller): each CHUNK_BYTES piece is hashed as it
+ * arrives and compared before it is written, a bad piece fails the item at once (readers get EIO). A
+ * file without chunk digests (small, or indexed before version 2) is served only once committed.
+ * Serving unverified ranges (the rule before) handed a corrupted head of a large file to readers with
+ * no error (test/unit/stream/verified-reads.test.ts, `npm run faults` "bit flip"). Cost and figures:
+ * docs/design-notes.md "Verified reads". Since no unverified byte is ever served, the kernel never
+ * caches one: a failed item has nothing to invalidate (its parked reads get EIO; the bytes served
+ * before were verified).
  *
  * Path validity: an ingest path is only handed out while the ingest is writing; commit (rename) starts
  * only after finish(), when no more ingest paths are handed out. The FUSE addon opens the path
@@ -35,6 +40,8 @@ import { nullLogger, type Logger } from '../../log.js';
 import type { ContentWriter, LocalContentStore } from '../cas/store.js';
 import type { ContentProvider } from '../fs/view.js';
 import type { Encoding } from '../../protocol/constants.js';
+import { ChunkHasher } from '../../layers/chunks.js';
+import { CHUNK_BYTES, CHUNK_DIGEST_BYTES, chunkCount } from '../../layers/toc.js';
 import { ItemDecoder } from './item-decoder.js';
 import { ItemPool } from './item-pool.js';
 import type { ContentResponse } from './proxy-client.js';
@@ -88,19 +95,37 @@ interface Waiter {
 /** One content being written. */
 export class Ingest {
   finished = false;
+  /** Bytes [0, verifiedBytes) are on disk and match their chunk digests. */
+  private verifiedBytes = 0;
+  private readonly chunkHasher: ChunkHasher | null;
+
   constructor(
     private readonly tracker: ContentTracker,
     readonly digest: string,
     readonly source: 'stream' | 'fetch',
     /** The CAS writer; null for a whole item (decoded and stored by the item pool at commitWhole). */
     readonly writer: ContentWriter | null,
-    /** Decoded size the source announced; ranges up to (not including) the last byte may be served unverified. */
+    /** Decoded size the source announced: more decoded bytes than this fail the item (write()). */
     readonly expectedSize: number,
-  ) {}
+    /** The content's chunk digests (TocEntry.chunks), if known: ranges are served once verified. */
+    chunks?: Uint8Array,
+  ) {
+    this.chunkHasher =
+      writer !== null && chunks !== undefined && chunks.length === chunkCount(expectedSize) * CHUNK_DIGEST_BYTES && chunks.length > 0
+        ? new ChunkHasher((i, d) => {
+            const want = chunks.subarray(i * CHUNK_DIGEST_BYTES, (i + 1) * CHUNK_DIGEST_BYTES);
+            if (!d.equals(want)) {
+              throw new StarlightError('SL_ERR_CAS_DIGEST_MISMATCH', `content ${digest}: chunk ${i} (bytes ${i * CHUNK_BYTES}-${Math.min(expectedSize, (i + 1) * CHUNK_BYTES)}) does not match its TOC digest`, {
+                details: { digest, chunk: i },
+              });
+            }
+          })
+        : null;
+  }
 
-  /** Whether a waiter for bytes [.., end) may be answered from the ingest file now. */
+  /** Whether a waiter for bytes [.., end) may be answered from the ingest file now (all verified). */
   serves(end: number): boolean {
-    return this.writer !== null && !this.finished && end < this.expectedSize && this.writer.writtenBytes >= end;
+    return this.writer !== null && !this.finished && end <= this.verifiedBytes;
   }
 
   get writtenBytes(): number {
@@ -112,9 +137,28 @@ export class Ingest {
     return this.writer!.ingestPath;
   }
 
+  /**
+   * Appends decoded bytes. Fails with SL_ERR_CAS_SIZE_MISMATCH (nothing written) once they would
+   * exceed the announced size: a decompression bomb from a proxy cannot fill the disk.
+   */
   async write(chunk: Uint8Array): Promise<void> {
-    await this.writer!.write(chunk);
-    this.tracker.progressed(this);
+    const writer = this.writer!;
+    if (writer.writtenBytes + chunk.length > this.expectedSize) {
+      throw new StarlightError('SL_ERR_CAS_SIZE_MISMATCH', `content ${this.digest}: decodes to more than the ${this.expectedSize} bytes announced`, {
+        details: { digest: this.digest, expected: this.expectedSize, actual: writer.writtenBytes + chunk.length },
+      });
+    }
+    // Verified before it is written: a bad chunk never reaches the disk, let alone a reader.
+    const h = this.chunkHasher;
+    if (h !== null) {
+      h.update(chunk);
+      if (writer.writtenBytes + chunk.length === this.expectedSize) h.finish();
+    }
+    await writer.write(chunk);
+    if (h !== null && h.completedBytes > this.verifiedBytes) {
+      this.verifiedBytes = h.completedBytes;
+      this.tracker.progressed(this);
+    }
   }
 
   /** Verifies and commits; wakes or fails every waiter of this digest. */
@@ -174,6 +218,8 @@ export class ContentTracker implements ContentProvider {
   private readonly queueJumpFallbackMs: number;
   private readonly log: Logger;
   private itemPool: ItemPool | undefined;
+  /** Chunk digests by content digest (addChunkDigests). */
+  private readonly chunkDigests = new Map<string, Uint8Array>();
 
   constructor(
     readonly store: LocalContentStore,
@@ -199,6 +245,14 @@ export class ContentTracker implements ContentProvider {
   }
 
   /**
+   * Registers the chunk digests (TocEntry.chunks) of content `digest`, from a TOC the worker checked:
+   * its ranges can then be served as they are verified, before the whole content is.
+   */
+  addChunkDigests(digest: string, chunks: Uint8Array): void {
+    if (!this.chunkDigests.has(digest)) this.chunkDigests.set(digest, chunks);
+  }
+
+  /**
    * Starts an ingest of `size` decoded bytes (as the source announced it), or returns null when the
    * digest is present or already being written.
    */
@@ -213,7 +267,7 @@ export class ContentTracker implements ContentProvider {
       await writer.abort();
       return null;
     }
-    const ing = new Ingest(this, digest, source, writer, size);
+    const ing = new Ingest(this, digest, source, writer, size, this.chunkDigests.get(digest));
     this.ingests.set(digest, ing);
     this.arrivingNow(digest);
     return ing;
@@ -314,7 +368,7 @@ export class ContentTracker implements ContentProvider {
     }
   }
 
-  /** @internal Ingest → tracker: bytes landed. */
+  /** @internal Ingest → tracker: more bytes verified. */
   progressed(ing: Ingest): void {
     const set = this.waiters.get(ing.digest);
     if (set === undefined) return;

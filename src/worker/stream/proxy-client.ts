@@ -26,6 +26,12 @@ export interface ProxyClientOptions {
    * because the proxy answers only once it has indexed a cold image (minutes for a large one).
    */
   deltaTimeoutMs?: number;
+  /**
+   * A response body (delta stream, content) that delivers no byte for this long is dropped as
+   * stalled, in ms; default 60 000. A half-open connection (peer gone without RST, link frozen) would
+   * otherwise hold a stream forever; the receiver reconnects and resumes.
+   */
+  bodyIdleTimeoutMs?: number;
 }
 
 export interface DeltaRequest {
@@ -55,12 +61,14 @@ export interface DeltaResponse {
 
 const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
 const DEFAULT_DELTA_TIMEOUT_MS = 600_000;
+const DEFAULT_BODY_IDLE_TIMEOUT_MS = 60_000;
 
 export class ProxyClient {
   readonly base: URL;
   private readonly token: string | undefined;
   private readonly headersTimeoutMs: number;
   private readonly deltaTimeoutMs: number;
+  private readonly bodyIdleTimeoutMs: number;
   private readonly agent: http.Agent;
 
   constructor(opts: ProxyClientOptions) {
@@ -72,6 +80,7 @@ export class ProxyClient {
     this.token = opts.token;
     this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
     this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
+    this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
     this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
@@ -142,6 +151,24 @@ export class ProxyClient {
     this.agent.destroy();
   }
 
+  /** Destroys `res` when no byte of its body arrives for bodyIdleTimeoutMs (see the option). */
+  private dropWhenStalled(res: http.IncomingMessage, what: string): void {
+    const sock = res.socket;
+    if (!sock || this.bodyIdleTimeoutMs <= 0) return;
+    const ms = this.bodyIdleTimeoutMs;
+    const onIdle = (): void => {
+      res.destroy(
+        new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${this.base.host}: ${what} stalled (no byte in ${ms} ms)`, { details: { proxy: this.base.host } }),
+      );
+    };
+    sock.setTimeout(ms, onIdle);
+    // A keep-alive socket goes back to the agent: its timeout must not outlive this response.
+    res.once('close', () => {
+      sock.setTimeout(0);
+      sock.off('timeout', onIdle);
+    });
+  }
+
   private request(
     u: URL,
     method: string,
@@ -160,7 +187,10 @@ export class ProxyClient {
     return new Promise((resolve, reject) => {
       const req = mod.request(u, { method, headers, agent: this.agent, signal }, (res) => {
         clearTimeout(timer);
-        if (res.statusCode === 200 || res.statusCode === 204) return resolve(res);
+        if (res.statusCode === 200 || res.statusCode === 204) {
+          this.dropWhenStalled(res, what);
+          return resolve(res);
+        }
         readError(res, what, this.base.host).then(reject, reject);
       });
       const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);

@@ -38,6 +38,11 @@ export interface ReceiverOptions {
    */
   retryBeforeHeader?: boolean;
   retryMaxMs?: number;
+  /**
+   * Awaited once, after the first header and before any of its items is taken in (the puller checks
+   * the header and registers its TOCs' chunk digests); a rejection ends the connection.
+   */
+  beforeItems?: (h: DeltaHeader) => Promise<void>;
 }
 
 export interface ReceiverProgress {
@@ -356,6 +361,7 @@ export class DeltaReceiver implements QueueJumper {
             this.acceptHeader(ev.header);
             this.connFirst = ev.header.firstItem;
             this.skipPresent();
+            if (this.opts.beforeItems) await this.opts.beforeItems(this.hdr!);
           } else if (ev.type === 'end') break read;
           else await this.chunk(conn, ev);
         }

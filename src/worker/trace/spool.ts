@@ -36,6 +36,9 @@ export type PostTraces = (body: TraceUpload) => Promise<unknown>;
 /** Kinds of upload failures worth retrying (proxy down or failing, not a refused body). */
 const RETRIABLE_KINDS = new Set(['unavailable', 'internal', 'resource-exhausted', 'canceled']);
 
+/** Trace files kept at most (each is one startup of one image, a few KiB to a few hundred). */
+export const MAX_PENDING_FILES = 256;
+
 export class TraceSpool {
   constructor(readonly dir: string) {}
 
@@ -51,7 +54,20 @@ export class TraceSpool {
     const tmp = join(this.dir, `.${name}.tmp`);
     await writeFile(tmp, JSON.stringify(body), { mode: 0o600 });
     await rename(tmp, join(this.dir, name));
+    await this.prune();
     return name;
+  }
+
+  /**
+   * Bounds the spool (issue 14: no unbounded growth while the proxy is unreachable or refuses): beyond
+   * MAX_PENDING_FILES, the oldest traces are dropped (they order startups least like the current ones).
+   * Resolves with how many were dropped.
+   */
+  async prune(max = MAX_PENDING_FILES): Promise<number> {
+    const files = (await readdir(this.dir)).filter((f) => FILE_RE.test(f)).sort();
+    const drop = files.slice(0, Math.max(0, files.length - max));
+    for (const f of drop) await rm(join(this.dir, f), { force: true });
+    return drop.length;
   }
 
   /** Pending traces, oldest first. Unreadable files are skipped (and reported by name). */
