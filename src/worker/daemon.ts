@@ -33,6 +33,9 @@ import { TraceSpool, type ReportResult } from './trace/spool.js';
 import { TRACES_PATH } from './trace/types.js';
 
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from './defaults.js';
+import { workerFamilies } from './metrics/collect.js';
+import { renderFamilies } from './metrics/exposition.js';
+import { type MetricsServer, serveMetrics } from './metrics/server.js';
 export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 /** Default read deadline of a lazy view, ms: a read waiting longer for content fails with EIO. */
 const DEFAULT_READ_DEADLINE_MS = 60_000;
@@ -68,6 +71,8 @@ export interface WorkerDaemonOptions {
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
   log?: Logger;
+  /** Serve Prometheus metrics on this host:port (GET /metrics). Default: none. */
+  metricsAddress?: string;
 }
 
 export interface ResolvedDaemonOptions {
@@ -87,6 +92,7 @@ export interface ResolvedDaemonOptions {
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   log: Logger;
+  metricsAddress: string | undefined;
 }
 
 export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOptions {
@@ -131,6 +137,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     resolver: o.resolver,
     views: o.views,
     log: o.log ?? nullLogger,
+    metricsAddress: o.metricsAddress,
   };
 }
 
@@ -146,6 +153,7 @@ export class WorkerDaemon {
   snapshotter: StarlightSnapshotter | undefined;
   server: SnapshotServer | undefined;
   api: ApiServer | undefined;
+  metrics: MetricsServer | undefined;
   images: ImageService | undefined;
   private tracker: ContentTracker | undefined;
   private client: ProxyClient | undefined;
@@ -239,6 +247,13 @@ export class WorkerDaemon {
         stop: async () => this.api?.close(),
       },
       {
+        name: 'metrics',
+        start: async () => {
+          if (o.metricsAddress !== undefined) this.metrics = await serveMetrics(o.metricsAddress, () => this.metricsText(), o.log.child({ component: 'metrics' }));
+        },
+        stop: async () => this.metrics?.close(),
+      },
+      {
         name: 'views',
         start: async () => {},
         stop: async () => this.views?.close(),
@@ -273,6 +288,14 @@ export class WorkerDaemon {
     const t = this.needTraces();
     await t.recorder.flush();
     return t.reporter.report();
+  }
+
+  /** Prometheus text of the daemon's metrics (src/worker/metrics/collect.ts). */
+  async metricsText(): Promise<string> {
+    const st = await this.status();
+    return renderFamilies(
+      workerFamilies({ images: st.images, tracker: this.tracker?.counters, views: this.views?.counters?.(), viewsServed: st.views.length, mounts: st.mounts.length }),
+    );
   }
 
   async status(): Promise<DaemonStatus> {
