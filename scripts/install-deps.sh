@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   docker-registry containerd runc fuse3 libfuse3-dev pkg-config g++ make python3
   debootstrap attr zstd iproute2 ca-certificates
+  # g++ above also brings gcc and libc6-dev (static libc.a): the CRI e2e test builds its pause binary
+  # with gcc -static (test/fixtures/pause.c); htpasswd files are made with python3's crypt, no apache2-utils.
   # containerd's own snapshotter test suite, built offline (test/e2e/containerd-snapshot-suite.test.ts)
   golang-go golang-github-containerd-containerd-dev
 )

@@ -16,6 +16,7 @@ import { untilSignal } from './signals.js';
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
+                             [--metrics-address HOST:PORT]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
@@ -28,7 +29,8 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              (default 30; 0 = only \`starlight trace on\`)
   --trace-upload MODE        auto: upload traces to the proxy when recorded (default); manual: \`starlight report\`
   --trace-group NAME         group label of auto-mode traces (default none)
-  --worker-id ID             opaque id sent with traces (default: none sent)`;
+  --worker-id ID             opaque id sent with traces (default: none sent)
+  --metrics-address H:P      serve Prometheus metrics on http://H:P/metrics (default off; e.g. 127.0.0.1:9108)`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -49,6 +51,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'trace-upload': { type: 'string' },
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
+        'metrics-address': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -80,6 +83,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     traceUpload: upload,
     traceGroup: values['trace-group'],
     workerId: values['worker-id'],
+    metricsAddress: values['metrics-address'],
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

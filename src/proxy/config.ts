@@ -7,7 +7,7 @@
  */
 import { StarlightError } from '../errors.js';
 import { DEFAULT_LAYER_LIMITS, type LayerLimits } from '../layers/limits.js';
-import { isLoopback } from '../oci/reference.js';
+import { isLoopback, parseListen } from '../oci/reference.js';
 import { DEFAULT_INDEX_CONCURRENCY } from './indexer-service.js';
 import { DEFAULT_MAX_CONNECTIONS } from './server.js';
 
@@ -122,13 +122,6 @@ export function parseSize(s: string): number | undefined {
   return Math.floor(Number(m[1]) * unit);
 }
 
-export function parseListen(s: string): { host: string; port: number } | undefined {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(s);
-  if (m === null) return undefined;
-  const port = Number(m[3]);
-  if (port > 65535) return undefined;
-  return { host: m[1] ?? (m[2] === '' ? '0.0.0.0' : m[2]!), port };
-}
 
 export interface ConfigSources {
   argv: string[];

@@ -31,6 +31,9 @@ import { TraceSpool, type ReportResult } from './trace/spool.js';
 import { TRACES_PATH } from './trace/types.js';
 
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from './defaults.js';
+import { workerFamilies } from './metrics/collect.js';
+import { renderFamilies } from '../prometheus.js';
+import { type MetricsServer, serveMetrics } from './metrics/server.js';
 export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 /** Directory of recorded startup traces under the root (kept until uploaded). */
 const TRACES_DIR = 'traces';
@@ -66,6 +69,8 @@ export interface WorkerDaemonOptions {
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
   log?: Logger;
+  /** Serve Prometheus metrics on this host:port (GET /metrics). Default: none. */
+  metricsAddress?: string;
 }
 
 export interface ResolvedDaemonOptions {
@@ -85,6 +90,7 @@ export interface ResolvedDaemonOptions {
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   log: Logger;
+  metricsAddress: string | undefined;
 }
 
 export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOptions {
@@ -129,6 +135,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     resolver: o.resolver,
     views: o.views,
     log: o.log ?? nullLogger,
+    metricsAddress: o.metricsAddress,
   };
 }
 
@@ -144,6 +151,7 @@ export class WorkerDaemon {
   snapshotter: StarlightSnapshotter | undefined;
   server: SnapshotServer | undefined;
   api: ApiServer | undefined;
+  metrics: MetricsServer | undefined;
   images: ImageService | undefined;
   private lazy: LazyPull | undefined;
   private views: ViewManager | undefined;
@@ -233,6 +241,13 @@ export class WorkerDaemon {
         stop: async () => this.api?.close(),
       },
       {
+        name: 'metrics',
+        start: async () => {
+          if (o.metricsAddress !== undefined) this.metrics = await serveMetrics(o.metricsAddress, () => this.metricsText(), o.log.child({ component: 'metrics' }));
+        },
+        stop: async () => this.metrics?.close(),
+      },
+      {
         name: 'views',
         start: async () => {},
         stop: async () => this.views?.close(),
@@ -267,6 +282,14 @@ export class WorkerDaemon {
     const t = this.needTraces();
     await t.recorder.flush();
     return t.reporter.report();
+  }
+
+  /** Prometheus text of the daemon's metrics (src/worker/metrics/collect.ts). */
+  async metricsText(): Promise<string> {
+    const st = await this.status();
+    return renderFamilies(
+      workerFamilies({ images: st.images, tracker: this.lazy?.tracker.counters, views: this.views?.counters?.(), viewsServed: st.views.length, mounts: st.mounts.length }),
+    );
   }
 
   async status(): Promise<DaemonStatus> {

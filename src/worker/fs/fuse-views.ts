@@ -18,7 +18,8 @@ import { buildInodeTable, type InodeTable } from './inodes.js';
 import { detachMount, fuseMountsAt } from './mount-table.js';
 import { PhaseTimer } from '../phases.js';
 import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
-import type { ViewManager, ViewRequest } from './view.js';
+import type { ViewCounters, ViewManager, ViewRequest } from './view.js';
+import { Histogram } from '../../prometheus.js';
 
 /** statfs f_type of FUSE mounts (linux/magic.h FUSE_SUPER_MAGIC). */
 const FUSE_SUPER_MAGIC = 0x65735546;
@@ -104,6 +105,10 @@ async function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error)
 export class FuseViewManager implements ViewManager {
   private readonly opts: Resolved;
   private readonly views = new Map<string, View>();
+  /** Native counters of views already unmounted (so totals never go down). */
+  private readonly retired: Record<string, number> = {};
+  private readonly blockedReadSeconds = new Histogram();
+  private readonly blockedReadFailures = new Map<string, number>();
   private signalsInstalled = false;
   private passthroughOffLogged = false;
   private readonly onSignal = (sig: NodeJS.Signals): void => {
@@ -211,8 +216,19 @@ export class FuseViewManager implements ViewManager {
     return this.views.get(resolve(mountpoint))?.session.stats();
   }
 
+  counters(): ViewCounters {
+    const native: Record<string, number> = { ...this.retired };
+    for (const v of this.views.values()) addNative(native, v.session.stats());
+    return { mounted: this.views.size, native, blockedReadSeconds: this.blockedReadSeconds, blockedReadFailures: this.blockedReadFailures };
+  }
+
   private detach(view: View): void {
     this.views.delete(view.mountpoint);
+    try {
+      addNative(this.retired, view.session.stats());
+    } catch {
+      // a session that already failed has no counters left to keep
+    }
     for (const ac of view.pending.values()) ac.abort();
     view.pending.clear();
     view.session.unmount();
@@ -258,6 +274,8 @@ export class FuseViewManager implements ViewManager {
     }
     const ac = new AbortController();
     view.pending.set(reqId, ac);
+    const parkedAt = performance.now();
+    const waited = () => this.blockedReadSeconds.observe((performance.now() - parkedAt) / 1000);
     let waiting: Promise<string>;
     try {
       waiting = view.req.content.waitFor(digest, offset, size, ac.signal);
@@ -267,11 +285,15 @@ export class FuseViewManager implements ViewManager {
     waiting.then(
       (path) => {
         view.pending.delete(reqId);
+        waited();
         if (!view.session.provide(reqId, path)) return;
         this.promote(view, digest);
       },
       (err: unknown) => {
         view.pending.delete(reqId);
+        waited();
+        const cause = ac.signal.aborted ? 'interrupted' : err instanceof StarlightError ? err.code : kindOf(err);
+        this.blockedReadFailures.set(cause, (this.blockedReadFailures.get(cause) ?? 0) + 1);
         if (ac.signal.aborted) return; // interrupted or unmounted: already answered natively
         this.opts.log.warn('fuse-read-failed', { mountpoint: view.mountpoint, path: view.table.paths[ino], digest, offset, size, err });
         view.session.provide(reqId, null, errnoFor(err));
@@ -302,4 +324,9 @@ export class FuseViewManager implements ViewManager {
     process.off('SIGTERM', this.onSignal);
     this.signalsInstalled = false;
   }
+}
+
+/** Adds numeric native counters into `into` (gauges such as parkedNow are skipped by the caller). */
+function addNative(into: Record<string, number>, stats: object): void {
+  for (const [k, v] of Object.entries(stats)) if (typeof v === 'number') into[k] = (into[k] ?? 0) + v;
 }

@@ -3,6 +3,7 @@
  * The snapshotter never sees frames, FUSE or the addon; the fs never sees containerd.
  */
 import type { MergedTree } from '../../layers/toc.js';
+import type { Histogram } from '../../prometheus.js';
 
 /**
  * Where file contents come from. Implemented by the worker's stream receiver over the CAS; the view
@@ -45,4 +46,17 @@ export interface ViewManager {
   unmount(mountpoint: string): Promise<void>;
   /** Unmounts everything this manager mounted. Idempotent. */
   close(): Promise<void>;
+  /** Optional: counters for the daemon's metrics (issue 16); monotonic over the manager's life. */
+  counters?(): ViewCounters;
+}
+
+export interface ViewCounters {
+  /** Mounted views now. */
+  mounted: number;
+  /** Native FUSE counters summed over every view, unmounted ones included (field → total). */
+  native: Record<string, number>;
+  /** Reads parked for absent content: how long each waited, seconds. */
+  blockedReadSeconds: Histogram;
+  /** Parked reads answered with an error, by cause (StarlightError code, e.g. SL_ERR_CONTENT_DEADLINE). */
+  blockedReadFailures: Map<string, number>;
 }

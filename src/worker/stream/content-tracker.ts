@@ -206,6 +206,8 @@ export class Ingest {
 }
 
 export class ContentTracker implements ContentProvider {
+  /** For the daemon's metrics: out-of-order fetches of single items (reads ahead of the stream), reads failed by the deadline. */
+  readonly counters = { onDemandFetches: 0, deadlineExpired: 0 };
   private readonly ingests = new Map<string, Ingest>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private readonly fetching = new Set<string>();
@@ -317,6 +319,7 @@ export class ContentTracker implements ContentProvider {
         },
       };
       const timer = setTimeout(() => {
+        this.counters.deadlineExpired++;
         this.log.error('content-deadline', { digest, offset, length, deadlineMs: this.readDeadlineMs });
         w.reject(
           new StarlightError('SL_ERR_CONTENT_DEADLINE', `content ${digest} (bytes ${offset}-${end}) did not arrive within ${this.readDeadlineMs} ms`, {
@@ -429,6 +432,7 @@ export class ContentTracker implements ContentProvider {
       while (!this.closed.signal.aborted && (this.waiters.get(digest)?.size ?? 0) > 0 && !this.store.has(digest)) {
         if (this.ingests.has(digest)) return; // a stream took it over
         try {
+          this.counters.onDemandFetches++;
           await this.fetchOnce(digest, fetchItem);
           return;
         } catch (err) {

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { parseListen, parseSize, resolveProxyConfig, parseTokenFile, DEFAULT_DATA_DIR } from '../../../src/proxy/config.js';
+import { parseSize, resolveProxyConfig, parseTokenFile, DEFAULT_DATA_DIR } from '../../../src/proxy/config.js';
+import { parseListen } from '../../../src/oci/reference.js';
 
 const files: Record<string, string> = {
   '/etc/sl.env': '# proxy\nREGISTRY=file.example:5000\nLISTEN=0.0.0.0:9000\nINSECURE=true\nCACHE_SIZE="2GiB"\nSTARLIGHT_PROXY_DATA=/srv/file\n',

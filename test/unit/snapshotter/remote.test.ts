@@ -184,3 +184,23 @@ run('remove and close unmount views; a restart unmounts leftovers and restores v
   t.is((await mountsUnder(s.root)).length, 0, 'close unmounts every view');
   await sn.close();
 });
+
+run('a release the resolver defers (retryAfterMs) runs again later with the then-live remote ids', async (t) => {
+  const s = await setup(t);
+  const calls: string[][] = [];
+  let defer = true;
+  Object.assign(s.resolver, {
+    release: async (live: ReadonlySet<string>) => {
+      calls.push([...live].sort());
+      if (!defer) return {};
+      defer = false;
+      return { retryAfterMs: 50 };
+    },
+  });
+  const sn = await s.open();
+  await t.throwsAsync(sn.prepare('e1', '', { labels: prepLabels('sha256:c1') }));
+  await sn.remove('sha256:c1');
+  const deadline = Date.now() + 10_000;
+  while (calls.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(calls, [[], []], 'called on Remove, then once more after the deferral; no remote snapshot is live');
+});
