@@ -9,13 +9,14 @@ import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger, type Level } from '../log.js';
-import { WorkerDaemon } from '../worker/daemon.js';
+import { shutdownViews, WorkerDaemon } from '../worker/daemon.js';
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from '../worker/defaults.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.js';
 
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
+       starlight snapshotter --shutdown-views [--root DIR]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
@@ -28,7 +29,9 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              (default 30; 0 = only \`starlight trace on\`)
   --trace-upload MODE        auto: upload traces to the proxy when recorded (default); manual: \`starlight report\`
   --trace-group NAME         group label of auto-mode traces (default none)
-  --worker-id ID             opaque id sent with traces (default: none sent)`;
+  --worker-id ID             opaque id sent with traces (default: none sent)
+  --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
+                             stop leaves views mounted so running containers survive a restart)`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -49,6 +52,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'trace-upload': { type: 'string' },
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
+        'shutdown-views': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -58,6 +62,11 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   }
   if (values.help) {
     process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (values['shutdown-views']) {
+    const r = await shutdownViews(values.root ?? DEFAULT_ROOT);
+    process.stdout.write(`starlight snapshotter: ${r.held} held view(s) released, ${r.unmounted.length} mount(s) removed\n`);
     return 0;
   }
   const level = values['log-level'];
