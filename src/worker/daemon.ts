@@ -342,6 +342,8 @@ export class WorkerDaemon {
   /** Stops everything in reverse start order; errors are logged, the rest still stops. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // First, so that no later step (nor a failed start) unmounts views the next daemon adopts.
+      if (this.fuse && !this.opts.shutdownViews) await this.fuse.views.release().catch((err: unknown) => this.opts.log.error('worker-daemon-stop-failed', { step: 'release-views', err }));
       for (const step of this.started.reverse()) {
         await step.stop().catch((err: unknown) => this.opts.log.error('worker-daemon-stop-failed', { step: step.name, err }));
       }
