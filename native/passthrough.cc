@@ -48,7 +48,7 @@ thread_local int32_t tlsNextOpenBacking = 0;
 // Layout of the state fd (a memfd; only ever mapped by this build's code and its successors, so a
 // layout change must change the magic): header, then backing ids, cached and passthrough open
 // counts, each an array of inodes + 1 32-bit words.
-constexpr char kStateMagic[8] = {'S', 'L', 'F', 'U', 'S', 'E', '1', '\0'};
+constexpr char kStateMagic[8] = {'S', 'L', 'F', 'U', 'S', 'E', '2', '\0'};
 constexpr size_t kMaxInitRecord = 256;  // fuse_in_header + fuse_init_in (104 bytes in 7.40)
 struct StateHeader {
   char magic[8];
@@ -57,8 +57,10 @@ struct StateHeader {
   uint32_t initLen;  // bytes of the recorded INIT request
   uint8_t init[kMaxInitRecord];
 };
-constexpr size_t kStateArraysAt = 512;
-static_assert(sizeof(StateHeader) <= kStateArraysAt, "state header overflows");
+constexpr size_t kUnansweredAt = 512;
+constexpr size_t kMaxUnanswered = 1024;  // parked reads at once beyond this are not recorded
+constexpr size_t kStateArraysAt = kUnansweredAt + kMaxUnanswered * sizeof(uint64_t);
+static_assert(sizeof(StateHeader) <= kUnansweredAt, "state header overflows");
 
 StateHeader* Header(void* map) { return static_cast<StateHeader*>(map); }
 
@@ -101,6 +103,7 @@ bool Passthrough::Map(int fd, bool create, std::string* error) {
   map_ = m;
   mapLen_ = len;
   stateFd_ = fd;
+  unanswered_ = reinterpret_cast<uint64_t*>(static_cast<char*>(m) + kUnansweredAt);
   auto* words = reinterpret_cast<uint32_t*>(static_cast<char*>(m) + kStateArraysAt);
   backing_ = reinterpret_cast<int32_t*>(words);
   cachedOpens_ = words + (inodes_ + 1);
@@ -135,6 +138,35 @@ uint32_t Passthrough::SwallowNextInit() {
 }
 
 uint32_t Passthrough::Epoch() const { return map_ != nullptr ? Header(map_)->epoch : 0; }
+
+int Passthrough::RecordUnanswered(uint64_t unique) {
+  if (unanswered_ == nullptr || unique == 0) return -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < kMaxUnanswered; i++) {
+    if (unanswered_[i] == 0) {
+      unanswered_[i] = unique;
+      return int(i);
+    }
+  }
+  return -1;
+}
+
+void Passthrough::ClearUnanswered(int slot) {
+  if (unanswered_ == nullptr || slot < 0 || size_t(slot) >= kMaxUnanswered) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  unanswered_[slot] = 0;
+}
+
+std::vector<uint64_t> Passthrough::TakeUnanswered() {
+  std::vector<uint64_t> out;
+  if (unanswered_ == nullptr) return out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < kMaxUnanswered; i++) {
+    if (unanswered_[i] != 0) out.push_back(unanswered_[i]);
+    unanswered_[i] = 0;
+  }
+  return out;
+}
 
 bool Passthrough::NoteRequest(const void* mem, size_t len) {
   if (len < kInHeaderSize || Load32(mem, 4) != kOpInit) return false;

@@ -53,6 +53,13 @@ class Passthrough {
   // takeover count (file handle epoch) after incrementing it.
   uint32_t SwallowNextInit();
   uint32_t Epoch() const;
+  // Requests read but not answered yet that may wait long (parked reads), for kernels without
+  // FUSE_NOTIFY_RESEND: a successor answers them with EIO instead of letting them hang. Record
+  // returns a slot (-1: table full, not recorded); Clear forgets it once answered.
+  int RecordUnanswered(uint64_t unique);
+  void ClearUnanswered(int slot);
+  // Every recorded unique (then forgotten).
+  std::vector<uint64_t> TakeUnanswered();
 
   // Serving threads: called with every raw request before libfuse processes it (records INIT).
   // Returns true for the INIT request.
@@ -95,6 +102,7 @@ class Passthrough {
   std::atomic<int> offReason_{0};
   std::atomic<uint64_t> initUnique_{0};
   std::mutex mu_;                     // guards the per-inode arrays below (in the state mapping)
+  uint64_t* unanswered_ = nullptr;   // kMaxUnanswered slots, 0 = free (guarded by mu_)
   int32_t* backing_ = nullptr;        // by ino: 0 none yet, > 0 backing id, < 0 registration failed
   uint32_t* cachedOpens_ = nullptr;   // by ino: opens answered in cached mode and not yet released
   uint32_t* passOpens_ = nullptr;     // by ino: passthrough opens not yet released

@@ -50,6 +50,9 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
 }
 ssize_t IoRead(int fd, void* buf, size_t len, void*) { return Passthrough::Read(fd, buf, len); }
 
+// The raw unique of the request the calling serving thread is processing (Park records it).
+thread_local uint64_t tlsUnique = 0;
+
 void UnmountAllAtExit() {
   std::vector<Session*> all;
   {
@@ -174,7 +177,23 @@ bool Session::Adopt(int devFd, int stateFd, const std::string& mountpoint, Event
     int32_t error;
     uint64_t unique;
   } resend{16, kNotifyResend, 0};
-  resend_ = write(devFd, &resend, sizeof(resend)) == ssize_t(sizeof(resend)) ? 1 : -errno;
+  if (getenv("STARLIGHT_TEST_NO_RESEND") != nullptr) {
+    resend_ = -EINVAL;  // tests: behave as on a kernel < 6.9, which refuses the notification
+  } else {
+    resend_ = write(devFd, &resend, sizeof(resend)) == ssize_t(sizeof(resend)) ? 1 : -errno;
+  }
+  // Without resend (Linux < 6.9) the parked reads the predecessor recorded would hang: fail them.
+  for (const uint64_t unique : pt_.TakeUnanswered()) {
+    if (resend_ > 0) continue;  // resent: they come again as new requests
+    const struct {
+      uint32_t len;
+      int32_t error;
+      uint64_t unique;
+    } reply{16, -EIO, unique};
+    (void)!write(devFd, &reply, sizeof(reply));
+    stats_.failed++;
+    stats_.failedUnmount++;
+  }
   if (!StartThreads(error)) {
     fuse_session_destroy(se_);  // closes devFd
     se_ = nullptr;
@@ -333,6 +352,8 @@ void Session::Serve() {
         break;
       }
       const bool init = (buf.flags & FUSE_BUF_IS_FD) == 0 && pt_.NoteRequest(buf.mem, size_t(res));
+      tlsUnique = 0;
+      if ((buf.flags & FUSE_BUF_IS_FD) == 0 && size_t(res) >= 16) std::memcpy(&tlsUnique, static_cast<char*>(buf.mem) + 8, sizeof(tlsUnique));
       fuse_session_process_buf(se_, &buf);
       if (init && opts_.passthrough && !pt_.Negotiated()) NotePassthroughOff(pt_.OffReason());
     }
@@ -351,6 +372,7 @@ void Session::Unmount(bool releaseEvents) {
     parked_.clear();
   }
   for (const Parked& p : failing) {
+    pt_.ClearUnanswered(p.slot);
     fuse_reply_err(p.req, EIO);
     stats_.failed++;
     stats_.failedUnmount++;
@@ -399,7 +421,7 @@ void Session::Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size) {
     } else if (fuse_req_interrupted(req)) {
       err = EINTR;
     } else {
-      parked_.emplace(id, Parked{req, ino, off, size});
+      parked_.emplace(id, Parked{req, ino, off, size, pt_.RecordUnanswered(tlsUnique)});
     }
   }
   if (err != 0) {
@@ -413,12 +435,15 @@ void Session::Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size) {
 void Session::OnInterrupt(fuse_req_t req, void* data) {
   auto* self = static_cast<Session*>(fuse_req_userdata(req));
   const uint64_t id = uint64_t(reinterpret_cast<uintptr_t>(data));
-  bool found = false;
+  int slot = -1;
   {
     std::lock_guard<std::mutex> lock(self->mu_);
-    found = self->parked_.erase(id) > 0;
+    auto it = self->parked_.find(id);
+    if (it == self->parked_.end()) return;
+    slot = it->second.slot;
+    self->parked_.erase(it);
   }
-  if (!found) return;
+  self->pt_.ClearUnanswered(slot);
   self->stats_.interrupts++;
   fuse_reply_err(req, EINTR);
   self->Emit(Event{kEventInterrupt, id, 0, 0, 0});
@@ -464,6 +489,7 @@ bool Session::Provide(uint64_t reqId, const std::string& path, int err) {
     p = it->second;
     parked_.erase(it);
   }
+  pt_.ClearUnanswered(p.slot);
   if (path.empty()) {
     fuse_reply_err(p.req, err > 0 ? err : EIO);
     stats_.failed++;

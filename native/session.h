@@ -165,6 +165,7 @@ class Session {
     uint64_t ino;
     uint64_t off;
     uint32_t size;
+    int slot;  // Passthrough::RecordUnanswered slot (-1: not recorded)
   };
   void Serve();
   void Emit(const Event& ev);
