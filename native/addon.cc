@@ -105,22 +105,32 @@ uint32_t Register(Napi::Env env, std::unique_ptr<Session> session) {
   return handle;
 }
 
+// Builds a session from info[at] (options), info[at + 1] (table), info[at + 2] (onEvent), starts it
+// with `start` and registers it; throws "<what>: <error>" when it does not start.
+template <typename StartFn>
+Napi::Value StartSession(const Napi::CallbackInfo& info, size_t at, const std::string& what, StartFn start) {
+  Napi::Env env = info.Env();
+  MountOptions opts = ParseOptions(info[at].As<Napi::Object>());
+  auto session = std::make_unique<Session>(ParseTable(info[at + 1].As<Napi::Object>()), std::move(opts));
+  EventFn events = EventFn::New(env, info[at + 2].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
+  events.Unref(env);  // a mounted view alone does not keep the process alive
+  std::string error;
+  if (!start(*session, events, &error)) {
+    events.Release();
+    throw Napi::Error::New(env, what + ": " + error);
+  }
+  return Napi::Number::New(env, Register(env, std::move(session)));
+}
+
 Napi::Value Mount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsObject() ||
       !info[3].IsFunction())
     throw Napi::TypeError::New(env, "mount(mountpoint: string, options: object, table: object, onEvent: function)");
   const std::string mountpoint = info[0].As<Napi::String>().Utf8Value();
-  MountOptions opts = ParseOptions(info[1].As<Napi::Object>());
-  auto session = std::make_unique<Session>(ParseTable(info[2].As<Napi::Object>()), std::move(opts));
-  EventFn events = EventFn::New(env, info[3].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
-  events.Unref(env);  // a mounted view alone does not keep the process alive
-  std::string error;
-  if (!session->Start(mountpoint, events, &error)) {
-    events.Release();
-    throw Napi::Error::New(env, "mount " + mountpoint + ": " + error);
-  }
-  return Napi::Number::New(env, Register(env, std::move(session)));
+  return StartSession(info, 1, "mount " + mountpoint, [&](Session& s, EventFn events, std::string* error) {
+    return s.Start(mountpoint, events, error);
+  });
 }
 
 int FdArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
@@ -136,16 +146,19 @@ Napi::Value Adopt(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "adopt(devFd, stateFd, mountpoint: string, options: object, table: object, onEvent: function)");
   const int devFd = FdArg(info, 0, "devFd"), stateFd = FdArg(info, 1, "stateFd");
   const std::string mountpoint = info[2].As<Napi::String>().Utf8Value();
-  MountOptions opts = ParseOptions(info[3].As<Napi::Object>());
-  auto session = std::make_unique<Session>(ParseTable(info[4].As<Napi::Object>()), std::move(opts));
-  EventFn events = EventFn::New(env, info[5].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
-  events.Unref(env);
-  std::string error;
-  if (!session->Adopt(devFd, stateFd, mountpoint, events, &error)) {
-    events.Release();
-    throw Napi::Error::New(env, "adopt " + mountpoint + ": " + error);
+  bool handed = false;  // Session::Adopt owns the fds from its call on, also when it fails
+  try {
+    return StartSession(info, 3, "adopt " + mountpoint, [&](Session& s, EventFn events, std::string* error) {
+      handed = true;
+      return s.Adopt(devFd, stateFd, mountpoint, events, error);
+    });
+  } catch (...) {
+    if (!handed) {
+      close(devFd);
+      close(stateFd);
+    }
+    throw;
   }
-  return Napi::Number::New(env, Register(env, std::move(session)));
 }
 
 Napi::Value Detach(const Napi::CallbackInfo& info) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "fd_passing.h"
+#include "fuse_raw.h"
 
 namespace {
 
@@ -37,7 +38,6 @@ using starlight::FdSend;
 
 constexpr size_t kMaxClients = 32;
 constexpr int kIdleExitMs = 10000;  // exit if nobody ever connects
-constexpr int32_t kNotifyResend = 7;
 constexpr uint32_t kOpForget = 2, kOpInterrupt = 36, kOpBatchForget = 42;
 constexpr size_t kDevBuffer = (1u << 20) + 4096;  // ≥ any request of a read-only mount
 
@@ -82,12 +82,7 @@ bool Attached() {
 void StartFailing() {
   failing = true;
   for (const Entry& e : entries) {
-    const struct {
-      uint32_t len;
-      int32_t error;
-      uint64_t unique;
-    } resend{16, kNotifyResend, 0};
-    (void)!write(e.dev, &resend, sizeof(resend));
+    (void)starlight::WriteOutHeader(e.dev, starlight::kNotifyResend, 0);
     Log("no daemon within the read deadline: answering EIO on", e.key);
   }
 }
@@ -104,12 +99,7 @@ void FailRequests(int dev) {
     std::memcpy(&opcode, buf + 4, sizeof(opcode));
     std::memcpy(&unique, buf + 8, sizeof(unique));
     if (opcode == kOpForget || opcode == kOpBatchForget || opcode == kOpInterrupt) continue;
-    const struct {
-      uint32_t len;
-      int32_t error;
-      uint64_t unique;
-    } reply{16, -EIO, unique};
-    (void)!write(dev, &reply, sizeof(reply));
+    (void)starlight::WriteOutHeader(dev, -EIO, unique);
   }
 }
 

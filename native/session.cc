@@ -1,6 +1,8 @@
 // Session lifecycle, serving loop and parked reads (contract in session.h).
 #include "session.h"
 
+#include "fuse_raw.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -19,8 +21,6 @@ const fuse_lowlevel_ops& LowLevelOps();  // ops.cc
 
 namespace {
 
-// FUSE_NOTIFY_RESEND (protocol 7.40, Linux 6.9): requeue every request read but not answered.
-constexpr int32_t kNotifyResend = 7;
 // File handle layout: bits 0..31 slot + 1, bit 32 passthrough mode, bits 40..63 takeover epoch.
 constexpr uint64_t kHandleSlotMask = 0xffffffffull;
 constexpr uint64_t kHandlePassthrough = 1ull << 32;
@@ -172,25 +172,16 @@ bool Session::Adopt(int devFd, int stateFd, const std::string& mountpoint, Event
   mountpoint_ = mountpoint;
   // Requests the predecessor read but never answered sit in the processing queue of this very
   // open file: move them back to pending (they come again with FUSE_UNIQUE_RESEND set).
-  struct {
-    uint32_t len;
-    int32_t error;
-    uint64_t unique;
-  } resend{16, kNotifyResend, 0};
   if (getenv("STARLIGHT_TEST_NO_RESEND") != nullptr) {
     resend_ = -EINVAL;  // tests: behave as on a kernel < 6.9, which refuses the notification
   } else {
-    resend_ = write(devFd, &resend, sizeof(resend)) == ssize_t(sizeof(resend)) ? 1 : -errno;
+    const int rc = WriteOutHeader(devFd, kNotifyResend, 0);
+    resend_ = rc == 0 ? 1 : rc;
   }
   // Without resend (Linux < 6.9) the parked reads the predecessor recorded would hang: fail them.
   for (const uint64_t unique : pt_.TakeUnanswered()) {
     if (resend_ > 0) continue;  // resent: they come again as new requests
-    const struct {
-      uint32_t len;
-      int32_t error;
-      uint64_t unique;
-    } reply{16, -EIO, unique};
-    (void)!write(devFd, &reply, sizeof(reply));
+    (void)WriteOutHeader(devFd, -EIO, unique);
     stats_.failed++;
     stats_.failedUnmount++;
   }

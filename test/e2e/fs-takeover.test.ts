@@ -11,46 +11,16 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { StarlightError } from '../../src/errors.js';
 import type { MergedTree, TocEntry } from '../../src/image/toc.js';
 import { FdHolderClient } from '../../src/worker/fs/fd-holder.js';
 import { FuseViewManager } from '../../src/worker/fs/fuse-views.js';
 import { FuseAddonLoader } from '../../src/worker/fs/native.js';
-import type { ContentProvider } from '../../src/worker/fs/view.js';
 import { unmountAllUnder } from '../../src/worker/snapshotter/mountinfo.js';
+import { TestContent } from '../helpers/test-content.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
-/** Content from real files; `missing` digests arrive on release() (waiters are aborted by unmount/release). */
-class Content implements ContentProvider {
-  readonly files = new Map<string, string>();
-  readonly missing = new Set<string>();
-  waiting = 0;
-  private waiters: { digest: string; resolve: (p: string) => void }[] = [];
-  locate(digest: string): string | null {
-    return this.missing.has(digest) ? null : (this.files.get(digest) ?? null);
-  }
-  waitFor(digest: string, _o: number, _l: number, signal?: AbortSignal): Promise<string> {
-    const at = this.locate(digest);
-    if (at !== null) return Promise.resolve(at);
-    this.waiting++;
-    return new Promise((resolve, reject) => {
-      const w = { digest, resolve };
-      this.waiters.push(w);
-      signal?.addEventListener('abort', () => {
-        this.waiters = this.waiters.filter((x) => x !== w);
-        reject(new StarlightError('SL_ERR_CANCELED', 'test: aborted'));
-      });
-    });
-  }
-  release(digest: string): void {
-    this.missing.delete(digest);
-    for (const w of this.waiters.filter((x) => x.digest === digest)) w.resolve(this.files.get(digest)!);
-    this.waiters = this.waiters.filter((x) => x.digest !== digest);
-  }
-}
 
 interface Fx {
   dir: string;
@@ -61,7 +31,7 @@ interface Fx {
   fifo: string;
 }
 
-function fixture(t: ExecutionContext, content: Content): Fx {
+function fixture(t: ExecutionContext, content: TestContent): Fx {
   const dir = tempDir(t, 'sl-takeover-');
   const cas = join(dir, 'cas');
   const mnt = join(dir, 'mnt');
@@ -102,7 +72,7 @@ async function until(cond: () => boolean, ms = 10_000): Promise<boolean> {
 }
 
 /** First manager: mounts with a holder, parks a read, opens a file, then releases (a clean daemon stop). */
-async function firstDaemon(t: ExecutionContext, fx: Fx, content: Content, loader: FuseAddonLoader) {
+async function firstDaemon(t: ExecutionContext, fx: Fx, content: TestContent, loader: FuseAddonLoader) {
   const holder = await FdHolderClient.connect(loader, { socket: fx.holderSocket, readDeadlineMs: 60_000 });
   t.teardown(() => {
     try {
@@ -119,7 +89,7 @@ async function firstDaemon(t: ExecutionContext, fx: Fx, content: Content, loader
   const opened = child(t, 'sh', ['-c', `exec 3< ${join(fx.mnt, 'present')}; head -c 100000 <&3 > /dev/null; touch ${ready}; read x < ${fx.fifo}; cat <&3 | wc -c; exec 3<&-`]);
   t.true(await until(() => existsSync(ready)), 'the reader has the file open');
   const parked = child(t, 'cat', [join(fx.mnt, 'parked')], { ...process.env });
-  t.true(await until(() => content.waiting > 0), 'the read of absent content is parked');
+  t.true(await until(() => content.pending() > 0), 'the read of absent content is parked');
   await views.release();
   holder.close();
   return { opened, parked };
@@ -127,10 +97,11 @@ async function firstDaemon(t: ExecutionContext, fx: Fx, content: Content, loader
 
 run('a parked read and an open file survive a takeover; the successor serves them', async (t) => {
   const loader = new FuseAddonLoader();
-  const content = new Content();
+  const content = new TestContent();
   const fx = fixture(t, content);
   const { opened, parked } = await firstDaemon(t, fx, content, loader);
   t.is(parked.proc.exitCode, null, 'the parked read still waits after the first daemon released the view');
+  t.is(content.pending(), 0, 'release() aborted the wait without answering the read');
 
   const holder = await FdHolderClient.connect(loader, { socket: fx.holderSocket, readDeadlineMs: 60_000 });
   t.teardown(() => holder.close());
@@ -142,7 +113,7 @@ run('a parked read and an open file survive a takeover; the successor serves the
   const st = views.stats(fx.mnt)!;
   t.is(st.epoch, 1, 'one takeover');
   t.is(st.resend, 1, 'FUSE_NOTIFY_RESEND accepted (Linux >= 6.9)');
-  t.true(await until(() => content.waiting > 1), 'the resent read is parked again in the successor');
+  t.true(await until(() => content.pending() > 0), 'the resent read is parked again in the successor');
   content.release(sha(fx.files.get('parked')!));
   const p = await parked.done;
   t.is(p.code, 0, p.err);
@@ -157,7 +128,7 @@ run('a parked read and an open file survive a takeover; the successor serves the
 
 run('without FUSE_NOTIFY_RESEND (Linux < 6.9) the read the predecessor parked is answered (EIO), never left hanging', async (t) => {
   const loader = new FuseAddonLoader();
-  const content = new Content();
+  const content = new TestContent();
   const fx = fixture(t, content);
   const { parked } = await firstDaemon(t, fx, content, loader);
   process.env.STARLIGHT_TEST_NO_RESEND = '1';
@@ -167,14 +138,13 @@ run('without FUSE_NOTIFY_RESEND (Linux < 6.9) the read the predecessor parked is
   const views = new FuseViewManager({ handleSignals: false, loader, holder });
   t.teardown(() => views.close());
   views.adoptFrom(holder.takeAll());
-  const waitedBefore = content.waiting;
   await views.mount(fx.mnt, { tree: fx.tree, content });
   delete process.env.STARLIGHT_TEST_NO_RESEND;
   const st = views.stats(fx.mnt)!;
   t.true(st.resend < 0);
   t.is(st.failedUnmount, 1, 'the predecessor-parked read was answered with EIO by the successor');
   // The kernel retries a failed page-cache read with a fresh request, which the successor parks and serves.
-  t.true(await until(() => content.waiting > waitedBefore), 'the retried read reaches the successor');
+  t.true(await until(() => content.pending() > 0), 'the retried read reaches the successor');
   content.release(sha(fx.files.get('parked')!));
   const p = await parked.done;
   t.is(p.code, 0, p.err);
