@@ -58,6 +58,7 @@ int64_t deadlineMs = 60000;
 int64_t detachedAt = -1;  // ms when the last daemon left (-1: a daemon is attached or none left yet)
 bool failing = false;     // answering every request with EIO
 bool everAttached = false;
+const char* socketPath = nullptr;
 
 int64_t NowMs() {
   timespec ts;
@@ -137,6 +138,7 @@ void Handle(Client& c, const std::string& text, std::vector<int>& fds) {
     }
   } else if (cmd == "QUIT") {
     while (!entries.empty()) Drop(entries.size() - 1);
+    unlink(socketPath);
     FdSend(c.fd, "OK", {});
     exit(0);
   }
@@ -172,6 +174,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   signal(SIGINT, SIG_IGN);
+  socketPath = argv[1];
   const int ls = Listen(argv[1]);
   if (ls == -2) return 0;
   if (ls < 0) {

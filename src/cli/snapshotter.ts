@@ -1,7 +1,8 @@
 /**
  * `starlight snapshotter --socket PATH --root DIR [--proxy URL] [--log-level L]`: runs the worker
- * daemon (containerd snapshotter) until SIGINT/SIGTERM, then closes it gracefully (unmounting its
- * views). Also the original command line `starlight-grpc run --server URL --socket PATH`.
+ * daemon (containerd snapshotter) until SIGINT/SIGTERM, then closes it gracefully, leaving its lazy
+ * views mounted for the next daemon (issue 13); `--shutdown-views` is the explicit unmount of them
+ * all. Also the original command line `starlight-grpc run --server URL --socket PATH`.
  *
  * Not here: the wiring (src/worker/daemon.ts).
  */

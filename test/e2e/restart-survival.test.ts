@@ -19,7 +19,7 @@ import { HOLDER_SOCKET_NAME } from '../../src/worker/daemon.js';
 import { buildTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
 import { tempDir } from '../helpers/tmp.js';
 import { makeLayer, pushLayers, sha256, type BuiltLayer } from './proxy-support.js';
-import { lazyStack, pull } from './pull-support.js';
+import { lazyStack, pull, starlight } from './pull-support.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
 
@@ -138,6 +138,11 @@ function killHolder(c: Containerd): void {
   }
 }
 
+async function pollUntil(cond: () => boolean, ms = 10_000): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (cond()) return true;
+  return cond();
+}
+
 function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
@@ -249,4 +254,13 @@ run('SIGKILL + restart 20 times: no leaked fds, mounts or holders; the container
     }
   }).length;
   t.is(devFuse, end.mounts, 'one /dev/fuse fd per mounted view in the daemon');
+
+  // A clean stop leaves the view mounted and held; --shutdown-views is the explicit unmount of all.
+  t.is(await c.snapshotter.stop('SIGTERM'), 0);
+  t.is(fuseMountsUnder(c.dir).length, end.mounts, 'a clean stop leaves the views mounted');
+  const shut = await starlight(['snapshotter', '--root', c.snapshotter.root, '--shutdown-views']);
+  t.is(shut.code, 0, shut.stderr);
+  t.regex(shut.stdout, /1 held view\(s\) released/);
+  t.deepEqual(fuseMountsUnder(c.dir), [], '--shutdown-views unmounts every view');
+  t.true(await pollUntil(() => holders(c).length === 0), 'and ends the holder');
 });
