@@ -124,6 +124,14 @@ run('a parked read and an open file survive a takeover; the successor serves the
   t.is(o.out.toString().trim(), String(200_000 - 100_000), 'a file opened before the takeover reads on');
   const cat = await child(t, 'cat', [join(fx.mnt, 'present')]).done;
   t.is(sha(cat.out), sha(fx.files.get('present')!), 'new opens after the takeover read right');
+  const after = views.stats(fx.mnt)!;
+  if (after.passthrough === 1) {
+    // Kernel passthrough survived the takeover: the backing file registered by the first daemon serves it.
+    t.true(after.passthroughOpens > 0, 'a complete file opens through passthrough after the takeover');
+    t.is(after.failedBackingOpen + after.failedPassthroughOpen, 0);
+  } else {
+    t.log(`passthrough off on this kernel (errno ${after.passthroughOff}): nothing to check`);
+  }
 });
 
 run('without FUSE_NOTIFY_RESEND (Linux < 6.9) the read the predecessor parked is answered (EIO), never left hanging', async (t) => {
