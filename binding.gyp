@@ -10,7 +10,8 @@
         "native/inode_table.cc",
         "native/session.cc",
         "native/ops.cc",
-        "native/passthrough.cc"
+        "native/passthrough.cc",
+        "native/fd_passing.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -25,6 +26,15 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+    },
+    {
+      # The fd holder (native/holder.cc): a plain executable, no Node, no libfuse.
+      "target_name": "starlight-fuse-holder",
+      "type": "executable",
+      "sources": ["native/holder.cc", "native/fd_passing.cc"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
     }
   ]
 }

@@ -5,6 +5,12 @@
 //   unmount(handle) -> void (idempotent)
 //   alive(handle) -> boolean
 //   stats(handle) -> object of counters
+//   adopt(devFd, stateFd, mountpoint, options, table, onEvent) -> handle (takes both fds, see session.h)
+//   detach(handle) -> void (stop serving, keep the mount; idempotent)
+//   setHeld(handle, held) -> void (held: process exit detaches instead of unmounting)
+//   viewFds(handle) -> [devFd, stateFd] (still owned by the session; send, never close)
+//   holderConnect(path) -> fd; holderRequest(fd, text, fds, timeoutMs) -> { text, fds };
+//   closeFd(fd) (fd_passing.h; errors throw Error with .code = errno name)
 //   EVENT_READ, EVENT_INTERRUPT, EVENT_ACCESS, EVENT_PASSTHROUGH_OFF, EVENT_NATIVE_ERROR,
 //   CAUSE_CONTENT_OPEN, CAUSE_CONTENT_READ, CAUSE_PASSTHROUGH_OPEN, CAUSE_BACKING_OPEN, CAUSE_SERVE,
 //   INODE_RECORD_SIZE, DIRENT_RECORD_SIZE, XATTR_RECORD_SIZE
@@ -12,9 +18,13 @@
 // when the Node environment exits. Argument errors throw TypeError on the JS thread only.
 #include <napi.h>
 
+#include <unistd.h>
+
+#include <cstring>
 #include <map>
 #include <memory>
 
+#include "fd_passing.h"
 #include "session.h"
 
 namespace starlight {
@@ -24,7 +34,7 @@ struct AddonData {
   std::map<uint32_t, std::unique_ptr<Session>> sessions;
   uint32_t nextHandle = 1;
   void UnmountAll() {
-    for (auto& [h, s] : sessions) s->Unmount();
+    for (auto& [h, s] : sessions) s->AtExit();
     sessions.clear();
   }
   ~AddonData() { UnmountAll(); }
@@ -77,29 +87,152 @@ MountOptions ParseOptions(Napi::Object o) {
   return m;
 }
 
-Napi::Value Mount(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsObject() ||
-      !info[3].IsFunction())
-    throw Napi::TypeError::New(env, "mount(mountpoint: string, options: object, table: object, onEvent: function)");
-  const std::string mountpoint = info[0].As<Napi::String>().Utf8Value();
-  MountOptions opts = ParseOptions(info[1].As<Napi::Object>());
-  Napi::Object t = info[2].As<Napi::Object>();
+std::unique_ptr<InodeTable> ParseTable(Napi::Object t) {
   auto inodes = BufferField(t, "inodes"), dirents = BufferField(t, "dirents"),
        xattrs = BufferField(t, "xattrs"), strings = BufferField(t, "strings");
   auto table = std::make_unique<InodeTable>();
   std::string error;
   if (!table->Decode(inodes.Data(), inodes.Length(), dirents.Data(), dirents.Length(), xattrs.Data(),
                      xattrs.Length(), strings.Data(), strings.Length(), &error))
-    throw Napi::TypeError::New(env, "bad inode table: " + error);
-  auto session = std::make_unique<Session>(std::move(table), std::move(opts));
-  EventFn events = EventFn::New(env, info[3].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
-  events.Unref(env);  // a mounted view alone does not keep the process alive
-  if (!session->Start(mountpoint, events, &error)) throw Napi::Error::New(env, "mount " + mountpoint + ": " + error);
+    throw Napi::TypeError::New(t.Env(), "bad inode table: " + error);
+  return table;
+}
+
+uint32_t Register(Napi::Env env, std::unique_ptr<Session> session) {
   AddonData& d = Data(env);
   const uint32_t handle = d.nextHandle++;
   d.sessions.emplace(handle, std::move(session));
-  return Napi::Number::New(env, handle);
+  return handle;
+}
+
+// Builds a session from info[at] (options), info[at + 1] (table), info[at + 2] (onEvent), starts it
+// with `start` and registers it; throws "<what>: <error>" when it does not start.
+template <typename StartFn>
+Napi::Value StartSession(const Napi::CallbackInfo& info, size_t at, const std::string& what, StartFn start) {
+  Napi::Env env = info.Env();
+  MountOptions opts = ParseOptions(info[at].As<Napi::Object>());
+  auto session = std::make_unique<Session>(ParseTable(info[at + 1].As<Napi::Object>()), std::move(opts));
+  EventFn events = EventFn::New(env, info[at + 2].As<Napi::Function>(), "starlight-fuse-events", 0, 1, nullptr);
+  events.Unref(env);  // a mounted view alone does not keep the process alive
+  std::string error;
+  if (!start(*session, events, &error)) {
+    events.Release();
+    throw Napi::Error::New(env, what + ": " + error);
+  }
+  return Napi::Number::New(env, Register(env, std::move(session)));
+}
+
+Napi::Value Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsObject() ||
+      !info[3].IsFunction())
+    throw Napi::TypeError::New(env, "mount(mountpoint: string, options: object, table: object, onEvent: function)");
+  const std::string mountpoint = info[0].As<Napi::String>().Utf8Value();
+  return StartSession(info, 1, "mount " + mountpoint, [&](Session& s, EventFn events, std::string* error) {
+    return s.Start(mountpoint, events, error);
+  });
+}
+
+int FdArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a file descriptor");
+  const int64_t fd = info[i].As<Napi::Number>().Int64Value();
+  if (fd < 0 || fd > 1 << 30) throw Napi::RangeError::New(info.Env(), std::string(name) + " is not a file descriptor");
+  return int(fd);
+}
+
+Napi::Value Adopt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[2].IsString() || !info[3].IsObject() || !info[4].IsObject() || !info[5].IsFunction())
+    throw Napi::TypeError::New(env, "adopt(devFd, stateFd, mountpoint: string, options: object, table: object, onEvent: function)");
+  const int devFd = FdArg(info, 0, "devFd"), stateFd = FdArg(info, 1, "stateFd");
+  const std::string mountpoint = info[2].As<Napi::String>().Utf8Value();
+  bool handed = false;  // Session::Adopt owns the fds from its call on, also when it fails
+  try {
+    return StartSession(info, 3, "adopt " + mountpoint, [&](Session& s, EventFn events, std::string* error) {
+      handed = true;
+      return s.Adopt(devFd, stateFd, mountpoint, events, error);
+    });
+  } catch (...) {
+    if (!handed) {
+      close(devFd);
+      close(stateFd);
+    }
+    throw;
+  }
+}
+
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
+  AddonData& d = Data(info.Env());
+  auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it == d.sessions.end()) return info.Env().Undefined();
+  std::unique_ptr<Session> s = std::move(it->second);
+  d.sessions.erase(it);
+  s->Detach();
+  return info.Env().Undefined();
+}
+
+Napi::Value SetHeld(const Napi::CallbackInfo& info) {
+  Get(info).SetHeld(info.Length() > 1 && info[1].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value ViewFds(const Napi::CallbackInfo& info) {
+  Session& s = Get(info);
+  Napi::Array a = Napi::Array::New(info.Env(), 2);
+  a.Set(uint32_t(0), Napi::Number::New(info.Env(), s.DevFd()));
+  a.Set(uint32_t(1), Napi::Number::New(info.Env(), s.Pt().StateFd()));
+  return a;
+}
+
+[[noreturn]] void ThrowErrno(Napi::Env env, const std::string& what, int err) {
+  Napi::Error e = Napi::Error::New(env, what + ": " + std::strerror(err));
+  const char* name = err == ENOENT ? "ENOENT" : err == ECONNREFUSED ? "ECONNREFUSED" : err == ETIMEDOUT ? "ETIMEDOUT"
+                     : err == ECONNRESET ? "ECONNRESET" : "EIO";
+  e.Set("code", Napi::String::New(env, name));
+  e.Set("errno", Napi::Number::New(env, err));
+  throw e;
+}
+
+Napi::Value HolderConnect(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(info.Env(), "holderConnect(path: string)");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const int fd = FdConnect(path);
+  if (fd < 0) ThrowErrno(info.Env(), "connect " + path, -fd);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value HolderRequest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[1].IsString() || !info[2].IsArray() || !info[3].IsNumber())
+    throw Napi::TypeError::New(env, "holderRequest(fd, text: string, fds: number[], timeoutMs: number)");
+  const int sock = FdArg(info, 0, "fd");
+  const std::string text = info[1].As<Napi::String>().Utf8Value();
+  Napi::Array arr = info[2].As<Napi::Array>();
+  if (arr.Length() > kMaxFds) throw Napi::RangeError::New(env, "too many fds");
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) throw Napi::TypeError::New(env, "fds must be file descriptors");
+    fds.push_back(v.As<Napi::Number>().Int32Value());
+  }
+  int rc = FdSend(sock, text, fds);
+  if (rc != 0) ThrowErrno(env, "send to the fd holder", -rc);
+  std::string reply;
+  std::vector<int> got;
+  rc = FdRecv(sock, info[3].As<Napi::Number>().Int32Value(), &reply, &got);
+  if (rc != 0) ThrowErrno(env, "receive from the fd holder", -rc);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("text", Napi::String::New(env, reply));
+  Napi::Array out = Napi::Array::New(env, got.size());
+  for (uint32_t i = 0; i < got.size(); i++) out.Set(i, Napi::Number::New(env, got[i]));
+  o.Set("fds", out);
+  return o;
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  close(FdArg(info, 0, "fd"));
+  return info.Env().Undefined();
 }
 
 Napi::Value Provide(const Napi::CallbackInfo& info) {
@@ -169,6 +302,8 @@ Napi::Value StatsOf(const Napi::CallbackInfo& info) {
   put("passthroughOff", uint64_t(s.Pt().OffReason()));
   put("parkedNow", s.ParkedNow());
   put("inodes", s.Table().Count());
+  o.Set("resend", Napi::Number::New(info.Env(), s.ResendResult()));
+  put("epoch", s.Pt().Epoch());
   return o;
 }
 
@@ -182,6 +317,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
   exports.Set("alive", Napi::Function::New(env, Alive, "alive"));
   exports.Set("stats", Napi::Function::New(env, StatsOf, "stats"));
+  exports.Set("adopt", Napi::Function::New(env, Adopt, "adopt"));
+  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
+  exports.Set("setHeld", Napi::Function::New(env, SetHeld, "setHeld"));
+  exports.Set("viewFds", Napi::Function::New(env, ViewFds, "viewFds"));
+  exports.Set("holderConnect", Napi::Function::New(env, HolderConnect, "holderConnect"));
+  exports.Set("holderRequest", Napi::Function::New(env, HolderRequest, "holderRequest"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("EVENT_READ", Napi::Number::New(env, kEventRead));
   exports.Set("EVENT_INTERRUPT", Napi::Number::New(env, kEventInterrupt));
   exports.Set("EVENT_ACCESS", Napi::Number::New(env, kEventAccess));

@@ -115,7 +115,8 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // Complete files keep their page cache across opens (content is immutable). Passthrough opens
     // must not: the kernel refuses open flags outside FOPEN_PASSTHROUGH_MASK (keep_cache is one).
     fi->keep_cache = !pass && (h->fd >= 0 || in->size == 0);
-    fi->fh = reinterpret_cast<uint64_t>(h.get());
+    fi->fh = s.NewHandle(ino, h->mode);  // a slot index (takeover-safe), never a pointer
+    if (FileHandle* slot = s.FindHandle(fi->fh)) slot->fd = h->fd.exchange(-1);
     if (pass) {
       s.Counters().passthroughOpens++;
       Passthrough::MarkNextOpen(backing);
@@ -126,21 +127,18 @@ void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       s.Counters().failed++;
       s.NoteNativeError(ino, kCausePassthroughOpen, -rc);
     }
-    if (rc == 0) {
-      h.release();
-    } else if ((in->mode & S_IFMT) == S_IFREG) {
-      s.Pt().Released(ino, h->mode);  // the kernel never saw this open: no RELEASE will come
+    if (rc != 0) {
+      s.DropHandle(fi->fh);
+      if ((in->mode & S_IFMT) == S_IFREG) s.Pt().Released(ino, h->mode);  // no RELEASE will come
     }
   });
 }
 
 void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* h = reinterpret_cast<FileHandle*>(fi->fh);
-  if (h != nullptr) {
-    const Inode* in = S(req).Table().Get(h->ino);
-    if (in != nullptr && (in->mode & S_IFMT) == S_IFREG) S(req).Pt().Released(h->ino, h->mode);
-  }
-  delete h;
+  // A predecessor's handle (takeover) is released by inode and the mode its handle encodes.
+  const Passthrough::Mode mode = S(req).DropHandle(fi->fh);
+  const Inode* in = S(req).Table().Get(ino);
+  if (in != nullptr && (in->mode & S_IFMT) == S_IFREG) S(req).Pt().Released(ino, mode);
   fuse_reply_err(req, 0);
 }
 
@@ -150,8 +148,10 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
     Session& s = S(req);
     s.Counters().reads++;
     const Inode* in = s.Table().Get(ino);
-    auto* h = reinterpret_cast<FileHandle*>(fi->fh);
-    if (in == nullptr || h == nullptr || off < 0) return (void)fuse_reply_err(req, EINVAL);
+    FileHandle* h = s.FindHandle(fi->fh);
+    FileHandle foreign;  // a predecessor's open (takeover): served by inode, content reopened per read
+    if (h == nullptr) h = &foreign;
+    if (in == nullptr || off < 0) return (void)fuse_reply_err(req, EINVAL);
     if (uint64_t(off) >= in->size) return (void)fuse_reply_buf(req, nullptr, 0);
     const size_t want = size_t(std::min<uint64_t>(size, in->size - uint64_t(off)));
     int fd = h->fd.load();

@@ -5,8 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace starlight {
@@ -42,13 +45,137 @@ void Store32(void* p, size_t off, uint32_t v) { std::memcpy(static_cast<char*>(p
 
 thread_local int32_t tlsNextOpenBacking = 0;
 
+// Layout of the state fd (a memfd; only ever mapped by this build's code and its successors, so a
+// layout change must change the magic): header, then backing ids, cached and passthrough open
+// counts, each an array of inodes + 1 32-bit words.
+constexpr char kStateMagic[8] = {'S', 'L', 'F', 'U', 'S', 'E', '2', '\0'};
+constexpr size_t kMaxInitRecord = 256;  // fuse_in_header + fuse_init_in (104 bytes in 7.40)
+struct StateHeader {
+  char magic[8];
+  uint64_t inodes;
+  uint32_t epoch;    // takeovers so far (file handle epoch)
+  uint32_t initLen;  // bytes of the recorded INIT request
+  uint8_t init[kMaxInitRecord];
+};
+constexpr size_t kUnansweredAt = 512;
+constexpr size_t kMaxUnanswered = 1024;  // parked reads at once beyond this are not recorded
+constexpr size_t kStateArraysAt = kUnansweredAt + kMaxUnanswered * sizeof(uint64_t);
+static_assert(sizeof(StateHeader) <= kUnansweredAt, "state header overflows");
+
+StateHeader* Header(void* map) { return static_cast<StateHeader*>(map); }
+
 }  // namespace
 
-Passthrough::Passthrough(size_t inodes, bool enabled)
-    : enabled_(enabled), backing_(inodes + 1, 0), cachedOpens_(inodes + 1, 0), passOpens_(inodes + 1, 0) {}
+Passthrough::Passthrough(size_t inodes, bool enabled) : enabled_(enabled), inodes_(inodes) {}
+
+Passthrough::~Passthrough() {
+  if (map_ != nullptr) munmap(map_, mapLen_);
+  if (stateFd_ >= 0) close(stateFd_);
+}
+
+bool Passthrough::Map(int fd, bool create, std::string* error) {
+  const size_t len = kStateArraysAt + 3 * (inodes_ + 1) * sizeof(uint32_t);
+  struct stat st;
+  if (create) {
+    if (ftruncate(fd, off_t(len)) != 0) {
+      *error = std::string("cannot size the state fd: ") + std::strerror(errno);
+      return false;
+    }
+  } else if (fstat(fd, &st) != 0 || size_t(st.st_size) != len) {
+    *error = "the held state does not match this view (another inode count)";
+    return false;
+  }
+  void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    *error = std::string("cannot map the state fd: ") + std::strerror(errno);
+    return false;
+  }
+  StateHeader* h = Header(m);
+  if (create) {
+    std::memcpy(h->magic, kStateMagic, sizeof(kStateMagic));
+    h->inodes = inodes_;
+  } else if (std::memcmp(h->magic, kStateMagic, sizeof(kStateMagic)) != 0 || h->inodes != inodes_ ||
+             h->initLen < kInHeaderSize + kInitInMin || h->initLen > kMaxInitRecord) {
+    munmap(m, len);
+    *error = "the held state is not a view state of this layout and inode count";
+    return false;
+  }
+  map_ = m;
+  mapLen_ = len;
+  stateFd_ = fd;
+  unanswered_ = reinterpret_cast<uint64_t*>(static_cast<char*>(m) + kUnansweredAt);
+  auto* words = reinterpret_cast<uint32_t*>(static_cast<char*>(m) + kStateArraysAt);
+  backing_ = reinterpret_cast<int32_t*>(words);
+  cachedOpens_ = words + (inodes_ + 1);
+  passOpens_ = words + 2 * (inodes_ + 1);
+  return true;
+}
+
+bool Passthrough::CreateState(std::string* error) {
+  const int fd = memfd_create("starlight-view-state", MFD_CLOEXEC);
+  if (fd < 0) {
+    *error = std::string("memfd_create: ") + std::strerror(errno);
+    return false;
+  }
+  if (!Map(fd, true, error)) {
+    close(fd);
+    return false;
+  }
+  return true;
+}
+
+bool Passthrough::AdoptState(int fd, std::string* error) { return Map(fd, false, error); }
+
+std::string Passthrough::InitRequest() const {
+  if (map_ == nullptr) return std::string();
+  const StateHeader* h = Header(map_);
+  return std::string(reinterpret_cast<const char*>(h->init), std::min<size_t>(h->initLen, kMaxInitRecord));
+}
+
+uint32_t Passthrough::SwallowNextInit() {
+  swallowInit_ = true;
+  return map_ != nullptr ? ++Header(map_)->epoch : 0;
+}
+
+uint32_t Passthrough::Epoch() const { return map_ != nullptr ? Header(map_)->epoch : 0; }
+
+int Passthrough::RecordUnanswered(uint64_t unique) {
+  if (unanswered_ == nullptr || unique == 0) return -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < kMaxUnanswered; i++) {
+    if (unanswered_[i] == 0) {
+      unanswered_[i] = unique;
+      return int(i);
+    }
+  }
+  return -1;
+}
+
+void Passthrough::ClearUnanswered(int slot) {
+  if (unanswered_ == nullptr || slot < 0 || size_t(slot) >= kMaxUnanswered) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  unanswered_[slot] = 0;
+}
+
+std::vector<uint64_t> Passthrough::TakeUnanswered() {
+  std::vector<uint64_t> out;
+  if (unanswered_ == nullptr) return out;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < kMaxUnanswered; i++) {
+    if (unanswered_[i] != 0) out.push_back(unanswered_[i]);
+    unanswered_[i] = 0;
+  }
+  return out;
+}
 
 bool Passthrough::NoteRequest(const void* mem, size_t len) {
-  if (!enabled_ || len < kInHeaderSize || Load32(mem, 4) != kOpInit) return false;
+  if (len < kInHeaderSize || Load32(mem, 4) != kOpInit) return false;
+  if (map_ != nullptr && !swallowInit_.load()) {  // the first INIT of the connection: record it
+    StateHeader* h = Header(map_);
+    h->initLen = uint32_t(std::min(len, kMaxInitRecord));
+    std::memcpy(h->init, mem, h->initLen);
+  }
+  if (!enabled_) return true;
   uint64_t unique;
   std::memcpy(&unique, static_cast<const char*>(mem) + 8, sizeof(unique));
   const char* in = static_cast<const char*>(mem) + kInHeaderSize;
@@ -66,6 +193,17 @@ void Passthrough::ClearNextOpen() { tlsNextOpenBacking = 0; }
 ssize_t Passthrough::Read(int fd, void* buf, size_t len) { return read(fd, buf, len); }
 
 ssize_t Passthrough::Writev(int fd, struct iovec* iov, int count) {
+  // A replayed INIT (takeover): the kernel saw the real one; libfuse only needs to believe it
+  // answered. No serving thread runs during the replay, so the next reply is INIT's own.
+  if (swallowInit_.exchange(false)) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += iov[i].iov_len;
+    int32_t error = -1;
+    if (count >= 1 && iov[0].iov_len == kOutHeaderSize) std::memcpy(&error, static_cast<const char*>(iov[0].iov_base) + 4, sizeof(error));
+    if (error == 0 && offered_.load()) negotiated_ = true;
+    initUnique_ = 0;
+    return ssize_t(total);
+  }
   if (count != 2 || iov[0].iov_len != kOutHeaderSize) return writev(fd, iov, count);
   int32_t error;
   uint64_t unique;
@@ -116,7 +254,7 @@ Passthrough::Mode Passthrough::ModeFor(int devFd, uint64_t ino, const std::strin
                                        bool* firstFailure, int* registerErr) {
   *firstFailure = false;
   *registerErr = 0;
-  if (ino >= backing_.size()) return Mode::kCached;  // never counted: Released ignores it too
+  if (ino > inodes_ || backing_ == nullptr) return Mode::kCached;  // never counted: Released ignores it too
   std::lock_guard<std::mutex> lock(mu_);
   const bool eligible = enabled_ && negotiated_.load() && !path.empty() && cachedOpens_[ino] == 0;
   if (eligible && backing_[ino] == 0) {
@@ -144,7 +282,7 @@ Passthrough::Mode Passthrough::ModeFor(int devFd, uint64_t ino, const std::strin
 }
 
 void Passthrough::Released(uint64_t ino, Mode mode) {
-  if (ino >= backing_.size()) return;
+  if (ino > inodes_ || backing_ == nullptr) return;
   std::lock_guard<std::mutex> lock(mu_);
   uint32_t& n = mode == Mode::kPassthrough ? passOpens_[ino] : cachedOpens_[ino];
   if (n > 0) n--;

@@ -12,6 +12,12 @@
 // passthrough every open of it must be passthrough, and a passthrough open is refused (EIO to the
 // caller) while the inode is open in cached mode. ModeFor() decides per open under one lock.
 //
+// Connection state that must survive the daemon (issue 13): the raw INIT request, the registered
+// backing ids and the per-inode open counts of each mode live in a memfd mapping (the "state fd")
+// that the fd holder keeps beside the /dev/fuse fd. A successor adopts both (Adopt), replays the
+// recorded INIT into its own libfuse session (its reply is swallowed: the kernel saw INIT once) and
+// goes on with the same backing ids and counts, so the iomode rule below still holds across takeovers.
+//
 // Not here: which files are complete (inode_table), the open reply itself (ops.cc).
 #pragma once
 
@@ -31,6 +37,29 @@ class Passthrough {
  public:
   // `inodes`: highest inode number; `enabled`: false = never negotiate (the daemon serves all reads).
   Passthrough(size_t inodes, bool enabled);
+  ~Passthrough();
+  Passthrough(const Passthrough&) = delete;
+  Passthrough& operator=(const Passthrough&) = delete;
+
+  // Creates this session's state fd (memfd, mapped); false + errno-ish `error` on failure.
+  bool CreateState(std::string* error);
+  // Maps a predecessor's state fd (takes ownership of `fd` on success); false + `error` when it is
+  // not a state of this layout or of another inode count.
+  bool AdoptState(int fd, std::string* error);
+  int StateFd() const { return stateFd_; }
+  // The recorded INIT request (empty until one was seen).
+  std::string InitRequest() const;
+  // The next INIT reply is not written to the device (replayed INIT of a takeover); returns the
+  // takeover count (file handle epoch) after incrementing it.
+  uint32_t SwallowNextInit();
+  uint32_t Epoch() const;
+  // Requests read but not answered yet that may wait long (parked reads), for kernels without
+  // FUSE_NOTIFY_RESEND: a successor answers them with EIO instead of letting them hang. Record
+  // returns a slot (-1: table full, not recorded); Clear forgets it once answered.
+  int RecordUnanswered(uint64_t unique);
+  void ClearUnanswered(int slot);
+  // Every recorded unique (then forgotten).
+  std::vector<uint64_t> TakeUnanswered();
 
   // Serving threads: called with every raw request before libfuse processes it (records INIT).
   // Returns true for the INIT request.
@@ -63,14 +92,21 @@ class Passthrough {
   int32_t Register(int devFd, const std::string& path, int* err);
 
   const bool enabled_;
+  const size_t inodes_;
+  int stateFd_ = -1;
+  void* map_ = nullptr;
+  size_t mapLen_ = 0;
+  std::atomic<bool> swallowInit_{false};
   std::atomic<bool> offered_{false};
   std::atomic<bool> negotiated_{false};
   std::atomic<int> offReason_{0};
   std::atomic<uint64_t> initUnique_{0};
-  std::mutex mu_;                     // guards the per-inode vectors below
-  std::vector<int32_t> backing_;      // by ino: 0 none yet, > 0 backing id, < 0 registration failed
-  std::vector<uint32_t> cachedOpens_; // by ino: opens answered in cached mode and not yet released
-  std::vector<uint32_t> passOpens_;   // by ino: passthrough opens not yet released
+  std::mutex mu_;                     // guards the per-inode arrays below (in the state mapping)
+  uint64_t* unanswered_ = nullptr;   // kMaxUnanswered slots, 0 = free (guarded by mu_)
+  int32_t* backing_ = nullptr;        // by ino: 0 none yet, > 0 backing id, < 0 registration failed
+  uint32_t* cachedOpens_ = nullptr;   // by ino: opens answered in cached mode and not yet released
+  uint32_t* passOpens_ = nullptr;     // by ino: passthrough opens not yet released
+  bool Map(int fd, bool create, std::string* error);
 };
 
 }  // namespace starlight

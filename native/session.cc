@@ -1,11 +1,14 @@
 // Session lifecycle, serving loop and parked reads (contract in session.h).
 #include "session.h"
 
+#include "fuse_raw.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +20,11 @@ namespace starlight {
 const fuse_lowlevel_ops& LowLevelOps();  // ops.cc
 
 namespace {
+
+// File handle layout: bits 0..31 slot + 1, bit 32 passthrough mode, bits 40..63 takeover epoch.
+constexpr uint64_t kHandleSlotMask = 0xffffffffull;
+constexpr uint64_t kHandlePassthrough = 1ull << 32;
+constexpr int kHandleEpochShift = 40;
 
 // Largest single read we answer from provide(); the kernel never asks for more than max_pages.
 constexpr uint32_t kMaxReadSize = 4u << 20;
@@ -42,13 +50,16 @@ ssize_t IoWritev(int fd, struct iovec* iov, int count, void* userdata) {
 }
 ssize_t IoRead(int fd, void* buf, size_t len, void*) { return Passthrough::Read(fd, buf, len); }
 
+// The raw unique of the request the calling serving thread is processing (Park records it).
+thread_local uint64_t tlsUnique = 0;
+
 void UnmountAllAtExit() {
   std::vector<Session*> all;
   {
     std::lock_guard<std::mutex> lock(Live().mu);
     all = Live().live;
   }
-  for (Session* s : all) s->Unmount(false);
+  for (Session* s : all) s->AtExit();
 }
 
 }  // namespace
@@ -83,6 +94,7 @@ Session::~Session() {
 bool Session::Start(const std::string& mountpoint, EventFn events, std::string* error) {
   events_ = events;
   haveEvents_ = true;
+  if (!pt_.CreateState(error)) return false;
   const std::string o = "ro,allow_other,default_permissions,fsname=" + opts_.fsname +
                         ",subtype=" + opts_.subtype;
   const char* argv[] = {"starlight", "-o", o.c_str()};
@@ -100,22 +112,92 @@ bool Session::Start(const std::string& mountpoint, EventFn events, std::string* 
     return false;
   }
   const int fd = fuse_session_fd(se_);
-  if (opts_.passthrough) {
-    // Device I/O through Passthrough so it can patch the INIT and open replies (no splice either way).
-    fuse_custom_io io{};
-    io.writev = IoWritev;
-    io.read = IoRead;
-    if (fuse_session_custom_io(se_, &io, fd) != 0) {
-      opts_.passthrough = false;
-      NotePassthroughOff(ENOSYS);
-    }
-  }
-  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stopFd_ < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
-    *error = std::string("cannot set up the serving loop: ") + std::strerror(errno);
+  // Device I/O through Passthrough: it records INIT for a successor and patches the INIT and open
+  // replies for kernel passthrough (no splice either way).
+  fuse_custom_io io{};
+  io.writev = IoWritev;
+  io.read = IoRead;
+  if (fuse_session_custom_io(se_, &io, fd) != 0) {
     fuse_session_unmount(se_);
     fuse_session_destroy(se_);
     se_ = nullptr;
+    *error = "fuse_session_custom_io failed";
+    return false;
+  }
+  epoch_ = pt_.Epoch();
+  if (!StartThreads(error)) {
+    fuse_session_unmount(se_);
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+    return false;
+  }
+  return true;
+}
+
+bool Session::Adopt(int devFd, int stateFd, const std::string& mountpoint, EventFn events, std::string* error) {
+  if (!pt_.AdoptState(stateFd, error)) {
+    close(stateFd);
+    close(devFd);
+    return false;
+  }
+  const std::string init = pt_.InitRequest();
+  const std::string o = "ro,allow_other,default_permissions,fsname=" + opts_.fsname +
+                        ",subtype=" + opts_.subtype;
+  const char* argv[] = {"starlight", "-o", o.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
+  se_ = fuse_session_new(&args, &LowLevelOps(), sizeof(fuse_lowlevel_ops), this);
+  fuse_opt_free_args(&args);
+  fuse_custom_io io{};
+  io.writev = IoWritev;
+  io.read = IoRead;
+  if (se_ == nullptr || fuse_session_custom_io(se_, &io, devFd) != 0) {
+    if (se_ != nullptr) fuse_session_destroy(se_);  // closes no fd: custom_io failed or never ran
+    se_ = nullptr;
+    close(devFd);
+    *error = "cannot create a libfuse session for the held connection";
+    return false;
+  }
+  // libfuse 3.14 has no "already initialised" mode: replay the connection's INIT (recorded by the
+  // first session) so its state matches what the kernel negotiated; the reply is swallowed.
+  epoch_ = pt_.SwallowNextInit();
+  std::string copy = init;
+  fuse_buf buf{};
+  buf.size = copy.size();
+  buf.mem = copy.data();
+  pt_.NoteRequest(copy.data(), copy.size());
+  fuse_session_process_buf(se_, &buf);
+  events_ = events;
+  haveEvents_ = true;
+  adopted_ = true;
+  mountpoint_ = mountpoint;
+  // Requests the predecessor read but never answered sit in the processing queue of this very
+  // open file: move them back to pending (they come again with FUSE_UNIQUE_RESEND set).
+  if (getenv("STARLIGHT_TEST_NO_RESEND") != nullptr) {
+    resend_ = -EINVAL;  // tests: behave as on a kernel < 6.9, which refuses the notification
+  } else {
+    const int rc = WriteOutHeader(devFd, kNotifyResend, 0);
+    resend_ = rc == 0 ? 1 : rc;
+  }
+  // Without resend (Linux < 6.9) the parked reads the predecessor recorded would hang: fail them.
+  for (const uint64_t unique : pt_.TakeUnanswered()) {
+    if (resend_ > 0) continue;  // resent: they come again as new requests
+    (void)WriteOutHeader(devFd, -EIO, unique);
+    stats_.failed++;
+    stats_.failedUnmount++;
+  }
+  if (!StartThreads(error)) {
+    fuse_session_destroy(se_);  // closes devFd
+    se_ = nullptr;
+    return false;
+  }
+  return true;
+}
+
+bool Session::StartThreads(std::string* error) {
+  const int fd = fuse_session_fd(se_);
+  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stopFd_ < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+    *error = std::string("cannot set up the serving loop: ") + std::strerror(errno);
     return false;
   }
   mountedAt_ = std::chrono::steady_clock::now();
@@ -128,12 +210,81 @@ bool Session::Start(const std::string& mountpoint, EventFn events, std::string* 
     for (unsigned i = 0; i < opts_.threads; i++) threads_.emplace_back([this] { Serve(); });
   } catch (...) {
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    Unmount();
     *error = "cannot start serving threads";
+    StopThreads();
     return false;
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return true;
+}
+
+void Session::StopThreads() {
+  if (stopFd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!write(stopFd_, &one, sizeof(one));
+  }
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  if (stopFd_ >= 0) close(stopFd_);
+  stopFd_ = -1;
+  running_ = false;
+}
+
+void Session::Detach(bool releaseEvents) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) return;
+    closing_ = true;
+    parked_.clear();  // unanswered on purpose: the successor gets them again (FUSE_NOTIFY_RESEND)
+  }
+  StopThreads();
+  if (se_ != nullptr) {
+    fuse_session_destroy(se_);  // closes our device fd; the holder's keeps the connection
+    se_ = nullptr;
+  }
+  exited_ = true;
+  if (haveEvents_ && releaseEvents) events_.Release();
+  haveEvents_ = false;
+}
+
+uint64_t Session::NewHandle(uint64_t ino, Passthrough::Mode mode) {
+  auto h = std::make_unique<FileHandle>();
+  h->ino = ino;
+  h->mode = mode;
+  std::lock_guard<std::mutex> lock(handleMu_);
+  uint32_t slot;
+  if (!freeHandles_.empty()) {
+    slot = freeHandles_.back();
+    freeHandles_.pop_back();
+    handles_[slot] = std::move(h);
+  } else {
+    slot = uint32_t(handles_.size());
+    handles_.push_back(std::move(h));
+  }
+  return (uint64_t(slot) + 1) | (mode == Passthrough::Mode::kPassthrough ? kHandlePassthrough : 0) |
+         (epoch_ << kHandleEpochShift);
+}
+
+FileHandle* Session::FindHandle(uint64_t fh) {
+  if ((fh >> kHandleEpochShift) != (epoch_ & 0xffffff)) return nullptr;
+  const uint64_t slot = (fh & kHandleSlotMask) - 1;
+  std::lock_guard<std::mutex> lock(handleMu_);
+  return slot < handles_.size() ? handles_[slot].get() : nullptr;
+}
+
+Passthrough::Mode Session::DropHandle(uint64_t fh) {
+  const Passthrough::Mode mode = (fh & kHandlePassthrough) != 0 ? Passthrough::Mode::kPassthrough : Passthrough::Mode::kCached;
+  if ((fh >> kHandleEpochShift) != (epoch_ & 0xffffff)) return mode;
+  const uint64_t slot = (fh & kHandleSlotMask) - 1;
+  std::unique_ptr<FileHandle> gone;  // closed outside the lock
+  std::lock_guard<std::mutex> lock(handleMu_);
+  if (slot < handles_.size() && handles_[slot] != nullptr) {
+    gone = std::move(handles_[slot]);
+    freeHandles_.push_back(uint32_t(slot));
+  }
+  return mode;
 }
 
 // Each thread waits on the device (EPOLLEXCLUSIVE: one wakes per request) and on stopFd_, and
@@ -192,6 +343,8 @@ void Session::Serve() {
         break;
       }
       const bool init = (buf.flags & FUSE_BUF_IS_FD) == 0 && pt_.NoteRequest(buf.mem, size_t(res));
+      tlsUnique = 0;
+      if ((buf.flags & FUSE_BUF_IS_FD) == 0 && size_t(res) >= 16) std::memcpy(&tlsUnique, static_cast<char*>(buf.mem) + 8, sizeof(tlsUnique));
       fuse_session_process_buf(se_, &buf);
       if (init && opts_.passthrough && !pt_.Negotiated()) NotePassthroughOff(pt_.OffReason());
     }
@@ -210,28 +363,21 @@ void Session::Unmount(bool releaseEvents) {
     parked_.clear();
   }
   for (const Parked& p : failing) {
+    pt_.ClearUnanswered(p.slot);
     fuse_reply_err(p.req, EIO);
     stats_.failed++;
     stats_.failedUnmount++;
   }
-  if (stopFd_ >= 0) {
-    const uint64_t one = 1;
-    (void)!write(stopFd_, &one, sizeof(one));
-  }
-  for (std::thread& t : threads_) {
-    if (t.joinable()) t.join();
-  }
-  threads_.clear();
+  StopThreads();
   if (se_ != nullptr) {
     // Closes the device fd (aborting the connection: blocked callers get ENOTCONN) then lazily
-    // detaches the mount (umount2 MNT_DETACH as root, fusermount3 -uz otherwise).
+    // detaches the mount (umount2 MNT_DETACH as root, fusermount3 -uz otherwise). An adopted
+    // session's libfuse never mounted: it detaches the mount itself.
     fuse_session_unmount(se_);
     fuse_session_destroy(se_);
     se_ = nullptr;
+    if (adopted_) umount2(mountpoint_.c_str(), MNT_DETACH);
   }
-  if (stopFd_ >= 0) close(stopFd_);
-  stopFd_ = -1;
-  running_ = false;
   exited_ = true;
   if (haveEvents_ && releaseEvents) events_.Release();
   haveEvents_ = false;
@@ -266,7 +412,7 @@ void Session::Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size) {
     } else if (fuse_req_interrupted(req)) {
       err = EINTR;
     } else {
-      parked_.emplace(id, Parked{req, ino, off, size});
+      parked_.emplace(id, Parked{req, ino, off, size, pt_.RecordUnanswered(tlsUnique)});
     }
   }
   if (err != 0) {
@@ -280,12 +426,15 @@ void Session::Park(fuse_req_t req, uint64_t ino, uint64_t off, uint32_t size) {
 void Session::OnInterrupt(fuse_req_t req, void* data) {
   auto* self = static_cast<Session*>(fuse_req_userdata(req));
   const uint64_t id = uint64_t(reinterpret_cast<uintptr_t>(data));
-  bool found = false;
+  int slot = -1;
   {
     std::lock_guard<std::mutex> lock(self->mu_);
-    found = self->parked_.erase(id) > 0;
+    auto it = self->parked_.find(id);
+    if (it == self->parked_.end()) return;
+    slot = it->second.slot;
+    self->parked_.erase(it);
   }
-  if (!found) return;
+  self->pt_.ClearUnanswered(slot);
   self->stats_.interrupts++;
   fuse_reply_err(req, EINTR);
   self->Emit(Event{kEventInterrupt, id, 0, 0, 0});
@@ -331,6 +480,7 @@ bool Session::Provide(uint64_t reqId, const std::string& path, int err) {
     p = it->second;
     parked_.erase(it);
   }
+  pt_.ClearUnanswered(p.slot);
   if (path.empty()) {
     fuse_reply_err(p.req, err > 0 ? err : EIO);
     stats_.failed++;

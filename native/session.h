@@ -6,6 +6,14 @@
 // Device I/O goes through Passthrough (fuse_session_custom_io) so complete files can be opened with
 // kernel passthrough (passthrough.h).
 //
+// Takeover (issue 13): a session can be handed to a successor process. Its /dev/fuse fd and its state
+// fd (passthrough.h) are held by the fd holder; Adopt() serves such a connection without a kernel
+// INIT, with the same inode numbers (the table is rebuilt from the same tree) and file handles that
+// are slot indices tagged with a takeover epoch (handles of a predecessor are recognised as foreign
+// and served by inode). Detach() stops serving without unmounting and without answering parked
+// reads: they stay in the kernel's processing queue and the successor asks for them again with
+// FUSE_NOTIFY_RESEND (Linux >= 6.9).
+//
 // Threading: FUSE threads run ops.cc callbacks; the JS thread calls Provide/MarkPresent/Stats/Unmount.
 // Not here: N-API argument parsing (addon.cc), the per-op replies (ops.cc).
 #pragma once
@@ -106,6 +114,19 @@ class Session {
 
   // Mounts and starts the serving threads; false + `error` on failure (nothing left mounted).
   bool Start(const std::string& mountpoint, EventFn events, std::string* error);
+  // Serves the live connection `devFd` mounted at `mountpoint` by a predecessor, whose state fd is
+  // `stateFd`: replays the recorded INIT, asks the kernel to resend what the predecessor read but
+  // never answered, starts the threads. Takes both fds (closed on failure); false + `error` when
+  // the state does not fit this table or the session cannot start.
+  bool Adopt(int devFd, int stateFd, const std::string& mountpoint, EventFn events, std::string* error);
+  // Stops serving, keeps the mount: parked reads stay unanswered in the kernel, the device fd is
+  // closed (a holder keeps the connection). Idempotent; Unmount afterwards does nothing.
+  void Detach(bool releaseEvents = true);
+  // Process exit: Detach when held by a holder, else Unmount.
+  void AtExit() { held_.load() ? Detach(false) : Unmount(false); }
+  void SetHeld(bool held) { held_ = held; }
+  // 1: FUSE_NOTIFY_RESEND accepted at adopt, 0: not adopted, -errno: the kernel refused it.
+  int ResendResult() const { return resend_; }
   // Idempotent. Fails parked reads with EIO, stops the threads, lazily detaches the mount.
   // `releaseEvents` is false only at process exit, when N-API must no longer be touched.
   void Unmount(bool releaseEvents = true);
@@ -121,6 +142,13 @@ class Session {
   Stats& Counters() { return stats_; }
   size_t ParkedNow();
   Passthrough& Pt() { return pt_; }
+
+  // File handles (ops.cc): slot indices tagged with the takeover epoch, never pointers.
+  uint64_t NewHandle(uint64_t ino, Passthrough::Mode mode);
+  // The handle `fh` of this session, or nullptr (a predecessor's handle, or unknown).
+  FileHandle* FindHandle(uint64_t fh);
+  // Frees `fh`; returns its open mode (decoded from `fh` itself for a predecessor's handle).
+  Passthrough::Mode DropHandle(uint64_t fh);
   int DevFd() const { return se_ != nullptr ? fuse_session_fd(se_) : -1; }
   void NotePassthroughOff(int err) { Emit(Event{kEventPassthroughOff, 0, 0, 0, uint32_t(err)}); }
   // Any thread: counts a native failure and reports it to JS (kEventNativeError, rate-limited).
@@ -137,6 +165,7 @@ class Session {
     uint64_t ino;
     uint64_t off;
     uint32_t size;
+    int slot;  // Passthrough::RecordUnanswered slot (-1: not recorded)
   };
   void Serve();
   void Emit(const Event& ev);
@@ -157,6 +186,17 @@ class Session {
   std::chrono::steady_clock::time_point mountedAt_;
   std::unique_ptr<std::atomic<uint8_t>[]> accessed_;
   std::unique_ptr<std::atomic<uint8_t>[]> errorReported_;  // by ino (0: session): bit per NativeCause
+  std::string mountpoint_;  // set for adopted sessions, which unmount it themselves
+  bool adopted_ = false;
+  std::atomic<bool> held_{false};
+  int resend_ = 0;
+  bool StartThreads(std::string* error);
+  void StopThreads();
+
+  std::mutex handleMu_;  // guards handles_ and freeHandles_
+  std::vector<std::unique_ptr<FileHandle>> handles_;
+  std::vector<uint32_t> freeHandles_;
+  uint64_t epoch_ = 0;  // takeover count of the connection, in the top bits of every handle
 
   std::mutex errMu_;  // guards the native-error token bucket
   double errTokens_;

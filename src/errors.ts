@@ -113,6 +113,9 @@ export const CODES = {
   SL_ERR_BENCH_STEP: { kind: 'failed-precondition', hint: 'a bench step (registry, containerd, ctr, snapshotter, proxy) failed or timed out; the message names the command and its stderr' },
   SL_ERR_DEMO_STEP: { kind: 'failed-precondition', hint: 'a step of scripts/demo.sh failed; the message names the step; run the demo as root after scripts/install-deps.sh' },
   SL_ERR_IMAGE_MISMATCH: { kind: 'data-loss', hint: 'the proxy sent an image other than the one asked for (manifest, config, diffIDs or items do not match); a proxy bug or tampering in transit: use TLS to the proxy' },
+
+  // worker fs: the fd holder (issue 13)
+  SL_ERR_FS_HOLDER: { kind: 'unavailable', hint: 'the FUSE fd holder (build/Release/starlight-fuse-holder) could not be started or reached; views still work but will not survive a daemon restart; see <root>/fuse-holder.log' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

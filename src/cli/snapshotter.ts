@@ -1,14 +1,15 @@
 /**
  * `starlight snapshotter --socket PATH --root DIR [--proxy URL] [--log-level L]`: runs the worker
- * daemon (containerd snapshotter) until SIGINT/SIGTERM, then closes it gracefully (unmounting its
- * views). Also the original command line `starlight-grpc run --server URL --socket PATH`.
+ * daemon (containerd snapshotter) until SIGINT/SIGTERM, then closes it gracefully, leaving its lazy
+ * views mounted for the next daemon (issue 13); `--shutdown-views` is the explicit unmount of them
+ * all. Also the original command line `starlight-grpc run --server URL --socket PATH`.
  *
  * Not here: the wiring (src/worker/daemon.ts).
  */
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../errors.js';
 import { createLogger, type Level } from '../log.js';
-import { WorkerDaemon } from '../worker/daemon.js';
+import { shutdownViews, WorkerDaemon } from '../worker/daemon.js';
 import { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET } from '../worker/defaults.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.js';
 import { untilSignal } from './signals.js';
@@ -17,6 +18,7 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
                              [--metrics-address HOST:PORT]
+       starlight snapshotter --shutdown-views [--root DIR]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
@@ -30,7 +32,9 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
   --trace-upload MODE        auto: upload traces to the proxy when recorded (default); manual: \`starlight report\`
   --trace-group NAME         group label of auto-mode traces (default none)
   --worker-id ID             opaque id sent with traces (default: none sent)
-  --metrics-address H:P      serve Prometheus metrics on http://H:P/metrics (default off; e.g. 127.0.0.1:9108)`;
+  --metrics-address H:P      serve Prometheus metrics on http://H:P/metrics (default off; e.g. 127.0.0.1:9108)
+  --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
+                             stop leaves views mounted so running containers survive a restart)`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -52,6 +56,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
         'metrics-address': { type: 'string' },
+        'shutdown-views': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -61,6 +66,11 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   }
   if (values.help) {
     process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (values['shutdown-views']) {
+    const r = await shutdownViews(values.root ?? DEFAULT_ROOT);
+    process.stdout.write(`starlight snapshotter: ${r.held} held view(s) released, ${r.unmounted.length} mount(s) removed\n`);
     return 0;
   }
   const level = values['log-level'];

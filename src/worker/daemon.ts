@@ -15,12 +15,14 @@ import { StarlightError } from '../errors.js';
 import { nullLogger, type Logger } from '../log.js';
 import { serveApi, type ApiServer, type DaemonStatus, type TraceRequest, type TraceStatus } from './api/server.js';
 import type { ViewManager } from './fs/view.js';
+import type { FuseViewManager } from './fs/fuse-views.js';
+import type { FdHolderClient } from './fs/fd-holder.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
 import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { openLazyPull, type LazyPull } from './pull/lazy-pull.js';
 import { DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
-import { mountsUnder } from './fs/mount-table.js';
+import { mountsUnder, unmountAllUnder } from './fs/mount-table.js';
 import { privateDir } from './private-dir.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
@@ -39,6 +41,10 @@ export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 const TRACES_DIR = 'traces';
 /** Worker state other local users must not read (content of every image, TOCs, traces): 0700. */
 const PRIVATE_SUBDIRS = ['content', 'layers', 'images', TRACES_DIR];
+
+/** The fd holder's socket and log under the root (issue 13: views survive daemon restarts). */
+export const HOLDER_SOCKET_NAME = 'fuse-holder.sock';
+const HOLDER_LOG_NAME = 'fuse-holder.log';
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -68,6 +74,11 @@ export interface WorkerDaemonOptions {
   /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
+  /**
+   * On stop, unmount every lazy view and end the fd holder. Default false: a stop leaves the views
+   * mounted and held, and the next daemon adopts them (running containers keep their files).
+   */
+  shutdownViews?: boolean;
   log?: Logger;
   /** Serve Prometheus metrics on this host:port (GET /metrics). Default: none. */
   metricsAddress?: string;
@@ -89,6 +100,7 @@ export interface ResolvedDaemonOptions {
   workerId: string | undefined;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
+  shutdownViews: boolean;
   log: Logger;
   metricsAddress: string | undefined;
 }
@@ -134,6 +146,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     workerId: o.workerId || undefined,
     resolver: o.resolver,
     views: o.views,
+    shutdownViews: o.shutdownViews ?? false,
     log: o.log ?? nullLogger,
     metricsAddress: o.metricsAddress,
   };
@@ -157,6 +170,10 @@ export class WorkerDaemon {
   private views: ViewManager | undefined;
   private resolver: RemoteLayerResolver | undefined;
   private traces: { recorder: TraceRecorder; reporter: TraceReporter; spool: TraceSpool } | undefined;
+  /** Our FUSE views and their fd holder, when this daemon built them (not with options.views). */
+  private fuse: { views: FuseViewManager; holder: FdHolderClient | undefined } | undefined;
+  /** Mountpoints a previous daemon left held: the snapshotter's stale-mount cleanup keeps them. */
+  private heldMounts = new Set<string>();
 
   private constructor(readonly opts: ResolvedDaemonOptions) {}
 
@@ -177,7 +194,23 @@ export class WorkerDaemon {
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.
             const { FuseViewManager } = await import('./fs/fuse-views.js');
-            this.views = new FuseViewManager({ log: o.log.child({ component: 'fs' }), handleSignals: false });
+            const { FuseAddonLoader } = await import('./fs/native.js');
+            const { FdHolderClient } = await import('./fs/fd-holder.js');
+            const fsLog = o.log.child({ component: 'fs' });
+            const loader = new FuseAddonLoader();
+            const holder = await FdHolderClient.connect(loader, { socket: join(o.root, HOLDER_SOCKET_NAME), readDeadlineMs: o.readDeadlineMs, logFile: join(o.root, HOLDER_LOG_NAME) }).catch((err: unknown) => {
+              fsLog.warn('fuse-holder-unavailable', { err, hint: 'lazy views will not survive a daemon restart' });
+              return undefined;
+            });
+            const views = new FuseViewManager({ log: fsLog, handleSignals: false, loader, holder });
+            if (holder) {
+              const held = holder.takeAll();
+              views.adoptFrom(held);
+              this.heldMounts = new Set(views.heldMountpoints());
+              fsLog.info('fuse-holder-attached', { pid: holder.pid, held: held.size });
+            }
+            this.views = views;
+            this.fuse = { views, holder };
           }
           const records = await new ImageRecords(join(o.root, 'images'), layers).open();
           const tlog = o.log.child({ component: 'trace' });
@@ -204,6 +237,10 @@ export class WorkerDaemon {
           if (o.traceUpload === 'auto' && (await spool.pending()).traces.length > 0) reporter.schedule();
         },
         stop: async () => {
+          if (this.fuse?.holder) {
+            if (o.shutdownViews) this.fuse.holder.quit();
+            else this.fuse.holder.close();
+          }
           await this.traces?.recorder.close();
           await this.traces?.reporter.close();
           this.images?.close();
@@ -213,13 +250,16 @@ export class WorkerDaemon {
       {
         name: 'snapshotter',
         start: async () => {
-          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: this.resolver, views: this.views, log: o.log.child({ component: 'snapshotter' }) });
+          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: this.resolver, views: this.views, keepMounts: this.heldMounts, log: o.log.child({ component: 'snapshotter' }) });
         },
         stop: async () => this.snapshotter?.close(),
       },
       {
         name: 'restore-views',
-        start: async () => this.snapshotter!.restoreViews(),
+        start: async () => {
+          await this.snapshotter!.restoreViews();
+          await this.fuse?.views.discardUnadopted();
+        },
         stop: async () => {},
       },
       {
@@ -250,7 +290,8 @@ export class WorkerDaemon {
       {
         name: 'views',
         start: async () => {},
-        stop: async () => this.views?.close(),
+        // A plain stop (restart, upgrade) leaves our views mounted and held for the next daemon.
+        stop: async () => (this.fuse && !o.shutdownViews ? this.fuse.views.release() : this.views?.close()),
       },
     ];
   }
@@ -319,6 +360,8 @@ export class WorkerDaemon {
   /** Stops everything in reverse start order; errors are logged, the rest still stops. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // First, so that no later step (nor a failed start) unmounts views the next daemon adopts.
+      if (this.fuse && !this.opts.shutdownViews) await this.fuse.views.release().catch((err: unknown) => this.opts.log.error('worker-daemon-stop-failed', { step: 'release-views', err }));
       for (const step of this.started.reverse()) {
         await step.stop().catch((err: unknown) => this.opts.log.error('worker-daemon-stop-failed', { step: step.name, err }));
       }
@@ -327,4 +370,18 @@ export class WorkerDaemon {
     })();
     return this.closing;
   }
+}
+
+/**
+ * `starlight snapshotter --shutdown-views`: the explicit way to unmount every lazy view of `root`
+ * (a plain stop leaves them mounted for the next daemon). Ends the fd holder, then unmounts what is
+ * mounted under the snapshotter's directory. Run it with no daemon running on `root`.
+ */
+export async function shutdownViews(root: string): Promise<{ held: number; unmounted: string[] }> {
+  const { FuseAddonLoader } = await import('./fs/native.js');
+  const { FdHolderClient } = await import('./fs/fd-holder.js');
+  const held = FdHolderClient.end(new FuseAddonLoader(), join(root, HOLDER_SOCKET_NAME));
+  const { unmounted, failed } = await unmountAllUnder(join(root, 'snapshotter'));
+  if (failed.length > 0) throw new StarlightError('SL_ERR_FS_UNAVAILABLE', `cannot unmount ${failed.map((f) => f.path).join(', ')}: ${failed[0].error}`, { details: { failed } });
+  return { held, unmounted };
 }

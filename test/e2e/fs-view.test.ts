@@ -11,54 +11,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StarlightError, hasCode } from '../../src/errors.js';
+import { hasCode } from '../../src/errors.js';
 import type { MergedTree, TocEntry } from '../../src/layers/toc.js';
 import { FuseViewManager } from '../../src/worker/fs/fuse-views.js';
-import type { ContentProvider } from '../../src/worker/fs/view.js';
+import { TestContent } from '../helpers/test-content.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const MTIME = 1700000000.123456;
 const sha = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
-
-/** Content backed by real files; digests in `missing` are invisible until release(). */
-class TestContent implements ContentProvider {
-  readonly files = new Map<string, string>();
-  readonly missing = new Set<string>();
-  readonly failing = new Set<string>();
-  waits = 0;
-  private waiters: { digest: string; resolve: (p: string) => void; reject: (e: unknown) => void }[] = [];
-
-  locate(digest: string): string | null {
-    return this.missing.has(digest) ? null : (this.files.get(digest) ?? null);
-  }
-  waitFor(digest: string, _offset: number, _length: number, signal?: AbortSignal): Promise<string> {
-    this.waits++;
-    if (this.failing.has(digest)) return Promise.reject(new StarlightError('SL_ERR_INTERNAL', `test: ${digest} fails`));
-    const at = this.locate(digest);
-    if (at !== null) return Promise.resolve(at);
-    return new Promise((resolve, reject) => {
-      const w = { digest, resolve, reject };
-      this.waiters.push(w);
-      signal?.addEventListener('abort', () => {
-        this.waiters = this.waiters.filter((x) => x !== w);
-        reject(new StarlightError('SL_ERR_CANCELED', 'test: aborted'));
-      });
-    });
-  }
-  release(digest: string): void {
-    this.missing.delete(digest);
-    for (const w of this.waiters.filter((x) => x.digest === digest)) w.resolve(this.files.get(digest)!);
-    this.waiters = this.waiters.filter((x) => x.digest !== digest);
-  }
-  fail(digest: string): void {
-    this.failing.add(digest);
-    for (const w of this.waiters.filter((x) => x.digest === digest)) w.reject(new StarlightError('SL_ERR_INTERNAL', 'test: failed'));
-    this.waiters = this.waiters.filter((x) => x.digest !== digest);
-  }
-  pending(): number {
-    return this.waiters.length;
-  }
-}
 
 interface Fixture {
   mnt: string;

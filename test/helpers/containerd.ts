@@ -60,7 +60,7 @@ export interface Containerd {
    * Restarts the snapshotter and waits until containerd talks to it again: containerd's proxy-plugin
    * connection redials with backoff, so the first calls after a restart can time out (seen under load).
    */
-  restartSnapshotter(signal?: NodeJS.Signals): Promise<number | null>;
+  restartSnapshotter(signal?: NodeJS.Signals, bin?: string): Promise<number | null>;
 }
 
 export interface SnapshotterProcess {
@@ -71,7 +71,10 @@ export interface SnapshotterProcess {
   /** Log lines (JSON) the daemon wrote to stderr. */
   logs(): string[];
   stop(signal?: NodeJS.Signals): Promise<number | null>;
-  start(): Promise<void>;
+  /** Starts it again; `bin`: another build's bin/starlight.js (a simulated upgrade). */
+  start(bin?: string): Promise<void>;
+  /** Process id of the running daemon, or undefined. */
+  pid(): number | undefined;
 }
 
 function run(cmd: string, args: string[], timeoutMs: number): Promise<CtrResult> {
@@ -114,8 +117,10 @@ async function startSnapshotterProcess(t: ExecutionContext, dir: string, extraAr
     root,
     apiSocket: join(root, 'daemon.sock'),
     logs: () => [...lines],
-    async start() {
-      const c = spawn(process.execPath, [BIN_STARLIGHT, 'snapshotter', '--socket', socket, '--root', root, '--log-level', 'info', ...extraArgs], {
+    pid: () => (child && child.exitCode === null && child.signalCode === null ? child.pid : undefined),
+    async start(bin = BIN_STARLIGHT) {
+      const from = lines.length; // a restart waits for its own start line, not the previous one's
+      const c = spawn(process.execPath, [bin, 'snapshotter', '--socket', socket, '--root', root, '--log-level', 'info', ...extraArgs], {
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       child = c;
@@ -125,7 +130,7 @@ async function startSnapshotterProcess(t: ExecutionContext, dir: string, extraAr
         for (const l of d.toString().split('\n')) if (l.startsWith('{')) lines.push(l);
       });
       c.once('exit', () => log.end());
-      await waitFor('starlight snapshotter', async () => lines.some((l) => l.includes('"worker-daemon-started"')), c, logFile);
+      await waitFor('starlight snapshotter', async () => lines.slice(from).some((l) => l.includes('"worker-daemon-started"')), c, logFile);
     },
     async stop(signal = 'SIGTERM') {
       return child ? stopChild(child, signal) : null;
@@ -210,9 +215,9 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   });
 
   await waitFor('containerd', async () => existsSync(address) && (await run('ctr', ['--address', address, 'version'], 5_000)).code === 0, child, logFile);
-  const restartSnapshotter = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+  const restartSnapshotter = async (signal: NodeJS.Signals = 'SIGTERM', bin?: string): Promise<number | null> => {
     const code = await snapshotter.stop(signal);
-    await snapshotter.start();
+    await snapshotter.start(bin);
     const deadline = Date.now() + SNAPSHOTTER_REDIAL_MS;
     for (;;) {
       const r = await ctr(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls'], { timeoutMs: 15_000 });

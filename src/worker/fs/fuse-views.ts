@@ -6,6 +6,10 @@
  * answers them with provide(). Interrupted reads abort their wait. Unmount fails parked reads (EIO)
  * and lazily detaches. SIGINT/SIGTERM handlers unmount every view while any is mounted.
  *
+ * With an fd holder (issue 13) every mounted view's connection is handed to it; a later manager
+ * (the next daemon) gets them back (adoptFrom) and mount() of such a mountpoint adopts the live
+ * connection instead of mounting anew. release() stops serving and keeps the views mounted for it.
+ *
  * Not here: the inode encoding, the addon, fetching content (the ContentProvider does that).
  * FUSE boundary error mapping lives here and nowhere else (ERRNO_BY_KIND).
  */
@@ -18,6 +22,7 @@ import { buildInodeTable, type InodeTable } from './inodes.js';
 import { detachMount, fuseMountsAt } from './mount-table.js';
 import { PhaseTimer } from '../phases.js';
 import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
+import type { FdHolderClient, HeldView } from './fd-holder.js';
 import type { ViewCounters, ViewManager, ViewRequest } from './view.js';
 import { Histogram } from '../../prometheus.js';
 
@@ -60,9 +65,11 @@ export interface FuseViewOptions {
    * off: under valgrind a process that stats its own FUSE mount deadlocks (valgrind keeps its lock).
    */
   probeMount?: boolean;
+  /** The fd holder that keeps views mounted across daemon restarts; default none (views end with the process). */
+  holder?: FdHolderClient;
 }
 
-type Resolved = Required<FuseViewOptions>;
+type Resolved = Required<Omit<FuseViewOptions, 'holder'>> & { holder: FdHolderClient | undefined };
 
 function resolveOptions(o: FuseViewOptions): Resolved {
   const r: Resolved = {
@@ -74,6 +81,7 @@ function resolveOptions(o: FuseViewOptions): Resolved {
     handleSignals: o.handleSignals ?? true,
     loader: o.loader ?? new FuseAddonLoader(),
     probeMount: o.probeMount ?? true,
+    holder: o.holder,
   };
   if (!Number.isInteger(r.threads) || r.threads < 1 || r.threads > 64) throw new StarlightError('SL_ERR_CONFIG', `threads must be 1..64, got ${r.threads}`);
   for (const k of ['mountTimeoutMs', 'checkTimeoutMs'] as const) {
@@ -111,6 +119,8 @@ export class FuseViewManager implements ViewManager {
   private readonly blockedReadFailures = new Map<string, number>();
   private signalsInstalled = false;
   private passthroughOffLogged = false;
+  /** Views a predecessor left mounted (fds from the holder), by mountpoint, until mount() adopts them. */
+  private readonly held = new Map<string, HeldView>();
   private readonly onSignal = (sig: NodeJS.Signals): void => {
     this.opts.log.warn('fuse-views-signal-unmount', { signal: sig, views: this.views.size });
     this.destroy();
@@ -134,12 +144,15 @@ export class FuseViewManager implements ViewManager {
     const kinds = this.opts.loader.events();
     const pending = new Map<number, AbortController>();
     let view: View | undefined;
-    const session = this.opts.loader.mount(abs, { threads: this.opts.threads, trace: req.onFirstAccess !== undefined, passthrough: this.opts.passthrough }, table.buffers, (kind, reqId, ino, offset, size) => {
+    const options = { threads: this.opts.threads, trace: req.onFirstAccess !== undefined, passthrough: this.opts.passthrough };
+    const onEvent = (kind: number, reqId: number, ino: number, offset: number, size: number): void => {
       if (view !== undefined) this.onEvent(view, kinds, kind, reqId, ino, offset, size);
-    });
+    };
+    const session = (await this.adoptHeld(abs, options, table, onEvent)) ?? this.opts.loader.mount(abs, options, table.buffers, onEvent);
     view = { mountpoint: abs, session, table, req, pending, dev: '' };
     this.views.set(abs, view);
     this.installSignals();
+    this.hold(view);
     t.lap('fuse-mount');
     if (!this.opts.probeMount) return this.reportMounted(req, t);
     try {
@@ -231,8 +244,103 @@ export class FuseViewManager implements ViewManager {
     }
     for (const ac of view.pending.values()) ac.abort();
     view.pending.clear();
+    // The holder's fd would keep the connection alive without a server: let it go first.
+    view.session.setHeld(false);
+    if (this.opts.holder !== undefined) {
+      try {
+        this.opts.holder.del(view.mountpoint);
+      } catch (err) {
+        this.opts.log.warn('fuse-holder-del-failed', { mountpoint: view.mountpoint, err });
+      }
+    }
     view.session.unmount();
     if (this.views.size === 0) this.removeSignals();
+  }
+
+  /** Hands the view's connection to the holder (if any); a failure only costs restart survival. */
+  private hold(view: View): void {
+    if (this.opts.holder === undefined) return;
+    try {
+      this.opts.holder.put(view.mountpoint, view.session.fds());
+      view.session.setHeld(true);
+    } catch (err) {
+      this.opts.log.warn('fuse-holder-put-failed', { mountpoint: view.mountpoint, err, hint: 'this view ends with the daemon' });
+    }
+  }
+
+  /**
+   * Views a predecessor left mounted (from FdHolderClient.takeAll): mount() of one of these
+   * mountpoints adopts its live connection. Call before the first mount.
+   */
+  adoptFrom(held: Map<string, HeldView>): void {
+    for (const [mp, fds] of held) this.held.set(resolve(mp), fds);
+  }
+
+  /** Mountpoints still held and not adopted yet. */
+  heldMountpoints(): string[] {
+    return [...this.held.keys()];
+  }
+
+  /** Unmounts every held view nobody adopted (its snapshot is gone, or nothing needed it). */
+  async discardUnadopted(): Promise<void> {
+    for (const [abs, fds] of [...this.held]) {
+      this.held.delete(abs);
+      this.opts.log.info('fuse-view-held-discarded', { mountpoint: abs });
+      await this.dropHeld(abs, fds);
+    }
+  }
+
+  /** Ends a held connection: closes our fds and the holder's, detaches the mount. */
+  private async dropHeld(abs: string, fds: HeldView): Promise<void> {
+    this.opts.holder?.closeFds(fds);
+    try {
+      this.opts.holder?.del(abs);
+    } catch (err) {
+      this.opts.log.warn('fuse-holder-del-failed', { mountpoint: abs, err });
+    }
+    if ((await fuseMountsAt(abs)).length > 0) await detachMount(abs, 'the held view').catch((err: unknown) => this.opts.log.warn('fuse-view-detach-failed', { mountpoint: abs, err }));
+  }
+
+  private async adoptHeld(abs: string, options: { threads: number; trace: boolean; passthrough: boolean }, table: InodeTable, onEvent: (kind: number, reqId: number, ino: number, offset: number, size: number) => void): Promise<NativeSession | undefined> {
+    const fds = this.held.get(abs);
+    if (fds === undefined) return undefined;
+    this.held.delete(abs);
+    try {
+      const session = this.opts.loader.adopt(fds.devFd, fds.stateFd, abs, options, table.buffers, onEvent);
+      const st = session.stats();
+      this.opts.log.info('fuse-view-adopted', { mountpoint: abs, inodes: st.inodes, takeovers: st.epoch, resend: st.resend });
+      if (st.resend < 0) this.opts.log.warn('fuse-resend-unsupported', { mountpoint: abs, errno: -st.resend, hint: 'Linux < 6.9: reads the previous daemon had taken but not answered stay blocked; see docs/lazy-pull.md' });
+      return session;
+    } catch (err) {
+      // adopt took the fds; the holder's copy still keeps the dead-end connection: end it, mount anew.
+      this.opts.log.warn('fuse-view-adopt-failed', { mountpoint: abs, err, hint: 'containers running on this view lose it; it is mounted anew' });
+      try {
+        this.opts.holder?.del(abs);
+      } catch (e) {
+        this.opts.log.warn('fuse-holder-del-failed', { mountpoint: abs, err: e });
+      }
+      for (let i = 0; i < 16 && (await fuseMountsAt(abs)).length > 0; i++) await detachMount(abs, 'the held view').catch(() => undefined);
+      return undefined;
+    }
+  }
+
+  /**
+   * Stops serving every view but leaves it mounted and held, for the next daemon to adopt (a clean
+   * stop for a restart or upgrade). Parked reads stay unanswered; the successor has them resent.
+   * Without a holder this is close(). Idempotent.
+   */
+  async release(): Promise<void> {
+    if (this.opts.holder === undefined) return this.close();
+    for (const view of [...this.views.values()]) {
+      this.views.delete(view.mountpoint);
+      for (const ac of view.pending.values()) ac.abort();
+      view.pending.clear();
+      view.session.detach();
+      this.opts.log.info('fuse-view-released', { mountpoint: view.mountpoint });
+    }
+    for (const fds of this.held.values()) this.opts.holder.closeFds(fds);
+    this.held.clear();
+    this.removeSignals();
   }
 
   private onEvent(view: View, kinds: EventKinds, kind: number, reqId: number, ino: number, offset: number, size: number): void {

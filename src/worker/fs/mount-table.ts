@@ -124,13 +124,15 @@ export async function mountsUnder(dir: string): Promise<string[]> {
 }
 
 /**
- * Lazily unmounts (MNT_DETACH) everything at or below `dir`. Returns the paths it unmounted;
+ * Lazily unmounts (MNT_DETACH) everything at or below `dir` except the mount points in `keep` (views
+ * the fd holder kept alive for this daemon to adopt). Returns the paths it unmounted;
  * failures are collected, not thrown, so teardown goes on.
  */
-export async function unmountAllUnder(dir: string): Promise<{ unmounted: string[]; failed: { path: string; error: string }[] }> {
+export async function unmountAllUnder(dir: string, keep: ReadonlySet<string> = new Set()): Promise<{ unmounted: string[]; failed: { path: string; error: string }[] }> {
   const unmounted: string[] = [];
   const failed: { path: string; error: string }[] = [];
   for (const mp of await mountsUnder(dir)) {
+    if (keep.has(mp)) continue;
     try {
       await detachMount(mp);
       unmounted.push(mp);

@@ -102,16 +102,34 @@ export interface NativeStats {
   passthroughOff: number;
   parkedNow: number;
   inodes: number;
+  /** 1: FUSE_NOTIFY_RESEND accepted when this session adopted a held connection; 0: not adopted; < 0: -errno. */
+  resend: number;
+  /** Takeovers of this connection so far (0: mounted by this session). */
+  epoch: number;
+}
+
+/** A reply of the fd holder (native/holder.cc documents the protocol). */
+export interface HolderReply {
+  text: string;
+  /** Received descriptors, owned by the caller (close or hand to adopt). */
+  fds: number[];
 }
 
 /** The raw addon exports (see native/addon.cc, which lists them). */
-interface FuseAddon {
+export interface FuseAddon {
   mount(mountpoint: string, options: NativeMountOptions, table: InodeTableBuffers, onEvent: NativeEventHandler): number;
   provide(handle: number, reqId: number, path: string | null, errno?: number): boolean;
   markPresent(handle: number, ino: number, path: string): boolean;
   unmount(handle: number): void;
   alive(handle: number): boolean;
   stats(handle: number): NativeStats;
+  adopt(devFd: number, stateFd: number, mountpoint: string, options: NativeMountOptions, table: InodeTableBuffers, onEvent: NativeEventHandler): number;
+  detach(handle: number): void;
+  setHeld(handle: number, held: boolean): void;
+  viewFds(handle: number): [number, number];
+  holderConnect(path: string): number;
+  holderRequest(fd: number, text: string, fds: number[], timeoutMs: number): HolderReply;
+  closeFd(fd: number): void;
   EVENT_READ: number;
   EVENT_INTERRUPT: number;
   EVENT_ACCESS: number;
@@ -156,6 +174,24 @@ export class NativeSession {
     this.closed = true;
     this.addon.unmount(this.handle);
   }
+  /**
+   * Stops serving but keeps the mount and leaves parked reads unanswered, for a successor that
+   * adopts the connection from the fd holder (it asks the kernel to resend them).
+   */
+  detach(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.detach(this.handle);
+  }
+  /** held: the fd holder keeps this connection, so process exit detaches instead of unmounting. */
+  setHeld(held: boolean): void {
+    if (!this.closed) this.addon.setHeld(this.handle, held);
+  }
+  /** [device fd, state fd] to hand to the fd holder; still owned by the session. */
+  fds(): [number, number] {
+    if (this.closed) throw new StarlightError('SL_ERR_FS_UNAVAILABLE', `FUSE session ${this.handle} is unmounted`);
+    return this.addon.viewFds(this.handle);
+  }
 }
 
 /** Loads the addon lazily (so importing this module never fails) and mounts sessions. */
@@ -189,8 +225,8 @@ export class FuseAddonLoader {
       throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} uses another inode table layout; rebuild it (npm install)`, { details: { path } });
     }
     const causes = [addon.CAUSE_CONTENT_OPEN, addon.CAUSE_CONTENT_READ, addon.CAUSE_PASSTHROUGH_OPEN, addon.CAUSE_BACKING_OPEN, addon.CAUSE_SERVE];
-    if (addon.EVENT_NATIVE_ERROR === undefined || causes.some((c, i) => c !== i + 1)) {
-      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} is older than this code (no native error events); rebuild it (npm install)`, { details: { path } });
+    if (addon.EVENT_NATIVE_ERROR === undefined || addon.adopt === undefined || causes.some((c, i) => c !== i + 1)) {
+      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${path} is older than this code (no native error events or takeover); rebuild it (npm install)`, { details: { path } });
     }
     this.addon = addon;
     return addon;
@@ -212,5 +248,28 @@ export class FuseAddonLoader {
       throw new StarlightError(code, `cannot mount a view at ${mountpoint}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { mountpoint } });
     }
     return new NativeSession(addon, handle);
+  }
+
+  /**
+   * Serves a live connection a predecessor mounted at `mountpoint` (fds from the fd holder; both
+   * are taken, also on failure). The table must be the one the predecessor served (same tree).
+   */
+  adopt(devFd: number, stateFd: number, mountpoint: string, options: NativeMountOptions, table: InodeTableBuffers, onEvent: NativeEventHandler): NativeSession {
+    const addon = this.load();
+    let handle: number;
+    try {
+      handle = addon.adopt(devFd, stateFd, mountpoint, options, table, onEvent);
+    } catch (err) {
+      const code = err instanceof TypeError || err instanceof RangeError ? 'SL_ERR_INVALID_ARGUMENT' : 'SL_ERR_FS_MOUNT';
+      throw new StarlightError(code, `cannot adopt the held view at ${mountpoint}: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { mountpoint } });
+    }
+    return new NativeSession(addon, handle);
+  }
+
+  /** Path of the fd holder executable built beside the addon (build/Release/starlight-fuse-holder). */
+  holderPath(): string {
+    const addon = FuseAddonLoader.locate();
+    if (addon === null) throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${dirname(fileURLToPath(import.meta.url))}`);
+    return join(dirname(addon), 'starlight-fuse-holder');
   }
 }

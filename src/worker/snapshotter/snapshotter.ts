@@ -38,6 +38,8 @@ export interface StarlightSnapshotterOptions {
   resolver?: RemoteLayerResolver;
   /** Mounts lazy views; required when `resolver` is set. */
   views?: ViewManager;
+  /** Mount points the stale-mount cleanup at open must leave alone (views held for adoption). */
+  keepMounts?: ReadonlySet<string>;
   /** Default: nullLogger. */
   log?: Logger;
   /** Overlay options; default: detected like containerd (index=off if supported, no userxattr). */
@@ -93,7 +95,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     const opts = resolveSnapshotterOptions(options);
     const layout = new Layout(opts.root);
     await layout.init();
-    const left = await unmountAllUnder(layout.snapshotsDir);
+    const left = await unmountAllUnder(layout.snapshotsDir, options.keepMounts);
     if (left.unmounted.length > 0) opts.log.info('snapshotter-stale-mounts-unmounted', { paths: left.unmounted });
     for (const f of left.failed) opts.log.warn('snapshotter-stale-unmount-failed', f);
     return new StarlightSnapshotter(opts, new MetaStore(layout.dbPath));
