@@ -99,7 +99,14 @@ export class Puller {
     checkHeaderItems(header, await this.chainTocs(header, sent), ref);
     await Promise.all(header.layers.map((l) => this.opts.layers.putToc(l.diffID, l.toc)));
     const tocs = await this.chainTocs(header);
-    for (const toc of tocs) for (const e of toc.entries) if (e.chunks !== undefined && e.digest !== undefined) this.opts.tracker.addChunkDigests(e.digest, e.chunks);
+    const { tracker } = this.opts;
+    for (const toc of tocs) {
+      for (const e of toc.entries) {
+        if (e.type !== 'reg' || e.digest === undefined) continue;
+        tracker.expectSize(e.digest, e.size);
+        if (e.chunks !== undefined) tracker.addChunkDigests(e.digest, e.chunks);
+      }
+    }
     return tocs;
   }
 

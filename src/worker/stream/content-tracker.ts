@@ -222,6 +222,8 @@ export class ContentTracker implements ContentProvider {
   private itemPool: ItemPool | undefined;
   /** Chunk digests by content digest (addChunkDigests). */
   private readonly chunkDigests = new Map<string, Uint8Array>();
+  /** Sizes checked TOCs give contents (expectSize): what an out-of-order fetch may announce. */
+  private readonly expectedSizes = new Map<string, number>();
 
   constructor(
     readonly store: LocalContentStore,
@@ -252,6 +254,14 @@ export class ContentTracker implements ContentProvider {
    */
   addChunkDigests(digest: string, chunks: Uint8Array): void {
     if (!this.chunkDigests.has(digest)) this.chunkDigests.set(digest, chunks);
+  }
+
+  /**
+   * Records the size a checked TOC gives content `digest`: an out-of-order fetch announcing another
+   * size is refused before a byte is written (a hostile proxy cannot make the worker write more).
+   */
+  expectSize(digest: string, size: number): void {
+    this.expectedSizes.set(digest, size);
   }
 
   /**
@@ -452,6 +462,13 @@ export class ContentTracker implements ContentProvider {
 
   private async fetchOnce(digest: string, fetchItem: NonNullable<ContentTrackerOptions['fetchItem']>): Promise<void> {
     const res = await fetchItem(digest, this.closed.signal);
+    const want = this.expectedSizes.get(digest);
+    if (want !== undefined && res.size !== want) {
+      res.body.destroy();
+      throw new StarlightError('SL_ERR_CAS_SIZE_MISMATCH', `content ${digest}: the proxy announced ${res.size} bytes, its TOC says ${want}`, {
+        details: { digest, expected: want, actual: res.size },
+      });
+    }
     const ing = await this.begin(digest, 'fetch', res.size);
     if (ing === null) {
       res.body.destroy();

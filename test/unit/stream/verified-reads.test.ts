@@ -152,3 +152,23 @@ test('with chunk digests, a bit flip in the first chunk fails the item when that
   t.false(answered);
   t.is(tracker.locate(digest), null);
 });
+
+test('an out-of-order fetch announcing another size than the TOC says is refused before a byte is written', async (t) => {
+  const { Readable } = await import('node:stream');
+  const data = Buffer.from('twelve bytes');
+  const digest = digestOf(data);
+  let fetches = 0;
+  const store = await new LocalContentStore(tempDir(t)).open();
+  const tracker = new ContentTracker(store, {
+    readDeadlineMs: 30_000,
+    fetchItem: async () => {
+      fetches++;
+      return { encoding: 'identity', size: 1 << 30, body: Readable.from([data]) };
+    },
+  });
+  t.teardown(() => tracker.close());
+  tracker.expectSize(digest, data.length);
+  await t.throwsAsync(tracker.waitFor(digest, 0, 12), { code: 'SL_ERR_CAS_SIZE_MISMATCH' } as never);
+  t.is(fetches, 1);
+  t.is(tracker.locate(digest), null);
+});
