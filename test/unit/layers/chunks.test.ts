@@ -6,10 +6,10 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import { Readable } from 'node:stream';
-import { buildLayerToc } from '../../../src/image/indexer.js';
-import { decodeToc, encodeToc, TOC_MAGIC } from '../../../src/image/toc-codec.js';
-import { CHUNK_BYTES, CHUNK_DIGEST_BYTES } from '../../../src/image/toc.js';
-import { ociImage } from '../../../src/image/writer.js';
+import { buildLayerToc } from '../../../src/layers/indexer.js';
+import { decodeToc, encodeToc, TOC_MAGIC } from '../../../src/layers/toc-codec.js';
+import { CHUNK_BYTES, CHUNK_DIGEST_BYTES } from '../../../src/layers/toc.js';
+import { ociImage } from '../../../fixtures/image-writer.js';
 
 test('large files get one sha256 per 1 MiB chunk (last one shorter); small files none; round-trips', async (t) => {
   const big = randomBytes(2 * CHUNK_BYTES + 1000);
