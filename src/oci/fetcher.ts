@@ -1,10 +1,12 @@
 /**
- * The Fetcher seam: read one repository's blobs as streams. The proxy and worker depend on this
- * interface only; RegistryClient.fetcher(ref) is the implementation (auth, retry and verification
- * live behind it).
+ * The registry seams the proxy depends on: `ImageSource` (resolve an image, then read its blobs
+ * through a `Fetcher`). RegistryClient is the implementation (auth, retry and verification live
+ * behind it); tests may give their own.
  */
 import type { Readable } from 'node:stream';
-import type { Descriptor } from './types.js';
+import type { ResolvedImage } from './client.js';
+import type { Reference } from './reference.js';
+import type { Descriptor, Platform } from './types.js';
 
 /** A byte range [start, end) of a blob: `end` is exclusive. */
 export interface ByteRange {
@@ -31,4 +33,14 @@ export interface FetchOptions {
  */
 export interface Fetcher {
   fetch(desc: Descriptor, opts?: FetchOptions): Promise<Readable>;
+}
+
+/**
+ * Contract: `resolve` picks one platform's manifest of `ref` and returns it with its config, both
+ * verified against their digests (SL_ERR_OCI_* errors: not found, unauthorized, unreachable after
+ * retries, bad manifest); `fetcher(ref)` reads blobs of that repository (see Fetcher).
+ */
+export interface ImageSource {
+  resolve(ref: Reference, platform?: Platform | string, signal?: AbortSignal): Promise<ResolvedImage>;
+  fetcher(ref: Reference): Fetcher;
 }

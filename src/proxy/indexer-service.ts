@@ -21,7 +21,7 @@ import type { LayerLimits } from '../layers/limits.js';
 import { decodeToc, encodeToc } from '../layers/toc-codec.js';
 import type { LayerToc } from '../layers/toc.js';
 import type { Logger } from '../log.js';
-import type { RegistryClient } from '../oci/client.js';
+import type { ImageSource } from '../oci/fetcher.js';
 import { type Reference, formatReference, parseReference } from '../oci/reference.js';
 import type { Descriptor, ImageConfig } from '../oci/types.js';
 import type { ContentCache } from './content-cache.js';
@@ -50,7 +50,8 @@ export interface IndexedImage {
 }
 
 export interface IndexerServiceOptions {
-  client: RegistryClient;
+  /** The registry (RegistryClient), through its seam. */
+  client: ImageSource;
   store: MetadataStore;
   cache: ContentCache;
   metrics: ProxyMetrics;
@@ -274,7 +275,7 @@ export class IndexerService {
     const where = { layer: desc.digest, diffID };
     let blob: Readable;
     try {
-      blob = await this.registry(() => this.o.client.fetchBlob(ref, desc));
+      blob = await this.registry(() => this.o.client.fetcher(ref).fetch(desc));
     } catch (err) {
       throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, where);
     }
