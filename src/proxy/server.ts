@@ -30,6 +30,7 @@ import { TRACES_ROUTE } from '../protocol/traces.js';
 import { SESSIONS_ROUTE } from '../protocol/constants.js';
 import { handleSessionNext } from './session-handlers.js';
 import { SessionRegistry } from './session/registry.js';
+import { PlanCache } from './session/plan-cache.js';
 import { StagingArea } from './staging.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
@@ -118,6 +119,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     cacheBytes: o.cacheBytes,
     staging,
     sessions,
+    plans: new PlanCache(),
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
 
