@@ -19,7 +19,7 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startRegistry } from '../test/helpers/registry.js';
 import { tempDir } from '../test/helpers/tmp.js';
-import { startProxyProcess } from '../test/e2e/proxy-support.js';
+import { peakRssKb, startProxyProcess } from '../test/e2e/proxy-support.js';
 import { type DebianImageName, type EnsuredImage, ensureDebianImage } from './images/ensure.js';
 import type { FanoutPull, PullResult } from './lib/fanout-client.js';
 
@@ -34,16 +34,14 @@ export interface FanoutOptions {
   runs: number;
 }
 
-function cpuSeconds(pid: number): number {
+/** user+system CPU seconds of a process so far (/proc/<pid>/stat). */
+export function cpuSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
 }
 
-function peakRssMb(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : -1;
-}
+const peakRssMb = (pid: number): number => peakRssKb(pid) / 1024;
 
 /** Resets VmHWM to the current RSS (Linux: "5" > clear_refs), so each row reports its own peak. */
 function resetPeakRss(pid: number): void {

@@ -23,23 +23,13 @@
  */
 import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { startRegistry } from '../test/helpers/registry.js';
 import { DeltaDecoder } from '../src/protocol/index.js';
 import { decodeToc } from '../src/image/toc-codec.js';
 import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images/ensure.js';
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
-import { fanout } from './proxy-fanout.js';
-
-/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
-const USER_HZ = 100;
-
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
-}
+import { cpuSeconds, fanout } from './proxy-fanout.js';
 
 async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: number; bytes: number }> {
   const t0 = performance.now();
