@@ -15,26 +15,21 @@
  *
  *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3
  *
+ * With `--fanout` it measures many concurrent warm pulls against docker-registry (bench/proxy-fanout.ts):
+ *
+ *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --fanout --images python-web,redis --clients 1,10,50 --replicas 1,2 --runs 3
+ *
  * Not here: WAN emulation or worker-side costs (bench/run.ts drives those).
  */
 import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { startRegistry } from '../test/helpers/registry.js';
 import { DeltaDecoder } from '../src/protocol/index.js';
 import { decodeToc } from '../src/layers/toc-codec.js';
 import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images/ensure.js';
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
-
-/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
-const USER_HZ = 100;
-
-function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
-}
+import { cpuSeconds, fanout } from './proxy-fanout.js';
 
 async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: number; bytes: number }> {
   const t0 = performance.now();
@@ -123,9 +118,19 @@ async function main(): Promise<void> {
   const cleanups: (() => unknown)[] = [];
   const t = { teardown: (fn: () => unknown) => cleanups.push(fn), log: console.log } as unknown as ExecutionContext;
   try {
-    if (args.includes('--images')) {
-      const images = (args[args.indexOf('--images') + 1] ?? '').split(',').filter((s) => s !== '');
+    if (args.includes('--images') || args.includes('--fanout')) {
+      const images = (args.includes('--images') ? (args[args.indexOf('--images') + 1] ?? '') : 'python-web').split(',').filter((s) => s !== '');
       for (const i of images) if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw new Error(`--images: unknown image ${i} (one of ${DEBIAN_IMAGES.join(', ')})`);
+      if (args.includes('--fanout')) {
+        const list = (flag: string, dflt: string): number[] => {
+          const v = (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined) ?? dflt;
+          const ns = v.split(',').map(Number);
+          if (ns.some((n) => !Number.isSafeInteger(n) || n < 1)) throw new Error(`${flag}: comma-separated positive integers, got ${v}`);
+          return ns;
+        };
+        await fanout(t, { images: images as DebianImageName[], clients: list('--clients', '1,10,50'), replicas: list('--replicas', '1,2'), runs });
+        return;
+      }
       await coldImages(t, images as DebianImageName[], runs);
       return;
     }

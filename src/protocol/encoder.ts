@@ -25,10 +25,22 @@ export interface EncoderOptions {
 
 /** Default EncoderOptions.maxBuffered, bytes. */
 export const DEFAULT_MAX_BUFFERED = 1024 * 1024;
-/** Items up to this many encoded bytes go out as one write (frame head + data copied together). */
+/** Pieces (frame heads, item data) up to this size are gathered into one write; larger ones go out as they are. */
 const SMALL_WRITE_BYTES = 64 * 1024;
+/**
+ * Gathered small pieces are written once they reach this many bytes, or when the sender yields to the
+ * event loop (setImmediate), or at the header/END/ERROR. One write per piece (~2 per small item) cost
+ * more than the bytes: each response write is an HTTP chunk with its own bookkeeping and syscall
+ * iovecs (bench/proxy.ts --fanout, docs/design-notes.md "Serving many pulls").
+ */
+const BATCH_BYTES = 256 * 1024;
 
 type State = 'new' | 'open' | 'closed';
+
+/** The first bytes of a stream with header `h`: preamble and HEADER frame. */
+export function headerBytes(h: DeltaHeader): Buffer {
+  return Buffer.concat([preamble(), headerFrame(h)]);
+}
 
 export class DeltaEncoder {
   private readonly chunkBytes: number;
@@ -41,8 +53,12 @@ export class DeltaEncoder {
   /** Deferred items not announced yet (writeItemEncoding). */
   private unannounced = new Set<number>();
   private contentBytes = 0;
-  /** Total bytes handed to the Writable (preamble and frame heads included). */
+  /** Total bytes handed to the encoder (preamble and frame heads included). */
   bytesWritten = 0;
+  /** Small pieces not handed to the Writable yet (see BATCH_BYTES). */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+  private flushScheduled = false;
 
   constructor(
     private readonly out: Writable,
@@ -60,13 +76,16 @@ export class DeltaEncoder {
     return this.state !== 'new';
   }
 
-  /** Writes the preamble and the HEADER frame. Once, first. */
-  async writeHeader(h: DeltaHeader): Promise<void> {
+  /**
+   * Writes the preamble and the HEADER frame. Once, first. `encoded`: headerBytes(h), when the caller
+   * serves the same header to many streams and encoded it once.
+   */
+  async writeHeader(h: DeltaHeader, encoded: Buffer = headerBytes(h)): Promise<void> {
     if (this.state !== 'new') throw misuse('writeHeader called twice');
     this.header = h;
     this.unannounced = new Set(h.deferred ?? []);
     this.state = 'open';
-    await this.write(Buffer.concat([preamble(), headerFrame(h)]));
+    await this.write(encoded, true);
   }
 
   /**
@@ -82,7 +101,8 @@ export class DeltaEncoder {
     if (this.unannounced.has(index)) throw misuse(`deferred item ${index} sent before writeItemEncoding`);
     this.sent.add(index);
     if (source instanceof Uint8Array && source.length <= SMALL_WRITE_BYTES && source.length === item.encodedSize && source.length > 0) {
-      await this.write(Buffer.concat([contentHead(index, 0, source.length), source]));
+      await this.write(contentHead(index, 0, source.length));
+      await this.write(Buffer.isBuffer(source) ? source : Buffer.from(source.buffer, source.byteOffset, source.length));
       this.contentBytes += source.length;
       return;
     }
@@ -145,8 +165,8 @@ export class DeltaEncoder {
     }
     if (data.length === 0 && item.encodedSize !== 0) throw misuse(`empty chunk for item ${index}`);
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.length);
-    await this.write(data.length <= SMALL_WRITE_BYTES ? Buffer.concat([contentHead(index, offset, buf.length), buf]) : contentHead(index, offset, buf.length));
-    if (data.length > SMALL_WRITE_BYTES) await this.write(buf);
+    await this.write(contentHead(index, offset, buf.length));
+    if (buf.length > 0) await this.write(buf);
     this.contentBytes += buf.length;
     const now = offset + buf.length;
     if (now < item.encodedSize) {
@@ -179,7 +199,7 @@ export class DeltaEncoder {
     if (this.partial.size > 0) throw misuse(`END with ${this.partial.size} item(s) partly sent`);
     this.state = 'closed';
     const end = { items: this.sent.size, contentBytes: this.contentBytes };
-    await this.write(endFrame(end));
+    await this.write(endFrame(end), true);
     return end;
   }
 
@@ -187,7 +207,7 @@ export class DeltaEncoder {
   async writeError(e: WireError): Promise<void> {
     this.openHeader();
     this.state = 'closed';
-    await this.write(errorFrame(e));
+    await this.write(errorFrame(e), true);
   }
 
   private openHeader(): DeltaHeader {
@@ -195,13 +215,49 @@ export class DeltaEncoder {
     return this.header;
   }
 
-  private async write(buf: Buffer): Promise<void> {
+  /**
+   * Hands `buf` on: small pieces are gathered (BATCH_BYTES) and written together; `now` writes
+   * everything gathered at once (header, END, ERROR: the peer waits for those).
+   */
+  private async write(buf: Buffer, now = false): Promise<void> {
     const out = this.out;
     if (out.destroyed || out.writableEnded) {
       throw new StarlightError('SL_ERR_CANCELED', 'delta stream consumer went away');
     }
     this.bytesWritten += buf.length;
-    if (out.write(buf) || out.writableLength <= this.maxBuffered) return;
+    if (buf.length <= SMALL_WRITE_BYTES) {
+      this.batch.push(buf);
+      this.batchBytes += buf.length;
+      // Gathered bytes count toward maxBuffered: a small bound (tests of preemption) gathers nothing.
+      if (!now && this.batchBytes < Math.min(BATCH_BYTES, this.maxBuffered)) {
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          setImmediate(() => {
+            this.flushScheduled = false;
+            if (!out.destroyed && !out.writableEnded) this.flushBatch();
+          });
+        }
+        return;
+      }
+      return this.drained(this.flushBatch());
+    }
+    this.flushBatch();
+    return this.drained(out.write(buf));
+  }
+
+  /** Writes the gathered pieces as one buffer; returns out.write()'s answer (true when nothing was gathered). */
+  private flushBatch(): boolean {
+    if (this.batchBytes === 0 && this.batch.length === 0) return true;
+    const data = this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes);
+    this.batch = [];
+    this.batchBytes = 0;
+    return this.out.write(data);
+  }
+
+  /** Waits for 'drain' when the Writable holds more than maxBuffered. */
+  private async drained(accepted: boolean): Promise<void> {
+    const out = this.out;
+    if (accepted || out.writableLength <= this.maxBuffered) return;
     await new Promise<void>((resolve, reject) => {
       const done = (err?: Error): void => {
         out.off('drain', onDrain);

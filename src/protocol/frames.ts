@@ -69,7 +69,9 @@ export function contentHead(index: number, offset: number, dataLength: number): 
   b.writeUInt8(FrameType.CONTENT, 0);
   b.writeUInt32BE(CONTENT_HEAD_BYTES + dataLength, 1);
   b.writeUInt32BE(index, 5);
-  b.writeBigUInt64BE(BigInt(offset), 9);
+  // u64 as two u32 (no BigInt per frame on the serving path; offsets are safe integers)
+  b.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), 9);
+  b.writeUInt32BE(offset >>> 0, 13);
   return b;
 }
 

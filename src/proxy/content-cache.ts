@@ -9,7 +9,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -37,8 +37,23 @@ export const SYNC_READ_BYTES = 64 * 1024;
 export const IN_MEMORY_BYTES = 256 * 1024;
 /** Read size of content streams (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
+/**
+ * Default bound (bytes) of the in-memory tier of verified encoded contents (ContentCacheOptions.hotBytes).
+ * A rollout streams the same image to many workers at once: serving its items from memory removes the
+ * per-item store query, file reads and sha256 check (bench/proxy.ts --fanout, docs/design-notes.md
+ * "Serving many pulls").
+ */
+export const DEFAULT_HOT_BYTES = 256 * 1024 * 1024;
+/** Encoded contents up to this size (bytes) are read whole into the in-memory tier; larger ones stream. */
+export const HOT_ITEM_BYTES = 4 * 1024 * 1024;
 /** Persist last-access times to the store after this many touches (and on close). */
 const TOUCH_FLUSH_EVERY = 1000;
+/**
+ * A content's last access is persisted at most once per this many ms: it only orders the LRU rebuilt
+ * at the next start, and one store write per item sent cost ~20 ms per 1000 items on the serving
+ * thread of a rollout (bench/proxy.ts --fanout).
+ */
+const TOUCH_PERSIST_MS = 5 * 60_000;
 
 export interface CacheCounters {
   hits: number;
@@ -55,6 +70,14 @@ export interface ContentCacheOptions {
   maxBytes: number;
   store: MetadataStore;
   counters?: CacheCounters;
+  /** Bound (bytes) of the in-memory tier of verified encoded contents; default DEFAULT_HOT_BYTES, 0 = none. */
+  hotBytes?: number;
+}
+
+/** A cached content held in memory, verified when it was read from disk. */
+interface HotItem {
+  rec: ContentRecord;
+  data: Buffer;
 }
 
 /**
@@ -88,6 +111,12 @@ export class ContentCache {
   private readonly touched = new Map<string, number>();
   /** Single-flight of concurrent puts of the same digest. */
   private readonly inflight = new Map<string, Promise<ContentRecord>>();
+  /** Verified encoded bytes of recently served contents (see DEFAULT_HOT_BYTES); undefined: no memory tier. */
+  private readonly hot: LRUCache<string, HotItem> | undefined;
+  /** When each content's last access was last queued for the store (see TOUCH_PERSIST_MS). */
+  private readonly persistedAt = new Map<string, number>();
+  /** Single-flight of whole reads into `hot` (concurrent streams of one image read each file once). */
+  private readonly reading = new Map<string, Promise<{ rec: ContentRecord; body: Buffer } | undefined>>();
 
   constructor(opts: ContentCacheOptions) {
     this.root = join(opts.dir, 'content', 'sha256');
@@ -104,9 +133,13 @@ export class ContentCache {
         if (reason !== 'evict' && reason !== 'delete') return;
         this.counters.evictions++;
         this.store.setCached(digest, false);
+        this.hot?.delete(digest);
+        this.persistedAt.delete(digest);
         rmSync(this.pathOf(digest), { force: true });
       },
     });
+    const hotBytes = Math.min(opts.hotBytes ?? DEFAULT_HOT_BYTES, opts.maxBytes);
+    this.hot = hotBytes > 0 ? new LRUCache<string, HotItem>({ maxSize: hotBytes, sizeCalculation: (v) => Math.max(1, v.data.length) }) : undefined;
     for (const c of this.store.cachedContents()) {
       try {
         statSync(this.pathOf(c.digest));
@@ -217,7 +250,9 @@ export class ContentCache {
       const encodedDigest = encoding === 'identity' ? digest : sha256Digest(body);
       try {
         await writeFile(tmp, body);
-        return await this.install(digest, size, body.length, encoding, tmp, sourceDiffID, encodedDigest);
+        const rec = await this.install(digest, size, body.length, encoding, tmp, sourceDiffID, encodedDigest);
+        if (rec.cached) this.hot?.set(digest, { rec, data: body });
+        return rec;
       } finally {
         await rm(tmp, { force: true });
       }
@@ -292,10 +327,28 @@ export class ContentCache {
    * the worker's digest check refuses them and it asks again).
    */
   async open(digest: string): Promise<{ rec: ContentRecord; body: Buffer | Readable } | undefined> {
+    if (this.hot !== undefined && this.lru.has(digest)) {
+      const h = this.hot.get(digest);
+      if (h !== undefined) {
+        this.counters.hits++;
+        this.lru.get(digest);
+        this.touch(digest);
+        return { rec: h.rec, body: h.data };
+      }
+      const pending = this.reading.get(digest);
+      if (pending !== undefined) return pending;
+    }
     const rec = this.store.content(digest);
     if (rec === undefined || !this.lru.has(digest)) {
       this.counters.misses++;
       return undefined;
+    }
+    // With the memory tier a file is read once while it stays there: asynchronously (a cold page
+    // cache under disk load made each sync read block every stream of the process for milliseconds).
+    if (this.hot !== undefined && rec.encodedSize <= HOT_ITEM_BYTES) {
+      const p = this.readWhole(rec).finally(() => this.reading.delete(digest));
+      this.reading.set(digest, p);
+      return p;
     }
     if (rec.encodedSize <= SYNC_READ_BYTES) {
       // Small files are read synchronously: from the page cache this is ~15 µs, while the async
@@ -359,6 +412,25 @@ export class ContentCache {
     return { rec, body: raw.pipe(checked) };
   }
 
+  /** Reads a cached content whole, checks it and keeps it in the memory tier; undefined on a miss. */
+  private async readWhole(rec: ContentRecord): Promise<{ rec: ContentRecord; body: Buffer } | undefined> {
+    let data: Buffer;
+    try {
+      data = await readFile(this.pathOf(rec.digest));
+    } catch {
+      this.counters.misses++;
+      this.lru.delete(rec.digest);
+      return undefined;
+    }
+    if (!this.intact(rec, data)) return undefined;
+    this.counters.hits++;
+    this.lru.get(rec.digest);
+    this.touch(rec.digest);
+    // Evicted or dropped meanwhile: serve these verified bytes, but do not keep them.
+    if (this.lru.has(rec.digest)) this.hot!.set(rec.digest, { rec, data });
+    return { rec, body: data };
+  }
+
   /** True if `data` is what was cached for `rec`; else the entry is dropped (and counted) and false. */
   private intact(rec: ContentRecord, data: Buffer): boolean {
     if (rec.encodedDigest === undefined) return true;
@@ -370,11 +442,16 @@ export class ContentCache {
 
   private dropCorrupt(digest: string): void {
     this.counters.corrupt++;
+    this.hot?.delete(digest);
     this.lru.delete(digest);
   }
 
   private touch(digest: string): void {
-    this.touched.set(digest, Date.now());
+    const now = Date.now();
+    const last = this.persistedAt.get(digest);
+    if (last !== undefined && now - last < TOUCH_PERSIST_MS) return;
+    this.persistedAt.set(digest, now);
+    this.touched.set(digest, now);
     if (this.touched.size >= TOUCH_FLUSH_EVERY) this.flush();
   }
 

@@ -9,7 +9,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
-import { mergeLayers } from '../layers/merge.js';
 import type { MergedTree } from '../layers/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
@@ -22,7 +21,7 @@ import { predictTargetOf } from './startup-service.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { MetadataStore } from './store.js';
 import type { PriorityService } from './priority-service.js';
-import { planDelta } from './session/delta-plan.js';
+import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession } from './session/session.js';
@@ -48,6 +47,8 @@ export interface HandlerContext {
   staging?: StagingArea;
   /** Live delta sessions (POST /v1/sessions/<id>/next). */
   sessions: SessionRegistry;
+  /** Delta plans reused across requests while their inputs are unchanged. */
+  plans: PlanCache;
 }
 
 function badParam(name: string, why: string, value?: string): StarlightError {
@@ -137,16 +138,16 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const signal = clientGone(req, res);
   const t0 = performance.now();
   const img = await ctx.indexer.image(ref, platform, signal);
-  // One merge serves the prediction (first request only) and the plan: it is on a cold header's path.
-  const merged = mergeLayers(img.tocs);
-  await ensurePrediction(ctx, img, merged);
+  // One merge (memoized per image) serves the prediction (first request only) and the plan.
+  await ensurePrediction(ctx, img, ctx.plans.mergedOf(img));
   const t1 = performance.now();
   const deferred = deferredParam(url);
-  const { header, sources } = planDelta(ctx, img, { have, from, group, deferred }, merged);
+  const { header, sources, headerBytes } = ctx.plans.plan(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res);
   const session = new DeltaSession({
     id: ctx.sessions.newId(),
     header,
+    headerBytes,
     sources,
     deps: ctx,
     encoder: enc,

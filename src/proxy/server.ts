@@ -32,6 +32,7 @@ import { TRACES_ROUTE } from '../protocol/traces.js';
 import { SESSIONS_ROUTE } from '../protocol/constants.js';
 import { handleSessionNext } from './session-handlers.js';
 import { SessionRegistry } from './session/registry.js';
+import { PlanCache } from './session/plan-cache.js';
 import { StagingArea } from './staging.js';
 import { Semaphore } from './semaphore.js';
 import { DEFAULT_GC_MIN_AGE_MS, collectGarbage } from './gc.js';
@@ -174,6 +175,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     cacheBytes: o.cacheBytes,
     staging,
     sessions,
+    plans: new PlanCache(),
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
   const traceTokens = (o.traceTokens ?? o.tokens ?? []).map((t) => Buffer.from(t));

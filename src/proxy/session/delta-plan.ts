@@ -11,7 +11,7 @@ import type { DeltaHeader } from '../../protocol/index.js';
 import type { IndexedImage, IndexerService } from '../indexer-service.js';
 import { haveContent, plan } from '../planner.js';
 import { rankMap } from '../priority.js';
-import type { PriorityService } from '../priority-service.js';
+import type { LearnedFiles, PriorityService } from '../priority-service.js';
 import type { MetadataStore } from '../store.js';
 import { type ItemSourceDeps, announce, deferrable } from './item-source.js';
 
@@ -32,14 +32,25 @@ export interface DeltaRequest {
 }
 
 /**
+ * True if the proxy can resolve `have` entry `h` (docs/protocol.md `have`): an indexed layer diffID, or
+ * the manifest digest of an image whose whole chain is indexed. Others are ignored by the plan.
+ */
+export function knownHave(d: Pick<DeltaPlanDeps, 'store' | 'indexer'>, h: string): boolean {
+  if (d.indexer.toc(h) !== undefined) return true;
+  const m = d.store.manifest(h);
+  return m !== undefined && m.diffIDs.every((id) => d.store.hasLayer(id));
+}
+
+/**
  * What the worker has (docs/protocol.md `have`): a layer diffID → that layer and all its contents; an
  * image manifest digest → its chain and the contents visible in its merged tree. Digests the proxy does
- * not know are ignored: nothing can be deduplicated against them.
+ * not know are ignored (listed in `unknown`): nothing can be deduplicated against them.
  */
-function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: Set<string>; haveDigests: Set<string> } {
+function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: Set<string>; haveDigests: Set<string>; unknown: string[] } {
   const haveDiffIDs = new Set<string>();
   const haveLayers: LayerToc[] = [];
   const haveTrees: MergedTree[] = [];
+  const unknown: string[] = [];
   for (const h of have) {
     const l = d.indexer.toc(h);
     if (l !== undefined) {
@@ -47,19 +58,36 @@ function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: 
       haveLayers.push(l);
       continue;
     }
-    const m = d.store.manifest(h);
-    if (m !== undefined && m.diffIDs.every((id) => d.store.hasLayer(id))) {
-      m.diffIDs.forEach((id) => haveDiffIDs.add(id));
-      haveTrees.push(mergeLayers(m.diffIDs.map((id) => d.indexer.toc(id)!)));
+    if (!knownHave(d, h)) {
+      unknown.push(h);
+      continue;
     }
+    const m = d.store.manifest(h)!;
+    m.diffIDs.forEach((id) => haveDiffIDs.add(id));
+    haveTrees.push(mergeLayers(m.diffIDs.map((id) => d.indexer.toc(id)!)));
   }
-  return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees) };
+  return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees), unknown };
 }
 
-/** The header of a delta of `img` for `req`, and the layer supplying each item (for re-fetches). */
-/** `merged`: the merged tree of `img`'s chain, when the caller built it already. */
-export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest, merged: MergedTree = mergeLayers(img.tocs)): { header: DeltaHeader; sources: string[] } {
-  const { haveDiffIDs, haveDigests } = resolveHave(d, req.have);
+/** The learned/predicted order of `img`'s files for `group` (memoized by the priority service until an upload). */
+export function orderOf(d: Pick<DeltaPlanDeps, 'priority'>, img: IndexedImage, merged: MergedTree, group: string | undefined): LearnedFiles {
+  const rec = img.record;
+  return d.priority.order({ manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged }, group);
+}
+
+/**
+ * The header of a delta of `img` for `req`, and the layer supplying each item (for re-fetches).
+ * `merged`: the merged tree of `img`'s chain and `order` its orderOf(), when the caller has them.
+ * `unknownHave`: the `have` entries the plan ignored (plan-cache.ts re-checks them).
+ */
+export function planDelta(
+  d: DeltaPlanDeps,
+  img: IndexedImage,
+  req: DeltaRequest,
+  merged: MergedTree = mergeLayers(img.tocs),
+  order: LearnedFiles = orderOf(d, img, merged, req.group),
+): { header: DeltaHeader; sources: string[]; unknownHave: string[] } {
+  const { haveDiffIDs, haveDigests, unknown } = resolveHave(d, req.have);
   const rec = img.record;
   const p = plan({
     chain: img.tocs,
@@ -67,13 +95,8 @@ export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest
     haveDiffIDs,
     haveDigests,
     config: img.config,
-    rank: rankMap(d.priority.order({ manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged }, req.group).files),
+    rank: rankMap(order.files),
   });
-  if (req.from > p.items.length) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `query parameter from is beyond the ${p.items.length} items of this delta`, {
-      details: { parameter: 'from', value: String(req.from) },
-    });
-  }
   const header: DeltaHeader = {
     ref: img.ref,
     platform: img.platform,
@@ -86,10 +109,25 @@ export function planDelta(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest
     items: p.items.map((it) => announce(d, it.digest, `${it.path} of ${img.ref}`)),
     firstItem: req.from,
   };
-  if (req.deferred === true) {
-    const deferred: number[] = [];
-    for (let i = req.from; i < header.items.length; i++) if (deferrable(d, header.items[i]!.digest)) deferred.push(i);
-    if (deferred.length > 0) header.deferred = deferred;
+  forRequest(d, header, req);
+  return { header, sources: p.items.map((it) => it.sourceDiffID), unknownHave: unknown };
+}
+
+/**
+ * Fills in the per-request part of a planned header, in place: checks `from` against the item table
+ * and, with `deferred=1`, lists the items from `from` on that are staged and not encoded yet
+ * (`cached(i)` true: known to be in the cache, no lookup needed).
+ */
+export function forRequest(d: ItemSourceDeps, header: DeltaHeader, req: DeltaRequest, cached: (i: number) => boolean = () => false): void {
+  const n = header.items.length;
+  if (req.from > n) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `query parameter from is beyond the ${n} items of this delta`, {
+      details: { parameter: 'from', value: String(req.from) },
+    });
   }
-  return { header, sources: p.items.map((it) => it.sourceDiffID) };
+  header.firstItem = req.from;
+  if (req.deferred !== true) return;
+  const deferred: number[] = [];
+  for (let i = req.from; i < n; i++) if (!cached(i) && deferrable(d, header.items[i]!.digest)) deferred.push(i);
+  if (deferred.length > 0) header.deferred = deferred;
 }

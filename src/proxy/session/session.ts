@@ -26,6 +26,8 @@ export interface SessionOptions {
   /** The session id (HTTP header starlight-session). */
   id: string;
   header: DeltaHeader;
+  /** headerBytes(header), when the caller has it (plan-cache.ts encodes a shared header once). */
+  headerBytes?: Buffer;
   /** diffID of the layer that supplies each item (index-aligned with header.items), for re-fetches. */
   sources: string[];
   deps: ItemSourceDeps;
@@ -83,7 +85,7 @@ export class DeltaSession {
    */
   async run(signal: AbortSignal): Promise<SE | undefined> {
     const enc = this.o.encoder;
-    await enc.writeHeader(this.o.header);
+    await enc.writeHeader(this.o.header, this.o.headerBytes);
     const release = this.deferred.size > 0 ? this.o.holdEncoding?.() : undefined;
     try {
       for (;;) {

@@ -30,11 +30,12 @@ function corrupt(path: string): void {
   writeFileSync(path, b);
 }
 
-function setup(t: import('ava').ExecutionContext): { cache: ContentCache; store: MetadataStore; dir: string } {
+/** A cache without the in-memory tier by default: every open() reads (and checks) the file. */
+function setup(t: import('ava').ExecutionContext, hotBytes = 0): { cache: ContentCache; store: MetadataStore; dir: string } {
   const dir = tempDir(t, 'starlight-cache-');
   const store = new MetadataStore(join(dir, STORE_FILE));
   t.teardown(() => store.close());
-  return { cache: new ContentCache({ dir, maxBytes: 64 * 1024 * 1024, store }), store, dir };
+  return { cache: new ContentCache({ dir, maxBytes: 64 * 1024 * 1024, store, hotBytes }), store, dir };
 }
 
 for (const [name, content] of [
@@ -78,6 +79,27 @@ test('a corrupt streamed file is dropped when its stream ends; brotli encoded di
   t.is(cache.counters.corrupt, 1);
   t.false(cache.has(dg(rnd)));
   t.is(await cache.open(dg(rnd)), undefined);
+});
+
+test('the memory tier serves the bytes checked when the file was read, until the content leaves the cache', async (t) => {
+  const { cache, store } = setup(t, 1024 * 1024);
+  const content = Buffer.from('hot line\n'.repeat(3000));
+  const medium = randomBytes(700 * 1024); // above the whole-read size without a memory tier
+  for (const c of [content, medium]) await cache.put(Readable.from([c]), c.length, 'sha256:L');
+  const first = await cache.open(dg(content));
+  const [m1, m2] = await Promise.all([cache.open(dg(medium)), cache.open(dg(medium))]);
+  t.true(Buffer.isBuffer(m1!.body), 'read whole into memory');
+  t.is(m1!.body, m2!.body, 'concurrent opens share one read');
+  t.deepEqual(m1!.body, medium);
+  corrupt(cache.pathOf(dg(content)));
+  const again = await cache.open(dg(content));
+  t.is(again!.body, first!.body, 'served from memory: the checked bytes, not the file changed since');
+  t.is(cache.counters.corrupt, 0);
+  // Gone from the cache (evicted or dropped): gone from memory too; a new file is read and checked.
+  for (let i = 0; i < 2; i++) await cache.put(Readable.from([randomBytes(40 * 1024 * 1024)]), 40 * 1024 * 1024, 'sha256:L');
+  t.false(cache.has(dg(content)));
+  t.is(await cache.open(dg(content)), undefined);
+  t.is(store.content(dg(content))?.cached, false);
 });
 
 test('schema 3 marks cache entries without an encoded digest as evicted', (t) => {

@@ -1,0 +1,106 @@
+/**
+ * Memoized delta plans: a rollout sends the same image to many workers at once, and planning it
+ * (merging the chain's TOCs, ranking and sorting every file, one metadata-store lookup per item, the
+ * TOC blobs) cost ~1 s of the proxy's single thread per request under load, serialised in front of
+ * every header (bench/proxy.ts --fanout, docs/design-notes.md "Serving many pulls"). Identical input
+ * gives the identical plan (planner.ts is pure), so a plan is reused while its inputs are unchanged:
+ *
+ * - key: manifest digest, platform, group, the sorted `have` list;
+ * - the priority order object it was planned with (PriorityService.order() memoizes it until a trace
+ *   upload or a prediction; a different object → replan);
+ * - each item's announcement came from the content cache or not (item-source.ts announce()): an item
+ *   evicted since, or encoded and cached since, changes the announcement → replan;
+ * - `have` entries the proxy did not know at plan time must still be unknown (indexed since → replan).
+ *
+ * Per request only the header's ref, `firstItem` and `deferred` list are filled in. The header object
+ * and its item table are shared by concurrent streams unless deferred items are announced (the
+ * encoder rewrites those entries: they get a copy).
+ *
+ * Not here: the plan itself (delta-plan.ts, planner.ts), sending (session.ts).
+ */
+import { LRUCache } from 'lru-cache';
+import { mergeLayers } from '../../layers/merge.js';
+import type { MergedTree } from '../../layers/toc.js';
+import { type DeltaHeader, headerBytes } from '../../protocol/index.js';
+import type { IndexedImage } from '../indexer-service.js';
+import type { LearnedFiles } from '../priority-service.js';
+import { type DeltaPlanDeps, type DeltaRequest, forRequest, knownHave, orderOf, planDelta } from './delta-plan.js';
+
+/** Plans kept ((image, group, have) triples); each holds its item table and TOC blobs. */
+const MAX_PLANS = 32;
+/** Merged trees kept (images). */
+const MAX_MERGED = 16;
+
+interface CachedPlan {
+  order: LearnedFiles;
+  /** The header with from = 0, no deferred list. */
+  header: DeltaHeader;
+  sources: string[];
+  /** Per item: its announcement came from the content cache. */
+  cached: Uint8Array;
+  unknownHave: string[];
+  /** headerBytes() of instantiated headers without deferred items, by `ref|from` (a few). */
+  encoded: Map<string, Buffer>;
+}
+
+/** Encoded headers kept per plan (refs × resume points; a rollout asks for one). */
+const MAX_ENCODED = 4;
+
+export class PlanCache {
+  private readonly plans = new LRUCache<string, CachedPlan>({ max: MAX_PLANS });
+  private readonly merged = new LRUCache<string, MergedTree>({ max: MAX_MERGED });
+  /** Plans served from memory / computed (for tests and the bench). */
+  hits = 0;
+  misses = 0;
+
+  /** The merged tree of `img`'s chain (memoized by manifest digest: TOCs of a digest never change). */
+  mergedOf(img: IndexedImage): MergedTree {
+    const key = img.record.manifestDigest;
+    let m = this.merged.get(key);
+    if (m === undefined) {
+      m = mergeLayers(img.tocs);
+      this.merged.set(key, m);
+    }
+    return m;
+  }
+
+  /** planDelta(), reused while its inputs are unchanged (see the file header). */
+  plan(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): { header: DeltaHeader; sources: string[]; headerBytes?: Buffer } {
+    const merged = this.mergedOf(img);
+    const order = orderOf(d, img, merged, req.group);
+    const key = [img.record.manifestDigest, img.platform, req.group ?? '', [...req.have].sort().join(',')].join('|');
+    let p = this.plans.get(key);
+    if (p === undefined || p.order !== order || !this.valid(d, p)) {
+      this.misses++;
+      const { header, sources, unknownHave } = planDelta(d, img, { have: req.have, from: 0, group: req.group }, merged, order);
+      const cached = new Uint8Array(header.items.length);
+      header.items.forEach((it, i) => (cached[i] = d.cache.has(it.digest) ? 1 : 0));
+      p = { order, header, sources, cached, unknownHave, encoded: new Map() };
+      this.plans.set(key, p);
+    } else this.hits++;
+    const header = this.instantiate(d, p, img, req);
+    if (header.deferred !== undefined) return { header, sources: p.sources };
+    const ek = `${header.ref}|${header.firstItem}`;
+    let bytes = p.encoded.get(ek);
+    if (bytes === undefined) {
+      bytes = headerBytes(header);
+      if (p.encoded.size >= MAX_ENCODED) p.encoded.clear();
+      p.encoded.set(ek, bytes);
+    }
+    return { header, sources: p.sources, headerBytes: bytes };
+  }
+
+  private valid(d: DeltaPlanDeps, p: CachedPlan): boolean {
+    const items = p.header.items;
+    for (let i = 0; i < items.length; i++) if ((d.cache.has(items[i]!.digest) ? 1 : 0) !== p.cached[i]) return false;
+    return p.unknownHave.every((h) => !knownHave(d, h));
+  }
+
+  private instantiate(d: DeltaPlanDeps, p: CachedPlan, img: IndexedImage, req: DeltaRequest): DeltaHeader {
+    const header: DeltaHeader = { ...p.header, ref: img.ref };
+    forRequest(d, header, req, (i) => p.cached[i] === 1);
+    // The encoder rewrites a deferred item's entry when it announces it: those streams get their own table.
+    if (header.deferred !== undefined) header.items = p.header.items.map((it) => ({ ...it }));
+    return header;
+  }
+}
