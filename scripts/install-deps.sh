@@ -10,6 +10,8 @@ APT_PACKAGES=(
   debootstrap attr zstd iproute2 ca-certificates
   # containerd's own snapshotter test suite, built offline (test/e2e/containerd-snapshot-suite.test.ts)
   golang-go golang-github-containerd-containerd-dev
+  # proxy replicas' shared store (--db postgres://); tests run initdb from /usr/lib/postgresql/<major>/bin
+  postgresql
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -107,6 +107,8 @@ export const CODES = {
   SL_ERR_BENCH_IMAGE_BUILD: { kind: 'failed-precondition', hint: 'see the build log named in the message; needs root, debootstrap and the Debian mirror' },
   SL_ERR_BENCH_STEP: { kind: 'failed-precondition', hint: 'a bench step (registry, containerd, ctr, snapshotter, proxy) failed or timed out; the message names the command and its stderr' },
   SL_ERR_DEMO_STEP: { kind: 'failed-precondition', hint: 'a step of scripts/demo.sh failed; the message names the step; run the demo as root after scripts/install-deps.sh' },
+  // proxy replicas (issue 15): the shared PostgreSQL store
+  SL_ERR_PROXY_DB_UNAVAILABLE: { kind: 'unavailable', hint: 'the proxy cannot reach its PostgreSQL database (--db); check that it runs and accepts connections: the proxy recovers by itself when it does' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

@@ -26,6 +26,8 @@ export const STATUS_BY_KIND: Record<Kind, number> = {
 export const STATUS_BY_CODE: Partial<Record<Code, number>> = {
   /** RFC 9110 §15.5.14 Content Too Large: workers must not retry the same body. */
   SL_ERR_PROXY_BODY_TOO_LARGE: 413,
+  /** The shared database is down: a transient condition, the same request succeeds once it is back. */
+  SL_ERR_PROXY_DB_UNAVAILABLE: 503,
 };
 
 /** HTTP status of an error: its code's, else its kind's. */

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { StarlightError } from '../errors.js';
 import type { Encoding } from '../protocol/constants.js';
 import type { TraceUploadEntry, TraceUploadTrace } from '../protocol/traces.js';
+import type { SharedTrace } from './shared-store.js';
 
 /** File name of the database inside --data. */
 export const STORE_FILE = 'meta.db';
@@ -123,6 +124,33 @@ function toContent(r: ContentRow): ContentRecord {
   };
   if (r.encoded_digest !== null) rec.encodedDigest = r.encoded_digest;
   return rec;
+}
+
+/** A row of the traces table (same columns in both shared-store backends). */
+export interface TraceRow {
+  id: number | string;
+  manifest_digest: string;
+  grp: string;
+  repository: string;
+  ref: string;
+  platform: string;
+  worker: string | null;
+  started_at: number | string;
+  window_ms: number | string;
+  received_at: number | string;
+  entries: string;
+}
+
+export function traceOfRow(r: TraceRow, layers: string[]): SharedTrace {
+  const meta: TraceMeta = { manifestDigest: r.manifest_digest, repository: r.repository, ref: r.ref, platform: r.platform, receivedAt: Number(r.received_at) };
+  if (r.grp !== '') meta.group = r.grp;
+  if (r.worker !== null) meta.worker = r.worker;
+  return {
+    id: Number(r.id),
+    meta,
+    layers,
+    trace: { startedAt: Number(r.started_at), windowMs: Number(r.window_ms), entries: JSON.parse(r.entries) as TraceUploadEntry[] },
+  };
 }
 
 export class MetadataStore {
@@ -312,6 +340,13 @@ export class MetadataStore {
     }
     rows.sort((a, b) => b.id - a.id);
     return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[] }));
+  }
+
+  /** Traces with id > `afterID`, oldest first, at most `limit` (shared-store.ts contract). */
+  tracesSince(afterID: number, limit: number): SharedTrace[] {
+    const rows = this.q('SELECT * FROM traces WHERE id > ? ORDER BY id ASC LIMIT ?').all(afterID, limit) as TraceRow[];
+    const layers = this.q('SELECT diff_id FROM trace_layers WHERE manifest_digest = ? ORDER BY diff_id');
+    return rows.map((r) => traceOfRow(r, (layers.all(r.manifest_digest) as { diff_id: string }[]).map((l) => l.diff_id)));
   }
 
   /** Every image with at least one stored trace; sorted. */
