@@ -10,7 +10,7 @@ import { startProxy } from '../proxy/server.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
-       [--platform linux/amd64] [--config FILE]
+       [--platform linux/amd64] [--db postgres://user@host/db] [--advertise http://this-replica:8090] [--config FILE]
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
 <OPTION>=value in the --config file; precedence: flag > environment > file > default.`;
 
@@ -46,6 +46,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     tls,
     defaultPlatform: cfg.platform,
     logger,
+    ...(cfg.db !== undefined ? { db: cfg.db } : {}),
+    ...(cfg.advertise !== undefined ? { advertiseUrl: cfg.advertise } : {}),
   });
   process.stdout.write(`listening on ${proxy.url}\n`);
   await new Promise<void>((resolve) => {

@@ -40,10 +40,14 @@ export interface ProxyConfig {
   stagingBytes: number;
   /** --index-concurrency: layer passes (fetch + TOC) at once. */
   indexConcurrency: number;
+  /** --db postgres://…: store shared by proxy replicas; absent: the SQLite store in --data. */
+  db?: string;
+  /** --advertise URL: where other replicas reach this one (default: the listen URL). */
+  advertise?: string;
 }
 
 /** Option names (flag without '--'; env/file key = upper-case with '_'). */
-const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency'] as const;
+const OPTIONS = ['registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'db', 'advertise'] as const;
 type Option = (typeof OPTIONS)[number];
 
 function cfgError(message: string, details: Record<string, unknown>): StarlightError {
@@ -184,6 +188,16 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   };
   const tokenFile = get('token-file')?.v;
   if (tokenFile !== undefined) out.tokenFile = tokenFile;
+  const db = get('db');
+  if (db !== undefined) {
+    if (!/^postgres(ql)?:\/\/./i.test(db.v)) throw cfgError(`${db.from} is not a postgres://… URL (omit it for the SQLite store in --data)`, { option: 'db' });
+    out.db = db.v;
+  }
+  const adv = get('advertise');
+  if (adv !== undefined) {
+    if (!/^https?:\/\/./i.test(adv.v)) throw cfgError(`${adv.from}=${adv.v} is not an http(s):// URL`, { option: 'advertise', value: adv.v });
+    out.advertise = adv.v;
+  }
   if (cert !== undefined && key !== undefined) {
     out.tlsCert = cert;
     out.tlsKey = key;

@@ -139,6 +139,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   // One merge serves the prediction (first request only) and the plan: it is on a cold header's path.
   const merged = mergeLayers(img.tocs);
   await ensurePrediction(ctx, img, merged);
+  await ctx.priority.refresh();
   const t1 = performance.now();
   const deferred = deferredParam(url);
   const { header, sources } = planDelta(ctx, img, { have, from, group, deferred }, merged);

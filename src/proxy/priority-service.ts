@@ -29,7 +29,8 @@ import { SHLIB_RE } from './planner.js';
 import { type MergeTrace, mergeTraces, rankFiles, type RankedFile } from './priority.js';
 import type { Prediction } from './startup/predict.js';
 import type { PredictTarget } from './startup-service.js';
-import type { MetadataStore } from './store.js';
+import type { ReplicaSync } from './replica-sync.js';
+import type { MetadataStore, TraceMeta } from './store.js';
 
 /** Newest traces kept per (image, group); older ones are deleted on upload. */
 export const KEEP_TRACES_PER_IMAGE = 64;
@@ -88,6 +89,8 @@ export class PriorityService {
     private readonly defaultRegistry: string,
     /** Startup predictions (none: traces only). */
     private readonly startup?: StartupPredictions,
+    /** Replicas sharing a database (--db): traces are stored there and copied in (replica-sync.ts). */
+    private readonly replicas?: ReplicaSync,
   ) {}
 
   /** True when `manifestDigest` needs no prepare() (predicted already, or no predictor). */
@@ -108,8 +111,24 @@ export class PriorityService {
     );
   }
 
-  /** Stores a validated upload; returns the number of traces stored. */
-  record(body: TraceUploadBody, now: number): number {
+  /**
+   * Stores a validated upload where every replica sees it (the shared store with --db, else this
+   * store); returns the number of traces stored.
+   */
+  async accept(body: TraceUploadBody, now: number): Promise<number> {
+    if (this.replicas === undefined) return this.record(body, now);
+    const { meta, layers } = this.traceMeta(body, now);
+    const n = await this.replicas.shared.addTraces(meta, body.traces, layers, KEEP_TRACES_PER_IMAGE);
+    await this.refresh();
+    return n;
+  }
+
+  /** Copies traces uploaded to other replicas (no-op without --db); call before order(). */
+  async refresh(): Promise<void> {
+    if (this.replicas !== undefined && (await this.replicas.syncTraces()) > 0) this.memo.clear();
+  }
+
+  private traceMeta(body: TraceUploadBody, now: number): { meta: TraceMeta; layers: string[] } {
     const known = this.store.manifest(body.manifestDigest);
     const layers = new Set<string>(known?.diffIDs ?? []);
     for (const t of body.traces) for (const e of t.entries) if (e.layer !== undefined) layers.add(e.layer);
@@ -122,7 +141,13 @@ export class PriorityService {
       ...(body.group !== undefined ? { group: body.group } : {}),
       ...(body.worker !== undefined ? { worker: body.worker } : {}),
     };
-    const n = this.store.addTraces(meta, body.traces, [...layers].sort(), KEEP_TRACES_PER_IMAGE);
+    return { meta, layers: [...layers].sort() };
+  }
+
+  /** Stores a validated upload in this replica's store; returns the number of traces stored. */
+  record(body: TraceUploadBody, now: number): number {
+    const { meta, layers } = this.traceMeta(body, now);
+    const n = this.store.addTraces(meta, body.traces, layers, KEEP_TRACES_PER_IMAGE);
     this.memo.clear();
     return n;
   }
