@@ -22,7 +22,7 @@ import { ImageService, type PullRequest, type PullResult } from './images/servic
 import { LayerStore } from './layer-store.js';
 import { Puller } from './puller.js';
 import { ContentTracker } from './stream/content-tracker.js';
-import { ProxyClient } from './stream/proxy-client.js';
+import { ProxyClient, parseProxyUrls } from './stream/proxy-client.js';
 import { mountsUnder } from './snapshotter/mountinfo.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
 import { serveSnapshotter, type SnapshotServer } from './snapshotter/server.js';
@@ -75,6 +75,8 @@ export interface ResolvedDaemonOptions {
   root: string;
   snapshotterRoot: string;
   proxy: URL | undefined;
+  /** Every --proxy replica (proxy is the first). */
+  proxies: URL[];
   proxyToken: string | undefined;
   containerdAddress: string;
   apiSocket: string;
@@ -97,14 +99,9 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
   }
   // sockaddr_un.sun_path holds 108 bytes including the NUL.
   if (Buffer.byteLength(socket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--socket path is longer than 107 bytes: ${socket}`, { details: { socket } });
-  let proxy: URL | undefined;
-  if (o.proxy !== undefined) {
-    try {
-      proxy = new URL(o.proxy.includes('://') ? o.proxy : `http://${o.proxy}`);
-    } catch (cause) {
-      throw new StarlightError('SL_ERR_CONFIG', `--proxy is not a URL: ${JSON.stringify(o.proxy)}`, { cause, details: { proxy: o.proxy } });
-    }
-  }
+  // One proxy, or replicas comma-separated (proxy-client.ts fails over between them).
+  const proxies = o.proxy !== undefined ? parseProxyUrls(o.proxy) : undefined;
+  const proxy = proxies?.[0];
   if (o.resolver && !o.views) throw new StarlightError('SL_ERR_CONFIG', 'a remote-layer resolver needs a ViewManager');
   const apiSocket = o.apiSocket ?? join(root, API_SOCKET_NAME);
   if (Buffer.byteLength(apiSocket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--api-socket path is longer than 107 bytes: ${apiSocket}`, { details: { apiSocket } });
@@ -119,6 +116,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     root,
     snapshotterRoot: join(root, 'snapshotter'),
     proxy,
+    proxies: proxies ?? [],
     proxyToken: o.proxyToken ?? process.env.STARLIGHT_PROXY_TOKEN,
     containerdAddress: o.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS,
     apiSocket,
@@ -168,7 +166,7 @@ export class WorkerDaemon {
           const log = o.log.child({ component: 'images' });
           const store = await new LocalContentStore(join(o.root, 'content')).open();
           const layers = await new LayerStore(join(o.root, 'layers')).open();
-          const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));
+          const client = (this.client = new ProxyClient({ url: o.proxies.map((u) => u.href).join(','), token: o.proxyToken }));
           const tracker = (this.tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (d, s) => client.content(d, s), log }));
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.
