@@ -223,6 +223,16 @@ export class PgSharedStore implements SharedStore {
     };
   }
 
+  async layersKnown(diffIDs: readonly string[]): Promise<string[]> {
+    const r = await this.query<{ diff_id: string }>('list layers', 'SELECT diff_id FROM layers WHERE diff_id = ANY($1::text[])', [[...diffIDs]]);
+    return r.map((x) => x.diff_id);
+  }
+
+  async tracedImages(): Promise<string[]> {
+    const r = await this.query<{ manifest_digest: string }>('list traced images', 'SELECT DISTINCT manifest_digest FROM traces ORDER BY manifest_digest');
+    return r.map((x) => x.manifest_digest);
+  }
+
   async contents(digests: readonly string[]): Promise<IndexedContent[]> {
     const r = await this.query<{ digest: string; size: string; source_diff_id: string }>(
       'read content index',

@@ -79,7 +79,48 @@ export class ReplicaSync {
       this.o.shared.announceReplica(selfUrl).catch((err: unknown) => this.o.logger.warn('replica-announce-failed', { error: err }));
     }, ANNOUNCE_EVERY_MS);
     this.announcer.unref();
+    await this.publishLocal();
     await this.syncTraces();
+  }
+
+  /**
+   * Publishes what this replica's SQLite store holds and the shared store lacks (a data dir of a
+   * single proxy, or of the release before --db, joining a database): its layers, images, and the
+   * traces of images the shared store has none of. Then the local traces are dropped: from here on
+   * they are a copy of the shared ones (syncTraces), never counted twice.
+   */
+  private async publishLocal(): Promise<void> {
+    const { store, shared } = this.o;
+    const ids = store.layerIDs();
+    const known = new Set(await shared.layersKnown(ids));
+    let layers = 0;
+    for (const id of ids) {
+      if (known.has(id)) continue;
+      const l = store.layer(id)!;
+      await shared.putLayerIndex(l, layerContents(id, decodeToc(l.toc)));
+      layers++;
+    }
+    let images = 0;
+    for (const img of store.imageRefs()) {
+      const m = store.manifest(img.manifestDigest);
+      if (m === undefined || (await shared.imageDigest(img.ref, img.platform)) !== undefined) continue;
+      await shared.putImage(img.ref, img.platform, m);
+      images++;
+    }
+    const tracedShared = new Set(await shared.tracedImages());
+    let traces = 0;
+    for (let after = 0; ; ) {
+      const batch = store.tracesSince(after, SYNC_TRACES_BATCH);
+      for (const t of batch) {
+        after = t.id;
+        if (tracedShared.has(t.meta.manifestDigest)) continue;
+        await shared.addTraces(t.meta, [t.trace], t.layers, KEEP_TRACES_PER_IMAGE);
+        traces++;
+      }
+      if (batch.length < SYNC_TRACES_BATCH) break;
+    }
+    store.clearTraces();
+    if (layers + images + traces > 0) this.o.logger.info('store-published', { db: shared.where, layers, images, traces });
   }
 
   stop(): void {

@@ -50,10 +50,14 @@ export interface SharedStore {
   manifest(digest: string): Promise<ImageRecord | undefined>;
   putLayerIndex(l: LayerRecord, contents: readonly IndexedContent[]): Promise<void>;
   layer(diffID: string): Promise<LayerRecord | undefined>;
+  /** Those of `diffIDs` that are recorded (any order). */
+  layersKnown(diffIDs: readonly string[]): Promise<string[]>;
   /** Content index entries of `digests` that are known (any order). */
   contents(digests: readonly string[]): Promise<IndexedContent[]>;
   /** Stores the traces of one upload; returns the number stored (see store.ts addTraces). */
   addTraces(meta: TraceMeta, traces: readonly TraceUploadTrace[], layers: readonly string[], keep: number): Promise<number>;
+  /** Every image with at least one stored trace; sorted. */
+  tracedImages(): Promise<string[]>;
   /** Traces with id > `afterID`, oldest first, at most `limit`. */
   tracesSince(afterID: number, limit: number): Promise<SharedTrace[]>;
   /** Runs `fn` holding the cross-replica lock `key` (waits while another replica holds it). */
@@ -100,6 +104,14 @@ export class SqliteSharedStore implements SharedStore {
 
   async layer(diffID: string): Promise<LayerRecord | undefined> {
     return this.store.layer(diffID);
+  }
+
+  async layersKnown(diffIDs: readonly string[]): Promise<string[]> {
+    return diffIDs.filter((d) => this.store.hasLayer(d));
+  }
+
+  async tracedImages(): Promise<string[]> {
+    return this.store.tracedImages();
   }
 
   async contents(digests: readonly string[]): Promise<IndexedContent[]> {

@@ -349,6 +349,23 @@ export class MetadataStore {
     return rows.map((r) => traceOfRow(r, (layers.all(r.manifest_digest) as { diff_id: string }[]).map((l) => l.diff_id)));
   }
 
+  /** diffIDs of every indexed layer (to publish a SQLite store into a shared one: replica-sync.ts). */
+  layerIDs(): string[] {
+    return (this.q('SELECT diff_id FROM layers ORDER BY diff_id').all() as { diff_id: string }[]).map((r) => r.diff_id);
+  }
+
+  /** Every ref+platform → manifest recorded. */
+  imageRefs(): { ref: string; platform: string; manifestDigest: string }[] {
+    return (this.q('SELECT ref, platform, manifest_digest FROM images ORDER BY ref, platform').all() as { ref: string; platform: string; manifest_digest: string }[]).map(
+      (r) => ({ ref: r.ref, platform: r.platform, manifestDigest: r.manifest_digest }),
+    );
+  }
+
+  /** Drops every trace (the local copy of a shared store's traces is rebuilt from it). */
+  clearTraces(): void {
+    this.q('DELETE FROM traces').run();
+  }
+
   /** Every image with at least one stored trace; sorted. */
   tracedImages(): string[] {
     return (this.q('SELECT DISTINCT manifest_digest FROM traces ORDER BY manifest_digest').all() as { manifest_digest: string }[]).map((r) => r.manifest_digest);

@@ -51,6 +51,7 @@ export function sharedStoreSuite(test: TestFn, name: string, factory: SharedStor
       { digest: D(101), size: 6_000_000_000, sourceDiffID: D(10) },
     ]);
     t.deepEqual(await store.contents([]), []);
+    t.deepEqual((await store.layersKnown([D(11), D(12), D(10)])).sort(), [D(10), D(11)]);
   });
 
   test(`${name}: traces get increasing ids, the newest are kept per image and group, with the image's layers`, async (t) => {
@@ -69,6 +70,8 @@ export function sharedStoreSuite(test: TestFn, name: string, factory: SharedStor
     t.deepEqual(all[0]!.trace, tr(2));
     const later = await store.tracesSince(all[1]!.id, 1);
     t.deepEqual(later.map((x) => x.trace.startedAt), [4], 'since id, limited');
+    await store.addTraces(meta(D(0)), [tr(6)], [], 3);
+    t.deepEqual(await store.tracedImages(), [D(0), D(1)]);
   });
 
   test(`${name}: the index lock excludes other holders, across handles on the same store`, async (t) => {

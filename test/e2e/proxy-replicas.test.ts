@@ -106,3 +106,42 @@ test('PostgreSQL down: 503 SL_ERR_PROXY_DB_UNAVAILABLE naming the database; reco
   await db.start();
   t.is((await deltaPaths(f, p.url, 'v1')).length, L0_FILES.length + L1_FILES.length, 'served again');
 });
+
+test('a SQLite data dir (single proxy, no --db) joins a database: its index and traces serve the other replicas', async (t) => {
+  const db = await startPostgres(t);
+  const f = await fixture(t);
+  const dataA = tempDir(t, 'starlight-proxy-a-');
+  const base = ['--registry', f.reg.url, '--listen', '127.0.0.1:0'];
+  const single = await startProxyProcess(t, [...base, '--data', dataA]);
+  const heuristic = await deltaPaths(f, single.url, 'v1');
+  const traced = ['opt/o1', 'usr/share/f3'];
+  const layerOf = (p: string): string => (L0_FILES.includes(p) ? f.L[0]!.diffID : f.L[1]!.diffID);
+  const up = await fetch(new URL('/v1/traces', single.url), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      version: 1,
+      ref: `${f.reg.host}/app:v1`,
+      manifestDigest: f.v1,
+      platform: 'linux/amd64',
+      traces: [{ startedAt: Date.now(), windowMs: 30000, entries: traced.map((p, i) => ({ path: p, layer: layerOf(p), digest: sha256(body(p)), ms: i })) }],
+    }),
+    signal: AbortSignal.timeout(30_000),
+  });
+  t.is(up.status, 200);
+  const ordered = await deltaPaths(f, single.url, 'v1');
+  t.notDeepEqual(ordered, heuristic);
+  t.is((await single.stop()).code, 0);
+
+  const a = await startProxyProcess(t, [...base, '--data', dataA, '--db', db.url]);
+  const b = await startProxyProcess(t, [...base, '--data', tempDir(t, 'starlight-proxy-b-'), '--db', db.url]);
+  t.deepEqual(await deltaPaths(f, a.url, 'v1'), ordered, 'A keeps its order (its trace is counted once)');
+  t.deepEqual(await deltaPaths(f, b.url, 'v1'), ordered, "B follows A's old trace");
+  t.is(await counter(a.url, 'registry_blob_fetches_total'), 0, 'A re-indexed nothing');
+  t.is(await counter(b.url, 'registry_blob_fetches_total'), 0, 'B fetched no blob: layers from the database, contents from A');
+  const learned = (await (await fetch(new URL(`/v1/traces?manifest=${f.v1}`, a.url))).json()) as { traces: number };
+  t.is(learned.traces, 1, 'one trace, not a copy of it per start');
+  await a.stop();
+  const again = await startProxyProcess(t, [...base, '--data', dataA, '--db', db.url]);
+  t.is(((await (await fetch(new URL(`/v1/traces?manifest=${f.v1}`, again.url))).json()) as { traces: number }).traces, 1, 'still one after a restart');
+});
