@@ -12,6 +12,8 @@ APT_PACKAGES=(
   # with gcc -static (test/fixtures/pause.c); htpasswd files are made with python3's crypt, no apache2-utils.
   # containerd's own snapshotter test suite, built offline (test/e2e/containerd-snapshot-suite.test.ts)
   golang-go golang-github-containerd-containerd-dev
+  # proxy replicas' shared store (--db postgres://); tests run initdb from /usr/lib/postgresql/<major>/bin
+  postgresql
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

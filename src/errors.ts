@@ -116,6 +116,8 @@ export const CODES = {
 
   // worker fs: the fd holder (issue 13)
   SL_ERR_FS_HOLDER: { kind: 'unavailable', hint: 'the FUSE fd holder (build/Release/starlight-fuse-holder) could not be started or reached; views still work but will not survive a daemon restart; see <root>/fuse-holder.log' },
+  // proxy replicas (issue 15): the shared PostgreSQL store
+  SL_ERR_PROXY_DB_UNAVAILABLE: { kind: 'unavailable', hint: 'the proxy cannot reach its PostgreSQL database (--db); check that it runs and accepts connections: the proxy recovers by itself when it does' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

@@ -31,8 +31,9 @@ export function starlightBin(): string {
   throw new StarlightError('SL_ERR_BENCH_STEP', `bin/starlight.js not found above ${fileURLToPath(import.meta.url)}`);
 }
 
-export function startBenchProxy(registry: string, dataDir: string): Promise<BenchProxy> {
-  const child = spawn(process.execPath, [starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir], {
+/** `extraArgs`: more proxy flags, e.g. ['--db', url] for replicas on one database (bench/drivers/postgres.ts). */
+export function startBenchProxy(registry: string, dataDir: string, extraArgs: readonly string[] = []): Promise<BenchProxy> {
+  const child = spawn(process.execPath, [starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -12,7 +12,8 @@ import { untilSignal } from './signals.js';
 
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
-       [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--config FILE] [--insecure] [--max-connections 1024]
+       [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--db postgres://user@host/db] [--advertise http://this-replica:8090]
+       [--config FILE] [--insecure] [--max-connections 1024]
        [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 256MiB]
        [--max-compression-ratio 2000] [--max-zstd-window 128MiB]
 A --listen address other than loopback needs --tls-cert/--tls-key and --token-file, or --insecure.
@@ -65,6 +66,8 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     defaultPlatform: cfg.platform,
     logger,
     ...(credentials ? { credentials } : {}),
+    ...(cfg.db !== undefined ? { db: cfg.db } : {}),
+    ...(cfg.advertise !== undefined ? { advertiseUrl: cfg.advertise } : {}),
   });
   process.stdout.write(`listening on ${proxy.url}\n`);
   await untilSignal();

@@ -22,7 +22,7 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
-  --proxy URL                Starlight proxy for lazy pulls (optional; token from $STARLIGHT_PROXY_TOKEN)
+  --proxy URL[,URL…]         Starlight proxy for lazy pulls (optional; token from $STARLIGHT_PROXY_TOKEN); several replicas: fail over between them
   --containerd-address SOCK  containerd's socket, used by \`starlight pull\` (default ${DEFAULT_CONTAINERD_ADDRESS})
   --api-socket PATH          the daemon's own API socket (default <root>/${API_SOCKET_NAME})
   --read-deadline SECONDS    a read of a lazy view waits at most this long for content (default 60)

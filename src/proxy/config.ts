@@ -54,12 +54,16 @@ export interface ProxyConfig {
   maxConnections: number;
   /** --insecure: allows a non-loopback listen address without TLS and a token (logged as a warning). */
   insecure: boolean;
+  /** --db postgres://…: store shared by proxy replicas; absent: the SQLite store in --data. */
+  db?: string;
+  /** --advertise URL: where other replicas reach this one (default: the listen URL). */
+  advertise?: string;
 }
 
 /** Option names (flag without '--'; env/file key = upper-case with '_'). */
 const OPTIONS = [
   'registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'registry-auth',
-  'max-layer-size', 'max-layer-entries', 'max-layer-metadata', 'max-compression-ratio', 'max-zstd-window', 'max-connections', 'insecure',
+  'max-layer-size', 'max-layer-entries', 'max-layer-metadata', 'max-compression-ratio', 'max-zstd-window', 'max-connections', 'insecure', 'db', 'advertise',
 ] as const;
 type Option = (typeof OPTIONS)[number];
 /** Options that take no value on the command line (`--insecure`; env/file: true/false/1/0). */
@@ -240,6 +244,16 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
   if (tokenFile !== undefined) out.tokenFile = tokenFile;
   const registryAuth = get('registry-auth')?.v;
   if (registryAuth !== undefined) out.registryAuth = registryAuth;
+  const db = get('db');
+  if (db !== undefined) {
+    if (!/^postgres(ql)?:\/\/./i.test(db.v)) throw cfgError(`${db.from} is not a postgres://… URL (omit it for the SQLite store in --data)`, { option: 'db' });
+    out.db = db.v;
+  }
+  const adv = get('advertise');
+  if (adv !== undefined) {
+    if (!/^https?:\/\/./i.test(adv.v)) throw cfgError(`${adv.from}=${adv.v} is not an http(s):// URL`, { option: 'advertise', value: adv.v });
+    out.advertise = adv.v;
+  }
   if (cert !== undefined && key !== undefined) {
     out.tlsCert = cert;
     out.tlsKey = key;

@@ -140,6 +140,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const img = await ctx.indexer.image(ref, platform, signal);
   // One merge (memoized per image) serves the prediction (first request only) and the plan.
   await ensurePrediction(ctx, img, ctx.plans.mergedOf(img));
+  await ctx.priority.refresh();
   const t1 = performance.now();
   const deferred = deferredParam(url);
   const { header, sources, headerBytes } = ctx.plans.plan(ctx, img, { have, from, group, deferred });

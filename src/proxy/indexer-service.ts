@@ -27,6 +27,7 @@ import type { Descriptor, ImageConfig } from '../oci/types.js';
 import type { ContentCache } from './content-cache.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { ImageRecord, MetadataStore } from './store.js';
+import { type ReplicaSync, layerContents } from './replica-sync.js';
 import { BackgroundEncoder } from './background-encoder.js';
 import { Semaphore } from './semaphore.js';
 import type { StagingArea } from './staging.js';
@@ -64,6 +65,8 @@ export interface IndexerServiceOptions {
   encodeConcurrency?: number;
   /** Bounds on reading one layer (src/layers/limits.ts); unset ones take DEFAULT_LAYER_LIMITS. */
   layerLimits?: Partial<LayerLimits>;
+  /** Replicas sharing a database (--db): index once across them, fill cache misses from peers (replica-sync.ts). */
+  replicas?: ReplicaSync;
 }
 
 export class IndexerService {
@@ -158,6 +161,7 @@ export class IndexerService {
     const name = formatReference(ref);
     const cachedDigest = ref.digest ?? undefined;
     let record = cachedDigest !== undefined ? this.o.store.manifest(cachedDigest) : undefined;
+    if (record === undefined && cachedDigest !== undefined) record = await this.o.replicas?.shared.manifest(cachedDigest);
     let layers: Descriptor[];
     if (record === undefined) {
       const t0 = performance.now();
@@ -187,6 +191,7 @@ export class IndexerService {
     const tocs = await Promise.all(layers.map((desc, i) => perImage.run(() => this.layer(record.repository, desc, record.diffIDs[i]!))));
     // Recorded only now: a ref whose layers did not all index is not recorded as an image.
     this.o.store.putImage(name, platform, record);
+    await this.o.replicas?.shared.putImage(name, platform, record);
     return { ref: name, platform, record, config, tocs };
   }
 
@@ -197,7 +202,7 @@ export class IndexerService {
     let p = this.layers.get(diffID);
     if (p === undefined) {
       p = this.passes
-        .run(() => this.indexLayer(repository, desc, diffID))
+        .run(() => this.indexLayerOnce(repository, desc, diffID))
         .finally(() => {
           this.layers.delete(diffID);
           this.wakeIdle();
@@ -217,6 +222,26 @@ export class IndexerService {
       this.decoded.set(diffID, t);
     }
     return t;
+  }
+
+  /**
+   * indexLayer, once across replicas (--db): a layer another replica indexed is copied from the shared
+   * store; one being indexed by another replica is waited for (its shared index lock), then copied.
+   */
+  private async indexLayerOnce(repository: string, desc: Descriptor, diffID: string): Promise<LayerToc> {
+    const r = this.o.replicas;
+    if (r === undefined) return this.indexLayer(repository, desc, diffID);
+    if (await r.hydrateLayer(diffID)) return this.toc(diffID)!;
+    return r.shared.withIndexLock(
+      `layer:${diffID}`,
+      async () => {
+        if (await r.hydrateLayer(diffID)) return this.toc(diffID)!;
+        const toc = await this.indexLayer(repository, desc, diffID);
+        await r.shared.putLayerIndex(this.o.store.layer(diffID)!, layerContents(diffID, toc));
+        return toc;
+      },
+      this.closing.signal,
+    );
   }
 
   private async indexLayer(repository: string, desc: Descriptor, diffID: string): Promise<LayerToc> {
@@ -313,7 +338,13 @@ export class IndexerService {
       p = (async () => {
         const l = this.o.store.layer(diffID);
         if (l === undefined) throw withContext(new Error(`layer ${diffID} is not indexed`), 'refetch content');
-        await this.readLayer(l.repository, { mediaType: l.mediaType, digest: l.layerDigest, size: l.compressedSize }, diffID, { only: wanted });
+        let only = wanted;
+        if (this.o.replicas !== undefined) {
+          const got = await this.o.replicas.fillFromPeers(diffID, wanted);
+          if (got.size === wanted.size) return;
+          only = new Set([...wanted].filter((d) => !got.has(d)));
+        }
+        await this.readLayer(l.repository, { mediaType: l.mediaType, digest: l.layerDigest, size: l.compressedSize }, diffID, { only });
         this.o.logger.info('layer-refetched', { diffID, wanted: wanted.size });
       })().finally(() => this.refetches.delete(diffID));
       this.refetches.set(diffID, p);

@@ -20,6 +20,8 @@ export class ProxyMetrics {
   /** Layer blobs fetched from the registry (indexing and re-fetching evicted content). */
   registryBlobFetches = 0;
   registryErrors = 0;
+  /** Contents filled from a peer replica's cache instead of the registry (--db, replica-sync.ts). */
+  peerContentFetches = 0;
   /** Startup traces stored from POST /v1/traces. */
   tracesAccepted = 0;
   readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0, corrupt: 0 };
@@ -39,6 +41,7 @@ export class ProxyMetrics {
       ['starlight_proxy_index_seconds_total', 'counter', 'Seconds spent indexing layers', this.indexSeconds],
       ['starlight_proxy_registry_blob_fetches_total', 'counter', 'Layer blobs fetched from the registry', this.registryBlobFetches],
       ['starlight_proxy_registry_errors_total', 'counter', 'Failed registry operations', this.registryErrors],
+      ['starlight_proxy_peer_content_fetches_total', 'counter', 'Contents filled from a peer replica', this.peerContentFetches],
       ['starlight_proxy_traces_accepted_total', 'counter', 'Startup traces accepted', this.tracesAccepted],
       ['starlight_proxy_cache_hits_total', 'counter', 'Content cache hits', this.cache.hits],
       ['starlight_proxy_cache_misses_total', 'counter', 'Content cache misses', this.cache.misses],

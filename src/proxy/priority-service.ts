@@ -29,14 +29,9 @@ import { SHLIB_RE } from './planner.js';
 import { type MergeTrace, mergeTraces, rankFiles, type RankedFile } from './priority.js';
 import type { Prediction } from './startup/predict.js';
 import type { PredictTarget } from './startup-service.js';
-import type { MetadataStore } from './store.js';
+import type { ReplicaSync } from './replica-sync.js';
+import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, type MetadataStore, type TraceMeta } from './store.js';
 
-/** Newest traces kept per (image, group); older ones are deleted on upload. */
-export const KEEP_TRACES_PER_IMAGE = 64;
-/** Newest traces kept per (image, group, uploader): one uploader cannot flush the others out. */
-export const KEEP_TRACES_PER_UPLOADER = 8;
-/** Workload groups kept per image (newest first): group names cannot grow the store without bound. */
-export const KEEP_GROUPS_PER_IMAGE = 32;
 /** Newest traces merged into one order (bounds the work of a merge: ≤ this × 65536 entries). */
 export const MAX_MERGE_TRACES = 256;
 /** Learned orders kept in memory, (image, group) pairs. */
@@ -92,6 +87,8 @@ export class PriorityService {
     private readonly defaultRegistry: string,
     /** Startup predictions (none: traces only). */
     private readonly startup?: StartupPredictions,
+    /** Replicas sharing a database (--db): traces are stored there and copied in (replica-sync.ts). */
+    private readonly replicas?: ReplicaSync,
   ) {}
 
   /** True when `manifestDigest` needs no prepare() (predicted already, or no predictor). */
@@ -113,11 +110,25 @@ export class PriorityService {
   }
 
   /**
-   * Stores a validated upload; returns the number of traces stored. `uploader` identifies who sent it
-   * (authenticated token or peer address, never the body's own claim): its traces are bounded and, in
-   * a merge, weigh as one source.
+   * Stores a validated upload where every replica sees it (the shared store with --db, else this
+   * store); returns the number of traces stored. `uploader` identifies who sent it (authenticated
+   * token or peer address, never the body's own claim): its traces are bounded and, in a merge, weigh
+   * as one source. (The shared PostgreSQL store bounds per image and group only.)
    */
-  record(body: TraceUploadBody, now: number, uploader?: string): number {
+  async accept(body: TraceUploadBody, now: number, uploader?: string): Promise<number> {
+    if (this.replicas === undefined) return this.record(body, now, uploader);
+    const { meta, layers } = this.traceMeta(body, now, uploader);
+    const n = await this.replicas.shared.addTraces(meta, body.traces, layers, KEEP_TRACES_PER_IMAGE);
+    await this.refresh();
+    return n;
+  }
+
+  /** Copies traces uploaded to other replicas (no-op without --db); call before order(). */
+  async refresh(): Promise<void> {
+    if (this.replicas !== undefined && (await this.replicas.syncTraces()) > 0) this.memo.clear();
+  }
+
+  private traceMeta(body: TraceUploadBody, now: number, uploader: string | undefined): { meta: TraceMeta; layers: string[] } {
     const known = this.store.manifest(body.manifestDigest);
     const layers = new Set<string>(known?.diffIDs ?? []);
     for (const t of body.traces) for (const e of t.entries) if (e.layer !== undefined) layers.add(e.layer);
@@ -130,7 +141,13 @@ export class PriorityService {
       ...(body.group !== undefined ? { group: body.group } : {}),
       ...(uploader !== undefined ? { worker: uploader } : body.worker !== undefined ? { worker: body.worker } : {}),
     };
-    const n = this.store.addTraces(meta, body.traces, [...layers].sort(), {
+    return { meta, layers: [...layers].sort() };
+  }
+
+  /** Stores a validated upload in this replica's store; returns the number of traces stored. */
+  record(body: TraceUploadBody, now: number, uploader?: string): number {
+    const { meta, layers } = this.traceMeta(body, now, uploader);
+    const n = this.store.addTraces(meta, body.traces, layers, {
       perGroup: KEEP_TRACES_PER_IMAGE,
       ...(uploader !== undefined ? { perWorker: KEEP_TRACES_PER_UPLOADER } : {}),
       groups: KEEP_GROUPS_PER_IMAGE,

@@ -25,6 +25,8 @@ import { sendError } from '../http-errors.js';
 import { IndexerService } from './indexer-service.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
+import { PgSharedStore } from './pg-store.js';
+import { ReplicaSync } from './replica-sync.js';
 import { PriorityService } from './priority-service.js';
 import { StartupService } from './startup-service.js';
 import { handleTracesGet, handleTracesPost } from './trace-handlers.js';
@@ -102,6 +104,10 @@ export interface ProxyOptions {
   client?: RegistryClient;
   /** Upstream credentials per registry host (--registry-auth); default: the docker config (auth.ts). */
   credentials?: CredentialProvider;
+  /** postgres://… shared by replicas (issue 15); undefined: this proxy's own SQLite store only. */
+  db?: string;
+  /** URL other replicas reach this one at (peer content fills); default: the listen URL. */
+  advertiseUrl?: string;
 }
 
 export interface RunningProxy {
@@ -153,15 +159,26 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   if (regs.length === 0) throw new StarlightError('SL_ERR_CONFIG', 'at least one --registry is required');
   const store = new MetadataStore(join(o.dataDir, STORE_FILE));
   const collected = collectGarbage(store, Date.now(), o.gcMinAgeMs ?? DEFAULT_GC_MIN_AGE_MS, logger);
+  let shared: PgSharedStore | undefined;
+  try {
+    shared = o.db !== undefined ? await PgSharedStore.open(o.db) : undefined;
+  } catch (err) {
+    store.close();
+    throw err;
+  }
   let cache: ContentCache | undefined;
   const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
+  const replicas =
+    shared === undefined
+      ? undefined
+      : new ReplicaSync({ shared, store, cache, logger, peerToken: o.tokens?.[0], onPeerFetch: () => void metrics.peerContentFetches++ });
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger, credentials: o.credentials });
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
-  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }));
-  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits });
+  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }), replicas);
+  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
   const sessions = new SessionRegistry();
   const ctx: HandlerContext = {
     store,
@@ -237,7 +254,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   });
   const port = (server.address() as AddressInfo).port;
   const url = `${o.tls ? 'https' : 'http'}://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`;
-  logger.info('proxy-listening', { url, registries: ctx.registries });
+  logger.info('proxy-listening', { url, registries: ctx.registries, ...(shared !== undefined ? { db: shared.where } : {}) });
+  await replicas?.start(o.advertiseUrl ?? url);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -249,6 +267,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       clearTimeout(timer);
       await indexer.close(CLOSE_GRACE_MS);
       cache?.close();
+      replicas?.stop();
+      await shared?.close();
       store.close();
       logger.info('proxy-closed', {});
     })());

@@ -66,6 +66,22 @@ export interface StoredTrace {
   worker?: string;
 }
 
+/** Newest traces kept per (image, group); older ones are deleted on upload. */
+export const KEEP_TRACES_PER_IMAGE = 64;
+/** Newest traces kept per (image, group, uploader): one uploader cannot flush the others out. */
+export const KEEP_TRACES_PER_UPLOADER = 8;
+/** Workload groups kept per image (newest first): group names cannot grow the store without bound. */
+export const KEEP_GROUPS_PER_IMAGE = 32;
+
+/** One stored trace with what it was uploaded for. */
+export interface SharedTrace {
+  id: number;
+  meta: TraceMeta;
+  /** Layers of the traced image (for related-image fallback). */
+  layers: string[];
+  trace: TraceUploadTrace;
+}
+
 /** Bounds applied by addTraces after storing an upload. */
 export interface TraceKeep {
   /** Newest traces kept per (image, group). */
@@ -135,6 +151,33 @@ function toContent(r: ContentRow): ContentRecord {
   };
   if (r.encoded_digest !== null) rec.encodedDigest = r.encoded_digest;
   return rec;
+}
+
+/** A row of the traces table (same columns in both shared-store backends). */
+export interface TraceRow {
+  id: number | string;
+  manifest_digest: string;
+  grp: string;
+  repository: string;
+  ref: string;
+  platform: string;
+  worker: string | null;
+  started_at: number | string;
+  window_ms: number | string;
+  received_at: number | string;
+  entries: string;
+}
+
+export function traceOfRow(r: TraceRow, layers: string[]): SharedTrace {
+  const meta: TraceMeta = { manifestDigest: r.manifest_digest, repository: r.repository, ref: r.ref, platform: r.platform, receivedAt: Number(r.received_at) };
+  if (r.grp !== '') meta.group = r.grp;
+  if (r.worker !== null) meta.worker = r.worker;
+  return {
+    id: Number(r.id),
+    meta,
+    layers,
+    trace: { startedAt: Number(r.started_at), windowMs: Number(r.window_ms), entries: JSON.parse(r.entries) as TraceUploadEntry[] },
+  };
 }
 
 export class MetadataStore {
@@ -336,6 +379,30 @@ export class MetadataStore {
     }
     rows.sort((a, b) => b.id - a.id);
     return rows.slice(0, limit).map((r) => ({ id: r.id, entries: JSON.parse(r.entries) as TraceUploadEntry[], ...(r.worker !== null ? { worker: r.worker } : {}) }));
+  }
+
+  /** Traces with id > `afterID`, oldest first, at most `limit` (shared-store.ts contract). */
+  tracesSince(afterID: number, limit: number): SharedTrace[] {
+    const rows = this.q('SELECT * FROM traces WHERE id > ? ORDER BY id ASC LIMIT ?').all(afterID, limit) as TraceRow[];
+    const layers = this.q('SELECT diff_id FROM trace_layers WHERE manifest_digest = ? ORDER BY diff_id');
+    return rows.map((r) => traceOfRow(r, (layers.all(r.manifest_digest) as { diff_id: string }[]).map((l) => l.diff_id)));
+  }
+
+  /** diffIDs of every indexed layer (to publish a SQLite store into a shared one: replica-sync.ts). */
+  layerIDs(): string[] {
+    return (this.q('SELECT diff_id FROM layers ORDER BY diff_id').all() as { diff_id: string }[]).map((r) => r.diff_id);
+  }
+
+  /** Every ref+platform → manifest recorded. */
+  imageRefs(): { ref: string; platform: string; manifestDigest: string }[] {
+    return (this.q('SELECT ref, platform, manifest_digest FROM images ORDER BY ref, platform').all() as { ref: string; platform: string; manifest_digest: string }[]).map(
+      (r) => ({ ref: r.ref, platform: r.platform, manifestDigest: r.manifest_digest }),
+    );
+  }
+
+  /** Drops every trace (the local copy of a shared store's traces is rebuilt from it). */
+  clearTraces(): void {
+    this.q('DELETE FROM traces').run();
   }
 
   /** Every image with at least one stored trace; sorted. */

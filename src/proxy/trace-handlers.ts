@@ -59,7 +59,7 @@ export async function handleTracesPost(ctx: HandlerContext, req: IncomingMessage
     });
   }
   const body = validateTraceUpload(await readJsonBody(req, MAX_TRACE_BODY_BYTES, 'trace upload'));
-  const accepted = ctx.priority.record(body, Date.now(), uploader);
+  const accepted = await ctx.priority.accept(body, Date.now(), uploader);
   ctx.metrics.tracesAccepted += accepted;
   ctx.logger.info('traces-accepted', {
     manifestDigest: body.manifestDigest,
@@ -99,6 +99,7 @@ export async function handleTracesGet(ctx: HandlerContext, _req: IncomingMessage
     target = { manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged: mergeLayers(img.tocs) };
     await ensurePrediction(ctx, img, target.merged);
   }
+  await ctx.priority.refresh();
   const learned = ctx.priority.order(target, group);
   const out: LearnedOrder = {
     manifestDigest: target.manifestDigest,

@@ -22,6 +22,7 @@ import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { openLazyPull, type LazyPull } from './pull/lazy-pull.js';
 import { DEFAULT_READ_DEADLINE_MS } from './stream/content-tracker.js';
+import { parseProxyUrls } from './stream/proxy-client.js';
 import { mountsUnder, unmountAllUnder } from './fs/mount-table.js';
 import { privateDir } from './private-dir.js';
 import type { RemoteLayerResolver } from './snapshotter/remote.js';
@@ -89,6 +90,8 @@ export interface ResolvedDaemonOptions {
   root: string;
   snapshotterRoot: string;
   proxy: URL | undefined;
+  /** Every --proxy replica (proxy is the first). */
+  proxies: URL[];
   proxyToken: string | undefined;
   containerdAddress: string;
   apiSocket: string;
@@ -113,14 +116,9 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
   }
   // sockaddr_un.sun_path holds 108 bytes including the NUL.
   if (Buffer.byteLength(socket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--socket path is longer than 107 bytes: ${socket}`, { details: { socket } });
-  let proxy: URL | undefined;
-  if (o.proxy !== undefined) {
-    try {
-      proxy = new URL(o.proxy.includes('://') ? o.proxy : `http://${o.proxy}`);
-    } catch (cause) {
-      throw new StarlightError('SL_ERR_CONFIG', `--proxy is not a URL: ${JSON.stringify(o.proxy)}`, { cause, details: { proxy: o.proxy } });
-    }
-  }
+  // One proxy, or replicas comma-separated (proxy-client.ts fails over between them).
+  const proxies = o.proxy !== undefined ? parseProxyUrls(o.proxy) : undefined;
+  const proxy = proxies?.[0];
   if (o.resolver && !o.views) throw new StarlightError('SL_ERR_CONFIG', 'a remote-layer resolver needs a ViewManager');
   const apiSocket = o.apiSocket ?? join(root, API_SOCKET_NAME);
   if (Buffer.byteLength(apiSocket) > 107) throw new StarlightError('SL_ERR_CONFIG', `--api-socket path is longer than 107 bytes: ${apiSocket}`, { details: { apiSocket } });
@@ -135,6 +133,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     root,
     snapshotterRoot: join(root, 'snapshotter'),
     proxy,
+    proxies: proxies ?? [],
     proxyToken: o.proxyToken ?? process.env.STARLIGHT_PROXY_TOKEN,
     containerdAddress: o.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS,
     apiSocket,
@@ -189,7 +188,7 @@ export class WorkerDaemon {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
           for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
-          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxy.href, token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, log }));
+          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxies.map((u) => u.href).join(','), token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, log }));
           const { layers, client, tracker, puller } = lazy;
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.

@@ -103,13 +103,15 @@ export interface StackOptions {
   rttMs?: number;
   /** STARLIGHT_LOG of the proxy; default 'warn'. */
   proxyLog?: string;
+  /** More `starlight proxy` arguments (e.g. --db for replicas). */
+  proxyArgs?: string[];
 }
 
 /** Registry + proxy (fixed free port, own data dir) + WAN emulator in front of it. */
 export async function startStack(t: ExecutionContext, reg: TestRegistry, opts: StackOptions): Promise<Stack> {
   const dataDir = tempDir(t, 'sl-mount-proxy-');
   const proxyPort = await freePort();
-  const args = ['--registry', reg.url, '--listen', `127.0.0.1:${proxyPort}`, '--data', dataDir];
+  const args = ['--registry', reg.url, '--listen', `127.0.0.1:${proxyPort}`, '--data', dataDir, ...(opts.proxyArgs ?? [])];
   const env = { STARLIGHT_LOG: opts.proxyLog ?? 'warn' };
   const proxy = await startProxyCli(t, args, { env });
   const wan = await WanEmulator.start({ target: `127.0.0.1:${proxyPort}`, bandwidthBps: opts.bandwidthBps, rttMs: opts.rttMs ?? 20, burstBytes: 16 * 1024 });

@@ -4,18 +4,25 @@
  * /v1/sessions/<id>/next, docs/protocol.md "Sessions"), and turns the proxy's OCI-style error bodies back into StarlightErrors
  * with the proxy's code. Connection failures become SL_ERR_PROXY_UNREACHABLE.
  *
+ * Replicas (issue 15): the URL may list several proxies sharing one database ("http://a:8090,http://b:8090").
+ * Requests go to one of them (the first, until it fails); a request the current replica cannot answer
+ * (unreachable, or 502/503: its database is down) is retried at once on the next, which then becomes
+ * current. A delta stream that dies mid-way is resumed by the receiver at the item where it stopped
+ * (`from=`): its reconnect lands on the next replica, which plans the same items (a different order
+ * is carried over by digest: receiver.ts acceptHeader).
+ *
  * Not here: decoding frames (src/protocol), writing content (receiver.ts), retries and resume
  * (the receiver decides when to reconnect).
  */
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
-import { StarlightError, type Code } from '../../errors.js';
+import { StarlightError, type Code, hasCode } from '../../errors.js';
 import { decodeErrorBody } from '../../http-errors.js';
 import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, SESSION_ID_RE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
 
 export interface ProxyClientOptions {
-  /** Base URL of the proxy, e.g. http://127.0.0.1:8090. */
+  /** Base URL of the proxy, e.g. http://127.0.0.1:8090; or several replicas, comma-separated. */
   url: string;
   /** Bearer token (the proxy's --token-file); none by default. */
   token?: string;
@@ -63,25 +70,50 @@ const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
 const DEFAULT_DELTA_TIMEOUT_MS = 600_000;
 const DEFAULT_BODY_IDLE_TIMEOUT_MS = 60_000;
 
+/** The proxy URLs of a --proxy value: one URL, or replicas comma-separated (scheme defaults to http). */
+export function parseProxyUrls(value: string): URL[] {
+  const parts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new StarlightError('SL_ERR_CONFIG', `--proxy ${JSON.stringify(value)} names no proxy`, { details: { proxy: value } });
+  return parts.map((p) => {
+    try {
+      return new URL(p.includes('://') ? p : `http://${p}`);
+    } catch (cause) {
+      throw new StarlightError('SL_ERR_CONFIG', `--proxy ${JSON.stringify(p)} is not a URL`, { cause, details: { proxy: p } });
+    }
+  });
+}
+
+/** HTTP statuses after which the same request is tried on another replica (bad gateway, unavailable). */
+const FAILOVER_STATUSES = new Set([502, 503]);
+
+function failoverWorthy(err: unknown): boolean {
+  if (hasCode(err, 'SL_ERR_PROXY_UNREACHABLE')) return true;
+  const status = err instanceof StarlightError ? err.details.status : undefined;
+  return typeof status === 'number' && FAILOVER_STATUSES.has(status);
+}
+
 export class ProxyClient {
-  readonly base: URL;
+  /** Every replica, in preference order. */
+  readonly bases: readonly URL[];
+  private current = 0;
   private readonly token: string | undefined;
   private readonly headersTimeoutMs: number;
   private readonly deltaTimeoutMs: number;
   private readonly bodyIdleTimeoutMs: number;
-  private readonly agent: http.Agent;
+  private readonly agents: { http: http.Agent; https: https.Agent };
 
   constructor(opts: ProxyClientOptions) {
-    try {
-      this.base = new URL(opts.url);
-    } catch (err) {
-      throw new StarlightError('SL_ERR_CONFIG', `proxy URL '${opts.url}' is not a URL`, { cause: err });
-    }
+    this.bases = parseProxyUrls(opts.url);
     this.token = opts.token;
     this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
     this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
     this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
-    this.agent = this.base.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+  }
+
+  /** The replica requests go to now. */
+  get base(): URL {
+    return this.bases[this.current]!;
   }
 
   /** Opens a delta stream. */
@@ -148,7 +180,8 @@ export class ProxyClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.agents.http.destroy();
+    this.agents.https.destroy();
   }
 
   /** Destroys `res` when no byte of its body arrives for bodyIdleTimeoutMs (see the option). */
@@ -169,7 +202,8 @@ export class ProxyClient {
     });
   }
 
-  private request(
+  /** One request at the current replica; on a failure worth it, at the next ones (each at most once). */
+  private async request(
     u: URL,
     method: string,
     signal: AbortSignal | undefined,
@@ -177,7 +211,28 @@ export class ProxyClient {
     body?: Buffer,
     timeoutMs = this.headersTimeoutMs,
   ): Promise<http.IncomingMessage> {
+    for (let tried = 1; ; tried++) {
+      const base = this.current;
+      try {
+        return await this.requestOnce(new URL(u.pathname + u.search, this.bases[base]), method, signal, what, body, timeoutMs);
+      } catch (err) {
+        if (tried >= this.bases.length || signal?.aborted || !failoverWorthy(err)) throw err;
+        // Another request may have moved on already: move only from the replica that failed here.
+        if (this.current === base) this.current = (base + 1) % this.bases.length;
+      }
+    }
+  }
+
+  private requestOnce(
+    u: URL,
+    method: string,
+    signal: AbortSignal | undefined,
+    what: string,
+    body: Buffer | undefined,
+    timeoutMs: number,
+  ): Promise<http.IncomingMessage> {
     const mod = u.protocol === 'https:' ? https : http;
+    const host = u.host;
     const headers: Record<string, string | number> = {};
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body) {
@@ -185,22 +240,22 @@ export class ProxyClient {
       headers['content-length'] = body.length;
     }
     return new Promise((resolve, reject) => {
-      const req = mod.request(u, { method, headers, agent: this.agent, signal }, (res) => {
+      const req = mod.request(u, { method, headers, agent: u.protocol === 'https:' ? this.agents.https : this.agents.http, signal }, (res) => {
         clearTimeout(timer);
         if (res.statusCode === 200 || res.statusCode === 204) {
           this.dropWhenStalled(res, what);
           return resolve(res);
         }
-        readError(res, what, this.base.host).then(reject, reject);
+        readError(res, what, host).then(reject, reject);
       });
       const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);
       req.on('error', (err) => {
         clearTimeout(timer);
         if (signal?.aborted) return reject(new StarlightError('SL_ERR_CANCELED', `${what}: canceled`, { cause: err }));
         reject(
-          new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${this.base.host} unreachable for ${what}: ${err.message}`, {
+          new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${host} unreachable for ${what}: ${err.message}`, {
             cause: err,
-            details: { proxy: this.base.host },
+            details: { proxy: host },
           }),
         );
       });

@@ -127,3 +127,14 @@ test('issue 14: layer limits and connection cap are flags, validated', (t) => {
     }
   }
 });
+
+test('replicas: DB and ADVERTISE from the config file, flags override; only postgres:// and http(s):// URLs', (t) => {
+  files['/etc/replica.env'] = 'REGISTRY=r.example\nDB=postgres://starlight@db.example/starlight\nADVERTISE=http://10.0.0.5:8090\n';
+  const c = resolve(['--config', '/etc/replica.env']);
+  t.is(c.db, 'postgres://starlight@db.example/starlight');
+  t.is(c.advertise, 'http://10.0.0.5:8090');
+  t.is(resolve(['--config', '/etc/replica.env', '--db', 'postgresql://other/db']).db, 'postgresql://other/db');
+  t.is(resolve(['--registry', 'r.example']).db, undefined, 'no --db: the SQLite store');
+  t.is(codeOf(() => resolve(['--registry', 'r.example', '--db', 'mysql://x/y'])), 'SL_ERR_CONFIG');
+  t.is(codeOf(() => resolve(['--registry', 'r.example', '--advertise', '10.0.0.5:8090'])), 'SL_ERR_CONFIG');
+});

@@ -8,9 +8,9 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { parseTokenScopes } from '../../../src/proxy/config.js';
 import { mergeTraces, rankFiles, type MergeTrace } from '../../../src/proxy/priority.js';
-import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, PriorityService } from '../../../src/proxy/priority-service.js';
+import { PriorityService } from '../../../src/proxy/priority-service.js';
 import { startProxy } from '../../../src/proxy/server.js';
-import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
+import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import type { TocEntry } from '../../../src/layers/toc.js';
 import { tempDir } from '../../helpers/tmp.js';
 
