@@ -65,7 +65,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   if ((await cleanupStaleMount(dir)) === 'cleaned') log.warn('stale-mount-cleaned', { mountpoint: dir });
   await mkdir(dir, { recursive: true });
 
-  const store = await new LocalContentStore(join(root, 'content')).open();
+  const store = await new LocalContentStore(join(root, 'content'), { log }).open();
   const layers = await new LayerStore(join(root, 'layers')).open();
   const client = new ProxyClient({ url: values.proxy, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN });
   const tracker = new ContentTracker(store, {

@@ -166,7 +166,7 @@ export class WorkerDaemon {
         start: async () => {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
-          const store = await new LocalContentStore(join(o.root, 'content')).open();
+          const store = await new LocalContentStore(join(o.root, 'content'), { log }).open();
           const layers = await new LayerStore(join(o.root, 'layers')).open();
           const client = (this.client = new ProxyClient({ url: o.proxy.href, token: o.proxyToken }));
           const tracker = (this.tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (d, s) => client.content(d, s), log }));

@@ -17,7 +17,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StarlightError } from '../../errors.js';
 import type { Encoding } from '../../protocol/constants.js';
-import { digestHex, type LocalContentStore } from '../cas/store.js';
+import { digestHex, type BlobStamp, type LocalContentStore } from '../cas/store.js';
 
 /** An item whose encoded bytes are all here. */
 export interface WholeItem {
@@ -40,7 +40,7 @@ export interface BatchRequest {
 
 /** @internal thread → main, one per item */
 export type ItemOutcome =
-  | { ok: true; error?: undefined }
+  | { ok: true; error?: undefined; stamp: BlobStamp }
   | { error: 'decode' | 'io'; message: string; errno?: string }
   | { error: 'size'; actual: number }
   | { error: 'digest'; actual: string };
@@ -196,7 +196,7 @@ export class ItemPool {
       this.release(p.encoded);
       const o = out[i]!;
       if (o.error === undefined) {
-        this.store.committed(p.item.digest, p.item.size);
+        this.store.committed(p.item.digest, p.item.size, o.stamp);
         p.resolve();
       } else p.reject(itemError(p.item, o));
     }

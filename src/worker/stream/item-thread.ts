@@ -7,7 +7,7 @@
  * Not here: batching, which thread gets what, waking readers (item-pool.ts, content-tracker.ts).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { parentPort, threadId } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import type { BatchRequest, ItemOutcome } from './item-pool.js';
@@ -34,7 +34,8 @@ function decode(encoding: string, data: Uint8Array, size: number): Buffer {
   }
 }
 
-function store(tmpPrefix: string, blobPath: string, bytes: Buffer): void {
+/** Writes the blob; returns its stamp (inode, ctime after the rename: its durable-log record, cas/store.ts). */
+function store(tmpPrefix: string, blobPath: string, bytes: Buffer): { ino: bigint; ctimeNs: bigint } {
   const tmp = `${tmpPrefix}${threadId}-${++seq}`;
   // Created read-only (0444 applies to later opens; this fd may write): no chmod.
   const fd = openSync(tmp, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o444);
@@ -48,6 +49,8 @@ function store(tmpPrefix: string, blobPath: string, bytes: Buffer): void {
   }
   closeSync(fd);
   renameSync(tmp, blobPath);
+  const st = statSync(blobPath, { bigint: true });
+  return { ino: st.ino, ctimeNs: st.ctimeNs };
 }
 
 function one(req: BatchRequest, i: number): ItemOutcome {
@@ -65,12 +68,11 @@ function one(req: BatchRequest, i: number): ItemOutcome {
   const hex = createHash('sha256').update(raw).digest('hex');
   if (hex !== it.hex) return { error: 'digest', actual: 'sha256:' + hex };
   try {
-    store(req.tmpPrefix, it.blobPath, raw);
+    return { ok: true, stamp: store(req.tmpPrefix, it.blobPath, raw) };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { error: 'io', message: e.message, errno: e.code };
   }
-  return { ok: true };
 }
 
 parentPort!.on('message', (req: BatchRequest) => {
