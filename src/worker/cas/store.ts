@@ -402,9 +402,9 @@ export class LocalContentStore implements ContentStore {
   }
 
   /**
-   * A temporary path beside the blobs for content verified before it is written (the item pool):
-   * the rename into place stays within one directory (measured cheaper than from ingest/, docs/
-   * design-notes.md "Ingest"); the name never matches a digest, and open() removes leftovers.
+   * A temporary path beside the blobs. Earlier versions' item pool wrote there and renamed; the pool
+   * now writes blobs in place (item-thread.ts). The name never matches a digest, and open() removes
+   * leftovers.
    */
   blobTempPath(tag: string): string {
     return join(this.root, 'sha256', BLOB_TEMP_PREFIX + tag);
