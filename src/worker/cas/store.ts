@@ -388,7 +388,7 @@ export class LocalContentStore implements ContentStore {
       this.notDurable = batch.concat(this.notDurable);
       throw err;
     }
-    if (this.log.enabled('debug')) this.log.debug('cas-durable', { blobs: batch.length, ms: Math.round(performance.now() - t0) });
+    this.log.info('cas-durable', { blobs: batch.length, ms: Math.round(performance.now() - t0) });
   }
 
 
