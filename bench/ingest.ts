@@ -10,9 +10,12 @@
  *   bytes as the receiver counted them) and over the whole command, and the process's CPU seconds
  *   (all threads, /proc/<pid>/stat, read at `complete`), in total and from `delta-header` on (the
  *   stream's share; before it: node start, TOCs, tree, FUSE mount).
+ * - with `--durable`: seconds from `delta-complete` until the content is durable (the store's
+ *   `cas-durable` log line: one syncfs + log records, docs/design-notes.md "Durable content"); builds
+ *   without that line show "–" after a 60 s wait.
  *
  * Usage: npm run build && flock /tmp/sl-bench.lock node dist/bench/ingest.js [--images python-web,postgres] [--runs 3]
- *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE]
+ *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE] [--durable]
  * Needs root (FUSE) and the Debian bench images (bench/images). Prints a markdown table.
  *
  * Not here: WAN emulation (bench/run.ts), the proxy's fan-out (bench/proxy.ts).
@@ -162,10 +165,15 @@ interface MountRun {
   streamMainCpu: number;
   /** Kernel CPU seconds of the whole run (file creation and writes, socket reads). */
   sys: number;
+  /** `delta-complete` → `cas-durable`, s (with --durable; NaN if the line did not come). */
+  durableS: number;
 }
 
+/** How long --durable waits for `cas-durable` after `complete`. */
+const DURABLE_WAIT_MS = 60_000;
+
 /** One `starlight mount` of `ref` with an empty root, until `complete`; then unmounts. */
-async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; bin: string; strace?: string }): Promise<MountRun> {
+async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; bin: string; strace?: string; durable: boolean }): Promise<MountRun> {
   const root = mkdtempSync(join(tmpdir(), 'sl-ingest-'));
   const dir = join(root, 'mnt');
   const t0 = Date.now();
@@ -185,6 +193,8 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
     let mainAtHeader = 0;
     let mainAtComplete = 0;
     let sys = 0;
+    let durableAt = 0;
+    let onDurable: (() => void) | undefined;
     child.stderr.on('data', (b: Buffer) => {
       err += b.toString();
       let nl: number;
@@ -201,6 +211,10 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
         if (rec.msg === 'delta-complete') {
           completeAt = Date.parse(rec.time);
           wireBytes = rec.wireBytes ?? 0;
+        }
+        if (rec.msg === 'cas-durable' && durableAt === 0) {
+          durableAt = Date.parse(rec.time);
+          onDurable?.();
         }
       }
     });
@@ -220,7 +234,17 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
     });
     const totalS = (Date.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, 50)); // let the last log line arrive
-    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys };
+    if (how.durable && durableAt === 0) {
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, DURABLE_WAIT_MS);
+        onDurable = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
+    }
+    const durableS = durableAt === 0 ? NaN : (durableAt - completeAt) / 1000;
+    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys, durableS };
   } finally {
     await stopChild(child);
     rmSync(root, { recursive: true, force: true });
@@ -238,6 +262,8 @@ async function main(): Promise<void> {
       starlight: { type: 'string' },
       /** Write `strace -f -c` of each mount to FILE.<image>.<run>. */
       strace: { type: 'string' },
+      /** Also wait for and report the time until the content is durable (`cas-durable`). */
+      durable: { type: 'boolean', default: false },
     },
   });
   const images = values.images!.split(',') as DebianImageName[];
@@ -258,21 +284,22 @@ async function main(): Promise<void> {
       if ((await post(proxy.host, `/v1/notify?ref=${encodeURIComponent(ref)}`)) !== 200) throw new Error(`notify ${ref} failed`);
       const url = `http://${proxy.host}/v1/delta?to=${encodeURIComponent(ref)}`;
       const body = await fetchAll(url);
-      const r = { curlS: [] as number[], floorCpu: [] as number[], streamMiBs: [] as number[], totalMiBs: [] as number[], totalS: [] as number[], cpu: [] as number[], streamCpu: [] as number[], streamMainCpu: [] as number[] };
+      const r = { curlS: [] as number[], floorCpu: [] as number[], streamMiBs: [] as number[], totalMiBs: [] as number[], totalS: [] as number[], cpu: [] as number[], streamCpu: [] as number[], streamMainCpu: [] as number[], durableS: [] as number[] };
       let f = floor(body);
       for (let run = 0; run < runs; run++) {
         r.curlS.push((await curl(url)).seconds);
         f = floor(body);
         r.floorCpu.push(f.cpu);
         const strace = values.strace ? `${values.strace}.${name}.${run + 1}` : undefined;
-        const m = await mountOnce(proxy.host, ref, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace });
+        const m = await mountOnce(proxy.host, ref, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace, durable: values.durable! });
         r.streamMiBs.push(m.wireBytes / MIB / m.streamS);
         r.totalMiBs.push(f.wire / MIB / m.totalS);
         r.totalS.push(m.totalS);
         r.cpu.push(m.cpu);
         r.streamCpu.push(m.streamCpu);
         r.streamMainCpu.push(m.streamMainCpu);
-        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all), floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+        if (!Number.isNaN(m.durableS)) r.durableS.push(m.durableS);
+        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all)${values.durable ? `, durable ${m.durableS.toFixed(2)} s after delta-complete` : ''}, floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
       }
       const med = (a: number[]) => median(a);
       rows.push([
@@ -288,13 +315,14 @@ async function main(): Promise<void> {
         med(r.cpu).toFixed(2),
         `${med(r.streamCpu).toFixed(2)} (${med(r.streamMainCpu).toFixed(2)})`,
         (med(r.streamCpu) / med(r.floorCpu)).toFixed(2),
+        ...(values.durable ? [r.durableS.length === 0 ? '–' : med(r.durableS).toFixed(2)] : []),
       ]);
     }
   } finally {
     const errs = await cleanups.run();
     for (const e of errs) console.error(`cleanup: ${e}`);
   }
-  const head = ['image', 'items', 'wire MiB', 'content MiB', 'curl s (MiB/s)', 'floor CPU s', 'mount s', 'stream MiB/s', 'mount MiB/s', 'mount CPU s', 'stream CPU s (main thread)', 'stream CPU / floor'];
+  const head = ['image', 'items', 'wire MiB', 'content MiB', 'curl s (MiB/s)', 'floor CPU s', 'mount s', 'stream MiB/s', 'mount MiB/s', 'mount CPU s', 'stream CPU s (main thread)', 'stream CPU / floor', ...(values.durable ? ['durable s after delta-complete'] : [])];
   console.log(`medians of ${runs} runs; loopback, no emulator`);
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);

@@ -76,6 +76,9 @@ run('removing an image frees its CAS content and complete markers; pulling again
   const complete = join(c.snapshotter.root, 'layers', 'complete');
   const before = (await readdir(cas)).length;
   t.true(before > 5, `CAS holds the image (${before} files)`);
+  // Layers are marked complete once their content is durable (a sync after delta-complete).
+  await waitLog(c, 'cas-durable');
+  for (const deadline = Date.now() + LOG_TIMEOUT_MS; (await readdir(complete)).length < 2 && Date.now() < deadline; ) await sleep(50);
   t.is((await readdir(complete)).length, 2);
   t.is(await ctrRun(c, ref, 'gc1', 'cat /etc/l2file'), 'from layer 2\n');
 

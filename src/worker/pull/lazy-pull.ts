@@ -41,7 +41,7 @@ export interface LazyPull {
 
 export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   for (const d of ['content', 'layers']) await privateDir(join(o.root, d));
-  const store = await new LocalContentStore(join(o.root, 'content')).open();
+  const store = await new LocalContentStore(join(o.root, 'content'), { log: o.log }).open();
   await checkAfterUncleanStop(store, o.log);
   const layers = await new LayerStore(join(o.root, 'layers')).open();
   const client = new ProxyClient({ url: o.proxy, token: o.token });

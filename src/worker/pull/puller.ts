@@ -83,10 +83,11 @@ export class Puller {
     t.lap('tocs');
     const tree = mergeLayers(tocs);
     t.lap('merge');
+    // A layer is marked complete only once its content is durable (cas/store.ts "Durability").
     receiver.done.then(
-      () => layers.markComplete(header.diffIDs),
+      () => tracker.store.sync().then(() => layers.markComplete(header.diffIDs)),
       () => {},
-    );
+    ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, phases: t.phases };
   }

@@ -2,7 +2,7 @@
  * Whole small items into the CAS off the main thread: put() queues an item whose encoded bytes have
  * all arrived; items queued in the same event-loop turn (or until BATCH_BYTES) go to one thread of a
  * small pool as one message (one copy into a transferred buffer), which decodes, verifies size and
- * sha256 and only then writes and renames the file into the store (item-thread.ts). put() resolves
+ * sha256 and only then writes the file at its digest path (item-thread.ts). put() resolves
  * once the content is readable at store.path(digest), or rejects with the typed error of the item
  * (SL_ERR_PROTOCOL_MALFORMED: does not decode; SL_ERR_CAS_SIZE_MISMATCH / _DIGEST_MISMATCH;
  * SL_ERR_DISK_FULL). Nothing of a bad item is ever written.
@@ -17,7 +17,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StarlightError } from '../../errors.js';
 import type { Encoding } from '../../protocol/constants.js';
-import { digestHex, type LocalContentStore } from '../cas/store.js';
+import { digestHex, type BlobStamp, type LocalContentStore } from '../cas/store.js';
 
 /** An item whose encoded bytes are all here. */
 export interface WholeItem {
@@ -32,15 +32,13 @@ export interface WholeItem {
 /** @internal main → thread */
 export interface BatchRequest {
   id: number;
-  /** Temporary files of this batch are named <tmpPrefix><thread>-<n> (LocalContentStore.blobTempPath). */
-  tmpPrefix: string;
   data: ArrayBuffer;
   items: { hex: string; size: number; encoding: Encoding; offset: number; length: number; blobPath: string }[];
 }
 
 /** @internal thread → main, one per item */
 export type ItemOutcome =
-  | { ok: true; error?: undefined }
+  | { ok: true; error?: undefined; stamp: BlobStamp }
   | { error: 'decode' | 'io'; message: string; errno?: string }
   | { error: 'size'; actual: number }
   | { error: 'digest'; actual: string };
@@ -161,7 +159,7 @@ export class ItemPool {
     t.batches.set(id, batch);
     t.queued += bytes;
     t.worker.ref();
-    const req: BatchRequest = { id, tmpPrefix: this.store.blobTempPath(`${process.pid}-t`), data: buf.buffer, items };
+    const req: BatchRequest = { id, data: buf.buffer, items };
     t.worker.postMessage(req, [req.data]);
   }
 
@@ -196,7 +194,7 @@ export class ItemPool {
       this.release(p.encoded);
       const o = out[i]!;
       if (o.error === undefined) {
-        this.store.committed(p.item.digest, p.item.size);
+        this.store.committed(p.item.digest, p.item.size, o.stamp);
         p.resolve();
       } else p.reject(itemError(p.item, o));
     }
