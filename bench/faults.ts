@@ -292,9 +292,9 @@ async function truncatedBlob(t: ExecutionContext, tally: Tally): Promise<string>
     else writeFileSync(path, Buffer.alloc(fi.files.get(p)!.length));
   }
   const second = await startMount(t, stack.proxyUrl, fi.img.ref, { readDeadlineS: DEADLINE_S, root: first.root, mountpoint: first.mountpoint });
-  const check = second.logs().find((l) => l.msg === 'content-unclean-stop-checked');
+  const check = second.logs().find((l) => l.msg === 'cas-recovered');
   await verifyAll(tally, second.mountpoint, fi.files);
-  return `restart after kill -9: ${check ? `re-checked ${String(check.checked)} blobs, dropped ${String(check.dropped)}` : 'NO start-up check'}; every file read back right`;
+  return `restart after kill -9: ${check ? `re-verified ${String(check.verified)} blobs, dropped ${String(check.dropped)}` : 'NO start-up check'}; every file read back right`;
 }
 
 async function diskFull(t: ExecutionContext, tally: Tally): Promise<string> {

@@ -1,6 +1,6 @@
 /**
  * The one wiring of a worker's lazy-pull stack under a state root, shared by the snapshotter daemon
- * and `starlight mount`: content store (`<root>/content`, 0700, re-checked after an unclean stop), layer store (`<root>/layers`), proxy
+ * and `starlight mount`: content store (`<root>/content`, 0700, durable), layer store (`<root>/layers`), proxy
  * client, content tracker (reads wait here, out-of-order fetches go to the proxy) and the puller.
  *
  * Not here: views (fs/), containerd records (images/), traces (trace/).
@@ -8,7 +8,6 @@
 import { join } from 'node:path';
 import type { Logger } from '../../log.js';
 import { LocalContentStore } from '../cas/store.js';
-import { checkAfterUncleanStop, markCleanStop } from '../cas/unclean-stop.js';
 import { privateDir } from '../private-dir.js';
 import { ContentTracker } from '../stream/content-tracker.js';
 import { ProxyClient } from '../stream/proxy-client.js';
@@ -33,8 +32,8 @@ export interface LazyPull {
   tracker: ContentTracker;
   puller: Puller;
   /**
-   * Fails waiting reads (canceled), closes the proxy connections, then marks the store cleanly
-   * stopped (cas/unclean-stop.ts: what a crash left is re-checked at the next open).
+   * Fails waiting reads (canceled) and closes the proxy connections. (What a crash or power cut
+   * left in the store is re-verified by its next open: cas/store.ts, the durable log.)
    */
   close(): Promise<void>;
 }
@@ -42,7 +41,6 @@ export interface LazyPull {
 export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   for (const d of ['content', 'layers']) await privateDir(join(o.root, d));
   const store = await new LocalContentStore(join(o.root, 'content'), { log: o.log }).open();
-  await checkAfterUncleanStop(store, o.log);
   const layers = await new LayerStore(join(o.root, 'layers')).open();
   const client = new ProxyClient({ url: o.proxy, token: o.token });
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
@@ -55,7 +53,6 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
     async close() {
       tracker.close();
       client.close();
-      await markCleanStop(store, o.log);
     },
   };
 }
