@@ -151,6 +151,8 @@ class StarlightDriver implements ModeDriver {
      * (starlight+prior).
      */
     private readonly proxyStart: 'warm' | 'cold' | 'prior' = 'warm',
+    /** starlight-view: the daemon runs with --no-graduate (every container on the FUSE view). */
+    private readonly noGraduate = false,
   ) {}
 
   async setup(env: TrialEnv): Promise<void> {
@@ -161,7 +163,7 @@ class StarlightDriver implements ModeDriver {
     if (this.proxyStart === 'prior') this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
     if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
-    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
+    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced, noGraduate: this.noGraduate }, env);
   }
 
   async pull(version: ImageVersion, env: TrialEnv): Promise<void> {
@@ -204,7 +206,8 @@ class StarlightDriver implements ModeDriver {
     for (;;) {
       const st = await this.w!.client.status();
       const img = st.images.find((i) => i.manifestDigest === digest);
-      if (img?.complete) return;
+      // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
+      if (img?.complete && img.graduated !== false) return;
       if (img && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
       if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
       await sleep(SETTLE_POLL_MS);
@@ -237,6 +240,13 @@ export const starlightMode: ModeDefinition = {
   name: 'starlight',
   unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
   create: () => new StarlightDriver('starlight', false),
+};
+
+/** Issue 12: starlight without graduation, i.e. the FUSE view's own overhead after a full download. */
+export const starlightViewMode: ModeDefinition = {
+  name: 'starlight-view',
+  unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
+  create: () => new StarlightDriver('starlight-view', false, 'warm', true),
 };
 
 export const starlightColdMode: ModeDefinition = {

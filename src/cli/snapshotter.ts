@@ -16,6 +16,7 @@ import { DEFAULT_CONTAINERD_ADDRESS } from '../worker/images/containerd-client.j
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
+                             [--no-graduate]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
   --root DIR                 state directory (default ${DEFAULT_ROOT})
@@ -28,7 +29,9 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              (default 30; 0 = only \`starlight trace on\`)
   --trace-upload MODE        auto: upload traces to the proxy when recorded (default); manual: \`starlight report\`
   --trace-group NAME         group label of auto-mode traces (default none)
-  --worker-id ID             opaque id sent with traces (default: none sent)`;
+  --worker-id ID             opaque id sent with traces (default: none sent)
+  --no-graduate              keep new containers of complete images on the lazy view (default: they get a
+                             plain overlay lowerdir materialised under <root>/graduated)`;
 
 const LEVELS = new Set(['error', 'warn', 'info', 'debug']);
 
@@ -47,6 +50,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'log-level': { type: 'string' },
         'trace-window': { type: 'string' },
         'trace-upload': { type: 'string' },
+        'no-graduate': { type: 'boolean' },
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -80,6 +84,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     traceUpload: upload,
     traceGroup: values['trace-group'],
     workerId: values['worker-id'],
+    graduate: values['no-graduate'] ? false : undefined,
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

@@ -17,6 +17,7 @@ import { serveApi, type ApiServer, type DaemonStatus, type TraceRequest, type Tr
 import { LocalContentStore } from './cas/store.js';
 import type { ViewManager } from './fs/view.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
+import { Graduations } from './images/graduation.js';
 import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { LayerStore } from './layer-store.js';
@@ -38,6 +39,8 @@ export { API_SOCKET_NAME, DEFAULT_ROOT, DEFAULT_SOCKET };
 const DEFAULT_READ_DEADLINE_MS = 60_000;
 /** Directory of recorded startup traces under the root (kept until uploaded). */
 const TRACES_DIR = 'traces';
+/** Directory of graduated (materialised) image trees under the root (issue 12). */
+const GRADUATED_DIR = 'graduated';
 
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
@@ -64,6 +67,11 @@ export interface WorkerDaemonOptions {
   traceGroup?: string;
   /** Opaque worker id sent with traces. Default none. */
   workerId?: string;
+  /**
+   * Issue 12: materialise complete images under `<root>/graduated` so that new containers run on a
+   * plain overlay lowerdir instead of the lazy view. Default true.
+   */
+  graduate?: boolean;
   /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
@@ -84,6 +92,7 @@ export interface ResolvedDaemonOptions {
   traceUpload: 'auto' | 'manual';
   traceGroup: string | undefined;
   workerId: string | undefined;
+  graduate: boolean;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   log: Logger;
@@ -128,6 +137,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     traceUpload,
     traceGroup: o.traceGroup || undefined,
     workerId: o.workerId || undefined,
+    graduate: o.graduate ?? true,
     resolver: o.resolver,
     views: o.views,
     log: o.log ?? nullLogger,
@@ -194,6 +204,7 @@ export class WorkerDaemon {
             observer: recorder,
             // The snapshotter starts after this step; it exists by the time a pull asks.
             warmView: (key) => this.snapshotter?.warmView(key),
+            graduations: o.graduate ? await new Graduations(join(o.root, GRADUATED_DIR), log.child({ component: 'graduation' })).open() : undefined,
             log,
           }).open();
           this.resolver ??= this.images;
