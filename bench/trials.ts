@@ -167,6 +167,13 @@ async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics
       if (hit) (m as Record<string, number>)[OVERHEAD_METRICS[key][cache]] = Number(hit[1]);
     }
   }
+  // Disk use (issue 12): v1 as it is now, then v1 + v2 (the update pulled and complete).
+  if (driver.diskBytes) {
+    m.diskV1Bytes = await driver.diskBytes();
+    await driver.pull('v2', env);
+    await driver.settle?.('v2', env);
+    m.diskV1V2Bytes = await driver.diskBytes();
+  }
   return m;
 }
 

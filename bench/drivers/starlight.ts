@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError } from '../../src/errors.js';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { getAll } from './download.js';
-import type { RunOutput } from './proc.js';
+import { duBytes, type RunOutput } from './proc.js';
 import { startBenchProxy } from './proxy.js';
 import { measureStartupFiles, readSpool } from './startup-trace.js';
 import type { StartupFilesSize, TrialMetrics } from '../report/types.js';
@@ -208,7 +208,7 @@ class StarlightDriver implements ModeDriver {
       const img = st.images.find((i) => i.manifestDigest === digest);
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
       if (img?.complete && img.graduated !== false) return;
-      if (img && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
+      if (img && !img.complete && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
       if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
       await sleep(SETTLE_POLL_MS);
     }
@@ -216,6 +216,11 @@ class StarlightDriver implements ModeDriver {
 
   exec(version: ImageVersion, command: string[], env: TrialEnv): Promise<RunOutput> {
     return runToExit(this.w!.cd, { ref: this.nameOf(version), id: `sl-x-${++this.seq}`, snapshotter: SNAPSHOTTER, command }, { timeoutMs: env.spec.timeoutMs, signal: env.signal });
+  }
+
+  /** The daemon's root (CAS, TOCs, records, graduated trees, snapshot dirs) + containerd's content store. */
+  diskBytes(): Promise<number> {
+    return duBytes([this.w!.root, join(this.w!.cd.dir, 'root', 'io.containerd.content.v1.content')]);
   }
 
   note(): string | undefined {

@@ -55,23 +55,25 @@ const OVERHEAD_COLUMNS: { label: string; cold: OverheadMetric; warm: OverheadMet
   { label: 'python import', cold: 'pythonImportMs', warm: 'pythonImportWarmMs' },
 ];
 
-export const OVERHEAD_HEADER = ['image', 'mode', ...OVERHEAD_COLUMNS.flatMap((c) => [`${c.label} cold s (÷ overlayfs)`, `${c.label} warm s (÷ overlayfs)`]), 'ok runs'];
+export const OVERHEAD_HEADER = ['image', 'mode', ...OVERHEAD_COLUMNS.flatMap((c) => [`${c.label} cold s (÷ overlayfs)`, `${c.label} warm s (÷ overlayfs)`]), 'disk MB v1 (÷ overlayfs)', 'disk MB v1+v2 (÷ overlayfs)', 'ok runs'];
 
 /**
  * Runtime-overhead aggregates as a markdown table: each workload's median (cold: caches dropped and
- * a fresh container; warm: the next fresh container) with its ratio to overlayfs's median.
+ * a fresh container; warm: the next fresh container) with its ratio to overlayfs's median, and the
+ * bytes on disk with v1, then v1 + v2 pulled.
  */
 export function overheadTable(aggs: readonly Aggregate[]): string {
   const over = aggs.filter((x) => x.workload === 'overhead' && !allSkipped(x));
   const lines = [row(OVERHEAD_HEADER), row(OVERHEAD_HEADER.map(() => '---'))];
-  const cell = (a: Aggregate, metric: OverheadMetric): string => {
+  const cell = (a: Aggregate, metric: OverheadMetric, unit: (v: number) => string = seconds): string => {
     const s = a.metrics[metric];
     if (s === undefined) return '–';
     const r = ratioToBaseline(over, a, metric);
-    return `${seconds(s.median)} (${r === undefined ? '–' : `${r.toFixed(2)}×`})`;
+    return `${unit(s.median)} (${r === undefined ? '–' : `${r.toFixed(2)}×`})`;
   };
   for (const a of over) {
-    lines.push(row([a.image, a.mode, ...OVERHEAD_COLUMNS.flatMap((c) => [cell(a, c.cold), cell(a, c.warm)]), status(a)]));
+    const disk = [cell(a, 'diskV1Bytes', megabytes), cell(a, 'diskV1V2Bytes', megabytes)];
+    lines.push(row([a.image, a.mode, ...OVERHEAD_COLUMNS.flatMap((c) => [cell(a, c.cold), cell(a, c.warm)]), ...disk, status(a)]));
   }
   return lines.join('\n') + '\n';
 }

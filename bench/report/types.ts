@@ -52,6 +52,9 @@ export interface TrialMetrics {
   findStatWarmMs?: number;
   smallFilesWarmMs?: number;
   pythonImportWarmMs?: number;
+  /** overhead workload: bytes on disk with v1 pulled (and fully present), then with v1 + v2 (drivers' diskBytes). */
+  diskV1Bytes?: number;
+  diskV1V2Bytes?: number;
   /** Bytes the worker received over the emulated link(s) (down direction only) from the start of pull to ready. */
   bytesDown?: number;
   /** starlight+traces: the files the traced (training) run read at startup (bench/traces.ts). */
@@ -74,10 +77,10 @@ export interface StartupFilesSize {
   readyMs?: number;
 }
 
-export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs', 'findStatMs', 'smallFilesMs', 'readAllWarmMs', 'findStatWarmMs', 'smallFilesWarmMs', 'pythonImportWarmMs'] as const;
+export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs', 'findStatMs', 'smallFilesMs', 'readAllWarmMs', 'findStatWarmMs', 'smallFilesWarmMs', 'pythonImportWarmMs', 'diskV1Bytes', 'diskV1V2Bytes'] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
 /** The overhead workload's metrics (ratios to overlayfs are taken of these). */
-export type OverheadMetric = 'readAllMs' | 'readAllWarmMs' | 'findStatMs' | 'findStatWarmMs' | 'smallFilesMs' | 'smallFilesWarmMs' | 'pythonImportMs' | 'pythonImportWarmMs';
+export type OverheadMetric = 'readAllMs' | 'readAllWarmMs' | 'findStatMs' | 'findStatWarmMs' | 'smallFilesMs' | 'smallFilesWarmMs' | 'pythonImportMs' | 'pythonImportWarmMs' | 'diskV1Bytes' | 'diskV1V2Bytes';
 
 /** The one JSON line a trial process prints on stdout. */
 export interface TrialResult extends TrialKey, TrialMetrics {
