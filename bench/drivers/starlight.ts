@@ -207,7 +207,11 @@ class StarlightDriver implements ModeDriver {
       const st = await this.w!.client.status();
       const img = st.images.find((i) => i.manifestDigest === digest);
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
-      if (img?.complete && img.graduated !== false) return;
+      if (img?.complete && img.graduated !== false) {
+        const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
+        if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
+        return;
+      }
       if (img && !img.complete && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
       if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
       await sleep(SETTLE_POLL_MS);

@@ -356,8 +356,13 @@ export class ImageService implements RemoteLayerResolver {
     const remoteId = remoteIdFor(known.rec.manifestDigest, index);
     if (g.get(remoteId)) return;
     void (async () => {
+      const at = Date.now();
+      const t = new PhaseTimer();
       const tree = await this.treeOf(known, remoteId, index);
+      t.lap('tree');
       await g.graduate(remoteId, tree, (d) => this.opts.tracker.locate(d));
+      t.lap('materialise');
+      this.record({ op: 'graduate', subject: remoteId, at, totalMs: t.total(), phases: t.phases });
     })().catch((err: unknown) => this.log.warn('image-graduation-failed', { ref: known.rec.ref, remoteId, err }));
   }
 
