@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { chainIds } from '../../src/worker/images/chain.js';
-import { SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
+import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { diffShapes, mountOverlayReference, shapeOfDir } from '../helpers/tree-shape.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -124,3 +124,19 @@ run('a complete image graduates: new snapshots mount a plain tree equal to the o
   await t.throwsAsync(access(join(gradRoot, trees[0]!)));
 });
 
+
+run('a container running on a graduated image keeps working across a daemon restart (no FUSE below it)', async (t) => {
+  t.timeout(180_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slgrad', '1', img);
+  const ref = `${reg.host}/slgrad:1`;
+  await pull(t, c, ref);
+  await graduated(c, ref);
+  await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'glong', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);
+  t.teardown(() => c.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'glong'], { timeoutMs: 10_000 }).then(() => undefined));
+  t.is(await c.restartSnapshotter('SIGTERM'), 0);
+  const r = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'glong', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, 'from layer 2\n');
+});
