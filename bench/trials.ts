@@ -10,6 +10,7 @@
  *
  * Not here: planning and aggregation (run.ts), modes (drivers/).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../src/log.js';
@@ -63,6 +64,9 @@ const OVERHEAD_METRICS: Record<OverheadKey, { cold: keyof TrialMetrics; warm: ke
 
 function dropCaches(log: Logger): void {
   try {
+    // Dirty pages are not dropped: write them back first, so no mode's cold run pays for another
+    // step's writeback (e.g. overlayfs's unpack, Starlight's stream or graduation).
+    execFileSync('sync');
     writeFileSync('/proc/sys/vm/drop_caches', '3');
   } catch (err) {
     log.warn('bench-drop-caches-failed', { error: err });

@@ -167,6 +167,9 @@ export class Graduations {
     const tmp = await mkdtemp(join(this.root, NEW_PREFIX));
     try {
       await materialiseTree(tree, locate, tmp);
+      // Durable before it counts as complete (a crash must not leave a renamed tree with unwritten
+      // data), and its writeback done before new containers read it. `sync -f` = syncfs(2).
+      await run('sync', ['-f', tmp]);
       const dest = this.dirOf(remoteId);
       await rename(tmp, dest);
       this.log.info('image-graduated', { remoteId, dir: dest, entries: tree.entries.length, ms: Date.now() - started });
