@@ -10,6 +10,7 @@
  *
  * Not here: planning and aggregation (run.ts), modes (drivers/).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../src/log.js';
@@ -27,17 +28,45 @@ const TMP_PREFIX = '/tmp/slb-';
 const EXIT_INTERRUPTED = 130;
 
 /**
- * The overhead job: `find` + read every regular file of the rootfs, then (if python3 exists) an
- * import-heavy python3 start; each timed inside the container and printed as "<KEY> <ms>".
+ * The overhead workloads, each a shell snippet run in its own fresh container and timed inside it
+ * (printed as "<KEY> <ms>"): read every regular file; `find` every entry and `stat` every path
+ * (metadata only); read every regular file < 16 KiB (open/close-bound); an import-heavy python3
+ * start (images with python3 only, else it prints nothing).
  */
-export const OVERHEAD_SCRIPT = [
-  'ms() { echo $(( $(date +%s%N) / 1000000 )); }',
-  's=$(ms); find / -xdev -type f -print0 | xargs -0 cat > /dev/null; e=$(ms); echo "READALL $((e - s))"',
-  'if command -v python3 >/dev/null; then s=$(ms); python3 -c "import json, email.parser, http.server, xml.etree.ElementTree, asyncio, decimal, unittest, argparse, logging, urllib.request, csv, zipfile, tarfile, multiprocessing, concurrent.futures, pydoc, difflib, inspect, sqlite3, ssl"; e=$(ms); echo "PYIMPORT $((e - s))"; fi',
-].join('\n');
+export const OVERHEAD_WORKLOADS = {
+  READALL: 'find / -xdev -type f -print0 | xargs -0 cat > /dev/null',
+  FINDSTAT: 'find / -xdev | wc -l > /dev/null; find / -xdev -print0 | xargs -0 stat -c %s > /dev/null',
+  SMALLFILES: 'find / -xdev -type f -size -16384c -print0 | xargs -0 cat > /dev/null',
+  PYIMPORT: 'python3 -c "import json, email.parser, http.server, xml.etree.ElementTree, asyncio, decimal, unittest, argparse, logging, urllib.request, csv, zipfile, tarfile, multiprocessing, concurrent.futures, pydoc, difflib, inspect, sqlite3, ssl"',
+} as const;
+type OverheadKey = keyof typeof OVERHEAD_WORKLOADS;
+
+/** Shell script timing the given workloads in order (milliseconds, from `date +%s%N`). */
+export function overheadScript(keys: readonly OverheadKey[]): string {
+  const lines = ['ms() { echo $(( $(date +%s%N) / 1000000 )); }'];
+  for (const k of keys) {
+    const timed = `s=$(ms); ${OVERHEAD_WORKLOADS[k]}; e=$(ms); echo "${k} $((e - s))"`;
+    lines.push(k === 'PYIMPORT' ? `if command -v python3 >/dev/null; then ${timed}; fi` : timed);
+  }
+  return lines.join('\n');
+}
+
+/** The first (fetch-everything) pass: every workload once. */
+export const OVERHEAD_SCRIPT = overheadScript(['READALL', 'FINDSTAT', 'SMALLFILES', 'PYIMPORT']);
+
+/** Metric names of each workload: cold (page, dentry and inode caches dropped, fresh container) and warm. */
+const OVERHEAD_METRICS: Record<OverheadKey, { cold: keyof TrialMetrics; warm: keyof TrialMetrics }> = {
+  READALL: { cold: 'readAllMs', warm: 'readAllWarmMs' },
+  FINDSTAT: { cold: 'findStatMs', warm: 'findStatWarmMs' },
+  SMALLFILES: { cold: 'smallFilesMs', warm: 'smallFilesWarmMs' },
+  PYIMPORT: { cold: 'pythonImportMs', warm: 'pythonImportWarmMs' },
+};
 
 function dropCaches(log: Logger): void {
   try {
+    // Dirty pages are not dropped: write them back first, so no mode's cold run pays for another
+    // step's writeback (e.g. overlayfs's unpack, Starlight's stream or graduation).
+    execFileSync('sync');
     writeFileSync('/proc/sys/vm/drop_caches', '3');
   } catch (err) {
     log.warn('bench-drop-caches-failed', { error: err });
@@ -127,18 +156,29 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
 
 async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
-  const cmd = ['sh', '-c', OVERHEAD_SCRIPT];
   await driver.pull('v1', env);
   await driver.settle?.('v1', env);
-  // The first pass reads every file, so lazy modes fetch everything: the timed pass is "after a full download".
-  await driver.exec('v1', cmd, env);
-  if (env.spec.dropCaches) dropCaches(env.log);
-  const out = (await driver.exec('v1', cmd, env)).stdout;
-  const num = (key: string): number | undefined => {
-    const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
-    return m ? Number(m[1]) : undefined;
-  };
-  return { readAllMs: num('READALL'), pythonImportMs: num('PYIMPORT') };
+  // The first pass reads every file, so lazy modes fetch everything: the timed passes are "after a full download".
+  await driver.exec('v1', ['sh', '-c', OVERHEAD_SCRIPT], env);
+  await driver.settle?.('v1', env);
+  const m: TrialMetrics = {};
+  // Each workload: a fresh container after dropping caches (cold), then another fresh one (warm).
+  for (const key of Object.keys(OVERHEAD_WORKLOADS) as OverheadKey[]) {
+    for (const cache of ['cold', 'warm'] as const) {
+      if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
+      const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key])], env)).stdout;
+      const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
+      if (hit) (m as Record<string, number>)[OVERHEAD_METRICS[key][cache]] = Number(hit[1]);
+    }
+  }
+  // Disk use (issue 12): v1 as it is now, then v1 + v2 (the update pulled and complete).
+  if (driver.diskBytes) {
+    m.diskV1Bytes = await driver.diskBytes();
+    await driver.pull('v2', env);
+    await driver.settle?.('v2', env);
+    m.diskV1V2Bytes = await driver.diskBytes();
+  }
+  return m;
 }
 
 export async function runTrial(spec: TrialSpec, signal: AbortSignal, log: Logger): Promise<TrialResult> {

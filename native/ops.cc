@@ -44,6 +44,9 @@ void Init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;  // always plus: measured faster for find (design.md)
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  // Symlink targets come from the TOC and never change: the kernel keeps them in the page cache
+  // instead of asking READLINK on every path walk through a link (Debian's /lib -> usr/lib).
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 }
 
 void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {

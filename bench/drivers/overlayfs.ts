@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { startContainerd, type BenchContainerd } from './containerd.js';
-import type { RunOutput } from './proc.js';
+import { duBytes, type RunOutput } from './proc.js';
 import type { ImageVersion, ModeDefinition, ModeDriver, TrialEnv } from './types.js';
 
 /** Image reference of `version` as the worker sees it: through the trial's WAN link to the registry. */
@@ -43,6 +43,12 @@ class OverlayfsDriver implements ModeDriver {
   async exec(version: ImageVersion, command: string[], env: TrialEnv): Promise<RunOutput> {
     const ref = await linkedRef(env, env.image.versions[version].tag);
     return runToExit(this.cd!, { ref, id: `ovl-x-${++this.seq}`, snapshotter: 'overlayfs', command }, { timeoutMs: env.spec.timeoutMs, signal: env.signal });
+  }
+
+  /** containerd's unpacked layers + its content store (the compressed layer blobs). */
+  diskBytes(): Promise<number> {
+    const root = join(this.cd!.dir, 'root');
+    return duBytes([join(root, 'io.containerd.snapshotter.v1.overlayfs'), join(root, 'io.containerd.content.v1.content')]);
   }
 }
 

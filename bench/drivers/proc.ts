@@ -6,6 +6,7 @@
  * Not here: what the commands are (drivers), timing (trials.ts).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError } from '../../src/errors.js';
 
@@ -137,4 +138,17 @@ export class Cleanups {
     }
     return errors;
   }
+}
+
+/**
+ * Bytes allocated under `paths` (one `du -scx --block-size=1`: a hardlinked inode counted once, other
+ * filesystems such as FUSE mountpoints not entered; missing paths count 0).
+ */
+export async function duBytes(paths: string[]): Promise<number> {
+  const present = paths.filter((p) => existsSync(p));
+  if (present.length === 0) return 0;
+  const r = await runCommand('du', ['-scx', '--block-size=1', ...present], { timeoutMs: 120_000 });
+  const total = /^(\d+)\s+total$/m.exec(r.stdout);
+  if (!total) throw new StarlightError('SL_ERR_BENCH_STEP', `du ${present.join(' ')} printed no total: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
+  return Number(total[1]);
 }

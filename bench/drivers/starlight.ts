@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError } from '../../src/errors.js';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { getAll } from './download.js';
-import type { RunOutput } from './proc.js';
+import { duBytes, type RunOutput } from './proc.js';
 import { startBenchProxy } from './proxy.js';
 import { measureStartupFiles, readSpool } from './startup-trace.js';
 import type { StartupFilesSize, TrialMetrics } from '../report/types.js';
@@ -151,6 +151,8 @@ class StarlightDriver implements ModeDriver {
      * (starlight+prior).
      */
     private readonly proxyStart: 'warm' | 'cold' | 'prior' = 'warm',
+    /** starlight-view: the daemon runs with --no-graduate (every container on the FUSE view). */
+    private readonly noGraduate = false,
   ) {}
 
   async setup(env: TrialEnv): Promise<void> {
@@ -161,7 +163,7 @@ class StarlightDriver implements ModeDriver {
     if (this.proxyStart === 'prior') this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
     if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
     const link = await env.link(proxy.host);
-    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced }, env);
+    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced, noGraduate: this.noGraduate }, env);
   }
 
   async pull(version: ImageVersion, env: TrialEnv): Promise<void> {
@@ -204,8 +206,13 @@ class StarlightDriver implements ModeDriver {
     for (;;) {
       const st = await this.w!.client.status();
       const img = st.images.find((i) => i.manifestDigest === digest);
-      if (img?.complete) return;
-      if (img && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
+      // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
+      if (img?.complete && img.graduated !== false) {
+        const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
+        if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
+        return;
+      }
+      if (img && !img.complete && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
       if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
       await sleep(SETTLE_POLL_MS);
     }
@@ -213,6 +220,11 @@ class StarlightDriver implements ModeDriver {
 
   exec(version: ImageVersion, command: string[], env: TrialEnv): Promise<RunOutput> {
     return runToExit(this.w!.cd, { ref: this.nameOf(version), id: `sl-x-${++this.seq}`, snapshotter: SNAPSHOTTER, command }, { timeoutMs: env.spec.timeoutMs, signal: env.signal });
+  }
+
+  /** The daemon's root (CAS, TOCs, records, graduated trees, snapshot dirs) + containerd's content store. */
+  diskBytes(): Promise<number> {
+    return duBytes([this.w!.root, join(this.w!.cd.dir, 'root', 'io.containerd.content.v1.content')]);
   }
 
   note(): string | undefined {
@@ -237,6 +249,13 @@ export const starlightMode: ModeDefinition = {
   name: 'starlight',
   unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
   create: () => new StarlightDriver('starlight', false),
+};
+
+/** Issue 12: starlight without graduation, i.e. the FUSE view's own overhead after a full download. */
+export const starlightViewMode: ModeDefinition = {
+  name: 'starlight-view',
+  unavailable: async (shared) => (shared.proxy ? undefined : 'the starlight proxy did not start (see the log above)'),
+  create: () => new StarlightDriver('starlight-view', false, 'warm', true),
 };
 
 export const starlightColdMode: ModeDefinition = {

@@ -110,6 +110,11 @@ export interface ModeDriver {
    * v1) and after the ready line (bytes in total). Absent = nothing transfers after ready (or no signal).
    */
   settle?(version: ImageVersion, env: TrialEnv): Promise<void>;
+  /**
+   * Overhead workload (issue 12): bytes this mode keeps on disk for the images pulled so far, from
+   * `du -scx --block-size=1` (hardlinks counted once). Absent = not measured for this mode.
+   */
+  diskBytes?(): Promise<number>;
   /** Optional driver-specific note for the result (e.g. "delta" vs "layers" bytes source). */
   note?(): string | undefined;
   /** Optional driver-specific metrics merged into the result (starlight+traces: `startupFiles`). */

@@ -43,7 +43,7 @@ export interface StarlightWorker {
  * daemon's auto tracing off when its CLI offers a flag for it (so an untraced mode uploads nothing);
  * `manualUpload` keeps recorded traces on disk until `client.report()`.
  */
-export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean; manualUpload?: boolean }, env: TrialEnv): Promise<StarlightWorker> {
+export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean; manualUpload?: boolean; noGraduate?: boolean }, env: TrialEnv): Promise<StarlightWorker> {
   mkdirSync(dir, { recursive: true });
   const root = join(dir, 'r');
   const socket = join(dir, 's.sock');
@@ -57,6 +57,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   }
   // Recorded traces stay in <root>/traces until `starlight report` (the bench reads them first).
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
+  if (opts.noGraduate) extra.push('--no-graduate');
   const level = process.env[LOG_ENV];
   const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.

@@ -4,7 +4,7 @@
  *
  * Not here: formatting (csv.ts, markdown.ts, svg.ts).
  */
-import { METRIC_NAMES, type Aggregate, type Summary, type TrialKey, type TrialResult } from './types.js';
+import { METRIC_NAMES, type Aggregate, type OverheadMetric, type Summary, type TrialKey, type TrialResult } from './types.js';
 
 /** Median of a non-empty list (mean of the middle two for even lengths); NaN for an empty one. */
 export function median(values: readonly number[]): number {
@@ -69,7 +69,7 @@ export function allSkipped(a: Aggregate): boolean {
  * Overhead ratios: each aggregate's median of `metric` divided by the overlayfs median for the same
  * image/RTT/bandwidth/scenario/workload; undefined when either side is missing.
  */
-export function ratioToBaseline(aggs: readonly Aggregate[], a: Aggregate, metric: 'readAllMs' | 'pythonImportMs', baseline = 'overlayfs'): number | undefined {
+export function ratioToBaseline(aggs: readonly Aggregate[], a: Aggregate, metric: OverheadMetric, baseline = 'overlayfs'): number | undefined {
   const base = aggs.find((b) => b.mode === baseline && keyOf({ ...b, mode: a.mode }) === keyOf(a));
   const num = a.metrics[metric]?.median;
   const den = base?.metrics[metric]?.median;

@@ -39,10 +39,22 @@ export interface TrialMetrics {
   requests?: number;
   /** TCP connections opened over the emulated link(s) until ready. */
   connections?: number;
-  /** overhead workload: `find` + read every file of the rootfs, ms (measured inside the container). */
+  /** overhead workload: read every regular file of the rootfs after dropping caches, fresh container, ms (measured inside the container). */
   readAllMs?: number;
   /** overhead workload: an import-heavy python3 start, ms (images with python3 only). */
   pythonImportMs?: number;
+  /** overhead workload: `find` every entry + `stat` every path of the rootfs, ms. */
+  findStatMs?: number;
+  /** overhead workload: read every regular file < 16 KiB, ms. */
+  smallFilesMs?: number;
+  /** The same four workloads warm: a fresh container right after the cold one (caches kept), ms. */
+  readAllWarmMs?: number;
+  findStatWarmMs?: number;
+  smallFilesWarmMs?: number;
+  pythonImportWarmMs?: number;
+  /** overhead workload: bytes on disk with v1 pulled (and fully present), then with v1 + v2 (drivers' diskBytes). */
+  diskV1Bytes?: number;
+  diskV1V2Bytes?: number;
   /** Bytes the worker received over the emulated link(s) (down direction only) from the start of pull to ready. */
   bytesDown?: number;
   /** starlight+traces: the files the traced (training) run read at startup (bench/traces.ts). */
@@ -65,8 +77,10 @@ export interface StartupFilesSize {
   readyMs?: number;
 }
 
-export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs'] as const;
+export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs', 'findStatMs', 'smallFilesMs', 'readAllWarmMs', 'findStatWarmMs', 'smallFilesWarmMs', 'pythonImportWarmMs', 'diskV1Bytes', 'diskV1V2Bytes'] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
+/** The overhead workload's metrics (ratios to overlayfs are taken of these). */
+export type OverheadMetric = 'readAllMs' | 'readAllWarmMs' | 'findStatMs' | 'findStatWarmMs' | 'smallFilesMs' | 'smallFilesWarmMs' | 'pythonImportMs' | 'pythonImportWarmMs' | 'diskV1Bytes' | 'diskV1V2Bytes';
 
 /** The one JSON line a trial process prints on stdout. */
 export interface TrialResult extends TrialKey, TrialMetrics {

@@ -17,7 +17,7 @@ import { untilSignal } from './signals.js';
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
-                             [--metrics-address HOST:PORT]
+                             [--metrics-address HOST:PORT] [--no-graduate]
        starlight snapshotter --shutdown-views [--root DIR]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
@@ -33,6 +33,8 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
   --trace-group NAME         group label of auto-mode traces (default none)
   --worker-id ID             opaque id sent with traces (default: none sent)
   --metrics-address H:P      serve Prometheus metrics on http://H:P/metrics (default off; e.g. 127.0.0.1:9108)
+  --no-graduate              keep new containers of complete images on the lazy view (default: they get a
+                             plain overlay lowerdir materialised under <root>/graduated)
   --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
                              stop leaves views mounted so running containers survive a restart)`;
 
@@ -53,6 +55,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'log-level': { type: 'string' },
         'trace-window': { type: 'string' },
         'trace-upload': { type: 'string' },
+        'no-graduate': { type: 'boolean' },
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
         'metrics-address': { type: 'string' },
@@ -94,6 +97,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     traceGroup: values['trace-group'],
     workerId: values['worker-id'],
     metricsAddress: values['metrics-address'],
+    graduate: values['no-graduate'] ? false : undefined,
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

@@ -18,6 +18,7 @@ import type { ViewManager } from './fs/view.js';
 import type { FuseViewManager } from './fs/fuse-views.js';
 import type { FdHolderClient } from './fs/fd-holder.js';
 import { DEFAULT_CONTAINERD_ADDRESS } from './images/containerd-client.js';
+import { Graduations } from './images/graduation.js';
 import { ImageRecords } from './images/records.js';
 import { ImageService, type PullRequest, type PullResult } from './images/service.js';
 import { openLazyPull, type LazyPull } from './pull/lazy-pull.js';
@@ -47,6 +48,9 @@ const PRIVATE_SUBDIRS = ['content', 'layers', 'images', TRACES_DIR];
 export const HOLDER_SOCKET_NAME = 'fuse-holder.sock';
 const HOLDER_LOG_NAME = 'fuse-holder.log';
 
+/** Directory of graduated (materialised) image trees under the root (issue 12). */
+const GRADUATED_DIR = 'graduated';
+
 export interface WorkerDaemonOptions {
   /** Unix socket to serve containerd's snapshots API on. Default DEFAULT_SOCKET. */
   socket?: string;
@@ -72,6 +76,11 @@ export interface WorkerDaemonOptions {
   traceGroup?: string;
   /** Opaque worker id sent with traces. Default none. */
   workerId?: string;
+  /**
+   * Issue 12: materialise complete images under `<root>/graduated` so that new containers run on a
+   * plain overlay lowerdir instead of the lazy view. Default true.
+   */
+  graduate?: boolean;
   /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
@@ -101,6 +110,7 @@ export interface ResolvedDaemonOptions {
   traceUpload: 'auto' | 'manual';
   traceGroup: string | undefined;
   workerId: string | undefined;
+  graduate: boolean;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   shutdownViews: boolean;
@@ -143,6 +153,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     traceUpload,
     traceGroup: o.traceGroup || undefined,
     workerId: o.workerId || undefined,
+    graduate: o.graduate ?? true,
     resolver: o.resolver,
     views: o.views,
     shutdownViews: o.shutdownViews ?? false,
@@ -229,6 +240,7 @@ export class WorkerDaemon {
             observer: recorder,
             // The snapshotter starts after this step; it exists by the time a pull asks.
             warmView: (key) => this.snapshotter?.warmView(key),
+            graduations: o.graduate ? await new Graduations(join(o.root, GRADUATED_DIR), log.child({ component: 'graduation' })).open() : undefined,
             log,
           }).open();
           this.resolver ??= this.images;

@@ -41,8 +41,11 @@ function round(ms: number): number {
 
 /** One timed operation, as kept by the daemon for `GET /v1/status` and printed by the bench. */
 export interface PhaseRecord {
-  /** 'pull' (header to containerd records) or 'view' (merge + inode table + FUSE mount + first read). */
-  op: 'pull' | 'view';
+  /**
+   * 'pull' (header to containerd records), 'view' (merge + inode table + FUSE mount + first read) or
+   * 'graduate' (materialising a complete image's tree, issue 12).
+   */
+  op: 'pull' | 'view' | 'graduate';
   /** The image ref (pull) or remote id (view). */
   subject: string;
   /** Wall time of the operation's start, ms since the epoch. */

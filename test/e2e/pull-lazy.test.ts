@@ -18,7 +18,9 @@ function ctrRun(c: Containerd, ref: string, id: string, script: string): Promise
 }
 
 run('starlight pull + ctr run: lazy snapshots with overlay semantics, non-root, restart, status', async (t) => {
-  const { reg, c } = await lazyStack(t);
+  // --no-graduate: this test is about containers on the lazy view (the tiny image completes at once
+  // and would graduate; graduation.test.ts covers that path, restart included).
+  const { reg, c } = await lazyStack(t, undefined, ['--no-graduate']);
   const img = await buildTestImage(tempDir(t));
   await pushTestImage(reg.host, 'sltest', '1', img);
   const ref = `${reg.host}/sltest:1`;

@@ -24,7 +24,9 @@ const SAVE_TIMEOUT_MS = 20_000;
 
 run('a container start is traced: the files it read first, in order, kept until uploaded', async (t) => {
   t.timeout(120_000);
-  const { reg, c, proxyUrl } = await lazyStack(t, async (u) => u, ['--trace-window', String(WINDOW_S), '--trace-upload', 'manual', '--worker-id', 'test-worker']);
+  // --no-graduate: traces record reads through the lazy view; this small image would complete (and its
+  // new containers run on a plain graduated tree, untraced) before the container starts.
+  const { reg, c, proxyUrl } = await lazyStack(t, async (u) => u, ['--trace-window', String(WINDOW_S), '--trace-upload', 'manual', '--worker-id', 'test-worker', '--no-graduate']);
   const img = await buildTestImage(tempDir(t));
   await pushTestImage(reg.host, 'sltrace', '1', img);
   const ref = `${reg.host}/sltrace:1`;

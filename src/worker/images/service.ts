@@ -28,6 +28,7 @@ import type { ContentTracker } from '../stream/content-tracker.js';
 import type { DeltaReceiver } from '../stream/receiver.js';
 import { chainIds, imageName, parseRemoteId, pinnedRef, remoteIdFor } from './chain.js';
 import { ContainerdClient } from './containerd-client.js';
+import type { Graduations } from './graduation.js';
 import type { ImageRecord, ImageRecords } from './records.js';
 
 /** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
@@ -60,6 +61,11 @@ export interface ImageServiceOptions {
   warmView?: (key: string) => void;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
+  /**
+   * Where complete images graduate to plain directories for new containers (issue 12); default
+   * none (every container runs on the lazy view).
+   */
+  graduations?: Graduations;
   log?: Logger;
 }
 
@@ -109,6 +115,11 @@ export interface ImageStatus {
   bytes: number;
   bytesPresent: number;
   wireBytes: number;
+  /**
+   * The top layer's tree is materialised: new containers run on a plain overlay lowerdir (issue 12).
+   * Absent when graduation is off.
+   */
+  graduated?: boolean;
 }
 
 /** An image the daemon knows: its record, header and (while streaming) receiver. */
@@ -155,7 +166,9 @@ export class ImageService implements RemoteLayerResolver {
         this.log.warn('image-record-without-header', { ref: rec.ref, manifest: rec.manifestDigest });
         continue;
       }
-      this.byManifest.set(rec.manifestDigest, { rec, header, chain: chainIds(header.diffIDs) });
+      const known: Known = { rec, header, chain: chainIds(header.diffIDs) };
+      this.byManifest.set(rec.manifestDigest, known);
+      if (rec.complete) this.graduate(known); // no-op when done; finishes one a restart interrupted
       if (!rec.complete) {
         this.startPull(pinnedRef(rec.ref, rec.manifestDigest), rec.ref, header.platform, true).then(
           () => this.log.info('image-pull-resumed', { ref: rec.ref, manifest: rec.manifestDigest }),
@@ -201,6 +214,7 @@ export class ImageService implements RemoteLayerResolver {
         rec.complete = true;
         await this.opts.records.put(rec);
         this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
+        if (this.byManifest.get(header.manifestDigest) === known) this.graduate(known);
       },
       (err: unknown) => {
         if (!this.closed) this.log.warn('delta-failed', { ref: recordRef, manifest: header.manifestDigest, err });
@@ -295,16 +309,7 @@ export class ImageService implements RemoteLayerResolver {
     }
     const at = Date.now();
     const t = new PhaseTimer();
-    let tree = this.trees.get(remoteId);
-    if (!tree && index === known.header.diffIDs.length - 1 && known.tree) tree = known.tree;
-    if (tree) {
-      // The top view's tree is the one the pull merged (or a remount's).
-      t.lap('tree-reused');
-    } else {
-      tree = mergeLayers(await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) }));
-      t.lap('merge');
-    }
-    this.trees.set(remoteId, tree);
+    const tree = await this.treeOf(known, remoteId, index, t);
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
     const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
@@ -326,6 +331,50 @@ export class ImageService implements RemoteLayerResolver {
         obs?.accessed(remoteId, path, ms);
       },
     };
+  }
+
+  /** The merged tree of `known`'s chain 0..index (cached; the top one is the pull's own). */
+  private async treeOf(known: Known, remoteId: string, index: number, t?: PhaseTimer): Promise<MergedTree> {
+    let tree = this.trees.get(remoteId);
+    if (!tree && index === known.header.diffIDs.length - 1 && known.tree) tree = known.tree;
+    if (tree) {
+      // The top view's tree is the one the pull merged (or a remount's).
+      t?.lap('tree-reused');
+    } else {
+      tree = mergeLayers(await this.opts.puller.chainTocs({ ...known.header, diffIDs: known.header.diffIDs.slice(0, index + 1) }));
+      t?.lap('merge');
+    }
+    this.trees.set(remoteId, tree);
+    return tree;
+  }
+
+  /**
+   * Materialises the top view of a complete image in the background (issue 12); containers created
+   * afterwards use it (materialised()). A failure is logged; they keep using the view.
+   */
+  private graduate(known: Known): void {
+    const g = this.opts.graduations;
+    if (!g || this.closed || !known.rec.complete) return;
+    const index = known.header.diffIDs.length - 1;
+    const remoteId = remoteIdFor(known.rec.manifestDigest, index);
+    if (g.get(remoteId)) return;
+    void (async () => {
+      const at = Date.now();
+      const t = new PhaseTimer();
+      const tree = await this.treeOf(known, remoteId, index);
+      t.lap('tree');
+      await g.graduate(remoteId, tree, (d) => this.opts.tracker.locate(d));
+      t.lap('materialise');
+      this.record({ op: 'graduate', subject: remoteId, at, totalMs: t.total(), phases: t.phases });
+    })().catch((err: unknown) => this.log.warn('image-graduation-failed', { ref: known.rec.ref, remoteId, err }));
+  }
+
+  /** RemoteLayerResolver: the plain directory holding `remoteId`'s tree, once graduated. */
+  materialised(remoteId: string): string | undefined {
+    const g = this.opts.graduations;
+    if (!g) return undefined;
+    const { manifestDigest } = parseRemoteId(remoteId);
+    return this.byManifest.get(manifestDigest)?.rec.complete ? g.get(remoteId) : undefined;
   }
 
   viewMounted(remoteId: string): void {
@@ -386,6 +435,7 @@ export class ImageService implements RemoteLayerResolver {
         }
       }
       await records.remove(k.rec.manifestDigest);
+      await this.opts.graduations?.remove(k.rec.manifestDigest);
     }
     // Last: the loop above reads the dropped chains' TOCs.
     await layers.removeTocs(unusedLayers);
@@ -419,6 +469,7 @@ export class ImageService implements RemoteLayerResolver {
         bytes,
         bytesPresent,
         wireBytes: p?.wireBytes ?? 0,
+        ...(this.opts.graduations ? { graduated: this.materialised(remoteIdFor(rec.manifestDigest, header.diffIDs.length - 1)) !== undefined } : {}),
       };
     });
   }

@@ -12,6 +12,7 @@
  * Remote rule (Starlight): a remote snapshot's `fs` dir holds the lazy view of its WHOLE chain
  * (remote.ts), so P is cut after the first remote parent: its ancestors are already inside its view.
  * This keeps mixed chains (a committed container layer over a lazy image) a valid overlay.
+ * A graduated remote parent (issue 12, MountParent.dir) is used through its plain directory instead.
  *
  * Not here: performing mounts, checking views (snapshotter.ts), the on-disk layout (layout.ts).
  */
@@ -22,6 +23,8 @@ export interface MountParent {
   id: number;
   /** True if this parent's `fs` dir is (or will be) a lazy view of its whole chain. */
   remote: boolean;
+  /** A remote parent's graduated tree (same content as its view), used instead of its `fs` dir. */
+  dir?: string;
 }
 
 export interface MountSnapshot {
@@ -57,6 +60,10 @@ export function topRemoteParent(parents: MountParent[]): MountParent | undefined
   return parents.find((p) => p.remote);
 }
 
+function lowerDir(p: MountParent, layout: MountLayout): string {
+  return p.dir ?? layout.fsDir(p.id);
+}
+
 export function snapshotMounts(s: MountSnapshot, layout: MountLayout, opts: OverlayOptions): Mount[] {
   const lowers = effectiveLowers(s.parents);
   if (lowers.length === 0) {
@@ -68,8 +75,8 @@ export function snapshotMounts(s: MountSnapshot, layout: MountLayout, opts: Over
   if (s.kind === 'active') {
     options.push(`workdir=${layout.workDir(s.id)}`, `upperdir=${layout.fsDir(s.id)}`);
   } else if (lowers.length === 1) {
-    return [{ type: 'bind', source: layout.fsDir(lowers[0]!.id), options: ['ro', 'rbind'] }];
+    return [{ type: 'bind', source: lowerDir(lowers[0]!, layout), options: ['ro', 'rbind'] }];
   }
-  options.push(`lowerdir=${lowers.map((p) => layout.fsDir(p.id)).join(':')}`);
+  options.push(`lowerdir=${lowers.map((p) => lowerDir(p, layout)).join(':')}`);
   return [{ type: 'overlay', source: 'overlay', options }];
 }

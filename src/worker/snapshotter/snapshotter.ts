@@ -168,12 +168,30 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   private async mountsOf(row: SnapshotRow): Promise<Mount[]> {
     const parents = this.store.parents(row);
     const top = StarlightSnapshotter.topRemote(parents);
-    if (top) await this.ensureView(top);
-    return this.pureMounts(row, parents);
+    // A graduated chain (issue 12) needs no view: its plain tree goes into lowerdir.
+    const graduated = top ? this.materialised(top) : undefined;
+    if (top && !graduated) await this.ensureView(top);
+    return this.pureMounts(row, parents, graduated);
   }
 
-  private pureMounts(row: SnapshotRow, parents: SnapshotRow[]): Mount[] {
+  /** The resolver's plain directory for remote snapshot `r`'s tree, if it graduated. */
+  private materialised(r: SnapshotRow): string | undefined {
+    const remoteId = remoteIdOf(r.labels);
+    if (remoteId === null) return undefined;
+    try {
+      return this.opts.resolver?.materialised?.(remoteId);
+    } catch (err) {
+      this.opts.log.warn('remote-materialised-failed', { remoteId, err });
+      return undefined;
+    }
+  }
+
+  private pureMounts(row: SnapshotRow, parents: SnapshotRow[], graduated?: string): Mount[] {
     const mp = StarlightSnapshotter.mountParents(parents);
+    if (graduated) {
+      const top = mp.find((p) => p.remote);
+      if (top) top.dir = graduated;
+    }
     return snapshotMounts({ id: row.id, kind: row.kind, parents: mp }, this.layout, this.opts.overlay);
   }
 
@@ -288,9 +306,11 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       const parentRow = parent === '' ? undefined : this.store.get(parent);
       const chain = parentRow ? [parentRow, ...this.store.parents(parentRow)] : [];
       const top = kind === 'committed' ? undefined : StarlightSnapshotter.topRemote(chain);
-      // Fail before creating anything when the lazy view below is gone (unavailable).
-      if (top) await this.ensureView(top);
-      const owner = parentRow ? await stat(this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
+      // Fail before creating anything when the lazy view below is gone (unavailable). A graduated
+      // chain needs no view (issue 12).
+      const graduated = top ? this.materialised(top) : undefined;
+      if (top && !graduated) await this.ensureView(top);
+      const owner = parentRow ? await stat(parentRow === top && graduated ? graduated : this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
       const row = this.store.transaction(() => {
         const r = this.store.create(kind, key, parent, labels);
         if (owner && r.parentId === parentRow!.id) lchownSync(join(td, 'fs'), owner.uid, owner.gid);
@@ -298,7 +318,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
         return r;
       });
       if (kind === 'committed') return [];
-      return this.pureMounts(row, row.parentId === null ? [] : chain);
+      return this.pureMounts(row, row.parentId === null ? [] : chain, graduated);
     } catch (err) {
       await rm(td, { recursive: true, force: true });
       throw withContext(err, `${kind === 'view' ? 'view' : 'prepare'} snapshot ${JSON.stringify(key)}`, { key, parent });

@@ -83,6 +83,17 @@ test('startup table: header, separator and one row per startup aggregate with eq
   for (const l of over) t.is(cols(l), OVERHEAD_HEADER.length + 2);
 });
 
+test('overhead table: cold and warm cells carry the median and the ratio to overlayfs', (t) => {
+  const aggs = aggregate([
+    result({ workload: 'overhead', readAllMs: 1000, findStatWarmMs: 200 }),
+    result({ workload: 'overhead', mode: 'starlight', readAllMs: 1100, findStatWarmMs: 100 }),
+  ]);
+  const row = overheadTable(aggs).trimEnd().split('\n')[3]!;
+  t.true(row.includes('1.10 (1.10×)'), row);
+  t.true(row.includes('0.10 (0.50×)'), row);
+  t.true(row.includes('–'), 'a workload without figures shows a dash');
+});
+
 test('SVG has one bar per (image, mode, scenario) with data and a marker for missing ones', (t) => {
   const rs: TrialResult[] = [];
   for (const image of ['python-web', 'redis', 'nginx'])

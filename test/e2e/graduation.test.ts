@@ -1,0 +1,142 @@
+/**
+ * Graduation (issue 12), on the whole stack (registry → `starlight proxy` → `starlight snapshotter
+ * --proxy` → containerd 1.6 + runc), with the rootfs fixture (every entry type, modes, owners,
+ * xattrs, hardlinks incl. a replaced target, whiteouts, opaque dirs, implied dirs):
+ * - once the image is complete the daemon materialises it; a snapshot created afterwards is mounted
+ *   from that plain tree (not the FUSE view) and shows exactly the overlay oracle's tree (overlayfs
+ *   over GNU-tar-extracted layers; hardlink groups (nlink) as in the merged TOC, like the lazy view);
+ *   an active snapshot (what a container gets) is an overlay over it;
+ * - the same after a daemon restart (the tree is on disk; no view is mounted for it);
+ * - removing the image frees the materialised tree with the content.
+ * Needs root, FUSE, overlayfs, containerd + runc, docker-registry, tar, zstd, getfattr/setfattr.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DaemonClient } from '../../src/worker/api/client.js';
+import { chainIds } from '../../src/worker/images/chain.js';
+import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
+import { FIXTURES } from '../helpers/fixtures.js';
+import { diffShapes, mountOverlayReference, shapeOfDir } from '../helpers/tree-shape.js';
+import { tempDir } from '../helpers/tmp.js';
+import { ignoredMtimes, pushLayers, treeShapes } from './mount-support.js';
+import { lazyStack, pull } from './pull-support.js';
+
+const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
+
+/** Bound on completion + graduation and on log keys, ms. */
+const WAIT_MS = 60_000;
+/** The image service's release grace (images/service.ts DEFAULT_RELEASE_GRACE_MS) plus slack, ms. */
+const RELEASE_GRACE_WAIT_MS = 5_500;
+/** gc root label so containerd's gc keeps the snapshots this test makes with ctr. */
+const GC_ROOT = 'containerd.io/gc.root=starlight-test';
+
+function sh(cmd: string): Promise<void> {
+  return new Promise((resolve, reject) => execFile('sh', ['-c', cmd], { timeout: 20_000 }, (err, _o, stderr) => (err ? reject(new Error(`${cmd}: ${stderr}`)) : resolve())));
+}
+
+async function poll<T>(what: string, f: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const v = await f().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what} within ${WAIT_MS} ms`);
+    await sleep(100);
+  }
+}
+
+const graduated = (c: Containerd, ref: string): Promise<true> =>
+  poll(`${ref} complete and graduated`, async () => {
+    const st = await new DaemonClient(c.snapshotter.apiSocket).status();
+    return st.images.some((i) => i.ref === ref && i.complete && i.graduated === true) ? true : undefined;
+  });
+
+/** Creates a view (or active) snapshot `key` on `parent`, mounts it with the command ctr prints. */
+async function mountView(t: ExecutionContext, c: Containerd, key: string, parent: string, kind: 'view' | 'prepare' = 'view'): Promise<{ dir: string; command: string }> {
+  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, kind, key, parent]);
+  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, GC_ROOT]);
+  const dir = join(c.dir, `mnt-${key}`);
+  await mkdir(dir, { recursive: true });
+  const command = (await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'mounts', dir, key])).trim();
+  await sh(command);
+  t.teardown(() => sh(`umount ${dir}`).catch(() => undefined));
+  return { dir, command };
+}
+
+async function unmountView(c: Containerd, key: string, dir: string): Promise<void> {
+  await sh(`umount ${dir}`);
+  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'rm', key]);
+}
+
+run('a complete image graduates: new snapshots mount a plain tree equal to the overlay oracle, also after a restart; removing the image frees it', async (t) => {
+  t.timeout(300_000);
+  const fx = FIXTURES.find((f) => f.name === 'rootfs')!;
+  const { reg, c } = await lazyStack(t);
+  const img = await pushLayers(t, reg, 'graduate', fx.layers);
+  const reference = await shapeOfDir(await mountOverlayReference(t, tempDir(t, 'sl-grad-ref-'), img.blobs), { skipVanished: true });
+  // nlink is checked against the merged tree's hardlink groups, as for the lazy view (mount-tree.test):
+  // per-layer overlayfs still counts a name that an upper layer deleted or replaced (bin/ls,
+  // usr/lib/libfoo.hard show 2 there), which one plain tree cannot show.
+  const links = treeShapes(img);
+  const ignoreMtime = ignoredMtimes(img);
+  const top = chainIds(img.tocs.map((x) => x.diffID)).pop()!;
+  const gradRoot = join(c.snapshotter.root, 'graduated');
+
+  await pull(t, c, img.ref);
+  const pulledAt = Date.now();
+  await graduated(c, img.ref);
+  const trees = await readdir(gradRoot);
+  t.is(trees.length, 1, `one graduated tree: ${trees.join(', ')}`);
+
+  const check = async (key: string): Promise<void> => {
+    const { dir, command } = await mountView(t, c, key, top);
+    t.true(command.includes(join(gradRoot, trees[0]!)), `mounted from the graduated tree: ${command}`);
+    const shape = await shapeOfDir(dir, { nlink: true });
+    const diffs = diffShapes(shape, reference, { names: ['graduated', 'overlay'], ignoreMtime });
+    t.deepEqual(diffs, [], `graduated tree vs overlayfs:\n${diffs.slice(0, 50).join('\n')}`);
+    const linkDiffs = diffShapes(shape, links, { names: ['graduated', 'merged'], ignoreMtime, ignoreFields: ['sha256'] });
+    t.deepEqual(linkDiffs, [], `graduated tree vs merged TOC (hardlink groups):\n${linkDiffs.slice(0, 50).join('\n')}`);
+    await unmountView(c, key, dir);
+  };
+  await check('grad-view-1');
+  // An active snapshot (what a container gets): overlay of its upper dir over the graduated tree.
+  const active = await mountView(t, c, 'grad-active', top, 'prepare');
+  t.true(active.command.includes(`lowerdir=${join(gradRoot, trees[0]!)}`), active.command);
+  t.is(await readFile(join(active.dir, 'etc/motd'), 'utf8'), 'welcome\n');
+  t.is(await readFile(join(active.dir, 'usr/lib/libfoo.hard'), 'utf8'), 'libfoo v1');
+  await writeFile(join(active.dir, 'etc/motd'), 'changed\n');
+  t.is(await readFile(join(active.dir, 'etc/motd'), 'utf8'), 'changed\n', 'writes go to the upper dir');
+  await unmountView(c, 'grad-active', active.dir);
+
+  await c.restartSnapshotter();
+  const logsAtRestart = c.snapshotter.logs().length;
+  await graduated(c, img.ref);
+  await check('grad-view-2');
+  const viewMounts = c.snapshotter.logs().slice(logsAtRestart).filter((l) => l.includes('"remote-view-mounted"'));
+  t.deepEqual(viewMounts, [], 'after the restart no lazy view was mounted: snapshots of the graduated image need none');
+
+  await sleep(Math.max(0, pulledAt + RELEASE_GRACE_WAIT_MS - Date.now()));
+  await c.ctrOk(['images', 'rm', '--sync', img.ref]);
+  await poll('image-content-freed in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"image-content-freed"')) ? true : undefined));
+  t.deepEqual(await readdir(gradRoot), [], 'removing the image freed its graduated tree');
+  await t.throwsAsync(access(join(gradRoot, trees[0]!)));
+});
+
+
+run('a container running on a graduated image keeps working across a daemon restart (no FUSE below it)', async (t) => {
+  t.timeout(180_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slgrad', '1', img);
+  const ref = `${reg.host}/slgrad:1`;
+  await pull(t, c, ref);
+  await graduated(c, ref);
+  await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'glong', 'sh', '-c', 'while :; do cat /etc/somefile > /dev/null; done']);
+  t.teardown(() => c.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'glong'], { timeoutMs: 10_000 }).then(() => undefined));
+  t.is(await c.restartSnapshotter('SIGTERM'), 0);
+  const r = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'glong', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, 'from layer 2\n');
+});
