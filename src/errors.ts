@@ -84,7 +84,7 @@ export const CODES = {
   SL_ERR_PROXY_CONTENT_NOT_FOUND: { kind: 'not-found', hint: 'the proxy has not indexed an image holding this content; request a delta of it first' },
   SL_ERR_PROXY_STORE: { kind: 'failed-precondition', hint: 'the proxy data dir is corrupt or from a newer version; use another --data dir' },
   SL_ERR_PROXY_SESSION_NOT_FOUND: { kind: 'not-found', hint: 'the delta stream ended or never existed; bump items only of a stream still being received' },
-  SL_ERR_PROXY_BODY_TOO_LARGE: { kind: 'invalid-argument', hint: 'send fewer traces per request (the proxy accepts request bodies up to 16 MiB)' },
+  SL_ERR_BODY_TOO_LARGE: { kind: 'invalid-argument', hint: 'send a smaller request (trace uploads to the proxy: fewer traces per request, up to 16 MiB)' },
   SL_ERR_PROXY_BUSY: { kind: 'resource-exhausted', hint: 'the proxy is at a concurrency bound (e.g. trace uploads); retry later' },
   // worker/snapshotter: containerd snapshots API (kinds map 1:1 to containerd errdefs / gRPC codes)
   SL_ERR_SNAPSHOT_NOT_FOUND: { kind: 'not-found', hint: 'the snapshot key or parent does not exist; list them with `ctr snapshots ls`' },

@@ -31,7 +31,7 @@ export const STATUS_BY_CODE: Partial<Record<Code, number>> = {
   SL_ERR_OCI_UNREACHABLE: 502,
   SL_ERR_OCI_REGISTRY: 502,
   /** RFC 9110 §15.5.14 Content Too Large: workers must not retry the same body. */
-  SL_ERR_PROXY_BODY_TOO_LARGE: 413,
+  SL_ERR_BODY_TOO_LARGE: 413,
   /** The shared database is down: a transient condition, the same request succeeds once it is back. */
   SL_ERR_PROXY_DB_UNAVAILABLE: 503,
   /** RFC 4918 §11.5 Insufficient Storage. */

@@ -13,7 +13,7 @@ import { isDigest } from '../oci/digest.js';
 export const TRACE_UPLOAD_VERSION = 1;
 /** Route of uploads (POST) and of the learned order (GET). */
 export const TRACES_ROUTE = '/v1/traces';
-/** Largest upload body, bytes (16 MiB); larger → 413 SL_ERR_PROXY_BODY_TOO_LARGE. */
+/** Largest upload body, bytes (16 MiB); larger → 413 SL_ERR_BODY_TOO_LARGE. */
 export const MAX_TRACE_BODY_BYTES = 16 * 1024 * 1024;
 /** Traces per upload body (1..100). */
 export const MAX_TRACES_PER_BODY = 100;

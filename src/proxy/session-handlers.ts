@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
 import { MAX_SESSION_BODY_BYTES, MAX_SESSION_BUMP_ITEMS, SESSION_ID_RE } from '../protocol/index.js';
 import type { SessionRegistry } from './session/registry.js';
-import { readJsonBody } from './trace-handlers.js';
+import { readJsonBody } from '../http-body.js';
 
 function bad(message: string, field: string): StarlightError {
   return new StarlightError('SL_ERR_INVALID_ARGUMENT', `POST /v1/sessions/<id>/next: ${message}`, { details: { field } });

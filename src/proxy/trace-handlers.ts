@@ -10,39 +10,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StarlightError } from '../errors.js';
 import { mergeLayers } from '../layers/merge.js';
 import { isDigest } from '../oci/digest.js';
+import { readJsonBody } from '../http-body.js';
 import type { ImageConfig } from '../oci/types.js';
 import { MAX_TRACE_BODY_BYTES, type LearnedOrder, validateTraceUpload } from '../protocol/traces.js';
 import { type HandlerContext, ensurePrediction, groupParam, platformParam, resolveRef } from './handlers.js';
-
-function tooLarge(bytes: number | undefined, limit: number): StarlightError {
-  return new StarlightError('SL_ERR_PROXY_BODY_TOO_LARGE', `request body${bytes !== undefined ? ` of ${bytes} bytes` : ''} exceeds ${limit} bytes`, {
-    details: { limit, ...(bytes !== undefined ? { bytes } : {}) },
-  });
-}
-
-/** Reads the whole request body, failing with SL_ERR_PROXY_BODY_TOO_LARGE past `limit` bytes. */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared), limit);
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const b of req as AsyncIterable<Buffer>) {
-    n += b.length;
-    if (n > limit) throw tooLarge(undefined, limit);
-    parts.push(b);
-  }
-  return Buffer.concat(parts, n);
-}
-
-/** Reads a JSON body (≤ `limit` bytes); SL_ERR_INVALID_ARGUMENT naming `what` if it does not parse. */
-export async function readJsonBody(req: IncomingMessage, limit: number, what: string): Promise<unknown> {
-  const raw = await readBody(req, limit);
-  try {
-    return JSON.parse(raw.toString('utf8'));
-  } catch (cause) {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what}: body is not valid JSON`, { cause, details: { field: 'body' } });
-  }
-}
 
 function sendJson(res: ServerResponse, value: unknown): void {
   const body = JSON.stringify(value);

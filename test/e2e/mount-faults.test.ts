@@ -193,6 +193,10 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
     await writeFile(path, b);
   }
   await unlink(cachePath(zapped.digest!));
+  // The running proxy holds the contents notify cached in its memory tier (bytes checked when read):
+  // a restarted one reads the corrupted files from disk.
+  await stack.proxy.stop();
+  await stack.restartProxy();
 
   const m = await startMount(t, stack.proxyUrl, img.ref, { readDeadlineS: DEADLINE_S });
   const mnt = m.mountpoint;

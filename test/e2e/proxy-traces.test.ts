@@ -152,7 +152,7 @@ test('uploads: 400 on malformed bodies and parameters, 413 over 16 MiB, 404 unkn
   const huge = Buffer.alloc(16 * 1024 * 1024 + 1, 0x20);
   const big = await post(p.url, huge);
   t.is(big.status, 413);
-  t.is(errCode(big.json), 'SL_ERR_PROXY_BODY_TOO_LARGE');
+  t.is(errCode(big.json), 'SL_ERR_BODY_TOO_LARGE');
 
   const badGroup = await fetch(new URL(`/v1/delta?to=${f.reg.host}/app:v1&group=-bad`, p.url));
   t.is(badGroup.status, 400);

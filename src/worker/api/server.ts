@@ -17,6 +17,7 @@ import http from 'node:http';
 import { lstat, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StarlightError } from '../../errors.js';
+import { readJsonBody } from '../../http-body.js';
 import { sendError } from '../../http-errors.js';
 import type { Logger } from '../../log.js';
 import type { ImageStatus, PullRequest, PullResult } from '../images/service.js';
@@ -68,27 +69,10 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-function readBody(req: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let body = '';
-    req.on('data', (d: Buffer) => {
-      body += d.toString();
-      if (body.length > MAX_BODY) reject(new StarlightError('SL_ERR_INVALID_ARGUMENT', `request body over ${MAX_BODY} bytes`));
-    });
-    req.on('end', () => resolve(body));
-    req.on('error', reject);
-  });
-}
-
 async function jsonBody<T>(req: http.IncomingMessage, what: string): Promise<Partial<T>> {
-  try {
-    const v = JSON.parse(await readBody(req)) as unknown;
-    if (typeof v !== 'object' || v === null) throw new Error('not an object');
-    return v as Partial<T>;
-  } catch (cause) {
-    if (cause instanceof StarlightError) throw cause;
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what} body is not a JSON object`, { cause });
-  }
+  const v = await readJsonBody(req, MAX_BODY, what);
+  if (typeof v !== 'object' || v === null) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `${what} body is not a JSON object`);
+  return v as Partial<T>;
 }
 
 async function route(h: ApiHandlers, req: http.IncomingMessage): Promise<unknown> {
