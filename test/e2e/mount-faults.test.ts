@@ -154,12 +154,13 @@ serial('a corrupted content item gives EIO for that file only; the proxy heals w
   const reg = await startRegistryFor(t);
   const layers: LayerSpec[] = [
     ...FIXTURES.find((f) => f.name === 'rootfs')!.layers,
-    // Incompressible, so cached as 'identity' and larger than what the proxy verifies before sending.
+    // Incompressible, so cached as 'identity'; random.bin is larger than what the proxy reads whole
+    // and verifies before sending (content-cache.ts HOT_ITEM_BYTES, 4 MiB): it is checked only while sent.
     {
       compression: 'gzip',
       entries: [
         { path: 'opt/blob', type: 'dir' },
-        { path: 'opt/blob/random.bin', type: 'reg', content: randomBytes(MIB) },
+        { path: 'opt/blob/random.bin', type: 'reg', content: randomBytes(6 * MIB) },
         { path: 'opt/blob/zapped.bin', type: 'reg', content: randomBytes(MIB) },
       ],
     },

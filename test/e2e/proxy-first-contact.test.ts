@@ -46,11 +46,19 @@ function getPaused(url: string): Promise<IncomingMessage> {
   });
 }
 
-function bump(proxyUrl: string, id: string, body: unknown, headers: Record<string, string> = AUTH): Promise<Response> {
-  return fetch(`${proxyUrl}/v1/sessions/${id}/next`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
+/**
+ * POST …/next on a connection of its own: a reused keep-alive socket can be closed by the server's
+ * idle timer just as it is reused on a loaded machine (ECONNRESET), which is not what this test checks.
+ */
+function bump(proxyUrl: string, id: string, body: unknown, headers: Record<string, string> = AUTH): Promise<{ status: number }> {
+  return new Promise((resolve, reject) => {
+    const data = typeof body === 'string' ? body : JSON.stringify(body);
+    const req = request(`${proxyUrl}/v1/sessions/${id}/next`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0 }));
+    });
+    req.on('error', reject);
+    req.end(data);
   });
 }
 
