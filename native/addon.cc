@@ -161,14 +161,20 @@ Napi::Value Adopt(const Napi::CallbackInfo& info) {
   }
 }
 
-Napi::Value Detach(const Napi::CallbackInfo& info) {
+// Removes the session of handle info[0] from the table and hands it over (null: unknown handle, a
+// no-op for Detach/Unmount, which are idempotent).
+std::unique_ptr<Session> TakeSession(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
   AddonData& d = Data(info.Env());
   auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
-  if (it == d.sessions.end()) return info.Env().Undefined();
+  if (it == d.sessions.end()) return nullptr;
   std::unique_ptr<Session> s = std::move(it->second);
   d.sessions.erase(it);
-  s->Detach();
+  return s;
+}
+
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  if (std::unique_ptr<Session> s = TakeSession(info)) s->Detach();
   return info.Env().Undefined();
 }
 
@@ -257,13 +263,7 @@ Napi::Value MarkPresent(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Unmount(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "handle must be a number");
-  AddonData& d = Data(info.Env());
-  auto it = d.sessions.find(info[0].As<Napi::Number>().Uint32Value());
-  if (it == d.sessions.end()) return info.Env().Undefined();
-  std::unique_ptr<Session> s = std::move(it->second);
-  d.sessions.erase(it);
-  s->Unmount();
+  if (std::unique_ptr<Session> s = TakeSession(info)) s->Unmount();
   return info.Env().Undefined();
 }
 
