@@ -208,7 +208,10 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
  */
 async function diagnoseFailure(err: unknown, stream: Readable, signal?: AbortSignal): Promise<unknown> {
   try {
-    if (!(err instanceof StarlightError) || !SOURCE_SUSPECT_CODES.has(err.code) || stream.destroyed || stream.readableEnded) return err;
+    if (!(err instanceof StarlightError) || !SOURCE_SUSPECT_CODES.has(err.code)) return err;
+    // The source may have failed already (a small blob is read whole before gzip trips): its error wins.
+    if (stream.errored instanceof StarlightError) return stream.errored;
+    if (stream.destroyed || stream.readableEnded) return err;
     let drained = 0;
     for await (const chunk of stream) {
       drained += (chunk as Buffer).length;
