@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseMetrics } from '../src/prometheus.js';
 import { startPostgres } from './drivers/postgres.js';
 import { startBenchProxy, type BenchProxy } from './drivers/proxy.js';
 import { startBenchRegistry } from './drivers/registry.js';
@@ -33,7 +34,8 @@ async function fullDelta(proxy: BenchProxy, ref: string): Promise<{ seconds: num
 
 async function counters(proxy: BenchProxy): Promise<{ blobs: number; peers: number }> {
   const text = await (await fetch(`http://${proxy.host}/metrics`)).text();
-  const get = (k: string): number => Number(new RegExp(`^starlight_proxy_${k} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const samples = parseMetrics(text);
+  const get = (k: string): number => samples.get(`starlight_proxy_${k}`) ?? NaN;
   return { blobs: get('registry_blob_fetches_total'), peers: get('peer_content_fetches_total') };
 }
 

@@ -13,6 +13,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../src/errors.js';
+import { HarnessError } from '../fixtures/harness-error.js';
 import { createLogger } from '../src/log.js';
 import { modeByName } from './drivers/index.js';
 import { startBenchProxy, type BenchProxy } from './drivers/proxy.js';
@@ -108,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
     proxy = await startBenchProxy(registry.host, join(workDir, 'proxy'));
     const shared = { registry: registry.host, proxy: proxy.host, workDir };
     const why = await modeByName(MODES.traced)!.unavailable({ ...shared, log });
-    if (why) throw new StarlightError('SL_ERR_BENCH_STEP', `mode ${MODES.traced}: ${why}`);
+    if (why) throw new HarnessError('SL_ERR_BENCH_STEP', `mode ${MODES.traced}: ${why}`);
     for (const img of imgs)
       for (let run = 1; run <= runs; run++)
         for (const mode of [MODES.untraced, MODES.traced]) {

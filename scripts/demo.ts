@@ -17,6 +17,7 @@ import { ensureDebianImage, type EnsuredImage } from '../bench/images/ensure.js'
 import { PORT_LABEL, READY_LABEL } from '../bench/images/push.js';
 import { exitCodeFor, formatError } from '../src/cli/exit-codes.js';
 import { StarlightError } from '../src/errors.js';
+import { HarnessError } from '../fixtures/harness-error.js';
 import { hostPortFree, httpGet, runToReady, starlightNotify, starlightPull, streamFacts, waitStreamComplete, type RunningApp } from './demo/app.js';
 import { DEMO_USAGE, parseDemoArgs, type DemoOptions } from './demo/options.js';
 import { firstRunLines, Steps, updateLines } from './demo/report.js';
@@ -35,7 +36,7 @@ const STOP_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 function labelOf(img: EnsuredImage, label: string): string {
   const v = img.config.config?.Labels?.[label];
-  if (v === undefined) throw new StarlightError('SL_ERR_DEMO_STEP', `image ${img.reference} has no ${label} label in its config; rebuild it with bench/images/build-rootfs.sh`, { details: { image: img.reference, label } });
+  if (v === undefined) throw new HarnessError('SL_ERR_DEMO_STEP', `image ${img.reference} has no ${label} label in its config; rebuild it with bench/images/build-rootfs.sh`, { details: { image: img.reference, label } });
   return v;
 }
 
@@ -158,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (process.getuid?.() !== 0) {
-    throw new StarlightError('SL_ERR_DEMO_STEP', 'the demo must run as root (containerd, runc, FUSE and overlay mounts); run: sudo bash scripts/demo.sh');
+    throw new HarnessError('SL_ERR_DEMO_STEP', 'the demo must run as root (containerd, runc, FUSE and overlay mounts); run: sudo bash scripts/demo.sh');
   }
   const ac = new AbortController();
   let stopping = false;

@@ -6,6 +6,9 @@
  * (gRPC, HTTP, FUSE errno, CLI exit code) translate `kind` once, in their own adapter; nothing else
  * maps errors and nothing tests message text.
  *
+ * The bench and demo harness has its own codes (fixtures/harness-error.ts): both tables' errors are
+ * CodedErrors, which the CLI boundary prints and maps alike.
+ *
  * Not here: logging (src/log.ts), per-boundary mappings (each adapter owns its table).
  */
 
@@ -24,7 +27,8 @@ export type Kind =
   | 'permission-denied'
   | 'internal';
 
-interface CodeInfo {
+/** One row of a code table. */
+export interface CodeInfo {
   kind: Kind;
   /** What the user can do about it; appended to messages by the CLI. */
   hint: string;
@@ -108,10 +112,6 @@ export const CODES = {
   SL_ERR_FS_MOUNTED: { kind: 'already-exists', hint: 'a view is already mounted there by this worker; unmount it first' },
   SL_ERR_FS_UNAVAILABLE: { kind: 'unavailable', hint: 'the view is gone or does not answer; unmount and mount it again (restart the worker)' },
 
-  // bench: test/bench images
-  SL_ERR_BENCH_IMAGE_BUILD: { kind: 'failed-precondition', hint: 'see the build log named in the message; needs root, debootstrap and the Debian mirror' },
-  SL_ERR_BENCH_STEP: { kind: 'failed-precondition', hint: 'a bench step (registry, containerd, ctr, snapshotter, proxy) failed or timed out; the message names the command and its stderr' },
-  SL_ERR_DEMO_STEP: { kind: 'failed-precondition', hint: 'a step of scripts/demo.sh failed; the message names the step; run the demo as root after scripts/install-deps.sh' },
   SL_ERR_IMAGE_MISMATCH: { kind: 'data-loss', hint: 'the proxy sent an image other than the one asked for (manifest, config, diffIDs or items do not match); a proxy bug or tampering in transit: use TLS to the proxy' },
 
   // worker fs: the fd holder (issue 13)
@@ -128,7 +128,16 @@ export interface StarlightErrorOptions {
   details?: Record<string, unknown>;
 }
 
-export class StarlightError extends Error {
+/** An error with a stable code from a code table and an errdefs kind (StarlightError, HarnessError). */
+export abstract class CodedError extends Error {
+  abstract readonly code: string;
+  abstract readonly kind: Kind;
+  abstract readonly details: Record<string, unknown>;
+  /** What the user can do about it. */
+  abstract readonly hint: string;
+}
+
+export class StarlightError extends CodedError {
   readonly code: Code;
   readonly kind: Kind;
   readonly details: Record<string, unknown>;
@@ -144,10 +153,6 @@ export class StarlightError extends Error {
   get hint(): string {
     return CODES[this.code].hint;
   }
-}
-
-export function isStarlightError(err: unknown): err is StarlightError {
-  return err instanceof StarlightError;
 }
 
 /** True if `s` names one of our codes (own keys only: 'toString' is not a code). */
@@ -178,9 +183,9 @@ export function withContext(err: unknown, context: string, details?: Record<stri
   return new StarlightError(code, `${context}: ${msg}`, { cause: err, details });
 }
 
-/** The kind of any error: StarlightError's own, else 'canceled' for AbortError, else 'internal'. */
+/** The kind of any error: a CodedError's own, else 'canceled' for AbortError, else 'internal'. */
 export function kindOf(err: unknown): Kind {
-  if (err instanceof StarlightError) return err.kind;
+  if (err instanceof CodedError) return err.kind;
   if (err instanceof Error && err.name === 'AbortError') return 'canceled';
   return 'internal';
 }

@@ -70,3 +70,14 @@ export function renderFamilies(families: Family[]): string {
   }
   return out;
 }
+
+/** Parses exposition text into sample (`name` or `name{labels}`) → value; for tests and the bench. */
+export function parseMetrics(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const [name, value] = line.split(' ');
+    if (name !== undefined && value !== undefined) out.set(name, Number(value));
+  }
+  return out;
+}

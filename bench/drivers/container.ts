@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { StarlightError } from '../../src/errors.js';
+import { harnessOrCanceled } from '../../fixtures/harness-error.js';
 import type { BenchContainerd } from './containerd.js';
 import { runCommand, tail, type RunOutput } from './proc.js';
 
@@ -71,7 +71,7 @@ export function runUntilReady(cd: BenchContainerd, spec: RunSpec, readyLine: str
       cleanup();
       void stop().finally(() =>
         reject(
-          new StarlightError(why === 'aborted' ? 'SL_ERR_CANCELED' : 'SL_ERR_BENCH_STEP', `container ${spec.id} of ${spec.ref} (${spec.snapshotter}) ${why} before printing ${JSON.stringify(readyLine)}: ${tail(out.trim(), 2048)}`, {
+          harnessOrCanceled(why === 'aborted', 'SL_ERR_BENCH_STEP', `container ${spec.id} of ${spec.ref} (${spec.snapshotter}) ${why} before printing ${JSON.stringify(readyLine)}: ${tail(out.trim(), 2048)}`, {
             details: { ref: spec.ref, id: spec.id, snapshotter: spec.snapshotter },
           }),
         ),

@@ -10,7 +10,7 @@
 import { createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError } from '../../fixtures/harness-error.js';
 import type { ReadyContainer } from './container.js';
 import type { ImageVersion, ModeDefinition, ModeDriver, TrialEnv } from './types.js';
 
@@ -25,7 +25,7 @@ export function getAll(host: string, path: string, signal: AbortSignal): Promise
       let n = 0;
       res.on('data', (b: Buffer) => (n += b.length));
       res.on('end', () => {
-        if ((res.statusCode ?? 0) >= 300) reject(new StarlightError('SL_ERR_BENCH_STEP', `GET http://${host}${path} answered ${res.statusCode}`, { details: { path } }));
+        if ((res.statusCode ?? 0) >= 300) reject(new HarnessError('SL_ERR_BENCH_STEP', `GET http://${host}${path} answered ${res.statusCode}`, { details: { path } }));
         else resolve(n);
       });
       res.on('error', reject);

@@ -8,7 +8,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError, harnessOrCanceled } from '../../fixtures/harness-error.js';
 
 /** Bytes of stderr/stdout kept for error messages. */
 const TAIL_BYTES = 4096;
@@ -60,7 +60,7 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions): Promi
       const c = code ?? -1;
       if (why === undefined && (c === 0 || opts.okCodes?.includes(c))) return resolve({ code: c, stdout, stderr });
       reject(
-        new StarlightError(why === 'aborted' ? 'SL_ERR_CANCELED' : 'SL_ERR_BENCH_STEP', `${cmd} ${args.join(' ')} failed (${why ?? `exit ${c}`}): ${tail(stderr.trim() || stdout.trim())}`, {
+        harnessOrCanceled(why === 'aborted', 'SL_ERR_BENCH_STEP', `${cmd} ${args.join(' ')} failed (${why ?? `exit ${c}`}): ${tail(stderr.trim() || stdout.trim())}`, {
           details: { cmd, args, exitCode: c },
         }),
       );
@@ -103,14 +103,14 @@ export async function startDaemon(what: string, cmd: string, args: string[], rea
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
     if (spawnError || child.exitCode !== null || child.signalCode !== null) {
-      throw new StarlightError('SL_ERR_BENCH_STEP', `${what} (${cmd}) exited before it was ready (${spawnError?.message ?? `exit ${child.exitCode ?? child.signalCode}`}): ${tail(out.trim())}`, {
+      throw new HarnessError('SL_ERR_BENCH_STEP', `${what} (${cmd}) exited before it was ready (${spawnError?.message ?? `exit ${child.exitCode ?? child.signalCode}`}): ${tail(out.trim())}`, {
         details: { cmd, args },
       });
     }
     if (await ready().catch(() => false)) return daemon;
     if (Date.now() > deadline) {
       await daemon.stop();
-      throw new StarlightError('SL_ERR_BENCH_STEP', `${what} (${cmd}) was not ready within ${opts.timeoutMs} ms: ${tail(out.trim())}`, { details: { cmd, args } });
+      throw new HarnessError('SL_ERR_BENCH_STEP', `${what} (${cmd}) was not ready within ${opts.timeoutMs} ms: ${tail(out.trim())}`, { details: { cmd, args } });
     }
     await sleep(POLL_MS);
   }
@@ -149,6 +149,6 @@ export async function duBytes(paths: string[]): Promise<number> {
   if (present.length === 0) return 0;
   const r = await runCommand('du', ['-scx', '--block-size=1', ...present], { timeoutMs: 120_000 });
   const total = /^(\d+)\s+total$/m.exec(r.stdout);
-  if (!total) throw new StarlightError('SL_ERR_BENCH_STEP', `du ${present.join(' ')} printed no total: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
+  if (!total) throw new HarnessError('SL_ERR_BENCH_STEP', `du ${present.join(' ')} printed no total: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
   return Number(total[1]);
 }

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError } from '../../fixtures/harness-error.js';
 import { stopChild, tail } from './proc.js';
 
 /** How long the proxy may take to print its listening line, ms. */
@@ -28,7 +28,7 @@ export function starlightBin(): string {
     if (existsSync(p)) return p;
     dir = dirname(dir);
   }
-  throw new StarlightError('SL_ERR_BENCH_STEP', `bin/starlight.js not found above ${fileURLToPath(import.meta.url)}`);
+  throw new HarnessError('SL_ERR_BENCH_STEP', `bin/starlight.js not found above ${fileURLToPath(import.meta.url)}`);
 }
 
 /** `extraArgs`: more proxy flags, e.g. ['--db', url] for replicas on one database (bench/drivers/postgres.ts). */
@@ -40,7 +40,7 @@ export function startBenchProxy(registry: string, dataDir: string, extraArgs: re
   return new Promise((resolve, reject) => {
     const fail = (why: string): void => {
       clearTimeout(timer);
-      void stopChild(child).then(() => reject(new StarlightError('SL_ERR_BENCH_STEP', `starlight proxy ${why}: ${tail(out.trim())}`, { details: { registry } })));
+      void stopChild(child).then(() => reject(new HarnessError('SL_ERR_BENCH_STEP', `starlight proxy ${why}: ${tail(out.trim())}`, { details: { registry } })));
     };
     const timer = setTimeout(() => fail(`did not start within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
     child.stderr.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-8192)));

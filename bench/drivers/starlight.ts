@@ -23,7 +23,7 @@
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError } from '../../fixtures/harness-error.js';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { getAll } from './download.js';
 import { duBytes, type RunOutput } from './proc.js';
@@ -61,7 +61,7 @@ function post(host: string, path: string, body: string, signal?: AbortSignal): P
 async function warm(proxy: string, shared: { registry: string }, img: BenchImage, version: ImageVersion, signal: AbortSignal): Promise<void> {
   const ref = imageRef(shared, img, version);
   const { status: st } = await post(proxy, `/v1/notify?ref=${encodeURIComponent(ref)}`, '', signal);
-  if (st !== 200) throw new StarlightError('SL_ERR_BENCH_STEP', `proxy ${proxy}: notify ${ref} answered ${st}`, { details: { ref } });
+  if (st !== 200) throw new HarnessError('SL_ERR_BENCH_STEP', `proxy ${proxy}: notify ${ref} answered ${st}`, { details: { ref } });
   await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: ref }).toString()}`, signal);
 }
 
@@ -93,7 +93,7 @@ async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Pr
     const recorded = (await readSpool(w.root, versions.length)).filter((b) => b.manifestDigest === digest);
     const r = await w.client.report();
     if (r.uploaded === 0 || r.failures.length > 0) {
-      throw new StarlightError('SL_ERR_BENCH_STEP', `traced run of ${env.image.name}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
+      throw new HarnessError('SL_ERR_BENCH_STEP', `traced run of ${env.image.name}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
     }
     const out: Training = { uploaded: r.uploaded };
     try {
@@ -124,7 +124,7 @@ async function trainOthers(proxy: string, env: TrialEnv, others: readonly BenchI
     await w.client.trace({ on: false });
     const r = await w.client.report();
     if (r.uploaded === 0 || r.failures.length > 0) {
-      throw new StarlightError('SL_ERR_BENCH_STEP', `traced runs of ${others.map((o) => o.name).join(', ')}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
+      throw new HarnessError('SL_ERR_BENCH_STEP', `traced runs of ${others.map((o) => o.name).join(', ')}: ${r.uploaded} trace(s) uploaded, failures: ${r.failures.map((f) => `${f.code} ${f.message}`).join('; ') || 'none'}`);
     }
     return r.uploaded;
   } finally {
@@ -184,7 +184,7 @@ class StarlightDriver implements ModeDriver {
 
   private nameOf(version: ImageVersion): string {
     const n = this.names.get(version);
-    if (!n) throw new StarlightError('SL_ERR_BENCH_STEP', `image ${version} was not pulled before run`);
+    if (!n) throw new HarnessError('SL_ERR_BENCH_STEP', `image ${version} was not pulled before run`);
     return n;
   }
 
@@ -212,8 +212,8 @@ class StarlightDriver implements ModeDriver {
         if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
         return;
       }
-      if (img && !img.complete && !img.streaming) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
-      if (Date.now() > deadline || env.signal.aborted) throw new StarlightError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
+      if (img && !img.complete && !img.streaming) throw new HarnessError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
+      if (Date.now() > deadline || env.signal.aborted) throw new HarnessError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);
       await sleep(SETTLE_POLL_MS);
     }
   }

@@ -8,7 +8,7 @@
  * Not here: the selection rule and the table (report/startup-files.ts), the training run (starlight.ts).
  */
 import { join } from 'node:path';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError } from '../../fixtures/harness-error.js';
 import type { LearnedOrder } from '../../src/protocol/traces.js';
 import { TraceSpool } from '../../src/worker/trace/spool.js';
 import type { TraceUpload } from '../../src/worker/trace/types.js';
@@ -36,7 +36,7 @@ export async function readSpool(root: string, want: number): Promise<TraceUpload
 async function learnedOrder(proxy: string, ref: string): Promise<LearnedOrder> {
   const res = await fetch(`http://${proxy}/v1/traces?${new URLSearchParams({ ref }).toString()}`);
   const text = await res.text();
-  if (res.status !== 200) throw new StarlightError('SL_ERR_BENCH_STEP', `proxy ${proxy}: GET /v1/traces?ref=${ref} answered ${res.status}: ${text.slice(0, 200)}`, { details: { ref } });
+  if (res.status !== 200) throw new HarnessError('SL_ERR_BENCH_STEP', `proxy ${proxy}: GET /v1/traces?ref=${ref} answered ${res.status}: ${text.slice(0, 200)}`, { details: { ref } });
   return JSON.parse(text) as LearnedOrder;
 }
 
@@ -44,7 +44,7 @@ async function encodedSize(proxy: string, digest: string): Promise<number> {
   const res = await fetch(`http://${proxy}/v1/content/${digest}`);
   const n = Number(res.headers.get('content-length'));
   await res.body?.cancel();
-  if (res.status !== 200 || !Number.isFinite(n)) throw new StarlightError('SL_ERR_BENCH_STEP', `proxy ${proxy}: GET /v1/content/${digest} answered ${res.status}`, { details: { digest } });
+  if (res.status !== 200 || !Number.isFinite(n)) throw new HarnessError('SL_ERR_BENCH_STEP', `proxy ${proxy}: GET /v1/content/${digest} answered ${res.status}`, { details: { digest } });
   return n;
 }
 

@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { StarlightError } from '../../src/errors.js';
+import { HarnessError, harnessOrCanceled } from '../../fixtures/harness-error.js';
 import { nullLogger, type Logger } from '../../src/log.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { pushBenchImage, readBuiltImage, specFromBuilt, type BuiltImageJson, type PushedBenchImage } from './push.js';
@@ -53,7 +54,7 @@ export function buildScriptPath(): string {
     if (existsSync(p)) return p;
     dir = dirname(dir);
   }
-  throw new StarlightError('SL_ERR_BENCH_IMAGE_BUILD', 'bench/images/build-rootfs.sh not found above ' + fileURLToPath(import.meta.url));
+  throw new HarnessError('SL_ERR_BENCH_IMAGE_BUILD', 'bench/images/build-rootfs.sh not found above ' + fileURLToPath(import.meta.url));
 }
 
 /** Runs build-rootfs.sh for one image version; resolves with the image JSON path it printed. */
@@ -96,8 +97,9 @@ export function buildDebianImage(name: DebianImageName, version: 'v1' | 'v2', op
         return;
       }
       reject(
-        new StarlightError(
-          why === 'aborted' ? 'SL_ERR_CANCELED' : 'SL_ERR_BENCH_IMAGE_BUILD',
+        harnessOrCanceled(
+          why === 'aborted',
+          'SL_ERR_BENCH_IMAGE_BUILD',
           `building Debian image ${name} ${version} failed (${why ?? `exit ${String(code)}`}); build-rootfs.sh said:\n${tail}`,
           { details: { image: name, version, exitCode: code } },
         ),

@@ -18,7 +18,7 @@ import { runUntilReady, type ReadyContainer } from '../../bench/drivers/containe
 import type { BenchContainerd } from '../../bench/drivers/containerd.js';
 import { runCommand } from '../../bench/drivers/proc.js';
 import { starlightBin } from '../../bench/drivers/proxy.js';
-import { StarlightError } from '../../src/errors.js';
+import { HarnessError } from '../../fixtures/harness-error.js';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import type { HttpFacts, StreamFacts } from './report.js';
 import { SNAPSHOTTER } from './stack.js';
@@ -77,7 +77,7 @@ async function taskPid(cd: BenchContainerd, id: string): Promise<number> {
     const [task, pid] = line.trim().split(/\s+/);
     if (task === id && Number(pid) > 0) return Number(pid);
   }
-  throw new StarlightError('SL_ERR_DEMO_STEP', `task ${id} is not listed by ctr tasks ls: ${out.trim()}`, { details: { id } });
+  throw new HarnessError('SL_ERR_DEMO_STEP', `task ${id} is not listed by ctr tasks ls: ${out.trim()}`, { details: { id } });
 }
 
 /** Node script run inside the container's network namespace: GET argv[1], print {status, bytes, body}. */
@@ -104,7 +104,7 @@ export async function httpGet(cd: BenchContainerd, app: RunningApp, port: number
     }
   } catch (cause) {
     if (signal.aborted) throw cause;
-    throw new StarlightError('SL_ERR_DEMO_STEP', `GET ${url} of container ${app.id} failed: ${(cause as Error).message}`, { cause, details: { url, id: app.id } });
+    throw new HarnessError('SL_ERR_DEMO_STEP', `GET ${url} of container ${app.id} failed: ${(cause as Error).message}`, { cause, details: { url, id: app.id } });
   }
   return { url, status, bytes, firstLine: body.split('\n')[0]!.trim() };
 }
@@ -113,7 +113,7 @@ export async function httpGet(cd: BenchContainerd, app: RunningApp, port: number
 export async function streamFacts(apiSocket: string, digest: string): Promise<StreamFacts & { complete: boolean }> {
   const st = await new DaemonClient(apiSocket).status();
   const img = st.images.find((i) => i.manifestDigest === digest);
-  if (!img) throw new StarlightError('SL_ERR_DEMO_STEP', `the daemon does not list image ${digest} after pulling it`, { details: { digest } });
+  if (!img) throw new HarnessError('SL_ERR_DEMO_STEP', `the daemon does not list image ${digest} after pulling it`, { details: { digest } });
   const { wireBytes, files, filesPresent, bytes, bytesPresent, complete } = img;
   return { wireBytes, files, filesPresent, bytes, bytesPresent, complete };
 }
@@ -125,7 +125,7 @@ export async function waitStreamComplete(apiSocket: string, digest: string, time
     const f = await streamFacts(apiSocket, digest);
     if (f.complete) return f;
     if (performance.now() > deadline) {
-      throw new StarlightError('SL_ERR_DEMO_STEP', `the stream of ${digest} did not complete within ${timeoutMs} ms (${f.filesPresent}/${f.files} files, ${f.wireBytes} bytes received)`, {
+      throw new HarnessError('SL_ERR_DEMO_STEP', `the stream of ${digest} did not complete within ${timeoutMs} ms (${f.filesPresent}/${f.files} files, ${f.wireBytes} bytes received)`, {
         details: { digest, ...f },
       });
     }

@@ -2,7 +2,7 @@
  * The CLI boundary's one error mapping: error kind → process exit code, and how an error is printed.
  * Exit codes follow sysexits(3) where one fits, so scripts can tell "bad usage" from "try again".
  */
-import { StarlightError, kindOf, type Kind } from '../errors.js';
+import { CodedError, kindOf, type Kind } from '../errors.js';
 
 /** Exported for the README check (test/unit/docs.test.ts). */
 export const EXIT_CODES: Record<Kind, number> = {
@@ -26,7 +26,7 @@ export function exitCodeFor(err: unknown): number {
 
 /** One line for the user: `starlight: <message> (<code>)` and a hint line. */
 export function formatError(err: unknown): string {
-  if (err instanceof StarlightError) return `starlight: ${err.message} [${err.code}]\n  hint: ${err.hint}`;
+  if (err instanceof CodedError) return `starlight: ${err.message} [${err.code}]\n  hint: ${err.hint}`;
   if (err instanceof Error) return `starlight: ${err.message}`;
   return `starlight: ${String(err)}`;
 }

@@ -1,6 +1,6 @@
 /** Public surface of the delta stream v1 (docs/protocol.md), shared by proxy and worker. */
 export * from './constants.js';
 export type * from './types.js';
-export { DeltaEncoder, type EncoderOptions, headerBytes } from './encoder.js';
-export { DeltaDecoder, decodeDelta, type DecoderOptions } from './decoder.js';
+export { DeltaEncoder, headerBytes } from './encoder.js';
+export { DeltaDecoder, decodeDelta } from './decoder.js';
 export * from './traces.js';

@@ -52,14 +52,3 @@ export class ProxyMetrics {
     return rows.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join('');
   }
 }
-
-/** Parses Prometheus text into name → value (for tests and the CLI). */
-export function parseMetrics(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const [name, value] = line.split(' ');
-    if (name !== undefined && value !== undefined) out.set(name, Number(value));
-  }
-  return out;
-}

@@ -60,11 +60,6 @@ export function describeDb(url: string): string {
   }
 }
 
-/** True if `url` names a PostgreSQL database (postgres:// or postgresql://). */
-export function isPostgresUrl(url: string): boolean {
-  return /^postgres(ql)?:\/\//i.test(url);
-}
-
 export class PgSharedStore implements SharedStore {
   readonly kind = 'postgres';
   readonly where: string;

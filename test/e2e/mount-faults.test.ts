@@ -22,6 +22,7 @@ import { fuseMountsAt } from '../../src/worker/fs/mount-table.js';
 import { BIG_FILE_SIZE, FIXTURES, lineContent } from '../helpers/fixtures.js';
 import { blobDataPath } from '../helpers/registry.js';
 import { diffShapes, shapeOfDir } from '../helpers/tree-shape.js';
+import { metrics } from './proxy-support.js';
 import { mountSupported, pushLayers, sleep, startMount, startRegistryFor, startStack, treeShapes, type TestImage } from './mount-support.js';
 
 const serial = mountSupported ? test.serial : (test.skip as typeof test.serial);
@@ -72,9 +73,7 @@ async function readError(path: string): Promise<{ code: string; ms: number }> {
 }
 
 async function metric(proxyUrl: string, name: string): Promise<number> {
-  const text = await (await fetch(new URL('/metrics', proxyUrl), { signal: AbortSignal.timeout(10_000) })).text();
-  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
-  return line ? Number(line.split(' ')[1]) : NaN;
+  return (await metrics(proxyUrl)).get(name) ?? NaN;
 }
 
 serial('a read of content not yet streamed blocks, then returns the right bytes (out of order via /v1/content)', async (t) => {

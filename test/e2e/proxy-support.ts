@@ -13,6 +13,7 @@ import { brotliDecompressSync, gunzipSync, gzipSync, inflateRawSync } from 'node
 import { RegistryClient } from '../../src/oci/client.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
+import { parseMetrics } from '../../src/prometheus.js';
 import { decodeDelta, type DeltaEnd, type DeltaHeader, type ContentItem } from '../../src/protocol/index.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -128,14 +129,8 @@ export async function fetchDelta(proxyUrl: string, query: Record<string, string>
 }
 
 export async function metrics(proxyUrl: string): Promise<Map<string, number>> {
-  const text = await (await fetch(new URL('/metrics', proxyUrl))).text();
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const [k, v] = line.split(' ');
-    out.set(k!, Number(v));
-  }
-  return out;
+  const text = await (await fetch(new URL('/metrics', proxyUrl), { signal: AbortSignal.timeout(10_000) })).text();
+  return parseMetrics(text);
 }
 
 /** Peak resident set of a process, kB (/proc/<pid>/status VmHWM). */
