@@ -48,7 +48,7 @@ test('one sync makes many commits durable with one syncfs; a reopen trusts them 
   t.is(syncs(), before, 'nothing new: no syncfs');
   const again = counting(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 41, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 41, verified: 0, dropped: [], migrated: 0 });
   t.is(again.syncs(), 0);
   t.truthy(again.store.path(streamed));
   for (const b of blobs) t.true(readFileSync(again.store.path(digestOf(b))!).equals(b));
@@ -80,7 +80,7 @@ test('blobs never synced are re-verified at open and then logged; bad ones are d
   t.false(existsSync(cutPath), 'a bad blob is deleted (fetched again, never served)');
   const third = counting(dir);
   await third.store.open();
-  t.deepEqual(third.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(third.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
 });
 
 test('a logged blob changed afterwards (truncated, zeroed at the same size) is caught by its stamp', async (t) => {
@@ -127,7 +127,7 @@ test('a torn last record and foreign lines in the log are ignored', async (t) =>
   appendFileSync(join(dir, 'durable.log'), `garbage\n${'ab'.repeat(32)} 12 3`);
   const again = counting(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
   t.truthy(again.store.path(d));
 });
 
@@ -149,5 +149,5 @@ test('a failed flush rejects sync and the same blobs are retried by the next one
   t.is(calls, 2);
   const again = counting(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
 });
