@@ -149,12 +149,32 @@ export interface ContentStore {
   info(digest: string): Promise<ContentInfo | null>;
   /** Path of committed content (synchronous map lookup after open), or null. */
   path(digest: string): string | null;
+  /** Whether content is committed (synchronous, like path()). */
+  has(digest: string): boolean;
   /** Opens a writer. One writer per ref at a time (SL_ERR_CAS_WRITER_BUSY otherwise). */
   writer(ref: string): Promise<ContentWriter>;
   /** Every committed digest. */
   walk(): AsyncIterable<ContentInfo>;
   /** Removes committed content; missing content is not an error. */
   delete(digest: string): Promise<void>;
+  /**
+   * Makes everything committed so far durable and known complete (see Durability in the file
+   * comment); call before persisting anything that claims the content is there. Rejects
+   * (SL_ERR_INTERNAL) if the flush fails; the content stays readable and is retried next time.
+   */
+  sync(): Promise<void>;
+}
+
+/**
+ * A store that keeps each content as one file at a fixed path, which a writer of its own (the item
+ * pool's threads, stream/item-pool.ts) may create directly: created exclusively at blobPath(hex),
+ * read-only, its bytes verified before it is created; then reported with committed().
+ */
+export interface BlobFiles {
+  /** Where the content of `hex` is stored; its directory exists after open(). */
+  blobPath(hex: string): string;
+  /** `digest` of `size` bytes is complete at its blob path (stat'ed as `stamp`): readable, not yet durable. */
+  committed(digest: string, size: number, stamp: BlobStamp): void;
 }
 
 /** Throws SL_ERR_INVALID_ARGUMENT unless `digest` is 'sha256:<64 lowercase hex>'; returns the hex. */
@@ -246,7 +266,7 @@ interface Committed {
 }
 
 /** The CAS on a local directory. Call open() before use: it indexes what a previous run committed. */
-export class LocalContentStore implements ContentStore {
+export class LocalContentStore implements ContentStore, BlobFiles {
   private readonly sizes = new Map<string, number>();
   /** Stamp of each committed blob (what its log record says). */
   private readonly stamps = new Map<string, BlobStamp>();
@@ -505,7 +525,7 @@ export class LocalContentStore implements ContentStore {
     await rm(this.blobPath(hex), { force: true });
   }
 
-  /** @internal writer/item pool → store: `digest` is readable at its blob path, not yet durable. */
+  /** BlobFiles (writer, item pool → store): `digest` is readable at its blob path, not yet durable. */
   committed(digest: string, size: number, stamp: BlobStamp): void {
     this.sizes.set(digest, size);
     this.stamps.set(digest, stamp);
