@@ -23,7 +23,7 @@ import { mountsUnder } from '../../src/worker/fs/mount-table.js';
 import { buildTestImage, CRI_NAMESPACE, SNAPSHOTTER_NAME, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { CriClient, type ContainerConfig, type PodSandboxConfig } from '../helpers/cri.js';
 import { startRegistry } from '../helpers/registry.js';
-import { casBlobFiles } from '../helpers/cas-files.js';
+import { casBlobFiles } from '../helpers/cas.js';
 import { tempDir } from '../helpers/tmp.js';
 import { type BuiltLayer, makeLayer, metrics, pushLayers, ROOT, sha256, startProxyProcess } from './proxy-support.js';
 import { starlight } from './pull-support.js';

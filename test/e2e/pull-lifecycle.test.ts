@@ -17,7 +17,7 @@ import type { ExecutionContext } from 'ava';
 import { chainIds } from '../../src/worker/images/chain.js';
 import { ContainerdClient } from '../../src/worker/images/containerd-client.js';
 import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, TEST_NAMESPACE, type Containerd } from '../helpers/containerd.js';
-import { casBlobFiles } from '../helpers/cas-files.js';
+import { casBlobFiles } from '../helpers/cas.js';
 import { tempDir } from '../helpers/tmp.js';
 import { lazyStack, pull } from './pull-support.js';
 

@@ -13,7 +13,7 @@ import { chmodSync, readFileSync, statSync, truncateSync, writeFileSync } from '
 import { fileURLToPath } from 'node:url';
 import { basename, join } from 'node:path';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
-import { casBlobFilesSync } from '../../helpers/cas-files.js';
+import { casBlobFilesSync } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/ingest-forever.fixture.js', import.meta.url));

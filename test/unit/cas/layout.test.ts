@@ -8,18 +8,11 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalContentStore } from '../../../src/worker/cas/store.js';
-import { casBlobFilesSync, casEntriesSync } from '../../helpers/cas-files.js';
+import { casBlobFilesSync, casEntriesSync, countingStore, putContent } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const hexOf = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** A store whose syncfs only counts. */
-function counting(dir: string): { store: LocalContentStore; syncs: () => number } {
-  let n = 0;
-  const store = new LocalContentStore(dir, { syncfs: async () => void n++ });
-  return { store, syncs: () => n };
-}
 
 /** Writes `data` as an older version did: flat `sha256/<hex>`, 0444, optionally with its log record. */
 function oldBlob(dir: string, data: Buffer, logged: boolean, name = hexOf(data)): string {
@@ -43,7 +36,7 @@ test('open() migrates a flat root into shards, keeping logged blobs trusted with
   const bad = oldBlob(dir, randomBytes(300), false, hexOf(Buffer.from('something else')));
   writeFileSync(join(dir, 'sha256', '.tmp-leftover'), 'partial');
 
-  const { store, syncs } = counting(dir);
+  const { store, syncs } = countingStore(dir);
   await store.open();
   t.deepEqual(store.recovery, { trusted: 30, verified: 1, dropped: ['sha256:' + bad], migrated: 31 });
   t.is(syncs(), 1, 'the migrated blobs are recorded with one sync');
@@ -55,7 +48,7 @@ test('open() migrates a flat root into shards, keeping logged blobs trusted with
   }
   t.is(store.path('sha256:' + bad), null);
 
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
   t.deepEqual(again.store.recovery, { trusted: 31, verified: 0, dropped: [], migrated: 0 }, 'the new stamps were logged: nothing is hashed again');
   t.is(again.syncs(), 0);
@@ -75,27 +68,24 @@ test('a migration cut short by a crash goes on at the next open; a digest in bot
   // A downgrade wrote one of the moved ones flat again.
   oldBlob(dir, blobs[0]!, false);
 
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
   t.is(store.recovery.dropped.length, 0);
   t.is(store.recovery.migrated, 5);
   t.is(store.recovery.trusted + store.recovery.verified, 10);
   t.deepEqual(casBlobFilesSync(dir), blobs.map((b) => join(hexOf(b).slice(0, 2), hexOf(b))).sort());
   for (const b of blobs) t.true(readFileSync(store.path('sha256:' + hexOf(b))!).equals(b));
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
   t.deepEqual(again.store.recovery, { trusted: 10, verified: 0, dropped: [], migrated: 0 });
 });
 
 test('new content goes into its shard; delete removes it from there', async (t) => {
   const dir = tempDir(t);
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
   const data = randomBytes(1234);
-  const d = 'sha256:' + hexOf(data);
-  const w = await store.writer(d);
-  await w.write(data);
-  await w.commit(data.length, d);
+  const d = await putContent(store, data);
   t.deepEqual(casEntriesSync(dir), [join(dir, 'sha256', hexOf(data).slice(0, 2), hexOf(data))]);
   await store.delete(d);
   t.deepEqual(casEntriesSync(dir), []);

@@ -9,7 +9,7 @@ import zlib from 'node:zlib';
 import { hasCode } from '../../../src/errors.js';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { ItemPool } from '../../../src/worker/stream/item-pool.js';
-import { casEntriesSync } from '../../helpers/cas-files.js';
+import { casEntriesSync } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const digestOf = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
