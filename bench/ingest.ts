@@ -61,6 +61,12 @@ function statCpu(path: string): number {
   return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
 }
 
+/** Minor page faults of a process so far (all threads). */
+function minorFaults(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
 /** System (kernel) CPU seconds of a process, all threads. */
 function sysSeconds(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -176,6 +182,8 @@ interface MountRun {
   streamMainCpu: number;
   /** Kernel CPU seconds of the whole run (file creation and writes, socket reads). */
   sys: number;
+  /** Minor page faults from `delta-header` to `complete`. */
+  streamFaults: number;
   /** `delta-complete` → `cas-durable`, s (with --durable; NaN if the line did not come). */
   durableS: number;
 }
@@ -211,6 +219,8 @@ async function mountOnce(proxy: string, ref: string, root: string, how: { nodeAr
     let mainAtHeader = 0;
     let mainAtComplete = 0;
     let sys = 0;
+    let faultsAtHeader = 0;
+    let faultsAtComplete = 0;
     let durableAt = 0;
     let onDurable: (() => void) | undefined;
     child.stderr.on('data', (b: Buffer) => {
@@ -225,6 +235,7 @@ async function mountOnce(proxy: string, ref: string, root: string, how: { nodeAr
           headerAt = Date.parse(rec.time);
           cpuAtHeader = cpuSeconds(child.pid!);
           mainAtHeader = mainThreadCpu(child.pid!);
+          faultsAtHeader = minorFaults(child.pid!);
         }
         if (rec.msg === 'delta-complete') {
           completeAt = Date.parse(rec.time);
@@ -245,6 +256,7 @@ async function mountOnce(proxy: string, ref: string, root: string, how: { nodeAr
           clearTimeout(timer);
           mainAtComplete = mainThreadCpu(child.pid!);
           sys = sysSeconds(child.pid!);
+          faultsAtComplete = minorFaults(child.pid!);
           resolve(cpuSeconds(child.pid!));
         }
       });
@@ -262,7 +274,7 @@ async function mountOnce(proxy: string, ref: string, root: string, how: { nodeAr
       });
     }
     const durableS = durableAt === 0 ? NaN : (durableAt - completeAt) / 1000;
-    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys, durableS };
+    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys, streamFaults: faultsAtComplete - faultsAtHeader, durableS };
   } finally {
     current = undefined;
     await stopChild(child);
@@ -334,7 +346,7 @@ async function main(): Promise<void> {
         r.streamCpu.push(m.streamCpu);
         r.streamMainCpu.push(m.streamMainCpu);
         if (!Number.isNaN(m.durableS)) r.durableS.push(m.durableS);
-        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all)${values.durable ? `, durable ${m.durableS.toFixed(2)} s after delta-complete` : ''}, floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all; ${m.streamFaults} minor faults in the stream)${values.durable ? `, durable ${m.durableS.toFixed(2)} s after delta-complete` : ''}, floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
       }
       let deleted: MountRun | undefined;
       if (afterDelete && !interrupted) {
