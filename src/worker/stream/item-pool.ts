@@ -55,15 +55,8 @@ const BATCH_ITEMS = 256;
 const MAX_THREADS = 4;
 /** Size of a reusable batch buffer (a batch is < BATCH_BYTES + one whole item ≤ 1 MiB). */
 const ARENA_BYTES = 2 * 1024 * 1024;
-/**
- * Spare batch buffers kept while a stream runs: enough for the receiver's 8 MiB of whole items in
- * flight in 512 KiB batches, so a busy stream never copies into a fresh, page-faulting arena (page
- * faults were 18 % of the main thread's samples with 8 spares, docs/design-notes.md "Ingest").
- */
-const MAX_SPARES = 24;
-/** Spares kept once the pool has been idle for IDLE_TRIM_MS (memory of an idle daemon). */
-const IDLE_SPARES = 2;
-const IDLE_TRIM_MS = 2_000;
+/** Spare batch buffers kept. */
+const MAX_SPARES = 8;
 
 interface Pending {
   item: WholeItem;
@@ -91,7 +84,6 @@ export class ItemPool {
   private closed = false;
   /** Batch buffers the threads gave back. */
   private readonly spares: ArrayBuffer[] = [];
-  private trimTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: BlobFiles,
@@ -133,8 +125,6 @@ export class ItemPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearTimeout(this.trimTimer);
-    this.spares.length = 0;
     const err = new StarlightError('SL_ERR_CANCELED', 'worker closing; content not stored');
     for (const p of this.batch) p.reject(err);
     this.batch = [];
@@ -226,20 +216,8 @@ export class ItemPool {
     t.batches.clear();
   }
 
-  /** Drops spare batch buffers beyond IDLE_SPARES once nothing was in flight for IDLE_TRIM_MS. */
-  private trimWhenIdle(): void {
-    if (this.trimTimer !== undefined) return;
-    this.trimTimer = setTimeout(() => {
-      this.trimTimer = undefined;
-      if (this.inFlight === 0) this.spares.length = Math.min(this.spares.length, IDLE_SPARES);
-      else this.trimWhenIdle();
-    }, IDLE_TRIM_MS);
-    this.trimTimer.unref();
-  }
-
   private release(n: number): void {
     this.inFlight -= n;
-    if (this.inFlight === 0) this.trimWhenIdle();
     for (let i = 0; i < this.belowWaiters.length; ) {
       const w = this.belowWaiters[i]!;
       if (this.inFlight <= w.limit) {
