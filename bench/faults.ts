@@ -23,6 +23,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import type { LayerSpec } from '../fixtures/image-writer.js';
+import { LocalContentStore } from '../src/worker/cas/store.js';
 import { startCli, startProxyCli, type CliProcess } from '../test/helpers/cli.js';
 import { FIXTURES } from '../test/helpers/fixtures.js';
 import { blobDataPath, startRegistry } from '../test/helpers/registry.js';
@@ -280,7 +281,7 @@ async function truncatedBlob(t: ExecutionContext, tally: Tally): Promise<string>
   // Power cut: the big blob lost its tail, the 200 kB one was zeroed (same size).
   const blobOf = (p: string): string => {
     const d = fi.img.merged.entries.find((e) => e.path === p)!.digest!;
-    return join(first.root, 'content/sha256', d.slice(7));
+    return new LocalContentStore(join(first.root, 'content')).blobPath(d.slice(7));
   };
   for (const [p, how] of [
     [BIG_PATH, 'truncate'],

@@ -13,18 +13,29 @@
  * - with `--durable`: seconds from `delta-complete` until the content is durable (the store's
  *   `cas-durable` log line: one syncfs + log records, docs/design-notes.md "Durable content"); builds
  *   without that line show "–" after a 60 s wait.
+ * - **after a mass delete** (unless `--no-after-delete`): once the runs of an image are done, their
+ *   roots are deleted (thousands of files) and one more mount runs at once; its stream MiB/s and CPU
+ *   are shown in their own columns, not in the medians.
+ *
+ * Every run's content root is kept until all runs are done (removed at the end, also on failure,
+ * SIGINT or SIGTERM). Why: ext4 does not reuse an inode freed in the last 60–300 s while it can
+ * find another (`recently_deleted`), and finding one rescans the inode bitmaps and tables per
+ * allocation; deleting run N's thousands of files just before run N+1 creates as many made each run
+ * slower than the one before (kernel CPU of the mount 1.58 → 3.69 → 4.62 s over three python-web
+ * runs, docs/design-notes.md "Ingest"). That cost is real (a pull right after a GC pays it), so the
+ * after-delete column reports it instead of letting it drift into the medians.
  *
  * Usage: npm run build && flock /tmp/sl-bench.lock node dist/bench/ingest.js [--images python-web,postgres] [--runs 3]
- *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE] [--durable]
+ *        [--starlight OTHER/bin/starlight.js] [--node-arg=--cpu-prof …] [--strace FILE] [--durable] [--no-after-delete]
  * Needs root (FUSE) and the Debian bench images (bench/images). Prints a markdown table.
  *
  * Not here: WAN emulation (bench/run.ts), the proxy's fan-out (bench/proxy.ts).
  */
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import zlib from 'node:zlib';
@@ -48,6 +59,12 @@ function statCpu(path: string): number {
   const f = readFileSync(path, 'utf8');
   const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
+}
+
+/** Minor page faults of a process so far (all threads). */
+function minorFaults(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[7]);
 }
 
 /** System (kernel) CPU seconds of a process, all threads. */
@@ -165,6 +182,8 @@ interface MountRun {
   streamMainCpu: number;
   /** Kernel CPU seconds of the whole run (file creation and writes, socket reads). */
   sys: number;
+  /** Minor page faults from `delta-header` to `complete`. */
+  streamFaults: number;
   /** `delta-complete` → `cas-durable`, s (with --durable; NaN if the line did not come). */
   durableS: number;
 }
@@ -172,9 +191,15 @@ interface MountRun {
 /** How long --durable waits for `cas-durable` after `complete`. */
 const DURABLE_WAIT_MS = 60_000;
 
-/** One `starlight mount` of `ref` with an empty root, until `complete`; then unmounts. */
-async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; bin: string; strace?: string; durable: boolean }): Promise<MountRun> {
-  const root = mkdtempSync(join(tmpdir(), 'sl-ingest-'));
+/** The mount being measured, to stop on SIGINT/SIGTERM (so the bench reaches its cleanups). */
+let current: ChildProcess | undefined;
+
+/**
+ * One `starlight mount` of `ref` with an empty root (a new directory `root`, left in place: see the
+ * file comment), until `complete`; then unmounts.
+ */
+async function mountOnce(proxy: string, ref: string, root: string, how: { nodeArgs: string[]; bin: string; strace?: string; durable: boolean }): Promise<MountRun> {
+  mkdirSync(root);
   const dir = join(root, 'mnt');
   const t0 = Date.now();
   const argv = [...how.nodeArgs, how.bin, 'mount', '--proxy', `http://${proxy}`, '--root', join(root, 'state'), ref, dir];
@@ -184,6 +209,7 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, STARLIGHT_LOG: 'info' },
   });
+  current = child;
   try {
     let err = '';
     let headerAt = 0;
@@ -193,6 +219,8 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
     let mainAtHeader = 0;
     let mainAtComplete = 0;
     let sys = 0;
+    let faultsAtHeader = 0;
+    let faultsAtComplete = 0;
     let durableAt = 0;
     let onDurable: (() => void) | undefined;
     child.stderr.on('data', (b: Buffer) => {
@@ -207,6 +235,7 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
           headerAt = Date.parse(rec.time);
           cpuAtHeader = cpuSeconds(child.pid!);
           mainAtHeader = mainThreadCpu(child.pid!);
+          faultsAtHeader = minorFaults(child.pid!);
         }
         if (rec.msg === 'delta-complete') {
           completeAt = Date.parse(rec.time);
@@ -227,6 +256,7 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
           clearTimeout(timer);
           mainAtComplete = mainThreadCpu(child.pid!);
           sys = sysSeconds(child.pid!);
+          faultsAtComplete = minorFaults(child.pid!);
           resolve(cpuSeconds(child.pid!));
         }
       });
@@ -244,10 +274,10 @@ async function mountOnce(proxy: string, ref: string, how: { nodeArgs: string[]; 
       });
     }
     const durableS = durableAt === 0 ? NaN : (durableAt - completeAt) / 1000;
-    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys, durableS };
+    return { totalS, streamS: (completeAt - headerAt) / 1000, wireBytes, cpu, streamCpu: cpu - cpuAtHeader, streamMainCpu: mainAtComplete - mainAtHeader, sys, streamFaults: faultsAtComplete - faultsAtHeader, durableS };
   } finally {
+    current = undefined;
     await stopChild(child);
-    rmSync(root, { recursive: true, force: true });
   }
 }
 
@@ -264,14 +294,28 @@ async function main(): Promise<void> {
       strace: { type: 'string' },
       /** Also wait for and report the time until the content is durable (`cas-durable`). */
       durable: { type: 'boolean', default: false },
+      /** Skip the extra run right after deleting the image's roots (see the file comment). */
+      'no-after-delete': { type: 'boolean', default: false },
     },
   });
+  const afterDelete = !values['no-after-delete'];
+  let interrupted = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    interrupted = true;
+    current?.kill(sig);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const images = values.images!.split(',') as DebianImageName[];
   for (const i of images) if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw new Error(`unknown image ${i}`);
   const runs = Number(values.runs) || 3;
   const cleanups = new Cleanups();
   const rows: string[][] = [];
   try {
+    const work = mkdtempSync(join(tmpdir(), 'sl-ingest-'));
+    cleanups.add('mount roots', () => rmSync(work, { recursive: true, force: true }));
+    let seq = 0;
+    const nextRoot = (): string => join(work, String(++seq));
     const reg = await startBenchRegistry(values['registry-dir']!);
     cleanups.add('registry', () => reg.stop());
     const data = mkdtempSync(join(tmpdir(), 'sl-ingest-proxy-'));
@@ -286,12 +330,15 @@ async function main(): Promise<void> {
       const body = await fetchAll(url);
       const r = { curlS: [] as number[], floorCpu: [] as number[], streamMiBs: [] as number[], totalMiBs: [] as number[], totalS: [] as number[], cpu: [] as number[], streamCpu: [] as number[], streamMainCpu: [] as number[], durableS: [] as number[] };
       let f = floor(body);
+      const roots: string[] = [];
       for (let run = 0; run < runs; run++) {
+        if (interrupted) throw new Error('interrupted');
         r.curlS.push((await curl(url)).seconds);
         f = floor(body);
         r.floorCpu.push(f.cpu);
         const strace = values.strace ? `${values.strace}.${name}.${run + 1}` : undefined;
-        const m = await mountOnce(proxy.host, ref, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace, durable: values.durable! });
+        roots.push(nextRoot());
+        const m = await mountOnce(proxy.host, ref, roots.at(-1)!, { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), strace, durable: values.durable! });
         r.streamMiBs.push(m.wireBytes / MIB / m.streamS);
         r.totalMiBs.push(f.wire / MIB / m.totalS);
         r.totalS.push(m.totalS);
@@ -299,7 +346,15 @@ async function main(): Promise<void> {
         r.streamCpu.push(m.streamCpu);
         r.streamMainCpu.push(m.streamMainCpu);
         if (!Number.isNaN(m.durableS)) r.durableS.push(m.durableS);
-        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all)${values.durable ? `, durable ${m.durableS.toFixed(2)} s after delta-complete` : ''}, floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+        console.error(`${name} run ${run + 1}: mount ${m.totalS.toFixed(2)} s (stream ${m.streamS.toFixed(2)} s), cpu ${m.cpu.toFixed(2)} s (stream ${m.streamCpu.toFixed(2)} s, main thread ${m.streamMainCpu.toFixed(2)} s; kernel ${m.sys.toFixed(2)} s in all; ${m.streamFaults} minor faults in the stream)${values.durable ? `, durable ${m.durableS.toFixed(2)} s after delta-complete` : ''}, floor ${f.cpu.toFixed(2)} s, curl ${r.curlS.at(-1)!.toFixed(2)} s`);
+      }
+      let deleted: MountRun | undefined;
+      if (afterDelete && !interrupted) {
+        const t0 = Date.now();
+        for (const r of roots) rmSync(r, { recursive: true, force: true });
+        console.error(`${name}: deleted the ${roots.length} runs' roots in ${((Date.now() - t0) / 1000).toFixed(2)} s; one run right after:`);
+        deleted = await mountOnce(proxy.host, ref, nextRoot(), { nodeArgs: values['node-arg']!, bin: values.starlight ?? starlightBin(), durable: false });
+        console.error(`${name} after a mass delete: stream ${deleted.streamS.toFixed(2)} s, cpu ${deleted.cpu.toFixed(2)} s (stream ${deleted.streamCpu.toFixed(2)} s, main thread ${deleted.streamMainCpu.toFixed(2)} s; kernel ${deleted.sys.toFixed(2)} s in all)`);
       }
       const med = (a: number[]) => median(a);
       rows.push([
@@ -316,14 +371,15 @@ async function main(): Promise<void> {
         `${med(r.streamCpu).toFixed(2)} (${med(r.streamMainCpu).toFixed(2)})`,
         (med(r.streamCpu) / med(r.floorCpu)).toFixed(2),
         ...(values.durable ? [r.durableS.length === 0 ? '–' : med(r.durableS).toFixed(2)] : []),
+        ...(afterDelete ? [deleted === undefined ? '–' : `${(deleted.wireBytes / MIB / deleted.streamS).toFixed(0)} / ${deleted.streamCpu.toFixed(2)} (${(deleted.streamCpu / med(r.floorCpu)).toFixed(2)}×)`] : []),
       ]);
     }
   } finally {
     const errs = await cleanups.run();
     for (const e of errs) console.error(`cleanup: ${e}`);
   }
-  const head = ['image', 'items', 'wire MiB', 'content MiB', 'curl s (MiB/s)', 'floor CPU s', 'mount s', 'stream MiB/s', 'mount MiB/s', 'mount CPU s', 'stream CPU s (main thread)', 'stream CPU / floor', ...(values.durable ? ['durable s after delta-complete'] : [])];
-  console.log(`medians of ${runs} runs; loopback, no emulator`);
+  const head = ['image', 'items', 'wire MiB', 'content MiB', 'curl s (MiB/s)', 'floor CPU s', 'mount s', 'stream MiB/s', 'mount MiB/s', 'mount CPU s', 'stream CPU s (main thread)', 'stream CPU / floor', ...(values.durable ? ['durable s after delta-complete'] : []), ...(afterDelete ? ['after a mass delete: stream MiB/s / CPU s (× floor)'] : [])];
+  console.log(`medians of ${runs} runs (each on a new root, all kept until the end: no run pays for deleting the previous one's files); loopback, no emulator; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);
   for (const row of rows) console.log(`| ${row.join(' | ')} |`);

@@ -20,12 +20,16 @@ export function contentStoreSuite(test: TestFn, name: string, factory: StoreFact
     const w = await store.writer('r1');
     await w.write(data.subarray(0, 5));
     t.is(store.path(d), null, 'not readable before commit');
+    t.false(store.has(d));
     t.is(w.writtenBytes, 5);
     t.deepEqual((await readFile(w.ingestPath)).subarray(0, 5), data.subarray(0, 5), 'partial bytes are on disk');
     await w.write(data.subarray(5));
     await w.commit(data.length, d);
     const p = store.path(d);
     t.truthy(p);
+    t.true(store.has(d));
+    await store.sync();
+    t.true(store.has(d), 'still there after sync');
     t.deepEqual(await readFile(p!), data);
     t.deepEqual(await store.info(d), { digest: d, size: data.length });
     const all = [];
@@ -63,6 +67,7 @@ export function contentStoreSuite(test: TestFn, name: string, factory: StoreFact
     t.truthy(store.path(sha(data)));
     await store.delete(sha(data));
     t.is(store.path(sha(data)), null);
+    t.false(store.has(sha(data)));
     await store.delete(sha(data));
     t.true(hasCode(t.throws(() => store.path('md5:abc')), 'SL_ERR_INVALID_ARGUMENT'));
   });

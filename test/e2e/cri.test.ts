@@ -14,7 +14,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
@@ -23,6 +23,7 @@ import { mountsUnder } from '../../src/worker/fs/mount-table.js';
 import { buildTestImage, CRI_NAMESPACE, SNAPSHOTTER_NAME, startContainerd, type Containerd } from '../helpers/containerd.js';
 import { CriClient, type ContainerConfig, type PodSandboxConfig } from '../helpers/cri.js';
 import { startRegistry } from '../helpers/registry.js';
+import { casBlobFiles } from '../helpers/cas.js';
 import { tempDir } from '../helpers/tmp.js';
 import { type BuiltLayer, makeLayer, metrics, pushLayers, ROOT, sha256, startProxyProcess } from './proxy-support.js';
 import { starlight } from './pull-support.js';
@@ -201,13 +202,13 @@ run('CRI: lazy PullImage, host-network pods, ready lines, v2 moves only new cont
   const snapshots = (): Promise<string[]> =>
     execOk('ctr', ['--address', c.address, '-n', CRI_NAMESPACE, 'snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'ls']).then((o) => o.trim().split('\n').slice(1));
   const content = (): Promise<string[]> => execOk('ctr', ['--address', c.address, '-n', CRI_NAMESPACE, 'content', 'ls', '-q']).then((o) => o.split('\n').filter(Boolean));
-  const cas = join(c.snapshotter.root, 'content', 'sha256');
+  const cas = join(c.snapshotter.root, 'content');
   const leftovers = async (): Promise<Record<string, unknown>> => {
     const st = await daemonStatus(c);
     return {
       snapshots: await snapshots(),
       content: await content(),
-      cas: await readdir(cas).catch(() => []),
+      cas: await casBlobFiles(cas),
       daemonImages: st.images.map((i) => i.manifestDigest),
       daemonMounts: st.mounts,
       mounts: await mountsUnder(c.dir),

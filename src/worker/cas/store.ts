@@ -1,6 +1,15 @@
 /**
- * The worker's content-addressed store (CAS): file contents by sha256 under `<root>/sha256/<hex>`,
- * shared by every image and view.
+ * The worker's content-addressed store (CAS): file contents by sha256 under
+ * `<root>/sha256/<first 2 hex>/<hex>`, shared by every image and view.
+ *
+ * Fan-out (issue 18): 256 shard directories, created at open(), as git and containerd-style stores
+ * do. Every file creation takes its directory's lock (i_rwsem) for the whole openat; the item pool's
+ * threads creating thousands of blobs in one flat directory spun on that lock (`perf`: 
+ * rwsem_spin_on_owner under openat, docs/design-notes.md "Ingest"). A root written by an older
+ * version (flat `<root>/sha256/<hex>`) is migrated at open(): each blob is renamed into its shard
+ * (atomic; a crash leaves each blob in one place or the other, and the next open() goes on), keeping
+ * the durable log's trust (see Durability: a blob trusted before its rename is re-recorded with its
+ * new ctime at open's sync, not re-hashed).
  *
  * Roles as in containerd's content store: content is written through a Writer under an ingest ref,
  * and becomes readable by digest only after commit() verified its size and digest and renamed it
@@ -31,8 +40,15 @@ import { StarlightError } from '../../errors.js';
 import { isDigest } from '../../oci/digest.js';
 import { nullLogger, type Logger } from '../../log.js';
 
-/** Prefix of temporary files in the blob directory (blobTempPath). */
+/** Prefix of temporary files in the blob directories (blobTempPath). */
 const BLOB_TEMP_PREFIX = '.tmp-';
+/** Directory of the blobs under the root; shards `<2 hex>/` below it. */
+const BLOB_DIR = 'sha256';
+/** Hex digits of a blob's shard directory name. */
+const SHARD_HEX = 2;
+const HEX64_RE = /^[0-9a-f]{64}$/;
+/** The 256 shard names, '00'…'ff'. */
+const SHARDS = Array.from({ length: 16 ** SHARD_HEX }, (_, i) => i.toString(16).padStart(SHARD_HEX, '0'));
 /** The durable log (see the file comment), beside sha256/. */
 const DURABLE_LOG = 'durable.log';
 /** A log record: `<hex> <size> <ino> <ctime ns>`; a torn or foreign line does not match and is ignored. */
@@ -64,6 +80,8 @@ export interface StoreRecovery {
   verified: number;
   /** Blobs not known durable whose bytes do not (truncated, zeroed): deleted, to be fetched again. */
   dropped: string[];
+  /** Blobs moved from an older version's flat `sha256/<hex>` into their shard (also counted above). */
+  migrated: number;
 }
 
 export interface LocalContentStoreOptions {
@@ -131,12 +149,32 @@ export interface ContentStore {
   info(digest: string): Promise<ContentInfo | null>;
   /** Path of committed content (synchronous map lookup after open), or null. */
   path(digest: string): string | null;
+  /** Whether content is committed (synchronous, like path()). */
+  has(digest: string): boolean;
   /** Opens a writer. One writer per ref at a time (SL_ERR_CAS_WRITER_BUSY otherwise). */
   writer(ref: string): Promise<ContentWriter>;
   /** Every committed digest. */
   walk(): AsyncIterable<ContentInfo>;
   /** Removes committed content; missing content is not an error. */
   delete(digest: string): Promise<void>;
+  /**
+   * Makes everything committed so far durable and known complete (see Durability in the file
+   * comment); call before persisting anything that claims the content is there. Rejects
+   * (SL_ERR_INTERNAL) if the flush fails; the content stays readable and is retried next time.
+   */
+  sync(): Promise<void>;
+}
+
+/**
+ * A store that keeps each content as one file at a fixed path, which a writer of its own (the item
+ * pool's threads, stream/item-pool.ts) may create directly: created exclusively at blobPath(hex),
+ * read-only, its bytes verified before it is created; then reported with committed().
+ */
+export interface BlobFiles {
+  /** Where the content of `hex` is stored; its directory exists after open(). */
+  blobPath(hex: string): string;
+  /** `digest` of `size` bytes is complete at its blob path (stat'ed as `stamp`): readable, not yet durable. */
+  committed(digest: string, size: number, stamp: BlobStamp): void;
 }
 
 /** Throws SL_ERR_INVALID_ARGUMENT unless `digest` is 'sha256:<64 lowercase hex>'; returns the hex. */
@@ -228,7 +266,7 @@ interface Committed {
 }
 
 /** The CAS on a local directory. Call open() before use: it indexes what a previous run committed. */
-export class LocalContentStore implements ContentStore {
+export class LocalContentStore implements ContentStore, BlobFiles {
   private readonly sizes = new Map<string, number>();
   /** Stamp of each committed blob (what its log record says). */
   private readonly stamps = new Map<string, BlobStamp>();
@@ -242,7 +280,7 @@ export class LocalContentStore implements ContentStore {
   private readonly log: Logger;
   private readonly syncfs: (dir: string) => Promise<void>;
   /** What open() found (trusted, re-verified, dropped blobs). */
-  recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [] };
+  recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
 
   constructor(
     readonly root: string,
@@ -258,34 +296,43 @@ export class LocalContentStore implements ContentStore {
    * file comment); then makes re-verified blobs durable.
    */
   async open(): Promise<this> {
-    const blobDir = join(this.root, 'sha256');
+    const blobDir = join(this.root, BLOB_DIR);
     await mkdir(blobDir, { recursive: true });
+    await Promise.all(SHARDS.map((sh) => mkdir(join(blobDir, sh), { recursive: true })));
     await rm(this.ingestDir, { recursive: true, force: true });
     await mkdir(this.ingestDir, { recursive: true });
     const logged = await this.readLog();
-    const recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [] };
+    const recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
+    for (const sh of SHARDS) {
+      const dir = join(blobDir, sh);
+      for (const name of await readdir(dir)) {
+        if (name.startsWith(BLOB_TEMP_PREFIX)) await rm(join(dir, name), { force: true });
+        else if (HEX64_RE.test(name) && name.startsWith(sh)) {
+          const kept = await this.index(name, join(dir, name), logged, recovery);
+          if (kept?.verified) this.notDurable.push({ digest: 'sha256:' + name, stamp: kept.stamp });
+        }
+      }
+    }
+    // An older version's flat layout (see the file comment), after the shards: a digest present in
+    // both (a crash cannot leave that; a downgrade might) keeps its shard copy.
+    const t0 = performance.now();
     for (const name of await readdir(blobDir)) {
       const path = join(blobDir, name);
       if (name.startsWith(BLOB_TEMP_PREFIX)) await rm(path, { force: true });
-      if (!/^[0-9a-f]{64}$/.test(name)) continue;
-      const digest = 'sha256:' + name;
-      const st = await stat(path, { bigint: true });
-      const rec = logged.get(name);
-      const size = Number(st.size);
-      const stamp = stampOf(st);
-      if (rec !== undefined && rec.size === size && rec.stamp.ino === st.ino && rec.stamp.ctimeNs === st.ctimeNs) {
-        recovery.trusted++;
-      } else if ((await hashFile(path)) === digest) {
-        recovery.verified++;
+      if (!HEX64_RE.test(name)) continue;
+      if (this.sizes.has('sha256:' + name)) await rm(path, { force: true });
+      else if ((await this.index(name, path, logged, recovery)) !== null) {
+        const to = this.blobPath(name);
+        await rename(path, to);
+        // rename() moves ctime: the blob is recorded again with its new stamp at the sync below.
+        const stamp = stampOf(await stat(to, { bigint: true }));
+        const digest = 'sha256:' + name;
+        this.stamps.set(digest, stamp);
         this.notDurable.push({ digest, stamp });
-      } else {
-        await rm(path, { force: true });
-        recovery.dropped.push(digest);
-        continue;
+        recovery.migrated++;
       }
-      this.sizes.set(digest, size);
-      this.stamps.set(digest, stamp);
     }
+    if (recovery.migrated > 0) this.log.info('cas-migrated', { root: this.root, blobs: recovery.migrated, ms: Math.round(performance.now() - t0) });
     this.recovery = recovery;
     if (recovery.verified > 0 || recovery.dropped.length > 0) {
       this.log.warn('cas-recovered', { root: this.root, trusted: recovery.trusted, verified: recovery.verified, dropped: recovery.dropped.length, digests: recovery.dropped.slice(0, 20) });
@@ -293,6 +340,32 @@ export class LocalContentStore implements ContentStore {
     if (logged.records > recovery.trusted * LOG_COMPACT_RATIO + LOG_COMPACT_SLACK) await this.rewriteLog();
     if (this.notDurable.length > 0) await this.sync();
     return this;
+  }
+
+  /**
+   * Indexes one blob file: trusted if its log record still matches, else kept only if it still
+   * hashes to its name (`verified`: to be logged at the next sync), else deleted (null).
+   */
+  private async index(hex: string, path: string, logged: Map<string, Committed>, recovery: StoreRecovery): Promise<{ stamp: BlobStamp; verified: boolean } | null> {
+    const digest = 'sha256:' + hex;
+    const st = await stat(path, { bigint: true });
+    const rec = logged.get(hex);
+    const size = Number(st.size);
+    const stamp = stampOf(st);
+    let verified = false;
+    if (rec !== undefined && rec.size === size && rec.stamp.ino === st.ino && rec.stamp.ctimeNs === st.ctimeNs) {
+      recovery.trusted++;
+    } else if ((await hashFile(path)) === digest) {
+      recovery.verified++;
+      verified = true;
+    } else {
+      await rm(path, { force: true });
+      recovery.dropped.push(digest);
+      return null;
+    }
+    this.sizes.set(digest, size);
+    this.stamps.set(digest, stamp);
+    return { stamp, verified };
   }
 
   private get logPath(): string {
@@ -391,8 +464,9 @@ export class LocalContentStore implements ContentStore {
   }
 
 
+  /** Where the blob of `hex` lives: its shard directory (see the file comment). */
   blobPath(hex: string): string {
-    return join(this.root, 'sha256', hex);
+    return join(this.root, BLOB_DIR, hex.slice(0, SHARD_HEX), hex);
   }
 
   /** Directory of ingest files (same file system as the blobs: commit is a rename). */
@@ -401,12 +475,13 @@ export class LocalContentStore implements ContentStore {
   }
 
   /**
-   * A temporary path beside the blobs. Earlier versions' item pool wrote there and renamed; the pool
-   * now writes blobs in place (item-thread.ts). The name never matches a digest, and open() removes
-   * leftovers.
+   * A temporary path in the directory of the blob of `hex` (a same-directory rename measured faster
+   * than a cross-directory one, docs/design-notes.md "Ingest"). Earlier versions' item pool wrote
+   * there and renamed; the pool now writes blobs in place (item-thread.ts). The name never matches a
+   * digest, and open() removes leftovers.
    */
-  blobTempPath(tag: string): string {
-    return join(this.root, 'sha256', BLOB_TEMP_PREFIX + tag);
+  blobTempPath(hex: string, tag: string): string {
+    return join(this.root, BLOB_DIR, hex.slice(0, SHARD_HEX), BLOB_TEMP_PREFIX + tag);
   }
 
   async info(digest: string): Promise<ContentInfo | null> {
@@ -450,7 +525,7 @@ export class LocalContentStore implements ContentStore {
     await rm(this.blobPath(hex), { force: true });
   }
 
-  /** @internal writer/item pool → store: `digest` is readable at its blob path, not yet durable. */
+  /** BlobFiles (writer, item pool → store): `digest` is readable at its blob path, not yet durable. */
   committed(digest: string, size: number, stamp: BlobStamp): void {
     this.sizes.set(digest, size);
     this.stamps.set(digest, stamp);

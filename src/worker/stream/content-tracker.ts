@@ -37,7 +37,7 @@
  */
 import { StarlightError, hasCode, kindOf } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
-import type { ContentWriter, LocalContentStore } from '../cas/store.js';
+import type { BlobFiles, ContentStore, ContentWriter } from '../cas/store.js';
 import type { ContentProvider } from '../fs/view.js';
 import type { Encoding } from '../../protocol/constants.js';
 import { ChunkHasher } from '../../layers/chunks.js';
@@ -226,7 +226,8 @@ export class ContentTracker implements ContentProvider {
   private readonly expectedSizes = new Map<string, number>();
 
   constructor(
-    readonly store: LocalContentStore,
+    /** The CAS; whole items are written into its blob files by the item pool. */
+    readonly store: ContentStore & BlobFiles,
     private readonly opts: ContentTrackerOptions = {},
   ) {
     this.readDeadlineMs = opts.readDeadlineMs ?? DEFAULT_READ_DEADLINE_MS;

@@ -17,7 +17,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StarlightError } from '../../errors.js';
 import type { Encoding } from '../../protocol/constants.js';
-import { digestHex, type BlobStamp, type LocalContentStore } from '../cas/store.js';
+import { digestHex, type BlobFiles, type BlobStamp } from '../cas/store.js';
 
 /** An item whose encoded bytes are all here. */
 export interface WholeItem {
@@ -86,7 +86,7 @@ export class ItemPool {
   private readonly spares: ArrayBuffer[] = [];
 
   constructor(
-    private readonly store: LocalContentStore,
+    private readonly store: BlobFiles,
     opts: ItemPoolOptions = {},
   ) {
     const fromEnv = Number(process.env.STARLIGHT_ITEM_THREADS);

@@ -9,10 +9,11 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
+import { casBlobFilesSync } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/ingest-forever.fixture.js', import.meta.url));
@@ -54,25 +55,26 @@ test('after kill -9 and a simulated power cut, the store holds only verified blo
 
   // The power cut: unflushed blobs may be cut short or read back as zeros.
   const blobDir = join(dir, 'sha256');
+  const blobOf = (hex: string): string => join(blobDir, casBlobFilesSync(dir).find((f) => f.endsWith(hex))!);
   const damaged = new Set<string>();
   let n = 0;
-  for (const hex of readdirSync(blobDir).filter((x) => /^[0-9a-f]{64}$/.test(x))) {
+  for (const hex of casBlobFilesSync(dir).map((f) => basename(f))) {
     if (durable.has(hex)) continue;
-    const p = join(blobDir, hex);
+    const p = blobOf(hex);
     chmodSync(p, 0o644);
     if (n++ % 2 === 0) truncateSync(p, Math.floor(statSync(p).size / 2));
     else writeFileSync(p, Buffer.alloc(statSync(p).size));
     damaged.add(hex);
   }
   const victim = [...durable][0]!;
-  chmodSync(join(blobDir, victim), 0o644);
-  truncateSync(join(blobDir, victim), 1);
+  chmodSync(blobOf(victim), 0o644);
+  truncateSync(blobOf(victim), 1);
   damaged.add(victim);
   t.true(damaged.size >= 2, `some blobs were not durable yet at the kill (${damaged.size})`);
 
   const store = await new LocalContentStore(dir).open();
-  for (const hex of readdirSync(blobDir).filter((x) => /^[0-9a-f]{64}$/.test(x))) {
-    t.is(createHash('sha256').update(readFileSync(join(blobDir, hex))).digest('hex'), hex, `blob ${hex} hashes to its name`);
+  for (const hex of casBlobFilesSync(dir).map((f) => basename(f))) {
+    t.is(createHash('sha256').update(readFileSync(blobOf(hex))).digest('hex'), hex, `blob ${hex} hashes to its name`);
   }
   for (const hex of damaged) t.is(store.path('sha256:' + hex), null, `damaged ${hex} is not served`);
   for (const hex of durable) if (!damaged.has(hex)) t.truthy(store.path('sha256:' + hex), `durable ${hex} kept`);

@@ -9,46 +9,29 @@ import { appendFileSync, chmodSync, existsSync, readFileSync, truncateSync, writ
 import { join } from 'node:path';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { ItemPool } from '../../../src/worker/stream/item-pool.js';
+import { countingStore, putContent } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const digestOf = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-/** A store whose syncfs only counts (the real one is exercised by the crash test). */
-function counting(dir: string): { store: LocalContentStore; syncs: () => number } {
-  let n = 0;
-  const store = new LocalContentStore(dir, {
-    syncfs: async () => {
-      n++;
-    },
-  });
-  return { store, syncs: () => n };
-}
-
-async function put(store: LocalContentStore, data: Buffer): Promise<string> {
-  const d = digestOf(data);
-  const w = await store.writer(d);
-  await w.write(data);
-  await w.commit(data.length, d);
-  return d;
-}
 
 test('one sync makes many commits durable with one syncfs; a reopen trusts them without hashing', async (t) => {
   const dir = tempDir(t);
-  const { store, syncs } = counting(dir);
+  const { store, syncs } = countingStore(dir);
   await store.open();
   const pool = new ItemPool(store, { threads: 2 });
   t.teardown(() => pool.close());
   const blobs = Array.from({ length: 40 }, (_, i) => randomBytes(100 + i * 37));
   await Promise.all(blobs.map((b) => pool.put({ digest: digestOf(b), size: b.length, encoding: 'identity', chunks: [b] })));
-  const streamed = await put(store, randomBytes(3000));
+  const streamed = await putContent(store, randomBytes(3000));
   await Promise.all([store.sync(), store.sync(), store.sync()]);
   t.true(syncs() >= 1 && syncs() <= 2, `concurrent syncs share runs (got ${syncs()})`);
   const before = syncs();
   await store.sync();
   t.is(syncs(), before, 'nothing new: no syncfs');
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 41, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 41, verified: 0, dropped: [], migrated: 0 });
   t.is(again.syncs(), 0);
   t.truthy(again.store.path(streamed));
   for (const b of blobs) t.true(readFileSync(again.store.path(digestOf(b))!).equals(b));
@@ -56,11 +39,11 @@ test('one sync makes many commits durable with one syncfs; a reopen trusts them 
 
 test('blobs never synced are re-verified at open and then logged; bad ones are dropped', async (t) => {
   const dir = tempDir(t);
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
-  const good = await put(store, Buffer.from('kept: its bytes still hash to its name'));
-  const cut = await put(store, randomBytes(5000));
-  const zeroed = await put(store, randomBytes(5000));
+  const good = await putContent(store, Buffer.from('kept: its bytes still hash to its name'));
+  const cut = await putContent(store, randomBytes(5000));
+  const zeroed = await putContent(store, randomBytes(5000));
   // What a power cut can leave of data that was never flushed: a short file, a run of zeros.
   const cutPath = store.path(cut)!;
   chmodSync(cutPath, 0o644);
@@ -68,7 +51,7 @@ test('blobs never synced are re-verified at open and then logged; bad ones are d
   const zPath = store.path(zeroed)!;
   chmodSync(zPath, 0o644);
   writeFileSync(zPath, Buffer.alloc(5000));
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
   t.is(again.store.recovery.trusted, 0);
   t.is(again.store.recovery.verified, 1);
@@ -78,24 +61,24 @@ test('blobs never synced are re-verified at open and then logged; bad ones are d
   t.is(again.store.path(cut), null);
   t.is(again.store.path(zeroed), null);
   t.false(existsSync(cutPath), 'a bad blob is deleted (fetched again, never served)');
-  const third = counting(dir);
+  const third = countingStore(dir);
   await third.store.open();
-  t.deepEqual(third.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(third.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
 });
 
 test('a logged blob changed afterwards (truncated, zeroed at the same size) is caught by its stamp', async (t) => {
   const dir = tempDir(t);
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
-  const a = await put(store, randomBytes(8000));
-  const b = await put(store, randomBytes(8000));
-  const c = await put(store, randomBytes(8000));
+  const a = await putContent(store, randomBytes(8000));
+  const b = await putContent(store, randomBytes(8000));
+  const c = await putContent(store, randomBytes(8000));
   await store.sync();
   chmodSync(store.path(a)!, 0o644);
   truncateSync(store.path(a)!, 0);
   chmodSync(store.path(b)!, 0o644);
   writeFileSync(store.path(b)!, Buffer.alloc(8000));
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
   t.deepEqual(again.store.recovery.dropped.sort(), [a, b].sort());
   t.is(again.store.recovery.trusted, 1);
@@ -104,15 +87,15 @@ test('a logged blob changed afterwards (truncated, zeroed at the same size) is c
 
 test('deleted then fetched again: the old record does not vouch for the new blob', async (t) => {
   const dir = tempDir(t);
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
   const data = randomBytes(4096);
-  const d = await put(store, data);
+  const d = await putContent(store, data);
   await store.sync();
   await store.delete(d);
-  await put(store, data);
+  await putContent(store, data);
   // Not synced: a crash now must not trust it from the first record (new inode/ctime).
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
   t.is(again.store.recovery.trusted, 0);
   t.is(again.store.recovery.verified, 1);
@@ -120,14 +103,14 @@ test('deleted then fetched again: the old record does not vouch for the new blob
 
 test('a torn last record and foreign lines in the log are ignored', async (t) => {
   const dir = tempDir(t);
-  const { store } = counting(dir);
+  const { store } = countingStore(dir);
   await store.open();
-  const d = await put(store, randomBytes(2048));
+  const d = await putContent(store, randomBytes(2048));
   await store.sync();
   appendFileSync(join(dir, 'durable.log'), `garbage\n${'ab'.repeat(32)} 12 3`);
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
   t.truthy(again.store.path(d));
 });
 
@@ -141,13 +124,13 @@ test('a failed flush rejects sync and the same blobs are retried by the next one
       if (fail) throw new Error('EIO');
     },
   }).open();
-  const d = await put(store, randomBytes(1000));
+  const d = await putContent(store, randomBytes(1000));
   await t.throwsAsync(store.sync(), { message: 'EIO' });
   t.truthy(store.path(d), 'still readable');
   fail = false;
   await store.sync();
   t.is(calls, 2);
-  const again = counting(dir);
+  const again = countingStore(dir);
   await again.store.open();
-  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [] });
+  t.deepEqual(again.store.recovery, { trusted: 1, verified: 0, dropped: [], migrated: 0 });
 });
