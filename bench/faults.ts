@@ -27,7 +27,7 @@ import { startCli, startProxyCli, type CliProcess } from '../test/helpers/cli.js
 import { FIXTURES } from '../test/helpers/fixtures.js';
 import { blobDataPath, startRegistry } from '../test/helpers/registry.js';
 import { tempDir } from '../test/helpers/tmp.js';
-import { detachMount, pushLayers, startMount, startStack, type Stack, type TestImage } from '../test/e2e/mount-support.js';
+import { detachMount, pushLayers, startMount, startStack, warmProxy, type TestImage } from '../test/e2e/mount-support.js';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -160,13 +160,6 @@ async function faultImage(t: ExecutionContext, reg: Awaited<ReturnType<typeof st
   const files = new Map(small);
   files.set(BIG_PATH, big);
   return { img, big, files };
-}
-
-/** Indexes `ref` at the proxy and waits until its contents are cached (so the cache can be damaged). */
-async function warmProxy(stack: Stack, ref: string): Promise<void> {
-  const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(300_000) });
-  await res.arrayBuffer();
-  await fetch(new URL(`/v1/notify?ref=${encodeURIComponent(ref)}`, stack.proxy.url), { method: 'POST', signal: AbortSignal.timeout(300_000) });
 }
 
 // ---------------------------------------------------------------------------------------------
