@@ -1,6 +1,6 @@
 /**
  * HTTP handler of `POST /v1/sessions/<id>/next` (docs/protocol.md "Sessions"): body
- * `{"items":[index, …]}` (≤ MAX_SESSION_BUMP_ITEMS indices into the session's header item table) →
+ * `{"items":[index, …]}` (0..MAX_SESSION_BUMP_ITEMS indices into the session's header item table) →
  * 204, and the session sends those items next. 404 unknown or finished session, 400 bad body or an
  * index out of range.
  *
@@ -32,7 +32,10 @@ export async function handleSessionNext(sessions: SessionRegistry, metrics: Prox
     if (typeof i !== 'number' || !Number.isInteger(i) || i < 0 || i >= n) throw bad(`items[${k}] must be an item index in 0..${n - 1}`, `items[${k}]`);
   });
   session.bump(items as number[]);
-  metrics.sessionBumps++;
-  metrics.sessionBumpItems += items.length;
+  // An empty list bumps nothing: a worker opening its control connection early (not a queue jump).
+  if (items.length > 0) {
+    metrics.sessionBumps++;
+    metrics.sessionBumpItems += items.length;
+  }
   res.writeHead(204).end();
 }
