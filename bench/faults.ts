@@ -27,6 +27,7 @@ import { startCli, startProxyCli, type CliProcess } from '../test/helpers/cli.js
 import { FIXTURES } from '../test/helpers/fixtures.js';
 import { blobDataPath, startRegistry } from '../test/helpers/registry.js';
 import { tempDir } from '../test/helpers/tmp.js';
+import { teardownContext } from './lib/teardown-context.js';
 import { detachMount, pushLayers, startMount, startStack, warmProxy, type TestImage } from '../test/e2e/mount-support.js';
 
 const run = promisify(execFile);
@@ -54,18 +55,6 @@ class Tally {
   note(s: string): void {
     this.notes.push(s);
   }
-}
-
-/** The ExecutionContext the test helpers need (teardown only), run in reverse at the end of a fault. */
-function context(): { t: ExecutionContext; teardown(): Promise<void> } {
-  const fns: (() => unknown)[] = [];
-  const t = { teardown: (fn: () => unknown) => void fns.push(fn), log: () => {} } as unknown as ExecutionContext;
-  return {
-    t,
-    async teardown() {
-      for (const fn of fns.reverse()) await Promise.resolve(fn()).catch((err: unknown) => console.error(`teardown: ${(err as Error).message}`));
-    },
-  };
 }
 
 type ReadResult = { code: string; bytes?: Buffer; ms: number };
@@ -407,7 +396,7 @@ async function main(): Promise<number> {
   for (const f of FAULTS) {
     if (only && !only.includes(f.key)) continue;
     const tally = new Tally();
-    const ctx = context();
+    const ctx = teardownContext();
     let outcome: string;
     const t0 = Date.now();
     try {

@@ -17,16 +17,17 @@
  * Needs root, FUSE, docker-registry (as the e2e mount tests). Everything started is stopped and every
  * mount detached at the end, also on failure.
  */
-import type { ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LayerSpec } from '../fixtures/image-writer.js';
 import { metrics } from '../test/e2e/proxy-support.js';
-import { plannedHeader, pushLayers, startMount, startStack, warmProxy } from '../test/e2e/mount-support.js';
+import { plannedHeader, pushLayers, sleep, startMount, startStack, warmProxy } from '../test/e2e/mount-support.js';
 import { startRegistry } from '../test/helpers/registry.js';
+import { teardownContext } from './lib/teardown-context.js';
 import { parseBandwidth } from './lib/units.js';
+import { median } from './report/aggregate.js';
 
 const MIB = 1024 * 1024;
 
@@ -53,44 +54,6 @@ interface Run {
   ok: boolean;
 }
 
-/** The ExecutionContext the test helpers need (teardown only), run in reverse by teardown(). */
-function context(): { t: ExecutionContext; teardown(): Promise<void> } {
-  const fns: (() => unknown)[] = [];
-  const t = { teardown: (fn: () => unknown) => void fns.push(fn), log: () => {} } as unknown as ExecutionContext;
-  return {
-    t,
-    async teardown() {
-      for (const fn of fns.reverse()) await Promise.resolve(fn()).catch((err: unknown) => console.error(`teardown: ${(err as Error).message}`));
-      fns.length = 0;
-    },
-  };
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Reads `path` whole; its bytes, or the error code. */
-async function readWhole(path: string, size: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(size);
-    let got = 0;
-    while (got < size) {
-      const { bytesRead } = await fh.read(buf, got, size - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return buf.subarray(0, got);
-  } finally {
-    await fh.close();
-  }
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -112,7 +75,7 @@ async function main(): Promise<number> {
     startAt: Number(values['start-at']),
     targetAt: Number(values['target-at']),
   };
-  const ctx = context();
+  const ctx = teardownContext();
   const rows: Run[] = [];
   try {
     const reg = await startRegistry(ctx.t);
@@ -133,7 +96,7 @@ async function main(): Promise<number> {
     console.error(`# image: ${header.items.length} items, ${(total / MIB).toFixed(1)} MiB; reading ${path} (item #${k + 1}, ${(planBytesBefore / MIB).toFixed(1)} MiB into the stream)`);
 
     for (let r = 0; r < o.runs; r++) {
-      const run = context();
+      const run = teardownContext();
       try {
         const m = await startMount(run.t, stack.proxyUrl, img.ref);
         stack.wan.resetStats();
@@ -143,7 +106,7 @@ async function main(): Promise<number> {
         while (stack.wan.stats().bytesDown < o.startAt * total && Date.now() < deadline) await sleep(20);
         const d0 = stack.wan.stats().bytesDown;
         const t0 = performance.now();
-        const got = await readWhole(join(m.mountpoint, path), target.size);
+        const got = await readFile(join(m.mountpoint, path));
         const readMs = performance.now() - t0;
         const d1 = stack.wan.stats().bytesDown;
         const after = await metrics(stack.proxy.url);
