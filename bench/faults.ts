@@ -28,7 +28,8 @@ import { startCli, startProxyCli, type CliProcess } from '../test/helpers/cli.js
 import { FIXTURES } from '../test/helpers/fixtures.js';
 import { blobDataPath, startRegistry } from '../test/helpers/registry.js';
 import { tempDir } from '../test/helpers/tmp.js';
-import { detachMount, pushLayers, startMount, startStack, type Stack, type TestImage } from '../test/e2e/mount-support.js';
+import { teardownContext } from './lib/teardown-context.js';
+import { detachMount, pushLayers, startMount, startStack, warmProxy, type TestImage } from '../test/e2e/mount-support.js';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -55,18 +56,6 @@ class Tally {
   note(s: string): void {
     this.notes.push(s);
   }
-}
-
-/** The ExecutionContext the test helpers need (teardown only), run in reverse at the end of a fault. */
-function context(): { t: ExecutionContext; teardown(): Promise<void> } {
-  const fns: (() => unknown)[] = [];
-  const t = { teardown: (fn: () => unknown) => void fns.push(fn), log: () => {} } as unknown as ExecutionContext;
-  return {
-    t,
-    async teardown() {
-      for (const fn of fns.reverse()) await Promise.resolve(fn()).catch((err: unknown) => console.error(`teardown: ${(err as Error).message}`));
-    },
-  };
 }
 
 type ReadResult = { code: string; bytes?: Buffer; ms: number };
@@ -161,13 +150,6 @@ async function faultImage(t: ExecutionContext, reg: Awaited<ReturnType<typeof st
   const files = new Map(small);
   files.set(BIG_PATH, big);
   return { img, big, files };
-}
-
-/** Indexes `ref` at the proxy and waits until its contents are cached (so the cache can be damaged). */
-async function warmProxy(stack: Stack, ref: string): Promise<void> {
-  const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(300_000) });
-  await res.arrayBuffer();
-  await fetch(new URL(`/v1/notify?ref=${encodeURIComponent(ref)}`, stack.proxy.url), { method: 'POST', signal: AbortSignal.timeout(300_000) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,7 +397,7 @@ async function main(): Promise<number> {
   for (const f of FAULTS) {
     if (only && !only.includes(f.key)) continue;
     const tally = new Tally();
-    const ctx = context();
+    const ctx = teardownContext();
     let outcome: string;
     const t0 = Date.now();
     try {

@@ -24,7 +24,7 @@ import type { PriorityService } from './priority-service.js';
 import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
 import type { SessionRegistry } from './session/registry.js';
-import { DeltaSession } from './session/session.js';
+import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
 export const MAX_HAVE = 1024;
@@ -144,7 +144,7 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   const t1 = performance.now();
   const deferred = deferredParam(url);
   const { header, sources, headerBytes } = ctx.plans.plan(ctx, img, { have, from, group, deferred });
-  const enc = new DeltaEncoder(res);
+  const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
   const session = new DeltaSession({
     id: ctx.sessions.newId(),
     header,

@@ -24,6 +24,9 @@ export class ProxyMetrics {
   peerContentFetches = 0;
   /** Startup traces stored from POST /v1/traces. */
   tracesAccepted = 0;
+  /** Items asked for by accepted POST /v1/sessions/<id>/next requests (queue jumps), and the requests. */
+  sessionBumpItems = 0;
+  sessionBumps = 0;
   readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0, corrupt: 0 };
 
   constructor(private readonly gauges: () => { cacheBytes: number } = () => ({ cacheBytes: 0 })) {}
@@ -43,6 +46,8 @@ export class ProxyMetrics {
       ['starlight_proxy_registry_errors_total', 'counter', 'Failed registry operations', this.registryErrors],
       ['starlight_proxy_peer_content_fetches_total', 'counter', 'Contents filled from a peer replica', this.peerContentFetches],
       ['starlight_proxy_traces_accepted_total', 'counter', 'Startup traces accepted', this.tracesAccepted],
+      ['starlight_proxy_session_bumps_total', 'counter', 'Accepted queue-jump requests (POST /v1/sessions/<id>/next)', this.sessionBumps],
+      ['starlight_proxy_session_bump_items_total', 'counter', 'Items asked for by accepted queue-jump requests', this.sessionBumpItems],
       ['starlight_proxy_cache_hits_total', 'counter', 'Content cache hits', this.cache.hits],
       ['starlight_proxy_cache_misses_total', 'counter', 'Content cache misses', this.cache.misses],
       ['starlight_proxy_cache_evictions_total', 'counter', 'Content cache evictions', this.cache.evictions],

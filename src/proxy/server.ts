@@ -229,7 +229,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     if (path.startsWith('/v1/content/') && req.method === 'GET') return handleContent(ctx, req, res, decodeURIComponent(path.slice(12)));
     if (path === '/v1/notify' && req.method === 'POST') return handleNotify(ctx, req, res, url);
     if (path.startsWith(`${SESSIONS_ROUTE}/`) && path.endsWith('/next') && req.method === 'POST') {
-      return handleSessionNext(sessions, req, res, decodeURIComponent(path.slice(SESSIONS_ROUTE.length + 1, -'/next'.length)));
+      return handleSessionNext(sessions, metrics, req, res, decodeURIComponent(path.slice(SESSIONS_ROUTE.length + 1, -'/next'.length)));
     }
     if (path === TRACES_ROUTE && req.method === 'GET') return handleTracesGet(ctx, req, res, url);
     throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `no route ${req.method ?? '?'} ${path}`, { details: { path } });

@@ -19,6 +19,8 @@ import { promisify } from 'node:util';
 import { type DebianImageName, ensureDebianImage } from '../../bench/images/ensure.js';
 import { WanEmulator } from '../../bench/wan/emulator.js';
 import { buildLayerToc } from '../../src/layers/indexer.js';
+import { DeltaDecoder } from '../../src/protocol/decoder.js';
+import type { DeltaHeader } from '../../src/protocol/types.js';
 import { mergeLayers } from '../../src/layers/merge.js';
 import type { LayerToc, MergedTree } from '../../src/layers/toc.js';
 import { ociImage, type LayerSpec } from '../../fixtures/image-writer.js';
@@ -128,6 +130,30 @@ export async function startStack(t: ExecutionContext, reg: TestRegistry, opts: S
     },
   };
   return stack;
+}
+
+/** Indexes `ref` at the proxy (directly, not over the link) and waits until its contents are cached: a warm proxy. */
+export async function warmProxy(stack: Stack, ref: string): Promise<void> {
+  const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(ref)}`, stack.proxy.url), { signal: AbortSignal.timeout(300_000) });
+  await res.arrayBuffer();
+  await fetch(new URL(`/v1/notify?ref=${encodeURIComponent(ref)}`, stack.proxy.url), { method: 'POST', signal: AbortSignal.timeout(300_000) });
+}
+
+/** The header (item order = send order) the proxy plans for a worker that has nothing of `ref`, read directly. */
+export async function plannedHeader(stack: Stack, ref: string): Promise<DeltaHeader> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), 300_000);
+  try {
+    const res = await fetch(new URL(`/v1/delta?to=${encodeURIComponent(ref)}`, stack.proxy.url), { signal: ac.signal });
+    const dec = new DeltaDecoder();
+    for await (const c of res.body as unknown as AsyncIterable<Uint8Array>) {
+      for (const ev of dec.push(Buffer.from(c))) if (ev.type === 'header') return ev.header;
+    }
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+  }
+  throw new Error(`the proxy's delta of ${ref} ended without a header`);
 }
 
 export async function startRegistryFor(t: ExecutionContext): Promise<TestRegistry> {

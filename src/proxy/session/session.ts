@@ -10,9 +10,20 @@
  */
 import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
-import { DEFAULT_CHUNK_BYTES, type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
+import { type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
+
+/**
+ * How far the sender runs ahead of the socket: CONTENT frames carry at most this much of an item, and
+ * the encoder waits for 'drain' once the response buffers more than this (DeltaEncoder maxBuffered).
+ * A bump can overtake only what is not written yet: with 1 MiB frames and the encoder's 1 MiB default
+ * the response held 1–2 MiB in front of a bumped item, ~80–160 ms at 100 Mbit/s, on top of the
+ * kernel's socket buffer (docs/design-notes.md "Queue-jump latency"). Bytes in the kernel keep the
+ * link busy while the sender refills, so a smaller bound costs no throughput, only an event-loop turn
+ * per 256 KiB.
+ */
+export const SEND_AHEAD_BYTES = 256 * 1024;
 
 /** Items opened ahead of the one being written. */
 export const PREFETCH_ITEMS = 8;
@@ -34,7 +45,7 @@ export interface SessionOptions {
   encoder: DeltaEncoder;
   /** Bound on the encoded bytes restored by one re-fetch batch (a quarter of the cache). */
   refetchBudget: number;
-  /** CONTENT frame data size; default DEFAULT_CHUNK_BYTES. */
+  /** CONTENT frame data size; default SEND_AHEAD_BYTES (≤ the encoder's chunkBytes). */
   chunkBytes?: number;
   /**
    * Pauses background encoding while this session encodes deferred items itself (they get the CPU
@@ -65,7 +76,7 @@ export class DeltaSession {
   constructor(private readonly o: SessionOptions) {
     this.id = o.id;
     this.queue = new SendQueue(o.header.items.length, o.header.firstItem);
-    this.chunkBytes = o.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.chunkBytes = o.chunkBytes ?? SEND_AHEAD_BYTES;
     this.deferred = new Set(o.header.deferred ?? []);
   }
 

@@ -15,7 +15,7 @@
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
  * (content-tracker.ts), what the header means for images and views (the puller).
  */
-import { StarlightError, kindOf, withContext } from '../../errors.js';
+import { StarlightError, hasCode, kindOf, withContext } from '../../errors.js';
 import type { Readable } from 'node:stream';
 import { nullLogger, type Logger } from '../../log.js';
 import { DEFAULT_CHUNK_BYTES, type Encoding } from '../../protocol/constants.js';
@@ -252,13 +252,31 @@ export class DeltaReceiver implements QueueJumper {
       return;
     }
     if (this.log.enabled('debug')) this.log.debug('delta-jump', { ref: this.opts.request.ref, items });
-    this.opts.client
-      .next(session, items, this.ac.signal)
+    const send = (retried: boolean): Promise<void> =>
+      this.opts.client.next(session, items, this.ac.signal).catch((err: unknown) => {
+        // A keep-alive connection the proxy closed while idle, just as it was reused, fails without
+        // the proxy having seen the request: once more, on a fresh connection (a bump is idempotent).
+        if (!retried && hasCode(err, 'SL_ERR_PROXY_UNREACHABLE') && !this.ac.signal.aborted) return send(true);
+        throw err;
+      });
+    send(false)
       .catch(failed)
       .finally(() => {
         if (this.jumpQueue.size > 0) this.sendJumps();
         else this.jumpInFlight = false;
       });
+  }
+
+  /**
+   * Opens the connection bumps go over before any reader blocks, with an empty bump (docs/protocol.md
+   * "Sessions"): the stream's own connection is busy with its response, so the first bump would
+   * otherwise pay a TCP (and TLS) handshake, one RTT or more, before its request. The client's
+   * keep-alive agent keeps the connection for the bumps (while the proxy keeps it open when idle).
+   */
+  private openControl(session: string): void {
+    this.opts.client.next(session, [], this.ac.signal).catch((err: unknown) => {
+      if (this.log.enabled('debug')) this.log.debug('delta-control-failed', { ref: this.opts.request.ref, err });
+    });
   }
 
   /** The connection ended: its session with it; items still queued for a jump are fetched otherwise. */
@@ -349,6 +367,7 @@ export class DeltaReceiver implements QueueJumper {
     const { body, session } = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
     this.session = session;
+    if (session !== undefined) this.openControl(session);
     this.connFirst = from;
     const conn: Connection = { open: new Map(), settling: new Set(), streaming: new Set(), progressed: false };
     const dec = new DeltaDecoder({ splitFrames: true });

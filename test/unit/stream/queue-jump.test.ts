@@ -33,8 +33,10 @@ interface FakeProxy {
   url: string;
   contents: Buffer[];
   items: ContentItem[];
-  /** Bodies of POST …/next, in arrival order. */
+  /** Bodies of POST …/next that ask for items, in arrival order. */
   nexts: number[][];
+  /** POST …/next with an empty list (the worker opening its control connection). */
+  opens: number;
   /** Digests fetched through GET /v1/content. */
   fetched: string[];
   /** Frame log: item index per CONTENT frame sent, in order. */
@@ -55,7 +57,7 @@ interface ProxyBehaviour {
 async function fakeProxy(t: ExecutionContext, b: ProxyBehaviour = {}): Promise<FakeProxy> {
   const contents = [randomBytes(LARGE_BYTES), ...Array.from({ length: SMALL_ITEMS }, () => randomBytes(SMALL_BYTES))];
   const items: ContentItem[] = contents.map((c) => ({ digest: digestOf(c), size: c.length, encodedSize: c.length, encoding: 'identity' }));
-  const fp: FakeProxy = { url: '', contents, items, nexts: [], fetched: [], frames: [] };
+  const fp: FakeProxy = { url: '', contents, items, nexts: [], opens: 0, fetched: [], frames: [] };
   const sessions = new Map<string, { order: number[]; done: boolean }>();
   let seq = 0;
   const timers = new Set<NodeJS.Timeout>();
@@ -108,7 +110,8 @@ async function fakeProxy(t: ExecutionContext, b: ProxyBehaviour = {}): Promise<F
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => {
         const want = (JSON.parse(body) as { items: number[] }).items;
-        fp.nexts.push(want);
+        if (want.length > 0) fp.nexts.push(want);
+        else fp.opens++;
         const sess = sessions.get(next[1]!);
         const status = b.nextStatus ?? (sess === undefined || sess.done ? 404 : 204);
         if (status === 204 && sess && !b.ignoreNext) {
@@ -163,6 +166,7 @@ test('a parked read gets its item sent next on the stream, not fetched; a large 
   t.true(readFileSync(path).equals(fp.contents[last]!));
   t.true(rx.progress().itemsDone < fp.items.length / 2, `the stream itself was far from it (${rx.progress().itemsDone}/${fp.items.length} done)`);
   t.deepEqual(fp.nexts, [[last]]);
+  t.is(fp.opens, 1, 'the control connection was opened when the stream started (an empty bump)');
   t.deepEqual(fp.fetched, [], 'no out-of-order fetch');
   await rx.done;
   // The jump landed between frames of item 0: frames of different items interleaved.
