@@ -160,6 +160,10 @@ export class ImageService implements RemoteLayerResolver {
 
   /** Loads the records; resumes the streams of incomplete images in the background. */
   async open(): Promise<this> {
+    // containerd's protos are parsed and its connection opened now, not in the first pull (issue 19).
+    setImmediate(() => {
+      if (!this.closed) this.containerdClient().connect();
+    });
     for (const rec of await this.opts.records.all()) {
       const header = await this.opts.records.header(rec.manifestDigest);
       if (!header) {
@@ -230,16 +234,26 @@ export class ImageService implements RemoteLayerResolver {
   async pull(req: PullRequest): Promise<PullResult> {
     const at = Date.now();
     const t = new PhaseTimer();
-    const known = await this.startPull(req.ref, req.ref, req.platform);
+    const cd = this.containerdClient().inNamespace(req.namespace ?? 'default');
+    // The lease's round trip overlaps the proxy's answer; dropped if the pull fails.
+    const lease = cd.createLease();
+    lease.catch(() => undefined); // its failure is the containerd step's (withLease awaits it)
+    let known: Known;
+    try {
+      known = await this.startPull(req.ref, req.ref, req.platform);
+    } catch (err) {
+      lease.then((id) => cd.dropLease(id), () => undefined);
+      throw err;
+    }
     t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
     const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: string; mediaType?: string; size?: number } };
     const configDigest = manifest.config?.digest;
-    if (!configDigest) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
-    this.containerd ??= new ContainerdClient(this.opts.containerdAddress, 'default');
-    const cd = this.containerd.inNamespace(req.namespace ?? 'default');
-    t.lap('containerd-connect');
+    if (!configDigest) {
+      lease.then((id) => cd.dropLease(id), () => undefined);
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
+    }
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
       // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
@@ -265,7 +279,7 @@ export class ImageService implements RemoteLayerResolver {
       t.lap('containerd-snapshots');
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
-    });
+    }, lease);
     t.lap('containerd-lease');
     await known.persisted;
     t.lap('records');
@@ -276,6 +290,11 @@ export class ImageService implements RemoteLayerResolver {
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  /** containerd connections, made once per service (namespaces share them). */
+  private containerdClient(): ContainerdClient {
+    return (this.containerd ??= new ContainerdClient(this.opts.containerdAddress, 'default'));
   }
 
   private record(r: PhaseRecord): void {

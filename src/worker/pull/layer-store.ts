@@ -38,8 +38,9 @@ export class LayerStore {
     return this;
   }
 
-  async putToc(diffID: string, encoded: Uint8Array): Promise<LayerToc> {
-    const toc = decodeToc(encoded);
+  /** Stores an encoded TOC; `decoded` (its decodeToc, when the caller has it) saves a second decode. */
+  async putToc(diffID: string, encoded: Uint8Array, decoded?: LayerToc): Promise<LayerToc> {
+    const toc = decoded ?? decodeToc(encoded);
     if (toc.diffID !== diffID) {
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `TOC sent for layer ${diffID} describes layer ${toc.diffID}`, { details: { diffID } });
     }

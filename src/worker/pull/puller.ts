@@ -96,9 +96,10 @@ export class Puller {
   private async accept(header: DeltaHeader, ref: string): Promise<LayerToc[]> {
     checkHeaderImage(header, ref);
     // Items are checked against the chain before any TOC of this header is stored (and reused).
-    const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
+    const decoded = header.layers.map((l) => decodeToc(l.toc));
+    const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));
     checkHeaderItems(header, await this.chainTocs(header, sent), ref);
-    await Promise.all(header.layers.map((l) => this.opts.layers.putToc(l.diffID, l.toc)));
+    await Promise.all(header.layers.map((l, i) => this.opts.layers.putToc(l.diffID, l.toc, decoded[i])));
     const tocs = await this.chainTocs(header);
     const { tracker } = this.opts;
     for (const toc of tocs) {
