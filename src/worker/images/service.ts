@@ -205,9 +205,9 @@ export class ImageService implements RemoteLayerResolver {
     const prev = this.byManifest.get(header.manifestDigest);
     prev?.receiver?.close();
     const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
-    // Header before record (a record needs its header after a restart); written while the caller
+    // Header and TOCs before record (a record needs them after a restart); written while the caller
     // records the image in containerd, and awaited before the pull answers.
-    const persisted = this.opts.records.putHeader(header).then(() => this.opts.records.put(rec));
+    const persisted = Promise.all([pulled.stored, this.opts.records.putHeader(header)]).then(() => this.opts.records.put(rec));
     persisted.catch((err: unknown) => this.log.warn('image-record-write-failed', { ref: recordRef, manifest: header.manifestDigest, err }));
     const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
     this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
