@@ -147,14 +147,6 @@ export class ContainerdClient {
   }
 
   /**
-   * Opens the connection now (the first call otherwise pays it); never fails: an unreachable
-   * containerd is reported by the call that needs it.
-   */
-  connect(timeoutMs = CALL_TIMEOUT_MS): void {
-    this.leases.waitForReady(Date.now() + timeoutMs, () => undefined);
-  }
-
-  /**
    * Writes a small blob into containerd's content store (one COMMIT message carrying all bytes), with
    * labels. If the blob exists already, only its labels are set.
    */

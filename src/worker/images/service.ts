@@ -160,9 +160,10 @@ export class ImageService implements RemoteLayerResolver {
 
   /** Loads the records; resumes the streams of incomplete images in the background. */
   async open(): Promise<this> {
-    // containerd's protos are parsed and its connection opened now, not in the first pull (issue 19).
+    // containerd's protos are parsed now, not in the first pull (issue 19). Not connected yet:
+    // containerd may start after the daemon, and a failed early connect fails the first calls.
     setImmediate(() => {
-      if (!this.closed) this.containerdClient().connect();
+      if (!this.closed) this.containerdClient();
     });
     for (const rec of await this.opts.records.all()) {
       const header = await this.opts.records.header(rec.manifestDigest);
