@@ -40,6 +40,12 @@ const LABEL_GC_SNAPSHOT_PREFIX = 'containerd.io/gc.ref.snapshot.';
  * snapshots may still be being created (`starlight pull`, CRI Prepare). ms; default 5000.
  */
 const DEFAULT_RELEASE_GRACE_MS = 5_000;
+/**
+ * A complete image graduates no sooner than this after its pull, ms (issue 19): graduation copies
+ * every file of the image (8 at a time on node's thread pool), and an update's small stream completes
+ * within the first container's start, whose view mount and snapshot calls would wait behind it.
+ */
+const DEFAULT_GRADUATE_DELAY_MS = 3_000;
 /** Shortest delay of a release retry (an image still pulling is checked again this often), ms. */
 const RELEASE_RETRY_MIN_MS = 1_000;
 
@@ -66,6 +72,8 @@ export interface ImageServiceOptions {
    * none (every container runs on the lazy view).
    */
   graduations?: Graduations;
+  /** See DEFAULT_GRADUATE_DELAY_MS; ms, default 3000. */
+  graduateDelayMs?: number;
   log?: Logger;
 }
 
@@ -150,6 +158,8 @@ export class ImageService implements RemoteLayerResolver {
   /** Remote ids whose view was requested (for status). */
   readonly viewsServed = new Set<string>();
   private closed = false;
+  /** Graduations waiting for DEFAULT_GRADUATE_DELAY_MS, by remote id (cleared at close()). */
+  private readonly graduateTimers = new Map<string, NodeJS.Timeout>();
   /** Aborts pulls still waiting for their header (a resume while the proxy is down) at close(). */
   private readonly closing = new AbortController();
 
@@ -377,7 +387,16 @@ export class ImageService implements RemoteLayerResolver {
     if (!g || this.closed || !known.rec.complete) return;
     const index = known.header.diffIDs.length - 1;
     const remoteId = remoteIdFor(known.rec.manifestDigest, index);
-    if (g.get(remoteId)) return;
+    if (g.get(remoteId) || this.graduateTimers.has(remoteId)) return;
+    const wait = known.rec.pulledAt + (this.opts.graduateDelayMs ?? DEFAULT_GRADUATE_DELAY_MS) - Date.now();
+    if (wait > 0) {
+      const timer = setTimeout(() => {
+        this.graduateTimers.delete(remoteId);
+        if (this.byManifest.get(known.rec.manifestDigest) === known) this.graduate(known);
+      }, wait);
+      this.graduateTimers.set(remoteId, timer);
+      return;
+    }
     void (async () => {
       const at = Date.now();
       const t = new PhaseTimer();
@@ -513,6 +532,8 @@ export class ImageService implements RemoteLayerResolver {
     if (this.closed) return;
     this.closed = true;
     this.closing.abort();
+    for (const timer of this.graduateTimers.values()) clearTimeout(timer);
+    this.graduateTimers.clear();
     for (const k of this.byManifest.values()) k.receiver?.close();
     this.containerd?.close();
     this.containerd = undefined;
