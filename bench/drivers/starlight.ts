@@ -22,6 +22,7 @@
  */
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HarnessError } from '../../fixtures/harness-error.js';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
@@ -177,7 +178,11 @@ class StarlightDriver implements ModeDriver {
     const st = await this.w!.client.status();
     // The view mounted for this pull (warmed by the pull, or at the container's first Mounts).
     const view = (st.timings ?? []).filter((r) => r.op === 'view' && r.at >= this.pullAt - 1).pop();
-    if (view) for (const [k, v] of Object.entries(view.phases)) out[`view.${k}`] = v;
+    if (view) {
+      for (const [k, v] of Object.entries(view.phases)) out[`view.${k}`] = v;
+      // > 0: the container's Mounts could have waited for the view (warmed after the pull answered).
+      out['run.view-ready-after-ctr-start'] = Math.round((view.at + view.totalMs - (performance.timeOrigin + c.startedAt)) * 10) / 10;
+    }
     out['run.to-ready'] = Math.round((c.readyAt - c.startedAt) * 10) / 10;
     return out;
   }

@@ -20,6 +20,8 @@ export const SNAPSHOTTER = 'starlight';
 const START_TIMEOUT_MS = 30_000;
 /** Debug aid: when set, each daemon logs at this level to /tmp/slb-daemon-<trial>-<worker>.log (outlives the trial dir). */
 const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
+/** Profiling aid: node flags for each daemon, space-separated (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`; NODE_OPTIONS refuses --cpu-prof). */
+const NODE_FLAGS_ENV = 'STARLIGHT_BENCH_DAEMON_NODE_FLAGS';
 /** The daemon flag that sets the auto-trace window (0 = off), when the CLI has it. */
 const TRACE_WINDOW_FLAG = '--trace-window';
 
@@ -59,7 +61,8 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   if (opts.noGraduate) extra.push('--no-graduate');
   const level = process.env[LOG_ENV];
-  const args = [bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];
+  const nodeFlags = (process.env[NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
+  const args = [...nodeFlags, bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
   const logFile = `/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`;
   const [cmd, argv] = level ? ['sh', ['-c', `exec "$0" "$@" 2>>${JSON.stringify(logFile)}`, process.execPath, ...args]] : [process.execPath, args];

@@ -7,9 +7,11 @@
  *   cli.request    the API request, end to end (the daemon's phases below are inside it)
  *   pull.*         daemon: have (layers announced), header (request → header in + decoded),
  *                  tocs (stored), merge (chain's tree)
- *   containerd-*   daemon: connect, lease, blobs + snapshot Stat, snapshots (Prepare), image record
+ *   containerd-*   daemon: lease, blobs + snapshot Stat, snapshots (Prepare), image record
  *   view.*         merge (reused from the pull when 0), inode-table, fuse-mount, fuse-init (probe),
  *                  first-access-after-mount
+ *   run.view-ready-after-ctr-start   the view's mount done, ms after `ctr run` was spawned (> 0: the
+ *                  container's Mounts may have waited for it)
  *   run.to-ready   `ctr run` to the ready line
  *
  * Pure. Not here: measuring (bench/drivers/starlight.ts).

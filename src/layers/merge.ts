@@ -52,26 +52,42 @@ class Tree {
     return n;
   }
 
+  /**
+   * Dir nodes by path, as ensureDir found or made them: entries come sorted, so most share a parent
+   * already resolved (issue 19: splitting every path from the root was a third of the merge).
+   * Cleared whenever a dir node may leave the tree (remove, opaque clear, a non-dir over a dir).
+   */
+  private readonly dirs = new Map<string, Node>();
+
   /** The dir node at `path`, creating implied dirs (and replacing non-dirs) along the way. */
   ensureDir(path: string, layer: number): Node {
     if (path === '') return this.root;
-    let n = this.root;
-    let p = '';
-    for (const part of path.split('/')) {
-      p = p === '' ? part : `${p}/${part}`;
-      let c = n.children!.get(part);
-      if (!c || !c.children) {
-        c = { entry: { ...impliedDir(p), layer }, children: new Map() };
-        n.children!.set(part, c);
-      }
-      n = c;
+    const hit = this.dirs.get(path);
+    if (hit) return hit;
+    const slash = path.lastIndexOf('/');
+    const parent = this.ensureDir(slash < 0 ? '' : path.slice(0, slash), layer);
+    const name = path.slice(slash + 1);
+    let c = parent.children!.get(name);
+    if (!c || !c.children) {
+      c = { entry: { ...impliedDir(path), layer }, children: new Map() };
+      parent.children!.set(name, c);
     }
-    return n;
+    this.dirs.set(path, c);
+    return c;
   }
 
   remove(path: string): void {
     if (path === '') return;
+    this.dirs.clear();
     this.lookup(parentPath(path))?.children?.delete(baseName(path));
+  }
+
+  /** Drops every child of the dir at `path` (an opaque dir of an upper layer). */
+  clearDir(path: string): void {
+    const n = this.lookup(path);
+    if (!n?.children) return;
+    this.dirs.clear();
+    n.children.clear();
   }
 
   /** Puts a layer entry at its path: dir over dir keeps children (and, for implied entries, attributes). */
@@ -93,6 +109,7 @@ class Tree {
       if (!entry.implied) cur.entry = m;
       return;
     }
+    if (cur?.children) this.dirs.clear(); // a non-dir over a dir: its subtree leaves the tree
     parent.children!.set(name, entry.type === 'dir' ? { entry: m, children: new Map() } : { entry: m });
   }
 
@@ -132,7 +149,7 @@ export function mergeLayers(tocs: readonly LayerToc[]): MergedTree {
   tocs.forEach((toc, layer) => {
     for (const e of toc.entries) {
       if (e.type === 'whiteout') tree.remove(e.path);
-      else if (e.type === 'dir' && e.opaque) tree.lookup(e.path)?.children?.clear();
+      else if (e.type === 'dir' && e.opaque) tree.clearDir(e.path);
     }
     const ordered = toc.entries.filter((e) => e.type !== 'hardlink').sort((a, b) => comparePaths(a.path, b.path));
     for (const e of ordered) {

@@ -84,12 +84,7 @@ function badTree(message: string, path: string): StarlightError {
   return new StarlightError('SL_ERR_FS_BAD_TREE', `cannot build the view's inode table: ${message}`, { details: { path } });
 }
 
-function parentOf(path: string): string {
-  const i = path.lastIndexOf('/');
-  return i < 0 ? '' : path.slice(0, i);
-}
-
-/** Appends byte strings to one growing buffer, returning [offset, length]. */
+/** Appends byte strings to one growing buffer, returning their offset (length: the caller's). */
 class StringTable {
   private buf = Buffer.allocUnsafe(1 << 16);
   private size = 0;
@@ -99,19 +94,22 @@ class StringTable {
     this.buf.copy(next, 0, 0, this.size);
     this.buf = next;
   }
-  add(bytes: Uint8Array): [number, number] {
+  add(bytes: Uint8Array): number {
     this.reserve(bytes.byteLength);
     this.buf.set(bytes, this.size);
     this.size += bytes.byteLength;
-    return [this.size - bytes.byteLength, bytes.byteLength];
+    return this.size - bytes.byteLength;
   }
-  addString(s: string): [number, number] {
-    const len = Buffer.byteLength(s, 'utf8');
-    this.reserve(len);
-    this.buf.write(s, this.size, len, 'utf8');
+  /** Appends `s` (UTF-8); its byte length is returned by lastLength. */
+  addString(s: string): number {
+    // UTF-8 never takes more than 3 bytes per UTF-16 unit: reserve that, write, count what was written.
+    this.reserve(s.length * 3);
+    const len = this.buf.write(s, this.size, 'utf8');
+    this.lastLength = len;
     this.size += len;
-    return [this.size - len, len];
+    return this.size - len;
   }
+  lastLength = 0;
   finish(): Buffer {
     return Buffer.from(this.buf.subarray(0, this.size));
   }
@@ -119,15 +117,36 @@ class StringTable {
 
 const SURROGATE = /[\uD800-\uDFFF]/;
 
-/** UTF-8 byte order (what the addon binary-searches). JS string order equals it without surrogates. */
-function compareNames(a: string, b: string): number {
-  if (SURROGATE.test(a) || SURROGATE.test(b)) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-  return a < b ? -1 : a > b ? 1 : 0;
+/** One directory entry while the table is built. */
+interface Child {
+  name: string;
+  ino: number;
+}
+
+/** Plain JS string order, which equals UTF-8 byte order when neither name holds a surrogate. */
+function compareCodeUnits(a: Child, b: Child): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** UTF-8 byte order (what the addon binary-searches), for a directory with a name outside the BMP. */
+function compareUtf8(a: Child, b: Child): number {
+  return Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8'));
+}
+
+/** Sorts one directory's entries in UTF-8 byte order; the surrogate test runs once per name, not per comparison. */
+function sortChildren(kids: Child[]): Child[] {
+  if (kids.length < 2) return kids;
+  let wide = false;
+  for (const k of kids) if (SURROGATE.test(k.name)) wide = true;
+  return kids.sort(wide ? compareUtf8 : compareCodeUnits);
 }
 
 /**
  * Builds the table. Throws SL_ERR_FS_BAD_TREE for a tree that breaks MergedTree's contract (no root,
  * missing parent, hardlink to a missing path or to a directory, duplicate path).
+ *
+ * Runs on the daemon's event loop right after a pull (the warm view), while containerd is asked for
+ * the container: per-entry work is kept to a few typed-array stores (issue 19).
  */
 export function buildInodeTable(tree: MergedTree, locate: (digest: string) => string | null): InodeTable {
   const inoByPath = new Map<string, number>();
@@ -142,17 +161,27 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
   if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
   const count = owners.length;
   const nlink = new Uint32Array(count + 1).fill(1);
-  const children: { name: string; ino: number }[][] = Array.from({ length: count + 1 }, () => []);
-  const add = (path: string, ino: number): void => {
-    const parent = inoByPath.get(parentOf(path));
+  const parents = new Uint32Array(count + 1);
+  parents[1] = 1;
+  const children: (Child[] | undefined)[] = new Array(count + 1);
+  let direntCount = 0;
+  const add = (path: string, ino: number): number => {
+    const slash = path.lastIndexOf('/');
+    const parent = inoByPath.get(slash < 0 ? '' : path.slice(0, slash));
     if (parent === undefined || owners[parent - 1].type !== 'dir') throw badTree('parent directory missing', path);
-    children[parent].push({ name: path.slice(path.lastIndexOf('/') + 1), ino });
+    const kid = { name: path.slice(slash + 1), ino };
+    const list = children[parent];
+    if (list) list.push(kid);
+    else children[parent] = [kid];
+    direntCount++;
     if (owners[ino - 1].type === 'dir') nlink[parent]++;
+    return parent;
   };
   for (const e of tree.entries) {
     if (e.path === '' || e.type === 'whiteout') continue;
     if (e.type !== 'hardlink') {
-      add(e.path, inoByPath.get(e.path)!);
+      const ino = inoByPath.get(e.path)!;
+      parents[ino] = add(e.path, ino);
       continue;
     }
     const target = e.linkname === undefined ? undefined : inoByPath.get(e.linkname);
@@ -165,13 +194,15 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
   for (let ino = 1; ino <= count; ino++) if (owners[ino - 1].type === 'dir') nlink[ino] += 1; // "." (+ parent's entry = 2)
 
   const strings = new StringTable();
-  const inodes = Buffer.alloc(count * INODE_RECORD_SIZE);
-  let direntCount = 0;
   let xattrCount = 0;
-  for (const e of owners) xattrCount += e.xattrs ? Object.keys(e.xattrs).length : 0;
-  for (const c of children) direntCount += c.length;
+  for (const e of owners) if (e.xattrs) xattrCount += Object.keys(e.xattrs).length;
+  // Little-endian views (the layout is LE; DataView stores are explicit and inlined by V8).
+  const inodes = Buffer.alloc(count * INODE_RECORD_SIZE);
   const dirents = Buffer.alloc(direntCount * DIRENT_RECORD_SIZE);
   const xattrs = Buffer.alloc(xattrCount * XATTR_RECORD_SIZE);
+  const iv = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
+  const dv = new DataView(dirents.buffer, dirents.byteOffset, dirents.byteLength);
+  const xv = new DataView(xattrs.buffer, xattrs.byteOffset, xattrs.byteLength);
   const digests: (string | undefined)[] = new Array(count + 1);
   const paths: string[] = new Array(count + 1).fill('');
   const sizes: number[] = new Array(count + 1).fill(0);
@@ -183,23 +214,24 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     const r = (ino - 1) * INODE_RECORD_SIZE;
     paths[ino] = e.path;
     let size = 0;
-    let link: [number, number] = [0, 0];
-    let content: [number, number] = [0, 0];
     if (e.type === 'reg') {
       if (e.digest === undefined) throw badTree('regular file without digest', e.path);
       size = e.size;
       digests[ino] = e.digest;
       sizes[ino] = e.size;
       const where = size === 0 ? null : locate(e.digest);
-      if (where !== null) content = strings.addString(where);
-      else if (size > 0) {
+      if (where !== null) {
+        iv.setUint32(r + 72, strings.addString(where), true);
+        iv.setUint32(r + 76, strings.lastLength, true);
+      } else if (size > 0) {
         const list = absent.get(e.digest);
         if (list) list.push(ino);
         else absent.set(e.digest, [ino]);
       }
     } else if (e.type === 'symlink') {
-      link = strings.addString(e.linkname ?? '');
-      size = link[1];
+      iv.setUint32(r + 56, strings.addString(e.linkname ?? ''), true);
+      size = strings.lastLength;
+      iv.setUint32(r + 60, size, true);
     }
     // A float64 of ~1.7e9 s resolves ~0.24 µs, so nanoseconds are not real: round to microseconds
     // (what PAX mtimes written by most tools carry) so a µs-precise mtime shows exactly.
@@ -209,44 +241,41 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
       mtimeSec += 1;
       micros -= 1_000_000;
     }
-    const mtimeNsec = micros * 1000;
-    inodes.writeUInt32LE((TYPE_BITS[e.type] | (e.mode & 0o7777)) >>> 0, r);
-    inodes.writeUInt32LE(e.uid >>> 0, r + 4);
-    inodes.writeUInt32LE(e.gid >>> 0, r + 8);
-    inodes.writeUInt32LE(nlink[ino], r + 12);
-    inodes.writeUInt32LE((e.devmajor ?? 0) >>> 0, r + 16);
-    inodes.writeUInt32LE((e.devminor ?? 0) >>> 0, r + 20);
-    inodes.writeDoubleLE(size, r + 24);
-    inodes.writeDoubleLE(mtimeSec, r + 32);
-    inodes.writeUInt32LE(mtimeNsec, r + 40);
-    inodes.writeUInt32LE(e.path === '' ? 1 : inoByPath.get(parentOf(e.path))!, r + 44);
-    const kids = children[ino].sort((a, b) => compareNames(a.name, b.name));
-    inodes.writeUInt32LE(d, r + 48);
-    inodes.writeUInt32LE(kids.length, r + 52);
+    iv.setUint32(r, (TYPE_BITS[e.type] | (e.mode & 0o7777)) >>> 0, true);
+    iv.setUint32(r + 4, e.uid >>> 0, true);
+    iv.setUint32(r + 8, e.gid >>> 0, true);
+    iv.setUint32(r + 12, nlink[ino], true);
+    iv.setUint32(r + 16, (e.devmajor ?? 0) >>> 0, true);
+    iv.setUint32(r + 20, (e.devminor ?? 0) >>> 0, true);
+    iv.setFloat64(r + 24, size, true);
+    iv.setFloat64(r + 32, mtimeSec, true);
+    iv.setUint32(r + 40, micros * 1000, true);
+    iv.setUint32(r + 44, parents[ino], true);
+    const kids = sortChildren(children[ino] ?? []);
+    iv.setUint32(r + 48, d, true);
+    iv.setUint32(r + 52, kids.length, true);
     for (let i = 0; i < kids.length; i++) {
       if (i > 0 && kids[i - 1].name === kids[i].name) throw badTree('duplicate name', e.path);
-      const [off, len] = strings.addString(kids[i].name);
-      dirents.writeUInt32LE(off, d * DIRENT_RECORD_SIZE);
-      dirents.writeUInt32LE(len, d * DIRENT_RECORD_SIZE + 4);
-      dirents.writeUInt32LE(kids[i].ino, d * DIRENT_RECORD_SIZE + 8);
+      const o = d * DIRENT_RECORD_SIZE;
+      dv.setUint32(o, strings.addString(kids[i].name), true);
+      dv.setUint32(o + 4, strings.lastLength, true);
+      dv.setUint32(o + 8, kids[i].ino, true);
       d++;
     }
-    inodes.writeUInt32LE(link[0], r + 56);
-    inodes.writeUInt32LE(link[1], r + 60);
-    const xs = e.xattrs ? Object.entries(e.xattrs) : [];
-    inodes.writeUInt32LE(x, r + 64);
-    inodes.writeUInt32LE(xs.length, r + 68);
-    for (const [name, value] of xs) {
-      const n = strings.addString(name);
-      const v = strings.add(value);
-      xattrs.writeUInt32LE(n[0], x * XATTR_RECORD_SIZE);
-      xattrs.writeUInt32LE(n[1], x * XATTR_RECORD_SIZE + 4);
-      xattrs.writeUInt32LE(v[0], x * XATTR_RECORD_SIZE + 8);
-      xattrs.writeUInt32LE(v[1], x * XATTR_RECORD_SIZE + 12);
-      x++;
+    iv.setUint32(r + 64, x, true);
+    if (e.xattrs) {
+      let n = 0;
+      for (const [name, value] of Object.entries(e.xattrs)) {
+        const o = x * XATTR_RECORD_SIZE;
+        xv.setUint32(o, strings.addString(name), true);
+        xv.setUint32(o + 4, strings.lastLength, true);
+        xv.setUint32(o + 8, strings.add(value), true);
+        xv.setUint32(o + 12, value.byteLength, true);
+        x++;
+        n++;
+      }
+      iv.setUint32(r + 68, n, true);
     }
-    inodes.writeUInt32LE(content[0], r + 72);
-    inodes.writeUInt32LE(content[1], r + 76);
   }
   return { buffers: { inodes, dirents, xattrs, strings: strings.finish() }, count, digests, paths, sizes, absent };
 }

@@ -116,19 +116,33 @@ export class ContainerdClient {
   }
 
   /**
-   * Runs fn with a client whose calls are all under a fresh lease, then deletes the lease. The lease
-   * keeps gc from collecting content and snapshots written before the image record references them.
-   * The delete is not awaited: once fn resolved, the records it wrote hold their content (and a
-   * lease left by a failed delete expires after LEASE_TTL_MS); it saves a round trip per pull.
+   * Creates a fresh lease now, so that its round trip can overlap other work (issue 19: it is asked
+   * while the proxy's header is on its way); hand it to withLease, or to dropLease if unused.
    */
-  async withLease<T>(fn: (c: ContainerdClient) => Promise<T>): Promise<T> {
+  async createLease(): Promise<string> {
     const id = `starlight-pull-${Date.now()}-${randomBytes(4).toString('hex')}`;
     const expire = new Date(Date.now() + LEASE_TTL_MS).toISOString();
     await this.call(this.leases, 'Create', { id, labels: { [LABEL_LEASE_EXPIRE]: expire } });
+    return id;
+  }
+
+  /** Deletes a lease without waiting (a lease left by a failed delete expires after LEASE_TTL_MS). */
+  dropLease(id: string): void {
+    void this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
+  }
+
+  /**
+   * Runs fn with a client whose calls are all under a lease (`lease`, from createLease, or a fresh
+   * one), then deletes the lease. The lease keeps gc from collecting content and snapshots written
+   * before the image record references them. The delete is not awaited: once fn resolved, the
+   * records it wrote hold their content; it saves a round trip per pull.
+   */
+  async withLease<T>(fn: (c: ContainerdClient) => Promise<T>, lease: Promise<string> = this.createLease()): Promise<T> {
+    const id = await lease;
     try {
       return await fn(new ContainerdClient(this.address, this.namespace, id, [this.content, this.images, this.leases, this.snapshots]));
     } finally {
-      void this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
+      this.dropLease(id);
     }
   }
 

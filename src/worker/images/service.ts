@@ -40,6 +40,12 @@ const LABEL_GC_SNAPSHOT_PREFIX = 'containerd.io/gc.ref.snapshot.';
  * snapshots may still be being created (`starlight pull`, CRI Prepare). ms; default 5000.
  */
 const DEFAULT_RELEASE_GRACE_MS = 5_000;
+/**
+ * A complete image graduates no sooner than this after its pull, ms (issue 19): graduation copies
+ * every file of the image (8 at a time on node's thread pool), and an update's small stream completes
+ * within the first container's start, whose view mount and snapshot calls would wait behind it.
+ */
+const DEFAULT_GRADUATE_DELAY_MS = 3_000;
 /** Shortest delay of a release retry (an image still pulling is checked again this often), ms. */
 const RELEASE_RETRY_MIN_MS = 1_000;
 
@@ -66,6 +72,8 @@ export interface ImageServiceOptions {
    * none (every container runs on the lazy view).
    */
   graduations?: Graduations;
+  /** See DEFAULT_GRADUATE_DELAY_MS; ms, default 3000. */
+  graduateDelayMs?: number;
   log?: Logger;
 }
 
@@ -150,6 +158,8 @@ export class ImageService implements RemoteLayerResolver {
   /** Remote ids whose view was requested (for status). */
   readonly viewsServed = new Set<string>();
   private closed = false;
+  /** Graduations waiting for DEFAULT_GRADUATE_DELAY_MS, by remote id (cleared at close()). */
+  private readonly graduateTimers = new Map<string, NodeJS.Timeout>();
   /** Aborts pulls still waiting for their header (a resume while the proxy is down) at close(). */
   private readonly closing = new AbortController();
 
@@ -160,6 +170,11 @@ export class ImageService implements RemoteLayerResolver {
 
   /** Loads the records; resumes the streams of incomplete images in the background. */
   async open(): Promise<this> {
+    // containerd's protos are parsed now, not in the first pull (issue 19). Not connected yet:
+    // containerd may start after the daemon, and a failed early connect fails the first calls.
+    setImmediate(() => {
+      if (!this.closed) this.containerdClient();
+    });
     for (const rec of await this.opts.records.all()) {
       const header = await this.opts.records.header(rec.manifestDigest);
       if (!header) {
@@ -201,9 +216,9 @@ export class ImageService implements RemoteLayerResolver {
     const prev = this.byManifest.get(header.manifestDigest);
     prev?.receiver?.close();
     const rec: ImageRecord = { ref: recordRef, name: imageName(recordRef), manifestDigest: header.manifestDigest, complete: false, pulledAt: Date.now() };
-    // Header before record (a record needs its header after a restart); written while the caller
+    // Header and TOCs before record (a record needs them after a restart); written while the caller
     // records the image in containerd, and awaited before the pull answers.
-    const persisted = this.opts.records.putHeader(header).then(() => this.opts.records.put(rec));
+    const persisted = Promise.all([pulled.stored, this.opts.records.putHeader(header)]).then(() => this.opts.records.put(rec));
     persisted.catch((err: unknown) => this.log.warn('image-record-write-failed', { ref: recordRef, manifest: header.manifestDigest, err }));
     const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
     this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
@@ -230,16 +245,26 @@ export class ImageService implements RemoteLayerResolver {
   async pull(req: PullRequest): Promise<PullResult> {
     const at = Date.now();
     const t = new PhaseTimer();
-    const known = await this.startPull(req.ref, req.ref, req.platform);
+    const cd = this.containerdClient().inNamespace(req.namespace ?? 'default');
+    // The lease's round trip overlaps the proxy's answer; dropped if the pull fails.
+    const lease = cd.createLease();
+    lease.catch(() => undefined); // its failure is the containerd step's (withLease awaits it)
+    let known: Known;
+    try {
+      known = await this.startPull(req.ref, req.ref, req.platform);
+    } catch (err) {
+      lease.then((id) => cd.dropLease(id), () => undefined);
+      throw err;
+    }
     t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
     const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: string; mediaType?: string; size?: number } };
     const configDigest = manifest.config?.digest;
-    if (!configDigest) throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
-    this.containerd ??= new ContainerdClient(this.opts.containerdAddress, 'default');
-    const cd = this.containerd.inNamespace(req.namespace ?? 'default');
-    t.lap('containerd-connect');
+    if (!configDigest) {
+      lease.then((id) => cd.dropLease(id), () => undefined);
+      throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
+    }
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
       // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
@@ -265,7 +290,7 @@ export class ImageService implements RemoteLayerResolver {
       t.lap('containerd-snapshots');
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
-    });
+    }, lease);
     t.lap('containerd-lease');
     await known.persisted;
     t.lap('records');
@@ -276,6 +301,11 @@ export class ImageService implements RemoteLayerResolver {
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  /** containerd connections, made once per service (namespaces share them). */
+  private containerdClient(): ContainerdClient {
+    return (this.containerd ??= new ContainerdClient(this.opts.containerdAddress, 'default'));
   }
 
   private record(r: PhaseRecord): void {
@@ -357,7 +387,16 @@ export class ImageService implements RemoteLayerResolver {
     if (!g || this.closed || !known.rec.complete) return;
     const index = known.header.diffIDs.length - 1;
     const remoteId = remoteIdFor(known.rec.manifestDigest, index);
-    if (g.get(remoteId)) return;
+    if (g.get(remoteId) || this.graduateTimers.has(remoteId)) return;
+    const wait = known.rec.pulledAt + (this.opts.graduateDelayMs ?? DEFAULT_GRADUATE_DELAY_MS) - Date.now();
+    if (wait > 0) {
+      const timer = setTimeout(() => {
+        this.graduateTimers.delete(remoteId);
+        if (this.byManifest.get(known.rec.manifestDigest) === known) this.graduate(known);
+      }, wait);
+      this.graduateTimers.set(remoteId, timer);
+      return;
+    }
     void (async () => {
       const at = Date.now();
       const t = new PhaseTimer();
@@ -493,6 +532,8 @@ export class ImageService implements RemoteLayerResolver {
     if (this.closed) return;
     this.closed = true;
     this.closing.abort();
+    for (const timer of this.graduateTimers.values()) clearTimeout(timer);
+    this.graduateTimers.clear();
     for (const k of this.byManifest.values()) k.receiver?.close();
     this.containerd?.close();
     this.containerd = undefined;

@@ -38,14 +38,19 @@ export class LayerStore {
     return this;
   }
 
-  async putToc(diffID: string, encoded: Uint8Array): Promise<LayerToc> {
-    const toc = decodeToc(encoded);
+  /**
+   * Stores an encoded TOC (`decoded`: its decodeToc, when the caller has it, saves a second decode).
+   * Checks it and makes it known to toc() at once (throws
+   * SL_ERR_PROTOCOL_MALFORMED here if it describes another layer); `written` settles when its file
+   * is on disk, so a pull goes on while it is written (issue 19).
+   */
+  addToc(diffID: string, encoded: Uint8Array, decoded?: LayerToc): { toc: LayerToc; written: Promise<void> } {
+    const toc = decoded ?? decodeToc(encoded);
     if (toc.diffID !== diffID) {
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `TOC sent for layer ${diffID} describes layer ${toc.diffID}`, { details: { diffID } });
     }
-    await atomicWrite(join(this.root, 'tocs', digestHex(diffID)), encoded);
     this.tocCache.set(diffID, toc);
-    return toc;
+    return { toc, written: atomicWrite(join(this.root, 'tocs', digestHex(diffID)), encoded) };
   }
 
   /** The TOC of a layer, or undefined if this worker never received it. */

@@ -24,8 +24,19 @@ export interface PulledImage {
   tree: MergedTree;
   /** The running stream; `done` settles when every item is present. */
   receiver: DeltaReceiver;
+  /**
+   * The header's TOCs on disk: written while the caller goes on (issue 19); await it before
+   * recording anything that needs them after a restart. Its failure is also logged here.
+   */
+  stored: Promise<void>;
   /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge; ms. */
   phases: Phases;
+}
+
+/** A header checked against its image: the chain's TOCs, and the header's TOCs being written. */
+interface Accepted {
+  tocs: LayerToc[];
+  stored: Promise<void>;
 }
 
 export interface PullerOptions {
@@ -55,8 +66,8 @@ export class Puller {
     // Checked once, before any item of the header is taken in (the receiver awaits it): a header
     // that does not match the image stores nothing, and large files' chunk digests are known before
     // their first bytes arrive (content-tracker.ts).
-    let accepted: Promise<LayerToc[]> | undefined;
-    const accept = (h: DeltaHeader): Promise<LayerToc[]> => (accepted ??= this.accept(h, ref));
+    let accepted: Promise<Accepted> | undefined;
+    const accept = (h: DeltaHeader): Promise<Accepted> => (accepted ??= this.accept(h, ref));
     const receiver = new DeltaReceiver({
       client,
       tracker,
@@ -70,10 +81,11 @@ export class Puller {
     if (opts.signal?.aborted) receiver.close();
     let header: DeltaHeader;
     let tocs: LayerToc[];
+    let stored: Promise<void>;
     try {
       header = await receiver.header;
       t.lap('header');
-      tocs = await accept(header);
+      ({ tocs, stored } = await accept(header));
     } catch (err) {
       receiver.close();
       throw err;
@@ -83,22 +95,32 @@ export class Puller {
     t.lap('tocs');
     const tree = mergeLayers(tocs);
     t.lap('merge');
-    // A layer is marked complete only once its content is durable (cas/store.ts "Durability").
+    stored.catch((err: unknown) => this.log.error('toc-store-failed', { ref, err }));
+    // A layer is marked complete only once its content and TOC are durable (cas/store.ts "Durability").
     receiver.done.then(
-      () => tracker.store.sync().then(() => layers.markComplete(header.diffIDs)),
+      () => Promise.all([stored, tracker.store.sync()]).then(() => layers.markComplete(header.diffIDs)),
       () => {},
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
-    return { header, tocs, tree, receiver, phases: t.phases };
+    return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
 
-  /** Checks `header` against the image asked for, stores its TOCs, registers chunk digests; the chain's TOCs. */
-  private async accept(header: DeltaHeader, ref: string): Promise<LayerToc[]> {
+  /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
+  private async accept(header: DeltaHeader, ref: string): Promise<Accepted> {
     checkHeaderImage(header, ref);
     // Items are checked against the chain before any TOC of this header is stored (and reused).
-    const sent = new Map(header.layers.map((l) => [l.diffID, decodeToc(l.toc)]));
+    const decoded = header.layers.map((l) => decodeToc(l.toc));
+    const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));
     checkHeaderItems(header, await this.chainTocs(header, sent), ref);
-    await Promise.all(header.layers.map((l) => this.opts.layers.putToc(l.diffID, l.toc)));
+    // Each TOC is known at once; the files are written while the pull goes on (`stored`).
+    const writes: Promise<void>[] = [];
+    for (const [i, l] of header.layers.entries()) {
+      const w = this.opts.layers.addToc(l.diffID, l.toc, decoded[i]).written;
+      w.catch(() => undefined); // reported through `stored` (a later TOC may throw before that exists)
+      writes.push(w);
+    }
+    const stored = Promise.all(writes).then(() => undefined);
+    stored.catch(() => undefined); // reported through PulledImage.stored
     const tocs = await this.chainTocs(header);
     const { tracker } = this.opts;
     for (const toc of tocs) {
@@ -108,7 +130,7 @@ export class Puller {
         if (e.chunks !== undefined) tracker.addChunkDigests(e.digest, e.chunks);
       }
     }
-    return tocs;
+    return { tocs, stored };
   }
 
   /** TOCs of the whole chain: from `sent` (decoded, not yet stored), stored from this header, or by an earlier pull. */

@@ -66,6 +66,13 @@ test('sorts children by bytes, not by path order', (t) => {
   t.deepEqual(readInode(table.buffers, 1).children.map((c) => c.name), ['B', 'b', 'b-c']);
 });
 
+test('a directory with a name outside the BMP is sorted in UTF-8 byte order, not UTF-16 order', (t) => {
+  // U+FF5E (EF BD 9E) < U+1F600 (F0 9F 98 80) in UTF-8, but its UTF-16 unit 0xFF5E > 0xD83D.
+  const names = ['\u{1F600}', '\uFF5E', 'a'];
+  const table = buildInodeTable(tree([dir(''), ...names.map((n, i) => reg(n, 1, `sha256:${i}`))]), () => null);
+  t.deepEqual(readInode(table.buffers, 1).children.map((c) => c.name), ['a', '\uFF5E', '\u{1F600}']);
+});
+
 test('rejects trees that break the MergedTree contract', (t) => {
   const bad: TocEntry[][] = [
     [reg('x', 1, 'sha256:1')],

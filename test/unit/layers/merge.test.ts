@@ -24,6 +24,14 @@ function view(tocs: LayerToc[]): Record<string, string> {
 
 const cases: { name: string; layers: LayerToc[]; want: Record<string, string> }[] = [
   {
+    name: 'a file over a dir drops its subtree, also for entries under it in the same layer and the hardlink pass',
+    layers: [
+      layer(D('a'), D('a/b'), F('a/b/c', 'c'), F('z', 'z')),
+      layer(F('a', 'file'), F('a/d', 'd'), E({ path: 'a/b/h', type: 'hardlink', linkname: 'z' })),
+    ],
+    want: { '': 'dir 755 implied', a: 'dir 755 implied', 'a/b': 'dir 755 implied', 'a/b/h': 'hardlink z -> z', 'a/d': 'reg d', z: 'reg z' },
+  },
+  {
     name: 'upper file wins; implied parents and root',
     layers: [layer(F('a/b/f', 'one')), layer(F('a/b/f', 'two'), F('x', 'x'))],
     want: { '': 'dir 755 implied', a: 'dir 755 implied', 'a/b': 'dir 755 implied', 'a/b/f': 'reg two', x: 'reg x' },
