@@ -160,8 +160,10 @@ export class LayerStage {
   private readonly out: WriteStream;
   private offset = 0;
   /** Bytes copied but not handed to `out` yet (see STAGE_WRITE_BYTES). */
-  private pending = Buffer.allocUnsafe(STAGE_WRITE_BYTES);
+  private pending: Buffer = Buffer.allocUnsafe(STAGE_WRITE_BYTES);
   private pendingBytes = 0;
+  /** Written buffers, reused (fresh 1 MiB buffers cost a page fault per 4 KiB: the copy showed in a profile). */
+  private readonly free: Buffer[] = [];
   private reserved = 0;
   private readonly staged: StagedContent[] = [];
   private closed: Promise<void> | undefined;
@@ -197,8 +199,9 @@ export class LayerStage {
       this.pendingBytes += n;
       off += n;
       if (this.pendingBytes === STAGE_WRITE_BYTES) {
-        if (!this.out.write(this.pending)) lagging = true;
-        this.pending = Buffer.allocUnsafe(STAGE_WRITE_BYTES);
+        const full = this.pending;
+        if (!this.out.write(full, (err) => err == null && this.free.push(full))) lagging = true;
+        this.pending = this.free.pop() ?? Buffer.allocUnsafe(STAGE_WRITE_BYTES);
         this.pendingBytes = 0;
       }
     }
