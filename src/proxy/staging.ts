@@ -19,15 +19,6 @@ import { StarlightError } from '../errors.js';
 export const STAGED_WHOLE_READ_BYTES = 256 * 1024;
 /** Read size of larger staged contents (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
-/**
- * Staged bytes are copied into buffers of this size and written one buffer at a time: a layer of
- * small files handed every tar piece to the file stream as its own write (thousands of thread-pool
- * round trips and writev calls on the index pass's thread, ~10 % of a cold python-web header's CPU in
- * a `--cpu-prof`); the copy costs ~20 ms per 170 MB.
- */
-const STAGE_WRITE_BYTES = 1024 * 1024;
-/** Written but unfinished stage buffers (bytes) before write() waits for the disk. */
-const STAGE_WRITE_AHEAD_BYTES = 4 * STAGE_WRITE_BYTES;
 
 /** Where one staged content lives. */
 export interface StagedContent {
@@ -159,11 +150,6 @@ export function readStaged(s: StagedContent): Buffer | Readable | undefined {
 export class LayerStage {
   private readonly out: WriteStream;
   private offset = 0;
-  /** Bytes copied but not handed to `out` yet (see STAGE_WRITE_BYTES). */
-  private pending: Buffer = Buffer.allocUnsafe(STAGE_WRITE_BYTES);
-  private pendingBytes = 0;
-  /** Written buffers, reused (fresh 1 MiB buffers cost a page fault per 4 KiB: the copy showed in a profile). */
-  private readonly free: Buffer[] = [];
   private reserved = 0;
   private readonly staged: StagedContent[] = [];
   private closed: Promise<void> | undefined;
@@ -174,7 +160,7 @@ export class LayerStage {
     readonly diffID: string,
     readonly path: string,
   ) {
-    this.out = createWriteStream(path, { highWaterMark: STAGE_WRITE_AHEAD_BYTES });
+    this.out = createWriteStream(path, { highWaterMark: 1024 * 1024 });
     this.out.on('error', () => undefined); // surfaced by the awaited writes
   }
 
@@ -193,19 +179,7 @@ export class LayerStage {
   /** Appends a piece of the current content (reserve its size first); resolves at once unless the file lags behind. */
   write(piece: Buffer): void | Promise<void> {
     this.offset += piece.length;
-    let lagging = false;
-    for (let off = 0; off < piece.length; ) {
-      const n = piece.copy(this.pending, this.pendingBytes, off);
-      this.pendingBytes += n;
-      off += n;
-      if (this.pendingBytes === STAGE_WRITE_BYTES) {
-        const full = this.pending;
-        if (!this.out.write(full, (err) => err == null && this.free.push(full))) lagging = true;
-        this.pending = this.free.pop() ?? Buffer.allocUnsafe(STAGE_WRITE_BYTES);
-        this.pendingBytes = 0;
-      }
-    }
-    if (lagging) return waitDrain(this.out);
+    if (!this.out.write(piece)) return waitDrain(this.out);
   }
 
   /** Closes the file and publishes the contents (digests known now) for readers. */
@@ -240,9 +214,7 @@ export class LayerStage {
   private close(): Promise<void> {
     this.closed ??= new Promise<void>((resolve, reject) => {
       if (this.out.closed) return resolve();
-      const tail = this.pending.subarray(0, this.pendingBytes);
-      this.pendingBytes = 0;
-      this.out.end(tail, (err?: Error | null) => (err ? reject(err) : resolve()));
+      this.out.end((err?: Error | null) => (err ? reject(err) : resolve()));
     });
     return this.closed;
   }

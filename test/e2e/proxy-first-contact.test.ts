@@ -134,7 +134,7 @@ test('/v1/content/<digest> of an image being indexed for the first time waits fo
 
 test('a large compressible file on first contact arrives brotli-encoded and intact (a delta, then a mount of a fresh proxy); a random one identity; no temp file stays', async (t) => {
   const reg = await startRegistry(t);
-  // 24 MiB of hex text: over the proxy's in-memory send-time limit (16 MiB), brotli q1-q2 takes it to ~half.
+  // 24 MiB of hex text: over the proxy's in-memory send-time limit (16 MiB), brotli q1 takes it to ~half.
   const big = Buffer.from(randomBytes(12 << 20).toString('hex'));
   const random = randomBytes(18 << 20);
   await pushLayers(reg.host, 'large:v1', [makeLayer(t, { 'data/big.txt': big, 'data/random.bin': random, 'etc/conf': 'x=1\n' })]);

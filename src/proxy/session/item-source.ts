@@ -31,12 +31,13 @@ import { encodeStagedToFile } from './staged-file-encoding.js';
 import type { ContentRecord, MetadataStore } from '../store.js';
 
 /**
- * Brotli quality of send-time encoding (deferred items of a first contact): q2 compresses as fast as
- * q1 (~100-200 MB/s per core) and sends ~9 % fewer bytes (binaries: ratio 0.363 vs 0.400; q5 0.321 at
- * ~30 MB/s), so a stream is not CPU-bound below WAN speeds; the background encoder stores q5 for later
- * pulls (docs/design-notes.md "First contact").
+ * Brotli quality of send-time encoding (deferred items of a first contact): q1 compresses ~200 MB/s
+ * per core at a ratio within ~25 % of the cache's q5 (~30 MB/s), so a stream is not CPU-bound below
+ * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact":
+ * q2 sends ~9 % fewer bytes in a whole-file bench, but a first-contact stream of 6465 items ran slower
+ * with it; not separated from load in time, so q1 stays).
  */
-export const SEND_TIME_BROTLI_QUALITY = 2;
+export const SEND_TIME_BROTLI_QUALITY = 1;
 /**
  * Staged contents up to this size (bytes) are encoded at send time in memory; larger ones are encoded
  * to a temp file of the staging area ahead of the sender (staged-file-encoding.ts).

@@ -10,7 +10,7 @@ import { encodeStagedToFile } from '../../../src/proxy/session/staged-file-encod
 
 const dg = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-/** Compressible bytes (hex text: brotli q1-q2 takes it to ~half). */
+/** Compressible bytes (hex text: brotli q1 takes it to ~half). */
 const text = (n: number): Buffer => Buffer.from(randomBytes(Math.ceil(n / 2)).toString('hex')).subarray(0, n);
 
 async function readAll(r: Readable): Promise<Buffer> {
