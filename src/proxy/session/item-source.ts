@@ -34,8 +34,8 @@ import type { ContentRecord, MetadataStore } from '../store.js';
  * Brotli quality of send-time encoding (deferred items of a first contact): q1 compresses ~200 MB/s
  * per core at a ratio within ~25 % of the cache's q5 (~30 MB/s), so a stream is not CPU-bound below
  * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact":
- * q2 sends ~9 % fewer bytes in a whole-file bench, but a first-contact stream of 6465 items ran slower
- * with it; not separated from load in time, so q1 stays).
+ * q2 sends ~9 % fewer bytes for ~12 % more CPU; a build with it streamed slower under load, cause not
+ * separated, so q1 stays until a quiet re-measure).
  */
 export const SEND_TIME_BROTLI_QUALITY = 1;
 /**
