@@ -23,7 +23,7 @@ interface Codec {
 const CODECS: Codec[] = [
   ...[1, 6, 9].map((level) => ({ name: `gzip-${level}`, enc: (b: Buffer) => gzipSync(b, { level }), dec: (b: Buffer) => gunzipSync(b) })),
   { name: 'deflate-raw-6', enc: (b) => deflateRawSync(b, { level: 6 }), dec: (b) => inflateRawSync(b) },
-  ...[1, 4, 5, 9].map((q) => ({
+  ...[1, 2, 3, 4, 5, 9].map((q) => ({
     name: `brotli-q${q}`,
     enc: (b: Buffer) =>
       brotliCompressSync(b, { params: { [constants.BROTLI_PARAM_QUALITY]: q, [constants.BROTLI_PARAM_SIZE_HINT]: b.length } }),
@@ -62,10 +62,12 @@ function main(): void {
   const args = process.argv.slice(2);
   let maxBytes = DEFAULT_MAX_BYTES;
   let minSize = 0;
+  let only: Set<string> | undefined;
   const dirs: string[] = [];
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--max-mb') maxBytes = Number(args[++i]) * 1024 * 1024;
     else if (args[i] === '--min-size') minSize = Number(args[++i]);
+    else if (args[i] === '--codecs') only = new Set(args[++i]!.split(','));
     else dirs.push(args[i]!);
   }
   if (dirs.length === 0) {
@@ -77,6 +79,7 @@ function main(): void {
   console.log(`files=${files.length} raw=${(raw / 1e6).toFixed(1)} MB from ${dirs.join(' ')}`);
   console.log('codec           ratio   comp MB/s  decomp MB/s');
   for (const c of CODECS) {
+    if (only !== undefined && !only.has(c.name)) continue;
     let encBytes = 0;
     const encoded: Buffer[] = [];
     const t0 = process.hrtime.bigint();

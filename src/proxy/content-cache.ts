@@ -91,12 +91,16 @@ async function sampleCompresses(path: string): Promise<boolean> {
   try {
     const buf = Buffer.alloc(SAMPLE_BYTES);
     const { bytesRead } = await fh.read(buf, 0, SAMPLE_BYTES, 0);
-    const sample = buf.subarray(0, bytesRead);
-    const enc = brotliCompressSync(sample, { params: { [zc.BROTLI_PARAM_QUALITY]: SAMPLE_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: bytesRead } });
-    return enc.length <= bytesRead * MAX_USEFUL_RATIO;
+    return sampleWorthCompressing(buf.subarray(0, bytesRead));
   } finally {
     await fh.close();
   }
+}
+
+/** True if brotli q1 makes `sample` (≤ SAMPLE_BYTES of a content) small enough to keep (MAX_USEFUL_RATIO). */
+export function sampleWorthCompressing(sample: Buffer): boolean {
+  const enc = brotliCompressSync(sample, { params: { [zc.BROTLI_PARAM_QUALITY]: SAMPLE_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: sample.length } });
+  return enc.length <= sample.length * MAX_USEFUL_RATIO;
 }
 
 

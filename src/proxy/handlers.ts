@@ -129,6 +129,18 @@ export async function ensurePrediction(ctx: Pick<HandlerContext, 'priority'>, im
 }
 
 export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  // Background encoding waits while this delta is indexed and planned (its header is on the critical
+  // path); the session takes the hold over if it encodes deferred items itself.
+  const planning = ctx.indexer.holdEncoding();
+  try {
+    await serveDelta(ctx, req, res, url, planning);
+  } finally {
+    planning();
+  }
+}
+
+/** handleDelta; `planning` releases its hold on background encoding (once the stream started). */
+async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL, planning: () => void): Promise<void> {
   const ref = resolveRef(url.searchParams.get('to'), ctx.registries);
   const platform = platformParam(url, ctx.defaultPlatform);
   const have = haveParam(url);
@@ -164,7 +176,9 @@ export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res
   });
   ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
   try {
-    const failed = await session.run(signal);
+    const running = session.run(signal);
+    planning();
+    const failed = await running;
     if (failed === undefined) {
       ctx.metrics.deltasServed++;
       ctx.logger.info('delta-served', { image: img.ref, items: header.items.length - from, bytes: enc.bytesWritten });

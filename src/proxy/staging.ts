@@ -71,6 +71,24 @@ export class StagingArea {
     return readStaged(s);
   }
 
+  /**
+   * A temp file in the staging dir for `n` bytes of the staging budget (a send-time encoding of a
+   * large staged content), or undefined when they do not fit. release() gives the bytes back; the
+   * caller removes the file (the dir is wiped at start, so a crash leaves nothing behind either).
+   */
+  temp(n: number): { path: string; release: () => void } | undefined {
+    if (!this.reserveBytes(n)) return undefined;
+    let released = false;
+    return {
+      path: join(this.dir, `${randomBytes(8).toString('hex')}.tmp`),
+      release: () => {
+        if (released) return;
+        released = true;
+        this.releaseBytes(n);
+      },
+    };
+  }
+
   /** @internal LayerStage bookkeeping. */
   reserveBytes(n: number): boolean {
     if (this.used + n > this.maxBytes) return false;

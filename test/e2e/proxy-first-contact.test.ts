@@ -4,6 +4,8 @@
  * - POST /v1/sessions/<id>/next: with a consumer that stops reading, a bumped item at the end of the
  *   stream arrives before the items queued ahead of it; the endpoint's 204/400/401/404 answers;
  * - /v1/content/<digest> of an image being indexed for the first time waits for it;
+ * - a file over the in-memory send-time limit is sent brotli-encoded (through a temp file) and intact,
+ *   to a delta client and to a mount;
  * - failed first indexes (layer blob missing, blob corrupt mid-layer, registry unreachable): every
  *   waiting client gets an HTTP error naming the image and the layer; no image row, no row of the
  *   failed layer, no staged or temp file survives; after a repair the same image indexes.
@@ -18,6 +20,7 @@ import { DeltaDecoder, HTTP_HEADER_SESSION, SESSION_ID_RE } from '../../src/prot
 import { STORE_FILE } from '../../src/proxy/store.js';
 import { blobDataPath, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
+import { mountSupported, startMount } from './mount-support.js';
 import { type BuiltLayer, fetchDelta, makeLayer, metrics, pushLayers, sha256, startProxyProcess } from './proxy-support.js';
 
 const TOKEN = 'first-contact-token';
@@ -127,6 +130,44 @@ test('/v1/content/<digest> of an image being indexed for the first time waits fo
   t.is(res.headers.get('starlight-encoding'), 'identity', 'random bytes do not compress');
   t.deepEqual(Buffer.from(await res.arrayBuffer()), wanted);
   t.is((await delta).contents.size, 21);
+});
+
+test('a large compressible file on first contact arrives brotli-encoded and intact (a delta, then a mount of a fresh proxy); a random one identity; no temp file stays', async (t) => {
+  const reg = await startRegistry(t);
+  // 24 MiB of hex text: over the proxy's in-memory send-time limit (16 MiB), brotli q1 takes it to ~half.
+  const big = Buffer.from(randomBytes(12 << 20).toString('hex'));
+  const random = randomBytes(18 << 20);
+  await pushLayers(reg.host, 'large:v1', [makeLayer(t, { 'data/big.txt': big, 'data/random.bin': random, 'etc/conf': 'x=1\n' })]);
+  const image = `${reg.host}/large:v1`;
+  const data = tempDir(t, 'sl-first-');
+  const p = await startProxy(t, reg, data);
+  const d = await fetchDelta(p.url, { to: image, deferred: '1' }, AUTH); // checks every item's digest
+  const bi = d.header.items.findIndex((i) => i.digest === sha256(big));
+  const ri = d.header.items.findIndex((i) => i.digest === sha256(random));
+  t.true(d.header.deferred?.includes(bi), 'first contact: the large item is deferred');
+  t.is(d.header.items[bi]!.encoding, 'br');
+  t.true(d.header.items[bi]!.encodedSize < big.length * 0.9, `encoded ${d.header.items[bi]!.encodedSize} of ${big.length}`);
+  t.true(d.contents.get(bi)!.equals(big));
+  t.is(d.header.items[ri]!.encoding, 'identity', 'random bytes do not compress');
+  const bound = big.length * 0.9 + random.length + (1 << 20);
+  t.true(d.wireBytes < bound, `${d.wireBytes} bytes on the wire`);
+  t.deepEqual(
+    readdirSync(join(data, 'staging')).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no send-time temp file stays',
+  );
+
+  if (!mountSupported) return;
+  // A worker (chunk digests checked as the decoded bytes arrive) gets the same from a proxy that never saw the image.
+  const p2 = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-first-')]);
+  const m = await startMount(t, p2.url, image);
+  await m.waitForLine(/^complete$/, POLL_MS);
+  t.true(readFileSync(join(m.mountpoint, 'data/big.txt')).equals(big));
+  t.true(readFileSync(join(m.mountpoint, 'data/random.bin')).equals(random));
+  const deadline = Date.now() + POLL_MS;
+  let sent = 0;
+  while ((sent = (await metrics(p2.url)).get('starlight_proxy_delta_bytes_sent_total') ?? 0) === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.true(sent > 0 && sent < bound, `the mount's stream sent ${sent} bytes`);
 });
 
 interface FailureCase {

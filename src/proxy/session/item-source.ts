@@ -27,15 +27,21 @@ import type { ContentItem, Encoding } from '../../protocol/index.js';
 import { type ContentCache, MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES } from '../content-cache.js';
 import type { IndexerService } from '../indexer-service.js';
 import { type StagingArea, readStaged } from '../staging.js';
+import { encodeStagedToFile } from './staged-file-encoding.js';
 import type { ContentRecord, MetadataStore } from '../store.js';
 
 /**
  * Brotli quality of send-time encoding (deferred items of a first contact): q1 compresses ~200 MB/s
  * per core at a ratio within ~25 % of the cache's q5 (~30 MB/s), so a stream is not CPU-bound below
- * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact").
+ * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact":
+ * q2 sends ~9 % fewer bytes for ~12 % more CPU; a build with it streamed slower under load, cause not
+ * separated, so q1 stays until a quiet re-measure).
  */
 export const SEND_TIME_BROTLI_QUALITY = 1;
-/** Staged contents up to this size (bytes) are encoded at send time, in memory; larger ones go 'identity'. */
+/**
+ * Staged contents up to this size (bytes) are encoded at send time in memory; larger ones are encoded
+ * to a temp file of the staging area ahead of the sender (staged-file-encoding.ts).
+ */
 export const SEND_TIME_MAX_BYTES = 16 * 1024 * 1024;
 
 const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
@@ -67,12 +73,17 @@ export function deferrable(d: ItemSourceDeps, digest: string): boolean {
 /**
  * A deferred item's bytes, encoding chosen now (docs/protocol.md, ITEM frame): the cached encoding if
  * the background encoder already stored it; else a staged content encoded now with fast brotli
- * (SEND_TIME_BROTLI_QUALITY, in memory; the cache's own q5 copy comes from the background encoder),
- * or 'identity' when that does not pay (small, incompressible) or the content is over
- * SEND_TIME_MAX_BYTES; else the cache after a re-fetch.
+ * (SEND_TIME_BROTLI_QUALITY; the cache's own q5 copy comes from the background encoder): in memory up
+ * to SEND_TIME_MAX_BYTES, streamed into a temp file above it; or 'identity' when that does not pay
+ * (small, incompressible) or the staging budget has no room for the temp file; else the cache after
+ * a re-fetch.
  */
 export async function openDeferred(d: ItemSourceDeps, item: ContentItem, sourceDiffID: string, alsoWanted?: () => string[]): Promise<OpenedItem> {
   const staged = d.cache.has(item.digest) ? undefined : d.staging?.lookup(item.digest);
+  if (staged !== undefined && item.size > SEND_TIME_MAX_BYTES && d.staging !== undefined) {
+    const enc = await encodeStagedToFile(d.staging, staged, SEND_TIME_BROTLI_QUALITY);
+    if (enc !== undefined) return { body: enc.body, encoding: 'br', encodedSize: enc.encodedSize };
+  }
   const raw = staged === undefined ? undefined : readStaged(staged);
   if (raw !== undefined) {
     if (item.size < MIN_COMPRESS_BYTES || item.size > SEND_TIME_MAX_BYTES) return { body: raw, encoding: 'identity', encodedSize: item.size };

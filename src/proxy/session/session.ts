@@ -96,8 +96,14 @@ export class DeltaSession {
    */
   async run(signal: AbortSignal): Promise<SE | undefined> {
     const enc = this.o.encoder;
-    await enc.writeHeader(this.o.header, this.o.headerBytes);
+    // Taken before the first await, so a caller's own hold can be handed over without a gap.
     const release = this.deferred.size > 0 ? this.o.holdEncoding?.() : undefined;
+    try {
+      await enc.writeHeader(this.o.header, this.o.headerBytes);
+    } catch (err) {
+      release?.();
+      throw err;
+    }
     try {
       for (;;) {
         if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
