@@ -14,7 +14,7 @@ function tooLarge(bytes: number | undefined, limit: number): StarlightError {
 }
 
 /** Reads the whole request body; SL_ERR_BODY_TOO_LARGE (HTTP 413) past `limit` bytes. */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) throw tooLarge(Number(declared), limit);
   const parts: Buffer[] = [];

@@ -10,7 +10,7 @@
 import type { ServerResponse } from 'node:http';
 import { type Code, type Kind, StarlightError, isCode, kindOf } from './errors.js';
 
-export const STATUS_BY_KIND: Record<Kind, number> = {
+const STATUS_BY_KIND: Record<Kind, number> = {
   'not-found': 404,
   'already-exists': 409,
   'invalid-argument': 400,
@@ -26,7 +26,7 @@ export const STATUS_BY_KIND: Record<Kind, number> = {
 };
 
 /** Codes whose HTTP status is more specific than their kind's (the same table, one level finer). */
-export const STATUS_BY_CODE: Partial<Record<Code, number>> = {
+const STATUS_BY_CODE: Partial<Record<Code, number>> = {
   /** RFC 9110 §15.6.3 Bad Gateway: the upstream registry failed, not this server. */
   SL_ERR_OCI_UNREACHABLE: 502,
   SL_ERR_OCI_REGISTRY: 502,

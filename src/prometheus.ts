@@ -24,7 +24,7 @@ export interface Family {
 }
 
 /** Upper bounds (seconds) of blocked-read waits: 1 ms … 60 s (the default read deadline). */
-export const WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** A cumulative histogram (Prometheus semantics: bucket `le` counts every observation ≤ le). */
 export class Histogram {

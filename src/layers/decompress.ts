@@ -35,7 +35,7 @@ const ZSTD_YIELD_MS = 10;
  * TODO(image): re-measure on an idle machine; under load here an 850 MB gzip layer indexed at
  * 134-198 MB/s with gunzip alone at 276-357 MB/s, so indexing is not yet fully gunzip-bound.
  */
-export const READ_AHEAD = 4 * 1024 * 1024;
+const READ_AHEAD = 4 * 1024 * 1024;
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
@@ -43,7 +43,7 @@ const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 const SNIFF_BYTES = 4;
 
 /** Compression named by an OCI/Docker layer media type; undefined if the type does not say. */
-export function compressionFromMediaType(mediaType: string | undefined): Compression | undefined {
+function compressionFromMediaType(mediaType: string | undefined): Compression | undefined {
   if (!mediaType) return undefined;
   if (mediaType.endsWith('+gzip') || mediaType.endsWith('.tar.gzip')) return 'gzip';
   if (mediaType.endsWith('+zstd') || mediaType.endsWith('.tar.zstd')) return 'zstd';
@@ -57,7 +57,7 @@ export function compressionFromMediaType(mediaType: string | undefined): Compres
 }
 
 /** Compression recognized from a blob's first bytes (at least 4 bytes for a reliable answer). */
-export function sniffCompression(head: Uint8Array): Compression {
+function sniffCompression(head: Uint8Array): Compression {
   const starts = (magic: number[]) => head.length >= magic.length && magic.every((b, i) => head[i] === b);
   if (starts(GZIP_MAGIC)) return 'gzip';
   if (starts(ZSTD_MAGIC)) return 'zstd';
@@ -119,7 +119,7 @@ function gzipDecoder(out: DecompressTransform): Decoder {
  * (with the frame checksum after the last one) and skippable-frame bytes. Bytes it cannot make sense
  * of are passed on as they are; fzstd then reports them as corrupt.
  */
-export class ZstdUnits {
+class ZstdUnits {
   private pending: Buffer = Buffer.alloc(0);
   /** 'frame': expecting a frame (or skippable frame) start; 'block': inside a frame; 'skip': n bytes to pass on. */
   private state: 'frame' | 'block' | 'skip' | 'opaque' = 'frame';

@@ -32,9 +32,9 @@ import { ChunkDigests } from './chunks.js';
 import { TOC_VERSION, chunkCount, impliedDir, type EntryType, type LayerToc, type TocEntry } from './toc.js';
 
 /** Whiteout marker prefix (OCI image-spec layer.md, "Whiteouts"). */
-export const WHITEOUT_PREFIX = '.wh.';
+const WHITEOUT_PREFIX = '.wh.';
 /** Opaque directory marker (OCI image-spec layer.md, "Opaque Whiteout"). */
-export const WHITEOUT_OPAQUE = '.wh..wh..opq';
+const WHITEOUT_OPAQUE = '.wh..wh..opq';
 /** High-water mark of the content stream handed to onFile, bytes. */
 const CONTENT_HIGH_WATER = 256 * 1024;
 /**

@@ -23,7 +23,7 @@ export type TarLimits = Pick<LayerLimits, 'maxPathBytes' | 'maxXattrBytes' | 'ma
 
 export const BLOCK = 512;
 /** Largest PAX or GNU long-name payload accepted, bytes (Go's archive/tar limit too). */
-export const MAX_META_SIZE = 1 << 20;
+const MAX_META_SIZE = 1 << 20;
 
 export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
 

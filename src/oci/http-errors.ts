@@ -25,7 +25,7 @@ interface OciErrorBody {
 }
 
 /** 'manifest unknown; …' from an OCI error body, else '' (non-JSON bodies are not echoed). */
-export function summarizeErrorBody(body: Buffer | undefined): string {
+function summarizeErrorBody(body: Buffer | undefined): string {
   if (!body || body.length === 0) return '';
   let doc: OciErrorBody;
   try {

@@ -106,7 +106,7 @@ export function platformEquals(want: Platform, have: Platform): boolean {
 }
 
 /** The platforms `want` can run, best first (containerd's platformVector). */
-export function compatiblePlatforms(want: Platform): Platform[] {
+function compatiblePlatforms(want: Platform): Platform[] {
   const w = normalizePlatform(want);
   const out: Platform[] = [w];
   const version = Number.parseInt(effectiveVariant(w).replace(/^v/, ''), 10);

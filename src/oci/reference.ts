@@ -30,7 +30,7 @@ export const DOCKER_HUB_API = 'registry-1.docker.io';
 const DOCKER_HUB_LEGACY = 'index.docker.io';
 /** Namespace docker adds to single-component Docker Hub names. */
 const OFFICIAL_NAMESPACE = 'library';
-export const DEFAULT_TAG = 'latest';
+const DEFAULT_TAG = 'latest';
 /** distribution/reference NameTotalLengthMax (registry + '/' + repository). */
 const NAME_MAX = 255;
 

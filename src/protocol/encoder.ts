@@ -24,7 +24,7 @@ export interface EncoderOptions {
 }
 
 /** Default EncoderOptions.maxBuffered, bytes. */
-export const DEFAULT_MAX_BUFFERED = 1024 * 1024;
+const DEFAULT_MAX_BUFFERED = 1024 * 1024;
 /** Pieces (frame heads, item data) up to this size are gathered into one write; larger ones go out as they are. */
 const SMALL_WRITE_BYTES = 64 * 1024;
 /**

@@ -12,15 +12,15 @@ import { DEFAULT_INDEX_CONCURRENCY } from './indexer-service.js';
 import { DEFAULT_MAX_CONNECTIONS } from './server.js';
 
 /** Default listen address (loopback: exposing the proxy is an explicit choice). */
-export const DEFAULT_LISTEN = '127.0.0.1:8090';
+const DEFAULT_LISTEN = '127.0.0.1:8090';
 /** Default data dir. */
 export const DEFAULT_DATA_DIR = '/var/lib/starlight/proxy';
 /** Default content cache bound: 10 GiB of encoded bytes. */
-export const DEFAULT_CACHE_SIZE = '10GiB';
+const DEFAULT_CACHE_SIZE = '10GiB';
 /** Default bound on raw contents staged on disk until encoded (first pulls): 4 GiB. */
-export const DEFAULT_STAGING_SIZE = '4GiB';
+const DEFAULT_STAGING_SIZE = '4GiB';
 /** Prefix of environment variables, e.g. STARLIGHT_PROXY_LISTEN. */
-export const ENV_PREFIX = 'STARLIGHT_PROXY_';
+const ENV_PREFIX = 'STARLIGHT_PROXY_';
 
 export interface ProxyConfig {
   /** --registry (repeatable; env/file: comma-separated). First = default for refs without a host. */
@@ -76,7 +76,7 @@ function cfgError(message: string, details: Record<string, unknown>): StarlightE
 const keyOf = (o: Option): string => o.toUpperCase().replace(/-/g, '_');
 
 /** Parses `--opt value` / `--opt=value` flags. `registry` may repeat. Positional args are refused. */
-export function parseFlags(argv: string[]): Map<Option, string[]> {
+function parseFlags(argv: string[]): Map<Option, string[]> {
   const out = new Map<Option, string[]>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -92,7 +92,7 @@ export function parseFlags(argv: string[]): Map<Option, string[]> {
 }
 
 /** Parses KEY=VALUE lines ('#' comments, blank lines, optional quotes, optional STARLIGHT_PROXY_ prefix). */
-export function parseConfigFile(text: string, file: string): Map<string, string> {
+function parseConfigFile(text: string, file: string): Map<string, string> {
   const out = new Map<string, string>();
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
@@ -265,7 +265,7 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
  * A --registry value: host[:port] or an http(s) URL of a registry root (no path, query, user info).
  * Anything else (ftp://x, a path, an empty host) is SL_ERR_CONFIG naming the flag.
  */
-export function checkRegistry(v: string): void {
+function checkRegistry(v: string): void {
   const bad = (why: string): StarlightError => cfgError(`--registry ${v} ${why} (expected host[:port] or http(s)://host[:port])`, { option: 'registry', value: v });
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(v)?.[1]?.toLowerCase();
   if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') throw bad(`has scheme ${scheme}://, not http or https`);
@@ -287,7 +287,7 @@ export function parseTokenFile(text: string, file: string): string[] {
 }
 
 /** Scopes a token line may name: 'pull' (deltas, contents, notify, sessions, reading traces), 'trace' (uploading traces). */
-export const TOKEN_SCOPES = ['pull', 'trace'] as const;
+const TOKEN_SCOPES = ['pull', 'trace'] as const;
 
 /**
  * A token file by scope: lines `TOKEN` (both scopes, as before scopes existed) or `TOKEN SCOPE[,SCOPE]`

@@ -28,13 +28,13 @@ export const MAX_USEFUL_RATIO = 0.9;
 /** Brotli quality of the compressibility probe (q1: ~200 MB/s, ratio within ~10 % of q5). */
 const SAMPLE_QUALITY = 1;
 /** Brotli quality for stored contents (measured: docs/design-notes.md). */
-export const BROTLI_QUALITY = 5;
+const BROTLI_QUALITY = 5;
 /** Encoded contents up to this size (bytes) are read whole by open(): most image files are small. */
-export const WHOLE_READ_BYTES = 256 * 1024;
+const WHOLE_READ_BYTES = 256 * 1024;
 /** Encoded contents up to this size (bytes) are read synchronously by open() (see there). */
-export const SYNC_READ_BYTES = 64 * 1024;
+const SYNC_READ_BYTES = 64 * 1024;
 /** Contents up to this size (bytes) are buffered in memory while indexing instead of via a temp file. */
-export const IN_MEMORY_BYTES = 256 * 1024;
+const IN_MEMORY_BYTES = 256 * 1024;
 /** Read size of content streams (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
 /**
@@ -43,9 +43,9 @@ const STREAM_READ_BYTES = 1024 * 1024;
  * per-item store query, file reads and sha256 check (bench/proxy.ts --fanout, docs/design-notes.md
  * "Serving many pulls").
  */
-export const DEFAULT_HOT_BYTES = 256 * 1024 * 1024;
+const DEFAULT_HOT_BYTES = 256 * 1024 * 1024;
 /** Encoded contents up to this size (bytes) are read whole into the in-memory tier; larger ones stream. */
-export const HOT_ITEM_BYTES = 4 * 1024 * 1024;
+const HOT_ITEM_BYTES = 4 * 1024 * 1024;
 /** Persist last-access times to the store after this many touches (and on close). */
 const TOUCH_FLUSH_EVERY = 1000;
 /**

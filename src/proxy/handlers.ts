@@ -27,7 +27,7 @@ import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
-export const MAX_HAVE = 1024;
+const MAX_HAVE = 1024;
 
 export interface HandlerContext {
   store: MetadataStore;

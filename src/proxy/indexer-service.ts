@@ -38,7 +38,7 @@ const DECODED_TOCS = 256;
 /** Default IndexerServiceOptions.indexConcurrency: layer passes at once, proxy-wide (2-core measure: design-notes). */
 export const DEFAULT_INDEX_CONCURRENCY = 4;
 /** Default IndexerServiceOptions.encodeConcurrency: staged layers encoded at once. */
-export const DEFAULT_ENCODE_CONCURRENCY = 1;
+const DEFAULT_ENCODE_CONCURRENCY = 1;
 
 export interface IndexedImage {
   /** Fully qualified reference that was resolved. */

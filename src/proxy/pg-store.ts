@@ -50,7 +50,7 @@ const POOL_MAX = 20;
 const UNAVAILABLE_SQLSTATE = /^(08|57)/;
 
 /** postgres://user@host:port/db without the password (for messages and logs). */
-export function describeDb(url: string): string {
+function describeDb(url: string): string {
   try {
     const u = new URL(url);
     const host = decodeURIComponent(u.hostname);

@@ -20,7 +20,7 @@ import type { LayerToc, MergedTree, TocEntry } from '../layers/toc.js';
 import type { ImageConfig } from '../oci/types.js';
 
 /** etc/ files up to this size (bytes) are sent early: programs read their config at startup. */
-export const SMALL_ETC_BYTES = 64 * 1024;
+const SMALL_ETC_BYTES = 64 * 1024;
 /** Docker's default PATH when the config has none. */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Symlink hops followed when resolving the entrypoint (as Linux's MAXSYMLINKS). */
@@ -149,7 +149,7 @@ function sourceOf(chain: LayerToc[], digestsByLayer: Map<string, string | undefi
 }
 
 /** Path (merged-tree form) of the regular file the container executes first, if it can be found. */
-export function resolveEntrypoint(config: ImageConfig | undefined, byPath: ReadonlyMap<string, TocEntry>): string | undefined {
+function resolveEntrypoint(config: ImageConfig | undefined, byPath: ReadonlyMap<string, TocEntry>): string | undefined {
   const c = config?.config;
   if (c === undefined) return undefined;
   const argv0 = c.Entrypoint && c.Entrypoint.length > 0 ? c.Entrypoint[0] : c.Cmd?.[0];

@@ -33,7 +33,7 @@ import type { ReplicaSync } from './replica-sync.js';
 import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, type MetadataStore, type TraceMeta } from './store.js';
 
 /** Newest traces merged into one order (bounds the work of a merge: ≤ this × 65536 entries). */
-export const MAX_MERGE_TRACES = 256;
+const MAX_MERGE_TRACES = 256;
 /** Learned orders kept in memory, (image, group) pairs. */
 const MEMO_ORDERS = 64;
 

@@ -27,9 +27,9 @@ import type { IndexedContent, SharedStore } from './shared-store.js';
 import { KEEP_TRACES_PER_IMAGE, type MetadataStore } from './store.js';
 
 /** A replica is a live peer if it announced itself within this many ms. */
-export const REPLICA_TTL_MS = 30_000;
+const REPLICA_TTL_MS = 30_000;
 /** Announce interval (ms). */
-export const ANNOUNCE_EVERY_MS = 10_000;
+const ANNOUNCE_EVERY_MS = 10_000;
 /** Traces copied per round trip of syncTraces. */
 const SYNC_TRACES_BATCH = 500;
 /** Peer content requests at once (per fill). */

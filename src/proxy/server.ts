@@ -40,29 +40,29 @@ import { Semaphore } from './semaphore.js';
 import { DEFAULT_GC_MIN_AGE_MS, collectGarbage } from './gc.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
-export const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
+const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
 
 /** ms that close() lets running streams finish before destroying their sockets. */
-export const CLOSE_GRACE_MS = 5000;
+const CLOSE_GRACE_MS = 5000;
 /*
  * Request header and whole-request deadlines are Node's defaults, set explicitly so they stay: 60 s
  * and 300 s (slowloris). Shorter values (30 s / 120 s) made Node's periodic connection check answer
  * 408 to a keep-alive client of a long test run under load (proxy-first-contact), so they stay.
  */
-export const HEADERS_TIMEOUT_MS = 60_000;
-export const REQUEST_TIMEOUT_MS = 300_000;
+const HEADERS_TIMEOUT_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 300_000;
 /** An idle keep-alive connection is closed after this, ms (Node's default). */
-export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /**
  * A socket with no byte moving either way for this long is closed, ms: a client that stops reading a
  * stream (or a half-open peer) cannot pin it and its buffers forever. Generous because a first
  * request legitimately waits, silent, while a large image is indexed.
  */
-export const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
+const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
 /** Trace uploads read and stored at once; more wait (up to MAX_QUEUED_TRACE_UPLOADS, then 503). */
-export const MAX_CONCURRENT_TRACE_UPLOADS = 2;
+const MAX_CONCURRENT_TRACE_UPLOADS = 2;
 /** Trace uploads waiting for a slot before new ones are refused with SL_ERR_PROXY_BUSY. */
-export const MAX_QUEUED_TRACE_UPLOADS = 16;
+const MAX_QUEUED_TRACE_UPLOADS = 16;
 /** Default ProxyOptions.maxConnections. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
@@ -118,7 +118,7 @@ export interface RunningProxy {
 }
 
 /** host[:port] of a --registry value; `insecure` if the URL says http on a non-loopback host. */
-export function registryHost(v: string): { host: string; insecure: boolean } {
+function registryHost(v: string): { host: string; insecure: boolean } {
   const withScheme = /^[a-z]+:\/\//i.test(v) ? v : `https://${v}`;
   let u: URL;
   try {

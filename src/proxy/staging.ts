@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 
 /** Staged contents up to this size (bytes) are read whole and synchronously (page cache, ~15 µs). */
-export const STAGED_WHOLE_READ_BYTES = 256 * 1024;
+const STAGED_WHOLE_READ_BYTES = 256 * 1024;
 /** Read size of larger staged contents (bytes): one CONTENT frame's worth. */
 const STREAM_READ_BYTES = 1024 * 1024;
 

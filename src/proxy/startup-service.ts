@@ -29,7 +29,7 @@ import { readFacts } from './startup/facts.js';
 import { type FileFacts, type Prediction, StartupTree, predictWith } from './startup/predict.js';
 
 /** Decoded bytes read from one content at most (beyond: 'unknown'). */
-export const MAX_DECODE_BYTES = 256 * 1024 * 1024;
+const MAX_DECODE_BYTES = 256 * 1024 * 1024;
 /** Predictions kept in memory (images). */
 const MEMO_IMAGES = 256;
 /** Facts kept in memory (contents). */
@@ -138,7 +138,7 @@ export class StartupService {
  * without a decoder here (zstd). `base`/`limit` (identity only): the content starts `base` bytes into
  * `file` and is `limit` bytes long (a staged content inside its layer pass's file).
  */
-export function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infinity): { read: RangeReader; close: () => Promise<void> } | undefined {
+function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infinity): { read: RangeReader; close: () => Promise<void> } | undefined {
   if (encoding === 'identity') {
     const fh = open(file, 'r');
     return {

@@ -9,7 +9,7 @@
  */
 import { chmod, mkdir, stat } from 'node:fs/promises';
 
-export const PRIVATE_DIR_MODE = 0o700;
+const PRIVATE_DIR_MODE = 0o700;
 
 /** Creates `dir` (and parents) if needed and makes it 0700. */
 export async function privateDir(dir: string): Promise<void> {

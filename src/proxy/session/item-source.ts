@@ -37,12 +37,12 @@ import type { ContentRecord, MetadataStore } from '../store.js';
  * q2 sends ~9 % fewer bytes for ~12 % more CPU; a build with it streamed slower under load, cause not
  * separated, so q1 stays until a quiet re-measure).
  */
-export const SEND_TIME_BROTLI_QUALITY = 1;
+const SEND_TIME_BROTLI_QUALITY = 1;
 /**
  * Staged contents up to this size (bytes) are encoded at send time in memory; larger ones are encoded
  * to a temp file of the staging area ahead of the sender (staged-file-encoding.ts).
  */
-export const SEND_TIME_MAX_BYTES = 16 * 1024 * 1024;
+const SEND_TIME_MAX_BYTES = 16 * 1024 * 1024;
 
 const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
@@ -120,7 +120,7 @@ export function announce(d: ItemSourceDeps, digest: string, what: string): Conte
  * Encoded bytes of `digest` from the cache, re-fetching its source layer if the cache evicted it.
  * `alsoWanted` names other digests of the same layer worth restoring in the same pass.
  */
-export async function openCached(
+async function openCached(
   d: ItemSourceDeps,
   digest: string,
   sourceDiffID: string,

@@ -26,12 +26,12 @@ import { SendQueue } from './send-queue.js';
 export const SEND_AHEAD_BYTES = 256 * 1024;
 
 /** Items opened ahead of the one being written. */
-export const PREFETCH_ITEMS = 8;
+const PREFETCH_ITEMS = 8;
 /**
  * Raw bytes of the items opened ahead, at most (one more item may cross it): bounds a stream's memory
  * when deferred items are encoded in memory at send time (item-source.ts SEND_TIME_MAX_BYTES each).
  */
-export const PREFETCH_BYTES = 32 * 1024 * 1024;
+const PREFETCH_BYTES = 32 * 1024 * 1024;
 
 export interface SessionOptions {
   /** The session id (HTTP header starlight-session). */

@@ -2,8 +2,8 @@
  * A minimal ELF reader for startup prediction: which program loader (PT_INTERP) an executable names,
  * and which shared libraries it needs (DT_NEEDED) with its search paths (DT_RUNPATH, DT_RPATH).
  *
- * Contract: `readElf(read, size)` reads only through `read` (at most ELF_MAX_READS ranges of at most
- * ELF_MAX_RANGE_BYTES each) and NEVER throws on file contents: anything truncated, out of bounds,
+ * Contract: `readElf(read, size)` reads only through `read` (at most five ranges — header, program headers,
+ * interp, dynamic section, string window — of at most ELF_MAX_RANGE_BYTES each) and NEVER throws on file contents: anything truncated, out of bounds,
  * inconsistent or simply not ELF gives `undefined` ("unknown"). 32- and 64-bit, little- and big-endian
  * headers are read; values past 2^53 are rejected. Errors of `read` itself (I/O) propagate.
  *
@@ -38,11 +38,9 @@ export interface ElfInfo {
 }
 
 /** Bounds: a hostile file cannot make the reader allocate or loop beyond these. */
-export const ELF_MAX_PHNUM = 256;
-export const ELF_MAX_RANGE_BYTES = 1 << 20;
-export const ELF_MAX_NEEDED = 256;
-/** Reads: header, program headers, interp, dynamic, string window. */
-export const ELF_MAX_READS = 5;
+const ELF_MAX_PHNUM = 256;
+const ELF_MAX_RANGE_BYTES = 1 << 20;
+const ELF_MAX_NEEDED = 256;
 /** Longest string read (a path or library name). */
 const MAX_STRING = 4096;
 

@@ -63,18 +63,18 @@ export interface Prediction {
 }
 
 /** Nested executions followed (script → interpreter → script it runs …). */
-export const MAX_EXEC_DEPTH = 8;
+const MAX_EXEC_DEPTH = 8;
 /** Shared libraries resolved per prediction. */
-export const MAX_LIBS = 1024;
+const MAX_LIBS = 1024;
 /** Files predicted in all (core + rest). */
-export const MAX_PREDICTED = 20_000;
+const MAX_PREDICTED = 20_000;
 /** REST: bytes taken from one program home (small files first). */
-export const HOME_BUDGET_BYTES = 32 * 1024 * 1024;
+const HOME_BUDGET_BYTES = 32 * 1024 * 1024;
 /** REST: bytes taken from one directory named as an argument or the working directory. */
-export const DIR_ARG_BUDGET_BYTES = 64 * 1024 * 1024;
+const DIR_ARG_BUDGET_BYTES = 64 * 1024 * 1024;
 /** REST: bytes taken from the directory of a core file, and the largest file taken there. */
-export const NEIGHBOUR_BUDGET_BYTES = 4 * 1024 * 1024;
-export const NEIGHBOUR_MAX_FILE_BYTES = 256 * 1024;
+const NEIGHBOUR_BUDGET_BYTES = 4 * 1024 * 1024;
+const NEIGHBOUR_MAX_FILE_BYTES = 256 * 1024;
 /** A `$VAR` path component matches at most this many combinations. */
 const MAX_WILDCARD = 8;
 /** ld.so.conf include files followed. */
@@ -493,9 +493,9 @@ export function predictStartup(tree: StartupTree, config: ImageConfig | undefine
 }
 
 /** Walk → read → walk rounds (the exec/library chain is rarely deeper than 6). */
-export const MAX_ROUNDS = 24;
+const MAX_ROUNDS = 24;
 /** Contents read per prediction. */
-export const MAX_FACT_READS = 2048;
+const MAX_FACT_READS = 2048;
 
 /**
  * Iterates predictStartup to its fixed point, asking `read` for the facts it needs (at most

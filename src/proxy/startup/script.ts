@@ -10,7 +10,7 @@
 /** Bytes of a text file read for analysis (shebang, command words, ld.so.conf lines). */
 export const SCRIPT_HEAD_BYTES = 16 * 1024;
 /** Words returned by scriptWords (first ones, in order of appearance, distinct). */
-export const MAX_SCRIPT_WORDS = 256;
+const MAX_SCRIPT_WORDS = 256;
 /** Linux reads at most this many bytes of the #! line (BINPRM_BUF_SIZE). */
 const SHEBANG_MAX = 256;
 

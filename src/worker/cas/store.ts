@@ -58,8 +58,6 @@ const LOG_COMPACT_RATIO = 2;
 const LOG_COMPACT_SLACK = 1024;
 /** Read size when open() re-verifies a blob. */
 const VERIFY_READ_BYTES = 1024 * 1024;
-/** sha256 of zero bytes: an empty file needs no content item, but stores like any other. */
-export const EMPTY_DIGEST = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 export interface ContentInfo {
   digest: string;
@@ -95,7 +93,7 @@ export interface LocalContentStoreOptions {
 }
 
 /** syncfs(2) of the file system holding `dir`, through coreutils `sync -f` (Node has no binding). */
-export function syncFileSystem(dir: string): Promise<void> {
+function syncFileSystem(dir: string): Promise<void> {
   return new Promise((resolve, reject) =>
     execFile('sync', ['-f', dir], (err) =>
       err ? reject(new StarlightError('SL_ERR_INTERNAL', `cannot flush the content store at ${dir} to disk (sync -f): ${err.message}`, { cause: err, details: { dir } })) : resolve(),

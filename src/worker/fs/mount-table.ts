@@ -18,7 +18,7 @@ import { StarlightError } from '../../errors.js';
 const execFileP = promisify(execFile);
 
 /** How long a stat of a suspected stale mount may take before it counts as dead (ms). */
-export const STALE_STAT_TIMEOUT_MS = 2000;
+const STALE_STAT_TIMEOUT_MS = 2000;
 /** How long one detach may take before we give up on it, ms. */
 const DETACH_TIMEOUT_MS = 10_000;
 

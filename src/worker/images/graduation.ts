@@ -43,7 +43,7 @@ export type Locate = (digest: string) => string | null;
  * mtime, xattrs (trusted.overlay.* left out), device numbers, symlink targets, hardlinks.
  * Throws SL_ERR_SNAPSHOT_UNAVAILABLE if a regular file's content is not present.
  */
-export async function materialiseTree(tree: MergedTree, locate: Locate, dest: string): Promise<void> {
+async function materialiseTree(tree: MergedTree, locate: Locate, dest: string): Promise<void> {
   const at = (e: TocEntry): string => (e.path === '' ? dest : join(dest, e.path));
   const dirs: TocEntry[] = [];
   const files: TocEntry[] = [];

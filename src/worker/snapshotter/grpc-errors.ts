@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { StarlightError, isCode, kindOf, type Code, type Kind } from '../../errors.js';
 
 /** Trailer key carrying the StarlightError code; written by the service, read by the client. */
-export const ERROR_CODE_METADATA = 'starlight-error-code';
+const ERROR_CODE_METADATA = 'starlight-error-code';
 
 const KIND_TO_STATUS: Record<Kind, grpc.status> = {
   'not-found': grpc.status.NOT_FOUND,

@@ -23,7 +23,7 @@ import {
 import { isCleaner, type Info, type Snapshotter } from './types.js';
 
 /** Infos per List message, as containerd's service (service.go:124–158). */
-export const LIST_BATCH_SIZE = 100;
+const LIST_BATCH_SIZE = 100;
 
 type Unary<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 

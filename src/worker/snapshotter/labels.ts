@@ -23,13 +23,13 @@ export const LABEL_REMOTE = 'containerd.io/snapshot/remote';
 export const LABEL_STARLIGHT_VIEW = 'containerd.io/snapshot/starlight.view';
 
 /** Written by containerd's CRI plugin (with snapshot_annotations on) on Prepare. */
-export const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
+const LABEL_CRI_IMAGE_REF = 'containerd.io/snapshot/cri.image-ref';
 /** CRI: digest of the compressed layer blob being unpacked. */
-export const LABEL_CRI_LAYER_DIGEST = 'containerd.io/snapshot/cri.layer-digest';
+const LABEL_CRI_LAYER_DIGEST = 'containerd.io/snapshot/cri.layer-digest';
 /** CRI: comma-separated digests of this and the following layers of the image (bounded length). */
-export const LABEL_CRI_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
+const LABEL_CRI_IMAGE_LAYERS = 'containerd.io/snapshot/cri.image-layers';
 /** CRI: digest of the image manifest. */
-export const LABEL_CRI_MANIFEST_DIGEST = 'containerd.io/snapshot/cri.manifest-digest';
+const LABEL_CRI_MANIFEST_DIGEST = 'containerd.io/snapshot/cri.manifest-digest';
 
 /** What a Prepare's labels say about a layer that might be provided lazily. */
 export interface RemoteHints {

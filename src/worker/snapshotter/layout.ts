@@ -17,7 +17,7 @@ const FS_DIR_MODE = 0o755;
 /** Mode of `work` dirs (containerd overlay prepareDirectory). */
 const WORK_DIR_MODE = 0o711;
 /** Mode of the root and `snapshots` dirs: only root may look inside (containerd uses 0700). */
-export const ROOT_DIR_MODE = 0o700;
+const ROOT_DIR_MODE = 0o700;
 
 /** Prefix of directories being built (removed by cleanup when no create is in flight). */
 export const NEW_DIR_PREFIX = 'new-';

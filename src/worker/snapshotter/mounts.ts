@@ -50,14 +50,9 @@ export interface OverlayOptions {
  * The lower layers that actually go into lowerdir, nearest first: the parents up to and including
  * the first remote one.
  */
-export function effectiveLowers(parents: MountParent[]): MountParent[] {
+function effectiveLowers(parents: MountParent[]): MountParent[] {
   const i = parents.findIndex((p) => p.remote);
   return i < 0 ? parents : parents.slice(0, i + 1);
-}
-
-/** The topmost remote parent (whose view the mounts use), or undefined for a purely local chain. */
-export function topRemoteParent(parents: MountParent[]): MountParent | undefined {
-  return parents.find((p) => p.remote);
 }
 
 function lowerDir(p: MountParent, layout: MountLayout): string {

@@ -55,7 +55,7 @@ interface ResolvedOptions {
 }
 
 /** Validation and defaults in one place. */
-export function resolveSnapshotterOptions(o: StarlightSnapshotterOptions): ResolvedOptions {
+function resolveSnapshotterOptions(o: StarlightSnapshotterOptions): ResolvedOptions {
   if (typeof o.root !== 'string' || !o.root.startsWith('/')) {
     throw new StarlightError('SL_ERR_CONFIG', `snapshotter root must be an absolute path, got ${JSON.stringify(o.root)}`, { details: { root: o.root } });
   }

@@ -75,7 +75,7 @@ const DEFAULT_QUEUE_JUMP_FALLBACK_MS = 3_000;
  * (socket buffers, the link; MiBs at WAN speed), so a jump that lands behind them must not use up the
  * read's whole deadline (mount-faults "killed": 3 s deadline, 4 Mbit/s, an 8 MiB item in flight).
  */
-export const JUMP_FALLBACK_DEADLINE_SHARE = 0.25;
+const JUMP_FALLBACK_DEADLINE_SHARE = 0.25;
 
 /** A stream that can be asked to send an item next (the receiver of a delta with a session). */
 export interface QueueJumper {
