@@ -264,7 +264,7 @@ export class IndexerService {
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
       for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
       await stage?.commit([...contents.values()]);
-      this.o.store.putLayerIndex(
+      await this.o.store.putLayerIndex(
         {
           diffID,
           layerDigest: desc.digest,

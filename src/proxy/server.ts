@@ -167,7 +167,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     throw err;
   }
   let cache: ContentCache | undefined;
-  const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
+  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
+  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
+  const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0, traceUploadsRunning: uploads.active, traceUploadsWaiting: uploads.waiting }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
   const replicas =
@@ -199,8 +201,6 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   /** Auth is on as soon as any token is configured; a route then needs a token of its own scope. */
   const authOn = tokens.length + traceTokens.length > 0;
   const allowed = (req: IncomingMessage, scope: Buffer[]): boolean => !authOn || (scope.length > 0 && authorized(req, scope));
-  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
-  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://proxy');

@@ -9,6 +9,7 @@
  */
 import Database from 'better-sqlite3';
 import { StarlightError } from '../errors.js';
+import { yieldToLoop } from '../event-loop.js';
 import type { Encoding } from '../protocol/constants.js';
 import type { TraceUploadEntry, TraceUploadTrace } from '../protocol/traces.js';
 
@@ -44,6 +45,9 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Content rows inserted per transaction by putLayerIndex (~10 ms each at load ~6). */
+export const PUT_BATCH_ROWS = 1000;
 
 /** Who sent an upload and what it is of (stored with each of its traces). */
 export interface TraceMeta {
@@ -266,19 +270,32 @@ export class MetadataStore {
   }
 
   /**
-   * Records an indexed layer and, in the same transaction, a row for each of its contents not known
-   * yet ('identity', cached = 0: stored later by the background encoder, or re-fetched on demand). One
-   * transaction: a layer is never recorded without its contents, nor contents of a failed layer.
+   * Records an indexed layer and a row for each of its contents not known yet ('identity', cached = 0:
+   * stored later by the background encoder, or re-fetched on demand). The rows go in transactions of
+   * PUT_BATCH_ROWS with the event loop running between them (a layer of 20 000 files held it for
+   * ~250 ms in one transaction, issue 14); the layer row goes in the last one, so a layer is never
+   * recorded without its contents. If a batch fails, the rows inserted for this layer are removed
+   * again (no contents of a failed layer).
    */
-  putLayerIndex(l: LayerRecord, contents: readonly { digest: string; size: number; sourceDiffID: string }[]): void {
+  async putLayerIndex(l: LayerRecord, contents: readonly { digest: string; size: number; sourceDiffID: string }[]): Promise<void> {
     const st = this.q(
       'INSERT OR IGNORE INTO contents (digest, size, encoded_size, encoding, source_diff_id, cached, last_access, encoded_digest) VALUES (?,?,?,?,?,0,?,NULL)',
     );
     const now = Date.now();
-    this.db.transaction(() => {
-      for (const c of contents) st.run(c.digest, c.size, c.size, 'identity', c.sourceDiffID, now);
-      this.putLayer(l);
-    })();
+    try {
+      for (let i = 0; ; i += PUT_BATCH_ROWS) {
+        const last = i + PUT_BATCH_ROWS >= contents.length;
+        this.db.transaction(() => {
+          for (const c of contents.slice(i, i + PUT_BATCH_ROWS)) st.run(c.digest, c.size, c.size, 'identity', c.sourceDiffID, now);
+          if (last) this.putLayer(l);
+        })();
+        if (last) return;
+        await yieldToLoop();
+      }
+    } catch (err) {
+      if (!this.hasLayer(l.diffID)) this.q('DELETE FROM contents WHERE source_diff_id = ? AND cached = 0').run(l.diffID);
+      throw err;
+    }
   }
 
   layer(diffID: string): LayerRecord | undefined {
@@ -311,6 +328,12 @@ export class MetadataStore {
   content(digest: string): ContentRecord | undefined {
     const r = this.q('SELECT * FROM contents WHERE digest = ?').get(digest) as ContentRow | undefined;
     return r === undefined ? undefined : toContent(r);
+  }
+
+  /** content() of each of `digests` (one query; known ones only). Callers batch (a few hundred). */
+  contentsOf(digests: readonly string[]): Map<string, ContentRecord> {
+    const rows = this.q('SELECT * FROM contents WHERE digest IN (SELECT value FROM json_each(?))').all(JSON.stringify(digests)) as ContentRow[];
+    return new Map(rows.map((r) => [r.digest, toContent(r)]));
   }
 
   setCached(digest: string, cached: boolean): void {

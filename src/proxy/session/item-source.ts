@@ -94,10 +94,10 @@ async function readAll(r: Readable): Promise<Buffer> {
 /**
  * The item entry a header announces for `digest`: the cached encoding when the cache holds it, else
  * 'identity' when it is staged (the first contact), else the recorded one (re-fetched on demand).
- * Throws SL_ERR_INTERNAL for a digest the proxy does not know (a planner/indexer bug).
+ * Throws SL_ERR_INTERNAL for a digest the proxy does not know (a planner/indexer bug). `rec`: the
+ * store's record of `digest` when the caller read it already (batched: delta-plan.ts).
  */
-export function announce(d: ItemSourceDeps, digest: string, what: string): ContentItem {
-  const rec = d.store.content(digest);
+export function announce(d: ItemSourceDeps, digest: string, what: string, rec: ContentRecord | undefined = d.store.content(digest)): ContentItem {
   if (rec !== undefined && d.cache.has(digest)) return { digest, size: rec.size, encodedSize: rec.encodedSize, encoding: rec.encoding };
   const staged = d.staging?.lookup(digest);
   if (staged !== undefined) return { digest, size: staged.size, encodedSize: staged.size, encoding: 'identity' };

@@ -19,7 +19,7 @@ const file = (path: string, digest: string): TocEntry => ({ path, type: 'reg', m
 function layer(store: MetadataStore, name: string, files: TocEntry[]): string {
   const diffID = dg(name);
   const toc = Buffer.from(encodeToc({ version: TOC_VERSION, diffID, uncompressedSize: 1, entries: files }));
-  store.putLayerIndex({ diffID, layerDigest: dg(`blob-${name}`), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', compressedSize: 1, uncompressedSize: 1, repository: 'r/app', toc }, []);
+  void store.putLayerIndex({ diffID, layerDigest: dg(`blob-${name}`), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', compressedSize: 1, uncompressedSize: 1, repository: 'r/app', toc }, []);
   return diffID;
 }
 
