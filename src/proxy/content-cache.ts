@@ -462,6 +462,14 @@ export class ContentCache {
     this.touched.clear();
   }
 
+  /** Drops a content whose store row the metadata GC deleted (gc.ts): its file and memory copies. */
+  forget(digest: string): void {
+    if (!this.lru.delete(digest)) rmSync(this.pathOf(digest), { force: true });
+    this.hot?.delete(digest);
+    this.touched.delete(digest);
+    this.persistedAt.delete(digest);
+  }
+
   close(): void {
     this.flush();
   }

@@ -224,6 +224,11 @@ export class IndexerService {
     return t;
   }
 
+  /** Forgets the memoized TOCs of layers the metadata GC deleted (gc.ts): asked for again, they are re-indexed. */
+  forgetLayers(diffIDs: readonly string[]): void {
+    for (const d of diffIDs) this.decoded.delete(d);
+  }
+
   /**
    * indexLayer, once across replicas (--db): a layer another replica indexed is copied from the shared
    * store; one being indexed by another replica is waited for (its shared index lock), then copied.

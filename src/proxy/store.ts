@@ -454,14 +454,15 @@ export class MetadataStore {
    *   remaining layer holding the same content; called synchronously, at most once per such row) or,
    *   if it returns undefined, deleted;
    * - traces of repositories no `images` row belongs to, and trace_layers rows of images without traces.
-   * Returns counts, and the digests of deleted content rows that were cached (the caller removes their
-   * files; the content cache must not be open yet, or must forget them).
+   * Returns counts, the digests of deleted content rows that were cached (the caller removes their
+   * files; the content cache must not be open yet, or must forget them: ContentCache.forget) and the
+   * diffIDs of the deleted layers.
    */
   collectUnreferenced(
     now: number,
     minAgeMs: number,
     newSource: (digest: string, keptLayers: readonly string[]) => string | undefined,
-  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[] } {
+  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[]; removedLayers: string[] } {
     return this.db.transaction(() => {
       const manifests = this.q('DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)').run().changes;
       const listed = new Set<string>();
@@ -489,7 +490,7 @@ export class MetadataStore {
       }
       const traces = this.q('DELETE FROM traces WHERE repository NOT IN (SELECT repository FROM manifests WHERE digest IN (SELECT manifest_digest FROM images))').run().changes;
       this.q('DELETE FROM trace_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM traces)').run();
-      return { manifests, layers: doomed.size, contents, traces, removedCached };
+      return { manifests, layers: doomed.size, contents, traces, removedCached, removedLayers: [...doomed] };
     })();
   }
 
