@@ -19,6 +19,7 @@
  * Not here: the plan itself (delta-plan.ts, planner.ts), sending (session.ts).
  */
 import { LRUCache } from 'lru-cache';
+import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayersSliced } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { type DeltaHeader, headerBytes } from '../../protocol/index.js';
@@ -88,6 +89,7 @@ export class PlanCache {
     const ek = `${header.ref}|${header.firstItem}`;
     let bytes = p.encoded.get(ek);
     if (bytes === undefined) {
+      await yieldToLoop(); // encoding a header of 60 000 items is ~180 ms at load ~9: not right after planning
       bytes = headerBytes(header);
       if (p.encoded.size >= MAX_ENCODED) p.encoded.clear();
       p.encoded.set(ek, bytes);
