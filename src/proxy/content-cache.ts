@@ -150,6 +150,11 @@ export class ContentCache {
     }
   }
 
+  /** Bound on stored encoded bytes (--cache-size): a content encoded larger than this is never cached. */
+  get maxBytes(): number {
+    return this.lru.maxSize;
+  }
+
   pathOf(digest: string): string {
     const hex = digest.slice('sha256:'.length);
     return join(this.root, hex.slice(0, 2), hex);

@@ -116,6 +116,15 @@ export async function openCached(
   alsoWanted: () => string[] = () => [],
 ): Promise<{ rec: ContentRecord; body: ItemBody }> {
   let got = await d.cache.open(digest);
+  const known = got === undefined ? d.store.content(digest) : undefined;
+  if (known !== undefined && known.encodedSize > d.cache.maxBytes) {
+    // The cache refused it when it was stored: re-fetching its whole layer would only be refused again.
+    throw new StarlightError(
+      'SL_ERR_IMAGE_LIMIT',
+      `content ${digest} (${known.encodedSize} encoded bytes, of layer ${sourceDiffID}) is larger than the proxy's content cache (--cache-size ${d.cache.maxBytes} bytes) and no longer staged, so it cannot be served; raise --cache-size above the image's largest file`,
+      { details: { digest, diffID: sourceDiffID, limit: 'cache-size', value: d.cache.maxBytes, size: known.encodedSize } },
+    );
+  }
   for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
     await d.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
     got = await d.cache.open(digest);
