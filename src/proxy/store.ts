@@ -476,9 +476,15 @@ export class MetadataStore {
       const removedCached: string[] = [];
       const repoint = this.q('UPDATE contents SET source_diff_id = ? WHERE digest = ?');
       const delContent = this.q('DELETE FROM contents WHERE digest = ?');
-      const orphans = (this.q('SELECT digest, source_diff_id, cached FROM contents').all() as { digest: string; source_diff_id: string; cached: number }[]).filter((c) =>
-        doomed.has(c.source_diff_id),
-      );
+      // Only the rows of deleted layers come into memory (a periodic run on a large store found none).
+      const orphans =
+        doomed.size === 0
+          ? []
+          : (this.q('SELECT digest, source_diff_id, cached FROM contents WHERE source_diff_id IN (SELECT value FROM json_each(?))').all(JSON.stringify([...doomed])) as {
+              digest: string;
+              source_diff_id: string;
+              cached: number;
+            }[]);
       for (const c of orphans) {
         const to = newSource(c.digest, kept);
         if (to !== undefined) repoint.run(to, c.digest);
