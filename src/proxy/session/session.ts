@@ -10,7 +10,7 @@
  */
 import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
-import { TimeSlicer } from '../../event-loop.js';
+import { TimeSlicer, yieldToLoop } from '../../event-loop.js';
 import { DEFAULT_CHUNK_BYTES, type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
@@ -86,6 +86,8 @@ export class DeltaSession {
    */
   async run(signal: AbortSignal): Promise<SE | undefined> {
     const enc = this.o.encoder;
+    // Encoding a large header is one synchronous piece: not in the same loop turn as the planning before it.
+    if (this.o.headerBytes === undefined) await yieldToLoop();
     await enc.writeHeader(this.o.header, this.o.headerBytes);
     const release = this.deferred.size > 0 ? this.o.holdEncoding?.() : undefined;
     // Small items from memory or staging resolve at once: without a pause, thousands of them are one
