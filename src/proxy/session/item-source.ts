@@ -117,8 +117,10 @@ export async function openCached(
 ): Promise<{ rec: ContentRecord; body: ItemBody }> {
   let got = await d.cache.open(digest);
   const known = got === undefined ? d.store.content(digest) : undefined;
-  if (known !== undefined && known.encodedSize > d.cache.maxBytes) {
-    // The cache refused it when it was stored: re-fetching its whole layer would only be refused again.
+  // Encoded once (encodedDigest set) and larger than the whole cache: the cache refused it, and
+  // re-fetching its whole layer would only be refused again. (A row never encoded yet records its raw
+  // size: its encoding may still fit, so it is re-fetched as usual.)
+  if (known?.encodedDigest !== undefined && known.encodedSize > d.cache.maxBytes) {
     throw new StarlightError(
       'SL_ERR_IMAGE_LIMIT',
       `content ${digest} (${known.encodedSize} encoded bytes, of layer ${sourceDiffID}) is larger than the proxy's content cache (--cache-size ${d.cache.maxBytes} bytes) and no longer staged, so it cannot be served; raise --cache-size above the image's largest file`,

@@ -34,6 +34,15 @@ test('content larger than --cache-size: SL_ERR_IMAGE_LIMIT naming the limit, no 
   t.regex(err!.message, /--cache-size 262144 bytes/);
   t.is(refetches, 0, 'the layer is not re-fetched for nothing');
 
+  // A row never encoded yet (as a layer's index writes it) records its raw size: it is re-fetched
+  // (its encoding may fit), here with a re-fetch that stores nothing, so it ends not-found as before.
+  const text = Buffer.alloc(1024 * 1024, 'compressible ');
+  store.putContent({ digest: dg(text), size: text.length, encodedSize: text.length, encoding: 'identity', sourceDiffID: diffID, cached: false, lastAccess: 0 });
+  const notFound = await t.throwsAsync(openCached({ store, cache, indexer }, dg(text), diffID));
+  t.is((notFound as { code?: string }).code, 'SL_ERR_PROXY_CONTENT_NOT_FOUND');
+  t.is(refetches, 3, 'REFETCH_ATTEMPTS re-fetches');
+  refetches = 0;
+
   // A content that fits is still re-fetched when missing (the cache evicted it): the usual path.
   const small = randomBytes(1024);
   store.putContent({ digest: dg(small), size: small.length, encodedSize: small.length, encoding: 'identity', sourceDiffID: diffID, cached: false, lastAccess: 0 });
