@@ -13,9 +13,11 @@ import { untilSignal } from './signals.js';
 const USAGE = `usage: starlight proxy --registry URL [--registry URL…] [--listen 127.0.0.1:8090] [--data DIR]
        [--cache-size 10GiB] [--staging-size 4GiB] [--index-concurrency 4] [--token-file F] [--tls-cert F --tls-key F]
        [--platform linux/amd64] [--registry-auth DOCKER_CONFIG_JSON] [--db postgres://user@host/db] [--advertise http://this-replica:8090]
-       [--config FILE] [--insecure] [--max-connections 1024]
+       [--config FILE] [--insecure] [--max-connections 1024] [--gc-interval 3600]
        [--max-layer-size 64GiB] [--max-layer-entries 1000000] [--max-layer-metadata 256MiB]
        [--max-compression-ratio 2000] [--max-zstd-window 128MiB]
+--gc-interval SECONDS: metadata GC (images no ref points at, their layers and contents) runs at
+start and then this often; 0 = at start only.
 A --listen address other than loopback needs --tls-cert/--tls-key and --token-file, or --insecure.
 Every option can also be set as STARLIGHT_PROXY_<OPTION> (e.g. STARLIGHT_PROXY_CACHE_SIZE) or as
 <OPTION>=value in the --config file; precedence: flag > environment > file > default.
@@ -60,6 +62,7 @@ export async function runProxyCommand(argv: string[]): Promise<number> {
     indexConcurrency: cfg.indexConcurrency,
     layerLimits: cfg.layerLimits,
     maxConnections: cfg.maxConnections,
+    gcIntervalMs: cfg.gcIntervalSec * 1000,
     tokens,
     traceTokens: scoped?.trace,
     tls,

@@ -8,8 +8,8 @@
  */
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES } from './constants.js';
-import { contentHead, endFrame, errorFrame, headerFrame, itemFrame, preamble } from './frames.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, FrameType } from './constants.js';
+import { contentHead, endFrame, errorFrame, frameHead, headerPayload, itemFrame, preamble } from './frames.js';
 import type { ContentItem, DeltaEnd, DeltaHeader, WireError } from './types.js';
 
 export interface EncoderOptions {
@@ -39,7 +39,9 @@ type State = 'new' | 'open' | 'closed';
 
 /** The first bytes of a stream with header `h`: preamble and HEADER frame. */
 export function headerBytes(h: DeltaHeader): Buffer {
-  return Buffer.concat([preamble(), headerFrame(h)]);
+  // One copy of the payload (a header of 60 000 items and their TOCs is several MB: issue 14, /healthz).
+  const payload = headerPayload(h);
+  return Buffer.concat([preamble(), frameHead(FrameType.HEADER, payload.length), payload]);
 }
 
 export class DeltaEncoder {

@@ -87,13 +87,18 @@ function packItems(items: ContentItem[]): WireItems {
   const encodings = Buffer.alloc(items.length);
   items.forEach((it, i) => {
     if (!isDigest(it.digest)) throw malformed(`item ${i} digest ${it.digest} is not sha256:<64 hex>`);
-    Buffer.from(it.digest.slice(7), 'hex').copy(digests, i * DIGEST_BYTES);
+    digests.write(it.digest.slice(7), i * DIGEST_BYTES, DIGEST_BYTES, 'hex');
     encodings[i] = encodingCode(it.encoding);
   });
   return { digests, sizes: items.map((i) => i.size), encodedSizes: items.map((i) => i.encodedSize), encodings };
 }
 
 export function headerFrame(h: DeltaHeader): Buffer {
+  return frame(FrameType.HEADER, headerPayload(h));
+}
+
+/** The HEADER frame's payload (msgpack); headerFrame() = its frame head + this. */
+export function headerPayload(h: DeltaHeader): Buffer {
   const wire = {
     ref: h.ref,
     platform: h.platform,
@@ -107,7 +112,7 @@ export function headerFrame(h: DeltaHeader): Buffer {
     firstItem: h.firstItem,
     ...(h.deferred !== undefined && h.deferred.length > 0 ? { deferred: h.deferred } : {}),
   };
-  return frame(FrameType.HEADER, packr.pack(wire));
+  return packr.pack(wire);
 }
 
 /** ITEM frame: the encoding chosen at send time for deferred item `index`. */

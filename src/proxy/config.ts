@@ -8,6 +8,7 @@
 import { StarlightError } from '../errors.js';
 import { DEFAULT_LAYER_LIMITS, type LayerLimits } from '../layers/limits.js';
 import { isLoopback, parseListen } from '../oci/reference.js';
+import { DEFAULT_GC_INTERVAL_S } from './gc.js';
 import { DEFAULT_INDEX_CONCURRENCY } from './indexer-service.js';
 import { DEFAULT_MAX_CONNECTIONS } from './server.js';
 
@@ -52,6 +53,8 @@ export interface ProxyConfig {
   layerLimits: Partial<LayerLimits>;
   /** --max-connections: client connections at once. */
   maxConnections: number;
+  /** --gc-interval: seconds between metadata GC runs (gc.ts; also one at start); 0 = at start only. */
+  gcIntervalSec: number;
   /** --insecure: allows a non-loopback listen address without TLS and a token (logged as a warning). */
   insecure: boolean;
   /** --db postgres://…: store shared by proxy replicas; absent: the SQLite store in --data. */
@@ -64,6 +67,7 @@ export interface ProxyConfig {
 const OPTIONS = [
   'registry', 'listen', 'data', 'cache-size', 'token-file', 'tls-cert', 'tls-key', 'platform', 'config', 'staging-size', 'index-concurrency', 'registry-auth',
   'max-layer-size', 'max-layer-entries', 'max-layer-metadata', 'max-compression-ratio', 'max-zstd-window', 'max-connections', 'insecure', 'db', 'advertise',
+  'gc-interval',
 ] as const;
 type Option = (typeof OPTIONS)[number];
 /** Options that take no value on the command line (`--insecure`; env/file: true/false/1/0). */
@@ -206,6 +210,7 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
     maxZstdWindowBytes: sizeOpt('max-zstd-window', DEFAULT_LAYER_LIMITS.maxZstdWindowBytes),
   };
   const maxConnections = intOpt('max-connections', DEFAULT_MAX_CONNECTIONS, 1, 1_000_000);
+  const gcIntervalSec = intOpt('gc-interval', DEFAULT_GC_INTERVAL_S, 0, 30 * 24 * 3600);
   const insecureOpt = get('insecure');
   if (insecureOpt !== undefined && !/^(true|false|1|0|yes|no)$/i.test(insecureOpt.v)) {
     throw cfgError(`${insecureOpt.from}=${insecureOpt.v} is not true or false`, { option: 'insecure', value: insecureOpt.v });
@@ -239,6 +244,7 @@ export function resolveProxyConfig(src: ConfigSources): ProxyConfig {
     indexConcurrency,
     layerLimits,
     maxConnections,
+    gcIntervalSec,
     insecure,
   };
   if (tokenFile !== undefined) out.tokenFile = tokenFile;

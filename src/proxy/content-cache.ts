@@ -154,6 +154,11 @@ export class ContentCache {
     }
   }
 
+  /** Bound on stored encoded bytes (--cache-size): a content encoded larger than this is never cached. */
+  get maxBytes(): number {
+    return this.lru.maxSize;
+  }
+
   pathOf(digest: string): string {
     const hex = digest.slice('sha256:'.length);
     return join(this.root, hex.slice(0, 2), hex);
@@ -464,6 +469,14 @@ export class ContentCache {
     if (this.touched.size === 0) return;
     this.store.touchMany(this.touched);
     this.touched.clear();
+  }
+
+  /** Drops a content whose store row the metadata GC deleted (gc.ts): its file and memory copies. */
+  forget(digest: string): void {
+    if (!this.lru.delete(digest)) rmSync(this.pathOf(digest), { force: true });
+    this.hot?.delete(digest);
+    this.touched.delete(digest);
+    this.persistedAt.delete(digest);
   }
 
   close(): void {

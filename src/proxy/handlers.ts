@@ -151,11 +151,11 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   const t0 = performance.now();
   const img = await ctx.indexer.image(ref, platform, signal);
   // One merge (memoized per image) serves the prediction (first request only) and the plan.
-  await ensurePrediction(ctx, img, ctx.plans.mergedOf(img));
+  await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
   await ctx.priority.refresh();
   const t1 = performance.now();
   const deferred = deferredParam(url);
-  const { header, sources, headerBytes } = ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  const { header, sources, headerBytes } = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
   const session = new DeltaSession({
     id: ctx.sessions.newId(),

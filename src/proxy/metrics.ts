@@ -6,6 +6,13 @@
  */
 import type { CacheCounters } from './content-cache.js';
 
+/** Values read when /metrics is rendered. */
+export interface ProxyGauges {
+  cacheBytes: number;
+  traceUploadsRunning?: number;
+  traceUploadsWaiting?: number;
+}
+
 export class ProxyMetrics {
   /** Bytes of delta streams written (preamble, frames, content). */
   deltaBytesSent = 0;
@@ -29,7 +36,7 @@ export class ProxyMetrics {
   sessionBumps = 0;
   readonly cache: CacheCounters = { hits: 0, misses: 0, evictions: 0, corrupt: 0 };
 
-  constructor(private readonly gauges: () => { cacheBytes: number } = () => ({ cacheBytes: 0 })) {}
+  constructor(private readonly gauges: () => ProxyGauges = () => ({ cacheBytes: 0 })) {}
 
   /** Prometheus text format 0.0.4. */
   render(): string {
@@ -53,6 +60,8 @@ export class ProxyMetrics {
       ['starlight_proxy_cache_evictions_total', 'counter', 'Content cache evictions', this.cache.evictions],
       ['starlight_proxy_cache_corrupt_total', 'counter', 'Cache files that failed their digest check (dropped and re-fetched)', this.cache.corrupt],
       ['starlight_proxy_cache_bytes', 'gauge', 'Encoded bytes in the content cache', g.cacheBytes],
+      ['starlight_proxy_trace_uploads_running', 'gauge', 'Trace uploads being read and stored', g.traceUploadsRunning ?? 0],
+      ['starlight_proxy_trace_uploads_waiting', 'gauge', 'Trace uploads waiting for a slot', g.traceUploadsWaiting ?? 0],
     ];
     return rows.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join('');
   }

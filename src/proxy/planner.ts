@@ -1,5 +1,5 @@
 /**
- * The delta planner (PURE: no I/O, no clock, no randomness): given the target chain's TOCs and merged
+ * The delta planner (PURE: no I/O, no clock, no randomness; planSliced() only pauses between slices): given the target chain's TOCs and merged
  * tree, what the worker already has, and optional priorities, decides which layer TOCs go into the
  * header and which content items are sent, in which order. Identical input → identical plan.
  *
@@ -16,6 +16,7 @@
  *
  * Not here: merging layers (src/layers/merge.ts), reading the cache, encodings (the delta handler).
  */
+import { runAtOnce, runSliced } from '../event-loop.js';
 import type { LayerToc, MergedTree, TocEntry } from '../layers/toc.js';
 import type { ImageConfig } from '../oci/types.js';
 
@@ -90,20 +91,36 @@ interface Candidate {
 }
 
 export function plan(input: PlanInput): Plan {
+  return runAtOnce(planSteps(input));
+}
+
+/** plan() cut into slices with the event loop running between them (src/event-loop.ts). Same plan. */
+export function planSliced(input: PlanInput): Promise<Plan> {
+  return runSliced(planSteps(input));
+}
+
+/** Entries handled between two pause points of planSteps. */
+const STEP_ENTRIES = 512;
+
+function* planSteps(input: PlanInput): Generator<void, Plan, undefined> {
+  let n = 0;
   const layers = input.chain.filter((l) => !input.haveDiffIDs.has(l.diffID));
   const byPath = new Map<string, TocEntry>();
   for (const e of input.merged.entries) byPath.set(e.path, e);
+  yield;
 
   // topmost layer (index) providing each regular file path, and each layer's path → digest
   const layerOf = new Map<string, number>();
-  const digestsByLayer = input.chain.map((l, i) => {
+  const digestsByLayer: Map<string, string | undefined>[] = [];
+  for (let i = 0; i < input.chain.length; i++) {
     const m = new Map<string, string | undefined>();
-    for (const e of l.entries) {
+    for (const e of input.chain[i]!.entries) {
       if (e.type === 'reg') layerOf.set(e.path, i);
       m.set(e.path, e.digest);
+      if (++n % STEP_ENTRIES === 0) yield;
     }
-    return m;
-  });
+    digestsByLayer.push(m);
+  }
 
   const entrypoint = resolveEntrypoint(input.config, byPath);
   const cands: Candidate[] = [];
@@ -123,10 +140,13 @@ export function plan(input: PlanInput): Plan {
     else if (e.path.startsWith('etc/') && e.size <= SMALL_ETC_BYTES) cls = CLASS_ETC;
     else cls = CLASS_REST;
     cands.push({ entry: e, cls, rank: r ?? 0, layer, key: Buffer.from(e.path, 'utf8') });
+    if (++n % STEP_ENTRIES === 0) yield;
   }
+  yield;
   cands.sort(
     (a, b) => a.cls - b.cls || a.rank - b.rank || (a.cls === CLASS_REST ? a.layer - b.layer : 0) || Buffer.compare(a.key, b.key),
   );
+  yield;
 
   const seen = new Set<string>();
   const items: PlannedItem[] = [];
@@ -136,6 +156,7 @@ export function plan(input: PlanInput): Plan {
     seen.add(d);
     const srcPath = c.entry.type === 'hardlink' && c.entry.linkname !== undefined ? c.entry.linkname : c.entry.path;
     items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: sourceOf(input.chain, digestsByLayer, srcPath, d, c.layer) });
+    if (++n % STEP_ENTRIES === 0) yield;
   }
   return { layers, items };
 }

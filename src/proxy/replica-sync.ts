@@ -132,7 +132,7 @@ export class ReplicaSync {
     if (this.o.store.hasLayer(diffID)) return true;
     const l = await this.o.shared.layer(diffID);
     if (l === undefined) return false;
-    this.o.store.putLayerIndex(l, layerContents(diffID, decodeToc(l.toc)));
+    await this.o.store.putLayerIndex(l, layerContents(diffID, decodeToc(l.toc)));
     this.o.logger.info('layer-hydrated', { diffID });
     return true;
   }

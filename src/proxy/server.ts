@@ -37,7 +37,7 @@ import { SessionRegistry } from './session/registry.js';
 import { PlanCache } from './session/plan-cache.js';
 import { StagingArea } from './staging.js';
 import { Semaphore } from './semaphore.js';
-import { DEFAULT_GC_MIN_AGE_MS, collectGarbage } from './gc.js';
+import { DEFAULT_GC_INTERVAL_S, DEFAULT_GC_MIN_AGE_MS, collectGarbage, startPeriodicGc } from './gc.js';
 
 /** Default ProxyOptions.stagingBytes (4 GiB). */
 const DEFAULT_STAGING_BYTES = 4 * 1024 ** 3;
@@ -60,9 +60,9 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
  */
 const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
 /** Trace uploads read and stored at once; more wait (up to MAX_QUEUED_TRACE_UPLOADS, then 503). */
-const MAX_CONCURRENT_TRACE_UPLOADS = 2;
+export const MAX_CONCURRENT_TRACE_UPLOADS = 2;
 /** Trace uploads waiting for a slot before new ones are refused with SL_ERR_PROXY_BUSY. */
-const MAX_QUEUED_TRACE_UPLOADS = 16;
+export const MAX_QUEUED_TRACE_UPLOADS = 16;
 /** Default ProxyOptions.maxConnections. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 
@@ -86,8 +86,10 @@ export interface ProxyOptions {
   maxConnections?: number;
   /** Socket idle timeout, ms (tests shorten it). Default SOCKET_IDLE_TIMEOUT_MS. */
   socketIdleMs?: number;
-  /** Unreferenced layers indexed longer ago than this are collected at start (gc.ts). Default DEFAULT_GC_MIN_AGE_MS. */
+  /** Unreferenced layers indexed longer ago than this are collected (gc.ts). Default DEFAULT_GC_MIN_AGE_MS. */
   gcMinAgeMs?: number;
+  /** Metadata GC runs at start and then every this many ms (--gc-interval); 0: at start only. Default DEFAULT_GC_INTERVAL_S. */
+  gcIntervalMs?: number;
   /** Accepted bearer tokens; empty/undefined: no auth. */
   tokens?: string[];
   /**
@@ -158,7 +160,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const regs = o.registries.map(registryHost);
   if (regs.length === 0) throw new StarlightError('SL_ERR_CONFIG', 'at least one --registry is required');
   const store = new MetadataStore(join(o.dataDir, STORE_FILE));
-  const collected = collectGarbage(store, Date.now(), o.gcMinAgeMs ?? DEFAULT_GC_MIN_AGE_MS, logger);
+  const gcMinAgeMs = o.gcMinAgeMs ?? DEFAULT_GC_MIN_AGE_MS;
+  const collected = collectGarbage(store, Date.now(), gcMinAgeMs, logger);
   let shared: PgSharedStore | undefined;
   try {
     shared = o.db !== undefined ? await PgSharedStore.open(o.db) : undefined;
@@ -167,7 +170,9 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     throw err;
   }
   let cache: ContentCache | undefined;
-  const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0 }));
+  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
+  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
+  const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0, traceUploadsRunning: uploads.active, traceUploadsWaiting: uploads.waiting }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
   const replicas =
@@ -179,6 +184,20 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }), replicas);
   const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
+  const gcIntervalMs = o.gcIntervalMs ?? DEFAULT_GC_INTERVAL_S * 1000;
+  const gc =
+    gcIntervalMs > 0
+      ? startPeriodicGc({
+          store,
+          intervalMs: gcIntervalMs,
+          minAgeMs: gcMinAgeMs,
+          logger,
+          onCollected: (r) => {
+            for (const d of r.removedCached) cache.forget(d);
+            indexer.forgetLayers(r.removedLayers);
+          },
+        })
+      : undefined;
   const sessions = new SessionRegistry();
   const ctx: HandlerContext = {
     store,
@@ -199,8 +218,6 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   /** Auth is on as soon as any token is configured; a route then needs a token of its own scope. */
   const authOn = tokens.length + traceTokens.length > 0;
   const allowed = (req: IncomingMessage, scope: Buffer[]): boolean => !authOn || (scope.length > 0 && authorized(req, scope));
-  /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
-  const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://proxy');
@@ -265,6 +282,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
       const timer = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
       await done;
       clearTimeout(timer);
+      gc?.stop();
       await indexer.close(CLOSE_GRACE_MS);
       cache?.close();
       replicas?.stop();

@@ -92,7 +92,7 @@ export class SqliteSharedStore implements SharedStore {
 
   async putLayerIndex(l: LayerRecord, contents: readonly IndexedContent[]): Promise<void> {
     if (this.store.hasLayer(l.diffID)) return;
-    this.store.putLayerIndex(l, contents);
+    await this.store.putLayerIndex(l, contents);
   }
 
   async layer(diffID: string): Promise<LayerRecord | undefined> {

@@ -9,6 +9,7 @@
  */
 import Database from 'better-sqlite3';
 import { StarlightError } from '../errors.js';
+import { yieldToLoop } from '../event-loop.js';
 import type { Encoding } from '../protocol/constants.js';
 import type { TraceUploadEntry, TraceUploadTrace } from '../protocol/traces.js';
 
@@ -44,6 +45,9 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Content rows inserted per transaction by putLayerIndex (1000 took up to ~110 ms at load ~9). */
+const PUT_BATCH_ROWS = 500;
 
 /** Who sent an upload and what it is of (stored with each of its traces). */
 export interface TraceMeta {
@@ -266,19 +270,32 @@ export class MetadataStore {
   }
 
   /**
-   * Records an indexed layer and, in the same transaction, a row for each of its contents not known
-   * yet ('identity', cached = 0: stored later by the background encoder, or re-fetched on demand). One
-   * transaction: a layer is never recorded without its contents, nor contents of a failed layer.
+   * Records an indexed layer and a row for each of its contents not known yet ('identity', cached = 0:
+   * stored later by the background encoder, or re-fetched on demand). The rows go in transactions of
+   * PUT_BATCH_ROWS with the event loop running between them (a layer of 20 000 files held it for
+   * ~250 ms in one transaction, issue 14); the layer row goes in the last one, so a layer is never
+   * recorded without its contents. If a batch fails, the rows inserted for this layer are removed
+   * again (no contents of a failed layer).
    */
-  putLayerIndex(l: LayerRecord, contents: readonly { digest: string; size: number; sourceDiffID: string }[]): void {
+  async putLayerIndex(l: LayerRecord, contents: readonly { digest: string; size: number; sourceDiffID: string }[]): Promise<void> {
     const st = this.q(
       'INSERT OR IGNORE INTO contents (digest, size, encoded_size, encoding, source_diff_id, cached, last_access, encoded_digest) VALUES (?,?,?,?,?,0,?,NULL)',
     );
     const now = Date.now();
-    this.db.transaction(() => {
-      for (const c of contents) st.run(c.digest, c.size, c.size, 'identity', c.sourceDiffID, now);
-      this.putLayer(l);
-    })();
+    try {
+      for (let i = 0; ; i += PUT_BATCH_ROWS) {
+        const last = i + PUT_BATCH_ROWS >= contents.length;
+        this.db.transaction(() => {
+          for (const c of contents.slice(i, i + PUT_BATCH_ROWS)) st.run(c.digest, c.size, c.size, 'identity', c.sourceDiffID, now);
+          if (last) this.putLayer(l);
+        })();
+        if (last) return;
+        await yieldToLoop();
+      }
+    } catch (err) {
+      if (!this.hasLayer(l.diffID)) this.q('DELETE FROM contents WHERE source_diff_id = ? AND cached = 0').run(l.diffID);
+      throw err;
+    }
   }
 
   layer(diffID: string): LayerRecord | undefined {
@@ -311,6 +328,12 @@ export class MetadataStore {
   content(digest: string): ContentRecord | undefined {
     const r = this.q('SELECT * FROM contents WHERE digest = ?').get(digest) as ContentRow | undefined;
     return r === undefined ? undefined : toContent(r);
+  }
+
+  /** content() of each of `digests` (one query; known ones only). Callers batch (a few hundred). */
+  contentsOf(digests: readonly string[]): Map<string, ContentRecord> {
+    const rows = this.q('SELECT * FROM contents WHERE digest IN (SELECT value FROM json_each(?))').all(JSON.stringify(digests)) as ContentRow[];
+    return new Map(rows.map((r) => [r.digest, toContent(r)]));
   }
 
   setCached(digest: string, cached: boolean): void {
@@ -431,14 +454,15 @@ export class MetadataStore {
    *   remaining layer holding the same content; called synchronously, at most once per such row) or,
    *   if it returns undefined, deleted;
    * - traces of repositories no `images` row belongs to, and trace_layers rows of images without traces.
-   * Returns counts, and the digests of deleted content rows that were cached (the caller removes their
-   * files; the content cache must not be open yet, or must forget them).
+   * Returns counts, the digests of deleted content rows that were cached (the caller removes their
+   * files; the content cache must not be open yet, or must forget them: ContentCache.forget) and the
+   * diffIDs of the deleted layers.
    */
   collectUnreferenced(
     now: number,
     minAgeMs: number,
     newSource: (digest: string, keptLayers: readonly string[]) => string | undefined,
-  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[] } {
+  ): { manifests: number; layers: number; contents: number; traces: number; removedCached: string[]; removedLayers: string[] } {
     return this.db.transaction(() => {
       const manifests = this.q('DELETE FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM images)').run().changes;
       const listed = new Set<string>();
@@ -452,9 +476,15 @@ export class MetadataStore {
       const removedCached: string[] = [];
       const repoint = this.q('UPDATE contents SET source_diff_id = ? WHERE digest = ?');
       const delContent = this.q('DELETE FROM contents WHERE digest = ?');
-      const orphans = (this.q('SELECT digest, source_diff_id, cached FROM contents').all() as { digest: string; source_diff_id: string; cached: number }[]).filter((c) =>
-        doomed.has(c.source_diff_id),
-      );
+      // Only the rows of deleted layers come into memory (a periodic run on a large store found none).
+      const orphans =
+        doomed.size === 0
+          ? []
+          : (this.q('SELECT digest, source_diff_id, cached FROM contents WHERE source_diff_id IN (SELECT value FROM json_each(?))').all(JSON.stringify([...doomed])) as {
+              digest: string;
+              source_diff_id: string;
+              cached: number;
+            }[]);
       for (const c of orphans) {
         const to = newSource(c.digest, kept);
         if (to !== undefined) repoint.run(to, c.digest);
@@ -466,7 +496,7 @@ export class MetadataStore {
       }
       const traces = this.q('DELETE FROM traces WHERE repository NOT IN (SELECT repository FROM manifests WHERE digest IN (SELECT manifest_digest FROM images))').run().changes;
       this.q('DELETE FROM trace_layers WHERE manifest_digest NOT IN (SELECT manifest_digest FROM traces)').run();
-      return { manifests, layers: doomed.size, contents, traces, removedCached };
+      return { manifests, layers: doomed.size, contents, traces, removedCached, removedLayers: [...doomed] };
     })();
   }
 

@@ -96,6 +96,11 @@ export async function fetchDelta(proxyUrl: string, query: Record<string, string>
     const body = await res.text();
     throw Object.assign(new Error(`HTTP ${res.status}: ${body}`), { status: res.status, body });
   }
+  return readDelta(res.body as unknown as AsyncIterable<Uint8Array>);
+}
+
+/** Decodes a whole delta stream (e.g. a file a `curl` child wrote), verifying every item's digest and size. */
+export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<FetchedDelta> {
   let wireBytes = 0;
   let chunkFrames = 0;
   let header: DeltaHeader | undefined;
@@ -103,7 +108,7 @@ export async function fetchDelta(proxyUrl: string, query: Record<string, string>
   const parts = new Map<number, Buffer[]>();
   const contents = new Map<number, Buffer>();
   const body = (async function* () {
-    for await (const b of res.body as unknown as AsyncIterable<Uint8Array>) {
+    for await (const b of source) {
       wireBytes += b.length;
       yield b;
     }

@@ -5,11 +5,12 @@
  * Not here: HTTP parameters (handlers.ts), sending (session.ts).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers } from '../../layers/merge.js';
+import { yieldToLoop } from '../../event-loop.js';
+import { mergeLayersSliced } from '../../layers/merge.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
-import type { DeltaHeader } from '../../protocol/index.js';
+import type { ContentItem, DeltaHeader } from '../../protocol/index.js';
 import type { IndexedImage, IndexerService } from '../indexer-service.js';
-import { haveContent, plan } from '../planner.js';
+import { type PlannedItem, haveContent, planSliced } from '../planner.js';
 import { rankMap } from '../priority.js';
 import type { LearnedFiles, PriorityService } from '../priority-service.js';
 import type { MetadataStore } from '../store.js';
@@ -46,7 +47,7 @@ export function knownHave(d: Pick<DeltaPlanDeps, 'store' | 'indexer'>, h: string
  * image manifest digest → its chain and the contents visible in its merged tree. Digests the proxy does
  * not know are ignored (listed in `unknown`): nothing can be deduplicated against them.
  */
-function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: Set<string>; haveDigests: Set<string>; unknown: string[] } {
+async function resolveHave(d: DeltaPlanDeps, have: readonly string[]): Promise<{ haveDiffIDs: Set<string>; haveDigests: Set<string>; unknown: string[] }> {
   const haveDiffIDs = new Set<string>();
   const haveLayers: LayerToc[] = [];
   const haveTrees: MergedTree[] = [];
@@ -64,7 +65,7 @@ function resolveHave(d: DeltaPlanDeps, have: readonly string[]): { haveDiffIDs: 
     }
     const m = d.store.manifest(h)!;
     m.diffIDs.forEach((id) => haveDiffIDs.add(id));
-    haveTrees.push(mergeLayers(m.diffIDs.map((id) => d.indexer.toc(id)!)));
+    haveTrees.push(await mergeLayersSliced(m.diffIDs.map((id) => d.indexer.toc(id)!)));
   }
   return { haveDiffIDs, haveDigests: haveContent(haveLayers, haveTrees), unknown };
 }
@@ -75,21 +76,43 @@ export function orderOf(d: Pick<DeltaPlanDeps, 'priority'>, img: IndexedImage, m
   return d.priority.order({ manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged }, group);
 }
 
+/** Items announced per metadata-store query (one query per batch, then the event loop runs). */
+const ANNOUNCE_BATCH = 500;
+
+/**
+ * announce() of each planned item, with the store's records read ANNOUNCE_BATCH at a time and the
+ * event loop running between batches (a lookup per item froze it for ~27 s on 60 000 items at load 18).
+ */
+async function announceAll(d: DeltaPlanDeps, items: readonly PlannedItem[], ref: string): Promise<ContentItem[]> {
+  const out: ContentItem[] = [];
+  for (let i = 0; i < items.length; i += ANNOUNCE_BATCH) {
+    if (i > 0) await yieldToLoop();
+    const batch = items.slice(i, i + ANNOUNCE_BATCH);
+    const recs = d.store.contentsOf(batch.map((it) => it.digest));
+    for (const it of batch) out.push(announce(d, it.digest, `${it.path} of ${ref}`, recs.get(it.digest)));
+  }
+  return out;
+}
+
 /**
  * The header of a delta of `img` for `req`, and the layer supplying each item (for re-fetches).
  * `merged`: the merged tree of `img`'s chain and `order` its orderOf(), when the caller has them.
  * `unknownHave`: the `have` entries the plan ignored (plan-cache.ts re-checks them).
+ * Long steps (merging, planning, the store's records) run in slices with the event loop running
+ * between them (src/event-loop.ts); the result is what one synchronous pass would give.
  */
-export function planDelta(
+export async function planDelta(
   d: DeltaPlanDeps,
   img: IndexedImage,
   req: DeltaRequest,
-  merged: MergedTree = mergeLayers(img.tocs),
-  order: LearnedFiles = orderOf(d, img, merged, req.group),
-): { header: DeltaHeader; sources: string[]; unknownHave: string[] } {
-  const { haveDiffIDs, haveDigests, unknown } = resolveHave(d, req.have);
+  mergedIn?: MergedTree,
+  orderIn?: LearnedFiles,
+): Promise<{ header: DeltaHeader; sources: string[]; unknownHave: string[] }> {
+  const merged = mergedIn ?? (await mergeLayersSliced(img.tocs));
+  const order = orderIn ?? orderOf(d, img, merged, req.group);
+  const { haveDiffIDs, haveDigests, unknown } = await resolveHave(d, req.have);
   const rec = img.record;
-  const p = plan({
+  const p = await planSliced({
     chain: img.tocs,
     merged,
     haveDiffIDs,
@@ -97,6 +120,7 @@ export function planDelta(
     config: img.config,
     rank: rankMap(order.files),
   });
+  const items = await announceAll(d, p.items, img.ref);
   const header: DeltaHeader = {
     ref: img.ref,
     platform: img.platform,
@@ -106,7 +130,7 @@ export function planDelta(
     config: rec.config,
     diffIDs: rec.diffIDs,
     layers: p.layers.map((l) => ({ diffID: l.diffID, toc: d.store.layer(l.diffID)!.toc })),
-    items: p.items.map((it) => announce(d, it.digest, `${it.path} of ${img.ref}`)),
+    items,
     firstItem: req.from,
   };
   forRequest(d, header, req);

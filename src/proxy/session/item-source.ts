@@ -105,10 +105,10 @@ async function readAll(r: Readable): Promise<Buffer> {
 /**
  * The item entry a header announces for `digest`: the cached encoding when the cache holds it, else
  * 'identity' when it is staged (the first contact), else the recorded one (re-fetched on demand).
- * Throws SL_ERR_INTERNAL for a digest the proxy does not know (a planner/indexer bug).
+ * Throws SL_ERR_INTERNAL for a digest the proxy does not know (a planner/indexer bug). `rec`: the
+ * store's record of `digest` when the caller read it already (batched: delta-plan.ts).
  */
-export function announce(d: ItemSourceDeps, digest: string, what: string): ContentItem {
-  const rec = d.store.content(digest);
+export function announce(d: ItemSourceDeps, digest: string, what: string, rec: ContentRecord | undefined = d.store.content(digest)): ContentItem {
   if (rec !== undefined && d.cache.has(digest)) return { digest, size: rec.size, encodedSize: rec.encodedSize, encoding: rec.encoding };
   const staged = d.staging?.lookup(digest);
   if (staged !== undefined) return { digest, size: staged.size, encodedSize: staged.size, encoding: 'identity' };
@@ -120,13 +120,24 @@ export function announce(d: ItemSourceDeps, digest: string, what: string): Conte
  * Encoded bytes of `digest` from the cache, re-fetching its source layer if the cache evicted it.
  * `alsoWanted` names other digests of the same layer worth restoring in the same pass.
  */
-async function openCached(
+export async function openCached(
   d: ItemSourceDeps,
   digest: string,
   sourceDiffID: string,
   alsoWanted: () => string[] = () => [],
 ): Promise<{ rec: ContentRecord; body: ItemBody }> {
   let got = await d.cache.open(digest);
+  const known = got === undefined ? d.store.content(digest) : undefined;
+  // Encoded once (encodedDigest set) and larger than the whole cache: the cache refused it, and
+  // re-fetching its whole layer would only be refused again. (A row never encoded yet records its raw
+  // size: its encoding may still fit, so it is re-fetched as usual.)
+  if (known?.encodedDigest !== undefined && known.encodedSize > d.cache.maxBytes) {
+    throw new StarlightError(
+      'SL_ERR_IMAGE_LIMIT',
+      `content ${digest} (${known.encodedSize} encoded bytes, of layer ${sourceDiffID}) is larger than the proxy's content cache (--cache-size ${d.cache.maxBytes} bytes) and no longer staged, so it cannot be served; raise --cache-size above the image's largest file`,
+      { details: { digest, diffID: sourceDiffID, limit: 'cache-size', value: d.cache.maxBytes, size: known.encodedSize } },
+    );
+  }
   for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
     await d.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
     got = await d.cache.open(digest);

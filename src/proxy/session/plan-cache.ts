@@ -19,7 +19,8 @@
  * Not here: the plan itself (delta-plan.ts, planner.ts), sending (session.ts).
  */
 import { LRUCache } from 'lru-cache';
-import { mergeLayers } from '../../layers/merge.js';
+import { yieldToLoop } from '../../event-loop.js';
+import { mergeLayersSliced } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { type DeltaHeader, headerBytes } from '../../protocol/index.js';
 import type { IndexedImage } from '../indexer-service.js';
@@ -48,31 +49,36 @@ const MAX_ENCODED = 4;
 
 export class PlanCache {
   private readonly plans = new LRUCache<string, CachedPlan>({ max: MAX_PLANS });
-  private readonly merged = new LRUCache<string, MergedTree>({ max: MAX_MERGED });
+  /** Merges by manifest digest, memoized as promises (concurrent first requests share one merge). */
+  private readonly merged = new LRUCache<string, Promise<MergedTree>>({ max: MAX_MERGED });
   /** Plans served from memory / computed (for tests and the bench). */
   hits = 0;
   misses = 0;
 
-  /** The merged tree of `img`'s chain (memoized by manifest digest: TOCs of a digest never change). */
-  mergedOf(img: IndexedImage): MergedTree {
+  /**
+   * The merged tree of `img`'s chain (memoized by manifest digest: TOCs of a digest never change),
+   * merged in slices (the event loop runs meanwhile: layers/merge.ts mergeLayersSliced).
+   */
+  mergedOf(img: IndexedImage): Promise<MergedTree> {
     const key = img.record.manifestDigest;
     let m = this.merged.get(key);
     if (m === undefined) {
-      m = mergeLayers(img.tocs);
+      m = mergeLayersSliced(img.tocs);
       this.merged.set(key, m);
+      m.catch(() => this.merged.delete(key));
     }
     return m;
   }
 
   /** planDelta(), reused while its inputs are unchanged (see the file header). */
-  plan(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): { header: DeltaHeader; sources: string[]; headerBytes?: Buffer } {
-    const merged = this.mergedOf(img);
+  async plan(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): Promise<{ header: DeltaHeader; sources: string[]; headerBytes?: Buffer }> {
+    const merged = await this.mergedOf(img);
     const order = orderOf(d, img, merged, req.group);
     const key = [img.record.manifestDigest, img.platform, req.group ?? '', [...req.have].sort().join(',')].join('|');
     let p = this.plans.get(key);
     if (p === undefined || p.order !== order || !this.valid(d, p)) {
       this.misses++;
-      const { header, sources, unknownHave } = planDelta(d, img, { have: req.have, from: 0, group: req.group }, merged, order);
+      const { header, sources, unknownHave } = await planDelta(d, img, { have: req.have, from: 0, group: req.group }, merged, order);
       const cached = new Uint8Array(header.items.length);
       header.items.forEach((it, i) => (cached[i] = d.cache.has(it.digest) ? 1 : 0));
       p = { order, header, sources, cached, unknownHave, encoded: new Map() };
@@ -83,6 +89,7 @@ export class PlanCache {
     const ek = `${header.ref}|${header.firstItem}`;
     let bytes = p.encoded.get(ek);
     if (bytes === undefined) {
+      await yieldToLoop(); // encoding a header of 60 000 items is ~180 ms at load ~9: not right after planning
       bytes = headerBytes(header);
       if (p.encoded.size >= MAX_ENCODED) p.encoded.clear();
       p.encoded.set(ek, bytes);

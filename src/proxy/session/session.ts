@@ -10,6 +10,7 @@
  */
 import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
+import { TimeSlicer, yieldToLoop } from '../../event-loop.js';
 import { type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
@@ -98,7 +99,12 @@ export class DeltaSession {
     const enc = this.o.encoder;
     // Taken before the first await, so a caller's own hold can be handed over without a gap.
     const release = this.deferred.size > 0 ? this.o.holdEncoding?.() : undefined;
+    // Small items from memory or staging resolve at once: without a pause, thousands of them are one
+    // chain of microtasks that starves every other request (issue 14, /healthz).
+    const slicer = new TimeSlicer();
     try {
+      // Encoding a large header is one synchronous piece: not in the same loop turn as the planning before it.
+      if (this.o.headerBytes === undefined) await yieldToLoop();
       await enc.writeHeader(this.o.header, this.o.headerBytes);
     } catch (err) {
       release?.();
@@ -106,6 +112,7 @@ export class DeltaSession {
     }
     try {
       for (;;) {
+        await slicer.maybeYield();
         if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
         const i = this.queue.shift();
         if (i === undefined) break;

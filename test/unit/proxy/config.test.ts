@@ -118,7 +118,9 @@ test('issue 14: layer limits and connection cap are flags, validated', (t) => {
   const c = resolve(['--registry', 'r', '--max-layer-size', '1GiB', '--max-layer-entries', '5000', '--max-compression-ratio', '0', '--max-zstd-window', '8MiB', '--max-layer-metadata', '64MiB', '--max-connections', '10']);
   t.deepEqual(c.layerLimits, { maxUncompressedBytes: 1024 ** 3, maxEntries: 5000, maxRatio: 0, maxZstdWindowBytes: 8 * 1024 ** 2, maxMetadataBytes: 64 * 1024 ** 2 });
   t.is(c.maxConnections, 10);
-  for (const [flag, v] of [['max-layer-size', '0'], ['max-layer-size', 'big'], ['max-layer-entries', '-1'], ['max-layer-entries', '1.5'], ['max-connections', '0'], ['max-zstd-window', 'x'], ['cache-size', '0']]) {
+  t.is(c.gcIntervalSec, 3600, 'metadata GC hourly by default');
+  t.is(resolve(['--registry', 'r', '--gc-interval', '0']).gcIntervalSec, 0);
+  for (const [flag, v] of [['max-layer-size', '0'], ['max-layer-size', 'big'], ['max-layer-entries', '-1'], ['max-layer-entries', '1.5'], ['max-connections', '0'], ['max-zstd-window', 'x'], ['cache-size', '0'], ['gc-interval', '-5'], ['gc-interval', '1h']]) {
     try {
       resolve(['--registry', 'r', `--${flag!}`, v!]);
       t.fail(`${flag!}=${v!} accepted`);

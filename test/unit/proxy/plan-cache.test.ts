@@ -32,7 +32,7 @@ test('a plan is reused until a trace upload, an eviction or a newly known `have`
   const cache = new ContentCache({ dir, maxBytes: 64 * 1024 * 1024, store });
   const contents = Array.from({ length: 6 }, (_, i) => Buffer.concat([Buffer.from(`file ${i}\n`), randomBytes(2000)]));
   const toc: LayerToc = { version: TOC_VERSION, diffID: dg('layer'), uncompressedSize: 1, entries: contents.map((c, i) => entry(`usr/lib/f${i}`, c)) };
-  store.putLayerIndex(
+  await store.putLayerIndex(
     { diffID: toc.diffID, layerDigest: dg('blob'), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', compressedSize: 1, uncompressedSize: 1, repository: 'reg/app', toc: encodeToc(toc) },
     contents.map((c) => ({ digest: dg(c), size: c.length, sourceDiffID: toc.diffID })),
   );
@@ -50,16 +50,16 @@ test('a plan is reused until a trace upload, an eviction or a newly known `have`
     tocs: [toc],
   };
   const plans = new PlanCache();
-  const fresh = (have: string[] = []): unknown => planDelta(deps, img, { have, from: 0 }).header;
+  const fresh = async (have: string[] = []): Promise<unknown> => (await planDelta(deps, img, { have, from: 0 })).header;
 
-  const a = plans.plan(deps, img, { have: [], from: 0 });
-  const b = plans.plan(deps, img, { have: [], from: 0 });
+  const a = await plans.plan(deps, img, { have: [], from: 0 });
+  const b = await plans.plan(deps, img, { have: [], from: 0 });
   t.is(plans.misses, 1);
   t.is(plans.hits, 1);
   t.is(a.header.items, b.header.items, 'one item table');
   t.is(a.headerBytes, b.headerBytes, 'encoded once');
-  t.deepEqual(b.header, fresh());
-  const resumed = plans.plan(deps, img, { have: [], from: 4 });
+  t.deepEqual(b.header, await fresh());
+  const resumed = await plans.plan(deps, img, { have: [], from: 4 });
   t.is(resumed.header.firstItem, 4);
   t.is(plans.misses, 1, 'a resume reuses the plan');
 
@@ -73,24 +73,24 @@ test('a plan is reused until a trace upload, an eviction or a newly known `have`
     traces: [{ startedAt: 0, windowMs: 1000, entries: [{ path: last.path, digest: last.digest } as TraceUploadBody['traces'][number]['entries'][number]] }],
   };
   priority.record(upload, Date.now());
-  const traced = plans.plan(deps, img, { have: [], from: 0 });
+  const traced = await plans.plan(deps, img, { have: [], from: 0 });
   t.is(plans.misses, 2);
   t.is(traced.header.items[0]!.digest, last.digest!);
-  t.deepEqual(traced.header, fresh());
+  t.deepEqual(traced.header, await fresh());
 
   // An item evicted from the cache is announced from the store record: planned again.
   for (let i = 0; i < 2; i++) await cache.put(Readable.from([randomBytes(40 * 1024 * 1024)]), 40 * 1024 * 1024, toc.diffID);
   t.false(cache.has(last.digest!));
-  const evicted = plans.plan(deps, img, { have: [], from: 0 });
+  const evicted = await plans.plan(deps, img, { have: [], from: 0 });
   t.is(plans.misses, 3);
-  t.deepEqual(evicted.header, fresh());
+  t.deepEqual(evicted.header, await fresh());
 
   // `have` = a layer the proxy does not know yet: ignored; once indexed, everything is deduplicated.
   const other: LayerToc = { version: TOC_VERSION, diffID: dg('other'), uncompressedSize: 1, entries: contents.map((c, i) => entry(`opt/f${i}`, c)) };
-  const before = plans.plan(deps, img, { have: [other.diffID], from: 0 });
+  const before = await plans.plan(deps, img, { have: [other.diffID], from: 0 });
   t.is(before.header.items.length, contents.length);
   tocs.set(other.diffID, other);
-  const after = plans.plan(deps, img, { have: [other.diffID], from: 0 });
+  const after = await plans.plan(deps, img, { have: [other.diffID], from: 0 });
   t.is(after.header.items.length, 0);
-  t.deepEqual(after.header, fresh([other.diffID]));
+  t.deepEqual(after.header, await fresh([other.diffID]));
 });

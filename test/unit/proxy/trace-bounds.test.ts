@@ -1,17 +1,21 @@
 /**
  * Issue 14, traces: one uploader cannot outweigh the rest (its traces merge as one source), nor flush
  * the others out of the store (newest N per uploader, per (image, group); newest groups per image);
- * and, over HTTP, uploads need a token with the 'trace' scope, while a 'trace'-only token cannot pull.
+ * and, over HTTP, uploads need a token with the 'trace' scope, while a 'trace'-only token cannot pull,
+ * and concurrent uploads are bounded (503 SL_ERR_PROXY_BUSY past the queue).
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { type ClientRequest, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { parseTokenScopes } from '../../../src/proxy/config.js';
 import { mergeTraces, rankFiles, type MergeTrace } from '../../../src/proxy/priority.js';
 import { PriorityService } from '../../../src/proxy/priority-service.js';
-import { startProxy } from '../../../src/proxy/server.js';
+import { parseMetrics } from '../../../src/prometheus.js';
+import { MAX_CONCURRENT_TRACE_UPLOADS, MAX_QUEUED_TRACE_UPLOADS, startProxy } from '../../../src/proxy/server.js';
 import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import type { TocEntry } from '../../../src/layers/toc.js';
+import { pollUntil } from '../../helpers/poll.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const dg = (s: string): string => 'sha256:' + createHash('sha256').update(s).digest('hex');
@@ -83,3 +87,52 @@ test('a trace body over its limit is refused (413 or reset), never buffered to a
   if (res instanceof Response) t.is(res.status, 413);
   else t.pass();
 });
+
+test(`trace uploads past ${MAX_CONCURRENT_TRACE_UPLOADS} running and ${MAX_QUEUED_TRACE_UPLOADS} waiting get 503 SL_ERR_PROXY_BUSY; slots free up again`, async (t) => {
+  const proxy = await startProxy({ registries: ['127.0.0.1:1'], host: '127.0.0.1', port: 0, dataDir: tempDir(t), cacheBytes: 1 << 20 });
+  t.teardown(() => proxy.close());
+  const { port } = new URL(proxy.url);
+  // Uploads that send their headers and a first piece of body, then stall: the running ones hold a
+  // slot while reading the body, the others wait for one.
+  const stalled: ClientRequest[] = [];
+  t.teardown(() => stalled.forEach((r) => r.destroy()));
+  for (let i = 0; i < MAX_CONCURRENT_TRACE_UPLOADS + MAX_QUEUED_TRACE_UPLOADS; i++) {
+    const r = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/v1/traces', headers: { 'content-type': 'application/json', 'content-length': '1000' }, agent: false });
+    r.on('error', () => undefined);
+    r.write('{"version":');
+    stalled.push(r);
+  }
+  const gauges = async () => {
+    const m = parseMetrics(await (await fetch(`${proxy.url}/metrics`)).text());
+    return { running: m.get('starlight_proxy_trace_uploads_running'), waiting: m.get('starlight_proxy_trace_uploads_waiting') };
+  };
+  await pollUntil('every stalled upload to hold or wait for a slot', async () => {
+    const g = await gauges();
+    return g.running === MAX_CONCURRENT_TRACE_UPLOADS && g.waiting === MAX_QUEUED_TRACE_UPLOADS;
+  }, { timeoutMs: 60_000 });
+
+  const refused = await upload(proxy.url);
+  t.is(refused.status, 503);
+  const body = (await refused.json()) as { errors: { code: string; message: string }[] };
+  t.is(body.errors[0]!.code, 'SL_ERR_PROXY_BUSY');
+  t.regex(body.errors[0]!.message, /too many trace uploads/);
+
+  // The stalled uploads go away: their slots come back and an upload is accepted again.
+  stalled.forEach((r) => r.destroy());
+  await pollUntil('the stalled uploads to release their slots', async () => {
+    const g = await gauges();
+    return g.running === 0 && g.waiting === 0;
+  }, { timeoutMs: 60_000 });
+  const ok = await upload(proxy.url);
+  t.is(ok.status, 200, await ok.clone().text());
+  t.deepEqual(await ok.json(), { accepted: 1 });
+});
+
+function upload(url: string): Promise<Response> {
+  return fetch(`${url}/v1/traces`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version: 1, ref: '127.0.0.1:1/app:v1', manifestDigest: dg('m'), platform: 'linux/amd64', traces: [{ startedAt: 1, windowMs: 10, entries: [{ path: 'a', ms: 0 }] }] }),
+    signal: AbortSignal.timeout(60_000),
+  });
+}
