@@ -129,29 +129,30 @@ export interface StarlightErrorOptions {
 }
 
 /** An error with a stable code from a code table and an errdefs kind (StarlightError, HarnessError). */
-export abstract class CodedError extends Error {
-  abstract readonly code: string;
-  abstract readonly kind: Kind;
-  abstract readonly details: Record<string, unknown>;
-  /** What the user can do about it. */
-  abstract readonly hint: string;
-}
-
-export class StarlightError extends CodedError {
-  readonly code: Code;
+export abstract class CodedError<C extends string = string> extends Error {
+  readonly code: C;
   readonly kind: Kind;
   readonly details: Record<string, unknown>;
+  readonly #table: Readonly<Record<C, CodeInfo>>;
 
-  constructor(code: Code, message: string, opts: StarlightErrorOptions = {}) {
+  protected constructor(table: Readonly<Record<C, CodeInfo>>, code: C, message: string, opts: StarlightErrorOptions) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = 'StarlightError';
+    this.#table = table;
     this.code = code;
-    this.kind = CODES[code].kind;
+    this.kind = table[code].kind;
     this.details = opts.details ?? {};
   }
 
+  /** What the user can do about it. */
   get hint(): string {
-    return CODES[this.code].hint;
+    return this.#table[this.code].hint;
+  }
+}
+
+export class StarlightError extends CodedError<Code> {
+  constructor(code: Code, message: string, opts: StarlightErrorOptions = {}) {
+    super(CODES, code, message, opts);
+    this.name = 'StarlightError';
   }
 }
 
