@@ -15,12 +15,13 @@
  * Not here: proxy-side hostile layers (tar/zstd bombs: the proxy's own tests), speed (bench/run.ts).
  */
 import type { ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { parseArgs, promisify } from 'node:util';
 import type { LayerSpec } from '../fixtures/image-writer.js';
 import { LocalContentStore } from '../src/worker/cas/store.js';
@@ -363,6 +364,55 @@ async function mitmContent(t: ExecutionContext, tally: Tally): Promise<string> {
   return `${tampered} bytes changed in transit: head ${head.code || 'right bytes'}, whole ${whole.code || 'right bytes'}`;
 }
 
+/** A self-signed certificate for 127.0.0.1 (PEM files in `dir`). */
+function selfSigned(dir: string, name: string): { cert: string; key: string } {
+  const cert = join(dir, `${name}-cert.pem`);
+  const key = join(dir, `${name}-key.pem`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+/**
+ * A man in the middle of the worker's TLS connection to the proxy. Over plain HTTP nothing anchors a
+ * TOC to the registry's digests (the proxy derives it), so an attacker who rewrites one TOC digest
+ * and that file's content consistently is not detectable: that is why a non-loopback proxy needs TLS
+ * (or an explicit --insecure). Over TLS the attacker has only a certificate of its own, and the
+ * worker must refuse it before reading any header; the same mount through the proxy itself works.
+ */
+async function mitmTls(t: ExecutionContext, tally: Tally): Promise<string> {
+  const reg = await startRegistry(t);
+  const fi = await faultImage(t, reg, 'mitmtls', MIB);
+  const dir = tempDir(t, 'sl-faults-tls-');
+  const real = selfSigned(dir, 'proxy');
+  const fake = selfSigned(dir, 'mitm');
+  const proxy = await startProxyCli(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', join(dir, 'data'), '--tls-cert', real.cert, '--tls-key', real.key], { env: { STARLIGHT_LOG: 'warn' } });
+  const trust = { NODE_EXTRA_CA_CERTS: real.cert };
+  const direct = await startMount(t, proxy.url, fi.img.ref, { readDeadlineS: DEADLINE_S, env: trust });
+  const viaProxy = await checkedRead(tally, join(direct.mountpoint, BIG_PATH), fi.big);
+
+  const { hostname, port } = new URL(proxy.url);
+  let connections = 0;
+  const server = createTlsServer({ cert: readFileSync(fake.cert), key: readFileSync(fake.key) }, (c) => {
+    const u = tlsConnect({ host: hostname, port: Number(port), ca: readFileSync(real.cert) });
+    c.pipe(u).pipe(c);
+    c.on('error', () => u.destroy());
+    u.on('error', () => c.destroy());
+  });
+  server.on('connection', () => connections++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const root = tempDir(t, 'sl-faults-root-');
+  const mnt = join(tempDir(t, 'sl-faults-mnt-'), 'mnt');
+  t.teardown(() => detachMount(mnt));
+  const url = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const p = startCli(t, ['mount', '--proxy', url, '--root', root, '--read-deadline', String(DEADLINE_S), fi.img.ref, mnt], { env: { ...trust, STARLIGHT_LOG: 'info' }, name: 'mount' });
+  const exit = await boundedExit(tally, p);
+  const mounted = p.lines().some((l) => l.startsWith('mounted '));
+  if (mounted) tally.note('the worker accepted a certificate it does not trust');
+  const why = /certificate|self[- ]signed/i.test(p.stderr()) ? 'the error names the certificate' : 'the error does NOT name the certificate';
+  return `through the proxy: ${viaProxy.code || 'right bytes'}; through the man in the middle (${connections} connection(s)): ${mounted ? 'MOUNTED' : 'nothing mounted'}, mount ${exit}, ${why}`;
+}
+
 /** Waits for `p` to exit (bounded); describes how. */
 async function boundedExit(tally: Tally, p: CliProcess): Promise<string> {
   const t0 = Date.now();
@@ -388,6 +438,7 @@ const FAULTS: { key: string; name: string; run: (t: ExecutionContext, tally: Tal
   { key: 'regdown', name: 'registry down while the proxy indexes', run: registryDown },
   { key: 'token', name: 'wrong token', run: wrongToken },
   { key: 'mitm', name: 'man in the middle (plain HTTP) changing content bytes in transit', run: mitmContent },
+  { key: 'mitmtls', name: 'man in the middle of a TLS proxy connection (own certificate; could rewrite a TOC digest and its content)', run: mitmTls },
 ];
 
 async function main(): Promise<number> {

@@ -169,6 +169,8 @@ export interface MountOptions {
   mountpoint?: string;
   /** STARLIGHT_LOG of the mount process; default 'info' (the stream's log keys). */
   log?: string;
+  /** More environment of the mount process (e.g. NODE_EXTRA_CA_CERTS for a TLS proxy). */
+  env?: Record<string, string>;
   /** Wait for `mounted`; default true. */
   waitMounted?: boolean;
 }
@@ -196,7 +198,7 @@ export async function startMount(t: ExecutionContext, proxyUrl: string, ref: str
   const args = ['mount', '--proxy', proxyUrl, '--root', root];
   if (opts.readDeadlineS !== undefined) args.push('--read-deadline', String(opts.readDeadlineS));
   args.push(ref, mountpoint);
-  const p = startCli(t, args, { env: { STARLIGHT_LOG: opts.log ?? 'info' }, name: 'mount' });
+  const p = startCli(t, args, { env: { ...opts.env, STARLIGHT_LOG: opts.log ?? 'info' }, name: 'mount' });
   if (opts.waitMounted ?? true) await p.waitForLine(/^mounted /, MOUNT_START_MS);
   return Object.assign(p, { mountpoint, root });
 }
