@@ -15,7 +15,7 @@
  * Not here: proxy-side hostile layers (tar/zstd bombs: the proxy's own tests), speed (bench/run.ts).
  */
 import type { ExecutionContext } from 'ava';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
@@ -29,6 +29,7 @@ import { startCli, startProxyCli, type CliProcess } from '../test/helpers/cli.js
 import { FIXTURES } from '../test/helpers/fixtures.js';
 import { blobDataPath, startRegistry } from '../test/helpers/registry.js';
 import { tempDir } from '../test/helpers/tmp.js';
+import { selfSignedCert } from '../test/helpers/tls.js';
 import { teardownContext } from './lib/teardown-context.js';
 import { detachMount, pushLayers, startMount, startStack, warmProxy, type TestImage } from '../test/e2e/mount-support.js';
 
@@ -364,14 +365,6 @@ async function mitmContent(t: ExecutionContext, tally: Tally): Promise<string> {
   return `${tampered} bytes changed in transit: head ${head.code || 'right bytes'}, whole ${whole.code || 'right bytes'}`;
 }
 
-/** A self-signed certificate for 127.0.0.1 (PEM files in `dir`). */
-function selfSigned(dir: string, name: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}-cert.pem`);
-  const key = join(dir, `${name}-key.pem`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  return { cert, key };
-}
-
 /**
  * A man in the middle of the worker's TLS connection to the proxy. Over plain HTTP nothing anchors a
  * TOC to the registry's digests (the proxy derives it), so an attacker who rewrites one TOC digest
@@ -383,8 +376,8 @@ async function mitmTls(t: ExecutionContext, tally: Tally): Promise<string> {
   const reg = await startRegistry(t);
   const fi = await faultImage(t, reg, 'mitmtls', MIB);
   const dir = tempDir(t, 'sl-faults-tls-');
-  const real = selfSigned(dir, 'proxy');
-  const fake = selfSigned(dir, 'mitm');
+  const real = selfSignedCert(dir, 'proxy');
+  const fake = selfSignedCert(dir, 'mitm');
   const proxy = await startProxyCli(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', join(dir, 'data'), '--tls-cert', real.cert, '--tls-key', real.key], { env: { STARLIGHT_LOG: 'warn' } });
   const trust = { NODE_EXTRA_CA_CERTS: real.cert };
   const direct = await startMount(t, proxy.url, fi.img.ref, { readDeadlineS: DEADLINE_S, env: trust });

@@ -14,6 +14,7 @@ import { endFrame, headerFrame } from '../../src/protocol/frames.js';
 import { PREAMBLE_BYTES, FRAME_HEAD_BYTES, CONTENT_HEAD_BYTES } from '../../src/protocol/constants.js';
 import { freePort, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
+import { selfSignedCert } from '../helpers/tls.js';
 import { runCli } from '../helpers/cli.js';
 import { ROOT, fetchDelta, makeLayer, metrics, peakRssKb, pushLayers, sha256, startProxyProcess, type BuiltLayer } from './proxy-support.js';
 
@@ -205,9 +206,7 @@ test('errors: 502 when the registry is down; bad config exits with a usage code'
 test('TLS with --tls-cert/--tls-key; `starlight notify` indexes ahead of the first delta', async (t) => {
   const f = await fixture(t);
   const dir = tempDir(t);
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  const { cert, key } = selfSignedCert(dir, 'proxy');
   const p = await startProxyProcess(t, proxyArgs(t, f.reg, ['--tls-cert', cert, '--tls-key', key]));
   t.true(p.url.startsWith('https://'));
   const ca = readFileSync(cert);
