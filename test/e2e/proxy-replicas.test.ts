@@ -44,6 +44,23 @@ async function deltaPaths(f: Fixture, url: string, tag: string): Promise<string[
 
 const counter = async (url: string, name: string): Promise<number> => (await metrics(url)).get(`starlight_proxy_${name}`) ?? 0;
 
+/** Uploads one startup trace of app:v1 reading `paths` in this order (POST /v1/traces). */
+function uploadTrace(f: Fixture, url: string, paths: string[]): Promise<Response> {
+  const layerOf = (p: string): string => (L0_FILES.includes(p) ? f.L[0]!.diffID : f.L[1]!.diffID);
+  return fetch(new URL('/v1/traces', url), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      version: 1,
+      ref: `${f.reg.host}/app:v1`,
+      manifestDigest: f.v1,
+      platform: 'linux/amd64',
+      traces: [{ startedAt: Date.now(), windowMs: 30000, entries: paths.map((p, i) => ({ path: p, layer: layerOf(p), digest: sha256(body(p)), ms: i })) }],
+    }),
+    signal: AbortSignal.timeout(30_000),
+  });
+}
+
 test('two replicas: index once, B serves what A indexed without a blob fetch, a trace on A reorders B', async (t) => {
   const db = await startPostgres(t);
   const f = await fixture(t);
@@ -69,19 +86,7 @@ test('two replicas: index once, B serves what A indexed without a blob fetch, a 
 
   // A trace uploaded to A reorders B's stream.
   const traced = ['opt/o2', 'usr/share/f2', 'etc/conf'];
-  const layerOf = (p: string): string => (L0_FILES.includes(p) ? f.L[0]!.diffID : f.L[1]!.diffID);
-  const res = await fetch(new URL('/v1/traces', a.url), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      version: 1,
-      ref: `${f.reg.host}/app:v1`,
-      manifestDigest: f.v1,
-      platform: 'linux/amd64',
-      traces: [{ startedAt: Date.now(), windowMs: 30000, entries: traced.map((p, i) => ({ path: p, layer: layerOf(p), digest: sha256(body(p)), ms: i })) }],
-    }),
-    signal: AbortSignal.timeout(30_000),
-  });
+  const res = await uploadTrace(f, a.url, traced);
   t.is(res.status, 200, await res.text());
   const afterB = await deltaPaths(f, b.url, 'v1');
   t.notDeepEqual(afterB, viaB, "B's order changed");
@@ -115,19 +120,7 @@ test('a SQLite data dir (single proxy, no --db) joins a database: its index and 
   const single = await startProxyProcess(t, [...base, '--data', dataA]);
   const heuristic = await deltaPaths(f, single.url, 'v1');
   const traced = ['opt/o1', 'usr/share/f3'];
-  const layerOf = (p: string): string => (L0_FILES.includes(p) ? f.L[0]!.diffID : f.L[1]!.diffID);
-  const up = await fetch(new URL('/v1/traces', single.url), {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      version: 1,
-      ref: `${f.reg.host}/app:v1`,
-      manifestDigest: f.v1,
-      platform: 'linux/amd64',
-      traces: [{ startedAt: Date.now(), windowMs: 30000, entries: traced.map((p, i) => ({ path: p, layer: layerOf(p), digest: sha256(body(p)), ms: i })) }],
-    }),
-    signal: AbortSignal.timeout(30_000),
-  });
+  const up = await uploadTrace(f, single.url, traced);
   t.is(up.status, 200);
   const ordered = await deltaPaths(f, single.url, 'v1');
   t.notDeepEqual(ordered, heuristic);
