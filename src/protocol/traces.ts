@@ -75,7 +75,9 @@ export type OrderSignal =
   | 'argument'
   | 'argument-dir'
   | 'home'
-  | 'neighbour';
+  | 'neighbour'
+  | 'elf-path'
+  | 'elf-dir';
 
 /** One row of `GET /v1/traces`: a file of the image in learned order. */
 export interface LearnedEntry {

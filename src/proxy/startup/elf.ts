@@ -3,7 +3,9 @@
  * and which shared libraries it needs (DT_NEEDED) with its search paths (DT_RUNPATH, DT_RPATH).
  *
  * Contract: `readElf(read, size)` reads only through `read` (at most five ranges — header, program headers,
- * interp, dynamic section, string window — of at most ELF_MAX_RANGE_BYTES each) and NEVER throws on file contents: anything truncated, out of bounds,
+ * interp, dynamic section, string window — of at most ELF_MAX_RANGE_BYTES each, then for a file of at
+ * most PATH_SCAN_MAX_FILE_BYTES its read-only loaded bytes, ≤ PATH_SCAN_BYTES in ELF_MAX_RANGE_BYTES
+ * pieces, forward) and NEVER throws on file contents: anything truncated, out of bounds,
  * inconsistent or simply not ELF gives `undefined` ("unknown"). 32- and 64-bit, little- and big-endian
  * headers are read; values past 2^53 are rejected. Errors of `read` itself (I/O) propagate.
  *
@@ -35,6 +37,13 @@ export interface ElfInfo {
   rpath: string[];
   /** DT_SONAME, if any. */
   soname?: string;
+  /**
+   * Absolute paths the object names in its read-only data (NUL-terminated strings such as
+   * "/etc/pam.d", "/etc/login.defs", "/usr/share/postgresql/15"; a printf-style "%…" suffix cut off),
+   * distinct, in file order, at most MAX_PATH_STRINGS. Files a program opens by its own compiled-in
+   * path (issue 11). Absent when the file was not scanned (too large) or names none.
+   */
+  paths?: string[];
 }
 
 /** Bounds: a hostile file cannot make the reader allocate or loop beyond these. */
@@ -43,6 +52,16 @@ const ELF_MAX_RANGE_BYTES = 1 << 20;
 const ELF_MAX_NEEDED = 256;
 /** Longest string read (a path or library name). */
 const MAX_STRING = 4096;
+/** Path strings: scanned only in files up to this size (a 30 MB ICU data library is not worth a decode). */
+export const PATH_SCAN_MAX_FILE_BYTES = 16 * 1024 * 1024;
+/** Path strings: read-only loaded bytes scanned per file, at most. */
+const PATH_SCAN_BYTES = 16 * 1024 * 1024;
+/** Path strings kept per file, and their longest length. */
+const MAX_PATH_STRINGS = 512;
+const MAX_PATH_STRING = 256;
+/** A path string as programs compile them in: absolute, portable characters only. */
+const PATH_STRING_RE = /^\/[A-Za-z0-9_.+@-]+(?:\/[A-Za-z0-9_.+@-]*)*\/?$/;
+const PF_W = 2;
 
 const PT_LOAD = 1;
 const PT_DYNAMIC = 2;
@@ -99,6 +118,8 @@ class Fields {
 
 interface Segment {
   type: number;
+  /** p_flags (PF_X 1, PF_W 2, PF_R 4). */
+  flags: number;
   offset: number;
   vaddr: number;
   filesz: number;
@@ -126,6 +147,49 @@ async function readExact(read: RangeReader, offset: number, length: number, size
 
 /** Parses an ELF file of `size` bytes through `read` (see the file header); undefined = not ELF or unreadable. */
 export async function readElf(read: RangeReader, size: number): Promise<ElfInfo | undefined> {
+  const r = await readElfDynamic(read, size);
+  if (r === undefined) return undefined;
+  if (size <= PATH_SCAN_MAX_FILE_BYTES) {
+    const paths = await pathStrings(read, size, r.segs);
+    if (paths.length > 0) r.info.paths = paths;
+  }
+  return r.info;
+}
+
+/**
+ * Absolute path strings in the non-writable PT_LOAD segments (where .rodata lives, with or without a
+ * separate text segment), read forward in pieces; a string cut by a piece boundary is joined.
+ */
+async function pathStrings(read: RangeReader, size: number, segs: readonly Segment[]): Promise<string[]> {
+  const out = new Set<string>();
+  let budget = PATH_SCAN_BYTES;
+  const ro = segs.filter((s) => s.type === PT_LOAD && (s.flags & PF_W) === 0 && s.filesz > 0).sort((a, b) => a.offset - b.offset);
+  let done = 0; // file offset scanned up to (segments may overlap)
+  for (const s of ro) {
+    let at = Math.max(s.offset, done);
+    const end = Math.min(s.offset + s.filesz, size);
+    let carry = '';
+    while (at < end && budget > 0 && out.size < MAX_PATH_STRINGS) {
+      const n = Math.min(end - at, ELF_MAX_RANGE_BYTES, budget);
+      const b = await readExact(read, at, n, size);
+      if (b === undefined) return [...out];
+      at += n;
+      budget -= n;
+      const parts = (carry + Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1')).split('\0');
+      carry = parts.pop()!.slice(-MAX_PATH_STRING);
+      for (const raw of parts) {
+        if (raw.length < 2 || raw.charCodeAt(0) !== 0x2f || raw.length > MAX_PATH_STRING) continue;
+        const p = raw.split('%')[0]!;
+        if (PATH_STRING_RE.test(p) && out.size < MAX_PATH_STRINGS) out.add(p);
+      }
+    }
+    done = Math.max(done, at);
+  }
+  return [...out];
+}
+
+/** The header, loader and dynamic-section part of readElf, with the program headers read. */
+async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: ElfInfo; segs: Segment[] } | undefined> {
   if (!Number.isSafeInteger(size) || size < 52) return undefined;
   const ident = await readExact(read, 0, Math.min(64, size), size);
   if (ident === undefined || !isElf(ident)) return undefined;
@@ -143,7 +207,7 @@ export async function readElf(read: RangeReader, size: number): Promise<ElfInfo 
   if (type === undefined || machine === undefined || phoff === undefined || phentsize === undefined || phnum === undefined) return undefined;
   const info: ElfInfo = { bits: is64 ? 64 : 32, bigEndian: !le, type, machine, needed: [], runpath: [], rpath: [] };
   const minEnt = is64 ? 56 : 32;
-  if (phnum === 0) return info;
+  if (phnum === 0) return { info, segs: [] };
   if (phnum > ELF_MAX_PHNUM || phentsize < minEnt) return undefined;
   const ph = await readExact(read, phoff, phnum * phentsize, size);
   if (ph === undefined) return undefined;
@@ -155,8 +219,9 @@ export async function readElf(read: RangeReader, size: number): Promise<ElfInfo 
     const offset = p.word(b + (is64 ? 8 : 4));
     const vaddr = p.word(b + (is64 ? 16 : 8));
     const filesz = p.word(b + (is64 ? 32 : 16));
-    if (t === undefined || offset === undefined || vaddr === undefined || filesz === undefined) return undefined;
-    segs.push({ type: t, offset, vaddr, filesz });
+    const flags = p.u32(b + (is64 ? 4 : 24));
+    if (t === undefined || offset === undefined || vaddr === undefined || filesz === undefined || flags === undefined) return undefined;
+    segs.push({ type: t, flags, offset, vaddr, filesz });
   }
   const interp = segs.find((s) => s.type === PT_INTERP);
   if (interp !== undefined) {
@@ -166,10 +231,10 @@ export async function readElf(read: RangeReader, size: number): Promise<ElfInfo 
     if (s !== undefined && s !== '') info.interp = s;
   }
   const dyn = segs.find((s) => s.type === PT_DYNAMIC);
-  if (dyn === undefined) return info;
+  if (dyn === undefined) return { info, segs };
   const entSize = is64 ? 16 : 8;
   const db = await readExact(read, dyn.offset, Math.min(dyn.filesz - (dyn.filesz % entSize), ELF_MAX_RANGE_BYTES - (ELF_MAX_RANGE_BYTES % entSize)), size);
-  if (db === undefined) return info;
+  if (db === undefined) return { info, segs };
   const d = new Fields(db, le, is64);
   const strOffs: { tag: number; off: number }[] = [];
   let strtab: number | undefined;
@@ -184,16 +249,16 @@ export async function readElf(read: RangeReader, size: number): Promise<ElfInfo 
       strOffs.push({ tag, off: val });
     }
   }
-  if (strtab === undefined || strsz === undefined || strOffs.length === 0) return info;
+  if (strtab === undefined || strsz === undefined || strOffs.length === 0) return { info, segs };
   const loads = segs.filter((s) => s.type === PT_LOAD);
   const strFile = offsetOf(loads, strtab);
-  if (strFile === undefined) return info;
+  if (strFile === undefined) return { info, segs };
   // One window covering every wanted string (they are usually close together at the table's start).
   const lo = Math.min(...strOffs.map((s) => s.off));
   const hi = Math.min(strsz, Math.max(...strOffs.map((s) => s.off)) + MAX_STRING, lo + ELF_MAX_RANGE_BYTES);
-  if (lo >= strsz) return info;
+  if (lo >= strsz) return { info, segs };
   const win = await readExact(read, strFile + lo, Math.min(hi - lo, size - (strFile + lo)), size);
-  if (win === undefined) return info;
+  if (win === undefined) return { info, segs };
   const split = (s: string): string[] => s.split(':').filter((x) => x !== '');
   for (const { tag, off } of strOffs) {
     const s = cString(win, off - lo);
@@ -203,5 +268,5 @@ export async function readElf(read: RangeReader, size: number): Promise<ElfInfo 
     else if (tag === DT_RPATH) info.rpath.push(...split(s));
     else info.soname = s;
   }
-  return info;
+  return { info, segs };
 }

@@ -28,7 +28,7 @@ import { baseName, parentPath } from '../../layers/paths.js';
 import type { TocEntry } from '../../layers/toc.js';
 import type { ImageConfig } from '../../oci/types.js';
 import type { OrderSignal } from '../../protocol/traces.js';
-import { DEFAULT_PATH, resolvePath } from '../planner.js';
+import { DEFAULT_PATH, SHLIB_RE, resolvePath } from '../planner.js';
 import type { ElfInfo } from './elf.js';
 import { isShell, parseShebang, scriptWords } from './script.js';
 
@@ -75,6 +75,11 @@ const DIR_ARG_BUDGET_BYTES = 64 * 1024 * 1024;
 /** REST: bytes taken from the directory of a core file, and the largest file taken there. */
 const NEIGHBOUR_BUDGET_BYTES = 4 * 1024 * 1024;
 const NEIGHBOUR_MAX_FILE_BYTES = 256 * 1024;
+/** ELF path strings: a regular file named is ranked (core) up to this size. */
+const ELF_PATH_MAX_FILE_BYTES = 1024 * 1024;
+/** REST: bytes taken from one directory an ELF names by a path string, and from all of them. */
+const ELF_DIR_BUDGET_BYTES = 2 * 1024 * 1024;
+const ELF_DIRS_BUDGET_BYTES = 16 * 1024 * 1024;
 /** A `$VAR` path component matches at most this many combinations. */
 const MAX_WILDCARD = 8;
 /** ld.so.conf include files followed. */
@@ -124,14 +129,23 @@ export class StartupTree {
     return this.kids.get(dir) ?? [];
   }
 
-  /** Regular files (and hardlinks) with content below `dir`, with their depth below it. */
-  filesBelow(dir: string, limit: number): { e: TocEntry; depth: number }[] {
+  /**
+   * Regular files (and hardlinks) with content below `dir`, with their depth below it; with
+   * `followFileLinks`, also the targets of symlinks there that resolve to such files (e.g.
+   * usr/lib/ssl/openssl.cnf → etc/ssl/openssl.cnf).
+   */
+  filesBelow(dir: string, limit: number, followFileLinks = false): { e: TocEntry; depth: number }[] {
     const out: { e: TocEntry; depth: number }[] = [];
     const walk = (d: string, depth: number): void => {
       for (const c of this.children(d)) {
         if (out.length >= limit) return;
         if (c.type === 'dir') walk(c.path, depth + 1);
         else if (hasContent(c)) out.push({ e: c, depth });
+        else if (followFileLinks && c.type === 'symlink') {
+          const r = resolvePath(c.path, this.byPath);
+          const t = r === undefined ? undefined : this.byPath.get(r);
+          if (t !== undefined && hasContent(t)) out.push({ e: t, depth });
+        }
       }
     };
     walk(dir, 1);
@@ -161,6 +175,9 @@ class Walk {
   private readonly libs = new Set<string>();
   private readonly dirArgs: string[] = [];
   private readonly homes: string[] = [];
+  /** Directories named by path strings of executed ELF objects, with the object naming each. */
+  private readonly elfDirs = new Map<string, string>();
+  private readonly elfPathsDone = new Set<string>();
   private ldCacheDone = false;
   private processStartDone = false;
   private ldConf: string[] | undefined;
@@ -264,9 +281,10 @@ class Walk {
     const f = this.factsOf(path);
     if (f === undefined) return;
     if (f.kind === 'elf') {
-      this.elf(path, f.elf);
+      const closure = this.elf(path, f.elf);
       this.homesOf(path);
       this.processStart();
+      for (const o of closure) this.elfPaths(o.path, o.info);
       return;
     }
     if (f.kind !== 'text') return;
@@ -323,8 +341,11 @@ class Walk {
     }
   }
 
-  /** An executed ELF: its loader, the loader's cache, the DT_NEEDED closure (breadth first, as ld.so). */
-  private elf(exe: string, info: ElfInfo): void {
+  /**
+   * An executed ELF: its loader, the loader's cache, the DT_NEEDED closure (breadth first, as ld.so).
+   * Returns the objects of the closure with their facts (the executable first).
+   */
+  private elf(exe: string, info: ElfInfo): { path: string; info: ElfInfo }[] {
     if (info.interp !== undefined) {
       const ld = this.resolveFiles(info.interp, '')[0];
       if (ld !== undefined) this.add(ld, 'interp', exe, true);
@@ -334,19 +355,55 @@ class Walk {
         this.add('etc/ld.so.cache', 'ld-cache', undefined, true);
       }
     }
-    const queue: { path: string; info: ElfInfo }[] = [{ path: exe, info }];
-    while (queue.length > 0) {
-      const obj = queue.shift()!;
+    const closure: { path: string; info: ElfInfo }[] = [{ path: exe, info }];
+    for (let k = 0; k < closure.length; k++) {
+      const obj = closure[k]!;
       for (const name of obj.info.needed) {
-        if (this.libs.size >= MAX_LIBS) return;
+        if (this.libs.size >= MAX_LIBS) return closure;
         const lib = this.findLibrary(name, obj.path, obj.info, info);
         if (lib === undefined || this.libs.has(lib)) continue;
         this.libs.add(lib);
         this.add(lib, 'needed-lib', obj.path, true);
         const f = this.factsOf(lib);
-        if (f?.kind === 'elf') queue.push({ path: lib, info: f.elf });
+        if (f?.kind === 'elf') closure.push({ path: lib, info: f.elf });
       }
     }
+    return closure;
+  }
+
+  /**
+   * What an ELF object names by compiled-in absolute path (ElfInfo.paths): an existing small regular
+   * file is read at startup more often than not (config files, caches such as gconv-modules.cache:
+   * core, 'elf-path'); a directory is where it loads plugins or data from (its PAM modules and
+   * configs, a share dir): REST, 'elf-dir', unless it is a broad or shared one (the library and PATH
+   * directories, top-level dirs and their direct children such as usr/share or var/lib).
+   */
+  private elfPaths(obj: string, info: ElfInfo): void {
+    if (this.elfPathsDone.has(obj)) return;
+    this.elfPathsDone.add(obj);
+    for (const s of info.paths ?? []) {
+      const r = resolvePath(s, this.tree.byPath);
+      const e = r === undefined ? undefined : this.entry(r);
+      if (e === undefined) continue;
+      if (hasContent(e)) {
+        if (e.size <= ELF_PATH_MAX_FILE_BYTES) this.add(r!, 'elf-path', obj, true);
+      } else if (e.type === 'dir' && !this.elfDirs.has(r!) && !this.broadDir(r!)) this.elfDirs.set(r!, obj);
+    }
+  }
+
+  /** Library and PATH directories, and directories too close to the root to say anything (see elfPaths). */
+  private broadDir(dir: string): boolean {
+    const parent = parentPath(dir);
+    return dir === '' || ['', 'usr', 'usr/local', 'var'].includes(parent) || this.sharedDirs().has(dir);
+  }
+
+  private shared: Set<string> | undefined;
+  /** The PATH and library directories (files there belong to many programs). */
+  private sharedDirs(): Set<string> {
+    if (this.shared !== undefined) return this.shared;
+    const shared = new Set([...this.pathDirs, ...this.ldConfDirs(), '/lib', '/usr/lib', '/lib64', '/usr/lib64'].map(trimSlash));
+    for (const ma of Object.values(MULTIARCH)) shared.add(`lib/${ma}`).add(`usr/lib/${ma}`);
+    return (this.shared = shared);
   }
 
   /** glibc's search for DT_NEEDED `name` of object `objPath` (see the file header). */
@@ -432,8 +489,11 @@ class Walk {
     const m = /^([^.@]+)(?:\.([^@]+))?/.exec(lang);
     const name = m?.[1] ?? lang;
     const codeset = (m?.[2] ?? '').toLowerCase().replace(/[^a-z0-9]/g, '');
-    // glibc: locale-archive first, then per-locale dirs (C.UTF-8 ships as usr/lib/locale/C.utf8).
+    // glibc: locale-archive first, the alias file (read when the name is not in the archive), then
+    // per-locale dirs (C.UTF-8 ships as usr/lib/locale/C.utf8).
     this.add('usr/lib/locale/locale-archive', 'locale', undefined, true);
+    const alias = resolvePath('usr/share/locale/locale.alias', this.tree.byPath);
+    if (alias !== undefined) this.add(alias, 'locale', undefined, true);
     for (const dir of [`usr/lib/locale/${name}.${codeset}`, `usr/lib/locale/${lang}`]) {
       for (const { e } of this.tree.filesBelow(dir, 64)) this.add(e.path, 'locale', undefined, true);
     }
@@ -459,27 +519,68 @@ class Walk {
     const cacheFirst = (e: TocEntry): number => (e.path.includes('/__pycache__/') ? 0 : 1);
     const smallFirst = (a: { e: TocEntry; depth: number }, b: { e: TocEntry; depth: number }): number =>
       cacheFirst(a.e) - cacheFirst(b.e) || a.depth - b.depth || a.e.size - b.e.size || Buffer.compare(Buffer.from(a.e.path), Buffer.from(b.e.path));
-    const take = (files: { e: TocEntry; depth: number }[], budget: number, maxFile: number, signal: StartupSignal, via: string): void => {
-      for (const { e } of files.sort(smallFirst)) {
+    const depthOf = new Map<string, number>();
+    const take = (files: { e: TocEntry; depth: number }[], budget: number, maxFile: number, signal: StartupSignal, via: string): number => {
+      let taken = 0;
+      for (const { e, depth } of files.sort(smallFirst)) {
         if (e.size > maxFile || this.added.has(e.path)) continue;
         if (budget < e.size) break;
         budget -= e.size;
+        taken += e.size;
+        depthOf.set(e.path, depth);
         this.add(e.path, signal, via, false);
       }
+      return taken;
     };
+    const firstRest = this.files.length;
+    // Directories the executed programs name themselves (PAM modules, share dirs): small budgets.
+    let elfBudget = ELF_DIRS_BUDGET_BYTES;
+    for (const [d, via] of this.elfDirs) {
+      if (elfBudget <= 0) break;
+      elfBudget -= take(this.tree.filesBelow(d, MAX_PREDICTED, true), Math.min(ELF_DIR_BUDGET_BYTES, elfBudget), Infinity, 'elf-dir', via);
+    }
     for (const d of this.dirArgs) take(this.tree.filesBelow(d, MAX_PREDICTED), DIR_ARG_BUDGET_BYTES, Infinity, 'argument-dir', d);
-    // Within a home, shallow before deep, then small before large (startup imports the top modules).
     for (const h of this.homes) take(this.tree.filesBelow(h, MAX_PREDICTED), HOME_BUDGET_BYTES, Infinity, 'home', h);
-    const shared = new Set([...this.pathDirs, ...this.ldConfDirs(), '/lib', '/usr/lib', '/lib64', '/usr/lib64'].map(trimSlash));
-    for (const ma of Object.values(MULTIARCH)) shared.add(`lib/${ma}`).add(`usr/lib/${ma}`);
+    const shared = this.sharedDirs();
     const dirs: string[] = [];
     for (const f of this.files) {
       const d = parentPath(f.path);
       if (f.core && !shared.has(d) && !dirs.includes(d)) dirs.push(d);
     }
     for (const d of dirs) {
-      const files = this.tree.children(d).filter(hasContent).map((e) => ({ e, depth: 0 }));
+      const files = this.tree.children(d).filter(hasContent).map((e) => ({ e, depth: 1 }));
       take(files, NEIGHBOUR_BUDGET_BYTES, NEIGHBOUR_MAX_FILE_BYTES, 'neighbour', d);
+    }
+    // One order over all groups: compiled caches, then shallow before deep (a data directory's top
+    // files before the libraries three levels down another directory), then small before large.
+    const rest = this.files.splice(firstRest);
+    const keyed = rest.map((f) => ({ f, k: { e: this.entry(f.path)!, depth: depthOf.get(f.path) ?? 1 } }));
+    keyed.sort((a, b) => smallFirst(a.k, b.k));
+    for (const { f } of keyed) {
+      this.files.push(f);
+      this.plugin(f);
+    }
+  }
+
+  /**
+   * An ELF object taken from a directory a program names (a plugin it dlopens, e.g. a PAM module): its
+   * libraries and the files it names by path come right after it (rest).
+   */
+  private plugin(p: PredictedFile): void {
+    if ((p.signal !== 'elf-dir' && p.signal !== 'home') || !SHLIB_RE.test(p.path)) return;
+    const f = this.factsOf(p.path);
+    if (f?.kind !== 'elf') return;
+    for (const name of f.elf.needed) {
+      if (this.libs.size >= MAX_LIBS) return;
+      const lib = this.findLibrary(name, p.path, f.elf, f.elf);
+      if (lib === undefined || this.libs.has(lib)) continue;
+      this.libs.add(lib);
+      this.add(lib, 'needed-lib', p.path, false);
+    }
+    for (const s of f.elf.paths ?? []) {
+      const r = resolvePath(s, this.tree.byPath);
+      const e = r === undefined ? undefined : this.entry(r);
+      if (e !== undefined && hasContent(e) && e.size <= ELF_PATH_MAX_FILE_BYTES) this.add(r!, 'elf-path', p.path, false);
     }
   }
 }
