@@ -9,6 +9,8 @@ export interface ElfSpec {
   rpath?: string;
   /** No PT_DYNAMIC (a static executable). */
   noDynamic?: boolean;
+  /** NUL-terminated strings placed in the (read-only) loaded bytes at 0xa00, e.g. compiled-in paths. */
+  strings?: string[];
 }
 
 /** A minimal but well-formed ELF executable: PT_LOAD over the whole file, PT_INTERP, PT_DYNAMIC. */
@@ -49,6 +51,7 @@ export function buildElf(s: ElfSpec): Buffer {
     word(0x800 + i * ent + (is64 ? 8 : 4), val);
   });
   if (s.noDynamic !== true) phdrs.push([2, 0x800, dyn.length * ent]);
+  if (s.strings !== undefined) buf.write('\0' + s.strings.join('\0') + '\0', 0xa00, 'latin1');
   word(is64 ? 32 : 28, phoff);
   w16(is64 ? 54 : 42, phent);
   w16(is64 ? 56 : 44, phdrs.length);

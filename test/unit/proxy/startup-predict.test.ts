@@ -71,6 +71,12 @@ test('readElf: hostile or broken input gives undefined or a partial answer, neve
   }
 });
 
+test('readElf: absolute path strings in the read-only data (a printf suffix cut, non-paths dropped)', async (t) => {
+  const got = await elfOf(buildElf({ bits: 64, interp: '/lib/ld.so', strings: ['/etc/tool.conf', '/etc/pam.d/%s', 'relative/x', '/bad path', '/usr/share/tool/', 'no', '/etc/tool.conf'] }));
+  t.deepEqual(got!.paths, ['/lib/ld.so', '/etc/tool.conf', '/etc/pam.d/', '/usr/share/tool/']);
+  t.is((await elfOf(buildElf({ bits: 32, bigEndian: true })))!.paths, undefined, 'no path strings: no list');
+});
+
 test('readElf: real binaries of this host (node, /bin/ls) name the loader and libc', async (t) => {
   for (const file of [process.execPath, '/bin/ls']) {
     const b = readFileSync(file);
@@ -202,6 +208,49 @@ test('predict: without facts it asks for them (need) and ranks only what it know
   t.deepEqual(pr.need, [tree.entries.find((e) => e.path === 'bin/app')!.digest]);
 });
 
+test('predict: files and directories an ELF names by path; plugins bring their libraries; the rest is shallow first across groups', async (t) => {
+  const tree = fixtureTree(
+    {
+      'usr/bin/tool': buildElf({ bits: 64, interp: LD, needed: ['libc.so.6'], strings: ['/etc/tool.conf', '/etc/tool.d', '/usr/share', '/usr/lib/x86_64-linux-gnu', '/srv/huge.db', '/nonexistent'] }),
+      'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2': 'loader bytes',
+      'usr/lib/x86_64-linux-gnu/libc.so.6': buildElf({ bits: 64, strings: ['/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache'] }),
+      'usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache': 'cache',
+      'usr/lib/x86_64-linux-gnu/libplugdep.so.1': buildElf({ bits: 64 }),
+      'usr/lib/x86_64-linux-gnu/libunrelated.so.1': buildElf({ bits: 64 }),
+      'etc/tool.conf': 'x=1',
+      'etc/tool.d/sub/deep.conf': 'deep',
+      'etc/tool.d/plugin.so': buildElf({ bits: 64, needed: ['libplugdep.so.1'], strings: ['/opt/plug/plugin.conf'] }),
+      'opt/plug/plugin.conf': 'p',
+      'usr/share/unrelated.txt': 'u',
+      'srv/huge.db': 'h'.repeat(2 * 1024 * 1024),
+      'work/data/top.dat': 'top',
+      'work/data/a/b/deep.dat': 'deep',
+    },
+    ['usr/bin/tool'],
+  );
+  const pr = await predictFixture(tree, { Entrypoint: ['/usr/bin/tool', '/work/data'] });
+  t.deepEqual(pr.need, []);
+  const at = (p: string): string | undefined => {
+    const f = pr.files.find((x) => x.path === p);
+    return f === undefined ? undefined : `${f.signal}${f.core ? '' : ' (rest)'} via ${f.via ?? '-'}`;
+  };
+  t.is(at('etc/tool.conf'), 'elf-path via usr/bin/tool');
+  t.is(at('usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache'), 'elf-path via usr/lib/x86_64-linux-gnu/libc.so.6');
+  t.is(at('etc/tool.d/plugin.so'), 'elf-dir (rest) via usr/bin/tool');
+  t.is(at('usr/lib/x86_64-linux-gnu/libplugdep.so.1'), 'needed-lib (rest) via etc/tool.d/plugin.so');
+  t.is(at('opt/plug/plugin.conf'), 'elf-path (rest) via etc/tool.d/plugin.so');
+  t.is(at('srv/huge.db'), undefined, 'a named file over 1 MiB is not ranked');
+  t.is(at('usr/share/unrelated.txt'), undefined, 'usr/share is too broad to say anything');
+  t.is(at('usr/lib/x86_64-linux-gnu/libunrelated.so.1'), undefined, 'a library directory is not a plugin directory');
+  const order = pr.files.map((f) => f.path);
+  const idx = (p: string): number => order.indexOf(p);
+  t.true(idx('etc/tool.d/plugin.so') < idx('usr/lib/x86_64-linux-gnu/libplugdep.so.1') && idx('usr/lib/x86_64-linux-gnu/libplugdep.so.1') < idx('etc/tool.d/sub/deep.conf'), order.join(' '));
+  // Depth 1 of the argument dir before depth 2 of the elf dir, before depth 3 of the argument dir.
+  t.true(idx('work/data/top.dat') < idx('etc/tool.d/sub/deep.conf') && idx('etc/tool.d/sub/deep.conf') < idx('work/data/a/b/deep.dat'), order.join(' '));
+  const rest = pr.files.findIndex((f) => !f.core);
+  t.true(pr.files.slice(rest).every((f) => !f.core), 'core files all come before the rest');
+});
+
 // ---------------------------------------------------------------------------------------------------
 // The Debian bench images (real binaries)
 
@@ -265,4 +314,32 @@ test.serial('bench image: a statically linked binary (ldconfig) is ELF without l
   t.truthy(elf);
   t.is(elf!.interp, undefined);
   t.deepEqual(elf!.needed, []);
+});
+
+test.serial('bench image postgres: what runuser (PAM), libc (gconv) and postgres (its share dir) name by path is ranked before the planner\'s rest', async (t) => {
+  const why = skipReason('postgres');
+  if (why !== undefined) {
+    t.log(`skipped: ${why}`);
+    t.pass();
+    return;
+  }
+  const img = await loadBenchImage('postgres');
+  t.teardown(() => img.close());
+  const pam = img.merged.entries.find((e) => e.path === 'usr/lib/x86_64-linux-gnu/libpam.so.0.85.1')!;
+  const elf = await readElf(img.reader(pam.path), pam.size);
+  t.true(elf!.paths!.includes('/etc/pam.d/'), elf!.paths!.join(' '));
+  const pr = await benchPrediction(img);
+  t.deepEqual(pr.need, []);
+  const sig = (p: string): string | undefined => pr.files.find((f) => f.path === p)?.signal;
+  // Files the container reads before it is ready (strace of its start) that only these signals find.
+  t.is(sig('usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache'), 'elf-path');
+  t.is(sig('etc/login.defs'), 'elf-path');
+  t.is(sig('etc/pam.d/runuser'), 'elf-dir');
+  t.is(sig('usr/lib/x86_64-linux-gnu/security/pam_unix.so'), 'elf-dir');
+  t.is(sig('usr/lib/x86_64-linux-gnu/libcrypt.so.1.1.0'), 'needed-lib', 'pam_unix.so needs libcrypt');
+  t.is(sig('usr/share/postgresql/15/timezonesets/Default'), 'elf-dir');
+  t.is(sig('etc/ssl/openssl.cnf'), 'elf-dir', 'libcrypto names /usr/lib/ssl; openssl.cnf is a link there');
+  t.is(sig('usr/share/locale/locale.alias') ?? sig('etc/locale.alias'), 'locale');
+  const rank = (p: string): number => pr.files.findIndex((f) => f.path === p);
+  t.true(rank('var/lib/postgresql/15/main/global/pg_control') < rank('usr/lib/postgresql/15/lib/plpgsql.so'), 'the data dir\'s top files before libraries deep in another dir');
 });
