@@ -21,8 +21,9 @@ const USAGE = `usage: starlight trace show REF|sha256:MANIFEST --proxy URL [--gr
 
 Prints the startup order the proxy uses for an image: rank (1 = sent first), size, the signal that put
 the file there (trace: this image's traces; prior-trace: other images' traces; entrypoint, shebang,
-interp, ld-cache, needed-lib, process-start, locale, script-command, argument: predicted from the
-image; argument-dir, home, neighbour: directory guesses), path, and the file that led to it.
+interp, ld-cache, needed-lib, process-start, locale, elf-path, script-command, argument: predicted
+from the image; elf-dir, argument-dir, home, neighbour: directory guesses), path, and the file that
+led to it (elf-path, elf-dir: the binary or library naming that path).
   --proxy URL        the proxy (default: $STARLIGHT_PROXY_URL)
   --group NAME       the order of a workload group (falls back to the image's order)
   --platform P       platform of REF (default: the proxy's)

@@ -9,11 +9,15 @@
  * ELF executables the PT_INTERP loader, /etc/ld.so.cache and the DT_NEEDED closure searched as glibc's
  * ld.so does (RPATH unless RUNPATH, LD_LIBRARY_PATH, RUNPATH, /etc/ld.so.conf and its includes, the
  * multiarch and standard lib dirs; $ORIGIN expanded); then the files every process start reads
- * (nsswitch.conf, passwd, group, hosts, localtime, locale files of LANG… that exist). These are the
- * CORE files. After them come REST files: contents of directories named as arguments, the "homes" of
- * the executed programs (usr/lib/python3.11 for python3.11, the prefix of …/bin/postgres), and the
- * other small files of the directories of core files; within each group compiled caches (__pycache__)
- * first, then shallow before deep, then small before large.
+ * (nsswitch.conf, passwd, group, hosts, localtime, locale files of LANG… that exist), and the small
+ * files the executable and its libraries name by compiled-in absolute path (ElfInfo.paths: login.defs,
+ * gconv-modules.cache). These are the CORE files. After them come REST files: the directories those
+ * objects name by path (their plugin and data dirs: /etc/pam.d, …/security, a share dir; shared
+ * objects taken there are plugins whose libraries follow them), contents of directories named as
+ * arguments, the "homes" of the executed programs (usr/lib/python3.11 for python3.11, the prefix of
+ * …/bin/postgres), and the other small files of the directories of core files; each group picks its
+ * files within its budget, then the rest is one order: compiled caches (__pycache__) first, then
+ * shallow before deep, then small before large.
  *
  * File contents are known only through `facts(digest)` (ELF info or a text head). A file whose facts
  * are missing is listed in `need`: the caller reads those and calls again with more facts; the walk
