@@ -388,11 +388,14 @@ class Walk {
     for (const s of info.paths ?? []) {
       const r = resolvePath(s, this.tree.byPath);
       const e = r === undefined ? undefined : this.entry(r);
-      if (e === undefined) continue;
-      if (hasContent(e)) {
-        if (e.size <= ELF_PATH_MAX_FILE_BYTES) this.add(r!, 'elf-path', obj, true);
-      } else if (e.type === 'dir' && !this.elfDirs.has(r!) && !this.broadDir(r!)) this.elfDirs.set(r!, obj);
+      if (this.isNamedFile(e)) this.add(r!, 'elf-path', obj, true);
+      else if (e?.type === 'dir' && !this.elfDirs.has(r!) && !this.broadDir(r!)) this.elfDirs.set(r!, obj);
     }
+  }
+
+  /** A file an ELF names by path that is worth ranking (has content, not large). */
+  private isNamedFile(e: TocEntry | undefined): boolean {
+    return e !== undefined && hasContent(e) && e.size <= ELF_PATH_MAX_FILE_BYTES;
   }
 
   /** Library and PATH directories, and directories too close to the root to say anything (see elfPaths). */
@@ -583,8 +586,7 @@ class Walk {
     }
     for (const s of f.elf.paths ?? []) {
       const r = resolvePath(s, this.tree.byPath);
-      const e = r === undefined ? undefined : this.entry(r);
-      if (e !== undefined && hasContent(e) && e.size <= ELF_PATH_MAX_FILE_BYTES) this.add(r!, 'elf-path', p.path, false);
+      if (r !== undefined && this.isNamedFile(this.entry(r))) this.add(r, 'elf-path', p.path, false);
     }
   }
 }
