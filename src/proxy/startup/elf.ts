@@ -3,9 +3,9 @@
  * and which shared libraries it needs (DT_NEEDED) with its search paths (DT_RUNPATH, DT_RPATH).
  *
  * Contract: `readElf(read, size)` reads only through `read` (at most five ranges — header, program headers,
- * interp, dynamic section, string window — of at most ELF_MAX_RANGE_BYTES each, then for a file of at
- * most PATH_SCAN_MAX_FILE_BYTES its read-only loaded bytes, ≤ PATH_SCAN_BYTES in ELF_MAX_RANGE_BYTES
- * pieces, forward) and NEVER throws on file contents: anything truncated, out of bounds,
+ * interp, dynamic section, string window — of at most ELF_MAX_RANGE_BYTES each; for a file of at
+ * most PATH_SCAN_MAX_FILE_BYTES, before the dynamic section, its read-only data, ≤ PATH_SCAN_BYTES in
+ * ELF_MAX_RANGE_BYTES pieces, forward) and NEVER throws on file contents: anything truncated, out of bounds,
  * inconsistent or simply not ELF gives `undefined` ("unknown"). 32- and 64-bit, little- and big-endian
  * headers are read; values past 2^53 are rejected. Errors of `read` itself (I/O) propagate.
  *
@@ -52,8 +52,11 @@ const ELF_MAX_RANGE_BYTES = 1 << 20;
 const ELF_MAX_NEEDED = 256;
 /** Longest string read (a path or library name). */
 const MAX_STRING = 4096;
-/** Path strings: scanned only in files up to this size (a 30 MB ICU data library is not worth a decode). */
-export const PATH_SCAN_MAX_FILE_BYTES = 16 * 1024 * 1024;
+/**
+ * Path strings: scanned only in files up to this size (libnode, 47 MB, names the JS files node loads
+ * at startup; the scan comes before the dynamic section, so a streaming decode still passes once).
+ */
+export const PATH_SCAN_MAX_FILE_BYTES = 64 * 1024 * 1024;
 /** Path strings: read-only loaded bytes scanned per file, at most. */
 const PATH_SCAN_BYTES = 16 * 1024 * 1024;
 /** Path strings kept per file, and their longest length. */
@@ -61,6 +64,7 @@ const MAX_PATH_STRINGS = 512;
 const MAX_PATH_STRING = 256;
 /** A path string as programs compile them in: absolute, portable characters only. */
 const PATH_STRING_RE = /^\/[A-Za-z0-9_.+@-]+(?:\/[A-Za-z0-9_.+@-]*)*\/?$/;
+const PF_X = 1;
 const PF_W = 2;
 
 const PT_LOAD = 1;
@@ -145,25 +149,18 @@ async function readExact(read: RangeReader, offset: number, length: number, size
   return b !== undefined && b.length >= length ? b.subarray(0, length) : undefined;
 }
 
-/** Parses an ELF file of `size` bytes through `read` (see the file header); undefined = not ELF or unreadable. */
-export async function readElf(read: RangeReader, size: number): Promise<ElfInfo | undefined> {
-  const r = await readElfDynamic(read, size);
-  if (r === undefined) return undefined;
-  if (size <= PATH_SCAN_MAX_FILE_BYTES) {
-    const paths = await pathStrings(read, size, r.segs);
-    if (paths.length > 0) r.info.paths = paths;
-  }
-  return r.info;
-}
-
 /**
- * Absolute path strings in the non-writable PT_LOAD segments (where .rodata lives, with or without a
- * separate text segment), read forward in pieces; a string cut by a piece boundary is joined.
+ * Absolute path strings where .rodata lives, read forward in pieces (a string cut by a piece boundary
+ * is joined): the read-only, non-executable PT_LOAD segments after the first (the first holds the
+ * headers and dynamic symbols; text sits between), or — when the linker put .rodata with the code
+ * (no separate read-only segment) — every non-writable one.
  */
 async function pathStrings(read: RangeReader, size: number, segs: readonly Segment[]): Promise<string[]> {
   const out = new Set<string>();
   let budget = PATH_SCAN_BYTES;
-  const ro = segs.filter((s) => s.type === PT_LOAD && (s.flags & PF_W) === 0 && s.filesz > 0).sort((a, b) => a.offset - b.offset);
+  const loads = segs.filter((s) => s.type === PT_LOAD && (s.flags & PF_W) === 0 && s.filesz > 0).sort((a, b) => a.offset - b.offset);
+  const data = loads.filter((s) => (s.flags & PF_X) === 0 && s.offset > 0);
+  const ro = data.length > 0 ? data : loads;
   let done = 0; // file offset scanned up to (segments may overlap)
   for (const s of ro) {
     let at = Math.max(s.offset, done);
@@ -188,8 +185,8 @@ async function pathStrings(read: RangeReader, size: number, segs: readonly Segme
   return [...out];
 }
 
-/** The header, loader and dynamic-section part of readElf, with the program headers read. */
-async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: ElfInfo; segs: Segment[] } | undefined> {
+/** Parses an ELF file of `size` bytes through `read` (see the file header); undefined = not ELF or unreadable. */
+export async function readElf(read: RangeReader, size: number): Promise<ElfInfo | undefined> {
   if (!Number.isSafeInteger(size) || size < 52) return undefined;
   const ident = await readExact(read, 0, Math.min(64, size), size);
   if (ident === undefined || !isElf(ident)) return undefined;
@@ -207,7 +204,7 @@ async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: 
   if (type === undefined || machine === undefined || phoff === undefined || phentsize === undefined || phnum === undefined) return undefined;
   const info: ElfInfo = { bits: is64 ? 64 : 32, bigEndian: !le, type, machine, needed: [], runpath: [], rpath: [] };
   const minEnt = is64 ? 56 : 32;
-  if (phnum === 0) return { info, segs: [] };
+  if (phnum === 0) return info;
   if (phnum > ELF_MAX_PHNUM || phentsize < minEnt) return undefined;
   const ph = await readExact(read, phoff, phnum * phentsize, size);
   if (ph === undefined) return undefined;
@@ -230,11 +227,16 @@ async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: 
     const s = ib === undefined ? undefined : Buffer.from(ib).toString('latin1').split('\0')[0]!;
     if (s !== undefined && s !== '') info.interp = s;
   }
+  // Before the dynamic section: it lies behind the read-only data, so a forward decoder passes once.
+  if (size <= PATH_SCAN_MAX_FILE_BYTES) {
+    const paths = await pathStrings(read, size, segs);
+    if (paths.length > 0) info.paths = paths;
+  }
   const dyn = segs.find((s) => s.type === PT_DYNAMIC);
-  if (dyn === undefined) return { info, segs };
+  if (dyn === undefined) return info;
   const entSize = is64 ? 16 : 8;
   const db = await readExact(read, dyn.offset, Math.min(dyn.filesz - (dyn.filesz % entSize), ELF_MAX_RANGE_BYTES - (ELF_MAX_RANGE_BYTES % entSize)), size);
-  if (db === undefined) return { info, segs };
+  if (db === undefined) return info;
   const d = new Fields(db, le, is64);
   const strOffs: { tag: number; off: number }[] = [];
   let strtab: number | undefined;
@@ -249,16 +251,16 @@ async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: 
       strOffs.push({ tag, off: val });
     }
   }
-  if (strtab === undefined || strsz === undefined || strOffs.length === 0) return { info, segs };
+  if (strtab === undefined || strsz === undefined || strOffs.length === 0) return info;
   const loads = segs.filter((s) => s.type === PT_LOAD);
   const strFile = offsetOf(loads, strtab);
-  if (strFile === undefined) return { info, segs };
+  if (strFile === undefined) return info;
   // One window covering every wanted string (they are usually close together at the table's start).
   const lo = Math.min(...strOffs.map((s) => s.off));
   const hi = Math.min(strsz, Math.max(...strOffs.map((s) => s.off)) + MAX_STRING, lo + ELF_MAX_RANGE_BYTES);
-  if (lo >= strsz) return { info, segs };
+  if (lo >= strsz) return info;
   const win = await readExact(read, strFile + lo, Math.min(hi - lo, size - (strFile + lo)), size);
-  if (win === undefined) return { info, segs };
+  if (win === undefined) return info;
   const split = (s: string): string[] => s.split(':').filter((x) => x !== '');
   for (const { tag, off } of strOffs) {
     const s = cString(win, off - lo);
@@ -268,5 +270,5 @@ async function readElfDynamic(read: RangeReader, size: number): Promise<{ info: 
     else if (tag === DT_RPATH) info.rpath.push(...split(s));
     else info.soname = s;
   }
-  return { info, segs };
+  return info;
 }

@@ -343,3 +343,21 @@ test.serial('bench image postgres: what runuser (PAM), libc (gconv) and postgres
   const rank = (p: string): number => pr.files.findIndex((f) => f.path === p);
   t.true(rank('var/lib/postgresql/15/main/global/pg_control') < rank('usr/lib/postgresql/15/lib/plpgsql.so'), 'the data dir\'s top files before libraries deep in another dir');
 });
+
+test.serial('bench image node-app: the JS files libnode (47 MB) names by path are ranked among the core files', async (t) => {
+  const why = skipReason('node-app');
+  if (why !== undefined) {
+    t.log(`skipped: ${why}`);
+    t.pass();
+    return;
+  }
+  const img = await loadBenchImage('node-app');
+  t.teardown(() => img.close());
+  const pr = await benchPrediction(img);
+  for (const p of ['usr/share/nodejs/cjs-module-lexer/lexer.js', 'usr/share/nodejs/acorn/dist/acorn.js', 'usr/share/nodejs/undici/undici-fetch.js']) {
+    const f = pr.files.find((x) => x.path === p);
+    t.is(f?.signal, 'elf-path', p);
+    t.true(f!.core, p);
+    t.regex(f!.via ?? '', /libnode\.so/);
+  }
+});
