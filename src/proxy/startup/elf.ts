@@ -64,6 +64,7 @@ const MAX_PATH_STRINGS = 512;
 const MAX_PATH_STRING = 256;
 /** A path string as programs compile them in: absolute, portable characters only. */
 const PATH_STRING_RE = /^\/[A-Za-z0-9_.+@-]+(?:\/[A-Za-z0-9_.+@-]*)*\/?$/;
+const NUL_SLASH = Buffer.from([0, 0x2f]);
 const PF_X = 1;
 const PF_W = 2;
 
@@ -165,20 +166,29 @@ async function pathStrings(read: RangeReader, size: number, segs: readonly Segme
   for (const s of ro) {
     let at = Math.max(s.offset, done);
     const end = Math.min(s.offset + s.filesz, size);
-    let carry = '';
     while (at < end && budget > 0 && out.size < MAX_PATH_STRINGS) {
       const n = Math.min(end - at, ELF_MAX_RANGE_BYTES, budget);
-      const b = await readExact(read, at, n, size);
-      if (b === undefined) return [...out];
-      at += n;
+      const u = await readExact(read, at, n, size);
+      if (u === undefined) return [...out];
       budget -= n;
-      const parts = (carry + Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1')).split('\0');
-      carry = parts.pop()!.slice(-MAX_PATH_STRING);
-      for (const raw of parts) {
-        if (raw.length < 2 || raw.charCodeAt(0) !== 0x2f || raw.length > MAX_PATH_STRING) continue;
-        const p = raw.split('%')[0]!;
-        if (PATH_STRING_RE.test(p) && out.size < MAX_PATH_STRINGS) out.add(p);
+      const b = Buffer.from(u.buffer, u.byteOffset, u.length);
+      let next = at + n;
+      // Strings are NUL-terminated and, in .rodata, NUL-preceded: search "\0/" natively, not per byte.
+      for (let i = 0; out.size < MAX_PATH_STRINGS; ) {
+        const k = b.indexOf(NUL_SLASH, i);
+        if (k < 0) break;
+        const z = b.indexOf(0, k + 1);
+        if (z < 0) {
+          if (next < end && n - k <= MAX_PATH_STRING + 1 && k > 0) next = at + k; // cut by the piece: read again from its NUL
+          break;
+        }
+        if (z - k - 1 <= MAX_PATH_STRING) {
+          const p = b.toString('latin1', k + 1, z).split('%')[0]!;
+          if (PATH_STRING_RE.test(p)) out.add(p);
+        }
+        i = z;
       }
+      at = next;
     }
     done = Math.max(done, at);
   }

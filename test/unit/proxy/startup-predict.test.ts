@@ -77,6 +77,14 @@ test('readElf: absolute path strings in the read-only data (a printf suffix cut,
   t.is((await elfOf(buildElf({ bits: 32, bigEndian: true })))!.paths, undefined, 'no path strings: no list');
 });
 
+test('readElf: a path string cut by the 1 MiB read pieces is found whole', async (t) => {
+  const big = Buffer.alloc(2 << 20);
+  buildElf({ bits: 64 }).copy(big);
+  big.writeBigUInt64LE(BigInt(big.length), 64 + 32); // the PT_LOAD covers the whole file
+  big.write('\0/etc/cut-across.conf\0', (1 << 20) - 6, 'latin1');
+  t.deepEqual((await elfOf(big))!.paths, ['/etc/cut-across.conf']);
+});
+
 test('readElf: real binaries of this host (node, /bin/ls) name the loader and libc', async (t) => {
   for (const file of [process.execPath, '/bin/ls']) {
     const b = readFileSync(file);
