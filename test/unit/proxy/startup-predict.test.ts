@@ -5,7 +5,7 @@
  * resolution on a small tree, and the order predicted for the bench images: the loader, libc and the
  * program's own libraries before anything else.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { TocEntry } from '../../../src/layers/toc.js';
@@ -271,6 +271,19 @@ const BENCH: Record<string, { program: string; ownLibs: RegExp[] }> = {
   postgres: { program: 'usr/lib/postgresql/15/bin/postgres', ownLibs: [/libpq|libxml2\.so/, /libicuuc\.so/] },
 };
 
+/** The bench image, closed at teardown; undefined (the test passes with a log line) when it is not built. */
+async function benchImageOrSkip(t: ExecutionContext, name: string): Promise<BenchImage | undefined> {
+  const why = skipReason(name);
+  if (why !== undefined) {
+    t.log(`skipped: ${why}`);
+    t.pass();
+    return undefined;
+  }
+  const img = await loadBenchImage(name);
+  t.teardown(() => img.close());
+  return img;
+}
+
 async function benchPrediction(img: BenchImage) {
   const byDigest = new Map(img.merged.entries.filter((e) => e.digest !== undefined).map((e) => [e.digest!, e]));
   return predictWith(new StartupTree(img.merged.entries), img.config, (d) => readFacts(img.reader(byDigest.get(d)!.path), byDigest.get(d)!.size));
@@ -325,14 +338,8 @@ test.serial('bench image: a statically linked binary (ldconfig) is ELF without l
 });
 
 test.serial('bench image postgres: what runuser (PAM), libc (gconv) and postgres (its share dir) name by path is ranked before the planner\'s rest', async (t) => {
-  const why = skipReason('postgres');
-  if (why !== undefined) {
-    t.log(`skipped: ${why}`);
-    t.pass();
-    return;
-  }
-  const img = await loadBenchImage('postgres');
-  t.teardown(() => img.close());
+  const img = await benchImageOrSkip(t, 'postgres');
+  if (img === undefined) return;
   const pam = img.merged.entries.find((e) => e.path === 'usr/lib/x86_64-linux-gnu/libpam.so.0.85.1')!;
   const elf = await readElf(img.reader(pam.path), pam.size);
   t.true(elf!.paths!.includes('/etc/pam.d/'), elf!.paths!.join(' '));
@@ -353,14 +360,8 @@ test.serial('bench image postgres: what runuser (PAM), libc (gconv) and postgres
 });
 
 test.serial('bench image node-app: the JS files libnode (47 MB) names by path are ranked among the core files', async (t) => {
-  const why = skipReason('node-app');
-  if (why !== undefined) {
-    t.log(`skipped: ${why}`);
-    t.pass();
-    return;
-  }
-  const img = await loadBenchImage('node-app');
-  t.teardown(() => img.close());
+  const img = await benchImageOrSkip(t, 'node-app');
+  if (img === undefined) return;
   const pr = await benchPrediction(img);
   for (const p of ['usr/share/nodejs/cjs-module-lexer/lexer.js', 'usr/share/nodejs/acorn/dist/acorn.js', 'usr/share/nodejs/undici/undici-fetch.js']) {
     const f = pr.files.find((x) => x.path === p);
