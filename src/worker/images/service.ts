@@ -12,12 +12,14 @@
  *
  * Not here: HTTP (api/), the snapshotter, wire formats (protocol/), containerd gRPC (containerd-client.ts).
  */
+import { performance } from 'node:perf_hooks';
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
 import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
+import type { InodeTable } from '../fs/inodes.js';
 import type { ViewRequest } from '../fs/view.js';
 import type { LayerStore } from '../pull/layer-store.js';
 import { PhaseLog, PhaseTimer, type PhaseRecord, type Phases } from '../phases.js';
@@ -65,6 +67,12 @@ export interface ImageServiceOptions {
    * it, in the background (the snapshotter's warmView); default none (views mount on first Mounts).
    */
   warmView?: (key: string) => void;
+  /**
+   * Builds the inode table of a tree (fs/inodes.ts over the tracker): given, a pull builds its top
+   * view's table while containerd is asked, and the view's mount uses it (issue 19); default none
+   * (the mount builds it).
+   */
+  buildTable?: (tree: MergedTree) => InodeTable;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
   /**
@@ -142,6 +150,8 @@ interface Known {
   phases?: Phases;
   /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
   persisted?: Promise<void>;
+  /** The top view's inode table, built by `pull` for the view's first mount (taken by viewRequest). */
+  table?: InodeTable;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -265,15 +275,21 @@ export class ImageService implements RemoteLayerResolver {
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
     }
+    let tableMs: number | undefined;
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
       // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
       // shared layers' snapshots and prepares only the new ones, in chain order).
-      const [, , existing] = await Promise.all([
+      const asked = Promise.all([
         c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
         c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
         Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
       ]);
+      asked.catch(() => undefined); // awaited below, after the table
+      // The top view's inode table is built while containerd answers (the calls are sent first).
+      await new Promise<void>((r) => setImmediate(r));
+      tableMs = this.prebuildTable(known, req.ref);
+      const [, , existing] = await asked;
       t.lap('containerd-blobs-stat');
       let parent = '';
       for (const [i, id] of chain.entries()) {
@@ -288,19 +304,37 @@ export class ImageService implements RemoteLayerResolver {
         parent = id;
       }
       t.lap('containerd-snapshots');
+      // The view the first container will need: its snapshot exists now, so it is mounted while the
+      // image record is written, the pull answers and the caller starts `ctr run` (issue 19).
+      this.opts.warmView?.(chain[chain.length - 1]!);
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
     }, lease);
     t.lap('containerd-lease');
     await known.persisted;
     t.lap('records');
-    // The view the first container will need, mounted while the caller starts it.
-    this.opts.warmView?.(chain[chain.length - 1]!);
     const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
-    const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases };
+    const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases, ...(tableMs !== undefined ? { 'view-table-overlapped': tableMs } : {}) };
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  /**
+   * Builds the top view's inode table for its first mount (buildTable); ms taken, or undefined when
+   * not built (no builder, already built, or a tree the table refuses: the mount reports that).
+   */
+  private prebuildTable(known: Known, ref: string): number | undefined {
+    const build = this.opts.buildTable;
+    if (!build || !known.tree || known.table) return undefined;
+    const began = performance.now();
+    try {
+      known.table = build(known.tree);
+    } catch (err) {
+      this.log.warn('view-table-prebuild-failed', { ref, manifest: known.rec.manifestDigest, err });
+      return undefined;
+    }
+    return Math.round((performance.now() - began) * 10) / 10;
   }
 
   /** containerd connections, made once per service (namespaces share them). */
@@ -340,12 +374,16 @@ export class ImageService implements RemoteLayerResolver {
     const at = Date.now();
     const t = new PhaseTimer();
     const tree = await this.treeOf(known, remoteId, index, t);
+    // The pull's table is for the top view's first mount (a remount builds one with what is here then).
+    const table = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
+    delete known.table;
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
     const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
     let firstRead = true;
     return {
       tree,
+      ...(table ? { table } : {}),
       content: this.opts.tracker,
       onMounted: (mount) => {
         t.add(mount);
@@ -454,6 +492,7 @@ export class ImageService implements RemoteLayerResolver {
       k.receiver?.close();
       for (const id of [...this.trees.keys()]) if (id.startsWith(k.rec.manifestDigest + '/')) this.trees.delete(id);
       delete k.tree;
+      delete k.table;
       for (const id of [...this.viewsServed]) if (id.startsWith(k.rec.manifestDigest + '/')) this.viewsServed.delete(id);
     }
     const keepDigests = await this.liveDigests(() => true);
