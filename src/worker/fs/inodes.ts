@@ -22,6 +22,7 @@
  * Hardlinks share their target's inode (nlink counts the names); directories have nlink 2 + subdirs.
  */
 import { StarlightError } from '../../errors.js';
+import { runAtOnce, runSliced } from '../../event-loop.js';
 import type { MergedTree, TocEntry } from '../../layers/toc.js';
 
 /** Record sizes in bytes; the addon exports the same numbers and native.ts checks they match. */
@@ -149,6 +150,23 @@ function sortChildren(kids: Child[]): Child[] {
  * the container: per-entry work is kept to a few typed-array stores (issue 19).
  */
 export function buildInodeTable(tree: MergedTree, locate: (digest: string) => string | null): InodeTable {
+  return runAtOnce(inodeTableSteps(tree, locate));
+}
+
+/**
+ * buildInodeTable() in slices with the event loop running between them (src/event-loop.ts): a pull
+ * builds its view's table while containerd's answers come in (issue 19). Same result; content is
+ * located as the slices reach it.
+ */
+export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null): Promise<InodeTable> {
+  return runSliced(inodeTableSteps(tree, locate));
+}
+
+/** Entries handled between two pause points of inodeTableSteps. */
+const STEP_ENTRIES = 512;
+
+function* inodeTableSteps(tree: MergedTree, locate: (digest: string) => string | null): Generator<void, InodeTable, undefined> {
+  let n = 0;
   const inoByPath = new Map<string, number>();
   const owners: TocEntry[] = []; // index ino-1: the entry that defines the inode
   for (const e of tree.entries) {
@@ -157,6 +175,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     if (TYPE_BITS[e.type] === undefined) throw badTree(`unknown entry type ${e.type}`, e.path);
     owners.push(e);
     inoByPath.set(e.path, owners.length);
+    if (++n % STEP_ENTRIES === 0) yield;
   }
   if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
   const count = owners.length;
@@ -178,6 +197,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     return parent;
   };
   for (const e of tree.entries) {
+    if (++n % STEP_ENTRIES === 0) yield;
     if (e.path === '' || e.type === 'whiteout') continue;
     if (e.type !== 'hardlink') {
       const ino = inoByPath.get(e.path)!;
@@ -210,6 +230,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
   let d = 0;
   let x = 0;
   for (let ino = 1; ino <= count; ino++) {
+    if (++n % STEP_ENTRIES === 0) yield;
     const e = owners[ino - 1];
     const r = (ino - 1) * INODE_RECORD_SIZE;
     paths[ino] = e.path;

@@ -12,7 +12,6 @@
  *
  * Not here: HTTP (api/), the snapshotter, wire formats (protocol/), containerd gRPC (containerd-client.ts).
  */
-import { performance } from 'node:perf_hooks';
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
 import { mergeLayers } from '../../layers/merge.js';
@@ -68,11 +67,11 @@ export interface ImageServiceOptions {
    */
   warmView?: (key: string) => void;
   /**
-   * Builds the inode table of a tree (fs/inodes.ts over the tracker): given, a pull builds its top
-   * view's table while containerd is asked, and the view's mount uses it (issue 19); default none
-   * (the mount builds it).
+   * Builds the inode table of a tree (fs/inodes.ts over the tracker), in slices with the event loop
+   * running: given, a pull builds its top view's table while containerd is asked, and the view's
+   * mount uses it (issue 19); default none (the mount builds it).
    */
-  buildTable?: (tree: MergedTree) => InodeTable;
+  buildTable?: (tree: MergedTree) => Promise<InodeTable>;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
   /**
@@ -150,8 +149,8 @@ interface Known {
   phases?: Phases;
   /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
   persisted?: Promise<void>;
-  /** The top view's inode table, built by `pull` for the view's first mount (taken by viewRequest). */
-  table?: InodeTable;
+  /** The top view's inode table, being built by `pull` for the view's first mount (taken by viewRequest). */
+  table?: Promise<InodeTable | undefined>;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -275,7 +274,6 @@ export class ImageService implements RemoteLayerResolver {
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
     }
-    let tableMs: number | undefined;
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
       // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
@@ -285,10 +283,10 @@ export class ImageService implements RemoteLayerResolver {
         c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
         Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
       ]);
-      asked.catch(() => undefined); // awaited below, after the table
-      // The top view's inode table is built while containerd answers (the calls are sent first).
+      asked.catch(() => undefined); // awaited below
+      // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await new Promise<void>((r) => setImmediate(r));
-      tableMs = this.prebuildTable(known, req.ref);
+      this.prebuildTable(known, req.ref);
       const [, , existing] = await asked;
       t.lap('containerd-blobs-stat');
       let parent = '';
@@ -314,27 +312,23 @@ export class ImageService implements RemoteLayerResolver {
     await known.persisted;
     t.lap('records');
     const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
-    const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases, ...(tableMs !== undefined ? { 'view-table-overlapped': tableMs } : {}) };
+    const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases };
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
   }
 
   /**
-   * Builds the top view's inode table for its first mount (buildTable); ms taken, or undefined when
-   * not built (no builder, already built, or a tree the table refuses: the mount reports that).
+   * Starts building the top view's inode table for its first mount (buildTable). A tree the table
+   * refuses leaves none: the mount builds it again and reports the error where it counts.
    */
-  private prebuildTable(known: Known, ref: string): number | undefined {
+  private prebuildTable(known: Known, ref: string): void {
     const build = this.opts.buildTable;
-    if (!build || !known.tree || known.table) return undefined;
-    const began = performance.now();
-    try {
-      known.table = build(known.tree);
-    } catch (err) {
+    if (!build || !known.tree || known.table) return;
+    known.table = build(known.tree).catch((err: unknown) => {
       this.log.warn('view-table-prebuild-failed', { ref, manifest: known.rec.manifestDigest, err });
       return undefined;
-    }
-    return Math.round((performance.now() - began) * 10) / 10;
+    });
   }
 
   /** containerd connections, made once per service (namespaces share them). */
@@ -375,8 +369,10 @@ export class ImageService implements RemoteLayerResolver {
     const t = new PhaseTimer();
     const tree = await this.treeOf(known, remoteId, index, t);
     // The pull's table is for the top view's first mount (a remount builds one with what is here then).
-    const table = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
+    const building = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
     delete known.table;
+    const table = await building;
+    if (building) t.lap('table-wait');
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
     const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
