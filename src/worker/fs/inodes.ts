@@ -159,11 +159,18 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
  * located as the slices reach it.
  */
 export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null): Promise<InodeTable> {
-  return runSliced(inodeTableSteps(tree, locate));
+  return runSliced(inodeTableSteps(tree, locate), TABLE_SLICE_MS);
 }
 
-/** Entries handled between two pause points of inodeTableSteps. */
-const STEP_ENTRIES = 512;
+/**
+ * Longest slice of the sliced build, ms. Short: one containerd answer takes several event-loop turns
+ * (HTTP/2 frames, then the message), each waiting for a slice to end; with 20 ms slices the pull's
+ * containerd calls took as long as the whole table (python-web, bench phases, issue 19).
+ */
+const TABLE_SLICE_MS = 3;
+
+/** Entries handled between two pause points of inodeTableSteps (~1-2 ms on a loaded 2-core host). */
+const STEP_ENTRIES = 128;
 
 function* inodeTableSteps(tree: MergedTree, locate: (digest: string) => string | null): Generator<void, InodeTable, undefined> {
   let n = 0;
