@@ -29,7 +29,7 @@ export interface PulledImage {
    * recording anything that needs them after a restart. Its failure is also logged here.
    */
   stored: Promise<void>;
-  /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge; ms. */
+  /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge or merge-onto; ms. */
   phases: Phases;
 }
 
@@ -101,8 +101,9 @@ export class Puller {
       opts.signal?.removeEventListener('abort', onAbort);
     }
     t.lap('tocs');
-    const tree = this.merge(tocs);
-    t.lap('merge');
+    const { tree, onto } = this.merge(tocs);
+    // 'merge-onto': onto an earlier merge of a lower part of the chain (an update of an image).
+    t.lap(onto ? 'merge-onto' : 'merge');
     stored.catch((err: unknown) => this.log.error('toc-store-failed', { ref, err }));
     // A layer is marked complete only once its content and TOC are durable (cas/store.ts "Durability").
     receiver.done.then(
@@ -113,8 +114,8 @@ export class Puller {
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
 
-  /** The chain's merged tree: onto the longest prefix of the chain merged before, or from scratch. */
-  private merge(tocs: LayerToc[]): MergedTree {
+  /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
+  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
     const ids = tocs.map((toc) => toc.diffID);
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
@@ -126,6 +127,7 @@ export class Puller {
       }
       tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
     }
+    const onto = tree !== undefined;
     tree ??= mergeLayers(tocs);
     const key = ids.join(' ');
     this.merged.delete(key); // re-inserted as the newest
@@ -134,7 +136,7 @@ export class Puller {
       if (this.merged.size <= MERGED_TREES_KEPT) break;
       this.merged.delete(old);
     }
-    return tree;
+    return { tree, onto };
   }
 
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
