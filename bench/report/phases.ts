@@ -6,10 +6,13 @@
  *   cli.start      node start-up + module loading of `starlight pull`
  *   cli.request    the API request, end to end (the daemon's phases below are inside it)
  *   pull.*         daemon: have (layers announced), header (request → header in + decoded),
- *                  tocs (stored), merge (chain's tree)
- *   containerd-*   daemon: lease, blobs + snapshot Stat, snapshots (Prepare), image record
- *   view.*         merge (reused from the pull when 0), inode-table, fuse-mount, fuse-init (probe),
- *                  first-access-after-mount
+ *                  tocs (stored), merge (chain's tree) or merge-onto (onto an earlier merge of the
+ *                  chain's lower part)
+ *   containerd-*   daemon: lease, blobs + snapshot Stat (the view's inode table is built in slices
+ *                  meanwhile), snapshots (Prepare), image record
+ *   view.*         merge (reused from the pull when 0), table-wait (for the table the pull builds) +
+ *                  inode-table-prebuilt, or inode-table (built at the mount), fuse-mount, fuse-init
+ *                  (probe), first-access-after-mount
  *   run.view-ready-after-ctr-start   the view's mount done, ms after `ctr run` was spawned (> 0: the
  *                  container's Mounts may have waited for it)
  *   run.to-ready   `ctr run` to the ready line

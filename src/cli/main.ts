@@ -3,7 +3,6 @@
  * subcommand lives in its own module (parse → call library → print) and is loaded on demand so
  * `starlight image …` does not load gRPC or the FUSE addon.
  */
-import { exitCodeFor, formatError } from './exit-codes.js';
 
 type Runner = (argv: string[]) => Promise<number>;
 
@@ -45,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
     const run = await entry.load();
     return await run(rest);
   } catch (err) {
+    // Loaded only on failure: every module costs a pull's start-up a few ms (issue 19).
+    const { exitCodeFor, formatError } = await import('./exit-codes.js');
     process.stderr.write(formatError(err) + '\n');
     return exitCodeFor(err);
   }

@@ -147,6 +147,19 @@ export function mergeLayers(tocs: readonly LayerToc[]): MergedTree {
 }
 
 /**
+ * mergeLayers(base's chain's TOCs + `tocs`), from `base` = an earlier merge of that chain's lower
+ * part (an update: v1's tree + v2's new layers, issue 19). The same result as merging from scratch,
+ * without re-reading the lower TOCs; `base` is not modified (the result shares its unchanged entries).
+ * Undefined when `tocs` hold a hardlink to a lower layer (no digest of its own): the base no longer
+ * tells which of its files were hardlinks whose target was replaced, which such a link depends on;
+ * merge from scratch then.
+ */
+export function mergeOnto(base: MergedTree, tocs: readonly LayerToc[]): MergedTree | undefined {
+  for (const toc of tocs) for (const e of toc.entries) if (e.type === 'hardlink' && e.digest === undefined) return undefined;
+  return runAtOnce(mergeSteps(tocs, base));
+}
+
+/**
  * mergeLayers() cut into slices with the event loop running between them (src/event-loop.ts): the
  * proxy merges chains of 60 000 entries while it serves other requests. Same result.
  */
@@ -157,14 +170,32 @@ export function mergeLayersSliced(tocs: readonly LayerToc[]): Promise<MergedTree
 /** Entries handled between two pause points of mergeSteps. */
 const STEP_ENTRIES = 512;
 
-function* mergeSteps(tocs: readonly LayerToc[]): Generator<void, MergedTree, undefined> {
+function* mergeSteps(tocs: readonly LayerToc[], base?: MergedTree): Generator<void, MergedTree, undefined> {
   const tree = new Tree();
   /** merged hardlink entry → the merged 'reg' entry it shares an inode with. */
   const linkedTo = new Map<TocEntry, TocEntry>();
   let n = 0;
+  const first = base?.diffIDs.length ?? 0;
+  if (base) {
+    // A merged tree's entries as they are (sorted, parents first); every hardlink left in it shares
+    // the inode of the 'reg' entry at its linkname (the last pass below turned the others into files).
+    const [root, ...rest] = base.entries;
+    if (root) tree.root.entry = root;
+    for (const e of rest) {
+      tree.place(e);
+      if (++n % STEP_ENTRIES === 0) yield;
+    }
+    for (const e of rest) {
+      if (e.type !== 'hardlink') continue;
+      const leader = tree.lookup(e.linkname ?? '')?.entry;
+      if (leader?.type === 'reg') linkedTo.set(e, leader);
+    }
+    yield;
+  }
 
-  for (let layer = 0; layer < tocs.length; layer++) {
-    const toc = tocs[layer]!;
+  for (let i = 0; i < tocs.length; i++) {
+    const layer = first + i;
+    const toc = tocs[i]!;
     for (const e of toc.entries) {
       if (e.type === 'whiteout') tree.remove(e.path);
       else if (e.type === 'dir' && e.opaque) tree.clearDir(e.path);
@@ -185,16 +216,19 @@ function* mergeSteps(tocs: readonly LayerToc[]): Generator<void, MergedTree, und
 
   const entries = tree.flatten();
   yield;
-  for (const e of entries) {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
     if (e.type !== 'hardlink') continue;
     const leader = linkedTo.get(e);
     if (!leader || tree.lookup(e.linkname ?? '')?.entry !== leader) {
-      // The linked file was deleted or replaced above: this is now the only name of its content.
-      e.type = 'reg';
-      delete e.linkname;
+      // The linked file was deleted or replaced above: this is now the only name of its content. A
+      // copy: the entry may be a base tree's (mergeOnto).
+      const file: TocEntry = { ...e, type: 'reg' };
+      delete file.linkname;
+      entries[i] = file;
     }
   }
-  return { diffIDs: tocs.map((t) => t.diffID), entries };
+  return { diffIDs: [...(base?.diffIDs ?? []), ...tocs.map((t) => t.diffID)], entries };
 }
 
 function putHardlink(tree: Tree, linkedTo: Map<TocEntry, TocEntry>, e: TocEntry, layer: number): void {

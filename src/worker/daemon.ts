@@ -222,6 +222,7 @@ export class WorkerDaemon {
             this.views = views;
             this.fuse = { views, holder };
           }
+          const { buildInodeTableSliced } = await import('./fs/inodes.js');
           const records = await new ImageRecords(join(o.root, 'images'), layers).open();
           const tlog = o.log.child({ component: 'trace' });
           const spool = await new TraceSpool(join(o.root, TRACES_DIR)).open();
@@ -240,6 +241,7 @@ export class WorkerDaemon {
             observer: recorder,
             // The snapshotter starts after this step; it exists by the time a pull asks.
             warmView: (key) => this.snapshotter?.warmView(key),
+            buildTable: (tree) => buildInodeTableSliced(tree, (d) => tracker.locate(d)),
             graduations: o.graduate ? await new Graduations(join(o.root, GRADUATED_DIR), log.child({ component: 'graduation' })).open() : undefined,
             log,
           }).open();

@@ -16,9 +16,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import { chainIds } from '../../src/worker/images/chain.js';
 import { ContainerdClient } from '../../src/worker/images/containerd-client.js';
+import { DaemonClient } from '../../src/worker/api/client.js';
 import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, TEST_NAMESPACE, type Containerd } from '../helpers/containerd.js';
 import { casBlobFiles } from '../helpers/cas.js';
 import { tempDir } from '../helpers/tmp.js';
+import { makeLayer, pushLayers } from './proxy-support.js';
 import { lazyStack, pull } from './pull-support.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
@@ -182,4 +184,24 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'rm', 'mix-v']);
   for (const k of ['mix-b', 'mix-c']) await snap(['rm', k]);
   t.is(await ctrRun(c, ref, 'mix-run', 'cat /etc/somefile'), 'some\n', 'the lazy image itself is unchanged');
+});
+
+run('an image built on a pulled image is merged onto its tree (issue 19); both show their own files', async (t) => {
+  t.timeout(120_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slbase', '1', img);
+  const base = `${reg.host}/slbase:1`;
+  await pull(t, c, base);
+  // The same layers plus one that changes, deletes and adds files.
+  const top = makeLayer(t, { 'etc/somefile': 'changed\n', 'etc/l2file': null, 'app/new': 'new\n' });
+  await pushLayers(reg.host, 'slderived:1', [...img.layers.map((l) => ({ gz: l.blob, diffID: l.diffId })), top], ['/bin/sh']);
+  const derived = `${reg.host}/slderived:1`;
+  await pull(t, c, derived);
+  const st = await new DaemonClient(c.snapshotter.apiSocket).status();
+  const rec = (ref: string) => st.timings?.find((r) => r.op === 'pull' && r.subject === ref)?.phases ?? {};
+  t.true(rec(base)['pull.merge'] !== undefined, JSON.stringify(rec(base)));
+  t.true(rec(derived)['pull.merge-onto'] !== undefined && rec(derived)['pull.merge'] === undefined, JSON.stringify(rec(derived)));
+  t.is(await ctrRun(c, derived, 'onto1', 'cat /etc/somefile /app/new; test -e /etc/l2file || echo gone'), 'changed\nnew\ngone\n');
+  t.is(await ctrRun(c, base, 'onto2', 'cat /etc/somefile /etc/l2file; test -e /app || echo none'), 'some\nfrom layer 2\nnone\n', 'the base image is unchanged');
 });

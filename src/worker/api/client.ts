@@ -7,7 +7,6 @@
 import http from 'node:http';
 import { createConnection } from 'node:net';
 import { StarlightError } from '../../errors.js';
-import { decodeErrorBody } from '../../http-errors.js';
 import type { PullRequest, PullResult } from '../images/service.js';
 import type { ReportResult } from '../trace/spool.js';
 import type { DaemonStatus, TraceRequest, TraceStatus } from './server.js';
@@ -37,8 +36,11 @@ export class DaemonClient {
             return reject(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} answered HTTP ${res.statusCode} with a non-JSON body`, { cause }));
           }
           if (res.statusCode === 200) return resolve(parsed as T);
-          const e = decodeErrorBody(text);
-          reject(new StarlightError(e.code ?? 'SL_ERR_INTERNAL', e.message ?? `daemon answered HTTP ${res.statusCode}`, { details: e.detail }));
+          // Loaded only for an error answer (a pull's start-up pays for every module, issue 19).
+          import('../../http-errors.js').then(({ decodeErrorBody }) => {
+            const e = decodeErrorBody(text);
+            reject(new StarlightError(e.code ?? 'SL_ERR_INTERNAL', e.message ?? `daemon answered HTTP ${res.statusCode}`, { details: e.detail }));
+          }, reject);
         });
       });
       req.on('timeout', () => req.destroy(new StarlightError('SL_ERR_DAEMON_UNREACHABLE', `daemon at ${this.socket} did not answer ${path} within ${timeoutMs} ms`)));

@@ -139,8 +139,8 @@ export class FuseViewManager implements ViewManager {
     if (!isDir) throw new StarlightError('SL_ERR_FS_MOUNT', `cannot mount a view at ${abs}: not an existing directory`, { details: { mountpoint: abs } });
     if (this.views.has(abs)) throw new StarlightError('SL_ERR_FS_MOUNTED', `a view is already mounted at ${abs}`, { details: { mountpoint: abs } });
     const t = new PhaseTimer();
-    const table = buildInodeTable(req.tree, (d) => req.content.locate(d));
-    t.lap('inode-table');
+    const table = req.table ?? buildInodeTable(req.tree, (d) => req.content.locate(d));
+    t.lap(req.table ? 'inode-table-prebuilt' : 'inode-table');
     const kinds = this.opts.loader.events();
     const pending = new Map<number, AbortController>();
     let view: View | undefined;

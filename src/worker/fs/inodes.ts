@@ -22,6 +22,7 @@
  * Hardlinks share their target's inode (nlink counts the names); directories have nlink 2 + subdirs.
  */
 import { StarlightError } from '../../errors.js';
+import { runAtOnce, runSliced } from '../../event-loop.js';
 import type { MergedTree, TocEntry } from '../../layers/toc.js';
 
 /** Record sizes in bytes; the addon exports the same numbers and native.ts checks they match. */
@@ -149,6 +150,30 @@ function sortChildren(kids: Child[]): Child[] {
  * the container: per-entry work is kept to a few typed-array stores (issue 19).
  */
 export function buildInodeTable(tree: MergedTree, locate: (digest: string) => string | null): InodeTable {
+  return runAtOnce(inodeTableSteps(tree, locate));
+}
+
+/**
+ * buildInodeTable() in slices with the event loop running between them (src/event-loop.ts): a pull
+ * builds its view's table while containerd's answers come in (issue 19). Same result; content is
+ * located as the slices reach it.
+ */
+export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null): Promise<InodeTable> {
+  return runSliced(inodeTableSteps(tree, locate), TABLE_SLICE_MS);
+}
+
+/**
+ * Longest slice of the sliced build, ms. Short: one containerd answer takes several event-loop turns
+ * (HTTP/2 frames, then the message), each waiting for a slice to end; with 20 ms slices the pull's
+ * containerd calls took as long as the whole table (python-web, bench phases, issue 19).
+ */
+const TABLE_SLICE_MS = 3;
+
+/** Entries handled between two pause points of inodeTableSteps (~1-2 ms on a loaded 2-core host). */
+const STEP_ENTRIES = 128;
+
+function* inodeTableSteps(tree: MergedTree, locate: (digest: string) => string | null): Generator<void, InodeTable, undefined> {
+  let n = 0;
   const inoByPath = new Map<string, number>();
   const owners: TocEntry[] = []; // index ino-1: the entry that defines the inode
   for (const e of tree.entries) {
@@ -157,6 +182,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     if (TYPE_BITS[e.type] === undefined) throw badTree(`unknown entry type ${e.type}`, e.path);
     owners.push(e);
     inoByPath.set(e.path, owners.length);
+    if (++n % STEP_ENTRIES === 0) yield;
   }
   if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
   const count = owners.length;
@@ -178,6 +204,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
     return parent;
   };
   for (const e of tree.entries) {
+    if (++n % STEP_ENTRIES === 0) yield;
     if (e.path === '' || e.type === 'whiteout') continue;
     if (e.type !== 'hardlink') {
       const ino = inoByPath.get(e.path)!;
@@ -210,6 +237,7 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
   let d = 0;
   let x = 0;
   for (let ino = 1; ino <= count; ino++) {
+    if (++n % STEP_ENTRIES === 0) yield;
     const e = owners[ino - 1];
     const r = (ino - 1) * INODE_RECORD_SIZE;
     paths[ino] = e.path;

@@ -4,6 +4,7 @@
  */
 import type { MergedTree } from '../../layers/toc.js';
 import type { Histogram } from '../../prometheus.js';
+import type { InodeTable } from './inodes.js';
 
 /**
  * Where file contents come from. Implemented by the worker's stream receiver over the CAS; the view
@@ -28,6 +29,12 @@ export interface ViewRequest {
   /** The flattened chain to show. */
   tree: MergedTree;
   content: ContentProvider;
+  /**
+   * The tree's inode table, built ahead of the mount (a pull builds it while containerd is asked,
+   * issue 19); mount() builds one when absent. Content absent when it was built is served through
+   * `content.waitFor` (and promoted), so an early table is correct, only less often passed through.
+   */
+  table?: InodeTable;
   /** Called once per inode on its first lookup/open/read (startup traces); optional and cheap. */
   onFirstAccess?: (path: string, sinceMountMs: number) => void;
   /** Called once when the mount answers, with where its time went (ms: inode table, FUSE mount, probe). */

@@ -18,6 +18,7 @@ import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
+import type { InodeTable } from '../fs/inodes.js';
 import type { ViewRequest } from '../fs/view.js';
 import type { LayerStore } from '../pull/layer-store.js';
 import { PhaseLog, PhaseTimer, type PhaseRecord, type Phases } from '../phases.js';
@@ -65,6 +66,12 @@ export interface ImageServiceOptions {
    * it, in the background (the snapshotter's warmView); default none (views mount on first Mounts).
    */
   warmView?: (key: string) => void;
+  /**
+   * Builds the inode table of a tree (fs/inodes.ts over the tracker), in slices with the event loop
+   * running: given, a pull builds its top view's table while containerd is asked, and the view's
+   * mount uses it (issue 19); default none (the mount builds it).
+   */
+  buildTable?: (tree: MergedTree) => Promise<InodeTable>;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
   /**
@@ -142,6 +149,8 @@ interface Known {
   phases?: Phases;
   /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
   persisted?: Promise<void>;
+  /** The top view's inode table, being built by `pull` for the view's first mount (taken by viewRequest). */
+  table?: Promise<InodeTable | undefined>;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -269,11 +278,16 @@ export class ImageService implements RemoteLayerResolver {
       t.lap('containerd-lease');
       // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
       // shared layers' snapshots and prepares only the new ones, in chain order).
-      const [, , existing] = await Promise.all([
+      const asked = Promise.all([
         c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
         c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
         Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
       ]);
+      asked.catch(() => undefined); // awaited below
+      // The top view's inode table, built in slices while containerd answers (the calls are out first).
+      await new Promise<void>((r) => setImmediate(r));
+      this.prebuildTable(known, req.ref);
+      const [, , existing] = await asked;
       t.lap('containerd-blobs-stat');
       let parent = '';
       for (const [i, id] of chain.entries()) {
@@ -288,19 +302,33 @@ export class ImageService implements RemoteLayerResolver {
         parent = id;
       }
       t.lap('containerd-snapshots');
+      // The view the first container will need: its snapshot exists now, so it is mounted while the
+      // image record is written, the pull answers and the caller starts `ctr run` (issue 19).
+      this.opts.warmView?.(chain[chain.length - 1]!);
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
     }, lease);
     t.lap('containerd-lease');
     await known.persisted;
     t.lap('records');
-    // The view the first container will need, mounted while the caller starts it.
-    this.opts.warmView?.(chain[chain.length - 1]!);
     const have = header.items.filter((i) => this.opts.tracker.has(i.digest)).length;
     const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases };
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  /**
+   * Starts building the top view's inode table for its first mount (buildTable). A tree the table
+   * refuses leaves none: the mount builds it again and reports the error where it counts.
+   */
+  private prebuildTable(known: Known, ref: string): void {
+    const build = this.opts.buildTable;
+    if (!build || !known.tree || known.table) return;
+    known.table = build(known.tree).catch((err: unknown) => {
+      this.log.warn('view-table-prebuild-failed', { ref, manifest: known.rec.manifestDigest, err });
+      return undefined;
+    });
   }
 
   /** containerd connections, made once per service (namespaces share them). */
@@ -340,12 +368,18 @@ export class ImageService implements RemoteLayerResolver {
     const at = Date.now();
     const t = new PhaseTimer();
     const tree = await this.treeOf(known, remoteId, index, t);
+    // The pull's table is for the top view's first mount (a remount builds one with what is here then).
+    const building = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
+    delete known.table;
+    const table = await building;
+    if (building) t.lap('table-wait');
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;
     const record: PhaseRecord = { op: 'view', subject: remoteId, at, totalMs: 0, phases: t.phases };
     let firstRead = true;
     return {
       tree,
+      ...(table ? { table } : {}),
       content: this.opts.tracker,
       onMounted: (mount) => {
         t.add(mount);
@@ -454,6 +488,7 @@ export class ImageService implements RemoteLayerResolver {
       k.receiver?.close();
       for (const id of [...this.trees.keys()]) if (id.startsWith(k.rec.manifestDigest + '/')) this.trees.delete(id);
       delete k.tree;
+      delete k.table;
       for (const id of [...this.viewsServed]) if (id.startsWith(k.rec.manifestDigest + '/')) this.viewsServed.delete(id);
     }
     const keepDigests = await this.liveDigests(() => true);

@@ -6,7 +6,7 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers } from '../../layers/merge.js';
+import { mergeLayers, mergeOnto } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -29,7 +29,7 @@ export interface PulledImage {
    * recording anything that needs them after a restart. Its failure is also logged here.
    */
   stored: Promise<void>;
-  /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge; ms. */
+  /** have (layers announced), header (request → header in, incl. decode), tocs (stored), merge or merge-onto; ms. */
   phases: Phases;
 }
 
@@ -46,8 +46,16 @@ export interface PullerOptions {
   log?: Logger;
 }
 
+/** Merged trees kept (weakly) for later merges of longer chains; oldest dropped past this. */
+const MERGED_TREES_KEPT = 32;
+
 export class Puller {
   private readonly log: Logger;
+  /**
+   * Trees this puller merged, by chain (diffIDs): an update's chain (v1's layers + new ones) is
+   * merged onto v1's tree instead of from every TOC (issue 19). Weak: the images keep their trees.
+   */
+  private readonly merged = new Map<string, WeakRef<MergedTree>>();
 
   constructor(private readonly opts: PullerOptions) {
     this.log = opts.log ?? nullLogger;
@@ -93,8 +101,9 @@ export class Puller {
       opts.signal?.removeEventListener('abort', onAbort);
     }
     t.lap('tocs');
-    const tree = mergeLayers(tocs);
-    t.lap('merge');
+    const { tree, onto } = this.merge(tocs);
+    // 'merge-onto': onto an earlier merge of a lower part of the chain (an update of an image).
+    t.lap(onto ? 'merge-onto' : 'merge');
     stored.catch((err: unknown) => this.log.error('toc-store-failed', { ref, err }));
     // A layer is marked complete only once its content and TOC are durable (cas/store.ts "Durability").
     receiver.done.then(
@@ -103,6 +112,31 @@ export class Puller {
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, stored, phases: t.phases };
+  }
+
+  /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
+  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
+    const ids = tocs.map((toc) => toc.diffID);
+    let tree: MergedTree | undefined;
+    for (let k = ids.length; k > 0 && !tree; k--) {
+      const key = ids.slice(0, k).join(' ');
+      const base = this.merged.get(key)?.deref();
+      if (!base) {
+        this.merged.delete(key);
+        continue;
+      }
+      tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
+    }
+    const onto = tree !== undefined;
+    tree ??= mergeLayers(tocs);
+    const key = ids.join(' ');
+    this.merged.delete(key); // re-inserted as the newest
+    this.merged.set(key, new WeakRef(tree));
+    for (const old of this.merged.keys()) {
+      if (this.merged.size <= MERGED_TREES_KEPT) break;
+      this.merged.delete(old);
+    }
+    return { tree, onto };
   }
 
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */

@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
-import { buildInodeTable, readInode, S_IFMT, INODE_RECORD_SIZE } from '../../../src/worker/fs/inodes.js';
+import { buildInodeTable, buildInodeTableSliced, readInode, S_IFMT, INODE_RECORD_SIZE } from '../../../src/worker/fs/inodes.js';
 import { hasCode } from '../../../src/errors.js';
 
 const base = { mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 1700000000.25 };
@@ -100,4 +100,20 @@ test('100k entries encode (time logged; speed is measured in bench/)', (t) => {
   const ms = performance.now() - start;
   t.log(`100k entries: ${ms.toFixed(0)} ms`);
   t.is(table.count, 100_101);
+});
+
+test('the sliced build (a pull builds its view table while containerd answers) gives the same table', async (t) => {
+  const entries: TocEntry[] = [dir('')];
+  for (let d = 0; d < 20; d++) {
+    entries.push(dir(`d${d}`));
+    for (let f = 0; f < 200; f++) entries.push(reg(`d${d}/f${f}`, f, `sha256:${d}-${f}`));
+    entries.push({ ...base, path: `d${d}/l`, type: 'hardlink', linkname: `d${d}/f1`, size: 1, digest: `sha256:${d}-1` });
+  }
+  entries.sort((x, y) => Buffer.compare(Buffer.from(x.path), Buffer.from(y.path)));
+  // Every third digest present: the absent map and content paths are compared too.
+  const locate = (d: string): string | null => (Number(d.split('-')[1]) % 3 === 0 ? `/cas/${d}` : null);
+  const whole = buildInodeTable(tree(entries), locate);
+  const sliced = await buildInodeTableSliced(tree(entries), locate);
+  t.deepEqual(sliced, whole);
+  t.is(sliced.count, 1 + 20 * 201);
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mergeLayers } from '../../../src/layers/merge.js';
+import { mergeLayers, mergeOnto } from '../../../src/layers/merge.js';
 import { TOC_VERSION, type LayerToc, type TocEntry } from '../../../src/layers/toc.js';
 
 type Spec = Partial<TocEntry> & { path: string };
@@ -103,4 +103,33 @@ test('merged entries carry their layer index and diffIDs; opaque flags are dropp
 test('a hardlink to nothing or to a directory is SL_ERR_IMAGE_BAD_TAR', (t) => {
   t.throws(() => mergeLayers([layer(E({ path: 'h', type: 'hardlink', linkname: 'missing' }))]), { code: 'SL_ERR_IMAGE_BAD_TAR' });
   t.throws(() => mergeLayers([layer(D('d'), E({ path: 'h', type: 'hardlink', linkname: 'd' }))]), { code: 'SL_ERR_IMAGE_BAD_TAR' });
+});
+
+// mergeOnto (an update merged onto the tree of its lower chain, issue 19) gives mergeLayers' tree at
+// every split of every case above, and leaves the base tree as it was.
+for (const c of cases.filter((c) => c.layers.length > 1)) {
+  test(`mergeOnto at every split: ${c.name}`, (t) => {
+    const whole = mergeLayers(c.layers);
+    for (let k = 1; k < c.layers.length; k++) {
+      const base = mergeLayers(c.layers.slice(0, k));
+      const before = structuredClone(base);
+      const upper = c.layers.slice(k);
+      const got = mergeOnto(base, upper);
+      t.deepEqual(base, before, `split ${k}: base unchanged`);
+      const lowerLink = upper.some((l) => l.entries.some((e) => e.type === 'hardlink' && e.digest === undefined));
+      if (lowerLink) t.is(got, undefined, `split ${k}: a digest-less hardlink falls back to a full merge`);
+      else t.deepEqual(got, whole, `split ${k}`);
+    }
+  });
+}
+
+test('mergeOnto: a hardlink of the base whose file an upper layer replaces becomes a file of its own', (t) => {
+  const lower = [layer(F('t', 'v'), E({ path: 'h', type: 'hardlink', linkname: 't', digest: 'sha256:v', size: 1 }))];
+  const upper = [layer(F('t', 'new'))];
+  const base = mergeLayers(lower);
+  t.is(base.entries.find((e) => e.path === 'h')?.type, 'hardlink');
+  const got = mergeOnto(base, upper);
+  t.deepEqual(got, mergeLayers([...lower, ...upper]));
+  t.like(got?.entries.find((e) => e.path === 'h'), { type: 'reg', digest: 'sha256:v', linkname: undefined });
+  t.is(base.entries.find((e) => e.path === 'h')?.type, 'hardlink', 'the base keeps its hardlink');
 });
