@@ -14,6 +14,81 @@ import type { BatchRequest, ItemOutcome } from './item-pool.js';
 
 /** zlib refuses output chunks below 64 bytes. */
 const MIN_ZLIB_CHUNK = 64;
+/** Largest output buffer a thread keeps for the next item; larger items get one of their own. */
+const KEEP_OUTPUT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The native half of a zlib/brotli stream (node:zlib internals, stable since Node 12): writeSync
+ * decodes into a caller's buffer and leaves [avail out, avail in] in the engine's _writeState;
+ * errors arrive synchronously through onerror.
+ */
+interface ZlibHandle {
+  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  reset(): void;
+  onerror: (errno: number, code: string, message: string) => void;
+}
+
+/**
+ * One brotli decoder per thread, reset per item, decoding into one reused output buffer.
+ * Why: brotliDecompressSync builds a stream object, a native engine and an output buffer per call;
+ * for python-web's 6465 items (most < 30 KB) that JS setup, its garbage and the fresh buffers' page
+ * faults cost about as much as the decoding itself (docs/design-notes.md "Ingest", session 5).
+ * Falls back to brotliDecompressSync when the internals are not there.
+ */
+class ReusedBrotli {
+  private engine: zlib.BrotliDecompress | undefined;
+  private handle: ZlibHandle | undefined;
+  private state: Uint32Array | undefined;
+  private error: Error | undefined;
+  private out = Buffer.allocUnsafeSlow(256 * 1024);
+
+  /** The decoded bytes (a view valid until the next call), or throws the decoder's error. */
+  decode(data: Uint8Array, size: number): Buffer {
+    const h = this.handle ?? this.open();
+    if (h === undefined) return zlib.brotliDecompressSync(data, { chunkSize: Math.max(MIN_ZLIB_CHUNK, size + 1), maxOutputLength: size + 1 });
+    // +1: an output larger than announced fills the buffer and is seen as such.
+    const want = size + 1;
+    let out = this.out;
+    if (out.length < want) {
+      out = Buffer.allocUnsafeSlow(want);
+      if (want <= KEEP_OUTPUT_BYTES) this.out = out;
+    }
+    this.error = undefined;
+    h.writeSync(zlib.constants.BROTLI_OPERATION_FINISH, data, 0, data.length, out, 0, want);
+    const err = this.error as Error | undefined;
+    if (err !== undefined) {
+      this.close(); // an engine that failed is not reused
+      throw err;
+    }
+    const produced = want - this.state![0]!;
+    h.reset();
+    return out.subarray(0, produced);
+  }
+
+  private open(): ZlibHandle | undefined {
+    const engine = zlib.createBrotliDecompress() as zlib.BrotliDecompress & { _handle?: ZlibHandle; _writeState?: Uint32Array };
+    const h = engine._handle;
+    if (typeof h?.writeSync !== 'function' || typeof h.reset !== 'function' || !(engine._writeState instanceof Uint32Array)) {
+      engine.close();
+      return undefined;
+    }
+    // Replaces the stream's handler (which would destroy the stream and emit 'error' later).
+    h.onerror = (errno, code, message) => {
+      this.error = Object.assign(new Error(message), { errno, code });
+    };
+    this.engine = engine;
+    this.handle = h;
+    this.state = engine._writeState;
+    return h;
+  }
+
+  private close(): void {
+    this.engine?.close();
+    this.engine = this.handle = this.state = undefined;
+  }
+}
+
+const brotli = new ReusedBrotli();
 
 function decode(encoding: string, data: Uint8Array, size: number): Buffer {
   // One output chunk of the announced size (+1 so that a larger output is seen as such): no concat.
@@ -22,7 +97,7 @@ function decode(encoding: string, data: Uint8Array, size: number): Buffer {
     case 'identity':
       return Buffer.from(data.buffer, data.byteOffset, data.length);
     case 'br':
-      return zlib.brotliDecompressSync(data, opts);
+      return brotli.decode(data, size);
     case 'gzip':
       return zlib.gunzipSync(data, opts);
     case 'deflate-raw':

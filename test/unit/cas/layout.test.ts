@@ -7,6 +7,7 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { casBlobFilesSync, casEntriesSync, countingStore, putContent } from '../../helpers/cas.js';
 import { tempDir } from '../../helpers/tmp.js';
@@ -90,4 +91,23 @@ test('new content goes into its shard; delete removes it from there', async (t) 
   await store.delete(d);
   t.deepEqual(casEntriesSync(dir), []);
   t.is(store.path(d), null);
+});
+
+test('a new store marks its blob directory top-dir (chattr +T) where the file system has the flag', async (t) => {
+  const dir = tempDir(t);
+  const { store } = countingStore(dir);
+  await store.open();
+  const blobDir = join(store.root, 'sha256');
+  // lsattr prints the flags of ext2/3/4 directories; elsewhere (tmpfs, overlay) it fails and the
+  // store keeps the plain layout (best effort, cas/store.ts markTopDir).
+  const flags = await new Promise<string | undefined>((resolve) =>
+    execFile('lsattr', ['-d', blobDir], (err, out) => resolve(err ? undefined : out.split(' ')[0])),
+  );
+  if (flags === undefined) {
+    t.log(`lsattr cannot read ${blobDir}: not an ext file system here, nothing to check`);
+    t.pass();
+    return;
+  }
+  t.true(flags.includes('T'), `flags of ${blobDir}: ${flags}`);
+  t.is(readdirSync(blobDir).length, 256, 'the shards exist');
 });

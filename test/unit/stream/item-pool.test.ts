@@ -36,6 +36,22 @@ test('good items of every encoding land in the store, read-only, with their byte
   t.deepEqual(readdirSync(store.ingestDir), [], 'no ingest file left');
 });
 
+test('brotli items of very different sizes in one batch on one thread each keep their own bytes', async (t) => {
+  const store = await new LocalContentStore(tempDir(t)).open();
+  const pool = new ItemPool(store, { threads: 1 });
+  t.teardown(() => pool.close());
+  // Large, small, larger than the decoder keeps (4 MiB), small again: each decodes into the
+  // thread's reused output buffer or its own, and is written before the next one overwrites it.
+  const fill = (n: number, seed: number): Buffer => {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >> 9)) & 0xff;
+    return b;
+  };
+  const raw = [fill(600_000, 1), fill(100, 2), fill(5_000_000, 3), fill(3_000, 4), Buffer.alloc(0)];
+  await Promise.all(raw.map((r) => pool.put({ digest: digestOf(r), size: r.length, encoding: 'br', chunks: [zlib.brotliCompressSync(r)] })));
+  for (const r of raw) t.true(readFileSync(store.path(digestOf(r))!).equals(r), `${r.length} bytes`);
+});
+
 test('bad items are refused with typed errors and nothing is stored', async (t) => {
   const store = await new LocalContentStore(tempDir(t)).open();
   const pool = new ItemPool(store, { threads: 1 });
@@ -50,6 +66,7 @@ test('bad items are refused with typed errors and nothing is stored', async (t) 
     { code: 'SL_ERR_CAS_SIZE_MISMATCH', item: { digest: digestOf(r), size: r.length - 1, encoding: 'br' as const, chunks: [br] } },
     { code: 'SL_ERR_CAS_SIZE_MISMATCH', item: { digest: digestOf(r), size: r.length + 1, encoding: 'br' as const, chunks: [br] } },
     { code: 'SL_ERR_CAS_DIGEST_MISMATCH', item: { digest: digestOf(Buffer.from('other')), size: r.length, encoding: 'br' as const, chunks: [br] } },
+    { code: 'SL_ERR_PROTOCOL_MALFORMED', item: { digest: digestOf(r), size: r.length, encoding: 'br' as const, chunks: [br.subarray(0, br.length - 2)] } },
   ] as const;
   for (const c of cases) {
     const err = await t.throwsAsync(pool.put({ ...c.item, chunks: [...c.item.chunks] }));
@@ -58,6 +75,11 @@ test('bad items are refused with typed errors and nothing is stored', async (t) 
   t.is(store.path(digestOf(r)), null);
   t.deepEqual(readdirSync(store.ingestDir), []);
   t.deepEqual(casEntriesSync(store.root), []);
+  // The thread's decoder is reused across items: after those failures it still decodes good ones.
+  const good = Buffer.alloc(20_000, 'after the failures ');
+  await pool.put({ digest: digestOf(good), size: good.length, encoding: 'br', chunks: [zlib.brotliCompressSync(good)] });
+  t.true(readFileSync(store.path(digestOf(good))!).equals(good));
+  await store.delete(digestOf(good));
   // A temporary file a crash left beside the blobs is never taken for content, and open() drops it.
   writeFileSync(store.blobTempPath(digestOf(r).slice(7), 'crashed'), 'partial');
   t.is(casEntriesSync(store.root).length, 1);
