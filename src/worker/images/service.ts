@@ -14,6 +14,7 @@
  */
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
+import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -285,7 +286,7 @@ export class ImageService implements RemoteLayerResolver {
       ]);
       asked.catch(() => undefined); // awaited below
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
-      await new Promise<void>((r) => setImmediate(r));
+      await yieldToLoop();
       this.prebuildTable(known, req.ref);
       const [, , existing] = await asked;
       t.lap('containerd-blobs-stat');
