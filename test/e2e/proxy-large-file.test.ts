@@ -1,0 +1,175 @@
+/**
+ * Issue 14, a legitimately huge single file (model weights): a layer holding one 3 GiB file, pushed to
+ * a real docker-registry, indexed by a `starlight proxy` whose --cache-size is 256 MiB, and read through
+ * `starlight mount` at its start, middle and end. The proxy hashes the file in its index pass without
+ * keeping it (ContentCache.servedFromLayer) and serves it from the layer blob; its peak RSS (VmHWM) and
+ * its data dir stay bounded far below the file's size, and every byte read is the image's.
+ *
+ * The layer is built as a stream of gzip members (test/helpers/hostile-layers.ts style): each 1 MiB
+ * block of the file is a 16-byte header naming the block, then one of BODIES pseudo-random bodies
+ * (a 4 KiB unit repeated, compressed once), so the blob is ~50 MiB, cheap to build, and a read at a
+ * wrong offset sees other bytes. Nothing of the file is held in memory.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { duBytes } from '../../bench/drivers/proc.js';
+import { pushImage } from '../../fixtures/push-image.js';
+import { RegistryClient } from '../../src/oci/client.js';
+import { MEDIA_TYPES } from '../../src/oci/types.js';
+import { END_OF_ARCHIVE, fileEntry, padding, tarHeader } from '../helpers/hostile-layers.js';
+import { startRegistry } from '../helpers/registry.js';
+import { tempDir } from '../helpers/tmp.js';
+import { mountSupported, startMount } from './mount-support.js';
+import { peakRssKb, startProxyProcess } from './proxy-support.js';
+
+const MIB = 1024 * 1024;
+/** The file: 3 GiB and a short last block. */
+const FILE_SIZE = 3 * 1024 * MIB + 777;
+const FILE_PATH = 'models/weights.bin';
+/** Distinct block bodies (a prime, so a shift by a few MiB shows other bytes). */
+const BODIES = 7;
+const HEADER_BYTES = 16;
+/** --cache-size and --staging-size of the proxy under test. */
+const CACHE = 256 * MIB;
+const STAGING = 64 * MIB;
+/** Bound on the proxy's peak RSS, MiB (an index pass and a stream of the file hold a window and a few chunks). */
+const RSS_BOUND_MIB = 600;
+/** Bound on the proxy's data dir at any sample: cache + staging + the store (nothing of the file). */
+const DISK_BOUND = CACHE + STAGING + 64 * MIB;
+
+/** Pseudo-random 4 KiB unit `k`, repeated over 1 MiB (deterministic: a linear congruential sequence). */
+function body(k: number): Buffer {
+  const unit = Buffer.alloc(4096);
+  let x = 0x9e3779b9 ^ (k * 0x85ebca6b);
+  for (let i = 0; i < unit.length; i += 4) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    unit.writeUInt32BE(x, i);
+  }
+  return Buffer.alloc(MIB).fill(unit);
+}
+
+const bodies = Array.from({ length: BODIES }, (_, k) => body(k));
+
+/** Block `i`'s header: 'SLBLOCK' + index, then zeros. */
+function blockHeader(i: number): Buffer {
+  const h = Buffer.alloc(HEADER_BYTES);
+  h.write('SLBLOCK', 0, 'latin1');
+  h.writeUInt32BE(i, 8);
+  return h;
+}
+
+/** Bytes [off, off+len) of the file. */
+function expected(off: number, len: number): Buffer {
+  const parts: Buffer[] = [];
+  for (let p = off; p < off + len; ) {
+    const i = Math.floor(p / MIB);
+    const block = Buffer.concat([blockHeader(i), bodies[i % BODIES]!.subarray(HEADER_BYTES)]);
+    const from = p - i * MIB;
+    const to = Math.min(MIB, off + len - i * MIB);
+    parts.push(block.subarray(from, to));
+    p += to - from;
+  }
+  return Buffer.concat(parts);
+}
+
+/** Writes the layer blob to `path` as gzip members; returns its diffID. */
+async function writeLayer(path: string): Promise<string> {
+  const tarHash = createHash('sha256');
+  const out = createWriteStream(path);
+  const write = (b: Buffer): Promise<void> | void => {
+    if (!out.write(b)) return new Promise((r) => out.once('drain', r));
+  };
+  const member = async (raw: Buffer, gz: Buffer = gzipSync(raw, { level: 1 })): Promise<void> => {
+    tarHash.update(raw);
+    await write(gz);
+  };
+  await member(tarHeader(FILE_PATH, { size: FILE_SIZE }));
+  const bodyMembers = bodies.map((b) => gzipSync(b.subarray(HEADER_BYTES), { level: 9 }));
+  const full = Math.floor(FILE_SIZE / MIB);
+  for (let i = 0; i < full; i++) {
+    await member(blockHeader(i));
+    await member(bodies[i % BODIES]!.subarray(HEADER_BYTES), bodyMembers[i % BODIES]);
+  }
+  await member(expected(full * MIB, FILE_SIZE - full * MIB));
+  await member(Buffer.concat([padding(FILE_SIZE), fileEntry('models/config.json', Buffer.from('{"layers": 1}\n')), END_OF_ARCHIVE]));
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  return `sha256:${tarHash.digest('hex')}`;
+}
+
+test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer, right bytes at start, middle and end; proxy RSS and disk bounded', async (t) => {
+  if (!mountSupported) return t.pass('needs root, FUSE, docker-registry');
+  t.timeout(600_000);
+  const work = tempDir(t, 'sl-large-');
+  const blobPath = join(work, 'layer.tar.gz');
+  const diffID = await writeLayer(blobPath);
+  const reg = await startRegistry(t);
+  const ref = `${reg.host}/models/big:v1`;
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [diffID] } }));
+  await pushImage(new RegistryClient(), ref, { config, layers: [{ data: blobPath, mediaType: MEDIA_TYPES.ociLayerGzip }] });
+
+  const data = tempDir(t, 'sl-large-proxy-');
+  const proxy = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', data, '--cache-size', String(CACHE), '--staging-size', String(STAGING)], {
+    env: { STARLIGHT_LOG: 'info' },
+  });
+  let peakDisk = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peakDisk = Math.max(peakDisk, await duBytes([data]));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  t.teardown(() => void (sampling = false));
+
+  // Indexed ahead (the 3 GiB index pass may take longer than a mount waits for its header).
+  const notified = await fetch(`${proxy.url}/v1/notify?ref=${encodeURIComponent(ref)}`, { method: 'POST', signal: AbortSignal.timeout(300_000) });
+  t.is(notified.status, 200, await notified.text());
+  const m = await startMount(t, proxy.url, ref, { readDeadlineS: 600 });
+  const fh = await open(join(m.mountpoint, FILE_PATH), 'r');
+  try {
+    t.is((await fh.stat()).size, FILE_SIZE);
+    const len = 256 * 1024;
+    for (const [what, off] of [
+      ['start', 0],
+      ['middle', Math.floor(FILE_SIZE / 2) - 12_345],
+      ['end', FILE_SIZE - len],
+    ] as const) {
+      const buf = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(buf, 0, len, off);
+      t.is(bytesRead, len, what);
+      t.true(buf.equals(expected(off, len)), `${what}: the image's bytes at ${off}`);
+    }
+  } finally {
+    await fh.close();
+  }
+
+  // The item went out raw from its layer ('identity', no cache file), and /v1/content serves it too.
+  const res = await fetch(`${proxy.url}/v1/content/${proxy.logs().find((r) => r.msg === 'content-from-layer')?.digest as string}`, { signal: AbortSignal.timeout(120_000) });
+  t.is(res.status, 200);
+  t.is(res.headers.get('starlight-encoding'), 'identity');
+  t.is(Number(res.headers.get('content-length')), FILE_SIZE);
+  const reader = res.body!.getReader();
+  const head: Buffer[] = [];
+  for (let n = 0; n < 2 * MIB; ) {
+    const r = await reader.read();
+    if (r.done) break;
+    head.push(Buffer.from(r.value));
+    n += r.value.length;
+  }
+  await reader.cancel();
+  t.true(Buffer.concat(head).subarray(0, 2 * MIB).equals(expected(0, 2 * MIB)), '/v1/content: the file from its first byte');
+
+  sampling = false;
+  await sampler;
+  peakDisk = Math.max(peakDisk, await duBytes([data]));
+  const rssMib = peakRssKb(proxy.pid) / 1024;
+  t.log(`proxy peak RSS ${rssMib.toFixed(0)} MiB, peak data dir ${(peakDisk / MIB).toFixed(0)} MiB, file ${(FILE_SIZE / MIB).toFixed(0)} MiB`);
+  t.true(rssMib > 0 && rssMib < RSS_BOUND_MIB, `proxy peak RSS ${rssMib} MiB < ${RSS_BOUND_MIB} MiB`);
+  t.true(peakDisk < DISK_BOUND, `proxy data dir peaked at ${peakDisk} bytes, bound ${DISK_BOUND}`);
+  const indexed = proxy.logs().find((r) => r.msg === 'layer-indexed');
+  t.is(indexed?.fromLayer, 1, 'the index pass kept the file nowhere');
+});
