@@ -328,7 +328,7 @@ export class ContentCache {
     this.store.putContent(rec);
     this.lru.set(digest, encodedSize);
     if (!this.lru.has(digest)) {
-      // larger than the whole cache: lru-cache refuses it (documented limit: --cache-size > largest file)
+      // larger than the whole cache: lru-cache refuses it (contents over a quarter of it are not put: servedFromLayer)
       this.store.setCached(digest, false);
       await rm(dest, { force: true });
       return { ...rec, cached: false };

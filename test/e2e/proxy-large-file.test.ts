@@ -5,22 +5,17 @@
  * keeping it (ContentCache.servedFromLayer) and serves it from the layer blob; its peak RSS (VmHWM) and
  * its data dir stay bounded far below the file's size, and every byte read is the image's.
  *
- * The layer is built as a stream of gzip members (test/helpers/hostile-layers.ts style): each 1 MiB
- * block of the file is a 16-byte header naming the block, then one of BODIES pseudo-random bodies
- * (a 4 KiB unit repeated, compressed once), so the blob is ~50 MiB, cheap to build, and a read at a
- * wrong offset sees other bytes. Nothing of the file is held in memory.
+ * The layer is written as a stream (test/helpers/large-file-layer.ts): ~50 MiB of gzip, nothing of the
+ * file in memory, every 1 MiB block distinct.
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { duBytes } from '../../bench/drivers/proc.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
-import { END_OF_ARCHIVE, fileEntry, padding, tarHeader } from '../helpers/hostile-layers.js';
+import { largeFileBytes, writeLargeFileLayer } from '../helpers/large-file-layer.js';
 import { startRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
 import { mountSupported, startMount } from './mount-support.js';
@@ -30,9 +25,6 @@ const MIB = 1024 * 1024;
 /** The file: 3 GiB and a short last block. */
 const FILE_SIZE = 3 * 1024 * MIB + 777;
 const FILE_PATH = 'models/weights.bin';
-/** Distinct block bodies (a prime, so a shift by a few MiB shows other bytes). */
-const BODIES = 7;
-const HEADER_BYTES = 16;
 /** --cache-size and --staging-size of the proxy under test. */
 const CACHE = 256 * MIB;
 const STAGING = 64 * MIB;
@@ -41,71 +33,12 @@ const RSS_BOUND_MIB = 600;
 /** Bound on the proxy's data dir at any sample: cache + staging + the store (nothing of the file). */
 const DISK_BOUND = CACHE + STAGING + 64 * MIB;
 
-/** Pseudo-random 4 KiB unit `k`, repeated over 1 MiB (deterministic: a linear congruential sequence). */
-function body(k: number): Buffer {
-  const unit = Buffer.alloc(4096);
-  let x = 0x9e3779b9 ^ (k * 0x85ebca6b);
-  for (let i = 0; i < unit.length; i += 4) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    unit.writeUInt32BE(x, i);
-  }
-  return Buffer.alloc(MIB).fill(unit);
-}
-
-const bodies = Array.from({ length: BODIES }, (_, k) => body(k));
-
-/** Block `i`'s header: 'SLBLOCK' + index, then zeros. */
-function blockHeader(i: number): Buffer {
-  const h = Buffer.alloc(HEADER_BYTES);
-  h.write('SLBLOCK', 0, 'latin1');
-  h.writeUInt32BE(i, 8);
-  return h;
-}
-
-/** Bytes [off, off+len) of the file. */
-function expected(off: number, len: number): Buffer {
-  const parts: Buffer[] = [];
-  for (let p = off; p < off + len; ) {
-    const i = Math.floor(p / MIB);
-    const block = Buffer.concat([blockHeader(i), bodies[i % BODIES]!.subarray(HEADER_BYTES)]);
-    const from = p - i * MIB;
-    const to = Math.min(MIB, off + len - i * MIB);
-    parts.push(block.subarray(from, to));
-    p += to - from;
-  }
-  return Buffer.concat(parts);
-}
-
-/** Writes the layer blob to `path` as gzip members; returns its diffID. */
-async function writeLayer(path: string): Promise<string> {
-  const tarHash = createHash('sha256');
-  const out = createWriteStream(path);
-  const write = (b: Buffer): Promise<void> | void => {
-    if (!out.write(b)) return new Promise((r) => out.once('drain', r));
-  };
-  const member = async (raw: Buffer, gz: Buffer = gzipSync(raw, { level: 1 })): Promise<void> => {
-    tarHash.update(raw);
-    await write(gz);
-  };
-  await member(tarHeader(FILE_PATH, { size: FILE_SIZE }));
-  const bodyMembers = bodies.map((b) => gzipSync(b.subarray(HEADER_BYTES), { level: 9 }));
-  const full = Math.floor(FILE_SIZE / MIB);
-  for (let i = 0; i < full; i++) {
-    await member(blockHeader(i));
-    await member(bodies[i % BODIES]!.subarray(HEADER_BYTES), bodyMembers[i % BODIES]);
-  }
-  await member(expected(full * MIB, FILE_SIZE - full * MIB));
-  await member(Buffer.concat([padding(FILE_SIZE), fileEntry('models/config.json', Buffer.from('{"layers": 1}\n')), END_OF_ARCHIVE]));
-  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
-  return `sha256:${tarHash.digest('hex')}`;
-}
-
 test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer, right bytes at start, middle and end; proxy RSS and disk bounded', async (t) => {
   if (!mountSupported) return t.pass('needs root, FUSE, docker-registry');
   t.timeout(600_000);
   const work = tempDir(t, 'sl-large-');
   const blobPath = join(work, 'layer.tar.gz');
-  const diffID = await writeLayer(blobPath);
+  const { diffID, fileDigest } = await writeLargeFileLayer(blobPath, FILE_PATH, FILE_SIZE);
   const reg = await startRegistry(t);
   const ref = `${reg.host}/models/big:v1`;
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [diffID] } }));
@@ -141,14 +74,15 @@ test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer
       const buf = Buffer.alloc(len);
       const { bytesRead } = await fh.read(buf, 0, len, off);
       t.is(bytesRead, len, what);
-      t.true(buf.equals(expected(off, len)), `${what}: the image's bytes at ${off}`);
+      t.true(buf.equals(largeFileBytes(off, len)), `${what}: the image's bytes at ${off}`);
     }
   } finally {
     await fh.close();
   }
 
   // The item went out raw from its layer ('identity', no cache file), and /v1/content serves it too.
-  const res = await fetch(`${proxy.url}/v1/content/${proxy.logs().find((r) => r.msg === 'content-from-layer')?.digest as string}`, { signal: AbortSignal.timeout(120_000) });
+  t.truthy(proxy.logs().find((r) => r.msg === 'content-from-layer' && r.digest === fileDigest), 'read from its layer');
+  const res = await fetch(`${proxy.url}/v1/content/${fileDigest}`, { signal: AbortSignal.timeout(120_000) });
   t.is(res.status, 200);
   t.is(res.headers.get('starlight-encoding'), 'identity');
   t.is(Number(res.headers.get('content-length')), FILE_SIZE);
@@ -161,7 +95,7 @@ test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer
     n += r.value.length;
   }
   await reader.cancel();
-  t.true(Buffer.concat(head).subarray(0, 2 * MIB).equals(expected(0, 2 * MIB)), '/v1/content: the file from its first byte');
+  t.true(Buffer.concat(head).subarray(0, 2 * MIB).equals(largeFileBytes(0, 2 * MIB)), '/v1/content: the file from its first byte');
 
   sampling = false;
   await sampler;
