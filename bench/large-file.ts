@@ -25,7 +25,7 @@ import { GUNZIP_CHUNK_SIZE } from '../src/layers/decompress.js';
 import { RegistryClient } from '../src/oci/client.js';
 import { MEDIA_TYPES } from '../src/oci/types.js';
 import { writeLargeFileLayer } from '../test/helpers/large-file-layer.js';
-import { duBytes } from './drivers/proc.js';
+import { peakDuSampler } from './drivers/proc.js';
 import { startBenchProxy } from './drivers/proxy.js';
 import { startBenchRegistry } from './drivers/registry.js';
 
@@ -70,14 +70,7 @@ try {
   for (let r = 0; r < Number(values.runs); r++) {
     const data = join(dir, `proxy-${r}`);
     const proxy = await startBenchProxy(reg.host, data, ['--cache-size', values.cache, '--staging-size', '64MiB']);
-    let peak = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        peak = Math.max(peak, await duBytes([data]));
-        await new Promise((res) => setTimeout(res, 250));
-      }
-    })();
+    const disk = peakDuSampler([data]);
     try {
       const url = `http://${proxy.host}`;
       const t0 = performance.now();
@@ -87,14 +80,12 @@ try {
       const c = await run('curl', ['-sS', '--fail', '--max-time', '900', '-o', '/dev/null', '-w', '%{time_starttransfer} %{time_total} %{size_download}', `${url}/v1/content/${fileDigest}`]);
       const [ttfb, total, bytes] = c.stdout.trim().split(' ').map(Number) as [number, number, number];
       if (bytes !== size) throw new Error(`/v1/content sent ${bytes} bytes, not ${size}`);
-      sampling = false;
-      await sampler;
+      const peak = await disk.stop();
       console.log(
         `| ${r + 1} | ${values.cache} | ${indexS.toFixed(2)} | ${(size / MIB / indexS).toFixed(0)} | ${ttfb.toFixed(3)} | ${total.toFixed(2)} | ${(size / MIB / total).toFixed(0)} | ${vmHwmMib(proxy.pid).toFixed(0)} | ${(peak / MIB).toFixed(1)} |`,
       );
     } finally {
-      sampling = false;
-      await sampler;
+      await disk.stop();
       await proxy.stop();
       rmSync(data, { recursive: true, force: true });
     }

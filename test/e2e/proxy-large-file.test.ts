@@ -11,7 +11,7 @@
 import test from 'ava';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { duBytes } from '../../bench/drivers/proc.js';
+import { peakDuSampler } from '../../bench/drivers/proc.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
@@ -48,15 +48,8 @@ test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer
   const proxy = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', data, '--cache-size', String(CACHE), '--staging-size', String(STAGING)], {
     env: { STARLIGHT_LOG: 'info' },
   });
-  let peakDisk = 0;
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      peakDisk = Math.max(peakDisk, await duBytes([data]));
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  })();
-  t.teardown(() => void (sampling = false));
+  const disk = peakDuSampler([data]);
+  t.teardown(() => disk.stop());
 
   // Indexed ahead (the 3 GiB index pass may take longer than a mount waits for its header).
   const notified = await fetch(`${proxy.url}/v1/notify?ref=${encodeURIComponent(ref)}`, { method: 'POST', signal: AbortSignal.timeout(300_000) });
@@ -97,9 +90,7 @@ test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer
   await reader.cancel();
   t.true(Buffer.concat(head).subarray(0, 2 * MIB).equals(largeFileBytes(0, 2 * MIB)), '/v1/content: the file from its first byte');
 
-  sampling = false;
-  await sampler;
-  peakDisk = Math.max(peakDisk, await duBytes([data]));
+  const peakDisk = await disk.stop();
   const rssMib = peakRssKb(proxy.pid) / 1024;
   t.log(`proxy peak RSS ${rssMib.toFixed(0)} MiB, peak data dir ${(peakDisk / MIB).toFixed(0)} MiB, file ${(FILE_SIZE / MIB).toFixed(0)} MiB`);
   t.true(rssMib > 0 && rssMib < RSS_BOUND_MIB, `proxy peak RSS ${rssMib} MiB < ${RSS_BOUND_MIB} MiB`);
