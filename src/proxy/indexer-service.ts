@@ -381,10 +381,11 @@ export class IndexerService {
    * The raw bytes of `digest`, a content of layer `diffID` too large for the cache
    * (ContentCache.servedFromLayer), read out of the layer blob from the registry: decompressed from the
    * blob's start up to the file, each 1 MiB chunk checked against the TOC (src/layers/file-extract.ts).
-   * Rejects with SL_ERR_PROXY_CONTENT_NOT_FOUND when the layer is not indexed or holds no such file,
-   * or with the registry's error.
+   * `range`: only file bytes [start, end) (GET /v1/content with a Range header). Rejects with
+   * SL_ERR_PROXY_CONTENT_NOT_FOUND when the layer is not indexed or holds no such file, or with the
+   * registry's error.
    */
-  async openFromLayer(diffID: string, digest: string): Promise<Readable> {
+  async openFromLayer(diffID: string, digest: string, range?: { start: number; end: number }): Promise<Readable> {
     const l = this.o.store.layer(diffID);
     const entry = this.toc(diffID)?.entries.find((e) => e.type === 'reg' && e.digest === digest && e.offset !== undefined);
     if (l === undefined || entry === undefined) {
@@ -398,8 +399,8 @@ export class IndexerService {
       throw withContext(err, `fetch layer ${desc.digest} of ${l.repository} for ${entry.path}`, { layer: desc.digest, diffID });
     }
     this.o.metrics.registryBlobFetches++;
-    this.o.logger.info('content-from-layer', { digest, diffID, path: entry.path, size: entry.size, offset: entry.offset });
-    return extractLayerFile(blob, entry, { mediaType: desc.mediaType, layerName: desc.digest, maxZstdWindowBytes: this.o.layerLimits?.maxZstdWindowBytes });
+    this.o.logger.info('content-from-layer', { digest, diffID, path: entry.path, size: entry.size, offset: entry.offset, ...(range !== undefined ? { range: `${range.start}-${range.end}` } : {}) });
+    return extractLayerFile(blob, entry, { mediaType: desc.mediaType, layerName: desc.digest, maxZstdWindowBytes: this.o.layerLimits?.maxZstdWindowBytes, range });
   }
 
   private async registry<T>(fn: () => Promise<T>): Promise<T> {

@@ -89,6 +89,16 @@ test('a 3 GiB file with a 256 MiB proxy cache: indexed and served from its layer
   }
   await reader.cancel();
   t.true(Buffer.concat(head).subarray(0, 2 * MIB).equals(largeFileBytes(0, 2 * MIB)), '/v1/content: the file from its first byte');
+  t.is(res.headers.get('accept-ranges'), 'bytes');
+
+  // A range near the end (across a chunk boundary): 206 with those bytes only; one past the end: 416.
+  const from = FILE_SIZE - MIB - 4000;
+  const ranged = await fetch(`${proxy.url}/v1/content/${fileDigest}`, { headers: { range: `bytes=${from}-` }, signal: AbortSignal.timeout(300_000) });
+  t.is(ranged.status, 206);
+  t.is(ranged.headers.get('content-range'), `bytes ${from}-${FILE_SIZE - 1}/${FILE_SIZE}`);
+  t.true(Buffer.from(await ranged.arrayBuffer()).equals(largeFileBytes(from, FILE_SIZE - from)), '/v1/content range: the right bytes');
+  const past = await fetch(`${proxy.url}/v1/content/${fileDigest}`, { headers: { range: `bytes=${FILE_SIZE}-` }, signal: AbortSignal.timeout(60_000) });
+  t.is(past.status, 416);
 
   const peakDisk = await disk.stop();
   const rssMib = peakRssKb(proxy.pid) / 1024;

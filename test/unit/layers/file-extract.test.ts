@@ -80,3 +80,27 @@ test('a layer that ends before the file: SL_ERR_IMAGE_BAD_TAR', async (t) => {
   const err = await t.throwsAsync(readAll(extractLayerFile(Readable.from([cut]), e, { mediaType: GZIP, layerName: 'L' })));
   t.is((err as { code?: string }).code, 'SL_ERR_IMAGE_BAD_TAR');
 });
+
+test('a byte range: only its bytes, from the checked chunks around it', async (t) => {
+  const e = await entryOf('a/big.bin');
+  for (const [start, end] of [
+    [0, 10],
+    [CHUNK_BYTES - 5, CHUNK_BYTES + 7],
+    [2 * CHUNK_BYTES + 100, big.length],
+    [123, big.length],
+  ] as const) {
+    const { data } = await readAll(extractLayerFile(Readable.from([blob]), e, { mediaType: GZIP, layerName: 'L', range: { start, end } }));
+    t.true(data.equals(big.subarray(start, end)), `${start}-${end}`);
+  }
+  // A chunk outside the range may differ (it is not read): the range is still served.
+  const bad = Buffer.from(tar);
+  bad[e.offset! + 10]! ^= 1;
+  const { data } = await readAll(extractLayerFile(Readable.from([gzipSync(bad)]), e, { mediaType: GZIP, layerName: 'L', range: { start: CHUNK_BYTES + 1, end: CHUNK_BYTES + 99 } }));
+  t.true(data.equals(big.subarray(CHUNK_BYTES + 1, CHUNK_BYTES + 99)));
+  // The chunk holding the range differs: an error, nothing handed on.
+  const err = await t.throwsAsync(readAll(extractLayerFile(Readable.from([gzipSync(bad)]), e, { mediaType: GZIP, layerName: 'L', range: { start: 5, end: 20 } })));
+  t.is((err as { code?: string }).code, 'SL_ERR_OCI_DIGEST_MISMATCH');
+  // A file without chunk digests is checked whole, the range cut from it.
+  const s = await entryOf('a/small');
+  t.true((await readAll(extractLayerFile(Readable.from([blob]), s, { mediaType: GZIP, layerName: 'L', range: { start: 100, end: 200 } }))).data.equals(small.subarray(100, 200)));
+});
