@@ -17,7 +17,7 @@
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -32,6 +32,9 @@ import { tempDir } from '../test/helpers/tmp.js';
 import { selfSignedCert } from '../test/helpers/tls.js';
 import { teardownContext } from './lib/teardown-context.js';
 import { detachMount, pushLayers, startMount, startStack, warmProxy, type TestImage } from '../test/e2e/mount-support.js';
+import { exec, fails, loopAdvances, loopScript, loopStack } from '../test/e2e/container-loop-support.js';
+import { starlight } from '../test/e2e/pull-support.js';
+import { SNAPSHOTTER_NAME, TEST_NAMESPACE } from '../test/helpers/containerd.js';
 
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
@@ -406,6 +409,64 @@ async function mitmTls(t: ExecutionContext, tally: Tally): Promise<string> {
   return `through the proxy: ${viaProxy.code || 'right bytes'}; through the man in the middle (${connections} connection(s)): ${mounted ? 'MOUNTED' : 'nothing mounted'}, mount ${exit}, ${why}`;
 }
 
+/**
+ * containerd runs a container whose loop hashes files of a lazy view while they still stream (8 Mbit/s
+ * link); the snapshotter daemon is SIGKILLed and restarted (the FUSE fd holder keeps the view, the new
+ * daemon adopts it and resumes the pull). Wrong bytes: BAD lines of the loop (a hash other than the
+ * image's); hangs: the loop not advancing within the bound; data lost: a data file hashing wrong once
+ * the pull is complete.
+ */
+async function snapshotterKilled(t: ExecutionContext, tally: Tally): Promise<string> {
+  if (!existsSync('/usr/bin/containerd')) return 'skipped: no containerd';
+  const { c, ref, hashes } = await loopStack(t, { slow: true, readDeadlineS: 15, dataFiles: 4, dataBytes: 4 * MIB });
+  const pulled = await starlight(['pull', '--daemon', c.snapshotter.apiSocket, '-n', TEST_NAMESPACE, ref]);
+  if (pulled.code !== 0) throw new Error(`starlight pull ${ref}: ${pulled.stderr.trim()}`);
+  await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'loop', 'sh', '-c', loopScript(hashes)]);
+  const streaming = !c.snapshotter.logs().some((l) => l.includes('"delta-complete"'));
+  const t0 = Date.now();
+  await c.restartSnapshotter('SIGKILL');
+  const back = ((Date.now() - t0) / 1000).toFixed(1);
+  const adopted = c.snapshotter.logs().some((l) => l.includes('"fuse-view-adopted"'));
+  const resumed = c.snapshotter.logs().some((l) => l.includes('"image-pull-resumed"'));
+  let iteration = 0;
+  const advanced = await waitOrHang(tally, 'loop after the restart', loopAdvances(c, 'after-kill', 2, 120_000).then((n) => (iteration = n)));
+  const complete = await waitOrHang(
+    tally,
+    'pull complete after the restart',
+    (async () => {
+      for (const end = Date.now() + 120_000; !c.snapshotter.logs().some((l) => l.includes('"delta-complete"')); await sleep(200)) {
+        if (Date.now() > end) throw new Error('no delta-complete within 120 s');
+      }
+    })(),
+  );
+  const lines = (await fails(c, 'fails')).split('\n').filter(Boolean);
+  const bad = lines.filter((l) => l.startsWith('BAD')).length;
+  const failed = lines.filter((l) => l.startsWith('FAIL')).length;
+  tally.wrongBytes += bad;
+  if (bad > 0) tally.note(`${bad} wrong hash(es) in the container`);
+  // Once complete, every data file hashes right. A `ctr tasks exec` that exits 0 without output (seen
+  // once under load) is asked again rather than counted; another hash is wrong bytes and data lost.
+  let n = 0;
+  for (const [path, hex] of hashes) {
+    if (!path.startsWith('/data/')) continue;
+    let r = await exec(c, `final-${n++}`, ['sha256sum', path]);
+    if (r.code === 0 && r.stdout.trim() === '') {
+      tally.note(`${path}: ctr exec printed nothing, asked again`);
+      r = await exec(c, `final-${n++}`, ['sha256sum', path]);
+    }
+    if (r.code !== 0 || !r.stdout.startsWith(hex)) {
+      tally.dataLost++;
+      if (r.code === 0) tally.wrongBytes++;
+      tally.note(`${path}: ${r.code !== 0 ? r.stderr.trim() : `wrong hash (${JSON.stringify(r.stdout.slice(0, 80))})`} after the fault`);
+    }
+  }
+  return (
+    `killed ${streaming ? 'mid-pull' : 'after the pull completed (slow machine?)'}; containerd redialed the new daemon after ${back} s; ` +
+    `view ${adopted ? 'adopted' : 'NOT adopted'}, pull ${resumed ? 'resumed' : 'not resumed'}${complete ? ' to complete' : ''}; ` +
+    `container loop ${advanced ? `went on (iteration ${iteration})` : 'STUCK'}, ${failed} failed read(s), ${bad} wrong hash(es)`
+  );
+}
+
 /** Waits for `p` to exit (bounded); describes how. */
 async function boundedExit(tally: Tally, p: CliProcess): Promise<string> {
   const t0 = Date.now();
@@ -432,6 +493,7 @@ const FAULTS: { key: string; name: string; run: (t: ExecutionContext, tally: Tal
   { key: 'token', name: 'wrong token', run: wrongToken },
   { key: 'mitm', name: 'man in the middle (plain HTTP) changing content bytes in transit', run: mitmContent },
   { key: 'mitmtls', name: 'man in the middle of a TLS proxy connection (own certificate; could rewrite a TOC digest and its content)', run: mitmTls },
+  { key: 'snapkill', name: 'snapshotter daemon killed (SIGKILL) and restarted while containerd runs a container reading a lazy view mid-pull', run: snapshotterKilled },
 ];
 
 async function main(): Promise<number> {

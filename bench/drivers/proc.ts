@@ -152,3 +152,22 @@ export async function duBytes(paths: string[]): Promise<number> {
   if (!total) throw new HarnessError('SL_ERR_BENCH_STEP', `du ${present.join(' ')} printed no total: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
   return Number(total[1]);
 }
+
+/** Samples duBytes(`paths`) every `everyMs` until stop(), which resolves with the largest value seen (a last sample included). */
+export function peakDuSampler(paths: string[], everyMs = 250): { stop(): Promise<number> } {
+  let peak = 0;
+  let sampling = true;
+  const loop = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, await duBytes(paths));
+      await new Promise((res) => setTimeout(res, everyMs));
+    }
+  })();
+  return {
+    async stop() {
+      sampling = false;
+      await loop;
+      return Math.max(peak, await duBytes(paths));
+    },
+  };
+}

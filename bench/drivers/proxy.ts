@@ -17,6 +17,8 @@ const START_TIMEOUT_MS = 20_000;
 export interface BenchProxy {
   /** "127.0.0.1:PORT". */
   host: string;
+  /** The proxy process's pid (for /proc/<pid>/status). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -52,7 +54,7 @@ export function startBenchProxy(registry: string, dataDir: string, extraArgs: re
         child.stdout.removeAllListeners('data');
         child.stdout.resume();
         child.removeAllListeners('exit');
-        resolve({ host: m[1]!, stop: () => stopChild(child) });
+        resolve({ host: m[1]!, pid: child.pid!, stop: () => stopChild(child) });
       }
     });
     child.once('exit', (code) => fail(`exited (${code ?? 'signal'})`));

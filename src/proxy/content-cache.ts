@@ -46,6 +46,13 @@ const STREAM_READ_BYTES = 1024 * 1024;
 const DEFAULT_HOT_BYTES = 256 * 1024 * 1024;
 /** Encoded contents up to this size (bytes) are read whole into the in-memory tier; larger ones stream. */
 const HOT_ITEM_BYTES = 4 * 1024 * 1024;
+/**
+ * Contents larger than --cache-size divided by this are never cached, staged or written to a temp
+ * file: the index pass only hashes them and they are served from their layer blob (issue 14, model
+ * weights; docs/design-notes.md "Files larger than the cache"). A quarter keeps one such file from
+ * evicting most of the cache, and bounds the temp files of an inline put (raw + encoded) to half of it.
+ */
+const LAYER_SERVED_FRACTION = 4;
 /** Persist last-access times to the store after this many touches (and on close). */
 const TOUCH_FLUSH_EVERY = 1000;
 /**
@@ -157,6 +164,11 @@ export class ContentCache {
   /** Bound on stored encoded bytes (--cache-size): a content encoded larger than this is never cached. */
   get maxBytes(): number {
     return this.lru.maxSize;
+  }
+
+  /** True if a content of `size` raw bytes is never cached: it is served from its layer blob (LAYER_SERVED_FRACTION). */
+  servedFromLayer(size: number): boolean {
+    return size > this.lru.maxSize / LAYER_SERVED_FRACTION;
   }
 
   pathOf(digest: string): string {
@@ -316,7 +328,7 @@ export class ContentCache {
     this.store.putContent(rec);
     this.lru.set(digest, encodedSize);
     if (!this.lru.has(digest)) {
-      // larger than the whole cache: lru-cache refuses it (documented limit: --cache-size > largest file)
+      // larger than the whole cache: lru-cache refuses it (contents over a quarter of it are not put: servedFromLayer)
       this.store.setCached(digest, false);
       await rm(dest, { force: true });
       return { ...rec, cached: false };

@@ -8,6 +8,7 @@
  * (session/session.ts); traces (trace-handlers.ts); session bumps (session-handlers.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 import type { MergedTree } from '../layers/toc.js';
 import type { Logger } from '../log.js';
@@ -197,8 +198,10 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
  * The encoded bytes of one content: from the cache (re-fetched if evicted), or raw from the staging
  * area while a fresh layer's contents are being encoded. A digest the proxy does not know yet while it
  * is indexing waits for that indexing (a header may name it before its layer's row is visible here).
+ * A content served from its layer (too large for the cache) honours one `Range: bytes=` range (206);
+ * other contents ignore Range and answer whole (200).
  */
-export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
+export async function handleContent(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, digest: string): Promise<void> {
   if (!isDigest(digest)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `content digest ${digest} is not sha256:<hex>`, { details: { digest } });
   ctx.metrics.contentRequests++;
   let rec = ctx.store.content(digest);
@@ -209,6 +212,25 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
   if (rec === undefined) {
     throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is unknown to this proxy`, { details: { digest } });
   }
+  const fromLayer = ctx.cache.servedFromLayer(rec.size) && !ctx.cache.has(digest);
+  const range = fromLayer ? byteRange(req.headers.range, rec.size) : undefined;
+  if (range === 'unsatisfiable') {
+    res.writeHead(416, { 'content-range': `bytes */${rec.size}`, 'content-length': 0 });
+    res.end();
+    return;
+  }
+  if (range !== undefined) {
+    const body = await ctx.indexer.openFromLayer(rec.sourceDiffID, digest, range);
+    res.writeHead(206, {
+      'content-type': 'application/octet-stream',
+      'content-length': range.end - range.start,
+      'content-range': `bytes ${range.start}-${range.end - 1}/${rec.size}`,
+      [HTTP_HEADER_ENCODING]: 'identity',
+      [HTTP_HEADER_RAW_SIZE]: rec.size,
+      'docker-content-digest': digest,
+    });
+    return sendBody(ctx, res, body);
+  }
   // The response names its encoding, so it is chosen now (a staged content is encoded at send time).
   const item = announce(ctx, digest, 'requested content');
   const { body, encoding, encodedSize } = await openDeferred(ctx, item, rec.sourceDiffID);
@@ -218,7 +240,12 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
     [HTTP_HEADER_ENCODING]: encoding,
     [HTTP_HEADER_RAW_SIZE]: item.size,
     'docker-content-digest': digest,
+    ...(fromLayer ? { 'accept-ranges': 'bytes' } : {}),
   });
+  return sendBody(ctx, res, body);
+}
+
+async function sendBody(ctx: HandlerContext, res: ServerResponse, body: Buffer | Readable): Promise<void> {
   if (Buffer.isBuffer(body)) {
     ctx.metrics.contentBytesSent += body.length;
     res.end(body);
@@ -232,6 +259,24 @@ export async function handleContent(ctx: HandlerContext, _req: IncomingMessage, 
       resolve();
     });
   });
+}
+
+/**
+ * The one range of a `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` header as [start, end) within
+ * `size`; undefined (answer whole) without a header or for forms not served (several ranges, other
+ * units); 'unsatisfiable' for a range starting at or past the end.
+ */
+function byteRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  const m = header === undefined ? null : /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (m === null || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    return n === 0 ? 'unsatisfiable' : { start: Math.max(0, size - n), end: size };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size : Math.min(size, Number(m[2]) + 1);
+  if (start >= size || end <= start) return 'unsatisfiable';
+  return { start, end };
 }
 
 /** Indexes an image ahead of time and waits until its contents are encoded and cached (the next pull is warm). */

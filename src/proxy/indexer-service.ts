@@ -17,7 +17,8 @@ import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
 import { yieldToLoop } from '../event-loop.js';
-import { type BuildTocOptions, buildLayerToc } from '../layers/indexer.js';
+import { extractLayerFile } from '../layers/file-extract.js';
+import { type BuildTocOptions, type FileSink, buildLayerToc } from '../layers/indexer.js';
 import type { LayerLimits } from '../layers/limits.js';
 import { decodeToc, encodeToc } from '../layers/toc-codec.js';
 import type { LayerToc } from '../layers/toc.js';
@@ -33,6 +34,9 @@ import { BackgroundEncoder } from './background-encoder.js';
 import { Semaphore } from './semaphore.js';
 import type { StagingArea } from './staging.js';
 import type { TocEntry } from '../layers/toc.js';
+
+/** The sink of a file served from its layer (ContentCache.servedFromLayer): hashed by the pass, kept nowhere. */
+const HASH_ONLY: FileSink = { write: () => undefined };
 
 /** Decoded layer TOCs kept in memory (entries, default 256). */
 const DECODED_TOCS = 256;
@@ -254,11 +258,16 @@ export class IndexerService {
     const t0 = process.hrtime.bigint();
     const stage = this.o.staging?.begin(diffID);
     const staged: { entry: TocEntry; offset: number }[] = [];
+    const fromLayer: TocEntry[] = [];
     let toc: LayerToc;
     try {
       toc = await this.readLayer(repository, desc, diffID, {
         signal: this.closing.signal,
         onFileSink: (entry) => {
+          if (this.o.cache.servedFromLayer(entry.size)) {
+            fromLayer.push(entry);
+            return HASH_ONLY;
+          }
           if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
           staged.push({ entry, offset: stage.position });
           return stage;
@@ -270,6 +279,8 @@ export class IndexerService {
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
       for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
       await stage?.commit([...contents.values()]);
+      const rows = [...contents.values()].map((c) => ({ digest: c.digest, size: c.size, sourceDiffID: diffID }));
+      for (const e of fromLayer) rows.push({ digest: e.digest!, size: e.size, sourceDiffID: diffID });
       // Committing, encoding the TOC and storing the rows each take ~100 ms for 20 000 files at load ~9:
       // the event loop runs between them (issue 14, /healthz).
       await yieldToLoop();
@@ -285,8 +296,9 @@ export class IndexerService {
           repository,
           toc: tocBytes,
         },
-        // Every staged content gets a row (cached = 0 until the encoder or a re-fetch stores it).
-        [...contents.values()].map((c) => ({ digest: c.digest, size: c.size, sourceDiffID: diffID })),
+        // Every staged content gets a row (cached = 0 until the encoder or a re-fetch stores it), and
+        // so does every content served from the layer (cached = 0 for good).
+        rows,
       );
     } catch (err) {
       await stage?.discard();
@@ -296,7 +308,7 @@ export class IndexerService {
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     this.o.metrics.layersIndexed++;
     this.o.metrics.indexSeconds += secs;
-    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, seconds: secs });
+    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs });
     return toc;
   }
 
@@ -325,7 +337,9 @@ export class IndexerService {
         layerName: desc.digest,
         limits: this.o.layerLimits,
         signal: opts.signal,
-        onFileSink: opts.onFileSink,
+        // A file served from its layer is never stored, also not by a re-fetch (its raw temp file alone
+        // would take its whole size on disk).
+        onFileSink: opts.onFileSink ?? ((entry) => (this.o.cache.servedFromLayer(entry.size) ? HASH_ONLY : undefined)),
         onFile: async (entry, content) => {
           if (entry.size === 0) return;
           await onFile(entry, content);
@@ -361,6 +375,32 @@ export class IndexerService {
       this.refetches.set(diffID, p);
     }
     return p;
+  }
+
+  /**
+   * The raw bytes of `digest`, a content of layer `diffID` too large for the cache
+   * (ContentCache.servedFromLayer), read out of the layer blob from the registry: decompressed from the
+   * blob's start up to the file, each 1 MiB chunk checked against the TOC (src/layers/file-extract.ts).
+   * `range`: only file bytes [start, end) (GET /v1/content with a Range header). Rejects with
+   * SL_ERR_PROXY_CONTENT_NOT_FOUND when the layer is not indexed or holds no such file, or with the
+   * registry's error.
+   */
+  async openFromLayer(diffID: string, digest: string, range?: { start: number; end: number }): Promise<Readable> {
+    const l = this.o.store.layer(diffID);
+    const entry = this.toc(diffID)?.entries.find((e) => e.type === 'reg' && e.digest === digest && e.offset !== undefined);
+    if (l === undefined || entry === undefined) {
+      throw new StarlightError('SL_ERR_PROXY_CONTENT_NOT_FOUND', `content ${digest} is not a file of indexed layer ${diffID}`, { details: { digest, diffID } });
+    }
+    const desc = { mediaType: l.mediaType, digest: l.layerDigest, size: l.compressedSize };
+    let blob: Readable;
+    try {
+      blob = await this.registry(() => this.o.client.fetcher(parseReference(`${l.repository}@${desc.digest}`)).fetch(desc));
+    } catch (err) {
+      throw withContext(err, `fetch layer ${desc.digest} of ${l.repository} for ${entry.path}`, { layer: desc.digest, diffID });
+    }
+    this.o.metrics.registryBlobFetches++;
+    this.o.logger.info('content-from-layer', { digest, diffID, path: entry.path, size: entry.size, offset: entry.offset, ...(range !== undefined ? { range: `${range.start}-${range.end}` } : {}) });
+    return extractLayerFile(blob, entry, { mediaType: desc.mediaType, layerName: desc.digest, maxZstdWindowBytes: this.o.layerLimits?.maxZstdWindowBytes, range });
   }
 
   private async registry<T>(fn: () => Promise<T>): Promise<T> {

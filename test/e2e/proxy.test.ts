@@ -144,8 +144,10 @@ test('evicted content is re-fetched; /v1/content serves one item', async (t) => 
   const f = await fixture(t);
   const p = await startProxyProcess(t, proxyArgs(t, f.reg, ['--cache-size', '800KiB']));
   await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
-  const big = randomBytes(500 * 1024);
-  await pushLayers(f.reg.host, 'other:v1', [makeLayer(t, { 'data/blob': big })]);
+  // Files of 180 KiB (under a quarter of the cache: larger ones are served from their layer, never
+  // cached) adding up to more than the cache evict app:v1's contents.
+  const blobs = Object.fromEntries(Array.from({ length: 5 }, (_, i) => [`data/blob${i}`, randomBytes(180 * 1024)]));
+  await pushLayers(f.reg.host, 'other:v1', [makeLayer(t, blobs)]);
   await fetchDelta(p.url, { to: `${f.reg.host}/other:v1` });
   const d = await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
   t.is(d.contents.size, 4);

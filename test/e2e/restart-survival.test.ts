@@ -7,25 +7,17 @@
  * leak no fds, mounts or holders. Needs root; everything is torn down on failure too.
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, symlinkSync } from 'node:fs';
+import { copyFileSync, cpSync, readFileSync, readdirSync, readlinkSync, realpathSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
-import { WanEmulator } from '../../bench/wan/emulator.js';
-import { HOLDER_SOCKET_NAME } from '../../src/worker/daemon.js';
-import { buildTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
+import { SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
 import { tempDir } from '../helpers/tmp.js';
-import { makeLayer, pushLayers, sha256, type BuiltLayer } from './proxy-support.js';
-import { lazyStack, pull, starlight } from './pull-support.js';
+import { exec, fails, holders, loopAdvances as advances, loopScript, loopStack, type LoopStack } from './container-loop-support.js';
+import { pull, starlight } from './pull-support.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
 
-/** Emulated link: the data files below take a few seconds to stream. */
-const BANDWIDTH_BPS = 8_000_000;
-const RTT_MS = 20;
 const DATA_FILES = 4;
 const DATA_BYTES = 1536 << 10;
 /** The daemons' read deadline, s: also how long the holder waits for a daemon before answering EIO. */
@@ -33,109 +25,14 @@ const READ_DEADLINE_S = 15;
 const POLL_TIMEOUT_MS = 90_000;
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** A layer with /usr/bin/sha256sum (mode 755; makeLayer writes 644). */
-function hashToolLayer(t: ExecutionContext): BuiltLayer {
-  const dir = tempDir(t, 'sl-hashtool-');
-  const root = join(dir, 'root');
-  mkdirSync(join(root, 'usr/bin'), { recursive: true });
-  copyFileSync('/usr/bin/sha256sum', join(root, 'usr/bin/sha256sum'));
-  chmodSync(join(root, 'usr/bin/sha256sum'), 0o755);
-  const tarPath = join(dir, 'layer.tar');
-  execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', root, '-cf', tarPath, '.']);
-  const tar = readFileSync(tarPath);
-  return { gz: gzipSync(tar), diffID: sha256(tar) };
-}
-
-interface Stack {
-  c: Containerd;
-  ref: string;
-  /** path in the image → sha256 hex of its content. */
-  hashes: Map<string, string>;
-}
-
-async function stack(t: ExecutionContext, slow: boolean): Promise<Stack> {
-  const { reg, c } = await lazyStack(
-    t,
-    async (url) => {
-      if (!slow) return url;
-      const emu = await WanEmulator.start({ target: new URL(url).host, rttMs: RTT_MS, bandwidthBps: BANDWIDTH_BPS });
-      t.teardown(() => emu.close());
-      return `http://${emu.address}`;
-    },
-    ['--read-deadline', String(READ_DEADLINE_S)],
-  );
-  t.teardown(() => killHolder(c));
-  const img = await buildTestImage(tempDir(t));
-  const files: Record<string, Buffer> = {};
-  for (let i = 0; i < DATA_FILES; i++) files[`data/f${i}`] = randomBytes(DATA_BYTES);
-  for (const name of ['down1', 'down2', 'down3']) files[`fresh/${name}`] = Buffer.from(`${name}\n`);
-  const layers = [...img.layers.map((l) => ({ gz: l.blob, diffID: l.diffId })), hashToolLayer(t), makeLayer(t, files)];
-  await pushLayers(reg.host, 'slrestart', layers, ['/bin/sh']);
-  const hashes = new Map(Object.entries(files).map(([p, b]) => [`/${p}`, createHash('sha256').update(b).digest('hex')]));
-  return { c, ref: `${reg.host}/slrestart:latest`, hashes };
-}
-
-/** dash loop: hashes every data file, appends FAIL (read error) or BAD (wrong hash) lines to /tmp/fails. */
-function loopScript(hashes: Map<string, string>): string {
-  const data = [...hashes].filter(([p]) => p.startsWith('/data/'));
-  const ok = data.map(([p, h]) => `"${h}  ${p}"`).join('|');
-  return `n=0; : > /tmp/fails; while :; do for f in ${data.map(([p]) => p).join(' ')}; do ` +
-    `h=$(sha256sum $f) || { echo "FAIL $f" >> /tmp/fails; continue; }; ` +
-    `case "$h" in ${ok}) ;; *) echo "BAD $h" >> /tmp/fails ;; esac; done; n=$((n+1)); echo $n > /tmp/iter; done`;
-}
-
-async function exec(c: Containerd, id: string, args: string[], timeoutMs = 60_000) {
-  return c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', id, 'loop', ...args], { timeoutMs });
-}
-
-async function iterations(c: Containerd, id: string): Promise<number> {
-  const r = await exec(c, id, ['cat', '/tmp/iter']);
-  return r.code === 0 ? Number(r.stdout.trim()) || 0 : 0;
+function stack(t: ExecutionContext, slow: boolean): Promise<LoopStack> {
+  return loopStack(t, { slow, readDeadlineS: READ_DEADLINE_S, dataFiles: DATA_FILES, dataBytes: DATA_BYTES });
 }
 
 /** Polls until the loop has completed `more` further iterations (its reads go on after a restart). */
 async function loopAdvances(t: ExecutionContext, c: Containerd, tag: string, more = 2): Promise<void> {
-  let seq = 0;
-  const start = await iterations(c, `${tag}-${seq++}`);
-  const deadline = Date.now() + POLL_TIMEOUT_MS;
-  for (;;) {
-    const now = await iterations(c, `${tag}-${seq++}`);
-    if (now >= start + more) return void t.log(`${tag}: loop at iteration ${now}`);
-    if (Date.now() > deadline) throw new Error(`${tag}: the loop did not advance from ${start} within ${POLL_TIMEOUT_MS} ms (now ${now})`);
-    await sleep(300);
-  }
-}
-
-async function fails(c: Containerd, id: string): Promise<string> {
-  const r = await exec(c, id, ['cat', '/tmp/fails']);
-  if (r.code !== 0) throw new Error(`cannot read /tmp/fails: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** Pids of holder processes serving `c`'s root (their command line names its socket). */
-function holders(c: Containerd): number[] {
-  const socket = join(c.snapshotter.root, HOLDER_SOCKET_NAME);
-  const out: number[] = [];
-  for (const p of readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      if (cmd[0]?.endsWith('starlight-fuse-holder') && cmd[1] === socket) out.push(Number(p));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-function killHolder(c: Containerd): void {
-  for (const pid of holders(c)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  const now = await advances(c, tag, more, POLL_TIMEOUT_MS);
+  t.log(`${tag}: loop at iteration ${now}`);
 }
 
 async function pollUntil(cond: () => boolean, ms = 10_000): Promise<boolean> {

@@ -1,8 +1,9 @@
 /**
  * Where a session's item bytes come from, in the encoding its header announced: the content cache
  * (encoded, verified as read), the staging area (raw contents of a layer indexed moments ago, sent
- * 'identity' while the background encoder compresses them), or a re-fetch of the item's layer from
- * the registry when the cache evicted it. If what is found is encoded otherwise than announced (the
+ * 'identity' while the background encoder compresses them), a re-fetch of the item's layer from
+ * the registry when the cache evicted it, or — for a file too large for the cache — its layer blob
+ * read up to the file and through it, 'identity' (IndexerService.openFromLayer). If what is found is encoded otherwise than announced (the
  * header said 'identity' before the encoder finished), it is decoded to identity on the way out.
  *
  * Also what the header announces per item (announce()).
@@ -104,7 +105,8 @@ async function readAll(r: Readable): Promise<Buffer> {
 
 /**
  * The item entry a header announces for `digest`: the cached encoding when the cache holds it, else
- * 'identity' when it is staged (the first contact), else the recorded one (re-fetched on demand).
+ * 'identity' when it is staged (the first contact) or too large for the cache (served raw from its
+ * layer blob), else the recorded one (re-fetched on demand).
  * Throws SL_ERR_INTERNAL for a digest the proxy does not know (a planner/indexer bug). `rec`: the
  * store's record of `digest` when the caller read it already (batched: delta-plan.ts).
  */
@@ -112,12 +114,14 @@ export function announce(d: ItemSourceDeps, digest: string, what: string, rec: C
   if (rec !== undefined && d.cache.has(digest)) return { digest, size: rec.size, encodedSize: rec.encodedSize, encoding: rec.encoding };
   const staged = d.staging?.lookup(digest);
   if (staged !== undefined) return { digest, size: staged.size, encodedSize: staged.size, encoding: 'identity' };
+  if (rec !== undefined && d.cache.servedFromLayer(rec.size)) return { digest, size: rec.size, encodedSize: rec.size, encoding: 'identity' };
   if (rec !== undefined) return { digest, size: rec.size, encodedSize: rec.encodedSize, encoding: rec.encoding };
   throw new StarlightError('SL_ERR_INTERNAL', `content ${digest} (${what}) is not in the store`, { details: { digest } });
 }
 
 /**
- * Encoded bytes of `digest` from the cache, re-fetching its source layer if the cache evicted it.
+ * Encoded bytes of `digest` from the cache, re-fetching its source layer if the cache evicted it; a
+ * content too large for the cache (ContentCache.servedFromLayer) comes raw out of its layer blob.
  * `alsoWanted` names other digests of the same layer worth restoring in the same pass.
  */
 export async function openCached(
@@ -128,16 +132,8 @@ export async function openCached(
 ): Promise<{ rec: ContentRecord; body: ItemBody }> {
   let got = await d.cache.open(digest);
   const known = got === undefined ? d.store.content(digest) : undefined;
-  // Encoded once (encodedDigest set) and larger than the whole cache: the cache refused it, and
-  // re-fetching its whole layer would only be refused again. (A row never encoded yet records its raw
-  // size: its encoding may still fit, so it is re-fetched as usual.)
-  if (known?.encodedDigest !== undefined && known.encodedSize > d.cache.maxBytes) {
-    throw new StarlightError(
-      'SL_ERR_IMAGE_LIMIT',
-      `content ${digest} (${known.encodedSize} encoded bytes, of layer ${sourceDiffID}) is larger than the proxy's content cache (--cache-size ${d.cache.maxBytes} bytes) and no longer staged, so it cannot be served; raise --cache-size above the image's largest file`,
-      { details: { digest, diffID: sourceDiffID, limit: 'cache-size', value: d.cache.maxBytes, size: known.encodedSize } },
-    );
-  }
+  // Too large for the cache (model weights): read out of its layer blob, never re-fetched into the cache.
+  if (known !== undefined && d.cache.servedFromLayer(known.size)) return { rec: layerServed(known), body: await d.indexer.openFromLayer(sourceDiffID, digest) };
   for (let attempt = 0; got === undefined && attempt < REFETCH_ATTEMPTS; attempt++) {
     await d.indexer.refetch(sourceDiffID, new Set([digest, ...alsoWanted()]));
     got = await d.cache.open(digest);
@@ -148,6 +144,11 @@ export async function openCached(
     });
   }
   return got;
+}
+
+/** The record of a content served from its layer: raw bytes ('identity'), whatever an older cache recorded. */
+function layerServed(rec: ContentRecord): ContentRecord {
+  return { ...rec, encoding: 'identity', encodedSize: rec.size, encodedDigest: undefined, cached: false };
 }
 
 /**

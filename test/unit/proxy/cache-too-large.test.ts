@@ -1,8 +1,7 @@
 /**
- * Issue 14, a file larger than the proxy's content cache (--cache-size): the cache refuses to keep it,
- * so once it is no longer staged it cannot be served from the cache. Asking for it fails at once with
- * a typed SL_ERR_IMAGE_LIMIT naming --cache-size, instead of re-fetching its whole layer (many GiB
- * for model weights) REFETCH_ATTEMPTS times only to be refused again.
+ * Issue 14, a file too large for the proxy's content cache (over a quarter of --cache-size, e.g. model
+ * weights): it is served raw from its layer blob (IndexerService.openFromLayer) instead of re-fetching
+ * its whole layer into a cache that would refuse it; announced 'identity' at its raw size.
  */
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
@@ -10,33 +9,40 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { ContentCache } from '../../../src/proxy/content-cache.js';
 import type { IndexerService } from '../../../src/proxy/indexer-service.js';
-import { openCached } from '../../../src/proxy/session/item-source.js';
+import { announce, openCached } from '../../../src/proxy/session/item-source.js';
 import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const dg = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
-test('content larger than --cache-size: SL_ERR_IMAGE_LIMIT naming the limit, no layer re-fetch', async (t) => {
+test('content too large for --cache-size: read from its layer, announced identity, no re-fetch into the cache', async (t) => {
   const dir = tempDir(t);
   const store = new MetadataStore(join(dir, STORE_FILE));
   t.teardown(() => store.close());
-  const cache = new ContentCache({ dir, maxBytes: 256 * 1024, store });
-  const big = randomBytes(1024 * 1024); // incompressible: stays 1 MiB encoded
+  const cache = new ContentCache({ dir, maxBytes: 1024 * 1024, store });
+  t.true(cache.servedFromLayer(1024 * 1024 / 4 + 1));
+  t.false(cache.servedFromLayer(1024 * 1024 / 4));
+  const big = randomBytes(512 * 1024);
   const diffID = dg(Buffer.from('layer'));
-  const rec = await cache.put(Readable.from([big]), big.length, diffID);
-  t.false(rec?.cached, 'the cache refused it');
-  t.false(cache.has(dg(big)));
+  // As an older proxy recorded it: encoded (br) and refused by the cache.
+  store.putContent({ digest: dg(big), size: big.length, encodedSize: big.length - 10, encoding: 'br', sourceDiffID: diffID, cached: false, lastAccess: 0, encodedDigest: dg(Buffer.from('x')) });
 
   let refetches = 0;
-  const indexer = { refetch: async () => void refetches++ } as unknown as IndexerService;
-  const err = await t.throwsAsync(openCached({ store, cache, indexer }, dg(big), diffID));
-  t.is((err as { code?: string }).code, 'SL_ERR_IMAGE_LIMIT');
-  t.regex(err!.message, /--cache-size 262144 bytes/);
-  t.is(refetches, 0, 'the layer is not re-fetched for nothing');
+  const fromLayer: string[] = [];
+  const indexer = {
+    refetch: async () => void refetches++,
+    openFromLayer: async (d: string, digest: string) => (fromLayer.push(`${d} ${digest}`), Readable.from([big])),
+  } as unknown as IndexerService;
+  t.deepEqual(announce({ store, cache, indexer }, dg(big), 'test'), { digest: dg(big), size: big.length, encodedSize: big.length, encoding: 'identity' });
+  const served = await openCached({ store, cache, indexer }, dg(big), diffID);
+  t.is(served.rec.encoding, 'identity');
+  t.is(served.rec.encodedSize, big.length);
+  t.deepEqual(fromLayer, [`${diffID} ${dg(big)}`]);
+  t.is(refetches, 0, 'the layer is not re-fetched into the cache');
 
   // A row never encoded yet (as a layer's index writes it) records its raw size: it is re-fetched
   // (its encoding may fit), here with a re-fetch that stores nothing, so it ends not-found as before.
-  const text = Buffer.alloc(1024 * 1024, 'compressible ');
+  const text = Buffer.alloc(200 * 1024, 'compressible ');
   store.putContent({ digest: dg(text), size: text.length, encodedSize: text.length, encoding: 'identity', sourceDiffID: diffID, cached: false, lastAccess: 0 });
   const notFound = await t.throwsAsync(openCached({ store, cache, indexer }, dg(text), diffID));
   t.is((notFound as { code?: string }).code, 'SL_ERR_PROXY_CONTENT_NOT_FOUND');
