@@ -39,7 +39,7 @@ export const OVERHEAD_WORKLOADS = {
   SMALLFILES: 'find / -xdev -type f -size -16384c -print0 | xargs -0 cat > /dev/null',
   PYIMPORT: 'python3 -c "import json, email.parser, http.server, xml.etree.ElementTree, asyncio, decimal, unittest, argparse, logging, urllib.request, csv, zipfile, tarfile, multiprocessing, concurrent.futures, pydoc, difflib, inspect, sqlite3, ssl"',
 } as const;
-type OverheadKey = keyof typeof OVERHEAD_WORKLOADS;
+export type OverheadKey = keyof typeof OVERHEAD_WORKLOADS;
 
 /** Shell script timing the given workloads in order (milliseconds, from `date +%s%N`). */
 export function overheadScript(keys: readonly OverheadKey[]): string {
@@ -62,7 +62,7 @@ const OVERHEAD_METRICS: Record<OverheadKey, { cold: keyof TrialMetrics; warm: ke
   PYIMPORT: { cold: 'pythonImportMs', warm: 'pythonImportWarmMs' },
 };
 
-function dropCaches(log: Logger): void {
+export function dropCaches(log: Logger): void {
   try {
     // Dirty pages are not dropped: write them back first, so no mode's cold run pays for another
     // step's writeback (e.g. overlayfs's unpack, Starlight's stream or graduation).
@@ -78,7 +78,7 @@ interface Link {
   counter: RequestCounter;
 }
 
-function makeEnv(spec: TrialSpec, dir: string, signal: AbortSignal, cleanups: Cleanups, log: Logger): TrialEnv {
+export function makeEnv(spec: TrialSpec, dir: string, signal: AbortSignal, cleanups: Cleanups, log: Logger): TrialEnv {
   const links = new Map<string, Promise<Link>>();
   const open = async (target: string): Promise<Link> => {
     const counter = await startRequestCounter(target);
@@ -154,21 +154,39 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
   return m;
 }
 
-async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
+/**
+ * Pulls v1 and makes it "fully downloaded": a first container runs every workload (lazy modes fetch
+ * everything), then the mode settles (Starlight: stream complete and image graduated).
+ */
+export async function prepareOverhead(driver: ModeDriver, env: TrialEnv): Promise<void> {
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
   await driver.pull('v1', env);
   await driver.settle?.('v1', env);
   // The first pass reads every file, so lazy modes fetch everything: the timed passes are "after a full download".
   await driver.exec('v1', ['sh', '-c', OVERHEAD_SCRIPT], env);
   await driver.settle?.('v1', env);
+}
+
+/**
+ * One timed workload in a fresh v1 container, ms (undefined when it printed nothing, e.g. no python3).
+ * `cold`: page, dentry and inode caches dropped first (when the spec drops caches).
+ */
+export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: OverheadKey, cache: 'cold' | 'warm'): Promise<number | undefined> {
+  if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
+  if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
+  const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key])], env)).stdout;
+  const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
+  return hit ? Number(hit[1]) : undefined;
+}
+
+async function overhead(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics> {
+  await prepareOverhead(driver, env);
   const m: TrialMetrics = {};
   // Each workload: a fresh container after dropping caches (cold), then another fresh one (warm).
   for (const key of Object.keys(OVERHEAD_WORKLOADS) as OverheadKey[]) {
     for (const cache of ['cold', 'warm'] as const) {
-      if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
-      const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key])], env)).stdout;
-      const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
-      if (hit) (m as Record<string, number>)[OVERHEAD_METRICS[key][cache]] = Number(hit[1]);
+      const ms = await timeWorkload(driver, env, key, cache);
+      if (ms !== undefined) (m as Record<string, number>)[OVERHEAD_METRICS[key][cache]] = ms;
     }
   }
   // Disk use (issue 12): v1 as it is now, then v1 + v2 (the update pulled and complete).

@@ -40,6 +40,8 @@ test('plan: modes innermost, runs inside each link/scenario; overhead at RTT 0 w
   const over = plan.filter((p) => p.workload === 'overhead');
   t.is(over.length, 2 * 2);
   t.true(over.every((p) => p.rttMs === 0 && p.bandwidthBps === 0 && p.mode !== 'download-only'));
+  // Counterbalanced: a load ramp during the run does not always penalise the same mode.
+  t.deepEqual(over.map((p) => `${p.run}/${p.mode}`), ['1/overlayfs', '1/starlight', '2/starlight', '2/overlayfs']);
 });
 
 test('containerd config: private root/state/sockets under dir, CRI off, one proxy plugin per snapshotter', (t) => {
