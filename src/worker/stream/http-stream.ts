@@ -12,13 +12,15 @@
  * reads the status line and headers (≤ MAX_HEAD_BYTES), then the body framed by chunked encoding,
  * Content-Length, or the connection's end. `body` is a Readable (backpressure pauses the socket);
  * it errors when the connection ends before the framing says the body is complete, or when no byte
- * arrives for `idleTimeoutMs`. 1xx answers are skipped. No TLS (https goes through node:https), no
+ * arrives for `idleTimeoutMs` (body errors are SL_ERR_PROXY_UNREACHABLE, or `onIdle()`'s; errors before
+ * the head are plain, for the caller to map). 1xx answers are skipped. No TLS (https goes through node:https), no
  * redirects, no compression: the proxy sends none of them.
  *
  * Not here: which requests use it, error bodies and replicas (proxy-client.ts).
  */
 import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { StarlightError } from '../../errors.js';
 
 export interface StreamResponse {
   status: number;
@@ -197,7 +199,17 @@ export function streamGet(url: URL, opts: StreamRequestOptions): Promise<StreamR
         body = undefined; // never handed out: nobody would hear its error
         socket.destroy();
         reject(err);
-      } else if (body !== undefined && !ended) body.destroy(err);
+      } else if (body !== undefined && !ended) {
+        // Mid-body: the receiver reconnects and resumes on SL_ERR_PROXY_UNREACHABLE (a stall's error is already typed).
+        body.destroy(
+          err instanceof StarlightError
+            ? err
+            : new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${url.host}: response body of ${url.pathname} failed: ${err.message}`, {
+                cause: err,
+                details: { proxy: url.host },
+              }),
+        );
+      }
       else socket.destroy();
     };
     const timer = setTimeout(() => fail(httpError(`no response in ${opts.headersTimeoutMs} ms`)), opts.headersTimeoutMs);
