@@ -293,6 +293,8 @@ export class LocalContentStore implements ContentStore, BlobFiles {
   private readonly syncfs: (dir: string) => Promise<void>;
   /** What open() found (trusted, re-verified, dropped blobs). */
   recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
+  /** join(root, BLOB_DIR), once: blobPath() is called per item of every stream. */
+  private readonly blobRoot: string;
 
   constructor(
     readonly root: string,
@@ -300,6 +302,7 @@ export class LocalContentStore implements ContentStore, BlobFiles {
   ) {
     this.log = opts.log ?? nullLogger;
     this.syncfs = opts.syncfs ?? syncFileSystem;
+    this.blobRoot = join(root, BLOB_DIR);
   }
 
   /**
@@ -479,7 +482,8 @@ export class LocalContentStore implements ContentStore, BlobFiles {
 
   /** Where the blob of `hex` lives: its shard directory (see the file comment). */
   blobPath(hex: string): string {
-    return join(this.root, BLOB_DIR, hex.slice(0, SHARD_HEX), hex);
+    // A plain concatenation (hex is 64 hex digits: nothing for join to normalise).
+    return `${this.blobRoot}/${hex.slice(0, SHARD_HEX)}/${hex}`;
   }
 
   /** Directory of ingest files (same file system as the blobs: commit is a rename). */

@@ -175,17 +175,15 @@ export class Ingest {
 
   /**
    * A whole item (beginWhole): decodes, verifies and stores `chunks` on the item pool, then wakes
-   * every waiter of this digest; a bad item fails them (typed error, see item-pool.ts) and rejects.
+   * every waiter of this digest and calls `done(undefined)`; a bad item fails them (typed error, see
+   * item-pool.ts) and is passed to `done`. A callback, not a promise: see ItemPool.submit.
    */
-  async commitWhole(encoding: Encoding, chunks: Buffer[]): Promise<void> {
+  commitWhole(encoding: Encoding, chunks: Buffer[], done: (err: unknown) => void): void {
     this.finished = true;
-    try {
-      await this.tracker.pool().put({ digest: this.digest, size: this.expectedSize, encoding, chunks });
-    } catch (err) {
+    this.tracker.pool().submit({ digest: this.digest, size: this.expectedSize, encoding, chunks }, (err) => {
       this.tracker.ended(this, err);
-      throw err;
-    }
-    this.tracker.ended(this, undefined);
+      done(err);
+    });
   }
 
   /** Drops an ingest whose bytes are bad (do not decode): fails its waiters like a digest mismatch. */
@@ -394,8 +392,9 @@ export class ContentTracker implements ContentProvider {
     if (this.ingests.get(ing.digest) === ing) this.ingests.delete(ing.digest);
     const set = this.waiters.get(ing.digest);
     if (err === undefined) {
+      if (set === undefined) return; // the usual case: nobody parked on it
       const p = this.store.path(ing.digest)!;
-      if (set) for (const w of [...set]) w.resolve(p);
+      for (const w of [...set]) w.resolve(p);
       return;
     }
     if (err !== null) {

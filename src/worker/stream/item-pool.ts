@@ -2,8 +2,8 @@
  * Whole small items into the CAS off the main thread: put() queues an item whose encoded bytes have
  * all arrived; items queued in the same event-loop turn (or until BATCH_BYTES) go to one thread of a
  * small pool as one message (one copy into a transferred buffer), which decodes, verifies size and
- * sha256 and only then writes the file at its digest path (item-thread.ts). put() resolves
- * once the content is readable at store.path(digest), or rejects with the typed error of the item
+ * sha256 and only then writes the file at its digest path (item-thread.ts). submit() calls back
+ * (put() resolves) once the content is readable at store.path(digest), or with the typed error of the item
  * (SL_ERR_PROTOCOL_MALFORMED: does not decode; SL_ERR_CAS_SIZE_MISMATCH / _DIGEST_MISMATCH;
  * SL_ERR_DISK_FULL). Nothing of a bad item is ever written.
  *
@@ -58,11 +58,16 @@ const ARENA_BYTES = 2 * 1024 * 1024;
 /** Spare batch buffers kept. */
 const MAX_SPARES = 8;
 
+/**
+ * Called once per submitted item: `undefined` once it is stored (readable at its blob path), else
+ * its typed error (see the file comment).
+ */
+export type ItemDone = (err: StarlightError | undefined) => void;
+
 interface Pending {
   item: WholeItem;
   encoded: number;
-  resolve: () => void;
-  reject: (err: unknown) => void;
+  done: ItemDone;
 }
 
 interface Thread {
@@ -106,30 +111,40 @@ export class ItemPool {
 
   /** Decodes, verifies and stores one whole item; see the file comment. */
   put(item: WholeItem): Promise<void> {
-    if (this.closed) return Promise.reject(new StarlightError('SL_ERR_CANCELED', `worker closing; content ${item.digest} not stored`));
+    return new Promise<void>((resolve, reject) => this.submit(item, (err) => (err === undefined ? resolve() : reject(err))));
+  }
+
+  /**
+   * put() without a promise: `done` is called once, from a later turn (or at once when the pool is
+   * closed). The stream's receive path submits thousands of items per second; a promise chain per
+   * item was a measurable share of its main thread (docs/design-notes.md "Ingest", session 6).
+   */
+  submit(item: WholeItem, done: ItemDone): void {
+    if (this.closed) return done(new StarlightError('SL_ERR_CANCELED', `worker closing; content ${item.digest} not stored`));
     let encoded = 0;
     for (const c of item.chunks) encoded += c.length;
-    return new Promise<void>((resolve, reject) => {
-      this.batch.push({ item, encoded, resolve, reject });
-      this.batchBytes += encoded;
-      this.inFlight += encoded;
-      if (this.batchBytes >= BATCH_BYTES || this.batch.length >= BATCH_ITEMS) this.flush();
-      else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    this.batch.push({ item, encoded, done });
+    this.batchBytes += encoded;
+    this.inFlight += encoded;
+    if (this.batchBytes >= BATCH_BYTES || this.batch.length >= BATCH_ITEMS) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushLater);
+    }
   }
+
+  private readonly flushLater = (): void => this.flush();
 
   /** Terminates the threads; queued items fail with SL_ERR_CANCELED. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const err = new StarlightError('SL_ERR_CANCELED', 'worker closing; content not stored');
-    for (const p of this.batch) p.reject(err);
+    const queued = this.batch;
     this.batch = [];
+    for (const p of queued) p.done(err);
     const ts = this.threads.splice(0);
-    for (const t of ts) for (const b of t.batches.values()) for (const p of b) p.reject(err);
+    for (const t of ts) for (const b of t.batches.values()) for (const p of b) p.done(err);
     await Promise.all(ts.map((t) => t.worker.terminate()));
   }
 
@@ -195,8 +210,8 @@ export class ItemPool {
       const o = out[i]!;
       if (o.error === undefined) {
         this.store.committed(p.item.digest, p.item.size, o.stamp);
-        p.resolve();
-      } else p.reject(itemError(p.item, o));
+        p.done(undefined);
+      } else p.done(itemError(p.item, o));
     }
     if (t.batches.size === 0) t.worker.unref();
   }
@@ -210,7 +225,7 @@ export class ItemPool {
     for (const b of t.batches.values()) {
       for (const p of b) {
         this.release(p.encoded);
-        p.reject(e);
+        p.done(e);
       }
     }
     t.batches.clear();

@@ -19,6 +19,7 @@ import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { StarlightError, type Code, hasCode } from '../../errors.js';
 import { decodeErrorBody } from '../../http-errors.js';
+import { streamGet } from './http-stream.js';
 import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, SESSION_ID_RE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
 
 export interface ProxyClientOptions {
@@ -125,9 +126,15 @@ export class ProxyClient {
     if (req.from) u.searchParams.set('from', String(req.from));
     // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
     u.searchParams.set('deferred', '1');
-    const res = await this.request(u, 'GET', signal, `delta of ${req.ref}`, undefined, this.deltaTimeoutMs);
+    const what = `delta of ${req.ref}`;
+    // Plain http: the body as views of the socket's reads (http-stream.ts: node:http copies every piece).
+    const res = await this.withFailover<{ headers: http.IncomingHttpHeaders; body: Readable }>(u, signal, (url) =>
+      url.protocol === 'http:'
+        ? this.streamOnce(url, signal, what, this.deltaTimeoutMs)
+        : this.requestOnce(url, 'GET', signal, what, undefined, this.deltaTimeoutMs).then((r) => ({ headers: r.headers, body: r as Readable })),
+    );
     const session = res.headers[HTTP_HEADER_SESSION];
-    return { body: res, session: typeof session === 'string' && SESSION_ID_RE.test(session) ? session : undefined };
+    return { body: res.body, session: typeof session === 'string' && SESSION_ID_RE.test(session) ? session : undefined };
   }
 
   /**
@@ -203,7 +210,7 @@ export class ProxyClient {
   }
 
   /** One request at the current replica; on a failure worth it, at the next ones (each at most once). */
-  private async request(
+  private request(
     u: URL,
     method: string,
     signal: AbortSignal | undefined,
@@ -211,16 +218,48 @@ export class ProxyClient {
     body?: Buffer,
     timeoutMs = this.headersTimeoutMs,
   ): Promise<http.IncomingMessage> {
+    return this.withFailover(u, signal, (url) => this.requestOnce(url, method, signal, what, body, timeoutMs));
+  }
+
+  /** `once` at the current replica (u's path and query on its base); on a failure worth it, at the next ones. */
+  private async withFailover<T>(u: URL, signal: AbortSignal | undefined, once: (url: URL) => Promise<T>): Promise<T> {
     for (let tried = 1; ; tried++) {
       const base = this.current;
       try {
-        return await this.requestOnce(new URL(u.pathname + u.search, this.bases[base]), method, signal, what, body, timeoutMs);
+        return await once(new URL(u.pathname + u.search, this.bases[base]));
       } catch (err) {
         if (tried >= this.bases.length || signal?.aborted || !failoverWorthy(err)) throw err;
         // Another request may have moved on already: move only from the replica that failed here.
         if (this.current === base) this.current = (base + 1) % this.bases.length;
       }
     }
+  }
+
+  /**
+   * GET of a long body over http: (http-stream.ts); the same answers and errors as requestOnce:
+   * 200 resolves, another status rejects with the error its body describes.
+   */
+  private async streamOnce(u: URL, signal: AbortSignal | undefined, what: string, timeoutMs: number): Promise<{ headers: Record<string, string>; body: Readable }> {
+    const host = u.host;
+    let res;
+    try {
+      res = await streamGet(u, {
+        headers: this.token ? { authorization: `Bearer ${this.token}` } : {},
+        signal,
+        headersTimeoutMs: timeoutMs,
+        idleTimeoutMs: this.bodyIdleTimeoutMs,
+        onIdle: () =>
+          new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${host}: ${what} stalled (no byte in ${this.bodyIdleTimeoutMs} ms)`, { details: { proxy: host } }),
+      });
+    } catch (err) {
+      if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `${what}: canceled`, { cause: err });
+      throw new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${host} unreachable for ${what}: ${(err as Error).message}`, {
+        cause: err,
+        details: { proxy: host },
+      });
+    }
+    if (res.status === 200) return res;
+    throw await readError(res.status, res.body, what, host);
   }
 
   private requestOnce(
@@ -246,7 +285,7 @@ export class ProxyClient {
           this.dropWhenStalled(res, what);
           return resolve(res);
         }
-        readError(res, what, host).then(reject, reject);
+        readError(res.statusCode, res, what, host).then(reject, reject);
       });
       const timer = setTimeout(() => req.destroy(new Error(`no response in ${timeoutMs} ms`)), timeoutMs);
       req.on('error', (err) => {
@@ -265,16 +304,16 @@ export class ProxyClient {
 }
 
 /** Turns a non-200 response with an OCI-style body into the StarlightError it describes. */
-async function readError(res: http.IncomingMessage, what: string, host: string): Promise<StarlightError> {
+async function readError(status: number | undefined, res: Readable, what: string, host: string): Promise<StarlightError> {
   const chunks: Buffer[] = [];
   for await (const c of res) chunks.push(c as Buffer);
   const text = Buffer.concat(chunks).toString('utf8').slice(0, 64 * 1024);
   const e = decodeErrorBody(text);
-  let code: Code = e.code ?? (res.statusCode !== undefined && res.statusCode >= 500 ? 'SL_ERR_PROTOCOL_REMOTE' : 'SL_ERR_INVALID_ARGUMENT');
-  let message = e.message ? `proxy ${host}: ${e.message}` : `proxy ${host} answered ${res.statusCode} for ${what}`;
+  let code: Code = e.code ?? (status !== undefined && status >= 500 ? 'SL_ERR_PROTOCOL_REMOTE' : 'SL_ERR_INVALID_ARGUMENT');
+  let message = e.message ? `proxy ${host}: ${e.message}` : `proxy ${host} answered ${status} for ${what}`;
   if (!e.message && text && e.remoteCode === undefined) message += `: ${text.trim().slice(0, 200)}`;
   const detail = e.detail;
   // A 401 is the proxy refusing our token, unless the proxy says its upstream registry refused it.
-  if (res.statusCode === 401 && code !== 'SL_ERR_OCI_UNAUTHORIZED') code = 'SL_ERR_PROXY_UNAUTHORIZED';
-  return new StarlightError(code, message, { details: { ...detail, status: res.statusCode, proxy: host } });
+  if (status === 401 && code !== 'SL_ERR_OCI_UNAUTHORIZED') code = 'SL_ERR_PROXY_UNAUTHORIZED';
+  return new StarlightError(code, message, { details: { ...detail, status, proxy: host } });
 }

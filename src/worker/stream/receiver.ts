@@ -18,7 +18,7 @@
 import { StarlightError, hasCode, kindOf, withContext } from '../../errors.js';
 import type { Readable } from 'node:stream';
 import { nullLogger, type Logger } from '../../log.js';
-import { DEFAULT_CHUNK_BYTES, type Encoding } from '../../protocol/constants.js';
+import { DEFAULT_CHUNK_BYTES } from '../../protocol/constants.js';
 import { DeltaDecoder } from '../../protocol/decoder.js';
 import type { DeltaEvent, DeltaHeader } from '../../protocol/types.js';
 import type { ContentTracker, Ingest, QueueJumper } from './content-tracker.js';
@@ -88,12 +88,16 @@ interface Connection {
   header?: DeltaHeader;
   /** Items begun and not yet at their last frame. */
   open: Map<number, Arriving>;
-  /** Items with all their bytes, not yet verified and stored (whole and streamed). */
-  settling: Set<Promise<void>>;
-  /** The streamed ones among them. */
+  /** Streamed items with all their bytes, not yet verified and stored. */
   streaming: Set<Promise<void>>;
+  /** Whole items handed to the item pool, not yet answered (a count: no promise per item). */
+  landing: number;
+  /** Called when `landing` drops to 0 (set while the connection's end waits for it). */
+  onLanded: (() => void) | undefined;
   progressed: boolean;
 }
+
+type ChunkEvent = Extract<DeltaEvent, { type: 'chunk' }>;
 
 /** Streamed items finishing (decoder tail, verify, rename) while the stream goes on. */
 const MAX_STREAMED_SETTLING = 2;
@@ -369,7 +373,7 @@ export class DeltaReceiver implements QueueJumper {
     this.session = session;
     if (session !== undefined) this.openControl(session);
     this.connFirst = from;
-    const conn: Connection = { open: new Map(), settling: new Set(), streaming: new Set(), progressed: false };
+    const conn: Connection = { open: new Map(), streaming: new Set(), landing: 0, onLanded: undefined, progressed: false };
     const dec = new DeltaDecoder({ splitFrames: true });
     try {
       read: for await (const bytes of chunksOf(body)) {
@@ -382,7 +386,11 @@ export class DeltaReceiver implements QueueJumper {
             this.skipPresent();
             if (this.opts.beforeItems) await this.opts.beforeItems(this.hdr!);
           } else if (ev.type === 'end') break read;
-          else await this.chunk(conn, ev);
+          else {
+            // Whole items are taken in synchronously: no promise and no microtask per item.
+            const p = this.chunk(conn, ev);
+            if (p !== undefined) await p;
+          }
         }
         // Backpressure: whole items waiting for the pool bound memory and a parked read's queueing.
         const pool = this.opts.tracker.pool();
@@ -395,24 +403,60 @@ export class DeltaReceiver implements QueueJumper {
         await a.ing?.abort();
       }
       this.endSession();
-      // Whole items already have all their bytes: let them land before the caller decides where to resume.
-      await Promise.allSettled([...conn.settling]);
+      // Items with all their bytes: let them land before the caller decides where to resume.
+      await Promise.allSettled([...conn.streaming]);
+      if (conn.landing > 0) await new Promise<void>((r) => (conn.onLanded = r));
       body.destroy();
     }
     return conn.progressed;
   }
 
-  /** One CONTENT frame's data. Items may interleave (a queue jump preempts at a frame boundary). */
-  private async chunk(conn: Connection, ev: Extract<DeltaEvent, { type: 'chunk' }>): Promise<void> {
-    const item = this.hdr!.items[ev.index]!;
-    const { encoding, encodedSize } = (conn.header ?? this.hdr!).items[ev.index]!;
+  /**
+   * One CONTENT frame's data. Items may interleave (a queue jump preempts at a frame boundary).
+   * Synchronous for whole items and skipped ones (the bulk of a stream's items); a promise only for
+   * a streamed item's pieces (written and decoded through the libuv pool).
+   */
+  private chunk(conn: Connection, ev: ChunkEvent): Promise<void> | undefined {
     let a = conn.open.get(ev.index);
     if (a === undefined) {
-      a = await this.startItem(ev.index, encoding, encodedSize);
+      a = this.startSync(conn, ev.index);
+      if (a === undefined) return this.chunkStreamed(conn, ev, undefined);
+      if (!ev.last) conn.open.set(ev.index, a);
+    } else if (a.dec !== null) return this.chunkStreamed(conn, ev, a);
+    if (a.whole !== null) a.whole.push(ev.data);
+    if (!ev.last) return undefined;
+    conn.open.delete(ev.index);
+    const index = ev.index;
+    if (a.ing !== null && a.whole !== null) {
+      conn.landing++;
+      a.ing.commitWhole((conn.header ?? this.hdr!).items[index]!.encoding, a.whole, (err) => this.landed(conn, index, err));
+    } else if (this.complete[index] !== FAILED) {
+      this.markComplete(index);
+      conn.progressed = true;
+    }
+    return undefined;
+  }
+
+  /** A whole item the pool answered: complete, or failed (its readers already got the error). */
+  private landed(conn: Connection, index: number, err: unknown): void {
+    if (err !== undefined) this.noteFailure(index, err);
+    else if (this.complete[index] !== FAILED) {
+      this.markComplete(index);
+      conn.progressed = true;
+    }
+    if (--conn.landing === 0 && conn.onLanded !== undefined) conn.onLanded();
+  }
+
+  /** A piece of a streamed item (decoded and written as it arrives); `a` undefined at its first piece. */
+  private async chunkStreamed(conn: Connection, ev: ChunkEvent, a: Arriving | undefined): Promise<void> {
+    const item = this.hdr!.items[ev.index]!;
+    const { encoding } = (conn.header ?? this.hdr!).items[ev.index]!;
+    if (a === undefined) {
+      const ing = await this.opts.tracker.begin(item.digest, 'stream', item.size);
+      a = { index: ev.index, ing, dec: ing ? new ItemDecoder(encoding, ing, item.digest) : null, whole: null };
       if (!ev.last) conn.open.set(ev.index, a);
     }
-    if (a.whole) a.whole.push(ev.data);
-    else if (a.dec) {
+    if (a.dec) {
       try {
         await a.dec.push(ev.data);
       } catch (err) {
@@ -426,8 +470,7 @@ export class DeltaReceiver implements QueueJumper {
     if (!ev.last) return;
     conn.open.delete(ev.index);
     const index = ev.index;
-    if (a.ing && a.whole) this.settle(conn, index, a.ing.commitWhole(encoding, a.whole));
-    else if (a.ing && a.dec) {
+    if (a.ing && a.dec) {
       const { ing, dec } = a;
       const ended = dec.end().then(
         () => ing.finish(item.size),
@@ -437,7 +480,14 @@ export class DeltaReceiver implements QueueJumper {
           throw err;
         },
       );
-      const settled = this.settle(conn, index, ended);
+      const settled = ended.then(
+        () => {
+          if (this.complete[index] === FAILED) return;
+          this.markComplete(index);
+          conn.progressed = true;
+        },
+        (err: unknown) => this.noteFailure(index, err),
+      );
       conn.streaming.add(settled);
       void settled.finally(() => conn.streaming.delete(settled));
       // Streamed items finish (decode tail, verify, rename) while the next ones arrive; a few at most.
@@ -449,38 +499,20 @@ export class DeltaReceiver implements QueueJumper {
   }
 
   /**
-   * Item `index` has all its bytes; `landed` settles when it is verified and stored (then it is
-   * complete) or was refused (a bad item: its readers already failed).
+   * Begins item `index` when that needs no I/O: a present item (skipped) or a whole one (small: its
+   * encoded bytes are buffered and go to the item pool at the end; no ingest when another source
+   * writes it). Undefined for an item to stream (decoded and written as frames arrive, so reads of
+   * its first ranges are served early): chunkStreamed begins it.
    */
-  private settle(conn: Connection, index: number, landed: Promise<void>): Promise<void> {
-    const settled = landed.then(
-      () => {
-        if (this.complete[index] === FAILED) return;
-        this.markComplete(index);
-        conn.progressed = true;
-      },
-      (err: unknown) => this.noteFailure(index, err),
-    );
-    conn.settling.add(settled);
-    void settled.finally(() => conn.settling.delete(settled));
-    return settled;
-  }
-
-  /**
-   * Begins item `index`: a whole item (small: its encoded bytes are buffered and go to the item pool
-   * at the end) or a streamed one (decoded and written as frames arrive, so reads of its first ranges
-   * are served early); no ingest when it is complete or another source writes it.
-   */
-  private async startItem(index: number, encoding: Encoding, encodedSize: number): Promise<Arriving> {
-    const item = this.hdr!.items[index]!;
-    const { tracker } = this.opts;
+  private startSync(conn: Connection, index: number): Arriving | undefined {
     if (this.complete[index]) return { index, ing: null, dec: null, whole: null };
+    const item = this.hdr!.items[index]!;
+    const { encodedSize } = (conn.header ?? this.hdr!).items[index]!;
     if (encodedSize <= WHOLE_MAX_ENCODED_BYTES && item.size <= WHOLE_MAX_BYTES) {
-      const ing = tracker.beginWhole(item.digest, 'stream', item.size);
+      const ing = this.opts.tracker.beginWhole(item.digest, 'stream', item.size);
       return { index, ing, dec: null, whole: ing ? [] : null };
     }
-    const ing = await tracker.begin(item.digest, 'stream', item.size);
-    return { index, ing, dec: ing ? new ItemDecoder(encoding, ing, item.digest) : null, whole: null };
+    return undefined;
   }
 
   /** An item whose bytes do not decode: its ingest fails (readers get EIO), the stream goes on. */
