@@ -113,6 +113,11 @@ export class ContentCache {
   private readonly store: MetadataStore;
   readonly counters: CacheCounters;
   private readonly touched = new Map<string, number>();
+  /**
+   * Changes of which digests are cached (admissions, evictions, deletions) so far: equal numbers mean
+   * has() answers as before for every digest (plan-cache.ts skips re-checking a plan's items then).
+   */
+  membershipChanges = 0;
   /** Single-flight of concurrent puts of the same digest. */
   private readonly inflight = new Map<string, Promise<ContentRecord>>();
   /** Verified encoded bytes of recently served contents (see DEFAULT_HOT_BYTES); undefined: no memory tier. */
@@ -135,6 +140,7 @@ export class ContentCache {
       sizeCalculation: (v) => Math.max(1, v),
       dispose: (_v, digest, reason) => {
         if (reason !== 'evict' && reason !== 'delete') return;
+        this.membershipChanges++;
         this.counters.evictions++;
         this.store.setCached(digest, false);
         this.hot?.delete(digest);
@@ -314,6 +320,7 @@ export class ContentCache {
     await rename(finalTmp, dest);
     const rec: ContentRecord = { digest, size, encodedSize, encoding, sourceDiffID, cached: true, lastAccess: Date.now(), encodedDigest };
     this.store.putContent(rec);
+    if (!this.lru.has(digest)) this.membershipChanges++;
     this.lru.set(digest, encodedSize);
     if (!this.lru.has(digest)) {
       // larger than the whole cache: lru-cache refuses it (documented limit: --cache-size > largest file)
