@@ -4,22 +4,15 @@
  * waits until the first stream's header has left its buffer, and both streams stay intact.
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
-import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { yieldToLoop } from '../../../src/event-loop.js';
 import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
-import { ContentCache } from '../../../src/proxy/content-cache.js';
-import type { IndexerService } from '../../../src/proxy/indexer-service.js';
 import { HeaderFirst } from '../../../src/proxy/session/header-first.js';
 import { announce } from '../../../src/proxy/session/item-source.js';
 import { DeltaSession } from '../../../src/proxy/session/session.js';
-import { StagingArea } from '../../../src/proxy/staging.js';
-import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { deltaHeader } from '../../helpers/delta-header.js';
-import { tempDir } from '../../helpers/tmp.js';
+import { sha256Of as dg, stagedDeps } from '../../helpers/staged-deps.js';
 
-const dg = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 /** A few event-loop turns: long enough for anything not waiting to have happened. */
 async function turns(n = 20): Promise<void> {
   for (let i = 0; i < n; i++) await yieldToLoop();
@@ -54,22 +47,9 @@ test('a header that is never released holds content back only for its hold time'
 });
 
 test('a second stream sends no content while the first stream’s header waits in its buffer; both streams intact', async (t) => {
-  const dir = tempDir(t);
-  const store = new MetadataStore(join(dir, STORE_FILE));
-  t.teardown(() => store.close());
-  const cache = new ContentCache({ dir, maxBytes: 1 << 30, store });
-  const staging = new StagingArea(join(dir, 'staging'), 1 << 30);
   // Deterministic contents, staged raw (sent 'identity').
   const contents = Array.from({ length: 4 }, (_, i) => Buffer.alloc(100 * 1024 + i, i + 1));
-  const stage = staging.begin('sha256:l');
-  const staged = [];
-  for (const c of contents) {
-    stage.reserve(c.length);
-    staged.push({ digest: dg(c), size: c.length, offset: stage.position });
-    await stage.write(c);
-  }
-  await stage.commit(staged);
-  const deps = { store, cache, staging, indexer: undefined as unknown as IndexerService };
+  const deps = await stagedDeps(t, contents);
   const gate = new HeaderFirst(60_000);
   const stream = (): { out: PassThrough; session: DeltaSession } => {
     const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
