@@ -5,6 +5,7 @@
  * frame if it fails after the header. Each item is sent exactly once; a preempted item resumes at its
  * offset. Items are opened PREFETCH_ITEMS ahead of the one being written (hides per-file open/read
  * latency; memory stays bounded by that many small bodies or open streams, plus preempted streams).
+ * With a HeaderFirst, content waits while any stream's header is still leaving the proxy (header-first.ts).
  *
  * Not here: HTTP parsing (handlers.ts), planning (delta-plan.ts), where bytes come from (item-source.ts).
  */
