@@ -120,6 +120,11 @@ export class ContentCache {
   private readonly store: MetadataStore;
   readonly counters: CacheCounters;
   private readonly touched = new Map<string, number>();
+  /**
+   * Changes of which digests are cached (admissions, evictions, deletions) so far: equal numbers mean
+   * has() answers as before for every digest (plan-cache.ts skips re-checking a plan's items then).
+   */
+  membershipChanges = 0;
   /** Single-flight of concurrent puts of the same digest. */
   private readonly inflight = new Map<string, Promise<ContentRecord>>();
   /** Verified encoded bytes of recently served contents (see DEFAULT_HOT_BYTES); undefined: no memory tier. */
@@ -142,6 +147,7 @@ export class ContentCache {
       sizeCalculation: (v) => Math.max(1, v),
       dispose: (_v, digest, reason) => {
         if (reason !== 'evict' && reason !== 'delete') return;
+        this.membershipChanges++;
         this.counters.evictions++;
         this.store.setCached(digest, false);
         this.hot?.delete(digest);
@@ -326,6 +332,7 @@ export class ContentCache {
     await rename(finalTmp, dest);
     const rec: ContentRecord = { digest, size, encodedSize, encoding, sourceDiffID, cached: true, lastAccess: Date.now(), encodedDigest };
     this.store.putContent(rec);
+    if (!this.lru.has(digest)) this.membershipChanges++;
     this.lru.set(digest, encodedSize);
     if (!this.lru.has(digest)) {
       // larger than the whole cache: lru-cache refuses it (contents over a quarter of it are not put: servedFromLayer)

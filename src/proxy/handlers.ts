@@ -24,6 +24,7 @@ import type { MetadataStore } from './store.js';
 import type { PriorityService } from './priority-service.js';
 import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
+import type { HeaderFirst } from './session/header-first.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
 import type { StagingArea } from './staging.js';
@@ -50,6 +51,8 @@ export interface HandlerContext {
   sessions: SessionRegistry;
   /** Delta plans reused across requests while their inputs are unchanged. */
   plans: PlanCache;
+  /** Headers of all delta streams before their content (optional). */
+  headerFirst?: HeaderFirst;
 }
 
 function badParam(name: string, why: string, value?: string): StarlightError {
@@ -167,6 +170,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     encoder: enc,
     refetchBudget: ctx.cacheBytes / 4,
     holdEncoding: () => ctx.indexer.holdEncoding(),
+    headerFirst: ctx.headerFirst,
   });
   ctx.sessions.add(session);
   res.writeHead(200, {

@@ -33,6 +33,7 @@ import { handleTracesGet, handleTracesPost } from './trace-handlers.js';
 import { TRACES_ROUTE } from '../protocol/traces.js';
 import { SESSIONS_ROUTE } from '../protocol/constants.js';
 import { handleSessionNext } from './session-handlers.js';
+import { HeaderFirst } from './session/header-first.js';
 import { SessionRegistry } from './session/registry.js';
 import { PlanCache } from './session/plan-cache.js';
 import { StagingArea } from './staging.js';
@@ -212,6 +213,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     staging,
     sessions,
     plans: new PlanCache(),
+    headerFirst: new HeaderFirst(),
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));
   const traceTokens = (o.traceTokens ?? o.tokens ?? []).map((t) => Buffer.from(t));

@@ -39,6 +39,8 @@ interface CachedPlan {
   sources: string[];
   /** Per item: its announcement came from the content cache. */
   cached: Uint8Array;
+  /** ContentCache.membershipChanges when `cached` was last known to be right. */
+  membership: number;
   unknownHave: string[];
   /** headerBytes() of instantiated headers without deferred items, by `ref|from` (a few). */
   encoded: Map<string, Buffer>;
@@ -81,7 +83,7 @@ export class PlanCache {
       const { header, sources, unknownHave } = await planDelta(d, img, { have: req.have, from: 0, group: req.group }, merged, order);
       const cached = new Uint8Array(header.items.length);
       header.items.forEach((it, i) => (cached[i] = d.cache.has(it.digest) ? 1 : 0));
-      p = { order, header, sources, cached, unknownHave, encoded: new Map() };
+      p = { order, header, sources, cached, membership: d.cache.membershipChanges, unknownHave, encoded: new Map() };
       this.plans.set(key, p);
     } else this.hits++;
     const header = this.instantiate(d, p, img, req);
@@ -98,8 +100,14 @@ export class PlanCache {
   }
 
   private valid(d: DeltaPlanDeps, p: CachedPlan): boolean {
-    const items = p.header.items;
-    for (let i = 0; i < items.length; i++) if ((d.cache.has(items[i]!.digest) ? 1 : 0) !== p.cached[i]) return false;
+    // Nothing admitted to or dropped from the cache since the last check: no item to look up (50
+    // concurrent pulls of 6 500 items each were 325 000 lookups in front of their headers).
+    const membership = d.cache.membershipChanges;
+    if (membership !== p.membership) {
+      const items = p.header.items;
+      for (let i = 0; i < items.length; i++) if ((d.cache.has(items[i]!.digest) ? 1 : 0) !== p.cached[i]) return false;
+      p.membership = membership;
+    }
     return p.unknownHave.every((h) => !knownHave(d, h));
   }
 

@@ -5,6 +5,7 @@
  * frame if it fails after the header. Each item is sent exactly once; a preempted item resumes at its
  * offset. Items are opened PREFETCH_ITEMS ahead of the one being written (hides per-file open/read
  * latency; memory stays bounded by that many small bodies or open streams, plus preempted streams).
+ * With a HeaderFirst, content waits while any stream's header is still leaving the proxy (header-first.ts).
  *
  * Not here: HTTP parsing (handlers.ts), planning (delta-plan.ts), where bytes come from (item-source.ts).
  */
@@ -12,6 +13,7 @@ import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
 import { TimeSlicer, yieldToLoop } from '../../event-loop.js';
 import { type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
+import type { HeaderFirst } from './header-first.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
 
@@ -53,6 +55,8 @@ export interface SessionOptions {
    * first); returns the release. Optional.
    */
   holdEncoding?: () => () => void;
+  /** Headers of all streams go out before content (header-first.ts). Optional. */
+  headerFirst?: HeaderFirst;
 }
 
 /** An item whose bytes are being read: what is left of it. */
@@ -102,17 +106,22 @@ export class DeltaSession {
     // Small items from memory or staging resolve at once: without a pause, thousands of them are one
     // chain of microtasks that starves every other request (issue 14, /healthz).
     const slicer = new TimeSlicer();
+    const gate = this.o.headerFirst;
+    const headerOut = gate?.begin();
     try {
       // Encoding a large header is one synchronous piece: not in the same loop turn as the planning before it.
       if (this.o.headerBytes === undefined) await yieldToLoop();
       await enc.writeHeader(this.o.header, this.o.headerBytes);
+      if (headerOut !== undefined) enc.flushed().then(headerOut, headerOut);
     } catch (err) {
+      headerOut?.();
       release?.();
       throw err;
     }
     try {
       for (;;) {
         await slicer.maybeYield();
+        if (gate?.pending === true) await gate.clear();
         if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
         const i = this.queue.shift();
         if (i === undefined) break;
@@ -128,6 +137,7 @@ export class DeltaSession {
       if (!signal.aborted) await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
       return e;
     } finally {
+      headerOut?.();
       release?.();
       this.close();
     }
@@ -150,6 +160,7 @@ export class DeltaSession {
         return true;
       }
       for (;;) {
+        if (this.o.headerFirst?.pending === true) await this.o.headerFirst.clear();
         let buf = r.rest;
         r.rest = undefined;
         if (buf === undefined) {

@@ -84,6 +84,13 @@ test('a plan is reused until a trace upload, an eviction or a newly known `have`
   const evicted = await plans.plan(deps, img, { have: [], from: 0 });
   t.is(plans.misses, 3);
   t.deepEqual(evicted.header, await fresh());
+  t.deepEqual((await plans.plan(deps, img, { have: [], from: 0 })).header, evicted.header);
+  t.is(plans.misses, 3, 'no cache change since: reused without re-checking its items');
+  // Cached again: announced from the cache, planned again.
+  await cache.put(Readable.from([contents[contents.length - 1]!]), contents[contents.length - 1]!.length, toc.diffID);
+  t.true(cache.has(last.digest!));
+  await plans.plan(deps, img, { have: [], from: 0 });
+  t.is(plans.misses, 4);
 
   // `have` = a layer the proxy does not know yet: ignored; once indexed, everything is deduplicated.
   const other: LayerToc = { version: TOC_VERSION, diffID: dg('other'), uncompressedSize: 1, entries: contents.map((c, i) => entry(`opt/f${i}`, c)) };

@@ -4,41 +4,21 @@
  * progress at a frame boundary; every item arrives once and intact.
  */
 import test from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
-import { tempDir } from '../../helpers/tmp.js';
 import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
 import { deltaHeader } from '../../helpers/delta-header.js';
-import { ContentCache } from '../../../src/proxy/content-cache.js';
-import type { IndexerService } from '../../../src/proxy/indexer-service.js';
 import { announce } from '../../../src/proxy/session/item-source.js';
 import { DeltaSession } from '../../../src/proxy/session/session.js';
-import { StagingArea } from '../../../src/proxy/staging.js';
-import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
+import { sha256Of as dg, stagedDeps } from '../../helpers/staged-deps.js';
 
-const dg = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 const ITEMS = 12;
 const ITEM_BYTES = 200 * 1024;
 const CHUNK = 64 * 1024;
 
 test('bumped items arrive next, preempting the item in progress; all items once and intact', async (t) => {
-  const dir = tempDir(t);
-  const store = new MetadataStore(join(dir, STORE_FILE));
-  t.teardown(() => store.close());
-  const cache = new ContentCache({ dir, maxBytes: 1 << 30, store });
-  const staging = new StagingArea(join(dir, 'staging'), 1 << 30);
   const contents = Array.from({ length: ITEMS }, () => randomBytes(ITEM_BYTES));
-  const stage = staging.begin('sha256:l');
-  const staged = [];
-  for (const c of contents) {
-    stage.reserve(c.length);
-    staged.push({ digest: dg(c), size: c.length, offset: stage.position });
-    await stage.write(c);
-  }
-  await stage.commit(staged);
-  // The indexer is needed only to re-fetch evicted contents: never here (all staged).
-  const deps = { store, cache, staging, indexer: undefined as unknown as IndexerService };
+  const deps = await stagedDeps(t, contents);
   const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
   t.true(h.items.every((i) => i.encoding === 'identity'));
   // A consumer that reads nothing until told: the session blocks on backpressure mid-item.
