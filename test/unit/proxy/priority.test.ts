@@ -216,10 +216,22 @@ for (const [name, mutate, field] of bad) {
   });
 }
 
-test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
+/**
+ * A priority service with a startup predictor over a tree of `bytes` (path → content; executables
+ * are the files under a bin/ directory), every content cached, plus the directories `dirs`.
+ */
+async function predictedService(t: import('ava').ExecutionContext, bytes: Record<string, Buffer>, dirs: string[]): Promise<{ svc: PriorityService; entries: TocEntry[] }> {
   const { store, dir } = service(t);
   const cache = new ContentCache({ dir: join(dir, 'cache'), maxBytes: 1 << 30, store });
   const svc = new PriorityService(store, 'reg.example:5000', new StartupService({ cache, store }));
+  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: /(^|\/)bin\//.test(p) ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
+  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
+  t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
+  for (const d of dirs) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+  return { svc, entries };
+}
+
+test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
   const bytes: Record<string, Buffer> = {
     'bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
     'lib/ld.so': Buffer.from('loader'),
@@ -229,10 +241,7 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
     'srv/data': Buffer.from('srv/data'),
     'lib/libother.so.1': Buffer.from('another program links this'),
   };
-  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: p.startsWith('bin/') ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
-  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
-  for (const d of ['', 'bin', 'lib', 'etc', 'srv']) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
-  t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
+  const { svc, entries } = await predictedService(t, bytes, ['', 'bin', 'lib', 'etc', 'srv']);
   const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
   const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
 
@@ -261,9 +270,6 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
 });
 
 test("other images' traces refine the order of the image's own prediction but add nothing in front of any of it", async (t) => {
-  const { store, dir } = service(t);
-  const cache = new ContentCache({ dir: join(dir, 'cache'), maxBytes: 1 << 30, store });
-  const svc = new PriorityService(store, 'reg.example:5000', new StartupService({ cache, store }));
   // opt/app is the program home of opt/app/bin/app (REST, small files first: a, b, c); etc/tz is not predicted.
   const bytes: Record<string, Buffer> = {
     'opt/app/bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
@@ -275,9 +281,7 @@ test("other images' traces refine the order of the image's own prediction but ad
     'etc/tz': Buffer.from('zone'),
     'lib/libother.so.1': Buffer.from('another program links this'),
   };
-  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: p.includes('/bin/') ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
-  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
-  for (const d of ['', 'opt', 'opt/app', 'opt/app/bin', 'opt/app/share', 'lib', 'etc']) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+  const { svc, entries } = await predictedService(t, bytes, ['', 'opt', 'opt/app', 'opt/app/bin', 'opt/app/share', 'lib', 'etc']);
   const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
   const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/opt/app/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
   await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
