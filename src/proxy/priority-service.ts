@@ -11,7 +11,10 @@
  *      every process start reads (startup/predict.ts; computed once per image by prepare());
  *   C. CONFIRMED REST: the files of D below that traces of OTHER traced images (at most
  *      MAX_MERGE_TRACES newest) read, in their learned order — matched by content digest, and by path
- *      only where the trace entry's layer is one of M's layers;
+ *      only where the trace entry's layer is one of M's layers — bounded: files of at most
+ *      PRIOR_PROMOTE_MAX_FILE_BYTES, PRIOR_PROMOTE_BYTES in all (a library every other program loads,
+ *      such as libcrypto, says little about M: session 6 measured 5.9 MB of such files promoted
+ *      ahead of python-web's own modules);
  *   D. PREDICTED REST: directory and program-home guesses of the prediction (those not in C);
  *   E. PRIOR: the other files those traces read, after the whole prediction, less
  *   F. shared libraries in a directory where M's own libraries were found (by the ELF analysis) that
@@ -40,6 +43,10 @@ import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_IMAGE, KEEP_TRACES_PER_UPLOADER,
 const MAX_MERGE_TRACES = 256;
 /** Learned orders kept in memory, (image, group) pairs. */
 const MEMO_ORDERS = 64;
+/** C: largest predicted-rest file that other images' traces may move up, bytes. */
+export const PRIOR_PROMOTE_MAX_FILE_BYTES = 256 * 1024;
+/** C: bytes other images' traces may move up in all (~0.17 s at 100 Mbit/s). */
+export const PRIOR_PROMOTE_BYTES = 2 * 1024 * 1024;
 
 export interface LearnedFiles {
   source: OrderSource;
@@ -189,9 +196,12 @@ export class PriorityService {
     // C: the rest files other images' traces confirm, in their learned order (placed by the prior trace;
     // `via` keeps what the prediction said of them).
     const rest = new Map(pf.filter((f) => !f.core).map((f) => [f.path, f]));
+    let promote = PRIOR_PROMOTE_BYTES;
     for (const f of prior.files) {
       const r = rest.get(f.path);
-      if (r !== undefined) push({ ...predictedFile(r), signal: 'prior-trace' });
+      if (r === undefined || r.size > PRIOR_PROMOTE_MAX_FILE_BYTES || r.size > promote || seen.has(r.path)) continue;
+      promote -= r.size;
+      push({ ...predictedFile(r), signal: 'prior-trace' });
     }
     for (const f of rest.values()) push(predictedFile(f));
     // The ELF analysis knows the link-time closure: another image's trace of a shared library in the

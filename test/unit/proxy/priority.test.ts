@@ -11,7 +11,7 @@ import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import { validateTraceUpload, type TraceUploadBody } from '../../../src/protocol/traces.js';
 import { plan } from '../../../src/proxy/planner.js';
 import { POSITION_SCALE, mergeTraces, rankFiles, rankMap, type MergeTrace } from '../../../src/proxy/priority.js';
-import { PriorityService, repositoryOf, type OrderTarget } from '../../../src/proxy/priority-service.js';
+import { PRIOR_PROMOTE_BYTES, PRIOR_PROMOTE_MAX_FILE_BYTES, PriorityService, repositoryOf, type OrderTarget } from '../../../src/proxy/priority-service.js';
 import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { buildElf } from '../../helpers/elf-fixture.js';
@@ -330,5 +330,36 @@ test("other images' traces refine the order of the image's own prediction but ad
     'home:opt/app/share/a.dat',
     'prior-trace:etc/tz',
     'prior-trace:lib/libother.so.1',
+  ]);
+});
+
+test("other images' traces move up at most PRIOR_PROMOTE_BYTES of predicted files, none larger than PRIOR_PROMOTE_MAX_FILE_BYTES", async (t) => {
+  const K = PRIOR_PROMOTE_MAX_FILE_BYTES;
+  const n = PRIOR_PROMOTE_BYTES / K; // files of the largest size that fit the budget exactly
+  const bytes: Record<string, Buffer> = {
+    'opt/app/bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
+    'lib/ld.so': Buffer.from('loader'),
+    'lib/libc.so.6': buildElf({ bits: 64 }),
+    'opt/app/share/a.dat': Buffer.alloc(10, 'a'),
+    'opt/app/share/big.dat': Buffer.alloc(K + 1, 'B'),
+  };
+  const ks = Array.from({ length: n + 1 }, (_, i) => `opt/app/share/k${String(i).padStart(2, '0')}.dat`);
+  ks.forEach((p, i) => (bytes[p] = Buffer.alloc(K, String.fromCharCode(0x41 + i))));
+  const { svc, entries } = await predictedService(t, bytes, ['', 'opt', 'opt/app', 'opt/app/bin', 'opt/app/share', 'lib']);
+  const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
+  const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/opt/app/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
+  await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
+  const c = (p: string): string => bytes[p]!.toString('latin1');
+  // The other image read the large file first, then every kNN, then a.dat.
+  const read = ['opt/app/share/big.dat', ...ks, 'opt/app/share/a.dat'];
+  svc.record(upload(M.other, 'reg.example:5000/other:v1', [read.map((p): [string, string, string] => [p, L.base, c(p)])]), 1);
+  t.deepEqual(svc.order(v1).files.map((f) => `${f.signal}:${f.path}`), [
+    'entrypoint:opt/app/bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6',
+    ...ks.slice(0, n).map((p) => `prior-trace:${p}`), // the budget, exactly
+    'home:opt/app/share/a.dat', // over the budget: stays where the prediction put it (small first)
+    `home:${ks[n]!}`,
+    'home:opt/app/share/big.dat', // larger than a file may be to move up
   ]);
 });
