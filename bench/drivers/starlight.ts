@@ -165,13 +165,16 @@ async function orderSummary(proxy: string, env: TrialEnv, target: ImageVersion):
 
 /**
  * After an untimed training run (worker stopped): waits until its processes and mounts are gone and
- * the proxy is idle, reads the order the timed pull will get (which also computes the proxy's merged
- * order, as the untraced modes' warm-up delta does), and drops caches like every trial's start.
+ * the proxy is idle, reads the order the timed pull will get, GETs the delta once directly (the
+ * upload invalidated the proxy's cached plan, which warm() had made) and drops caches like every
+ * trial's start.
  */
 async function quiesceAfterTraining(proxy: string, env: TrialEnv, trainDir: string, target: ImageVersion): Promise<void> {
   const gone = await waitGone(trainDir, env.signal);
   const idle = await waitProxyIdle(proxy, env.signal);
   const order = await orderSummary(proxy, env, target);
+  // An upload invalidates the proxy's cached plans: plan again untimed, as warm() did before training.
+  await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: imageRef(env.spec.shared, env.image, target) }).toString()}`, env.signal);
   if (env.spec.dropCaches) dropCaches(env.log);
   process.stderr.write(`[bench] quiet after training ${env.image.name} ${env.spec.mode}: worker gone in ${gone} ms, proxy idle in ${idle} ms; ${order}\n`);
 }
