@@ -53,9 +53,11 @@ const PROXY_MODES = new Set(['download-only', 'starlight', 'starlight-cold', 'st
 const USAGE = `usage: npm run bench -- [--images ${DEFAULTS.images}] [--rtt ${DEFAULTS.rtt}] [--bandwidth ${DEFAULTS.bandwidth}]
        [--runs ${DEFAULTS.runs}] [--modes ${DEFAULTS.modes}] [--scenarios fresh,update]
        [--overhead] [--out bench/out] [--write-results] [--registry-dir DIR] [--trial-timeout 300]
-       [--no-drop-caches]
+       [--no-drop-caches] [--prior-images LIST]
 images: ${DEBIAN_IMAGES.join(', ')}; RTT in ms; bandwidth per direction (e.g. 100mbit, 1gbit, 0 = unlimited).
---overhead adds the runtime-overhead workload (read every file + python imports after a full download).`;
+--overhead adds the runtime-overhead workload (read every file + python imports after a full download).
+--prior-images: the images whose traced runs starlight+prior learns from (each trial: all but its own;
+default: --images), e.g. to time two images against the prior of all four.`;
 
 interface Options {
   images: DebianImageName[];
@@ -70,6 +72,8 @@ interface Options {
   registryDir: string;
   trialTimeoutMs: number;
   dropCaches: boolean;
+  /** Images starlight+prior trains on (all but the timed one); undefined = `images`. */
+  priorImages?: DebianImageName[];
 }
 
 function bad(option: string, value: string, want: string): StarlightError {
@@ -98,6 +102,7 @@ export function parseOptions(argv: string[]): Options | 'help' {
         'registry-dir': { type: 'string', default: DEFAULTS.registryDir },
         'trial-timeout': { type: 'string', default: DEFAULTS.trialTimeout },
         'no-drop-caches': { type: 'boolean', default: false },
+        'prior-images': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -108,10 +113,13 @@ export function parseOptions(argv: string[]): Options | 'help' {
   }
   const v = parsed.values;
   if (v.help) return 'help';
-  const images = list(v.images).map((i) => {
-    if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw bad('images', i, `choose from ${DEBIAN_IMAGES.join(', ')}`);
-    return i as DebianImageName;
-  });
+  const imageNames = (option: string, text: string): DebianImageName[] =>
+    list(text).map((i) => {
+      if (!(DEBIAN_IMAGES as readonly string[]).includes(i)) throw bad(option, i, `choose from ${DEBIAN_IMAGES.join(', ')}`);
+      return i as DebianImageName;
+    });
+  const images = imageNames('images', v.images);
+  const priorImages = v['prior-images'] === undefined ? undefined : imageNames('prior-images', v['prior-images']);
   const rtts = list(v.rtt).map((r) => {
     const n = Number(r);
     if (!Number.isFinite(n) || n < 0) throw bad('rtt', r, 'want milliseconds ≥ 0');
@@ -147,11 +155,15 @@ export function parseOptions(argv: string[]): Options | 'help' {
     registryDir: v['registry-dir'],
     trialTimeoutMs: timeout * 1000,
     dropCaches: !v['no-drop-caches'],
+    ...(priorImages !== undefined ? { priorImages } : {}),
   };
 }
 
-/** Trial specs in run order: per link and scenario, runs outermost and modes innermost (spreads drift over modes). */
-export function planTrials(o: Options, images: BenchImage[], modes: string[], shared: Omit<SharedEnv, 'log'>): TrialSpec[] {
+/**
+ * Trial specs in run order: per link and scenario, runs outermost and modes innermost (spreads drift
+ * over modes). starlight+prior trains on `priorPool` less the timed image (default: `images`).
+ */
+export function planTrials(o: Options, images: BenchImage[], modes: string[], shared: Omit<SharedEnv, 'log'>, priorPool: readonly BenchImage[] = images): TrialSpec[] {
   const out: TrialSpec[] = [];
   const spec = (img: BenchImage, mode: string, rttMs: number, bandwidthBps: number, scenario: Scenario, workload: Workload, run: number): TrialSpec => ({
     mode,
@@ -162,7 +174,7 @@ export function planTrials(o: Options, images: BenchImage[], modes: string[], sh
     workload,
     run,
     benchImage: img,
-    ...(mode === 'starlight+prior' ? { otherImages: images.filter((x) => x.name !== img.name) } : {}),
+    ...(mode === 'starlight+prior' ? { otherImages: priorPool.filter((x) => x.name !== img.name) } : {}),
     shared,
     timeoutMs: o.trialTimeoutMs,
     dropCaches: o.dropCaches,
@@ -277,7 +289,9 @@ async function main(argv: string[]): Promise<number> {
     mkdirSync(o.registryDir, { recursive: true });
     registry = await startBenchRegistry(o.registryDir);
     say(`registry ${registry.host} (storage ${registry.storageDir}); building/pushing images ${o.images.join(', ')}…`);
+    const priorOnly = (o.priorImages ?? []).filter((n) => !o.images.includes(n));
     const images = await prepareImages(o, registry.host, log);
+    const priorPool = o.priorImages === undefined ? images : [...images, ...(await prepareImages({ images: priorOnly }, registry.host, log))].filter((i) => o.priorImages!.includes(i.name as DebianImageName));
     if (o.modes.some((m) => PROXY_MODES.has(m.name))) {
       try {
         proxy = await startBenchProxy(registry.host, join(workDir, 'proxy'));
@@ -306,7 +320,7 @@ async function main(argv: string[]): Promise<number> {
       modes.push(m.name);
     }
     const { log: _log, ...sharedSpec } = shared;
-    const plan = planTrials(o, images, modes, sharedSpec);
+    const plan = planTrials(o, images, modes, sharedSpec, priorPool);
     say(`${plan.filter((t) => !unavailable.has(t.mode)).length} trials (${o.runs} run(s) each); caches cleared between trials`);
     let i = 0;
     for (const spec of plan) {

@@ -10,14 +10,14 @@
  *
  * Not here: planning and aggregation (run.ts), modes (drivers/).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../src/log.js';
 import { startRequestCounter, type RequestCounter } from './drivers/counter.js';
 import { unmountUnder } from './drivers/containerd.js';
 import { modeByName } from './drivers/index.js';
 import { Cleanups } from './drivers/proc.js';
+import { dropCaches } from './drivers/quiesce.js';
 import type { ImageVersion, LinkCounters, ModeDriver, TrialEnv, TrialSpec } from './drivers/types.js';
 import type { TrialMetrics, TrialResult } from './report/types.js';
 import { WanEmulator } from './wan/emulator.js';
@@ -62,16 +62,6 @@ const OVERHEAD_METRICS: Record<OverheadKey, { cold: keyof TrialMetrics; warm: ke
   PYIMPORT: { cold: 'pythonImportMs', warm: 'pythonImportWarmMs' },
 };
 
-export function dropCaches(log: Logger): void {
-  try {
-    // Dirty pages are not dropped: write them back first, so no mode's cold run pays for another
-    // step's writeback (e.g. overlayfs's unpack, Starlight's stream or graduation).
-    execFileSync('sync');
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-  } catch (err) {
-    log.warn('bench-drop-caches-failed', { error: err });
-  }
-}
 
 interface Link {
   emu: WanEmulator;

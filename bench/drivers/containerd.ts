@@ -147,19 +147,24 @@ export async function unmountUnder(dir: string): Promise<string[]> {
   return failed;
 }
 
-/** PIDs of processes whose command line contains `needle` (e.g. our containerd socket path). */
-export function pidsWithArg(needle: string): number[] {
+/** PIDs of processes (not this one) whose argv satisfies `match`. */
+export function pidsWhere(match: (argv: string[]) => boolean): number[] {
   const pids: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
       const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
-      if (argv.includes(needle)) pids.push(Number(name));
+      if (match(argv)) pids.push(Number(name));
     } catch {
       // exited meanwhile
     }
   }
   return pids;
+}
+
+/** PIDs of processes whose command line contains `needle` as one argument (e.g. our containerd socket path). */
+export function pidsWithArg(needle: string): number[] {
+  return pidsWhere((argv) => argv.includes(needle));
 }
 
 export async function startContainerd(opts: ContainerdOptions): Promise<BenchContainerd> {

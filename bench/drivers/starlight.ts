@@ -29,7 +29,9 @@ import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
 import { getAll } from './download.js';
 import { duBytes, type RunOutput } from './proc.js';
 import { startBenchProxy } from './proxy.js';
+import { dropCaches, waitGone, waitProxyIdle } from './quiesce.js';
 import { measureStartupFiles, readSpool } from './startup-trace.js';
+import type { LearnedOrder } from '../../src/protocol/traces.js';
 import type { StartupFilesSize, TrialMetrics } from '../report/types.js';
 import type { BenchImage, ImageVersion, ModeDefinition, ModeDriver, SharedEnv, TrialEnv } from './types.js';
 import { SNAPSHOTTER, startWorker, type StarlightWorker } from './worker.js';
@@ -38,6 +40,25 @@ import { SNAPSHOTTER, startWorker, type StarlightWorker } from './worker.js';
 const SETTLE_POLL_MS = 100;
 /** How long the traced training run may take per image version, ms. */
 const TRAIN_TIMEOUT_MS = 120_000;
+/** Trial subdirectories of the training workers (this image's traced run; the other images' runs). */
+const TRAIN_DIR = 't';
+const PRIOR_DIR = 'o';
+/** Ranks summarized per trial in the log (how the order the timed pull gets is made up). */
+const ORDER_SUMMARY_FILES = 3000;
+
+/** Run-length summary of an order's first `n` entries by what put them there: "predicted 120f/8.1MB | prior-trace 30f/2.0MB | …". */
+export function summarizeOrder(entries: readonly { size: number; signal?: string }[], n = ORDER_SUMMARY_FILES): string {
+  const runs: { kind: string; files: number; bytes: number }[] = [];
+  for (const e of entries.slice(0, n)) {
+    const kind = e.signal === undefined || e.signal === 'trace' || e.signal === 'prior-trace' ? (e.signal ?? 'trace') : 'predicted';
+    const last = runs[runs.length - 1];
+    if (last?.kind === kind) {
+      last.files++;
+      last.bytes += e.size;
+    } else runs.push({ kind, files: 1, bytes: e.size });
+  }
+  return runs.map((r) => `${r.kind} ${r.files}f/${(r.bytes / 1e6).toFixed(1)}MB`).join(' | ');
+}
 
 /** The image reference the worker pulls: the registry as the proxy reaches it (cloud side). */
 export function imageRef(shared: { registry: string }, img: BenchImage, version: ImageVersion): string {
@@ -78,7 +99,7 @@ interface Training {
  * the last (target) version (issue 6's acceptance, bench/traces.ts).
  */
 async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Promise<Training> {
-  const w = await startWorker(join(env.dir, 't'), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
+  const w = await startWorker(join(env.dir, TRAIN_DIR), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
   try {
     await w.client.trace({ on: true });
     let readyMs: number | undefined;
@@ -114,7 +135,7 @@ async function train(proxy: string, env: TrialEnv, versions: ImageVersion[]): Pr
  */
 async function trainOthers(proxy: string, env: TrialEnv, others: readonly BenchImage[]): Promise<number> {
   if (others.length === 0) return 0;
-  const w = await startWorker(join(env.dir, 'o'), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
+  const w = await startWorker(join(env.dir, PRIOR_DIR), `http://${proxy}`, { autoTraces: false, manualUpload: true }, env);
   try {
     await w.client.trace({ on: true });
     for (const img of others) {
@@ -131,6 +152,31 @@ async function trainOthers(proxy: string, env: TrialEnv, others: readonly BenchI
   } finally {
     await w.stop();
   }
+}
+
+/** The order the proxy gives `target` now (GET /v1/traces; computes and memoizes its merged order), summarized. */
+async function orderSummary(proxy: string, env: TrialEnv, target: ImageVersion): Promise<string> {
+  const ref = imageRef(env.spec.shared, env.image, target);
+  const res = await fetch(`http://${proxy}/v1/traces?${new URLSearchParams({ ref }).toString()}`, { signal: env.signal });
+  if (!res.ok) throw new HarnessError('SL_ERR_BENCH_STEP', `proxy ${proxy}: GET /v1/traces of ${ref} answered ${res.status}`, { details: { ref } });
+  const order = (await res.json()) as LearnedOrder;
+  return `order (${order.source}, ${order.traces} trace(s), ${order.priorTraces ?? 0} prior): ${summarizeOrder(order.entries)}`;
+}
+
+/**
+ * After an untimed training run (worker stopped): waits until its processes and mounts are gone and
+ * the proxy is idle, reads the order the timed pull will get, GETs the delta once directly (the
+ * upload invalidated the proxy's cached plan, which warm() had made) and drops caches like every
+ * trial's start.
+ */
+async function quiesceAfterTraining(proxy: string, env: TrialEnv, trainDir: string, target: ImageVersion): Promise<void> {
+  const gone = await waitGone(trainDir, env.signal);
+  const idle = await waitProxyIdle(proxy, env.signal);
+  const order = await orderSummary(proxy, env, target);
+  // An upload invalidates the proxy's cached plans: plan again untimed, as warm() did before training.
+  await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: imageRef(env.spec.shared, env.image, target) }).toString()}`, env.signal);
+  if (env.spec.dropCaches) dropCaches(env.log);
+  process.stderr.write(`[bench] quiet after training ${env.image.name} ${env.spec.mode}: worker gone in ${gone} ms, proxy idle in ${idle} ms; ${order}\n`);
 }
 
 class StarlightDriver implements ModeDriver {
@@ -161,8 +207,16 @@ class StarlightDriver implements ModeDriver {
     env.cleanups.add('stop starlight proxy', () => proxy.stop());
     const versions: ImageVersion[] = env.spec.scenario === 'update' ? ['v1', 'v2'] : ['v1'];
     if (this.proxyStart !== 'cold') for (const v of versions) await warm(proxy.host, env.spec.shared, env.image, v, env.signal);
-    if (this.proxyStart === 'prior') this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
-    if (this.traced) ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
+    const target = versions[versions.length - 1]!;
+    if (this.proxyStart === 'warm' && !this.traced) process.stderr.write(`[bench] ${env.image.name} ${env.spec.mode}: ${await orderSummary(proxy.host, env, target)}\n`);
+    if (this.proxyStart === 'prior') {
+      this.traces = await trainOthers(proxy.host, env, env.spec.otherImages ?? []);
+      await quiesceAfterTraining(proxy.host, env, join(env.dir, PRIOR_DIR), target);
+    }
+    if (this.traced) {
+      ({ uploaded: this.traces, startupFiles: this.startupFiles } = await train(proxy.host, env, versions));
+      await quiesceAfterTraining(proxy.host, env, join(env.dir, TRAIN_DIR), target);
+    }
     const link = await env.link(proxy.host);
     this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced, noGraduate: this.noGraduate }, env);
   }

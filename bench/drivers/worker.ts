@@ -18,6 +18,8 @@ import type { TrialEnv } from './types.js';
 export const SNAPSHOTTER = 'starlight';
 /** How long the daemon may take to create its sockets, ms. */
 const START_TIMEOUT_MS = 30_000;
+/** How long `starlight snapshotter --shutdown-views` may take, ms. */
+const SHUTDOWN_VIEWS_TIMEOUT_MS = 30_000;
 /** Debug aid: when set, each daemon logs at this level to /tmp/slb-daemon-<trial>-<worker>.log (outlives the trial dir). */
 const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
 /** Profiling aid: node flags for each daemon, space-separated (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`; NODE_OPTIONS refuses --cpu-prof). */
@@ -37,6 +39,7 @@ export interface StarlightWorker {
   pull(ref: string, env: TrialEnv): Promise<string>;
   /** The last pull's `--timings` (CLI start-up, request, the daemon's phases; ms), if the CLI printed them. */
   lastPullTimings?: Record<string, number>;
+  /** Stops containerd and the daemon, then ends its fd holder and unmounts its views (`--shutdown-views`). */
   stop(): Promise<void>;
 }
 
@@ -82,6 +85,9 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
     (stopping ??= (async () => {
       await cd.stop();
       await daemon.stop();
+      // A plain stop leaves the lazy views mounted and their fd holder running for the next daemon
+      // (issue 13); a bench worker is gone for good: end them too, or they outlive the trial step.
+      await runCommand(process.execPath, [bin, 'snapshotter', '--shutdown-views', '--root', root], { timeoutMs: SHUTDOWN_VIEWS_TIMEOUT_MS });
     })());
   env.cleanups.add(`stop starlight worker ${dir}`, stop);
   const worker: StarlightWorker = {

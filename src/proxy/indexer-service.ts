@@ -129,6 +129,16 @@ export class IndexerService {
     return this.encoder.hold();
   }
 
+  /** Images and layers being indexed right now (the /metrics gauge). */
+  get indexing(): number {
+    return this.images.size + this.layers.size;
+  }
+
+  /** Staged layers whose background encoding is not finished (the /metrics gauge). */
+  get encodesPending(): number {
+    return this.encoder.pending;
+  }
+
   /** True while an image or layer is being indexed. */
   get busy(): boolean {
     return this.images.size > 0 || this.layers.size > 0;

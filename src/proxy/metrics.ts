@@ -11,6 +11,10 @@ export interface ProxyGauges {
   cacheBytes: number;
   traceUploadsRunning?: number;
   traceUploadsWaiting?: number;
+  /** Images and layers being indexed right now. */
+  indexing?: number;
+  /** Staged layers whose background encoding is not finished (background-encoder.ts). */
+  encodesPending?: number;
 }
 
 export class ProxyMetrics {
@@ -62,6 +66,8 @@ export class ProxyMetrics {
       ['starlight_proxy_cache_bytes', 'gauge', 'Encoded bytes in the content cache', g.cacheBytes],
       ['starlight_proxy_trace_uploads_running', 'gauge', 'Trace uploads being read and stored', g.traceUploadsRunning ?? 0],
       ['starlight_proxy_trace_uploads_waiting', 'gauge', 'Trace uploads waiting for a slot', g.traceUploadsWaiting ?? 0],
+      ['starlight_proxy_indexing', 'gauge', 'Images and layers being indexed', g.indexing ?? 0],
+      ['starlight_proxy_background_encodes_pending', 'gauge', 'Staged layers not yet encoded into the content cache', g.encodesPending ?? 0],
     ];
     return rows.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join('');
   }

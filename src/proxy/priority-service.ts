@@ -9,12 +9,19 @@
  *      4. those images' traces of every group;
  *   B. PREDICTED CORE: what M's config executes, its interpreters, loader and libraries, and the files
  *      every process start reads (startup/predict.ts; computed once per image by prepare());
- *   C. PRIOR: traces of every OTHER traced image (at most MAX_MERGE_TRACES newest), matched by content
- *      digest, and by path only where the trace entry's layer is one of M's layers. They come after B,
- *      so no other image's trace can push M's entrypoint, loader or libraries down;
- *   D. PREDICTED REST: directory and program-home guesses of the prediction;
- *   E. the prior files left out of C: shared libraries in a directory where M's own libraries were
- *      found (by the ELF analysis) that M's programs do not link — another program's closure.
+ *   C. CONFIRMED REST: the files of D below that traces of OTHER traced images (at most
+ *      MAX_MERGE_TRACES newest) read, in their learned order — matched by content digest, and by path
+ *      only where the trace entry's layer is one of M's layers — bounded: files of at most
+ *      PRIOR_PROMOTE_MAX_FILE_BYTES, PRIOR_PROMOTE_BYTES in all (a library every other program loads,
+ *      such as libcrypto, says little about M: session 6 measured 5.9 MB of such files promoted
+ *      ahead of python-web's own modules);
+ *   D. PREDICTED REST: directory and program-home guesses of the prediction (those not in C);
+ *   E. PRIOR: the other files those traces read, after the whole prediction, less
+ *   F. shared libraries in a directory where M's own libraries were found (by the ELF analysis) that
+ *      M's programs do not link — another program's closure — last.
+ * So other images' traces refine the order of M's own prediction but never add bytes in front of any
+ * of it: no other image's trace can push M's entrypoint, loader, libraries or program home down
+ * (session 5: with them between B and D, python-web and redis sent 5–9 MB more before ready).
  * Merged orders are memoized per (image, group) until the next upload.
  *
  * Not here: the merge itself (priority.ts, pure), HTTP (trace-handlers.ts), the prediction
@@ -27,7 +34,7 @@ import { parseReference } from '../oci/reference.js';
 import type { OrderSource, TraceUploadBody } from '../protocol/traces.js';
 import { SHLIB_RE } from './planner.js';
 import { type MergeTrace, mergeTraces, rankFiles, type RankedFile } from './priority.js';
-import type { Prediction } from './startup/predict.js';
+import type { PredictedFile, Prediction } from './startup/predict.js';
 import type { PredictTarget } from './startup-service.js';
 import type { ReplicaSync } from './replica-sync.js';
 import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_IMAGE, KEEP_TRACES_PER_UPLOADER, type MetadataStore, type TraceMeta } from './store.js';
@@ -36,6 +43,10 @@ import { KEEP_GROUPS_PER_IMAGE, KEEP_TRACES_PER_IMAGE, KEEP_TRACES_PER_UPLOADER,
 const MAX_MERGE_TRACES = 256;
 /** Learned orders kept in memory, (image, group) pairs. */
 const MEMO_ORDERS = 64;
+/** C: largest predicted-rest file that other images' traces may move up, bytes. */
+export const PRIOR_PROMOTE_MAX_FILE_BYTES = 256 * 1024;
+/** C: bytes other images' traces may move up in all (~0.17 s at 100 Mbit/s). */
+export const PRIOR_PROMOTE_BYTES = 2 * 1024 * 1024;
 
 export interface LearnedFiles {
   source: OrderSource;
@@ -180,13 +191,24 @@ export class PriorityService {
     };
     for (const f of learned.files) push({ ...f, signal: 'trace' });
     const pf = predicted?.files ?? [];
-    for (const f of pf) if (f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
+    const predictedFile = (f: PredictedFile): Omit<RankedFile, 'rank'> => ({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
+    for (const f of pf) if (f.core) push(predictedFile(f));
+    // C: the rest files other images' traces confirm, in their learned order (placed by the prior trace;
+    // `via` keeps what the prediction said of them).
+    const rest = new Map(pf.filter((f) => !f.core).map((f) => [f.path, f]));
+    let promote = PRIOR_PROMOTE_BYTES;
+    for (const f of prior.files) {
+      const r = rest.get(f.path);
+      if (r === undefined || r.size > PRIOR_PROMOTE_MAX_FILE_BYTES || r.size > promote || seen.has(r.path)) continue;
+      promote -= r.size;
+      push({ ...predictedFile(r), signal: 'prior-trace' });
+    }
+    for (const f of rest.values()) push(predictedFile(f));
     // The ELF analysis knows the link-time closure: another image's trace of a shared library in the
     // same library directory that this image's programs do not link is that other program's, not ours.
     const libDirs = new Set(pf.filter((f) => f.signal === 'needed-lib').map((f) => parentPath(f.path)));
     const foreignLib = (f: RankedFile): boolean => SHLIB_RE.test(f.path) && libDirs.has(parentPath(f.path)) && !seen.has(f.path);
     for (const f of prior.files) if (!foreignLib(f)) push({ ...f, signal: 'prior-trace' });
-    for (const f of pf) if (!f.core) push({ path: f.path, digest: f.digest, size: f.size, signal: f.signal, ...(f.via !== undefined ? { via: f.via } : {}) });
     for (const f of prior.files) push({ ...f, signal: 'prior-trace' });
     return { source: learned.files.length > 0 ? learned.source : 'predicted', traces: learned.traces, priorTraces: prior.traces, files: out };
   }

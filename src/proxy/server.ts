@@ -173,7 +173,14 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   let cache: ContentCache | undefined;
   /** Trace uploads being read/stored at once (each may hold a 16 MiB body). */
   const uploads = new Semaphore(MAX_CONCURRENT_TRACE_UPLOADS);
-  const metrics = new ProxyMetrics(() => ({ cacheBytes: cache?.storedBytes ?? 0, traceUploadsRunning: uploads.active, traceUploadsWaiting: uploads.waiting }));
+  const metrics: ProxyMetrics = new ProxyMetrics(() => ({
+    cacheBytes: cache?.storedBytes ?? 0,
+    traceUploadsRunning: uploads.active,
+    traceUploadsWaiting: uploads.waiting,
+    // Read at render time, after `indexer` below is constructed.
+    indexing: indexer.indexing,
+    encodesPending: indexer.encodesPending,
+  }));
   cache = new ContentCache({ dir: o.dataDir, maxBytes: o.cacheBytes, store, counters: metrics.cache });
   for (const d of collected.removedCached) rmSync(cache.pathOf(d), { force: true });
   const replicas =
@@ -184,7 +191,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }), replicas);
-  const indexer = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
+  const indexer: IndexerService = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
   const gcIntervalMs = o.gcIntervalMs ?? DEFAULT_GC_INTERVAL_S * 1000;
   const gc =
     gcIntervalMs > 0

@@ -77,6 +77,10 @@ test('cold delta of v1: TOCs, visible content only, each digest once, all verifi
   // carries the cached encodings, with no second registry fetch.
   const n = await fetch(`${p.url}/v1/notify?ref=${f.reg.host}/app:v1`, { method: 'POST' });
   t.is(n.status, 200);
+  // The busy gauges (the bench waits for them to read 0 before timing): nothing indexed or encoding now.
+  const idle = await metrics(p.url);
+  t.is(idle.get('starlight_proxy_indexing'), 0);
+  t.is(idle.get('starlight_proxy_background_encodes_pending'), 0);
   const warm = await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
   t.deepEqual(warm.header.items.map((i) => i.digest), sent);
   t.is(warm.header.items.find((i) => i.digest === sha256(libfoo))!.encoding, 'identity');

@@ -75,3 +75,20 @@ test('plan: starlight+prior trials carry the OTHER images of the run (never thei
   t.deepEqual(prior.map((p) => [p.image, (p.otherImages ?? []).map((i) => i.name)]), [['python-web', ['redis']], ['redis', ['python-web']]]);
   t.true(plan.filter((p) => p.mode === 'starlight').every((p) => p.otherImages === undefined));
 });
+
+test('plan: --prior-images sets what starlight+prior trains on (still never the timed image); a bad name is refused', (t) => {
+  const o = parseOptions(['--images', 'python-web,redis', '--prior-images', 'python-web,redis,postgres,node-app', '--modes', 'starlight+prior', '--scenarios', 'fresh']);
+  if (o === 'help') return t.fail();
+  t.deepEqual(o.priorImages, ['python-web', 'redis', 'postgres', 'node-app']);
+  const pool = ['python-web', 'redis', 'postgres', 'node-app'].map(image);
+  const plan = planTrials(o, pool.slice(0, 2), o.modes.map((m) => m.name), shared, pool);
+  t.deepEqual(
+    plan.filter((p) => p.rttMs === 150).map((p) => [p.image, (p.otherImages ?? []).map((i) => i.name)]),
+    [
+      ['python-web', ['redis', 'postgres', 'node-app']],
+      ['redis', ['python-web', 'postgres', 'node-app']],
+    ],
+  );
+  t.is(parseOptions([]) !== 'help' && (parseOptions([]) as { priorImages?: unknown }).priorImages, undefined);
+  t.is(t.throws(() => parseOptions(['--prior-images', 'nope']))?.['code' as keyof Error], 'SL_ERR_INVALID_ARGUMENT' as never);
+});

@@ -11,7 +11,7 @@ import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import { validateTraceUpload, type TraceUploadBody } from '../../../src/protocol/traces.js';
 import { plan } from '../../../src/proxy/planner.js';
 import { POSITION_SCALE, mergeTraces, rankFiles, rankMap, type MergeTrace } from '../../../src/proxy/priority.js';
-import { PriorityService, repositoryOf, type OrderTarget } from '../../../src/proxy/priority-service.js';
+import { PRIOR_PROMOTE_BYTES, PRIOR_PROMOTE_MAX_FILE_BYTES, PriorityService, repositoryOf, type OrderTarget } from '../../../src/proxy/priority-service.js';
 import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { tempDir } from '../../helpers/tmp.js';
 import { buildElf } from '../../helpers/elf-fixture.js';
@@ -216,10 +216,22 @@ for (const [name, mutate, field] of bad) {
   });
 }
 
-test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
+/**
+ * A priority service with a startup predictor over a tree of `bytes` (path → content; executables
+ * are the files under a bin/ directory), every content cached, plus the directories `dirs`.
+ */
+async function predictedService(t: import('ava').ExecutionContext, bytes: Record<string, Buffer>, dirs: string[]): Promise<{ svc: PriorityService; entries: TocEntry[] }> {
   const { store, dir } = service(t);
   const cache = new ContentCache({ dir: join(dir, 'cache'), maxBytes: 1 << 30, store });
   const svc = new PriorityService(store, 'reg.example:5000', new StartupService({ cache, store }));
+  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: /(^|\/)bin\//.test(p) ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
+  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
+  t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
+  for (const d of dirs) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
+  return { svc, entries };
+}
+
+test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
   const bytes: Record<string, Buffer> = {
     'bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
     'lib/ld.so': Buffer.from('loader'),
@@ -229,10 +241,7 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
     'srv/data': Buffer.from('srv/data'),
     'lib/libother.so.1': Buffer.from('another program links this'),
   };
-  const entries: TocEntry[] = Object.entries(bytes).map(([p, b]) => ({ path: p, type: 'reg', mode: p.startsWith('bin/') ? 0o755 : 0o644, uid: 0, gid: 0, size: b.length, mtime: 0, digest: 'sha256:' + createHash('sha256').update(b).digest('hex') }));
-  for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
-  for (const d of ['', 'bin', 'lib', 'etc', 'srv']) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
-  t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
+  const { svc, entries } = await predictedService(t, bytes, ['', 'bin', 'lib', 'etc', 'srv']);
   const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
   const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
 
@@ -258,4 +267,99 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
   const after = svc.order(v1);
   t.is(after.source, 'image');
   t.deepEqual(after.files.map((f) => `${f.signal}:${f.path}`), ['trace:etc/shared', 'trace:lib/libc.so.6', 'entrypoint:bin/app', 'interp:lib/ld.so', 'prior-trace:lib/base', 'prior-trace:srv/data', 'prior-trace:lib/libother.so.1']);
+});
+
+test("other images' traces refine the order of the image's own prediction but add nothing in front of any of it", async (t) => {
+  // opt/app is the program home of opt/app/bin/app (REST, small files first: a, b, c); etc/tz is not predicted.
+  const bytes: Record<string, Buffer> = {
+    'opt/app/bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
+    'lib/ld.so': Buffer.from('loader'),
+    'lib/libc.so.6': buildElf({ bits: 64 }),
+    'opt/app/share/a.dat': Buffer.alloc(10, 'a'),
+    'opt/app/share/b.dat': Buffer.alloc(20, 'b'),
+    'opt/app/share/c.dat': Buffer.alloc(30, 'c'),
+    'etc/tz': Buffer.from('zone'),
+    'lib/libother.so.1': Buffer.from('another program links this'),
+  };
+  const { svc, entries } = await predictedService(t, bytes, ['', 'opt', 'opt/app', 'opt/app/bin', 'opt/app/share', 'lib', 'etc']);
+  const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
+  const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/opt/app/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
+  await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
+  const own = svc.order(v1).files.map((f) => `${f.signal}:${f.path}`);
+  t.deepEqual(own, ['entrypoint:opt/app/bin/app', 'interp:lib/ld.so', 'needed-lib:lib/libc.so.6', 'home:opt/app/share/a.dat', 'home:opt/app/share/b.dat', 'home:opt/app/share/c.dat']);
+
+  // Another image (shared base layer) read a foreign library, etc/tz, then the LAST of our home files, then libc.
+  const c = (p: string): string => bytes[p]!.toString('latin1');
+  svc.record(
+    upload(M.other, 'reg.example:5000/other:v1', [
+      [
+        ['lib/libother.so.1', L.base, c('lib/libother.so.1')],
+        ['etc/tz', L.base, 'zone'],
+        ['opt/app/share/c.dat', L.base, c('opt/app/share/c.dat')],
+        ['lib/libc.so.6', L.base, c('lib/libc.so.6')],
+      ],
+    ]),
+    1,
+  );
+  const prior = svc.order(v1);
+  t.is(prior.source, 'predicted');
+  t.is(prior.priorTraces, 1);
+  t.deepEqual(prior.files.map((f) => `${f.signal}:${f.path}`), [
+    'entrypoint:opt/app/bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6', // core: the prior rank of libc does not move it
+    'prior-trace:opt/app/share/c.dat', // a predicted REST file the other image read: first of the rest
+    'home:opt/app/share/a.dat',
+    'home:opt/app/share/b.dat',
+    'prior-trace:etc/tz', // read by the other image only: after the whole prediction
+    'prior-trace:lib/libother.so.1', // not in opt/app/bin/app's link closure: last
+  ]);
+  t.is(prior.files.find((f) => f.path === 'opt/app/share/c.dat')!.via, 'opt/app', 'the promoted file keeps what the prediction said of it');
+  // Same set of files in front of every predicted file as without the prior: nothing diluted.
+  const lastPredicted = Math.max(...prior.files.filter((f) => f.signal !== 'prior-trace' || f.path === 'opt/app/share/c.dat').map((f) => f.rank));
+  t.deepEqual(prior.files.slice(0, lastPredicted + 1).map((f) => f.path).sort(), own.map((s) => s.split(':')[1]!).sort());
+
+  // The image's own trace still comes first; the refined prediction follows for what it did not see.
+  svc.record(upload(M.v1, 'reg.example:5000/app:v1', [[['opt/app/share/b.dat', L.base, c('opt/app/share/b.dat')]]]), 2);
+  t.deepEqual(svc.order(v1).files.map((f) => `${f.signal}:${f.path}`), [
+    'trace:opt/app/share/b.dat',
+    'entrypoint:opt/app/bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6',
+    'prior-trace:opt/app/share/c.dat',
+    'home:opt/app/share/a.dat',
+    'prior-trace:etc/tz',
+    'prior-trace:lib/libother.so.1',
+  ]);
+});
+
+test("other images' traces move up at most PRIOR_PROMOTE_BYTES of predicted files, none larger than PRIOR_PROMOTE_MAX_FILE_BYTES", async (t) => {
+  const K = PRIOR_PROMOTE_MAX_FILE_BYTES;
+  const n = PRIOR_PROMOTE_BYTES / K; // files of the largest size that fit the budget exactly
+  const bytes: Record<string, Buffer> = {
+    'opt/app/bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
+    'lib/ld.so': Buffer.from('loader'),
+    'lib/libc.so.6': buildElf({ bits: 64 }),
+    'opt/app/share/a.dat': Buffer.alloc(10, 'a'),
+    'opt/app/share/big.dat': Buffer.alloc(K + 1, 'B'),
+  };
+  const ks = Array.from({ length: n + 1 }, (_, i) => `opt/app/share/k${String(i).padStart(2, '0')}.dat`);
+  ks.forEach((p, i) => (bytes[p] = Buffer.alloc(K, String.fromCharCode(0x41 + i))));
+  const { svc, entries } = await predictedService(t, bytes, ['', 'opt', 'opt/app', 'opt/app/bin', 'opt/app/share', 'lib']);
+  const v1 = target(M.v1, 'reg.example:5000/app', [L.base, L.app1], entries);
+  const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/opt/app/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
+  await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
+  const c = (p: string): string => bytes[p]!.toString('latin1');
+  // The other image read the large file first, then every kNN, then a.dat.
+  const read = ['opt/app/share/big.dat', ...ks, 'opt/app/share/a.dat'];
+  svc.record(upload(M.other, 'reg.example:5000/other:v1', [read.map((p): [string, string, string] => [p, L.base, c(p)])]), 1);
+  t.deepEqual(svc.order(v1).files.map((f) => `${f.signal}:${f.path}`), [
+    'entrypoint:opt/app/bin/app',
+    'interp:lib/ld.so',
+    'needed-lib:lib/libc.so.6',
+    ...ks.slice(0, n).map((p) => `prior-trace:${p}`), // the budget, exactly
+    'home:opt/app/share/a.dat', // over the budget: stays where the prediction put it (small first)
+    `home:${ks[n]!}`,
+    'home:opt/app/share/big.dat', // larger than a file may be to move up
+  ]);
 });
