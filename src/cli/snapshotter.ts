@@ -17,7 +17,7 @@ import { untilSignal } from './signals.js';
 const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--proxy URL] [--containerd-address SOCK]
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
-                             [--metrics-address HOST:PORT] [--no-graduate]
+                             [--metrics-address HOST:PORT] [--no-graduate] [--view-idle SECONDS]
        starlight snapshotter --shutdown-views [--root DIR]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
@@ -35,6 +35,8 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
   --metrics-address H:P      serve Prometheus metrics on http://H:P/metrics (default off; e.g. 127.0.0.1:9108)
   --no-graduate              keep new containers of complete images on the lazy view (default: they get a
                              plain overlay lowerdir materialised under <root>/graduated)
+  --view-idle SECONDS        unmount a graduated image's lazy view once no container or mount has used it
+                             for SECONDS (default 60)
   --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
                              stop leaves views mounted so running containers survive a restart)`;
 
@@ -56,6 +58,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'trace-window': { type: 'string' },
         'trace-upload': { type: 'string' },
         'no-graduate': { type: 'boolean' },
+        'view-idle': { type: 'string' },
         'trace-group': { type: 'string' },
         'worker-id': { type: 'string' },
         'metrics-address': { type: 'string' },
@@ -83,6 +86,8 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   if (deadline !== undefined && !(Number(deadline) > 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--read-deadline must be a positive number of seconds, got ${deadline}`);
   const window = values['trace-window'];
   if (window !== undefined && !(Number(window) >= 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--trace-window must be a number of seconds ≥ 0, got ${window}`);
+  const idle = values['view-idle'];
+  if (idle !== undefined && !(Number(idle) > 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--view-idle must be a positive number of seconds, got ${idle}`);
   const upload = values['trace-upload'];
   if (upload !== undefined && upload !== 'auto' && upload !== 'manual') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--trace-upload must be auto or manual, got ${upload}`);
   const daemon = await WorkerDaemon.start({
@@ -98,6 +103,7 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     workerId: values['worker-id'],
     metricsAddress: values['metrics-address'],
     graduate: values['no-graduate'] ? false : undefined,
+    viewIdleMs: idle === undefined ? undefined : Number(idle) * 1000,
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

@@ -81,6 +81,8 @@ export interface WorkerDaemonOptions {
    * plain overlay lowerdir instead of the lazy view. Default true.
    */
   graduate?: boolean;
+  /** A graduated image's lazy view is unmounted once no mount has used it for this long, ms. Default 60 s. */
+  viewIdleMs?: number;
   /** Lazy-layer provider; requires `views`. Default: none, or the image service when `proxy` is set. */
   resolver?: RemoteLayerResolver;
   views?: ViewManager;
@@ -111,6 +113,7 @@ export interface ResolvedDaemonOptions {
   traceGroup: string | undefined;
   workerId: string | undefined;
   graduate: boolean;
+  viewIdleMs: number | undefined;
   resolver: RemoteLayerResolver | undefined;
   views: ViewManager | undefined;
   shutdownViews: boolean;
@@ -154,6 +157,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     traceGroup: o.traceGroup || undefined,
     workerId: o.workerId || undefined,
     graduate: o.graduate ?? true,
+    viewIdleMs: o.viewIdleMs,
     resolver: o.resolver,
     views: o.views,
     shutdownViews: o.shutdownViews ?? false,
@@ -263,7 +267,7 @@ export class WorkerDaemon {
       {
         name: 'snapshotter',
         start: async () => {
-          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: this.resolver, views: this.views, keepMounts: this.heldMounts, log: o.log.child({ component: 'snapshotter' }) });
+          this.snapshotter = await StarlightSnapshotter.open({ root: o.snapshotterRoot, resolver: this.resolver, views: this.views, keepMounts: this.heldMounts, viewIdleMs: o.viewIdleMs, log: o.log.child({ component: 'snapshotter' }) });
         },
         stop: async () => this.snapshotter?.close(),
       },

@@ -7,7 +7,9 @@
  *   over GNU-tar-extracted layers; hardlink groups (nlink) as in the merged TOC, like the lazy view);
  *   an active snapshot (what a container gets) is an overlay over it;
  * - the same after a daemon restart (the tree is on disk; no view is mounted for it);
- * - removing the image frees the materialised tree with the content.
+ * - removing the image frees the materialised tree with the content;
+ * - the image's lazy view is unmounted once no mount uses it (`--view-idle`); a snapshot and a
+ *   container mounted on it before graduation keep it until they are gone.
  * Needs root, FUSE, overlayfs, containerd + runc, docker-registry, tar, zstd, getfattr/setfattr.
  */
 import test, { type ExecutionContext } from 'ava';
@@ -17,6 +19,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { chainIds } from '../../src/worker/images/chain.js';
+import { parseMountInfo } from '../../src/worker/fs/mount-table.js';
 import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { diffShapes, mountOverlayReference, shapeOfDir } from '../helpers/tree-shape.js';
@@ -139,4 +142,56 @@ run('a container running on a graduated image keeps working across a daemon rest
   const r = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'glong', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, 'from layer 2\n');
+});
+
+/** FUSE mounts of the daemon's views (under its root), mount points. */
+async function viewMounts(c: Containerd): Promise<string[]> {
+  const all = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  return all.filter((m) => m.fsType.startsWith('fuse') && m.mountPoint.startsWith(c.snapshotter.root + '/')).map((m) => m.mountPoint);
+}
+
+run('a graduated image drops its lazy view once no mount uses it; a snapshot mounted on the view keeps it until unmounted', async (t) => {
+  t.timeout(180_000);
+  const { reg, c } = await lazyStack(t, undefined, ['--view-idle', '1']);
+  const built = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'sldrop', '1', built);
+  const img = { ref: `${reg.host}/sldrop:1` };
+  const top = chainIds(built.layers.map((l) => l.diffId)).pop()!;
+  await pull(t, c, img.ref);
+  // The pull warms the top view; an active snapshot made now (before graduation, ≥ 3 s after the
+  // pull) is an overlay over it, like the rootfs of a container started right after the pull.
+  const [view] = await poll('the pulled image\'s view mounted', async () => {
+    const m = await viewMounts(c);
+    return m.length === 1 ? m : undefined;
+  });
+  const pre = await mountView(t, c, 'pre-graduation', top, 'prepare');
+  t.true(pre.command.includes(`lowerdir=${view}`), `on the lazy view: ${pre.command}`);
+  await writeFile(join(pre.dir, 'etc/other'), 'mine\n');
+  // And a container started before graduation (its rootfs: an overlay over the view, in the shim's mounts).
+  await c.ctrOk(['run', '-d', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, img.ref, 'early', '/bin/sh', '-c', 'while :; do sleep 1; done']);
+  t.teardown(() => c.ctr(['tasks', 'kill', '-s', 'SIGKILL', 'early'], { timeoutMs: 10_000 }).then(() => undefined));
+  await graduated(c, img.ref);
+
+  await poll('remote-view-in-use in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"remote-view-in-use"')) ? true : undefined));
+  t.deepEqual(await viewMounts(c), [view], 'the view stays while an overlay uses it');
+  t.is(await readFile(join(pre.dir, 'etc/l2file'), 'utf8'), 'from layer 2\n', 'reads through it still work');
+
+  const r = await c.ctr(['tasks', 'exec', '--fifo-dir', c.fifoDir, '--exec-id', 'e1', 'early', 'cat', '/etc/l2file'], { timeoutMs: 20_000 });
+  t.is(r.stdout, 'from layer 2\n', `the early container reads through the view: ${r.stderr}`);
+  await c.ctrOk(['tasks', 'kill', '-s', 'SIGKILL', 'early']);
+  await poll('the early container stopped', async () => ((await c.ctr(['tasks', 'delete', 'early'])).code === 0 ? true : undefined));
+  await c.ctrOk(['containers', 'delete', 'early']);
+  t.deepEqual(await viewMounts(c), [view], 'the view stays while the overlay of pre-graduation uses it');
+  await sh(`umount ${pre.dir}`);
+  await poll('remote-view-dropped in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"remote-view-dropped"')) ? true : undefined));
+  t.deepEqual(await viewMounts(c), [], 'no FUSE mount is left once nothing uses the view');
+
+  // The same active snapshot mounted again: its upper dir over the plain tree, nothing lost.
+  const again = (await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'mounts', pre.dir, 'pre-graduation'])).trim();
+  t.true(again.includes(join(c.snapshotter.root, 'graduated')), `remounted on the graduated tree: ${again}`);
+  await sh(again);
+  t.is(await readFile(join(pre.dir, 'etc/other'), 'utf8'), 'mine\n', 'the write in the upper dir survives');
+  t.is(await readFile(join(pre.dir, 'etc/l2file'), 'utf8'), 'from layer 2\n');
+  await unmountView(c, 'pre-graduation', pre.dir);
+  t.deepEqual(await viewMounts(c), [], 'new mounts of the graduated image mount no view');
 });

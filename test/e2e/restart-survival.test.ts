@@ -108,7 +108,9 @@ run('a container hashing files keeps running across SIGKILL, SIGTERM and an upgr
   // (The loop's own opens fail from then on too: its failures are no longer counted.)
   await c.snapshotter.stop('SIGKILL');
   const t0 = Date.now();
-  const eio = await exec(c, 'eio-read', ['cat', '/fresh/down2'], 120_000);
+  // An absolute path: runc's PATH search would turn an EIO on a not-yet-cached lookup of another PATH
+  // dir (/usr/local/sbin/cat…) into "executable file not found" (seen once in 3 runs).
+  const eio = await exec(c, 'eio-read', ['/usr/bin/cat', '/fresh/down2'], 120_000);
   t.log(`read with no daemon: exit ${eio.code} after ${Date.now() - t0} ms: ${eio.stdout.trim()} ${eio.stderr.trim()}`);
   t.not(eio.code, 0);
   t.regex(eio.stdout + eio.stderr, /input\/output error/i);

@@ -19,7 +19,7 @@ import { resolve } from 'node:path';
 import { StarlightError, kindOf, type Kind } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { buildInodeTable, type InodeTable } from './inodes.js';
-import { detachMount, fuseMountsAt } from './mount-table.js';
+import { detachMount, fuseMountsAt, mountInfoOfEveryNamespace, mountsUsing } from './mount-table.js';
 import { PhaseTimer } from '../phases.js';
 import { FuseAddonLoader, NATIVE_ERROR_CAUSES, type EventKinds, type NativeSession } from './native.js';
 import type { FdHolderClient, HeldView } from './fd-holder.js';
@@ -192,6 +192,16 @@ export class FuseViewManager implements ViewManager {
       throw err instanceof StarlightError ? err : gone('statfs failed', err);
     }
     if (st.type !== FUSE_SUPER_MAGIC) throw gone('no FUSE filesystem is mounted there');
+  }
+
+  async users(mountpoint: string): Promise<string[]> {
+    const abs = resolve(mountpoint);
+    const view = this.views.get(abs);
+    if (view === undefined) return [];
+    const { namespaces, denied } = await mountInfoOfEveryNamespace();
+    // Not root: other users' processes could hold a container on this view unseen.
+    if (denied.length > 0 && process.getuid?.() !== 0) return [`unknown: the mount namespaces of ${denied.length} process(es) cannot be read (not root)`];
+    return namespaces.flatMap(({ pid, text }) => mountsUsing(abs, view.dev, text).map((m) => `${m.fsType} at ${m.mountPoint} (mount namespace of pid ${pid})`));
   }
 
   async unmount(mountpoint: string): Promise<void> {

@@ -10,7 +10,7 @@
  * answer within the timeout are detached.
  */
 import { execFile } from 'node:child_process';
-import { readFile, statfs } from 'node:fs/promises';
+import { readdir, readFile, readlink, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { StarlightError } from '../../errors.js';
@@ -28,6 +28,8 @@ export interface MountInfo {
   source: string;
   /** "major:minor" of the mounted filesystem. */
   dev: string;
+  /** Per-superblock options (overlay's `lowerdir=…` is here), unescaped; '' when absent. */
+  superOptions: string;
 }
 
 /** mountinfo escapes space, tab, newline and backslash as \ooo octal. */
@@ -45,9 +47,64 @@ export function parseMountInfo(text: string): MountInfo[] {
     const left = line.slice(0, sep).split(' ');
     const right = line.slice(sep + 3).split(' ');
     if (left.length < 5 || right.length < 2) continue;
-    out.push({ dev: left[2], mountPoint: unescape(left[4]), fsType: right[0], source: unescape(right[1]) });
+    out.push({ dev: left[2], mountPoint: unescape(left[4]), fsType: right[0], source: unescape(right[1]), superOptions: unescape(right[2] ?? '') });
   }
   return out;
+}
+
+/**
+ * The lower layers of an overlay from its super options: every `lowerdir=` / `lowerdir+=` /
+ * `datadir+=` path (overlayfs escapes `,` `:` and `\` in them with a backslash). Pure.
+ */
+export function overlayLowers(superOptions: string): string[] {
+  const out: string[] = [];
+  for (const opt of superOptions.split(/(?<!\\),/)) {
+    const m = /^(lowerdir|lowerdir\+|datadir\+)=(.*)$/.exec(opt);
+    if (m === null) continue;
+    for (const p of m[2]!.split(/(?<!\\):/)) if (p !== '') out.push(p.replace(/\\(.)/g, '$1'));
+  }
+  return out;
+}
+
+/**
+ * Mounts in mountinfo `text` that use the filesystem mounted at `dir` (its `dev`, "major:minor"; ''
+ * when unknown), other than its own mount there or a namespace's copy of it at the same path: a bind
+ * of it elsewhere (same dev), or an overlay with `dir` or a path below it among its lower layers.
+ * Pure.
+ */
+export function mountsUsing(dir: string, dev: string, text: string): MountInfo[] {
+  const below = dir.endsWith('/') ? dir : dir + '/';
+  return parseMountInfo(text).filter((m) => {
+    if (dev !== '' && m.dev === dev) return m.mountPoint !== dir;
+    return m.fsType === 'overlay' && overlayLowers(m.superOptions).some((l) => l === dir || l.startsWith(below));
+  });
+}
+
+/**
+ * The mountinfo text of every mount namespace this process may inspect (one process read per
+ * namespace, this process's first, with the pid it was read from), and the pids it may not (EACCES:
+ * another user's processes when not root; as root, only processes outside this user namespace's
+ * reach, e.g. a sandbox's own init, whose namespaces predate anything this process mounts).
+ */
+export async function mountInfoOfEveryNamespace(): Promise<{ namespaces: { pid: string; text: string }[]; denied: string[] }> {
+  const seen = new Set<string>();
+  const namespaces: { pid: string; text: string }[] = [];
+  const denied: string[] = [];
+  const pids = ['self', ...(await readdir('/proc')).filter((d) => /^[0-9]+$/.test(d))];
+  for (const pid of pids) {
+    try {
+      const ns = await readlink(`/proc/${pid}/ns/mnt`);
+      if (seen.has(ns)) continue;
+      namespaces.push({ pid, text: await readFile(`/proc/${pid}/mountinfo`, 'utf8') });
+      seen.add(ns);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ESRCH') continue; // the process exited meanwhile
+      if (code === 'EACCES' || code === 'EPERM') denied.push(pid);
+      else throw err;
+    }
+  }
+  return { namespaces, denied };
 }
 
 /** FUSE mounts at exactly `dir` (innermost last). */

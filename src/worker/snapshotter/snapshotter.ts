@@ -30,6 +30,13 @@ export type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usa
 
 /** Present when the kernel's overlayfs has the `index` feature (containerd overlay supportsIndex). */
 const OVERLAY_INDEX_PARAM = '/sys/module/overlay/parameters/index';
+/**
+ * How long the lazy view of a graduated chain stays mounted after the last mounts that named it
+ * (issue 12), ms. containerd mounts what Prepare/Mounts answered a moment later; a minute covers it.
+ */
+export const DEFAULT_VIEW_IDLE_MS = 60_000;
+/** Longest pause between two looks for idle views, ms. */
+const VIEW_IDLE_CHECK_MAX_MS = 30_000;
 
 export interface StarlightSnapshotterOptions {
   /** Directory for metadata.db and snapshots/ (created 0700). Required. */
@@ -44,6 +51,8 @@ export interface StarlightSnapshotterOptions {
   log?: Logger;
   /** Overlay options; default: detected like containerd (index=off if supported, no userxattr). */
   overlay?: Partial<OverlayOptions>;
+  /** A graduated chain's view is unmounted once unused for this long, ms (> 0). Default DEFAULT_VIEW_IDLE_MS. */
+  viewIdleMs?: number;
 }
 
 interface ResolvedOptions {
@@ -52,6 +61,7 @@ interface ResolvedOptions {
   views: ViewManager | undefined;
   log: Logger;
   overlay: OverlayOptions;
+  viewIdleMs: number;
 }
 
 /** Validation and defaults in one place. */
@@ -62,12 +72,15 @@ function resolveSnapshotterOptions(o: StarlightSnapshotterOptions): ResolvedOpti
   if (o.resolver && !o.views) {
     throw new StarlightError('SL_ERR_CONFIG', 'a remote-layer resolver needs a ViewManager (options.views) to mount its views');
   }
+  const viewIdleMs = o.viewIdleMs ?? DEFAULT_VIEW_IDLE_MS;
+  if (!(viewIdleMs > 0)) throw new StarlightError('SL_ERR_CONFIG', `viewIdleMs must be a positive number of ms, got ${o.viewIdleMs}`);
   return {
     root: o.root.replace(/\/+$/, '') || '/',
     resolver: o.resolver,
     views: o.views,
     log: o.log ?? nullLogger,
     overlay: { indexOff: o.overlay?.indexOff ?? existsSync(OVERLAY_INDEX_PARAM), userxattr: o.overlay?.userxattr ?? false },
+    viewIdleMs,
   };
 }
 
@@ -82,12 +95,23 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   private readonly started = new Set<number>();
   /** A later release() the resolver asked for (RemoteLayerResolver.release's retryAfterMs). */
   private releaseTimer: NodeJS.Timeout | undefined;
+  /** Remote snapshot id → when mounts naming its view were last answered (ensureView), ms. */
+  private readonly viewUsedAt = new Map<number, number>();
+  /** Views last found in use, with their users as logged (logged again when they change). */
+  private readonly viewsInUse = new Map<number, string>();
+  private readonly idleTimer: NodeJS.Timeout | undefined;
+  private dropping = false;
 
   private constructor(
     private readonly opts: ResolvedOptions,
     private readonly store: MetaStore,
   ) {
     this.layout = new Layout(opts.root);
+    if (opts.resolver?.materialised && opts.views?.users) {
+      const every = Math.min(VIEW_IDLE_CHECK_MAX_MS, Math.max(250, opts.viewIdleMs / 2));
+      this.idleTimer = setInterval(() => void this.dropIdleViews(), every);
+      this.idleTimer.unref();
+    }
   }
 
   /** Creates the root if needed, opens the metadata and force-unmounts leftovers of a previous run. */
@@ -206,6 +230,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
         details: { name: r.key, remoteId, mountpoint },
       });
     if (!remoteId || !resolver || !views) throw unavailable('this snapshotter has no remote-layer resolver');
+    this.viewUsedAt.set(r.id, Date.now());
     let mounting = this.views.get(r.id);
     if (!mounting) {
       mounting = (async () => {
@@ -239,7 +264,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
   warmView(key: string): void {
     if (this.closed || !this.opts.resolver) return;
     const row = this.store.get(key);
-    if (!row || row.kind !== 'committed' || remoteIdOf(row.labels) === null) return;
+    if (!row || row.kind !== 'committed' || remoteIdOf(row.labels) === null || this.materialised(row)) return;
     this.ensureView(row).catch((err: unknown) => this.opts.log.warn('remote-view-warm-failed', { key, err }));
   }
 
@@ -353,6 +378,8 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       renameSync(this.layout.dir(row.id), gone);
     });
     this.started.delete(row.id);
+    this.viewUsedAt.delete(row.id);
+    this.viewsInUse.delete(row.id);
     await rm(gone, { recursive: true, force: true }).catch((err) => this.opts.log.warn('snapshot-dir-remove-failed', { path: gone, err }));
     if (remoteIdOf(row.labels) !== null) await this.release();
   }
@@ -421,10 +448,53 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     }
   }
 
+  /**
+   * Issue 12: unmounts the lazy view of a graduated chain once nothing uses it. New mounts of such a
+   * chain name its plain tree (mountsOf), so its view only serves mounts made before it graduated: it
+   * stays while any mount in any namespace uses it (ViewManager.users: a container's rootfs overlay, a
+   * bind) and for `viewIdleMs` after the last mounts that named it (containerd mounts what
+   * Prepare/Mounts answered a moment later). A later Mounts of a chain whose view was dropped gets
+   * the plain tree; its upper dir is unchanged, only the identical lower tree under it differs.
+   */
+  private async dropIdleViews(): Promise<void> {
+    const views = this.opts.views;
+    if (this.dropping || this.closed || views?.users === undefined) return;
+    this.dropping = true;
+    try {
+      for (const [id, mounting] of [...this.views]) {
+        const usedAt = this.viewUsedAt.get(id) ?? 0;
+        if (Date.now() - usedAt < this.opts.viewIdleMs) continue;
+        const row = this.store.getById(id);
+        if (row === undefined || this.materialised(row) === undefined) continue;
+        if (!(await mounting.then(() => true, () => false))) continue;
+        const mountpoint = this.layout.fsDir(id);
+        const users = await views.users(mountpoint).catch((err: unknown) => [`unknown: ${err instanceof Error ? err.message : String(err)}`]);
+        // Something may have named the view while we looked (a remount, a restore).
+        if (this.closed || this.views.get(id) !== mounting || this.viewUsedAt.get(id) !== usedAt) continue;
+        if (users.length > 0) {
+          const seen = users.join('\n');
+          if (this.viewsInUse.get(id) !== seen) this.opts.log.info('remote-view-in-use', { name: row.key, mountpoint, users });
+          this.viewsInUse.set(id, seen);
+          continue;
+        }
+        this.views.delete(id);
+        this.viewsInUse.delete(id);
+        this.viewUsedAt.delete(id);
+        await views.unmount(mountpoint);
+        this.opts.log.info('remote-view-dropped', { name: row.key, mountpoint, reason: 'graduated and unused' });
+      }
+    } catch (err) {
+      this.opts.log.warn('remote-view-drop-failed', { err });
+    } finally {
+      this.dropping = false;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.releaseTimer);
+    clearInterval(this.idleTimer);
     const views = this.opts.views;
     for (const [id, p] of this.views) {
       await p.catch(() => undefined);
