@@ -1,4 +1,5 @@
-# Builds the FUSE addon (build/Release/starlight_fuse.node) during `npm install` / `npm ci`.
+# Builds the FUSE addon (build/Release/starlight_fuse.node), the socket-option addon
+# (build/Release/starlight_net.node) and the fd holder during `npm install` / `npm ci`.
 # node-addon-api with C++ exceptions on (NAPI_CPP_EXCEPTIONS): exceptions are thrown only on the JS
 # thread for argument errors; every libfuse callback catches everything (see native/ops.cc).
 {
@@ -26,6 +27,16 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+    },
+    {
+      # Socket options Node does not expose (native/net.cc): no libfuse, so a proxy host needs none.
+      "target_name": "starlight_net",
+      "sources": ["native/net.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     },
     {
       # The fd holder (native/holder.cc): a plain executable, no Node, no libfuse.

@@ -7,6 +7,11 @@
  * delayed by RTT/2 in its direction, after the direction's shared token bucket (bits/s, bursts of
  * `burstBytes`) lets it leave. So a request/response on an open connection costs one RTT, a first
  * one two. Backpressure is end to end (see pipe.ts): a slow reader stalls its sender, never memory.
+ * The socket that reads from the target gets a small fixed receive buffer (TARGET_RCVBUF_BYTES): the
+ * loopback hop between target and emulator is not part of the emulated link, and with autotuned
+ * buffers it held ~4 MB in front of every byte the target sent later (a queue jump's bytes, issue 11),
+ * which a real link does not (the target's own send buffer is the target's business: the proxy bounds
+ * its unsent bytes with TCP_NOTSENT_LOWAT).
  * Counters (bytes per direction, connections) can be read and reset between bench trials.
  *
  * CLI: node dist/bench/wan/emulator.js --listen 127.0.0.1:0 --target 127.0.0.1:5000 --rtt 150
@@ -19,6 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { StarlightError } from '../../src/errors.js';
 import { createLogger, nullLogger, type Logger } from '../../src/log.js';
+import { setSocketOption } from '../../src/socket-options.js';
 import { formatHostPort, parseBandwidth, parseHostPort, parseSize, type HostPort } from '../lib/units.js';
 import { DEFAULT_BURST_BYTES, LinkShaper } from './link.js';
 import { DelayedPipe } from './pipe.js';
@@ -27,6 +33,8 @@ import { DelayedPipe } from './pipe.js';
 const MIN_WINDOW_BYTES = 4 * 1024 * 1024;
 /** Default router buffer, ms: how far ahead the link may be booked before sources are paused. */
 const DEFAULT_QUEUE_MS = 25;
+/** SO_RCVBUF of the socket reading from the target (the kernel doubles it), bytes. */
+const TARGET_RCVBUF_BYTES = 64 * 1024;
 
 export interface WanEmulatorOptions {
   /** Listen address "host:port"; port 0 picks a free port. Default "127.0.0.1:0". */
@@ -129,6 +137,7 @@ export class WanEmulator {
   private readonly upLink: LinkShaper;
   private readonly downLink: LinkShaper;
   private counters = { connections: 0, bytesUp: 0, bytesDown: 0, peakQueuedBytes: 0 };
+  private rcvbufWarned = false;
   /** Bytes in all pipes' queues now. */
   private queuedTotal = 0;
   private closing: Promise<void> | null = null;
@@ -194,6 +203,12 @@ export class WanEmulator {
     const now = performance.now();
     const { rttMs, target: t } = this.o;
     const target = connect({ host: t.host, port: t.port, allowHalfOpen: true, noDelay: true });
+    target.once('connect', () => {
+      if (!setSocketOption(target, 'SO_RCVBUF', TARGET_RCVBUF_BYTES) && !this.rcvbufWarned) {
+        this.rcvbufWarned = true;
+        this.o.log.warn('wan-rcvbuf-not-set', { hint: 'build/Release/starlight_net.node missing (npm install): the loopback hop may hold megabytes in front of the link' });
+      }
+    });
     const common = { delayMs: rttMs / 2, gateUntil: now + rttMs, windowBytes: this.o.windowBytes, queueMs: this.o.queueMs };
     const conn: Conn = {
       client,

@@ -11,7 +11,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
 import type { LayerLimits } from '../layers/limits.js';
@@ -22,6 +22,7 @@ import { isLoopback } from '../oci/reference.js';
 import { ContentCache } from './content-cache.js';
 import { type HandlerContext, handleContent, handleDelta, handleNotify } from './handlers.js';
 import { sendError } from '../http-errors.js';
+import { setSocketOption } from '../socket-options.js';
 import { IndexerService } from './indexer-service.js';
 import { ProxyMetrics } from './metrics.js';
 import { MetadataStore, STORE_FILE } from './store.js';
@@ -60,6 +61,13 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
  * request legitimately waits, silent, while a large image is indexed.
  */
 const SOCKET_IDLE_TIMEOUT_MS = 10 * 60_000;
+/**
+ * TCP_NOTSENT_LOWAT of every connection, bytes: the kernel takes more of a stream only while less
+ * than this is unsent, so the rest waits in the sender's queue, where a blocked read's file can still
+ * jump ahead of it (issue 11). Without it Linux autotunes the send buffer to about two congestion
+ * windows: megabytes of already-ordered frames in front of every bump on a WAN link.
+ */
+const SEND_QUEUE_LOWAT_BYTES = 128 * 1024;
 /** Trace uploads read and stored at once; more wait (up to MAX_QUEUED_TRACE_UPLOADS, then 503). */
 export const MAX_CONCURRENT_TRACE_UPLOADS = 2;
 /** Trace uploads waiting for a slot before new ones are refused with SL_ERR_PROXY_BUSY. */
@@ -270,6 +278,12 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const limits = { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS };
   const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key, ...limits }, onRequest) : createHttpServer(limits, onRequest);
   server.maxConnections = o.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  let lowatMissing = false;
+  server.on('connection', (socket: Socket) => {
+    if (setSocketOption(socket, 'TCP_NOTSENT_LOWAT', SEND_QUEUE_LOWAT_BYTES) || lowatMissing) return;
+    lowatMissing = true;
+    logger.warn('proxy-send-lowat-not-set', { hint: 'build/Release/starlight_net.node missing (npm install): on-demand reads may wait behind megabytes of kernel send buffer' });
+  });
   // 'timeout' fires after socketIdleMs without a byte in or out; the default handler would keep it open.
   server.setTimeout(o.socketIdleMs ?? SOCKET_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {

@@ -4,17 +4,15 @@
  *
  * Not here: inode table building (inodes.ts), view policy (fuse-views.ts).
  */
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BUILD_SEARCH_START, findBuildArtifact } from '../../build-artifact.js';
 import { StarlightError } from '../../errors.js';
 import { DIRENT_RECORD_SIZE, INODE_RECORD_SIZE, XATTR_RECORD_SIZE, type InodeTableBuffers } from './inodes.js';
 
-/** File name of the addon under the package root; written by node-gyp (binding.gyp target_name). */
-const ADDON_RELATIVE_PATH = join('build', 'Release', 'starlight_fuse.node');
-/** How many directories above this module to look for the package root (src/… or dist/src/…). */
-const MAX_PARENT_LEVELS = 6;
+/** File name of the addon under build/Release; written by node-gyp (binding.gyp target_name). */
+const ADDON_FILE = 'starlight_fuse.node';
+const ADDON_RELATIVE_PATH = join('build', 'Release', ADDON_FILE);
 
 /** Event kinds the addon delivers to onEvent (values exported by the addon as EVENT_*). */
 export interface EventKinds {
@@ -200,20 +198,14 @@ export class FuseAddonLoader {
 
   /** Absolute path of the addon: the first build/Release/starlight_fuse.node above this module. */
   static locate(): string | null {
-    let dir = dirname(fileURLToPath(import.meta.url));
-    for (let i = 0; i < MAX_PARENT_LEVELS; i++) {
-      const candidate = join(dir, ADDON_RELATIVE_PATH);
-      if (existsSync(candidate)) return candidate;
-      dir = dirname(dir);
-    }
-    return null;
+    return findBuildArtifact(ADDON_FILE);
   }
 
   load(): FuseAddon {
     if (this.addon) return this.addon;
     const path = FuseAddonLoader.locate();
     if (path === null) {
-      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${dirname(fileURLToPath(import.meta.url))}`);
+      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${BUILD_SEARCH_START}`);
     }
     let addon: FuseAddon;
     try {
@@ -269,7 +261,7 @@ export class FuseAddonLoader {
   /** Path of the fd holder executable built beside the addon (build/Release/starlight-fuse-holder). */
   holderPath(): string {
     const addon = FuseAddonLoader.locate();
-    if (addon === null) throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${dirname(fileURLToPath(import.meta.url))}`);
+    if (addon === null) throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${BUILD_SEARCH_START}`);
     return join(dirname(addon), 'starlight-fuse-holder');
   }
 }

@@ -1,0 +1,26 @@
+/**
+ * Where node-gyp put the package's native builds (binding.gyp): the first `build/Release/<name>` above
+ * this module, which runs from src/ (ts-node, tests) or dist/src/ (the package).
+ *
+ * Not here: loading or checking an addon (src/worker/fs/native.ts, src/socket-options.ts).
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** How many directories above this module to look for the package root. */
+const MAX_PARENT_LEVELS = 6;
+
+/** Absolute path of `build/Release/<name>`, or null when no directory above this module has it. */
+export function findBuildArtifact(name: string): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < MAX_PARENT_LEVELS; i++) {
+    const candidate = join(dir, 'build', 'Release', name);
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+/** Where findBuildArtifact looked, for error messages. */
+export const BUILD_SEARCH_START = dirname(fileURLToPath(import.meta.url));
