@@ -45,6 +45,14 @@ function configDigestOf(header: DeltaHeader): string | undefined {
 
 type SnapshotInfo = Awaited<ReturnType<ContainerdClient['statSnapshot']>>;
 
+/** A pull's independent containerd calls in flight (askContainerd). */
+interface Asked {
+  /** Manifest and config written. */
+  blobs: Promise<void>;
+  /** Each layer's snapshot info, or undefined where containerd has none. */
+  existing: Promise<Array<SnapshotInfo | undefined>>;
+}
+
 /** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
 const LABEL_GC_CONFIG = 'containerd.io/gc.ref.content.config';
 /** gc label prefix on a config naming the snapshot of its top layer (containerd unpacker). */
@@ -274,12 +282,12 @@ export class ImageService implements RemoteLayerResolver {
     lease.catch(() => undefined); // its failure is the containerd step's (withLease awaits it)
     // containerd's blobs and snapshot Stats go out as soon as the header's image is checked, while
     // the puller checks the TOCs and merges the chain (issue 19); dropped with the lease on failure.
-    let early: { manifestDigest: string; asked: Promise<Array<SnapshotInfo | undefined>> } | undefined;
+    let early: { manifestDigest: string; asked: Asked } | undefined;
     const onImageChecked = (h: DeltaHeader): void => {
       const configDigest = configDigestOf(h);
       if (configDigest === undefined) return; // reported below
-      const asked = lease.then((id) => this.askContainerd(cd.leased(id), h, chainIds(h.diffIDs), configDigest));
-      asked.catch(() => undefined); // awaited below, or dropped with the failed pull
+      const leased = lease.then((id) => cd.leased(id));
+      const asked = this.askContainerd(leased, h, chainIds(h.diffIDs), configDigest);
       early = { manifestDigest: h.manifestDigest, asked };
     };
     let known: Known;
@@ -299,12 +307,13 @@ export class ImageService implements RemoteLayerResolver {
     }
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
-      const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(c, header, chain, configDigest);
+      const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest);
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
       this.prebuildTable(known, req.ref);
-      const existing = await asked;
-      t.lap('containerd-blobs-stat');
+      // The Prepares need the Stats only; the blobs are awaited before the image record.
+      const existing = await asked.existing;
+      t.lap('containerd-stat');
       let parent = '';
       for (const [i, id] of chain.entries()) {
         if (!existing[i]) {
@@ -321,6 +330,8 @@ export class ImageService implements RemoteLayerResolver {
       // The view the first container will need: its snapshot exists now, so it is mounted while the
       // image record is written, the pull answers and the caller starts `ctr run` (issue 19).
       this.opts.warmView?.(chain[chain.length - 1]!);
+      await asked.blobs;
+      t.lap('containerd-blobs');
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
     }, lease);
@@ -335,17 +346,22 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /**
-   * The independent containerd calls of a pull, in parallel: the two blobs and the Stat of every
-   * layer (an update finds its shared layers' snapshots and prepares only the new ones, in chain
-   * order). Resolves with each layer's snapshot info, or undefined where containerd has none.
+   * The independent containerd calls of a pull, in parallel, on `client` once it is there (leased):
+   * the two blobs and the Stat of every layer (an update finds its shared layers' snapshots and
+   * prepares only the new ones, in chain order).
    */
-  private async askContainerd(c: ContainerdClient, header: DeltaHeader, chain: string[], configDigest: string): Promise<Array<SnapshotInfo | undefined>> {
-    const [, , existing] = await Promise.all([
-      c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
-      c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
-      Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
-    ]);
-    return existing;
+  private askContainerd(client: Promise<ContainerdClient>, header: DeltaHeader, chain: string[], configDigest: string): Asked {
+    const blobs = client.then((c) =>
+      Promise.all([
+        c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
+        c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
+      ]).then(() => undefined),
+    );
+    const existing = client.then((c) => Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))));
+    // Awaited by the pull, or dropped with it when it fails (the lease goes, and gc takes what was written).
+    blobs.catch(() => undefined);
+    existing.catch(() => undefined);
+    return { blobs, existing };
   }
 
   /**
