@@ -43,14 +43,10 @@ function configDigestOf(header: DeltaHeader): string | undefined {
   }
 }
 
-type SnapshotInfo = Awaited<ReturnType<ContainerdClient['statSnapshot']>>;
-
 /** A pull's independent containerd calls in flight (askContainerd). */
 interface Asked {
   /** Manifest and config written. */
   blobs: Promise<void>;
-  /** Each layer's snapshot info, or undefined where containerd has none. */
-  existing: Promise<Array<SnapshotInfo | undefined>>;
 }
 
 /** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
@@ -311,18 +307,16 @@ export class ImageService implements RemoteLayerResolver {
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
       this.prebuildTable(known, req.ref);
-      // The Prepares need the Stats only; the blobs are awaited before the image record.
-      const existing = await asked.existing;
-      t.lap('containerd-stat');
+      // Every layer is Prepared in chain order, without a Stat first: containerd answers already-exists
+      // for a layer it has (an update's shared layers) as for one our snapshotter provides lazily; the
+      // blobs are awaited before the image record only.
       let parent = '';
-      for (const [i, id] of chain.entries()) {
-        if (!existing[i]) {
-          const key = `extract-${process.hrtime.bigint()} ${id}`;
-          const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
-          if (!remote) {
-            await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
-            throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
-          }
+      for (const id of chain) {
+        const key = `extract-${process.hrtime.bigint()} ${id}`;
+        const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
+        if (!remote) {
+          await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
+          throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
         }
         parent = id;
       }
@@ -357,11 +351,9 @@ export class ImageService implements RemoteLayerResolver {
         c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
       ]).then(() => undefined),
     );
-    const existing = client.then((c) => Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))));
     // Awaited by the pull, or dropped with it when it fails (the lease goes, and gc takes what was written).
     blobs.catch(() => undefined);
-    existing.catch(() => undefined);
-    return { blobs, existing };
+    return { blobs };
   }
 
   /**
