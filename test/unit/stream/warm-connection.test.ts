@@ -6,9 +6,10 @@
  * failed pull.
  */
 import test from 'ava';
-import { createServer, type Server, type Socket } from 'node:net';
 import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
 import { WarmConnection } from '../../../src/worker/stream/warm-connection.js';
+import { pollUntil } from '../../helpers/poll.js';
+import { rawHttpServer } from '../../helpers/raw-http-server.js';
 
 const BODY = Buffer.from('delta-bytes-0123456789');
 
@@ -17,44 +18,18 @@ const BODY = Buffer.from('delta-bytes-0123456789');
  * 'answer' answers a request with BODY, 'drop' closes the connection when the request arrives.
  */
 async function server(policy: (n: number) => 'answer' | 'drop'): Promise<{ url: string; conns: () => number; requestsOn: number[]; close: () => void }> {
-  const sockets = new Set<Socket>();
-  let n = 0;
   const requestsOn: number[] = [];
-  const srv: Server = createServer((s) => {
-    const k = ++n;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    let got = '';
-    s.on('data', (d) => {
-      got += d.toString('latin1');
-      if (!got.includes('\r\n\r\n')) return;
-      got = '';
-      requestsOn.push(k);
-      if (policy(k) === 'drop') return void s.destroy();
-      s.end(`HTTP/1.1 200 OK\r\ncontent-length: ${BODY.length}\r\nconnection: close\r\n\r\n${BODY.toString('latin1')}`);
-    });
+  const srv = await rawHttpServer((s, conn) => {
+    requestsOn.push(conn);
+    if (policy(conn) === 'drop') return void s.destroy();
+    s.end(`HTTP/1.1 200 OK\r\ncontent-length: ${BODY.length}\r\nconnection: close\r\n\r\n${BODY.toString('latin1')}`);
   });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  return {
-    url: `http://127.0.0.1:${port}`,
-    conns: () => n,
-    requestsOn,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      srv.close();
-    },
-  };
+  return { url: srv.base, conns: srv.connections, requestsOn, close: srv.close };
 }
 
-/** Polls `cond` every 5 ms until true, or fails after `ms`. */
-async function until(cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+/** Polls `cond` until true (test/helpers/poll.ts). */
+function until(cond: () => boolean): Promise<boolean> {
+  return pollUntil('the expected connections', () => cond(), { intervalMs: 5 });
 }
 
 async function readAll(body: AsyncIterable<unknown>): Promise<Buffer> {
