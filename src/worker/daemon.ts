@@ -203,7 +203,7 @@ export class WorkerDaemon {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
           for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
-          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxies.map((u) => u.href).join(','), token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, log }));
+          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxies.map((u) => u.href).join(','), token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, warmConnection: true, log }));
           const { layers, client, tracker, puller } = lazy;
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.

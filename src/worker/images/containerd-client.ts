@@ -131,6 +131,11 @@ export class ContainerdClient {
     void this.call(this.leases, 'Delete', { id, sync: false }).catch(() => undefined);
   }
 
+  /** A client whose calls are all under lease `id` (from createLease), on this client's connections. */
+  leased(id: string): ContainerdClient {
+    return new ContainerdClient(this.address, this.namespace, id, [this.content, this.images, this.leases, this.snapshots]);
+  }
+
   /**
    * Runs fn with a client whose calls are all under a lease (`lease`, from createLease, or a fresh
    * one), then deletes the lease. The lease keeps gc from collecting content and snapshots written
@@ -140,7 +145,7 @@ export class ContainerdClient {
   async withLease<T>(fn: (c: ContainerdClient) => Promise<T>, lease: Promise<string> = this.createLease()): Promise<T> {
     const id = await lease;
     try {
-      return await fn(new ContainerdClient(this.address, this.namespace, id, [this.content, this.images, this.leases, this.snapshots]));
+      return await fn(this.leased(id));
     } finally {
       this.dropLease(id);
     }

@@ -33,6 +33,22 @@ import { ContainerdClient } from './containerd-client.js';
 import type { Graduations } from './graduation.js';
 import type { ImageRecord, ImageRecords } from './records.js';
 
+/** The config digest the manifest of `header` names, if any (checked against the config by header-check.ts). */
+function configDigestOf(header: DeltaHeader): string | undefined {
+  try {
+    const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: unknown } };
+    return typeof manifest.config?.digest === 'string' ? manifest.config.digest : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A pull's independent containerd calls in flight (askContainerd). */
+interface Asked {
+  /** Manifest and config written. */
+  blobs: Promise<void>;
+}
+
 /** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
 const LABEL_GC_CONFIG = 'containerd.io/gc.ref.content.config';
 /** gc label prefix on a config naming the snapshot of its top layer (containerd unpacker). */
@@ -205,19 +221,20 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /** Header in, TOCs stored, record written; content keeps streaming. Single-flight per name. */
-  private startPull(requestRef: string, recordRef: string, platform?: string, resume = false): Promise<Known> {
+  private startPull(requestRef: string, recordRef: string, platform?: string, resume = false, onImageChecked?: (header: DeltaHeader) => void): Promise<Known> {
     const key = imageName(requestRef);
     let p = this.pulling.get(key);
     if (!p) {
-      p = this.doPull(requestRef, recordRef, platform, resume).finally(() => this.pulling.delete(key));
+      // onImageChecked: only the caller that starts the pull hears it (one joining it records later).
+      p = this.doPull(requestRef, recordRef, platform, resume, onImageChecked).finally(() => this.pulling.delete(key));
       this.pulling.set(key, p);
     }
     return p;
   }
 
-  private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean): Promise<Known> {
+  private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (header: DeltaHeader) => void): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
-    const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal });
+    const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal, ...(onImageChecked ? { onImageChecked } : {}) });
     const { header, receiver } = pulled;
     if (this.closed) {
       receiver.close();
@@ -259,9 +276,19 @@ export class ImageService implements RemoteLayerResolver {
     // The lease's round trip overlaps the proxy's answer; dropped if the pull fails.
     const lease = cd.createLease();
     lease.catch(() => undefined); // its failure is the containerd step's (withLease awaits it)
+    // containerd's blobs and snapshot Stats go out as soon as the header's image is checked, while
+    // the puller checks the TOCs and merges the chain (issue 19); dropped with the lease on failure.
+    let early: { manifestDigest: string; asked: Asked } | undefined;
+    const onImageChecked = (h: DeltaHeader): void => {
+      const configDigest = configDigestOf(h);
+      if (configDigest === undefined) return; // reported below
+      const leased = lease.then((id) => cd.leased(id));
+      const asked = this.askContainerd(leased, h, chainIds(h.diffIDs), configDigest);
+      early = { manifestDigest: h.manifestDigest, asked };
+    };
     let known: Known;
     try {
-      known = await this.startPull(req.ref, req.ref, req.platform);
+      known = await this.startPull(req.ref, req.ref, req.platform, false, onImageChecked);
     } catch (err) {
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw err;
@@ -269,36 +296,27 @@ export class ImageService implements RemoteLayerResolver {
     t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
-    const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: string; mediaType?: string; size?: number } };
-    const configDigest = manifest.config?.digest;
+    const configDigest = configDigestOf(header);
     if (!configDigest) {
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
     }
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
-      // Independent calls in parallel: the two blobs and the Stat of every layer (an update finds its
-      // shared layers' snapshots and prepares only the new ones, in chain order).
-      const asked = Promise.all([
-        c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
-        c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
-        Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id))),
-      ]);
-      asked.catch(() => undefined); // awaited below
+      const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest);
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
       this.prebuildTable(known, req.ref);
-      const [, , existing] = await asked;
-      t.lap('containerd-blobs-stat');
+      // Every layer is Prepared in chain order, without a Stat first: containerd answers already-exists
+      // for a layer it has (an update's shared layers) as for one our snapshotter provides lazily; the
+      // blobs are awaited before the image record only.
       let parent = '';
-      for (const [i, id] of chain.entries()) {
-        if (!existing[i]) {
-          const key = `extract-${process.hrtime.bigint()} ${id}`;
-          const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
-          if (!remote) {
-            await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
-            throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
-          }
+      for (const id of chain) {
+        const key = `extract-${process.hrtime.bigint()} ${id}`;
+        const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
+        if (!remote) {
+          await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
+          throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
         }
         parent = id;
       }
@@ -306,6 +324,8 @@ export class ImageService implements RemoteLayerResolver {
       // The view the first container will need: its snapshot exists now, so it is mounted while the
       // image record is written, the pull answers and the caller starts `ctr run` (issue 19).
       this.opts.warmView?.(chain[chain.length - 1]!);
+      await asked.blobs;
+      t.lap('containerd-blobs');
       await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
       t.lap('containerd-image');
     }, lease);
@@ -317,6 +337,23 @@ export class ImageService implements RemoteLayerResolver {
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
+  }
+
+  /**
+   * The independent containerd calls of a pull, in parallel, on `client` once it is there (leased):
+   * the two blobs and the Stat of every layer (an update finds its shared layers' snapshots and
+   * prepares only the new ones, in chain order).
+   */
+  private askContainerd(client: Promise<ContainerdClient>, header: DeltaHeader, chain: string[], configDigest: string): Asked {
+    const blobs = client.then((c) =>
+      Promise.all([
+        c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
+        c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
+      ]).then(() => undefined),
+    );
+    // Awaited by the pull, or dropped with it when it fails (the lease goes, and gc takes what was written).
+    blobs.catch(() => undefined);
+    return { blobs };
   }
 
   /**

@@ -23,6 +23,8 @@ export interface LazyPullOptions {
   token?: string;
   /** A read waiting longer than this for its content fails with EIO, ms. */
   readDeadlineMs: number;
+  /** Keep a connection to the proxy open ahead of the next pull (ProxyClientOptions.warm); default false. */
+  warmConnection?: boolean;
   log: Logger;
 }
 
@@ -42,7 +44,7 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   for (const d of ['content', 'layers']) await privateDir(join(o.root, d));
   const store = await new LocalContentStore(join(o.root, 'content'), { log: o.log }).open();
   const layers = await new LayerStore(join(o.root, 'layers')).open();
-  const client = new ProxyClient({ url: o.proxy, token: o.token });
+  const client = new ProxyClient({ url: o.proxy, token: o.token, warm: o.warmConnection === true });
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
   const puller = new Puller({ client, tracker, layers, log: o.log });
   return {

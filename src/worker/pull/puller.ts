@@ -39,6 +39,19 @@ interface Accepted {
   stored: Promise<void>;
 }
 
+export interface PullOptions {
+  /** Keep trying until the header comes (an image the worker already shows, after a restart). */
+  resume?: boolean;
+  signal?: AbortSignal;
+  /**
+   * Called once, as soon as the header's manifest, config and diffIDs are checked against the image
+   * asked for (checkHeaderImage), before its TOCs are checked and the chain merged: the caller may
+   * start recording the image (containerd's blobs, issue 19) while that runs. Must not throw. The
+   * pull may still fail after it (a bad TOC, a bad item): the caller undoes what it started then.
+   */
+  onImageChecked?: (header: DeltaHeader) => void;
+}
+
 export interface PullerOptions {
   client: ProxyClient;
   tracker: ContentTracker;
@@ -66,7 +79,7 @@ export class Puller {
    * at once if the proxy cannot be reached; a `resume` (an image the worker already shows, after a
    * restart) keeps trying until the header comes or `signal` aborts.
    */
-  async pull(ref: string, platform?: string, opts: { resume?: boolean; signal?: AbortSignal } = {}): Promise<PulledImage> {
+  async pull(ref: string, platform?: string, opts: PullOptions = {}): Promise<PulledImage> {
     const { client, tracker, layers } = this.opts;
     const t = new PhaseTimer();
     const have = await layers.completeLayers();
@@ -75,7 +88,7 @@ export class Puller {
     // that does not match the image stores nothing, and large files' chunk digests are known before
     // their first bytes arrive (content-tracker.ts).
     let accepted: Promise<Accepted> | undefined;
-    const accept = (h: DeltaHeader): Promise<Accepted> => (accepted ??= this.accept(h, ref));
+    const accept = (h: DeltaHeader): Promise<Accepted> => (accepted ??= this.accept(h, ref, opts.onImageChecked));
     const receiver = new DeltaReceiver({
       client,
       tracker,
@@ -140,8 +153,9 @@ export class Puller {
   }
 
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
-  private async accept(header: DeltaHeader, ref: string): Promise<Accepted> {
+  private async accept(header: DeltaHeader, ref: string, onImageChecked?: (header: DeltaHeader) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
+    onImageChecked?.(header);
     // Items are checked against the chain before any TOC of this header is stored (and reused).
     const decoded = header.layers.map((l) => decodeToc(l.toc));
     const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));

@@ -39,6 +39,11 @@ export interface StreamRequestOptions {
   idleTimeoutMs: number;
   /** The error a stalled body fails with. */
   onIdle: () => Error;
+  /**
+   * A connected, unused socket to `url`'s host to send the request on (warm-connection.ts), instead
+   * of dialling one; the request owns it from here.
+   */
+  socket?: Socket;
 }
 
 /** Largest status line + headers accepted. */
@@ -47,6 +52,17 @@ const MAX_HEAD_BYTES = 64 * 1024;
 const MAX_LINE_BYTES = 4096;
 const CR = 13;
 const LF = 10;
+
+const CLOSED_BEFORE_RESPONSE = Symbol('closedBeforeResponse');
+
+/**
+ * Whether streamGet failed because the connection ended or broke before any byte of an answer came
+ * (not a timeout, not an abort): on a connection opened ahead (warm-connection.ts), the proxy may have
+ * closed it just as the request left, and the request can be sent again on a new one.
+ */
+export function isClosedBeforeResponse(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as Record<symbol, unknown>)[CLOSED_BEFORE_RESPONSE] === true;
+}
 
 /** An error of the transport (the caller maps it to its typed error). */
 function httpError(message: string): Error {
@@ -182,8 +198,11 @@ class BodyStream extends Readable {
 export function streamGet(url: URL, opts: StreamRequestOptions): Promise<StreamResponse> {
   return new Promise<StreamResponse>((resolve, reject) => {
     const { signal } = opts;
-    if (signal?.aborted) return reject(signal.reason ?? httpError('aborted'));
-    const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) });
+    if (signal?.aborted) {
+      opts.socket?.destroy();
+      return reject(signal.reason ?? httpError('aborted'));
+    }
+    const socket = opts.socket ?? connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) });
     socket.setNoDelay(true);
     let head: Buffer[] = [];
     let headBytes = 0;
@@ -233,7 +252,7 @@ export function streamGet(url: URL, opts: StreamRequestOptions): Promise<StreamR
       ended = true;
       cleanup();
       socket.setTimeout(0);
-      socket.removeListener('data', onData);
+      socket.removeListener('data', onSocketData);
       body!.push(null);
       // The whole body is read (maybe buffered in `body`): the socket is done, also if it is paused.
       socket.destroy();
@@ -277,16 +296,24 @@ export function streamGet(url: URL, opts: StreamRequestOptions): Promise<StreamR
         fail(err as Error);
       }
     };
-    socket.on('data', onData);
+    /** A byte of the answer came (a failure before that, on a taken spare, is worth a retry). */
+    let answered = false;
+    /** The connection ended or failed before any byte of an answer: marked for isClosedBeforeResponse. */
+    const closedEarly = (err: Error): Error => (answered ? err : Object.assign(err, { [CLOSED_BEFORE_RESPONSE]: true }));
+    const onSocketData = (b: Buffer): void => {
+      answered = true;
+      onData(b);
+    };
+    socket.on('data', onSocketData);
     socket.once('end', () => {
-      if (!settled) fail(httpError('the connection closed before a response'));
+      if (!settled) fail(closedEarly(httpError('the connection closed before a response')));
       else if (framer?.endsAtClose === true) finish();
       else if (!ended) fail(httpError('the connection closed before the response ended'));
     });
-    socket.once('error', (err) => fail(err));
+    socket.once('error', (err) => fail(closedEarly(err)));
     socket.once('close', () => {
       cleanup();
-      if (!settled) fail(httpError('the connection closed before a response'));
+      if (!settled) fail(closedEarly(httpError('the connection closed before a response')));
       else if (framer?.endsAtClose === true) finish();
       else if (!ended) fail(httpError('the connection closed before the response ended'));
     });

@@ -16,10 +16,12 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { StarlightError, type Code, hasCode } from '../../errors.js';
 import { decodeErrorBody } from '../../http-errors.js';
-import { streamGet } from './http-stream.js';
+import { isClosedBeforeResponse, streamGet } from './http-stream.js';
+import { WarmConnection } from './warm-connection.js';
 import { HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, SESSION_ID_RE, ENCODINGS, type Encoding } from '../../protocol/constants.js';
 
 export interface ProxyClientOptions {
@@ -40,6 +42,11 @@ export interface ProxyClientOptions {
    * otherwise hold a stream forever; the receiver reconnects and resumes.
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * Keep one connection to the proxy open ahead of the next delta stream (warm-connection.ts; plain
+   * http only): a pull then pays no TCP handshake (issue 19). Default false (the daemon turns it on).
+   */
+  warm?: boolean;
 }
 
 export interface DeltaRequest {
@@ -102,6 +109,7 @@ export class ProxyClient {
   private readonly deltaTimeoutMs: number;
   private readonly bodyIdleTimeoutMs: number;
   private readonly agents: { http: http.Agent; https: https.Agent };
+  private readonly warmConn: WarmConnection | undefined;
 
   constructor(opts: ProxyClientOptions) {
     this.bases = parseProxyUrls(opts.url);
@@ -110,6 +118,10 @@ export class ProxyClient {
     this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
     this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
     this.agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+    if (opts.warm) {
+      this.warmConn = new WarmConnection();
+      this.warmConn.warm(this.base);
+    }
   }
 
   /** The replica requests go to now. */
@@ -187,6 +199,7 @@ export class ProxyClient {
   }
 
   close(): void {
+    this.warmConn?.close();
     this.agents.http.destroy();
     this.agents.https.destroy();
   }
@@ -242,15 +255,25 @@ export class ProxyClient {
   private async streamOnce(u: URL, signal: AbortSignal | undefined, what: string, timeoutMs: number): Promise<{ headers: Record<string, string>; body: Readable }> {
     const host = u.host;
     let res;
-    try {
-      res = await streamGet(u, {
+    const get = (socket?: Socket) =>
+      streamGet(u, {
         headers: this.token ? { authorization: `Bearer ${this.token}` } : {},
         signal,
         headersTimeoutMs: timeoutMs,
         idleTimeoutMs: this.bodyIdleTimeoutMs,
         onIdle: () =>
           new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${host}: ${what} stalled (no byte in ${this.bodyIdleTimeoutMs} ms)`, { details: { proxy: host } }),
+        ...(socket ? { socket } : {}),
       });
+    try {
+      const spare = this.warmConn?.take(u);
+      try {
+        res = await get(spare);
+      } catch (err) {
+        // The connection opened ahead was closed by the proxy as the request left: once more, on a new one.
+        if (spare === undefined || signal?.aborted || !isClosedBeforeResponse(err)) throw err;
+        res = await get();
+      }
     } catch (err) {
       if (signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `${what}: canceled`, { cause: err });
       throw new StarlightError('SL_ERR_PROXY_UNREACHABLE', `proxy ${host} unreachable for ${what}: ${(err as Error).message}`, {

@@ -6,8 +6,9 @@
  */
 import test from 'ava';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { streamGet } from '../../../src/worker/stream/http-stream.js';
+import { rawHttpServer } from '../../helpers/raw-http-server.js';
 
 /** Deterministic body bytes. */
 function bodyBytes(n: number): Buffer {
@@ -18,23 +19,8 @@ function bodyBytes(n: number): Buffer {
 
 /** A TCP server answering every connection with `answer(socket)` once the request head is in. */
 async function rawServer(answer: (s: Socket) => void): Promise<{ server: Server; url: URL; sockets: Set<Socket> }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    let got = '';
-    s.on('data', (d) => {
-      got += d.toString('latin1');
-      if (got.includes('\r\n\r\n')) {
-        got = '';
-        answer(s);
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  return { server, url: new URL(`http://127.0.0.1:${port}/v1/delta?to=x`), sockets };
+  const srv = await rawHttpServer((s) => answer(s));
+  return { server: srv.server, url: new URL(`${srv.base}/v1/delta?to=x`), sockets: srv.sockets };
 }
 
 function stop(srv: { server: Server; sockets: Set<Socket> }): void {
