@@ -98,6 +98,11 @@ export class ItemPool {
     this.size = Math.max(1, opts.threads ?? (fromEnv > 0 ? fromEnv : Math.min(MAX_THREADS, availableParallelism())));
   }
 
+  /** @internal Threads started so far (tests). */
+  get threadsStarted(): number {
+    return this.threads.length;
+  }
+
   /** Encoded bytes queued or being processed. */
   get inFlightBytes(): number {
     return this.inFlight;
@@ -134,6 +139,18 @@ export class ItemPool {
   }
 
   private readonly flushLater = (): void => this.flush();
+
+  /**
+   * Starts every thread of the pool now (idle threads do not keep the process alive). Why: a thread
+   * takes 0.2–0.5 s of wall time and ~0.08 s of CPU to boot on this VM (a fresh isolate); started on
+   * the first item, python-web's stream waited ~0.3 s for it with 8 MiB queued (docs/design-notes.md
+   * "Ingest", session 7). The receiver warms the pool when it sends its request, so the threads boot
+   * while the header is on its way.
+   */
+  warm(): void {
+    if (this.closed) return;
+    while (this.threads.length < this.size) this.spawn().worker.unref();
+  }
 
   /** Terminates the threads; queued items fail with SL_ERR_CANCELED. Idempotent. */
   async close(): Promise<void> {
