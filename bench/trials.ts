@@ -134,8 +134,8 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
   const m: TrialMetrics = { pullMs: t1 - t0, runToReadyMs: c.readyAt - c.startedAt, totalMs: c.readyAt - t0, ...counters };
   try {
     if (driver.settle) {
-      await driver.settle(target, env);
-      m.completeMs = performance.now() - t0;
+      const completeAt = await driver.settle(target, env);
+      m.completeMs = (typeof completeAt === 'number' ? completeAt : performance.now()) - t0;
       m.bytesTotal = env.counters().bytes;
     }
   } finally {

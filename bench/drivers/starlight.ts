@@ -259,17 +259,20 @@ class StarlightDriver implements ModeDriver {
     return c;
   }
 
-  async settle(version: ImageVersion, env: TrialEnv): Promise<void> {
+  async settle(version: ImageVersion, env: TrialEnv): Promise<number> {
     const digest = env.image.versions[version].digest;
     const deadline = Date.now() + env.spec.timeoutMs;
+    // When the stream was first seen complete: completeMs is the transfer's end, not graduation's.
+    let completeAt: number | undefined;
     for (;;) {
       const st = await this.w!.client.status();
       const img = st.images.find((i) => i.manifestDigest === digest);
+      if (img?.complete) completeAt ??= performance.now();
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
       if (img?.complete && img.graduated !== false) {
         const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
         if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
-        return;
+        return completeAt!;
       }
       if (img && !img.complete && !img.streaming) throw new HarnessError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);
       if (Date.now() > deadline || env.signal.aborted) throw new HarnessError('SL_ERR_BENCH_STEP', `stream of ${env.image.name} ${version} did not complete within ${env.spec.timeoutMs} ms`);

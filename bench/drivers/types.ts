@@ -108,8 +108,10 @@ export interface ModeDriver {
    * Lazy modes: resolves once the background transfer of `version` has completed (Starlight: its
    * stream is complete). trials.ts calls it after the update warm-up (so v2's `have` includes all of
    * v1) and after the ready line (bytes in total). Absent = nothing transfers after ready (or no signal).
+   * May resolve with the `performance.now()` at which the transfer was seen complete, when it waits
+   * for more than that (Starlight: graduation); trials.ts takes completeMs from it.
    */
-  settle?(version: ImageVersion, env: TrialEnv): Promise<void>;
+  settle?(version: ImageVersion, env: TrialEnv): Promise<number | void>;
   /**
    * Overhead workload (issue 12): bytes this mode keeps on disk for the images pulled so far, from
    * `du -scx --block-size=1` (hardlinks counted once). Absent = not measured for this mode.

@@ -17,7 +17,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StarlightError } from '../../errors.js';
 import type { Encoding } from '../../protocol/constants.js';
-import { digestHex, type BlobFiles, type BlobStamp } from '../cas/store.js';
+import { digestHex, type BlobFiles } from '../cas/store.js';
 
 /** An item whose encoded bytes are all here. */
 export interface WholeItem {
@@ -36,12 +36,26 @@ export interface BatchRequest {
   items: { hex: string; size: number; encoding: Encoding; offset: number; length: number; blobPath: string }[];
 }
 
-/** @internal thread → main, one per item */
-export type ItemOutcome =
-  | { ok: true; error?: undefined; stamp: BlobStamp }
+/** @internal thread → main: why one item of a batch was not stored */
+export type ItemFailure =
   | { error: 'decode' | 'io'; message: string; errno?: string }
   | { error: 'size'; actual: number }
   | { error: 'digest'; actual: string };
+
+/**
+ * @internal thread → main, one per batch. Typed arrays, not an object per item: deserialising
+ * thousands of outcome objects with BigInts was a measurable share of the main thread
+ * (docs/design-notes.md "Ingest", session 6).
+ */
+export interface BatchAnswer {
+  id: number;
+  /** The request's buffer, given back for reuse. */
+  data: ArrayBuffer;
+  /** Item i's stamp when stored: inode at [2i], ctime ns at [2i + 1]. */
+  stamps: BigUint64Array;
+  /** The items not stored (rare), by index in the batch. */
+  failed: { i: number; why: ItemFailure }[];
+}
 
 export interface ItemPoolOptions {
   /** Threads; default $STARLIGHT_ITEM_THREADS, else min(4, available cores). */
@@ -98,6 +112,11 @@ export class ItemPool {
     this.size = Math.max(1, opts.threads ?? (fromEnv > 0 ? fromEnv : Math.min(MAX_THREADS, availableParallelism())));
   }
 
+  /** @internal Threads started so far (tests). */
+  get threadsStarted(): number {
+    return this.threads.length;
+  }
+
   /** Encoded bytes queued or being processed. */
   get inFlightBytes(): number {
     return this.inFlight;
@@ -134,6 +153,18 @@ export class ItemPool {
   }
 
   private readonly flushLater = (): void => this.flush();
+
+  /**
+   * Starts every thread of the pool now (idle threads do not keep the process alive). Why: a thread
+   * takes 0.2–0.5 s of wall time and ~0.08 s of CPU to boot on this VM (a fresh isolate); started on
+   * the first item, python-web's stream waited ~0.3 s for it with 8 MiB queued (docs/design-notes.md
+   * "Ingest", session 7). The receiver warms the pool when it sends its request, so the threads boot
+   * while the header is on its way.
+   */
+  warm(): void {
+    if (this.closed) return;
+    while (this.threads.length < this.size) this.spawn().worker.unref();
+  }
 
   /** Terminates the threads; queued items fail with SL_ERR_CANCELED. Idempotent. */
   async close(): Promise<void> {
@@ -189,9 +220,9 @@ export class ItemPool {
   private spawn(): Thread {
     const worker = new Worker(new URL('./item-thread.js', import.meta.url));
     const t: Thread = { worker, queued: 0, batches: new Map() };
-    worker.on('message', (m: { id: number; out: ItemOutcome[]; data: ArrayBuffer }) => {
+    worker.on('message', (m: BatchAnswer) => {
       if (m.data.byteLength === ARENA_BYTES && this.spares.length < MAX_SPARES) this.spares.push(m.data);
-      this.answered(t, m.id, m.out);
+      this.answered(t, m);
     });
     worker.on('error', (err) => this.lost(t, err));
     worker.on('exit', (code) => this.lost(t, new Error(`item thread exited with code ${code}`)));
@@ -199,19 +230,22 @@ export class ItemPool {
     return t;
   }
 
-  private answered(t: Thread, id: number, out: ItemOutcome[]): void {
-    const batch = t.batches.get(id);
+  private answered(t: Thread, m: BatchAnswer): void {
+    const batch = t.batches.get(m.id);
     if (batch === undefined) return;
-    t.batches.delete(id);
+    t.batches.delete(m.id);
+    const failed = new Map<number, ItemFailure>();
+    for (const f of m.failed) failed.set(f.i, f.why);
+    const stamps = m.stamps;
     for (let i = 0; i < batch.length; i++) {
       const p = batch[i]!;
       t.queued -= p.encoded;
       this.release(p.encoded);
-      const o = out[i]!;
-      if (o.error === undefined) {
-        this.store.committed(p.item.digest, p.item.size, o.stamp);
+      const why = failed.size === 0 ? undefined : failed.get(i);
+      if (why === undefined) {
+        this.store.committed(p.item.digest, p.item.size, { ino: stamps[2 * i]!, ctimeNs: stamps[2 * i + 1]! });
         p.done(undefined);
-      } else p.done(itemError(p.item, o));
+      } else p.done(itemError(p.item, why));
     }
     if (t.batches.size === 0) t.worker.unref();
   }
@@ -243,7 +277,7 @@ export class ItemPool {
   }
 }
 
-function itemError(item: WholeItem, o: Exclude<ItemOutcome, { ok: true }>): StarlightError {
+function itemError(item: WholeItem, o: ItemFailure): StarlightError {
   const digest = item.digest;
   switch (o.error) {
     case 'decode':

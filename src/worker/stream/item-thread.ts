@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import type { BatchRequest, ItemOutcome } from './item-pool.js';
+import type { BatchAnswer, BatchRequest, ItemFailure } from './item-pool.js';
 
 /** zlib refuses output chunks below 64 bytes. */
 const MIN_ZLIB_CHUNK = 64;
@@ -115,7 +115,7 @@ function decode(encoding: string, data: Uint8Array, size: number): Buffer {
  * (0444 applies to later opens; this fd may write). Returns its stamp (inode, ctime: its durable-log
  * record, cas/store.ts).
  */
-function store(blobPath: string, bytes: Buffer): { ino: bigint; ctimeNs: bigint } {
+function store(blobPath: string, bytes: Buffer, stamps: BigUint64Array, i: number): void {
   let fd: number;
   try {
     fd = openSync(blobPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o444);
@@ -130,7 +130,8 @@ function store(blobPath: string, bytes: Buffer): { ino: bigint; ctimeNs: bigint 
     while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
     const st = fstatSync(fd, { bigint: true });
     closeSync(fd);
-    return { ino: st.ino, ctimeNs: st.ctimeNs };
+    stamps[2 * i] = st.ino;
+    stamps[2 * i + 1] = st.ctimeNs;
   } catch (err) {
     closeSync(fd);
     rmSync(blobPath, { force: true });
@@ -138,7 +139,8 @@ function store(blobPath: string, bytes: Buffer): { ino: bigint; ctimeNs: bigint 
   }
 }
 
-function one(req: BatchRequest, i: number): ItemOutcome {
+/** Decodes, verifies and stores item i of the batch (its stamp into `stamps`); why not, if it was not. */
+function one(req: BatchRequest, i: number, stamps: BigUint64Array): ItemFailure | undefined {
   const it = req.items[i]!;
   const data = new Uint8Array(req.data, it.offset, it.length);
   let raw: Buffer;
@@ -153,7 +155,8 @@ function one(req: BatchRequest, i: number): ItemOutcome {
   const hex = createHash('sha256').update(raw).digest('hex');
   if (hex !== it.hex) return { error: 'digest', actual: 'sha256:' + hex };
   try {
-    return { ok: true, stamp: store(it.blobPath, raw) };
+    store(it.blobPath, raw, stamps, i);
+    return undefined;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { error: 'io', message: e.message, errno: e.code };
@@ -161,8 +164,14 @@ function one(req: BatchRequest, i: number): ItemOutcome {
 }
 
 parentPort!.on('message', (req: BatchRequest) => {
-  const out: ItemOutcome[] = new Array(req.items.length);
-  for (let i = 0; i < req.items.length; i++) out[i] = one(req, i);
+  const n = req.items.length;
+  const stamps = new BigUint64Array(2 * n);
+  const failed: BatchAnswer['failed'] = [];
+  for (let i = 0; i < n; i++) {
+    const why = one(req, i, stamps);
+    if (why !== undefined) failed.push({ i, why });
+  }
   // The batch buffer goes back for reuse (no fresh, page-faulting allocation per batch).
-  parentPort!.postMessage({ id: req.id, out, data: req.data }, [req.data]);
+  const answer: BatchAnswer = { id: req.id, data: req.data, stamps, failed };
+  parentPort!.postMessage(answer, [req.data, stamps.buffer]);
 });

@@ -368,6 +368,8 @@ export class DeltaReceiver implements QueueJumper {
   /** One connection; returns whether any item completed. Throws what ended it early. */
   private async connect(from: number): Promise<boolean> {
     const { client, request } = this.opts;
+    // The item threads boot while the request and its header are under way (item-pool.ts warm()).
+    this.opts.tracker.pool().warm();
     const { body, session } = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
     this.session = session;

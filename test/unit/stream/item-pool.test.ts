@@ -86,3 +86,17 @@ test('bad items are refused with typed errors and nothing is stored', async (t) 
   const reopened = await new LocalContentStore(store.root).open();
   t.deepEqual(casEntriesSync(reopened.root), []);
 });
+
+test('warm() starts every thread before the first item, and the warm threads store items', async (t) => {
+  const store = await new LocalContentStore(tempDir(t)).open();
+  const pool = new ItemPool(store, { threads: 2 });
+  t.teardown(() => pool.close());
+  t.is(pool.threadsStarted, 0, 'threads start lazily');
+  pool.warm();
+  pool.warm(); // idempotent
+  t.is(pool.threadsStarted, 2);
+  const raw = [Buffer.alloc(20_000, 'warm '), Buffer.from('second')];
+  await Promise.all(raw.map((r) => pool.put({ digest: digestOf(r), size: r.length, encoding: 'br', chunks: [zlib.brotliCompressSync(r)] })));
+  for (const r of raw) t.true(readFileSync(store.path(digestOf(r))!).equals(r));
+  t.is(pool.threadsStarted, 2, 'no thread beyond the pool size');
+});
