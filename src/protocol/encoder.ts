@@ -8,7 +8,7 @@
  */
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, FrameType } from './constants.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType } from './constants.js';
 import { contentHead, endFrame, errorFrame, frameHead, headerPayload, itemFrame, preamble } from './frames.js';
 import type { ContentItem, DeltaEnd, DeltaHeader, WireError } from './types.js';
 
@@ -178,6 +178,31 @@ export class DeltaEncoder {
     this.partial.delete(index);
     this.sent.add(index);
     return true;
+  }
+
+  /**
+   * Sends items `first`..`end - 1` whole, in this order, from `frames`: their CONTENT frames as
+   * contentFrames() built them (one frame per item at offset 0). The same bytes as writeChunk(i, data)
+   * for each item; one write instead of two per item, and `frames` may be shared by many streams.
+   * Each item must be unsent, announced, and fit one chunk; `frames` must have exactly their length.
+   */
+  async writeFrames(first: number, end: number, frames: Buffer): Promise<void> {
+    const h = this.openHeader();
+    if (first < h.firstItem || end > h.items.length || first >= end) throw misuse(`items ${first}..${end - 1} are not in this stream`);
+    let want = 0;
+    let content = 0;
+    for (let i = first; i < end; i++) {
+      const n = h.items[i]!.encodedSize;
+      if (this.sent.has(i) || this.partial.has(i)) throw misuse(`item ${i} sent twice`);
+      if (this.unannounced.has(i)) throw misuse(`deferred item ${i} sent before writeItemEncoding`);
+      if (n > this.chunkBytes) throw misuse(`item ${i} of ${n} bytes does not fit one ${this.chunkBytes}-byte chunk`);
+      content += n;
+      want += FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES + n;
+    }
+    if (frames.length !== want) throw misuse(`frames of items ${first}..${end - 1} are ${frames.length} bytes, not ${want}`);
+    for (let i = first; i < end; i++) this.sent.add(i);
+    this.contentBytes += content;
+    await this.write(frames);
   }
 
   /**
