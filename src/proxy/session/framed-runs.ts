@@ -31,7 +31,8 @@ export const RUN_BYTES = 256 * 1024;
 export const RUN_ITEM_BYTES = 64 * 1024;
 /**
  * Default bound of the frames kept, bytes (FramedRunStore). python-web's small items are ~32 MB; the
- * frames copy bytes the memory tier holds as well, so this is what the proxy's RSS may grow by.
+ * frames copy bytes the memory tier holds as well, so this is what the proxy's RSS may grow by
+ * (server.ts: never more than a quarter of --cache-size).
  */
 export const DEFAULT_FRAMED_RUN_BYTES = 64 * 1024 * 1024;
 
