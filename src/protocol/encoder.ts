@@ -49,7 +49,9 @@ export class DeltaEncoder {
   private readonly maxBuffered: number;
   private state: State = 'new';
   private header: DeltaHeader | undefined;
-  private readonly sent = new Set<number>();
+  /** Per item of the header: 1 once sent completely (a flag array: writeFrames marks thousands per stream). */
+  private sent = new Uint8Array(0);
+  private sentCount = 0;
   /** Bytes written so far of items sent by writeChunk() and not complete yet. */
   private readonly partial = new Map<number, number>();
   /** Deferred items not announced yet (writeItemEncoding). */
@@ -85,6 +87,7 @@ export class DeltaEncoder {
   async writeHeader(h: DeltaHeader, encoded: Buffer = headerBytes(h)): Promise<void> {
     if (this.state !== 'new') throw misuse('writeHeader called twice');
     this.header = h;
+    this.sent = new Uint8Array(h.items.length);
     this.unannounced = new Set(h.deferred ?? []);
     this.state = 'open';
     await this.write(encoded, true);
@@ -99,9 +102,9 @@ export class DeltaEncoder {
     const h = this.openHeader();
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
-    if (this.sent.has(index) || this.partial.has(index)) throw misuse(`item ${index} sent twice`);
+    if (this.sent[index] === 1 || this.partial.has(index)) throw misuse(`item ${index} sent twice`);
     if (this.unannounced.has(index)) throw misuse(`deferred item ${index} sent before writeItemEncoding`);
-    this.sent.add(index);
+    this.markSent(index);
     if (source instanceof Uint8Array && source.length <= SMALL_WRITE_BYTES && source.length === item.encodedSize && source.length > 0) {
       await this.write(contentHead(index, 0, source.length));
       await this.write(Buffer.isBuffer(source) ? source : Buffer.from(source.buffer, source.byteOffset, source.length));
@@ -156,7 +159,7 @@ export class DeltaEncoder {
     const h = this.openHeader();
     const item = h.items[index];
     if (item === undefined || index < h.firstItem) throw misuse(`item ${index} is not in this stream`);
-    if (this.sent.has(index)) throw misuse(`item ${index} sent twice`);
+    if (this.sent[index] === 1) throw misuse(`item ${index} sent twice`);
     if (data.length > this.chunkBytes) throw misuse(`chunk of ${data.length} bytes exceeds ${this.chunkBytes}`);
     if (this.unannounced.has(index)) throw misuse(`deferred item ${index} sent before writeItemEncoding`);
     const offset = this.partial.get(index) ?? 0;
@@ -176,7 +179,7 @@ export class DeltaEncoder {
       return false;
     }
     this.partial.delete(index);
-    this.sent.add(index);
+    this.markSent(index);
     return true;
   }
 
@@ -193,14 +196,14 @@ export class DeltaEncoder {
     let content = 0;
     for (let i = first; i < end; i++) {
       const n = h.items[i]!.encodedSize;
-      if (this.sent.has(i) || this.partial.has(i)) throw misuse(`item ${i} sent twice`);
+      if (this.sent[i] === 1 || this.partial.has(i)) throw misuse(`item ${i} sent twice`);
       if (this.unannounced.has(i)) throw misuse(`deferred item ${i} sent before writeItemEncoding`);
       if (n > this.chunkBytes) throw misuse(`item ${i} of ${n} bytes does not fit one ${this.chunkBytes}-byte chunk`);
       content += n;
       want += FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES + n;
     }
     if (frames.length !== want) throw misuse(`frames of items ${first}..${end - 1} are ${frames.length} bytes, not ${want}`);
-    for (let i = first; i < end; i++) this.sent.add(i);
+    for (let i = first; i < end; i++) this.markSent(i);
     this.contentBytes += content;
     await this.write(frames);
   }
@@ -247,7 +250,7 @@ export class DeltaEncoder {
     this.openHeader();
     if (this.partial.size > 0) throw misuse(`END with ${this.partial.size} item(s) partly sent`);
     this.state = 'closed';
-    const end = { items: this.sent.size, contentBytes: this.contentBytes };
+    const end = { items: this.sentCount, contentBytes: this.contentBytes };
     await this.write(endFrame(end), true);
     return end;
   }
@@ -257,6 +260,11 @@ export class DeltaEncoder {
     this.openHeader();
     this.state = 'closed';
     await this.write(errorFrame(e), true);
+  }
+
+  private markSent(index: number): void {
+    this.sent[index] = 1;
+    this.sentCount++;
   }
 
   private openHeader(): DeltaHeader {
