@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
 import { TimeSlicer, yieldToLoop } from '../../event-loop.js';
 import { type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
-import type { FramedRuns } from './framed-runs.js';
+import { type FramedRuns, RUN_ITEM_BYTES } from './framed-runs.js';
 import type { HeaderFirst } from './header-first.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
@@ -89,8 +89,9 @@ export class DeltaSession {
     this.queue = new SendQueue(o.header.items.length, o.header.firstItem);
     this.chunkBytes = o.chunkBytes ?? SEND_AHEAD_BYTES;
     this.deferred = new Set(o.header.deferred ?? []);
-    // Runs frame items as the table announces them: not for a table of its own (deferred items are rewritten).
-    this.runs = o.runs?.items === o.header.items && this.deferred.size === 0 ? o.runs : undefined;
+    // Runs frame items as the table announces them, each in one frame: not for a table of its own
+    // (deferred items are rewritten), nor with frames too small to carry a run's item whole.
+    this.runs = o.runs?.items === o.header.items && this.deferred.size === 0 && this.chunkBytes >= RUN_ITEM_BYTES ? o.runs : undefined;
   }
 
   /** Items in the header's table. */

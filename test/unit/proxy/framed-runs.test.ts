@@ -3,7 +3,7 @@
  * items of a table and their frames are the bytes per-item writes produce; a run is built only from
  * items in memory. DeltaSessions that write shared runs send byte-identical streams to sessions that
  * frame each item themselves: from the start, from a resume point, with items bumped before the
- * start, and concurrently; a bump mid-stream still overtakes the planned items.
+ * start, concurrently, and with frames smaller than a run's items; a bump mid-stream still overtakes the planned items.
  */
 import test, { type ExecutionContext } from 'ava';
 import { createHash } from 'node:crypto';
@@ -48,11 +48,11 @@ async function cached(t: ExecutionContext, contents: Buffer[]): Promise<{ deps: 
 }
 
 /** The whole stream of one session (`runs` shared, or none), with `bump` applied before it starts. */
-async function stream(deps: ItemSourceDeps, header: DeltaHeader, runs: FramedRuns | undefined, bump: number[] = []): Promise<Buffer> {
+async function stream(deps: ItemSourceDeps, header: DeltaHeader, runs: FramedRuns | undefined, bump: number[] = [], chunkBytes?: number): Promise<Buffer> {
   const out = new PassThrough();
   const parts: Buffer[] = [];
   out.on('data', (b: Buffer) => parts.push(b));
-  const s = new DeltaSession({ id: 'test', header, sources: header.items.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0, runs });
+  const s = new DeltaSession({ id: 'test', header, sources: header.items.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0, runs, chunkBytes });
   if (bump.length > 0) s.bump(bump);
   const failed = await s.run(new AbortController().signal);
   if (failed !== undefined) throw failed;
@@ -134,6 +134,7 @@ test('sessions writing shared runs send the bytes of sessions framing each item:
   t.deepEqual(decode(bumped, header).order.slice(0, 4), bump);
   const together = await Promise.all([stream(deps, header, runs), stream(deps, header, runs, bump), stream(deps, header, runs)]);
   t.deepEqual(together, [plain, bumped, plain]);
+  t.deepEqual(await stream(deps, header, runs, [], 4096), await stream(deps, header, undefined, [], 4096), 'frames smaller than a run item: no runs');
 });
 
 test('a bump mid-stream overtakes planned items also when runs are shared', async (t) => {
