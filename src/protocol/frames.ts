@@ -75,6 +75,29 @@ export function contentHead(index: number, offset: number, dataLength: number): 
   return b;
 }
 
+/**
+ * CONTENT frames of items `first`, `first + 1`, … each sent whole at offset 0 (`data[k]` is item
+ * `first + k`'s encoded bytes), in one buffer: the same bytes as contentHead(i, 0, n) + data per item.
+ * Streams of one image share such buffers (proxy/session/framed-runs.ts).
+ */
+export function contentFrames(first: number, data: readonly Uint8Array[]): Buffer {
+  let total = 0;
+  for (const d of data) total += FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES + d.length;
+  const b = Buffer.allocUnsafe(total);
+  let pos = 0;
+  for (let k = 0; k < data.length; k++) {
+    const d = data[k]!;
+    b.writeUInt8(FrameType.CONTENT, pos);
+    b.writeUInt32BE(CONTENT_HEAD_BYTES + d.length, pos + 1);
+    b.writeUInt32BE(first + k, pos + 5);
+    b.writeUInt32BE(0, pos + 9);
+    b.writeUInt32BE(0, pos + 13);
+    b.set(d, pos + FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES);
+    pos += FRAME_HEAD_BYTES + CONTENT_HEAD_BYTES + d.length;
+  }
+  return b;
+}
+
 interface WireItems {
   digests: Uint8Array;
   sizes: number[];

@@ -356,13 +356,8 @@ export class ContentCache {
    */
   async open(digest: string): Promise<{ rec: ContentRecord; body: Buffer | Readable } | undefined> {
     if (this.hot !== undefined && this.lru.has(digest)) {
-      const h = this.hot.get(digest);
-      if (h !== undefined) {
-        this.counters.hits++;
-        this.lru.get(digest);
-        this.touch(digest);
-        return { rec: h.rec, body: h.data };
-      }
+      const h = this.inMemory(digest);
+      if (h !== undefined) return { rec: h.rec, body: h.data };
       const pending = this.reading.get(digest);
       if (pending !== undefined) return pending;
     }
@@ -438,6 +433,20 @@ export class ContentCache {
     raw.on('error', (err) => checked.destroy(err));
     checked.on('close', () => raw.destroy());
     return { rec, body: raw.pipe(checked) };
+  }
+
+  /**
+   * The verified encoded bytes of `digest` if the memory tier holds them (a hit, as open()); else
+   * undefined, without reading anything (synchronous: framed-runs.ts builds shared frames from them).
+   */
+  inMemory(digest: string): { rec: ContentRecord; data: Buffer } | undefined {
+    if (this.hot === undefined || !this.lru.has(digest)) return undefined;
+    const h = this.hot.get(digest);
+    if (h === undefined) return undefined;
+    this.counters.hits++;
+    this.lru.get(digest);
+    this.touch(digest);
+    return h;
   }
 
   /** Reads a cached content whole, checks it and keeps it in the memory tier; undefined on a miss. */

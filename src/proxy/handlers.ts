@@ -159,7 +159,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   await ctx.priority.refresh();
   const t1 = performance.now();
   const deferred = deferredParam(url);
-  const { header, sources, headerBytes } = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  const { header, sources, headerBytes, runs } = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
   const session = new DeltaSession({
     id: ctx.sessions.newId(),
@@ -171,6 +171,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     refetchBudget: ctx.cacheBytes / 4,
     holdEncoding: () => ctx.indexer.holdEncoding(),
     headerFirst: ctx.headerFirst,
+    runs,
   });
   ctx.sessions.add(session);
   res.writeHead(200, {

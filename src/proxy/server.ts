@@ -37,6 +37,7 @@ import { handleSessionNext } from './session-handlers.js';
 import { HeaderFirst } from './session/header-first.js';
 import { SessionRegistry } from './session/registry.js';
 import { PlanCache } from './session/plan-cache.js';
+import { DEFAULT_FRAMED_RUN_BYTES, FramedRunStore } from './session/framed-runs.js';
 import { StagingArea } from './staging.js';
 import { Semaphore } from './semaphore.js';
 import { DEFAULT_GC_INTERVAL_S, DEFAULT_GC_MIN_AGE_MS, collectGarbage, startPeriodicGc } from './gc.js';
@@ -227,7 +228,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     cacheBytes: o.cacheBytes,
     staging,
     sessions,
-    plans: new PlanCache(),
+    // Shared frames copy bytes of the memory tier: at most a quarter of --cache-size on top of it.
+    plans: new PlanCache(new FramedRunStore(Math.min(DEFAULT_FRAMED_RUN_BYTES, Math.floor(o.cacheBytes / 4)))),
     headerFirst: new HeaderFirst(),
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));

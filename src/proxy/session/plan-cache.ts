@@ -14,7 +14,8 @@
  *
  * Per request only the header's ref, `firstItem` and `deferred` list are filled in. The header object
  * and its item table are shared by concurrent streams unless deferred items are announced (the
- * encoder rewrites those entries: they get a copy).
+ * encoder rewrites those entries: they get a copy). Streams sharing the table also share the frames
+ * of its runs of small items (framed-runs.ts), kept per plan.
  *
  * Not here: the plan itself (delta-plan.ts, planner.ts), sending (session.ts).
  */
@@ -26,6 +27,7 @@ import { type DeltaHeader, headerBytes } from '../../protocol/index.js';
 import type { IndexedImage } from '../indexer-service.js';
 import type { LearnedFiles } from '../priority-service.js';
 import { type DeltaPlanDeps, type DeltaRequest, forRequest, knownHave, orderOf, planDelta } from './delta-plan.js';
+import { type FramedRuns, FramedRunStore } from './framed-runs.js';
 
 /** Plans kept ((image, group, have) triples); each holds its item table and TOC blobs. */
 const MAX_PLANS = 32;
@@ -44,6 +46,8 @@ interface CachedPlan {
   unknownHave: string[];
   /** headerBytes() of instantiated headers without deferred items, by `ref|from` (a few). */
   encoded: Map<string, Buffer>;
+  /** Shared frames of the item table's runs (made at the first stream without deferred items). */
+  runs?: FramedRuns;
 }
 
 /** Encoded headers kept per plan (refs × resume points; a rollout asks for one). */
@@ -56,6 +60,9 @@ export class PlanCache {
   /** Plans served from memory / computed (for tests and the bench). */
   hits = 0;
   misses = 0;
+
+  /** `runs`: where the frames of the plans' runs are kept (bounded; tests pass a small one). */
+  constructor(private readonly runs = new FramedRunStore()) {}
 
   /**
    * The merged tree of `img`'s chain (memoized by manifest digest: TOCs of a digest never change),
@@ -73,7 +80,7 @@ export class PlanCache {
   }
 
   /** planDelta(), reused while its inputs are unchanged (see the file header). */
-  async plan(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): Promise<{ header: DeltaHeader; sources: string[]; headerBytes?: Buffer }> {
+  async plan(d: DeltaPlanDeps, img: IndexedImage, req: DeltaRequest): Promise<{ header: DeltaHeader; sources: string[]; headerBytes?: Buffer; runs?: FramedRuns }> {
     const merged = await this.mergedOf(img);
     const order = orderOf(d, img, merged, req.group);
     const key = [img.record.manifestDigest, img.platform, req.group ?? '', [...req.have].sort().join(',')].join('|');
@@ -96,7 +103,8 @@ export class PlanCache {
       if (p.encoded.size >= MAX_ENCODED) p.encoded.clear();
       p.encoded.set(ek, bytes);
     }
-    return { header, sources: p.sources, headerBytes: bytes };
+    p.runs ??= this.runs.runsOf(p.header.items, (digest) => d.cache.inMemory(digest));
+    return { header, sources: p.sources, headerBytes: bytes, runs: p.runs };
   }
 
   private valid(d: DeltaPlanDeps, p: CachedPlan): boolean {

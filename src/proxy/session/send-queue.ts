@@ -8,6 +8,8 @@
  * - Each item is taken at most once until it is preempted (preempt() puts it back) or done (done()).
  * - bump() ignores items already done or being sent and items outside the stream; a bumped item that
  *   was preempted part-way is resumed where it stopped (the sender keeps its offset).
+ * - takeRun() takes a stretch of the planned order at once, only when shift() would give exactly
+ *   those items next.
  * - shouldPreempt() is true while a bumped item waits that was bumped after the current item started:
  *   the sender then stops the current item at its next frame boundary (the items of one bump do not
  *   preempt each other).
@@ -95,6 +97,28 @@ export class SendQueue {
     for (let k = this.resumed.length - 1; k >= 0; k--) if (consider(this.resumed[k]!)) return out;
     for (let i = this.pos; i < this.count; i++) if (consider(i)) return out;
     return out;
+  }
+
+  /**
+   * The item shift() would give next if it comes from the planned order (nothing bumped or preempted
+   * waits), else undefined.
+   */
+  nextPlanned(): number | undefined {
+    const i = this.peekNext();
+    return i !== undefined && this.urgent.length === 0 && this.resumed.length === 0 ? i : undefined;
+  }
+
+  /**
+   * Takes items `start`..`end - 1` as sent, if shift() would give exactly them next in this order
+   * (planned order, all pending, nothing bumped or preempted waiting); returns whether it did.
+   * Marks them done at once: the caller writes them in one piece (framed-runs.ts).
+   */
+  takeRun(start: number, end: number): boolean {
+    if (this.nextPlanned() !== start || end > this.count) return false;
+    for (let i = start; i < end; i++) if (this.state[i] !== PENDING) return false;
+    this.state.fill(DONE, start, end);
+    this.pos = end;
+    return true;
   }
 
   /** The active item `index` stopped part-way: it is resumed before the planned items. */

@@ -6,6 +6,8 @@
  * offset. Items are opened PREFETCH_ITEMS ahead of the one being written (hides per-file open/read
  * latency; memory stays bounded by that many small bodies or open streams, plus preempted streams).
  * With a HeaderFirst, content waits while any stream's header is still leaving the proxy (header-first.ts).
+ * With FramedRuns, a stretch of small items the queue would send next in planned order goes out as
+ * frames shared by the streams of the same plan (framed-runs.ts): the same bytes, one write.
  *
  * Not here: HTTP parsing (handlers.ts), planning (delta-plan.ts), where bytes come from (item-source.ts).
  */
@@ -13,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { StarlightError, withContext, type StarlightError as SE } from '../../errors.js';
 import { TimeSlicer, yieldToLoop } from '../../event-loop.js';
 import { type DeltaEncoder, type DeltaHeader } from '../../protocol/index.js';
+import { type FramedRuns, RUN_ITEM_BYTES } from './framed-runs.js';
 import type { HeaderFirst } from './header-first.js';
 import { type ItemBody, type ItemSourceDeps, type OpenedItem, openDeferred, openItem } from './item-source.js';
 import { SendQueue } from './send-queue.js';
@@ -57,6 +60,8 @@ export interface SessionOptions {
   holdEncoding?: () => () => void;
   /** Headers of all streams go out before content (header-first.ts). Optional. */
   headerFirst?: HeaderFirst;
+  /** Shared frames of runs of small items of `header.items` (framed-runs.ts). Optional; unused with deferred items. */
+  runs?: FramedRuns;
 }
 
 /** An item whose bytes are being read: what is left of it. */
@@ -77,12 +82,16 @@ export class DeltaSession {
   private readonly deferred: Set<number>;
   private readonly reading = new Map<number, Reading>();
   private readonly chunkBytes: number;
+  private readonly runs: FramedRuns | undefined;
 
   constructor(private readonly o: SessionOptions) {
     this.id = o.id;
     this.queue = new SendQueue(o.header.items.length, o.header.firstItem);
     this.chunkBytes = o.chunkBytes ?? SEND_AHEAD_BYTES;
     this.deferred = new Set(o.header.deferred ?? []);
+    // Runs frame items as the table announces them, each in one frame: not for a table of its own
+    // (deferred items are rewritten), nor with frames too small to carry a run's item whole.
+    this.runs = o.runs?.items === o.header.items && this.deferred.size === 0 && this.chunkBytes >= RUN_ITEM_BYTES ? o.runs : undefined;
   }
 
   /** Items in the header's table. */
@@ -123,6 +132,7 @@ export class DeltaSession {
         await slicer.maybeYield();
         if (gate?.pending === true) await gate.clear();
         if (signal.aborted) throw new StarlightError('SL_ERR_CANCELED', 'client went away');
+        if (await this.sendRun()) continue;
         const i = this.queue.shift();
         if (i === undefined) break;
         this.prefetch();
@@ -141,6 +151,25 @@ export class DeltaSession {
       release?.();
       this.close();
     }
+  }
+
+  /** Writes the next items as a shared run if the queue would send exactly them next (false: it did not). */
+  private async sendRun(): Promise<boolean> {
+    const runs = this.runs;
+    if (runs === undefined) return false;
+    const start = this.queue.nextPlanned();
+    if (start === undefined) return false;
+    const run = runs.at(start);
+    if (run === undefined || !this.queue.takeRun(start, run.end)) return false;
+    // Items opened ahead that the run sends: let go of them.
+    for (const [j, pr] of this.opened) {
+      if (j < start || j >= run.end) continue;
+      this.opened.delete(j);
+      this.openedBytes -= this.o.header.items[j]!.size;
+      letGo(pr);
+    }
+    await this.o.encoder.writeFrames(start, run.end, run.frames);
+    return true;
   }
 
   /** Writes item `i` until it is complete (true) or a bumped item waits (false). */
@@ -195,6 +224,7 @@ export class DeltaSession {
   /** Opens the next items ahead (bounded). */
   private prefetch(): void {
     for (const j of this.queue.peek(PREFETCH_ITEMS)) {
+      if (this.runs?.isBuilt(j) === true) break; // it and what follows likely go out as a run
       if (this.opened.size >= 2 * PREFETCH_ITEMS || (this.opened.size > 0 && this.openedBytes >= PREFETCH_BYTES)) break;
       if (this.opened.has(j) || this.reading.has(j)) continue;
       const pr = this.openNow(j);
@@ -242,9 +272,14 @@ export class DeltaSession {
   private close(): void {
     for (const r of this.reading.values()) r.close();
     this.reading.clear();
-    for (const pr of this.opened.values()) pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
+    for (const pr of this.opened.values()) letGo(pr);
     this.opened.clear();
   }
+}
+
+/** Closes an item opened ahead once it is open (its stream, if any). */
+function letGo(pr: Promise<OpenedItem>): void {
+  pr.then((o) => !Buffer.isBuffer(o.body) && o.body.destroy(), () => undefined);
 }
 
 function reading(body: ItemBody): Reading {

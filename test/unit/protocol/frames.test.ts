@@ -2,7 +2,7 @@ import test from 'ava';
 import { PassThrough } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, type DeltaHeader } from '../../../src/protocol/index.js';
-import { errorFrame, frameHead, headerFrame, preamble } from '../../../src/protocol/frames.js';
+import { contentFrames, errorFrame, frameHead, headerFrame, preamble } from '../../../src/protocol/frames.js';
 import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
 
 function digest(b: Buffer): string {
@@ -139,6 +139,42 @@ test('encoder refuses items whose bytes disagree with the header', async (t) => 
   t.is((e as { code?: string }).code, 'SL_ERR_INTERNAL');
   const e2 = await t.throwsAsync(enc.writeItem(7, (async function* () {})()));
   t.is((e2 as { code?: string }).code, 'SL_ERR_INTERNAL');
+});
+
+test('writeFrames: contentFrames of whole items are the bytes of writeChunk per item; misuse is refused', async (t) => {
+  const items = [Buffer.from('alpha'), Buffer.alloc(0), Buffer.alloc(900, 9), Buffer.from('omega'), Buffer.alloc(2000, 4)];
+  const h = makeHeader(items);
+  const encodeWith = async (shared: boolean): Promise<Buffer> => {
+    const out = new PassThrough();
+    const parts: Buffer[] = [];
+    out.on('data', (b: Buffer) => parts.push(b));
+    const enc = new DeltaEncoder(out, { chunkBytes: 1000 });
+    await enc.writeHeader(h);
+    if (shared) await enc.writeFrames(0, 4, contentFrames(0, items.slice(0, 4)));
+    else for (let i = 0; i < 4; i++) await enc.writeChunk(i, items[i]!);
+    await enc.writeItem(4, items[4]!);
+    const end = await enc.writeEnd();
+    t.deepEqual(end, { items: 5, contentBytes: items.reduce((s, b) => s + b.length, 0) });
+    out.end();
+    await new Promise((r) => out.on('end', r));
+    return Buffer.concat(parts);
+  };
+  const shared = await encodeWith(true);
+  t.deepEqual(shared, await encodeWith(false), 'byte-identical stream');
+  const { items: got } = await decodeAll(shared);
+  items.forEach((c, i) => t.deepEqual(got.get(i) ?? Buffer.alloc(0), c, `item ${i}`));
+
+  const out = new PassThrough();
+  out.resume();
+  const enc = new DeltaEncoder(out, { chunkBytes: 1000 });
+  await enc.writeHeader(makeHeader(items, 1));
+  const code = async (p: Promise<unknown>): Promise<string | undefined> => ((await t.throwsAsync(p)) as { code?: string }).code;
+  t.is(await code(enc.writeFrames(1, 3, contentFrames(1, [items[1]!]))), 'SL_ERR_INTERNAL', 'frames shorter than the items');
+  t.is(await code(enc.writeFrames(0, 2, contentFrames(0, items.slice(0, 2)))), 'SL_ERR_INTERNAL', 'before firstItem');
+  t.is(await code(enc.writeFrames(4, 5, contentFrames(4, [items[4]!]))), 'SL_ERR_INTERNAL', 'an item larger than a chunk');
+  await enc.writeFrames(1, 3, contentFrames(1, items.slice(1, 3)));
+  t.is(await code(enc.writeFrames(2, 3, contentFrames(2, [items[2]!]))), 'SL_ERR_INTERNAL', 'sent twice');
+  t.is(await code(enc.writeChunk(1, Buffer.alloc(0))), 'SL_ERR_INTERNAL', 'sent twice, per item');
 });
 
 test('encoder waits for drain (bounded buffering)', async (t) => {

@@ -66,3 +66,28 @@ test('random bumps and preemptions never lose or repeat an item', (t) => {
     t.is(q.remaining, 0);
   }
 });
+
+test('takeRun takes a stretch only when shift() would give exactly it next, in planned order', (t) => {
+  const q = new SendQueue(10, 1);
+  t.is(q.nextPlanned(), 1);
+  t.false(q.takeRun(2, 4), 'not the next item');
+  t.true(q.takeRun(1, 4));
+  t.true(q.isDone(1) && q.isDone(3));
+  t.is(q.nextPlanned(), 4);
+  q.bump([8]);
+  t.is(q.nextPlanned(), undefined, 'a bumped item waits');
+  t.false(q.takeRun(4, 6));
+  t.is(q.shift(), 8);
+  q.done(8);
+  t.is(q.nextPlanned(), 4);
+  t.false(q.takeRun(4, 10), 'a done item inside');
+  t.true(q.takeRun(4, 8));
+  const a = q.shift()!;
+  t.is(a, 9);
+  q.bump([8, 9]);
+  q.preempt(a);
+  t.is(q.nextPlanned(), undefined, 'a preempted item waits');
+  t.false(q.takeRun(9, 10));
+  t.deepEqual(drain(q), [9]);
+  t.is(q.nextPlanned(), undefined);
+});
