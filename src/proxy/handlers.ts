@@ -9,12 +9,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { StarlightError } from '../errors.js';
+import { StarlightError, withContext } from '../errors.js';
 import type { MergedTree } from '../layers/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { isDigest } from '../oci/digest.js';
-import { type Reference, parseReference } from '../oci/reference.js';
+import { type Reference, formatReference, parseReference } from '../oci/reference.js';
 import { DELTA_MEDIA_TYPE, DeltaEncoder, HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, TRACE_GROUP_RE } from '../protocol/index.js';
 import type { ContentCache } from './content-cache.js';
 import type { IndexedImage, IndexerService } from './indexer-service.js';
@@ -27,6 +27,7 @@ import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
+import { sendEarly, withoutDelivered } from './session/early-sender.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
 const MAX_HAVE = 1024;
@@ -123,6 +124,13 @@ function deferredParam(url: URL): boolean {
   throw badParam('deferred', 'must be 0 or 1', raw);
 }
 
+function earlyParam(url: URL): boolean {
+  const raw = url.searchParams.get('early');
+  if (raw === null || raw === '' || raw === '0') return false;
+  if (raw === '1') return true;
+  throw badParam('early', 'must be 0 or 1', raw);
+}
+
 /**
  * The image's startup prediction (startup-service.ts), computed once per image right after indexing so
  * that its first delta is already planned with it: from the staged raw contents on first contact (a
@@ -151,18 +159,58 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   const from = fromParam(url);
   const group = groupParam(url);
 
+  const early = earlyParam(url) && from === 0;
+
   const signal = clientGone(req, res);
   const t0 = performance.now();
-  const img = await ctx.indexer.image(ref, platform, signal);
-  // One merge (memoized per image) serves the prediction (first request only) and the plan.
-  await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
-  await ctx.priority.refresh();
-  const t1 = performance.now();
-  const deferred = deferredParam(url);
-  const { header, sources, headerBytes } = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  const indexed = ctx.indexer.image(ref, platform, signal);
+  const sessionId = ctx.sessions.newId();
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
+  const writeHead = (manifestDigest: string): void => {
+    if (res.headersSent) return;
+    res.writeHead(200, {
+      'content-type': DELTA_MEDIA_TYPE,
+      'docker-content-digest': manifestDigest,
+      'cache-control': 'no-store',
+      [HTTP_HEADER_SESSION]: sessionId,
+    });
+  };
+  // First contact with early=1: contents go out as EARLY frames while the image is indexed and planned
+  // (docs/protocol.md "Early items"); the header then leaves them out.
+  const feed = early ? ctx.indexer.earlyFeed(ref, platform) : undefined;
+  const delivered = new Set<string>();
+  const stopEarly = new AbortController();
+  const earlyRun = feed === undefined ? undefined : sendEarly(feed, enc, delivered, stopEarly.signal, () => writeHead(feed.manifestDigest!), ctx.headerFirst);
+  let img: IndexedImage;
+  let planned: Awaited<ReturnType<PlanCache['plan']>>;
+  let t1: number;
+  try {
+    img = await indexed;
+    // One merge (memoized per image) serves the prediction (first request only) and the plan.
+    await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
+    await ctx.priority.refresh();
+    t1 = performance.now();
+    const deferred = deferredParam(url);
+    planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  } catch (err) {
+    stopEarly.abort();
+    await earlyRun;
+    if (!enc.started) throw err;
+    // The response is under way (EARLY frames): the failure goes out as an ERROR frame naming image and layer.
+    const e = withContext(err, `delta of ${formatReference(ref)}`, { image: formatReference(ref) });
+    ctx.metrics.deltasFailed++;
+    ctx.logger.warn('delta-failed', { image: formatReference(ref), error: e, earlyItems: delivered.size });
+    await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
+    res.end();
+    return;
+  }
+  stopEarly.abort();
+  await earlyRun;
+  ctx.metrics.earlyItemsSent += delivered.size;
+  const { header, sources } = withoutDelivered(planned.header, planned.sources, delivered);
+  const headerBytes = delivered.size > 0 ? undefined : planned.headerBytes;
   const session = new DeltaSession({
-    id: ctx.sessions.newId(),
+    id: sessionId,
     header,
     headerBytes,
     sources,
@@ -173,13 +221,8 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     headerFirst: ctx.headerFirst,
   });
   ctx.sessions.add(session);
-  res.writeHead(200, {
-    'content-type': DELTA_MEDIA_TYPE,
-    'docker-content-digest': img.record.manifestDigest,
-    'cache-control': 'no-store',
-    [HTTP_HEADER_SESSION]: session.id,
-  });
-  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
+  writeHead(img.record.manifestDigest);
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
   try {
     const running = session.run(signal);
     planning();
