@@ -362,14 +362,17 @@ export class IndexerService {
   private earlySink(diffID: string, entry: TocEntry, stage: FileSink): FileSink | undefined {
     const feeds = this.feedsByLayer.get(diffID);
     if (feeds === undefined || ![...feeds].some((f) => f.wants(entry.path, entry.size) !== undefined)) return undefined;
+    // Pieces are kept referenced (valid so: layers/tar.ts) and copied once, at the end, into a buffer of
+    // the file's size (not retaining the larger inflate chunks they are views of).
     const pieces: Buffer[] = [];
     return {
       write: (piece) => {
-        pieces.push(Buffer.from(piece)); // a copy: the stage's write queue and the tar reader own `piece`
+        pieces.push(piece);
         return stage.write(piece);
       },
       end: (e) => {
-        const raw = Buffer.concat(pieces);
+        const raw = Buffer.concat(pieces, e.size);
+        pieces.length = 0;
         for (const f of this.feedsByLayer.get(diffID) ?? []) f.offer(e.digest!, e.path, raw);
       },
     };
