@@ -8,7 +8,7 @@
  * image): layer passes offer() each staged file that earlyRank() ranks (bytes copied as they pass),
  * and every delta waiting on the image takes them with next(), best rank first, each digest once per
  * stream. Before the merged tree exists no startup prediction does, so the rank is a cheap per-path
- * guess from the image config (earlyRank). Bounds: contents ≤ EARLY_MAX_ITEM_BYTES (one EARLY frame),
+ * guess from the image config and the scripts it runs (EarlyRank). Bounds: contents ≤ EARLY_MAX_ITEM_BYTES (one EARLY frame),
  * at most EARLY_FEED_BYTES raw per feed (a better-ranked content evicts the worst one). Each content
  * is encoded once per feed (brotli q1, off the main thread), shared by the streams.
  *
@@ -39,49 +39,81 @@ export interface EarlyCandidate {
   encoded(): Promise<{ encoding: Encoding; data: Buffer }>;
 }
 
-const SHELLS = new Set(['sh', 'bash', 'dash', 'ash', 'env', 'tini', 'dumb-init', 'exec']);
+/** Scripts up to this size (bytes) among the first-tier files are read for the commands they run. */
+const SCRIPT_MAX_BYTES = 64 * 1024;
+/** System library directories whose shared libraries are worth sending early (not their subdirectories). */
+const LIB_DIR = /^(usr\/(local\/)?)?lib(64|32)?(\/[a-z0-9_]+-linux-[a-z0-9_]+)?$/;
+const BIN_DIR = /(^|\/)s?bin$/;
+const SHARED_LIB = /\.so(\.[0-9]+)*$/;
 
 /**
  * Rank of a file for early sending (lower first), or undefined for files not worth it. Tiers, each
  * ordered by size within (a tier's small files first):
- * 0 the dynamic loader, libc, ld.so.cache, and the commands the config's Entrypoint/Cmd name (in a bin
- *   dir, or as a path) — every start needs them;
- * 1 shared libraries named after such a command (libpython3.11.so for python3), files of WorkingDir;
+ * 0 the dynamic loader, libc, ld.so.cache, the commands the config's Entrypoint/Cmd name (in a bin
+ *   dir, or as a path), and the commands and paths named by such a command when it is a script
+ *   (learnScript: /app/start.sh runs bash, /app/run, cat…) — every start needs them;
+ * 1 shared libraries named after such a command (libpython3.11.so for python3), files of WorkingDir
+ *   and of the entrypoint's own directory (the application);
  * 2 an interpreter's top-level compiled modules (`lib/python3.X/__pycache__/*.pyc`, one package deep);
- * 3 other shared libraries of the system lib dirs up to 1 MiB.
+ * 3 other shared libraries directly in the system lib dirs (not gconv/, perl/…) up to 1 MiB.
  */
-export function earlyRanker(config: ImageConfig): (path: string, size: number) => number | undefined {
-  const c = config.config ?? {};
-  const words = [...(c.Entrypoint ?? []), ...(c.Cmd ?? [])].flatMap((w) => w.split(/\s+/)).filter((w) => w !== '' && !w.startsWith('-') && !w.includes('='));
-  const names = new Set<string>();
-  const paths = new Set<string>();
-  for (const w of words) {
-    const base = w.slice(w.lastIndexOf('/') + 1);
-    if (base === '' || SHELLS.has(base)) continue;
-    names.add(base);
-    if (w.startsWith('/')) paths.add(w.slice(1));
+export class EarlyRank {
+  private readonly names = new Set<string>();
+  private readonly paths = new Set<string>();
+  private readonly homes: string[] = [];
+
+  constructor(config: ImageConfig) {
+    const c = config.config ?? {};
+    this.learnWords([...(c.Entrypoint ?? []), ...(c.Cmd ?? [])].join(' '));
+    const first = (c.Entrypoint ?? c.Cmd ?? [])[0];
+    const workdir = (c.WorkingDir ?? '').replace(/^\/+|\/+$/g, '');
+    if (workdir !== '') this.homes.push(`${workdir}/`);
+    if (first?.startsWith('/') === true && first.lastIndexOf('/') > 0) this.homes.push(first.slice(1, first.lastIndexOf('/') + 1));
   }
-  // libpython3.11.so.1.0 for python3 / python3.11: the command's name without version digits.
-  const libStems = [...names].map((n) => n.replace(/[0-9.]+$/, '')).filter((n) => n.length >= 3);
-  const workdir = (c.WorkingDir ?? '').replace(/^\/+|\/+$/g, '');
-  const tier = (t: number, size: number): number => t * 2 ** 32 + size;
-  return (path, size) => {
+
+  rank(path: string, size: number): number | undefined {
     if (size > EARLY_MAX_ITEM_BYTES) return undefined;
     const slash = path.lastIndexOf('/');
     const base = path.slice(slash + 1);
     const dir = slash < 0 ? '' : path.slice(0, slash);
-    if (base.startsWith('ld-linux') || base.startsWith('ld-musl') || base === 'libc.so.6' || path === 'etc/ld.so.cache') return tier(0, size);
-    if (paths.has(path) || (names.has(base) && /(^|\/)s?bin$/.test(dir))) return tier(0, size);
-    const isLib = /\.so(\.[0-9]+)*$/.test(base) && /(^|\/)lib(64)?(\/|$)/.test(dir);
-    if (isLib && libStems.some((s) => base.startsWith(`lib${s}`))) return tier(1, size);
-    if (workdir !== '' && path.startsWith(`${workdir}/`) && size <= 1024 * 1024) return tier(1, size);
+    if (this.firstTier(path, base, dir)) return tier(0, size);
+    const isLib = SHARED_LIB.test(base) && LIB_DIR.test(dir);
+    if (isLib && [...this.names].some((n) => n.replace(/[0-9.]+$/, '').length >= 3 && base.startsWith(`lib${n.replace(/[0-9.]+$/, '')}`))) return tier(1, size);
+    if (size <= 1024 * 1024 && this.homes.some((h) => path.startsWith(h))) return tier(1, size);
     const py = /(^|\/)lib\/python3\.[0-9]+\/(.*)$/.exec(dir);
     if (py !== null && base.endsWith('.pyc') && !py[2]!.includes('site-packages') && py[2]!.split('/').length <= 2 && py[2]!.endsWith('__pycache__')) {
       return tier(2, size);
     }
     if (isLib && size <= 1024 * 1024) return tier(3, size);
     return undefined;
-  };
+  }
+
+  /** A first-tier file's bytes: when it is a script (`#!`), the commands and paths it names join the first tier. */
+  learnScript(path: string, raw: Buffer): void {
+    if (raw.length > SCRIPT_MAX_BYTES || raw[0] !== 0x23 || raw[1] !== 0x21) return;
+    const slash = path.lastIndexOf('/');
+    if (!this.firstTier(path, path.slice(slash + 1), slash < 0 ? '' : path.slice(0, slash))) return;
+    this.learnWords(raw.toString('latin1'));
+  }
+
+  private firstTier(path: string, base: string, dir: string): boolean {
+    if (base.startsWith('ld-linux') || base.startsWith('ld-musl') || base === 'libc.so.6' || path === 'etc/ld.so.cache') return true;
+    return this.paths.has(path) || (BIN_DIR.test(dir) && this.names.has(base));
+  }
+
+  private learnWords(text: string): void {
+    for (const w of text.match(/[A-Za-z0-9_./+-]+/g) ?? []) {
+      if (w.startsWith('-')) continue;
+      const base = w.slice(w.lastIndexOf('/') + 1);
+      if (base === '' || base.length > 255) continue;
+      this.names.add(base);
+      if (w.startsWith('/')) this.paths.add(w.slice(1));
+    }
+  }
+}
+
+function tier(t: number, size: number): number {
+  return t * 2 ** 32 + size;
 }
 
 interface Held extends EarlyCandidate {
@@ -90,7 +122,7 @@ interface Held extends EarlyCandidate {
 }
 
 export class EarlyFeed {
-  private rank: ((path: string, size: number) => number | undefined) | undefined;
+  private rank: EarlyRank | undefined;
   private readonly held = new Map<string, Held>();
   private heldBytes = 0;
   private closed = false;
@@ -102,19 +134,20 @@ export class EarlyFeed {
 
   /** The image's config is known (resolved): files can be ranked from now on. */
   configure(config: ImageConfig, manifestDigest: string): void {
-    this.rank = earlyRanker(config);
+    this.rank = new EarlyRank(config);
     this.manifestDigest = manifestDigest;
   }
 
   /** Rank of a file of this image, or undefined when it is not sent early (or the config is unknown). */
   wants(path: string, size: number): number | undefined {
-    return this.closed ? undefined : this.rank?.(path, size);
+    return this.closed ? undefined : this.rank?.rank(path, size);
   }
 
   /** A staged content's raw bytes: held (within the byte bound) for the streams waiting. */
   offer(digest: string, path: string, raw: Buffer): void {
     const rank = this.wants(path, raw.length);
     if (rank === undefined || this.held.has(digest)) return;
+    this.rank!.learnScript(path, raw);
     while (this.heldBytes + raw.length > this.maxBytes) {
       let worst: Held | undefined;
       for (const h of this.held.values()) if (worst === undefined || h.rank > worst.rank) worst = h;

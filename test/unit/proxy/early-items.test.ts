@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { brotliDecompressSync } from 'node:zlib';
-import { EarlyFeed, earlyRanker } from '../../../src/proxy/session/early-items.js';
+import { EarlyFeed, EarlyRank } from '../../../src/proxy/session/early-items.js';
 import { withoutDelivered } from '../../../src/proxy/session/early-sender.js';
 import type { DeltaHeader } from '../../../src/protocol/index.js';
 import type { ImageConfig } from '../../../src/oci/types.js';
@@ -17,7 +17,8 @@ const config: ImageConfig = {
 };
 
 test('rank: loader, libc and the entrypoint first; its library and the workdir; top-level compiled modules; other libraries; the rest not at all', (t) => {
-  const rank = earlyRanker(config);
+  const er = new EarlyRank(config);
+  const rank = (p: string, size: number): number | undefined => er.rank(p, size);
   const tierOf = (p: string, size = 1000): number | undefined => {
     const r = rank(p, size);
     return r === undefined ? undefined : Math.floor(r / 2 ** 32);
@@ -31,10 +32,32 @@ test('rank: loader, libc and the entrypoint first; its library and the workdir; 
   t.is(tierOf('usr/local/lib/python3.11/encodings/__pycache__/utf_8.cpython-311.pyc'), 2);
   t.is(tierOf('usr/local/lib/python3.11/site-packages/x/__pycache__/y.cpython-311.pyc'), undefined);
   t.is(tierOf('usr/lib/x86_64-linux-gnu/libz.so.1.2.13'), 3);
+  t.is(tierOf('usr/lib/x86_64-linux-gnu/gconv/BIG5.so'), undefined, 'not in subdirectories of the lib dirs');
   t.is(tierOf('usr/lib/x86_64-linux-gnu/libbig.so.1', 2 * 1024 * 1024), undefined);
   t.is(tierOf('usr/share/doc/readme.txt'), undefined);
   t.is(tierOf('usr/lib/x86_64-linux-gnu/libc.so.6', 64 * 1024 * 1024), undefined, 'larger than one EARLY frame');
   t.true(rank('usr/lib/x86_64-linux-gnu/libc.so.6', 10)! < rank('usr/lib/x86_64-linux-gnu/libc.so.6', 20)!, 'small first within a tier');
+});
+
+test('rank: a first-tier script names more first-tier commands and paths; the directory of the entrypoint is tier 1', (t) => {
+  const er = new EarlyRank({ ...config, config: { Entrypoint: ['/srv/start.sh'], WorkingDir: '/' } });
+  const tierOf = (p: string): number | undefined => {
+    const r = er.rank(p, 100);
+    return r === undefined ? undefined : Math.floor(r / 2 ** 32);
+  };
+  t.is(tierOf('srv/start.sh'), 0);
+  t.is(tierOf('srv/server.py'), 1);
+  t.is(tierOf('usr/bin/bash'), undefined);
+  t.is(tierOf('srv/run'), 1);
+  er.learnScript('usr/share/not-first.sh', Buffer.from('#!/bin/sh\nexec /usr/bin/evil\n'));
+  t.is(tierOf('usr/bin/evil'), undefined, 'only first-tier scripts teach');
+  er.learnScript('srv/start.sh', Buffer.from('#!/bin/bash\nport=$(cat /srv/port)\n/srv/run &\n'));
+  t.is(tierOf('usr/bin/bash'), 0);
+  t.is(tierOf('bin/cat'), 0);
+  t.is(tierOf('srv/run'), 0);
+  er.learnScript('srv/run', Buffer.from('#!/bin/sh\nexec python3 /srv/server.py\n'));
+  t.is(tierOf('usr/bin/python3'), 0);
+  t.is(tierOf('srv/server.py'), 0);
 });
 
 test('feed: best rank first, each digest once per stream, bounded bytes (worse evicted), drained after close', async (t) => {
