@@ -117,18 +117,12 @@ function fromParam(url: URL): number {
 }
 
 /** `deferred=1`: the worker reads ITEM frames (docs/protocol.md); absent/0: it does not. */
-function deferredParam(url: URL): boolean {
-  const raw = url.searchParams.get('deferred');
+/** A 0/1 query flag (`deferred`, `early`): absent, empty or 0 → false, 1 → true, else 400. */
+function flagParam(url: URL, name: string): boolean {
+  const raw = url.searchParams.get(name);
   if (raw === null || raw === '' || raw === '0') return false;
   if (raw === '1') return true;
-  throw badParam('deferred', 'must be 0 or 1', raw);
-}
-
-function earlyParam(url: URL): boolean {
-  const raw = url.searchParams.get('early');
-  if (raw === null || raw === '' || raw === '0') return false;
-  if (raw === '1') return true;
-  throw badParam('early', 'must be 0 or 1', raw);
+  throw badParam(name, 'must be 0 or 1', raw);
 }
 
 /**
@@ -159,7 +153,8 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   const from = fromParam(url);
   const group = groupParam(url);
 
-  const early = earlyParam(url) && from === 0;
+  const deferred = flagParam(url, 'deferred');
+  const early = flagParam(url, 'early') && from === 0;
 
   const signal = clientGone(req, res);
   const t0 = performance.now();
@@ -190,7 +185,6 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
     await ctx.priority.refresh();
     t1 = performance.now();
-    const deferred = deferredParam(url);
     planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
   } catch (err) {
     stopEarly.abort();
