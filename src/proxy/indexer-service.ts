@@ -31,7 +31,7 @@ import type { ProxyMetrics } from './metrics.js';
 import type { ImageRecord, MetadataStore } from './store.js';
 import { type ReplicaSync, layerContents } from './replica-sync.js';
 import { BackgroundEncoder } from './background-encoder.js';
-import { EarlyFeed } from './session/early-items.js';
+import { EarlyFeed } from './early-items.js';
 import { Semaphore } from './semaphore.js';
 import type { StagingArea } from './staging.js';
 import type { TocEntry } from '../layers/toc.js';
@@ -130,7 +130,7 @@ export class IndexerService {
   }
 
   /**
-   * The early items of `ref` while image() indexes it (session/early-items.ts), else undefined (an
+   * The early items of `ref` while image() indexes it (early-items.ts), else undefined (an
    * image known already: its header goes out at once). Call after image().
    */
   earlyFeed(ref: Reference, platform: string): EarlyFeed | undefined {

@@ -3,10 +3,10 @@
  * indexed, EARLY frames carry whole contents of its EarlyFeed (best rank first, each once), until the
  * caller's plan is ready (`stop`); the header then leaves out what was delivered (withoutDelivered).
  *
- * Not here: choosing or holding the contents (early-items.ts), the header and items (session.ts).
+ * Not here: choosing or holding the contents (../early-items.ts), the header and items (session.ts).
  */
 import type { DeltaEncoder, DeltaHeader } from '../../protocol/index.js';
-import type { EarlyFeed } from './early-items.js';
+import type { EarlyFeed } from '../early-items.js';
 import type { HeaderFirst } from './header-first.js';
 
 /**

@@ -1,10 +1,10 @@
 /**
- * Early items (src/proxy/session/early-items.ts, early-sender.ts): the per-path rank from the image
+ * Early items (src/proxy/early-items.ts, session/early-sender.ts): the per-path rank from the image
  * config, the feed's order and byte bound, and the header without the delivered items.
  */
 import test from 'ava';
 import { brotliDecompressSync } from 'node:zlib';
-import { EarlyFeed, EarlyRank } from '../../../src/proxy/session/early-items.js';
+import { EarlyFeed, EarlyRank } from '../../../src/proxy/early-items.js';
 import { withoutDelivered } from '../../../src/proxy/session/early-sender.js';
 import type { DeltaHeader } from '../../../src/protocol/index.js';
 import type { ImageConfig } from '../../../src/oci/types.js';

@@ -16,9 +16,9 @@
  */
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zc, type BrotliOptions } from 'node:zlib';
-import { EARLY_HEAD_BYTES, MAX_CONTENT_FRAME_BYTES, type Encoding } from '../../protocol/constants.js';
-import type { ImageConfig } from '../../oci/types.js';
-import { MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES } from '../content-cache.js';
+import { EARLY_HEAD_BYTES, MAX_CONTENT_FRAME_BYTES, type Encoding } from '../protocol/constants.js';
+import type { ImageConfig } from '../oci/types.js';
+import { MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES } from './content-cache.js';
 
 /** Largest content sent early (raw bytes): its identity form must fit one EARLY frame. */
 export const EARLY_MAX_ITEM_BYTES = MAX_CONTENT_FRAME_BYTES - EARLY_HEAD_BYTES - 64;
