@@ -169,7 +169,11 @@ export class EarlyFeed {
     this.wake();
   }
 
-  /** No more offers (the image's passes ended); next() returns what is held, then undefined. */
+  /**
+   * The image's passes ended: no more offers, and next() returns undefined from now on. What is left
+   * goes in the header's plan, in the predicted order: bytes written now would sit in the socket
+   * buffers in front of the header (one BDP and more on a WAN) while the proxy plans.
+   */
   close(): void {
     this.closed = true;
     this.wake();
@@ -177,15 +181,14 @@ export class EarlyFeed {
 
   /**
    * The best-ranked held content not in `sent`; waits for one while the feed is open. Undefined once
-   * the feed is closed and nothing is left, or when `stop` aborts.
+   * the feed is closed, or when `stop` aborts.
    */
   async next(sent: ReadonlySet<string>, stop: AbortSignal): Promise<EarlyCandidate | undefined> {
     for (;;) {
-      if (stop.aborted) return undefined;
+      if (stop.aborted || this.closed) return undefined;
       let best: Held | undefined;
       for (const h of this.held.values()) if (!sent.has(h.digest) && (best === undefined || h.rank < best.rank)) best = h;
       if (best !== undefined) return best;
-      if (this.closed) return undefined;
       await new Promise<void>((resolve) => {
         const done = (): void => {
           stop.removeEventListener('abort', done);

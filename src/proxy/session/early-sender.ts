@@ -1,7 +1,8 @@
 /**
  * The early part of a first-contact delta (docs/protocol.md "Early items"): while the image is being
  * indexed, EARLY frames carry whole contents of its EarlyFeed (best rank first, each once), until the
- * caller's plan is ready (`stop`); the header then leaves out what was delivered (withoutDelivered).
+ * image's layer passes end (the feed closes) or the caller stops it (`stop`: the plan is ready, or
+ * failed); the header then leaves out what was delivered (withoutDelivered).
  *
  * Not here: choosing or holding the contents (../early-items.ts), the header and items (session.ts).
  */
