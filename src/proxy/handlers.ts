@@ -158,7 +158,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
 
   const signal = clientGone(req, res);
   const t0 = performance.now();
-  const indexed = ctx.indexer.image(ref, platform, signal);
+  const indexed = ctx.indexer.image(ref, platform, signal, early);
   const sessionId = ctx.sessions.newId();
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
   const writeHead = (manifestDigest: string): void => {

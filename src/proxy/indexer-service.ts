@@ -104,12 +104,14 @@ export class IndexerService {
   /**
    * Resolves `ref` for `platform` and makes sure every layer is indexed (TOCs recorded; contents
    * cached or staged). Single-flight per ref+platform. Failures name the image and the layer.
+   * `early`: the caller sends early items (earlyFeed()) if this call starts the run.
    */
-  image(ref: Reference, platform: string, signal?: AbortSignal): Promise<IndexedImage> {
+  image(ref: Reference, platform: string, signal?: AbortSignal, early = false): Promise<IndexedImage> {
     const key = `${formatReference(ref)}|${platform}`;
     let p = this.images.get(key);
     if (p === undefined) {
-      const feed = this.o.staging !== undefined ? new EarlyFeed() : undefined;
+      // Early items only when the request that starts the run reads them (not for POST /v1/notify).
+      const feed = early && this.o.staging !== undefined ? new EarlyFeed() : undefined;
       if (feed !== undefined) this.feeds.set(key, feed);
       // Not bound to one caller's signal: other callers may share this run.
       p = this.indexImage(ref, platform, feed)
