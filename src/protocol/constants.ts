@@ -30,6 +30,12 @@ export const FrameType = {
    * time; precedes that item's first CONTENT frame. Only in streams requested with `deferred=1`.
    */
   ITEM: 5,
+  /**
+   * 32-byte raw sha256 digest, u8 encoding, u64 raw size, then the item's whole encoded bytes: a
+   * content sent before the HEADER while the proxy indexes (docs/protocol.md "Early items"). Only in
+   * streams requested with `early=1`.
+   */
+  EARLY: 6,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
@@ -39,6 +45,8 @@ export const FRAME_HEAD_BYTES = 5;
 export const CONTENT_HEAD_BYTES = 12;
 /** u32 index + u8 encoding + u64 encodedSize: an ITEM payload. */
 export const ITEM_PAYLOAD_BYTES = 13;
+/** 32-byte digest + u8 encoding + u64 raw size at the start of an EARLY payload. */
+export const EARLY_HEAD_BYTES = 41;
 
 /**
  * Encoded bytes per CONTENT frame (default 1 MiB): large items are split so that one big file does

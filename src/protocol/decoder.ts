@@ -10,6 +10,7 @@
 import { StarlightError, isCode, type Code } from '../errors.js';
 import {
   CONTENT_HEAD_BYTES,
+  EARLY_HEAD_BYTES,
   FRAME_HEAD_BYTES,
   FrameType,
   ITEM_PAYLOAD_BYTES,
@@ -18,7 +19,7 @@ import {
   MAX_TRAILER_BYTES,
   PREAMBLE_BYTES,
 } from './constants.js';
-import { checkPreamble, parseEnd, parseError, parseHeader, parseItem } from './frames.js';
+import { checkPreamble, parseEarly, parseEnd, parseError, parseHeader, parseItem } from './frames.js';
 import type { ContentItem, DeltaEvent, DeltaHeader } from './types.js';
 
 export interface DecoderOptions {
@@ -147,6 +148,8 @@ export class DeltaDecoder {
       case FrameType.ITEM:
         this.announce(payload);
         return undefined;
+      case FrameType.EARLY:
+        return { type: 'early', ...parseEarly(payload) };
       case FrameType.END: {
         const h = this.header!;
         const end = parseEnd(payload);
@@ -163,7 +166,8 @@ export class DeltaDecoder {
         const e = parseError(payload);
         const code: Code = isCode(e.code) ? e.code : 'SL_ERR_PROTOCOL_REMOTE';
         throw new StarlightError(code, `proxy failed mid-stream: ${e.message}`, {
-          details: { ...e.detail, remoteCode: e.code, nextItem: this.nextIncomplete(this.header!) },
+          // Before the header (a stream with EARLY frames failing while the proxy indexes): resume at 0.
+          details: { ...e.detail, remoteCode: e.code, nextItem: this.header === undefined ? 0 : this.nextIncomplete(this.header) },
         });
       }
       default:
@@ -173,11 +177,20 @@ export class DeltaDecoder {
 
   private checkFrame(type: number, len: number): void {
     const at = { position: this.position, type, length: len };
-    if (this.phase === 'header' && type !== FrameType.HEADER) throw malformed(`expected a HEADER frame, got type ${type}`, at);
+    // Before the HEADER only EARLY frames (docs/protocol.md "Early items") or an ERROR may come.
+    if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.EARLY && type !== FrameType.ERROR) {
+      throw malformed(`expected a HEADER frame, got type ${type}`, at);
+    }
     if (this.phase === 'content' && type === FrameType.HEADER) throw malformed('a second HEADER frame', at);
+    if (this.phase === 'content' && type === FrameType.EARLY) throw malformed('an EARLY frame after the HEADER', at);
     const max =
-      type === FrameType.HEADER ? this.maxHeaderBytes : type === FrameType.CONTENT ? MAX_CONTENT_FRAME_BYTES : MAX_TRAILER_BYTES;
-    if (type >= FrameType.HEADER && type <= FrameType.ERROR && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
+      type === FrameType.HEADER
+        ? this.maxHeaderBytes
+        : type === FrameType.CONTENT || type === FrameType.EARLY
+          ? MAX_CONTENT_FRAME_BYTES
+          : MAX_TRAILER_BYTES;
+    if (type >= FrameType.HEADER && type <= FrameType.EARLY && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
+    if (type === FrameType.EARLY && len < EARLY_HEAD_BYTES) throw malformed(`EARLY frame of ${len} bytes is shorter than its head`, at);
     if (type === FrameType.ITEM && len !== ITEM_PAYLOAD_BYTES) throw malformed(`ITEM frame of ${len} bytes, expected ${ITEM_PAYLOAD_BYTES}`, at);
     if (type === FrameType.CONTENT && len < CONTENT_HEAD_BYTES) throw malformed(`CONTENT frame of ${len} bytes is shorter than its head`, at);
   }

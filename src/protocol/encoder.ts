@@ -8,8 +8,8 @@
  */
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType } from './constants.js';
-import { contentHead, endFrame, errorFrame, frameHead, headerPayload, itemFrame, preamble } from './frames.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, EARLY_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType, PREAMBLE_BYTES } from './constants.js';
+import { contentHead, earlyHead, endFrame, errorFrame, frameHead, headerPayload, itemFrame, preamble } from './frames.js';
 import type { ContentItem, DeltaEnd, DeltaHeader, WireError } from './types.js';
 
 export interface EncoderOptions {
@@ -35,7 +35,7 @@ const SMALL_WRITE_BYTES = 64 * 1024;
  */
 const BATCH_BYTES = 256 * 1024;
 
-type State = 'new' | 'open' | 'closed';
+type State = 'new' | 'early' | 'open' | 'closed';
 
 /** The first bytes of a stream with header `h`: preamble and HEADER frame. */
 export function headerBytes(h: DeltaHeader): Buffer {
@@ -77,7 +77,26 @@ export class DeltaEncoder {
 
   /** True once writeHeader() was called: failures after it must go out as writeError(). */
   get headerSent(): boolean {
+    return this.state !== 'new' && this.state !== 'early';
+  }
+
+  /** True once the preamble is out (an EARLY frame or the header): failures must go out as writeError(). */
+  get started(): boolean {
     return this.state !== 'new';
+  }
+
+  /**
+   * Writes one EARLY frame (docs/protocol.md "Early items"): the whole encoded bytes `data` of the
+   * content `digest` (raw `size`), before the header. The preamble goes out with the first one.
+   */
+  async writeEarly(digest: string, encoding: ContentItem['encoding'], size: number, data: Buffer): Promise<void> {
+    if (this.state !== 'new' && this.state !== 'early') throw misuse(`EARLY frame in a stream that is ${this.state}`);
+    if (data.length + EARLY_HEAD_BYTES > MAX_CONTENT_FRAME_BYTES) throw misuse(`early item of ${data.length} encoded bytes does not fit one frame`);
+    if (encoding === 'identity' && data.length !== size) throw misuse(`identity early item with ${data.length} bytes, size ${size}`);
+    if (this.state === 'new') await this.write(preamble());
+    this.state = 'early';
+    await this.write(earlyHead(digest, encoding, size, data.length));
+    await this.write(data);
   }
 
   /**
@@ -85,12 +104,14 @@ export class DeltaEncoder {
    * serves the same header to many streams and encoded it once.
    */
   async writeHeader(h: DeltaHeader, encoded: Buffer = headerBytes(h)): Promise<void> {
-    if (this.state !== 'new') throw misuse('writeHeader called twice');
+    if (this.state !== 'new' && this.state !== 'early') throw misuse('writeHeader called twice');
     this.header = h;
     this.sent = new Uint8Array(h.items.length);
     this.unannounced = new Set(h.deferred ?? []);
+    // After EARLY frames the preamble is out already: only the HEADER frame follows.
+    const bytes = this.state === 'early' ? encoded.subarray(PREAMBLE_BYTES) : encoded;
     this.state = 'open';
-    await this.write(encoded, true);
+    await this.write(bytes, true);
   }
 
   /**
@@ -255,9 +276,9 @@ export class DeltaEncoder {
     return end;
   }
 
-  /** Ends a stream whose header was sent with an ERROR frame (best effort: the peer may be gone). */
+  /** Ends a stream whose header (or an EARLY frame) was sent with an ERROR frame (best effort: the peer may be gone). */
   async writeError(e: WireError): Promise<void> {
-    this.openHeader();
+    if (this.state !== 'early') this.openHeader();
     this.state = 'closed';
     await this.write(errorFrame(e), true);
   }

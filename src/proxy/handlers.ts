@@ -9,12 +9,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { StarlightError } from '../errors.js';
+import { StarlightError, withContext } from '../errors.js';
 import type { MergedTree } from '../layers/toc.js';
 import type { Logger } from '../log.js';
 import { formatPlatform, parsePlatform } from '../oci/platform.js';
 import { isDigest } from '../oci/digest.js';
-import { type Reference, parseReference } from '../oci/reference.js';
+import { type Reference, formatReference, parseReference } from '../oci/reference.js';
 import { DELTA_MEDIA_TYPE, DeltaEncoder, HTTP_HEADER_ENCODING, HTTP_HEADER_RAW_SIZE, HTTP_HEADER_SESSION, TRACE_GROUP_RE } from '../protocol/index.js';
 import type { ContentCache } from './content-cache.js';
 import type { IndexedImage, IndexerService } from './indexer-service.js';
@@ -27,6 +27,7 @@ import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
+import { sendEarly, withoutDelivered } from './session/early-sender.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
 const MAX_HAVE = 1024;
@@ -116,11 +117,12 @@ function fromParam(url: URL): number {
 }
 
 /** `deferred=1`: the worker reads ITEM frames (docs/protocol.md); absent/0: it does not. */
-function deferredParam(url: URL): boolean {
-  const raw = url.searchParams.get('deferred');
+/** A 0/1 query flag (`deferred`, `early`): absent, empty or 0 → false, 1 → true, else 400. */
+function flagParam(url: URL, name: string): boolean {
+  const raw = url.searchParams.get(name);
   if (raw === null || raw === '' || raw === '0') return false;
   if (raw === '1') return true;
-  throw badParam('deferred', 'must be 0 or 1', raw);
+  throw badParam(name, 'must be 0 or 1', raw);
 }
 
 /**
@@ -151,18 +153,60 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   const from = fromParam(url);
   const group = groupParam(url);
 
+  const deferred = flagParam(url, 'deferred');
+  const early = flagParam(url, 'early') && from === 0;
+
   const signal = clientGone(req, res);
   const t0 = performance.now();
-  const img = await ctx.indexer.image(ref, platform, signal);
-  // One merge (memoized per image) serves the prediction (first request only) and the plan.
-  await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
-  await ctx.priority.refresh();
-  const t1 = performance.now();
-  const deferred = deferredParam(url);
-  const { header, sources, headerBytes, runs } = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  const indexed = ctx.indexer.image(ref, platform, signal, early);
+  const sessionId = ctx.sessions.newId();
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
+  const writeHead = (manifestDigest: string): void => {
+    if (res.headersSent) return;
+    res.writeHead(200, {
+      'content-type': DELTA_MEDIA_TYPE,
+      'docker-content-digest': manifestDigest,
+      'cache-control': 'no-store',
+      [HTTP_HEADER_SESSION]: sessionId,
+    });
+  };
+  // First contact with early=1: contents go out as EARLY frames while the image is indexed and planned
+  // (docs/protocol.md "Early items"); the header then leaves them out.
+  const feed = early ? ctx.indexer.earlyFeed(ref, platform) : undefined;
+  const delivered = new Set<string>();
+  const stopEarly = new AbortController();
+  const earlyRun = feed === undefined ? undefined : sendEarly(feed, enc, delivered, stopEarly.signal, () => writeHead(feed.manifestDigest!), ctx.headerFirst);
+  let img: IndexedImage;
+  let planned: Awaited<ReturnType<PlanCache['plan']>>;
+  let t1: number;
+  try {
+    img = await indexed;
+    // One merge (memoized per image) serves the prediction (first request only) and the plan.
+    await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
+    await ctx.priority.refresh();
+    t1 = performance.now();
+    planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+  } catch (err) {
+    stopEarly.abort();
+    await earlyRun;
+    if (!enc.started) throw err;
+    // The response is under way (EARLY frames): the failure goes out as an ERROR frame naming image and layer.
+    const e = withContext(err, `delta of ${formatReference(ref)}`, { image: formatReference(ref) });
+    ctx.metrics.deltasFailed++;
+    ctx.logger.warn('delta-failed', { image: formatReference(ref), error: e, earlyItems: delivered.size });
+    await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
+    res.end();
+    return;
+  }
+  stopEarly.abort();
+  await earlyRun;
+  ctx.metrics.earlyItemsSent += delivered.size;
+  const { header, sources } = withoutDelivered(planned.header, planned.sources, delivered);
+  // The plan's encoded header and its shared frame runs index the plan's item table: not this one's.
+  const headerBytes = delivered.size > 0 ? undefined : planned.headerBytes;
+  const runs = delivered.size > 0 ? undefined : planned.runs;
   const session = new DeltaSession({
-    id: ctx.sessions.newId(),
+    id: sessionId,
     header,
     headerBytes,
     sources,
@@ -174,13 +218,8 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     runs,
   });
   ctx.sessions.add(session);
-  res.writeHead(200, {
-    'content-type': DELTA_MEDIA_TYPE,
-    'docker-content-digest': img.record.manifestDigest,
-    'cache-control': 'no-store',
-    [HTTP_HEADER_SESSION]: session.id,
-  });
-  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
+  writeHead(img.record.manifestDigest);
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
   try {
     const running = session.run(signal);
     planning();

@@ -7,8 +7,12 @@
  * - a file over the in-memory send-time limit is sent brotli-encoded (through a temp file) and intact,
  *   to a delta client and to a mount;
  * - failed first indexes (layer blob missing, blob corrupt mid-layer, registry unreachable): every
- *   waiting client gets an HTTP error naming the image and the layer; no image row, no row of the
- *   failed layer, no staged or temp file survives; after a repair the same image indexes.
+ *   waiting client gets an HTTP error naming the image and the layer (a client with early=1 an HTTP
+ *   error or, once EARLY frames went out, an ERROR frame naming them); no image row, no row of the
+ *   failed layer, no staged or temp file survives; after a repair the same image indexes;
+ * - early=1 on first contact (docs/protocol.md "Early items"): likely-first contents arrive whole
+ *   before the header, which leaves them out; together they are every content of the image; a warm
+ *   proxy sends none; a mount through a cold proxy has every file's bytes.
  */
 import test, { type ExecutionContext } from 'ava';
 import Database from 'better-sqlite3';
@@ -16,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
-import { DeltaDecoder, HTTP_HEADER_SESSION, SESSION_ID_RE } from '../../src/protocol/index.js';
+import { DeltaDecoder, HTTP_HEADER_SESSION, SESSION_ID_RE, decodeDelta } from '../../src/protocol/index.js';
 import { STORE_FILE } from '../../src/proxy/store.js';
 import { blobDataPath, startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -170,6 +174,45 @@ test('a large compressible file on first contact arrives brotli-encoded and inta
   t.true(sent > 0 && sent < bound, `the mount's stream sent ${sent} bytes`);
 });
 
+test('early=1 on first contact: likely-first contents arrive whole before the header, which leaves them out; a mount through a cold proxy has every file', async (t) => {
+  const reg = await startRegistry(t);
+  // Layer 1: what the early rank wants (the command, libc, a library, a top-level compiled module) and
+  // what it does not (docs). Layer 2: 48 MiB of text that keeps the index pass busy meanwhile.
+  const wanted: Record<string, Buffer> = {
+    'bin/app': Buffer.from('#!/bin/sh\necho app\n'.repeat(50)),
+    'lib/x86_64-linux-gnu/libc.so.6': Buffer.from('libc '.repeat(40_000)),
+    'lib/x86_64-linux-gnu/libz.so.1': Buffer.from('libz '.repeat(20_000)),
+    'usr/lib/python3.11/__pycache__/os.cpython-311.pyc': Buffer.from('pyc '.repeat(5_000)),
+  };
+  const other: Record<string, Buffer> = { 'usr/share/doc/readme.txt': Buffer.from('docs '.repeat(1000)) };
+  for (let i = 0; i < 48; i++) other[`data/part${String(i).padStart(2, '0')}.txt`] = Buffer.from(randomBytes(512 * 1024).toString('hex'));
+  await pushLayers(reg.host, 'early:v1', [makeLayer(t, { ...wanted, 'usr/share/doc/readme.txt': other['usr/share/doc/readme.txt']! }), makeLayer(t, other)]);
+  const image = `${reg.host}/early:v1`;
+  const all = new Map(Object.entries({ ...wanted, ...other }).map(([path, b]) => [sha256(b), path]));
+  const p = await startProxy(t, reg);
+  const d = await fetchDelta(p.url, { to: image, deferred: '1', early: '1' }, AUTH); // every item and early item verified
+  t.log(`early: ${[...d.early.keys()].map((k) => all.get(k)).join(', ')}; ${d.header.items.length} items in the header`);
+  t.true(d.early.size > 0, 'contents arrived before the header');
+  for (const dg of d.early.keys()) {
+    t.true(Object.keys(wanted).includes(all.get(dg) ?? '?'), `only wanted files go early (${all.get(dg) ?? dg})`);
+    t.false(d.header.items.some((i) => i.digest === dg), `the header leaves out ${all.get(dg) ?? dg}`);
+  }
+  t.deepEqual([...d.header.items.map((i) => i.digest), ...d.early.keys()].sort(), [...all.keys()].sort(), 'header items and early items: every content once');
+  t.true((await metrics(p.url)).get('starlight_proxy_early_items_sent_total')! >= d.early.size);
+  // The image is indexed now: the header goes out at once, nothing early.
+  const warm = await fetchDelta(p.url, { to: image, deferred: '1', early: '1' }, AUTH);
+  t.is(warm.early.size, 0);
+  t.is(warm.header.items.length, all.size);
+
+  if (!mountSupported) return;
+  // A worker asks early=1 itself: through a proxy that never saw the image, every file's bytes.
+  const p2 = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-first-')]);
+  const m = await startMount(t, p2.url, image);
+  await m.waitForLine(/^complete$/, POLL_MS);
+  for (const [path, b] of Object.entries({ ...wanted, ...other })) t.true(readFileSync(join(m.mountpoint, path)).equals(b), path);
+  t.log(`mount: ${(await metrics(p2.url)).get('starlight_proxy_early_items_sent_total')} early items`);
+});
+
 interface FailureCase {
   name: string;
   /** Breaks the registry after the push; returns how to repair it (or undefined: no repair). */
@@ -231,6 +274,21 @@ for (const c of CASES) {
         return { status: r.status, body: (await r.json()) as { errors: { code: string; message: string }[] } };
       }),
     );
+    // A client with early=1 (after the others' runs: a new index run) may get EARLY frames first, then the error as an ERROR frame.
+    const earlyAnswer = await (async () => {
+      const r = await fetch(`${p.url}/v1/delta?to=${image}&early=1`, { headers: AUTH });
+      if (r.status !== 200) return { status: r.status, message: ((await r.json()) as { errors: { message: string }[] }).errors[0]!.message };
+      try {
+        for await (const ev of decodeDelta(r.body as unknown as AsyncIterable<Uint8Array>)) t.is(ev.type, 'early', 'no header for an image that failed');
+      } catch (err) {
+        return { status: 200, message: (err as Error).message };
+      }
+      return { status: 200, message: 'stream ended without an error' };
+    })();
+    t.log(`early=1: HTTP ${earlyAnswer.status}: ${earlyAnswer.message}`);
+    t.true(earlyAnswer.status === 200 || c.status.includes(earlyAnswer.status), `HTTP ${earlyAnswer.status}`);
+    t.true(earlyAnswer.message.includes(image), `names the image: ${earlyAnswer.message}`);
+    if (c.namesLayer) t.true(earlyAnswer.message.includes(brokenDigest), `names the layer: ${earlyAnswer.message}`);
     for (const a of answers) {
       t.true(c.status.includes(a.status), `HTTP ${a.status}: ${JSON.stringify(a.body)}`);
       const msg = a.body.errors[0]!.message;

@@ -83,6 +83,8 @@ export interface FetchedDelta {
   end: DeltaEnd;
   /** index → raw (decoded, verified) content */
   contents: Map<number, Buffer>;
+  /** Contents sent before the header (EARLY frames, `early=1`), digest → raw (decoded, verified), in arrival order. */
+  early: Map<string, Buffer>;
   wireBytes: number;
   chunkFrames: number;
 }
@@ -107,6 +109,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
   let end: DeltaEnd | undefined;
   const parts = new Map<number, Buffer[]>();
   const contents = new Map<number, Buffer>();
+  const early = new Map<string, Buffer>();
   const body = (async function* () {
     for await (const b of source) {
       wireBytes += b.length;
@@ -116,7 +119,12 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
   for await (const ev of decodeDelta(body)) {
     if (ev.type === 'header') header = ev.header;
     else if (ev.type === 'end') end = ev.end;
-    else {
+    else if (ev.type === 'early') {
+      if (header !== undefined) throw new Error(`early item ${ev.digest} after the header`);
+      const raw = decodeItem({ digest: ev.digest, size: ev.size, encodedSize: ev.data.length, encoding: ev.encoding }, Buffer.from(ev.data));
+      if (raw.length !== ev.size || sha256(raw) !== ev.digest) throw new Error(`early item does not match ${ev.digest}`);
+      early.set(ev.digest, raw);
+    } else {
       chunkFrames++;
       const list = parts.get(ev.index) ?? [];
       list.push(Buffer.from(ev.data));
@@ -130,7 +138,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
       }
     }
   }
-  return { header: header!, end: end!, contents, wireBytes, chunkFrames };
+  return { header: header!, end: end!, contents, early, wireBytes, chunkFrames };
 }
 
 export async function metrics(proxyUrl: string): Promise<Map<string, number>> {

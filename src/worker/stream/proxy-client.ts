@@ -138,6 +138,8 @@ export class ProxyClient {
     if (req.from) u.searchParams.set('from', String(req.from));
     // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
     u.searchParams.set('deferred', '1');
+    // ... and EARLY frames (docs/protocol.md "Early items"): a cold proxy sends likely-first contents while it indexes.
+    if (!req.from) u.searchParams.set('early', '1');
     const what = `delta of ${req.ref}`;
     // Plain http: the body as views of the socket's reads (http-stream.ts: node:http copies every piece).
     const res = await this.withFailover<{ headers: http.IncomingHttpHeaders; body: Readable }>(u, signal, (url) =>
