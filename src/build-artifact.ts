@@ -11,9 +11,12 @@ import { fileURLToPath } from 'node:url';
 /** How many directories above this module to look for the package root. */
 const MAX_PARENT_LEVELS = 6;
 
+/** Where findBuildArtifact starts looking (this module's directory), for error messages. */
+export const BUILD_SEARCH_START = dirname(fileURLToPath(import.meta.url));
+
 /** Absolute path of `build/Release/<name>`, or null when no directory above this module has it. */
 export function findBuildArtifact(name: string): string | null {
-  let dir = dirname(fileURLToPath(import.meta.url));
+  let dir = BUILD_SEARCH_START;
   for (let i = 0; i < MAX_PARENT_LEVELS; i++) {
     const candidate = join(dir, 'build', 'Release', name);
     if (existsSync(candidate)) return candidate;
@@ -21,6 +24,3 @@ export function findBuildArtifact(name: string): string | null {
   }
   return null;
 }
-
-/** Where findBuildArtifact looked, for error messages. */
-export const BUILD_SEARCH_START = dirname(fileURLToPath(import.meta.url));

@@ -14,6 +14,11 @@ import { DIRENT_RECORD_SIZE, INODE_RECORD_SIZE, XATTR_RECORD_SIZE, type InodeTab
 const ADDON_FILE = 'starlight_fuse.node';
 const ADDON_RELATIVE_PATH = join('build', 'Release', ADDON_FILE);
 
+/** The one error for a missing addon build (loading it, locating the holder beside it). */
+function addonNotFound(): StarlightError {
+  return new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${BUILD_SEARCH_START}`);
+}
+
 /** Event kinds the addon delivers to onEvent (values exported by the addon as EVENT_*). */
 export interface EventKinds {
   read: number;
@@ -204,9 +209,7 @@ export class FuseAddonLoader {
   load(): FuseAddon {
     if (this.addon) return this.addon;
     const path = FuseAddonLoader.locate();
-    if (path === null) {
-      throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${BUILD_SEARCH_START}`);
-    }
+    if (path === null) throw addonNotFound();
     let addon: FuseAddon;
     try {
       addon = createRequire(import.meta.url)(path) as FuseAddon;
@@ -261,7 +264,7 @@ export class FuseAddonLoader {
   /** Path of the fd holder executable built beside the addon (build/Release/starlight-fuse-holder). */
   holderPath(): string {
     const addon = FuseAddonLoader.locate();
-    if (addon === null) throw new StarlightError('SL_ERR_FS_ADDON', `the FUSE addon ${ADDON_RELATIVE_PATH} was not found above ${BUILD_SEARCH_START}`);
+    if (addon === null) throw addonNotFound();
     return join(dirname(addon), 'starlight-fuse-holder');
   }
 }
