@@ -194,14 +194,16 @@ export class FuseViewManager implements ViewManager {
     if (st.type !== FUSE_SUPER_MAGIC) throw gone('no FUSE filesystem is mounted there');
   }
 
-  async users(mountpoint: string): Promise<string[]> {
-    const abs = resolve(mountpoint);
-    const view = this.views.get(abs);
-    if (view === undefined) return [];
+  async users(mountpoints: readonly string[]): Promise<string[][]> {
+    const views = mountpoints.map((m) => ({ abs: resolve(m), view: this.views.get(resolve(m)) }));
+    if (views.every(({ view }) => view === undefined)) return views.map(() => []);
     const { namespaces, denied } = await mountInfoOfEveryNamespace();
-    // Not root: other users' processes could hold a container on this view unseen.
-    if (denied.length > 0 && process.getuid?.() !== 0) return [`unknown: the mount namespaces of ${denied.length} process(es) cannot be read (not root)`];
-    return namespaces.flatMap(({ pid, text }) => mountsUsing(abs, view.dev, text).map((m) => `${m.fsType} at ${m.mountPoint} (mount namespace of pid ${pid})`));
+    return views.map(({ abs, view }) => {
+      if (view === undefined) return [];
+      // Not root: other users' processes could hold a container on this view unseen.
+      if (denied.length > 0 && process.getuid?.() !== 0) return [`unknown: the mount namespaces of ${denied.length} process(es) cannot be read (not root)`];
+      return namespaces.flatMap(({ pid, text }) => mountsUsing(abs, view.dev, text).map((m) => `${m.fsType} at ${m.mountPoint} (mount namespace of pid ${pid})`));
+    });
   }
 
   async unmount(mountpoint: string): Promise<void> {

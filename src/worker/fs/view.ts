@@ -50,12 +50,13 @@ export interface ViewManager {
   /** Resolves if the mount at `mountpoint` is alive; rejects 'unavailable' if gone or broken. */
   check(mountpoint: string): Promise<void>;
   /**
-   * Optional (issue 12): what still uses the view at `mountpoint` through the kernel — binds of it and
-   * overlays with it as a lower layer, in any mount namespace (a container's rootfs) — one line each
-   * for logs; [] when nothing does or nothing is mounted there by this manager. When that cannot be
-   * told, one line saying why (never [] then).
+   * Optional (issue 12): what still uses each view at `mountpoints` through the kernel — binds of it
+   * and overlays with it as a lower layer, in any mount namespace (a container's rootfs) — one line
+   * each for logs, in the order asked; [] when nothing does or nothing is mounted there by this
+   * manager. When that cannot be told, one line saying why (never [] then). One call reads every
+   * namespace's mount table once, whatever the number of views.
    */
-  users?(mountpoint: string): Promise<string[]>;
+  users?(mountpoints: readonly string[]): Promise<string[][]>;
   /** Unmounts (lazily if busy); parked reads fail with EIO. Idempotent. */
   unmount(mountpoint: string): Promise<void>;
   /** Unmounts everything this manager mounted. Idempotent. */

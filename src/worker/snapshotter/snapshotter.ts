@@ -461,14 +461,23 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     if (this.dropping || this.closed || views?.users === undefined) return;
     this.dropping = true;
     try {
+      const candidates: { id: number; mounting: Promise<void>; usedAt: number; row: SnapshotRow; mountpoint: string }[] = [];
       for (const [id, mounting] of [...this.views]) {
         const usedAt = this.viewUsedAt.get(id) ?? 0;
         if (Date.now() - usedAt < this.opts.viewIdleMs) continue;
         const row = this.store.getById(id);
         if (row === undefined || this.materialised(row) === undefined) continue;
         if (!(await mounting.then(() => true, () => false))) continue;
-        const mountpoint = this.layout.fsDir(id);
-        const users = await views.users(mountpoint).catch((err: unknown) => [`unknown: ${err instanceof Error ? err.message : String(err)}`]);
+        candidates.push({ id, mounting, usedAt, row, mountpoint: this.layout.fsDir(id) });
+      }
+      if (candidates.length === 0) return;
+      // One read of every namespace's mount table for all candidates.
+      const usersOf = await views.users(candidates.map((c) => c.mountpoint)).catch((err: unknown) => {
+        const why = `unknown: ${err instanceof Error ? err.message : String(err)}`;
+        return candidates.map(() => [why]);
+      });
+      for (const [i, { id, mounting, usedAt, row, mountpoint }] of candidates.entries()) {
+        const users = usersOf[i] ?? [];
         // Something may have named the view while we looked (a remount, a restore).
         if (this.closed || this.views.get(id) !== mounting || this.viewUsedAt.get(id) !== usedAt) continue;
         if (users.length > 0) {
