@@ -451,15 +451,14 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /**
-   * Materialises the top view of a complete image in the background (issue 12); containers created
-   * afterwards use it (materialised()). A failure is logged; they keep using the view.
+   * Materialises the layers of a complete image in the background (issue 12); containers created
+   * afterwards use them (materialised()). A failure is logged; they keep using the view.
    */
   private graduate(known: Known): void {
     const g = this.opts.graduations;
     if (!g || this.closed || !known.rec.complete) return;
-    const index = known.header.diffIDs.length - 1;
-    const remoteId = remoteIdFor(known.rec.manifestDigest, index);
-    if (g.get(remoteId) || this.graduateTimers.has(remoteId)) return;
+    const remoteId = remoteIdFor(known.rec.manifestDigest, known.header.diffIDs.length - 1);
+    if (g.layers(known.chain) || this.graduateTimers.has(remoteId)) return;
     const wait = known.rec.pulledAt + (this.opts.graduateDelayMs ?? DEFAULT_GRADUATE_DELAY_MS) - Date.now();
     if (wait > 0) {
       const timer = setTimeout(() => {
@@ -472,20 +471,26 @@ export class ImageService implements RemoteLayerResolver {
     void (async () => {
       const at = Date.now();
       const t = new PhaseTimer();
-      const tree = await this.treeOf(known, remoteId, index);
-      t.lap('tree');
-      await g.graduate(remoteId, tree, (d) => this.opts.tracker.locate(d));
+      const tocs = await this.opts.puller.chainTocs(known.header);
+      t.lap('tocs');
+      try {
+        await g.graduate(known.chain, tocs, (d) => this.opts.tracker.locate(d));
+      } finally {
+        // Released while its layers were built: release() pruned before the last ones existed.
+        if (this.byManifest.get(known.rec.manifestDigest) !== known) await g.prune(this.keptChains());
+      }
       t.lap('materialise');
       this.record({ op: 'graduate', subject: remoteId, at, totalMs: t.total(), phases: t.phases });
     })().catch((err: unknown) => this.log.warn('image-graduation-failed', { ref: known.rec.ref, remoteId, err }));
   }
 
-  /** RemoteLayerResolver: the plain directory holding `remoteId`'s tree, once graduated. */
-  materialised(remoteId: string): string | undefined {
+  /** RemoteLayerResolver: the graduated layer dirs (top first) of `remoteId`'s chain, once all exist. */
+  materialised(remoteId: string): string[] | undefined {
     const g = this.opts.graduations;
     if (!g) return undefined;
-    const { manifestDigest } = parseRemoteId(remoteId);
-    return this.byManifest.get(manifestDigest)?.rec.complete ? g.get(remoteId) : undefined;
+    const { manifestDigest, index } = parseRemoteId(remoteId);
+    const known = this.byManifest.get(manifestDigest);
+    return known?.rec.complete ? g.layers(known.chain.slice(0, index + 1)) : undefined;
   }
 
   viewMounted(remoteId: string): void {
@@ -547,8 +552,10 @@ export class ImageService implements RemoteLayerResolver {
         }
       }
       await records.remove(k.rec.manifestDigest);
-      await this.opts.graduations?.remove(k.rec.manifestDigest);
+      await this.opts.graduations?.removeLegacy(k.rec.manifestDigest);
     }
+    // Layer dirs no kept image's chain has (v1 and v2 share their common layers' dirs).
+    await this.opts.graduations?.prune(this.keptChains());
     // Last: the loop above reads the dropped chains' TOCs.
     await layers.removeTocs(unusedLayers);
     this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes, tocs: unusedLayers.length });
@@ -594,6 +601,11 @@ export class ImageService implements RemoteLayerResolver {
       for (const toc of await this.opts.puller.chainTocs(k.header)) for (const e of toc.entries) if (e.digest) live.add(e.digest);
     }
     return live;
+  }
+
+  /** Top chain ids of the images this service knows (their graduated layer dirs stay). */
+  private keptChains(): Set<string> {
+    return new Set([...this.byManifest.values()].map((k) => k.chain[k.chain.length - 1]!));
   }
 
   /** Manifest digests of the images this service knows. */
