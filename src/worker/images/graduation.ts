@@ -30,7 +30,7 @@
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { mergeLayers, mergeOnto } from '../../layers/merge.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
@@ -186,15 +186,15 @@ export class Graduations {
    * dir no kept record names (waits for graduations in flight first). Resolves with the dir names
    * deleted.
    */
-  prune(keep: ReadonlySet<string>): Promise<string[]> {
+  prune(keep: ReadonlySet<string>, beforeRemove?: (dir: string, now: string) => Promise<unknown>): Promise<string[]> {
     // After the builds queued before it, and before any queued after it: a dir built for a chain
     // whose record is not written yet is never taken for unused.
-    const run = this.queue.then(() => this.pruneNow(keep));
+    const run = this.queue.then(() => this.pruneNow(keep, beforeRemove));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async pruneNow(keep: ReadonlySet<string>): Promise<string[]> {
+  private async pruneNow(keep: ReadonlySet<string>, beforeRemove?: (dir: string, now: string) => Promise<unknown>): Promise<string[]> {
     for (const id of [...this.chains.keys()]) {
       if (keep.has(id)) continue;
       await rm(join(this.chainsDir, hexOf(id)), { force: true });
@@ -204,12 +204,32 @@ export class Graduations {
     const gone: string[] = [];
     for (const name of await readdir(this.layersDir).catch(() => [] as string[])) {
       if (name.startsWith(NEW_PREFIX) || name.endsWith(OMIT_SUFFIX) || used.has(name)) continue;
-      await rm(join(this.layersDir, name), { recursive: true, force: true });
+      // Out of the way first: a dir half emptied by beforeRemove is never found and reused (open()
+      // deletes `new-*`).
+      const trash = join(this.layersDir, `${NEW_PREFIX}gone-${name}`);
+      await rename(join(this.layersDir, name), trash);
+      await beforeRemove?.(join(this.layersDir, name), trash);
+      await rm(trash, { recursive: true, force: true });
       await rm(join(this.layersDir, name + OMIT_SUFFIX), { force: true });
       this.omits.delete(name);
       gone.push(name);
     }
     return gone;
+  }
+
+  /**
+   * Runs `fn` with no graduation or prune running meanwhile (in the same queue): `fn` may rely on
+   * the layer dirs of every graduated chain staying as they are.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Paths the layer dir `dir` (as layers() names it) leaves out (see the file comment). */
+  omitted(dir: string): readonly string[] {
+    return this.omits.get(basename(dir)) ?? [];
   }
 
   /** Deletes the whole-image trees of `manifestDigest` left by the per-image layout. */

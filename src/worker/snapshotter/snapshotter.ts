@@ -219,6 +219,11 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     return snapshotMounts({ id: row.id, kind: row.kind, parents: mp }, this.layout, this.opts.overlay);
   }
 
+  /** Lazy views mounted or being mounted (issue 12: content is relocated only while there are none). */
+  mountedViews(): number {
+    return this.views.size;
+  }
+
   /** Mounts the view of remote snapshot `r` at its fs dir once, then checks it (every call). */
   private async ensureView(r: SnapshotRow): Promise<void> {
     const remoteId = remoteIdOf(r.labels);
