@@ -14,6 +14,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -200,4 +201,23 @@ run('a graduated image drops its lazy view once no mount uses it; a snapshot mou
   t.is(await readFile(join(pre.dir, 'etc/l2file'), 'utf8'), 'from layer 2\n');
   await unmountView(c, 'pre-graduation', pre.dir);
   t.deepEqual(await viewMounts(c), [], 'new mounts of the graduated image mount no view');
+
+  // One copy per content: with no view left, the CAS drops the blobs whose bytes the graduated
+  // layers hold, and serves those files instead (here to a new lazy view of the lower layer).
+  await poll('content-relocated in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"content-relocated"')) ? true : undefined));
+  const hex = createHash('sha256').update('some\n').digest('hex');
+  const content = join(c.snapshotter.root, 'content');
+  await t.throwsAsync(access(join(content, 'sha256', hex.slice(0, 2), hex)), undefined, 'the blob of etc/somefile is gone');
+  t.true((await readFile(join(content, 'relocated.log'), 'utf8')).includes(`${hex} 5 ${join(c.snapshotter.root, 'graduated', 'layers')}/`), 'relocated into a layer dir');
+  const lower = chainIds(built.layers.map((l) => l.diffId))[0]!;
+  const lowerView = await mountView(t, c, 'lower-view', lower);
+  t.false(lowerView.command.includes('graduated'), `the lower chain alone did not graduate: a lazy view: ${lowerView.command}`);
+  t.is(await readFile(join(lowerView.dir, 'etc/somefile'), 'utf8'), 'some\n', 'read through the view from the relocated file');
+  await unmountView(c, 'lower-view', lowerView.dir);
+
+  // Removing the image frees its layers, relocated content included.
+  await c.ctrOk(['images', 'rm', '--sync', img.ref]);
+  await poll('image-content-freed in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"image-content-freed"')) ? true : undefined));
+  t.deepEqual(await readdir(join(c.snapshotter.root, 'graduated', 'layers')), [], 'no layer dir left');
+  t.false(await access(join(content, 'sha256', hex.slice(0, 2), hex)).then(() => true, () => false), 'nor its content');
 });
