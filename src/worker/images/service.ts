@@ -168,6 +168,11 @@ export interface ImageStatus {
    * Absent when graduation is off.
    */
   graduated?: boolean;
+  /**
+   * Every content its graduated layers hold as files is served from them, its blob dropped (one copy
+   * per content, issue 12). Absent when relocation is off or the image did not graduate.
+   */
+  relocated?: boolean;
 }
 
 /** An image the daemon knows: its record, header and (while streaming) receiver. */
@@ -211,6 +216,8 @@ export class ImageService implements RemoteLayerResolver {
   private relocationRunning = false;
   /** Some graduated content may still have its blob (relocateContent has work). */
   private relocationPending = true;
+  /** Images whose graduated content relocateContent went through completely. */
+  private readonly relocatedImages = new Set<string>();
   private readonly relocateTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: ImageServiceOptions) {
@@ -639,6 +646,7 @@ export class ImageService implements RemoteLayerResolver {
         bytesPresent,
         wireBytes: p?.wireBytes ?? 0,
         ...(this.opts.graduations ? { graduated: this.materialised(remoteIdFor(rec.manifestDigest, header.diffIDs.length - 1)) !== undefined } : {}),
+        ...(this.opts.relocations && this.opts.viewsIdle && this.opts.graduations?.layers(chainIds(header.diffIDs)) ? { relocated: this.relocatedImages.has(rec.manifestDigest) } : {}),
       };
     });
   }
@@ -710,6 +718,7 @@ export class ImageService implements RemoteLayerResolver {
             }
           }
           if (!(await flush())) return false;
+          this.relocatedImages.add(known.rec.manifestDigest);
         }
         return true;
       });
