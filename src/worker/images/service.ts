@@ -304,11 +304,19 @@ export class ImageService implements RemoteLayerResolver {
    * `starlight pull`: pulls lazily and records the image in containerd (namespace) so that
    * `ctr run --snapshotter starlight NAME` starts it while content still streams.
    */
-  async pull(req: PullRequest): Promise<PullResult> {
+  pull(req: PullRequest): Promise<PullResult> {
+    return this.notRelocating(() => this.pullNow(req));
+  }
+
+  /**
+   * Runs `fn` (which may build inode tables naming blob paths) after the relocation batch in flight,
+   * and keeps relocation from starting another until it is done (relocateContent).
+   */
+  private async notRelocating<T>(fn: () => Promise<T>): Promise<T> {
     this.busy++;
     try {
       await this.relocating;
-      return await this.pullNow(req);
+      return await fn();
     } finally {
       this.busy--;
     }
@@ -442,14 +450,8 @@ export class ImageService implements RemoteLayerResolver {
     return { remoteId: remoteIdFor(known.rec.manifestDigest, index) };
   }
 
-  async viewRequest(remoteId: string): Promise<ViewRequest> {
-    this.busy++;
-    try {
-      await this.relocating;
-      return await this.viewRequestNow(remoteId);
-    } finally {
-      this.busy--;
-    }
+  viewRequest(remoteId: string): Promise<ViewRequest> {
+    return this.notRelocating(() => this.viewRequestNow(remoteId));
   }
 
   private async viewRequestNow(remoteId: string): Promise<ViewRequest> {
