@@ -66,7 +66,10 @@ const DEFAULT_RELEASE_GRACE_MS = 5_000;
  * within the first container's start, whose view mount and snapshot calls would wait behind it.
  */
 const DEFAULT_GRADUATE_DELAY_MS = 3_000;
-/** How often relocation is tried again while some graduated content still has its blob, ms (cheap: a flag when there is nothing to do; follows a dropped view within this). */
+/**
+ * How often relocation is tried again while some graduated content still has its blob, ms: a dropped
+ * view is followed within this; cheap (a flag) when there is nothing to do.
+ */
 const RELOCATE_RETRY_MS = 5_000;
 /** Blobs relocated per log append (and per check that no view started). */
 const RELOCATE_BATCH = 512;
