@@ -183,8 +183,9 @@ export class Graduations {
 
   /**
    * Deletes the records of graduated chains whose top chain id is not in `keep`, and every layer
-   * dir no kept record names (waits for graduations in flight first). Resolves with the dir names
-   * deleted.
+   * dir no kept record names (also the leftovers of a graduation that failed half-way). Runs after
+   * the graduations queued before it. `beforeRemove(dir, now)` is called for each dir, moved to
+   * `now` meanwhile. Resolves with the dir names deleted.
    */
   prune(keep: ReadonlySet<string>, beforeRemove?: (dir: string, now: string) => Promise<unknown>): Promise<string[]> {
     // After the builds queued before it, and before any queued after it: a dir built for a chain
