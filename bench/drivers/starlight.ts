@@ -36,6 +36,8 @@ import type { StartupFilesSize, TrialMetrics } from '../report/types.js';
 import type { BenchImage, ImageVersion, ModeDefinition, ModeDriver, SharedEnv, TrialEnv } from './types.js';
 import { SNAPSHOTTER, startWorker, type StarlightWorker } from './worker.js';
 
+/** `--view-idle` of the daemon in --overhead trials, s (see settle). */
+const OVERHEAD_VIEW_IDLE_S = 5;
 /** Longest wait for the steady state before measuring disk use (diskBytes), ms. */
 const DISK_STEADY_MS = 180_000;
 /** Poll interval of the daemon's status while waiting for that, ms. */
@@ -222,7 +224,11 @@ class StarlightDriver implements ModeDriver {
       await quiesceAfterTraining(proxy.host, env, join(env.dir, TRAIN_DIR), target);
     }
     const link = await env.link(proxy.host);
-    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced, noGraduate: this.noGraduate }, env);
+    // --overhead: the view of a graduated image is dropped soon after the pull, so that the daemon
+    // reaches its steady state (view gone, CAS copies of graduated content dropped: issue 12) while
+    // settle waits, not during the timed containers.
+    const viewIdleS = env.spec.workload === 'overhead' ? OVERHEAD_VIEW_IDLE_S : undefined;
+    this.w = await startWorker(join(env.dir, 'w'), `http://${link}`, { autoTraces: this.traced, noGraduate: this.noGraduate, ...(viewIdleS !== undefined ? { viewIdleS } : {}) }, env);
   }
 
   async pull(version: ImageVersion, env: TrialEnv): Promise<void> {
@@ -272,8 +278,9 @@ class StarlightDriver implements ModeDriver {
       const st = await this.w!.client.status();
       const img = st.images.find((i) => i.manifestDigest === digest);
       if (img?.complete) completeAt ??= performance.now();
-      // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
-      if (img?.complete && img.graduated !== false) {
+      // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it);
+      // with --overhead also its content relocated (OVERHEAD_VIEW_IDLE_S).
+      if (img?.complete && img.graduated !== false && (env.spec.workload !== 'overhead' || img.relocated !== false)) {
         const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
         if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
         return completeAt!;
