@@ -173,7 +173,15 @@ const trusted = (name: string, p: string): string | null => {
   t.deepEqual(readdirSync(join(base, 'layers')).sort(), v2.map(hex).sort(), 'three layer dirs for both chains');
   const again = await new Graduations(base).open();
   t.deepEqual(again.layers(v2), d2, 'the records survive a restart');
-  t.deepEqual(await again.prune(new Set([CHAIN[1]!])), [hex(v2[2]!)], 'v2 gone: only its own layer is freed');
+  const told: string[] = [];
+  const beforeRemove = async (dir: string, now: string): Promise<void> => {
+    // Called with the dir's name as mounts knew it, while its files are still there, moved aside.
+    t.false(existsSync(dir));
+    t.true(existsSync(join(now, 'etc/v2')));
+    told.push(dir);
+  };
+  t.deepEqual(await again.prune(new Set([CHAIN[1]!]), beforeRemove), [hex(v2[2]!)], 'v2 gone: only its own layer is freed');
+  t.deepEqual(told, [d2[0]]);
   t.deepEqual(again.layers(CHAIN), v1dirs);
   t.is(again.layers(v2), undefined);
   await again.prune(new Set());
