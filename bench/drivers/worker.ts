@@ -48,7 +48,7 @@ export interface StarlightWorker {
  * daemon's auto tracing off when its CLI offers a flag for it (so an untraced mode uploads nothing);
  * `manualUpload` keeps recorded traces on disk until `client.report()`.
  */
-export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean; manualUpload?: boolean; noGraduate?: boolean }, env: TrialEnv): Promise<StarlightWorker> {
+export async function startWorker(dir: string, proxyUrl: string, opts: { autoTraces: boolean; manualUpload?: boolean; noGraduate?: boolean; viewIdleS?: number }, env: TrialEnv): Promise<StarlightWorker> {
   mkdirSync(dir, { recursive: true });
   const root = join(dir, 'r');
   const socket = join(dir, 's.sock');
@@ -63,6 +63,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   // Recorded traces stay in <root>/traces until `starlight report` (the bench reads them first).
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   if (opts.noGraduate) extra.push('--no-graduate');
+  if (opts.viewIdleS !== undefined) extra.push('--view-idle', String(opts.viewIdleS));
   const level = process.env[LOG_ENV];
   const nodeFlags = (process.env[NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
   const args = [...nodeFlags, bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];

@@ -247,6 +247,9 @@ export class WorkerDaemon {
             warmView: (key) => this.snapshotter?.warmView(key),
             buildTable: (tree) => buildInodeTableSliced(tree, (d) => tracker.locate(d)),
             graduations: o.graduate ? await new Graduations(join(o.root, GRADUATED_DIR), log.child({ component: 'graduation' })).open() : undefined,
+            // Issue 12: one copy per content once no view (whose inode table names blob paths) is mounted.
+            relocations: lazy.store,
+            viewsIdle: () => this.snapshotter !== undefined && this.fuse !== undefined && this.snapshotter.mountedViews() === 0 && this.fuse.views.mounted().length === 0 && this.fuse.views.heldMountpoints().length === 0,
             log,
           }).open();
           this.resolver ??= this.images;

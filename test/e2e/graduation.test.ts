@@ -2,18 +2,19 @@
  * Graduation (issue 12), on the whole stack (registry → `starlight proxy` → `starlight snapshotter
  * --proxy` → containerd 1.6 + runc), with the rootfs fixture (every entry type, modes, owners,
  * xattrs, hardlinks incl. a replaced target, whiteouts, opaque dirs, implied dirs):
- * - once the image is complete the daemon materialises it; a snapshot created afterwards is mounted
- *   from that plain tree (not the FUSE view) and shows exactly the overlay oracle's tree (overlayfs
- *   over GNU-tar-extracted layers; hardlink groups (nlink) as in the merged TOC, like the lazy view);
- *   an active snapshot (what a container gets) is an overlay over it;
+ * - once the image is complete the daemon materialises each of its layers as a plain dir; a snapshot
+ *   created afterwards is mounted from those dirs (not the FUSE view) and shows exactly the overlay
+ *   oracle's tree (overlayfs over GNU-tar-extracted layers), hardlink counts (nlink) included; an
+ *   active snapshot (what a container gets) is an overlay over them;
  * - the same after a daemon restart (the tree is on disk; no view is mounted for it);
- * - removing the image frees the materialised tree with the content;
+ * - removing the image frees the materialised layers with the content;
  * - the image's lazy view is unmounted once no mount uses it (`--view-idle`); a snapshot and a
  *   container mounted on it before graduation keep it until they are gone.
  * Needs root, FUSE, overlayfs, containerd + runc, docker-registry, tar, zstd, getfattr/setfattr.
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -24,7 +25,7 @@ import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from
 import { FIXTURES } from '../helpers/fixtures.js';
 import { diffShapes, mountOverlayReference, shapeOfDir } from '../helpers/tree-shape.js';
 import { tempDir } from '../helpers/tmp.js';
-import { ignoredMtimes, pushLayers, treeShapes } from './mount-support.js';
+import { ignoredMtimes, pushLayers } from './mount-support.js';
 import { lazyStack, pull } from './pull-support.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
@@ -54,6 +55,10 @@ const graduated = (c: Containerd, ref: string): Promise<true> =>
   poll(`${ref} complete and graduated`, async () => {
     const st = await new DaemonClient(c.snapshotter.apiSocket).status();
     return st.images.some((i) => i.ref === ref && i.complete && i.graduated === true) ? true : undefined;
+  }).catch((err: Error) => {
+    // Why it did not graduate, if the daemon said.
+    const failed = c.snapshotter.logs().filter((l) => l.includes('graduation-failed'));
+    throw new Error(`${err.message}${failed.length > 0 ? `: ${failed.slice(-3).join('\n')}` : ''}`);
   });
 
 /** Creates a view (or active) snapshot `key` on `parent`, mounts it with the command ctr prints. */
@@ -78,35 +83,36 @@ run('a complete image graduates: new snapshots mount a plain tree equal to the o
   const fx = FIXTURES.find((f) => f.name === 'rootfs')!;
   const { reg, c } = await lazyStack(t);
   const img = await pushLayers(t, reg, 'graduate', fx.layers);
-  const reference = await shapeOfDir(await mountOverlayReference(t, tempDir(t, 'sl-grad-ref-'), img.blobs), { skipVanished: true });
-  // nlink is checked against the merged tree's hardlink groups, as for the lazy view (mount-tree.test):
-  // per-layer overlayfs still counts a name that an upper layer deleted or replaced (bin/ls,
-  // usr/lib/libfoo.hard show 2 there), which one plain tree cannot show.
-  const links = treeShapes(img);
+  // nlink included: the graduated layers are per-layer dirs like the oracle's, so a name an upper
+  // layer deleted or replaced still counts (bin/ls, usr/lib/libfoo.hard show 2 in both).
+  const reference = await shapeOfDir(await mountOverlayReference(t, tempDir(t, 'sl-grad-ref-'), img.blobs), { skipVanished: true, nlink: true });
   const ignoreMtime = ignoredMtimes(img);
-  const top = chainIds(img.tocs.map((x) => x.diffID)).pop()!;
-  const gradRoot = join(c.snapshotter.root, 'graduated');
+  const chain = chainIds(img.tocs.map((x) => x.diffID));
+  const top = chain[chain.length - 1]!;
+  const gradLayers = join(c.snapshotter.root, 'graduated', 'layers');
+  // The lowerdir of a graduated mount: one dir per layer, named by its chain id, top first.
+  const lowerdir = `lowerdir=${chain.map((id) => join(gradLayers, id.slice('sha256:'.length))).reverse().join(':')}`;
 
   await pull(t, c, img.ref);
   const pulledAt = Date.now();
   await graduated(c, img.ref);
-  const trees = await readdir(gradRoot);
-  t.is(trees.length, 1, `one graduated tree: ${trees.join(', ')}`);
+  // Dirs only: a layer that leaves out hidden files has a `.omit` list beside it.
+  const trees = (await readdir(gradLayers)).filter((n) => !n.endsWith('.omit'));
+  t.deepEqual(trees.sort(), chain.map((id) => id.slice('sha256:'.length)).sort(), 'one graduated dir per layer');
 
   const check = async (key: string): Promise<void> => {
     const { dir, command } = await mountView(t, c, key, top);
-    t.true(command.includes(join(gradRoot, trees[0]!)), `mounted from the graduated tree: ${command}`);
+    t.true(command.includes(lowerdir), `mounted from the graduated layers: ${command}`);
     const shape = await shapeOfDir(dir, { nlink: true });
     const diffs = diffShapes(shape, reference, { names: ['graduated', 'overlay'], ignoreMtime });
     t.deepEqual(diffs, [], `graduated tree vs overlayfs:\n${diffs.slice(0, 50).join('\n')}`);
-    const linkDiffs = diffShapes(shape, links, { names: ['graduated', 'merged'], ignoreMtime, ignoreFields: ['sha256'] });
-    t.deepEqual(linkDiffs, [], `graduated tree vs merged TOC (hardlink groups):\n${linkDiffs.slice(0, 50).join('\n')}`);
+    t.is(shape.get('bin/ls')?.nlink, 2, 'a hardlink whose other name an upper layer deleted counts it, as in overlayfs');
     await unmountView(c, key, dir);
   };
   await check('grad-view-1');
   // An active snapshot (what a container gets): overlay of its upper dir over the graduated tree.
   const active = await mountView(t, c, 'grad-active', top, 'prepare');
-  t.true(active.command.includes(`lowerdir=${join(gradRoot, trees[0]!)}`), active.command);
+  t.true(active.command.includes(lowerdir), active.command);
   t.is(await readFile(join(active.dir, 'etc/motd'), 'utf8'), 'welcome\n');
   t.is(await readFile(join(active.dir, 'usr/lib/libfoo.hard'), 'utf8'), 'libfoo v1');
   await writeFile(join(active.dir, 'etc/motd'), 'changed\n');
@@ -123,8 +129,9 @@ run('a complete image graduates: new snapshots mount a plain tree equal to the o
   await sleep(Math.max(0, pulledAt + RELEASE_GRACE_WAIT_MS - Date.now()));
   await c.ctrOk(['images', 'rm', '--sync', img.ref]);
   await poll('image-content-freed in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"image-content-freed"')) ? true : undefined));
-  t.deepEqual(await readdir(gradRoot), [], 'removing the image freed its graduated tree');
-  await t.throwsAsync(access(join(gradRoot, trees[0]!)));
+  t.deepEqual(await readdir(gradLayers), [], 'removing the image freed its graduated layers');
+  t.deepEqual(await readdir(join(c.snapshotter.root, 'graduated', 'chains')), [], 'and its chain record');
+  await t.throwsAsync(access(join(gradLayers, trees[0]!)));
 });
 
 
@@ -194,4 +201,23 @@ run('a graduated image drops its lazy view once no mount uses it; a snapshot mou
   t.is(await readFile(join(pre.dir, 'etc/l2file'), 'utf8'), 'from layer 2\n');
   await unmountView(c, 'pre-graduation', pre.dir);
   t.deepEqual(await viewMounts(c), [], 'new mounts of the graduated image mount no view');
+
+  // One copy per content: with no view left, the CAS drops the blobs whose bytes the graduated
+  // layers hold, and serves those files instead (here to a new lazy view of the lower layer).
+  await poll('content-relocated in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"content-relocated"')) ? true : undefined));
+  const hex = createHash('sha256').update('some\n').digest('hex');
+  const content = join(c.snapshotter.root, 'content');
+  await t.throwsAsync(access(join(content, 'sha256', hex.slice(0, 2), hex)), undefined, 'the blob of etc/somefile is gone');
+  t.true((await readFile(join(content, 'relocated.log'), 'utf8')).includes(`${hex} 5 ${join(c.snapshotter.root, 'graduated', 'layers')}/`), 'relocated into a layer dir');
+  const lower = chainIds(built.layers.map((l) => l.diffId))[0]!;
+  const lowerView = await mountView(t, c, 'lower-view', lower);
+  t.false(lowerView.command.includes('graduated'), `the lower chain alone did not graduate: a lazy view: ${lowerView.command}`);
+  t.is(await readFile(join(lowerView.dir, 'etc/somefile'), 'utf8'), 'some\n', 'read through the view from the relocated file');
+  await unmountView(c, 'lower-view', lowerView.dir);
+
+  // Removing the image frees its layers, relocated content included.
+  await c.ctrOk(['images', 'rm', '--sync', img.ref]);
+  await poll('image-content-freed in the daemon log', async () => (c.snapshotter.logs().some((l) => l.includes('"image-content-freed"')) ? true : undefined));
+  t.deepEqual(await readdir(join(c.snapshotter.root, 'graduated', 'layers')), [], 'no layer dir left');
+  t.false(await access(join(content, 'sha256', hex.slice(0, 2), hex)).then(() => true, () => false), 'nor its content');
 });

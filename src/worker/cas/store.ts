@@ -28,13 +28,21 @@
  * and re-verifies (hashes) every other blob — unlogged, truncated, rewritten, zeroed by a power cut —
  * dropping it when its bytes no longer hash to its name, so it is fetched again, never served.
  *
+ * Relocated content (issue 12): a blob whose bytes also sit in a graduated layer dir (an immutable
+ * copy the daemon made) may be dropped from `sha256/` and served from that file instead: relocate()
+ * appends `<hex> <size> <path>` to `<root>/relocated.log` (fdatasync) and only then unlinks the blob,
+ * so after a crash open() finds the content in one place or the other (the blob first, else the
+ * logged file if it has the logged size; else it is gone and fetched again). restoreUnder(dir) links
+ * such files back into `sha256/` before their dir is deleted. has()/info()/walk() do not tell the
+ * two apart; path() gives whichever holds it.
+ *
  * Not here: where content comes from (stream/), who may read what (fs/), garbage collection policy
  * (the daemon decides which digests are still referenced and calls delete()).
  */
 import { execFile } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { constants as fsc, type BigIntStats } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, chmod, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, chmod, link, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { isDigest } from '../../oci/digest.js';
@@ -56,6 +64,10 @@ const RECORD_RE = /^([0-9a-f]{64}) (\d+) (\d+) (\d+)$/;
 /** The log is rewritten at open() when it holds more than this many records per trusted blob (+ slack). */
 const LOG_COMPACT_RATIO = 2;
 const LOG_COMPACT_SLACK = 1024;
+/** The relocation log (see the file comment), beside sha256/. */
+const RELOCATED_LOG = 'relocated.log';
+/** A relocation record: `<hex> <size> <absolute path>`; `<hex> -` forgets one. */
+const RELOCATED_RE = /^([0-9a-f]{64}) (?:(\d+) (\/.*)|-)$/;
 /** Read size when open() re-verifies a blob. */
 const VERIFY_READ_BYTES = 1024 * 1024;
 
@@ -178,6 +190,19 @@ export interface ContentStore {
 }
 
 /**
+ * Content a store may serve from files outside it (issue 12: the graduated layer dirs' copies);
+ * see "Relocated content" in the file comment. LocalContentStore implements it.
+ */
+export interface Relocations {
+  /** Is `digest` served from a relocated file? */
+  isRelocated(digest: string): boolean;
+  /** Serve each `digest` from its `file` (same bytes, same file system, never written again); drops the blobs. */
+  relocate(moves: readonly { digest: string; file: string }[]): Promise<void>;
+  /** Makes the content relocated to files under `dir` (now at `now`) blobs again, before it is deleted. */
+  restoreUnder(dir: string, now?: string): Promise<number>;
+}
+
+/**
  * A store that keeps each content as one file at a fixed path, which a writer of its own (the item
  * pool's threads, stream/item-pool.ts) may create directly: created exclusively at blobPath(hex),
  * read-only, its bytes verified before it is created; then reported with committed().
@@ -278,7 +303,7 @@ interface Committed {
 }
 
 /** The CAS on a local directory. Call open() before use: it indexes what a previous run committed. */
-export class LocalContentStore implements ContentStore, BlobFiles {
+export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
   private readonly sizes = new Map<string, number>();
   /** Stamp of each committed blob (what its log record says). */
   private readonly stamps = new Map<string, BlobStamp>();
@@ -295,6 +320,8 @@ export class LocalContentStore implements ContentStore, BlobFiles {
   recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
   /** join(root, BLOB_DIR), once: blobPath() is called per item of every stream. */
   private readonly blobRoot: string;
+  /** Relocated content (see the file comment): digest → the file that holds it. */
+  private readonly relocated = new Map<string, string>();
 
   constructor(
     readonly root: string,
@@ -353,6 +380,7 @@ export class LocalContentStore implements ContentStore, BlobFiles {
     if (recovery.verified > 0 || recovery.dropped.length > 0) {
       this.log.warn('cas-recovered', { root: this.root, trusted: recovery.trusted, verified: recovery.verified, dropped: recovery.dropped.length, digests: recovery.dropped.slice(0, 20) });
     }
+    await this.openRelocated();
     if (logged.records > recovery.trusted * LOG_COMPACT_RATIO + LOG_COMPACT_SLACK) await this.rewriteLog();
     if (this.notDurable.length > 0) await this.sync();
     return this;
@@ -414,7 +442,7 @@ export class LocalContentStore implements ContentStore, BlobFiles {
     try {
       const pending = new Set(this.notDurable.map((n) => n.digest));
       const lines: string[] = [];
-      for (const [digest, size] of this.sizes) if (!pending.has(digest)) lines.push(recordLine(digest, size, this.stamps.get(digest)!));
+      for (const [digest, size] of this.sizes) if (!pending.has(digest) && !this.relocated.has(digest)) lines.push(recordLine(digest, size, this.stamps.get(digest)!));
       await fh.writeFile(lines.join(''));
       await fh.datasync();
     } finally {
@@ -508,7 +536,7 @@ export class LocalContentStore implements ContentStore, BlobFiles {
 
   path(digest: string): string | null {
     const hex = digestHex(digest);
-    return this.sizes.has(digest) ? this.blobPath(hex) : null;
+    return this.sizes.has(digest) ? (this.relocated.get(digest) ?? this.blobPath(hex)) : null;
   }
 
   has(digest: string): boolean {
@@ -536,6 +564,9 @@ export class LocalContentStore implements ContentStore, BlobFiles {
 
   async delete(digest: string): Promise<void> {
     const hex = digestHex(digest);
+    // A relocated file belongs to its layer dir (deleted with it): only forgotten here. Not logged:
+    // a stale record finds its file gone at open(), or the same bytes still there (harmless).
+    this.relocated.delete(digest);
     this.sizes.delete(digest);
     // Its log record (if any) no longer matches a re-fetched blob's stamp: no delete record needed.
     this.stamps.delete(digest);
@@ -547,6 +578,99 @@ export class LocalContentStore implements ContentStore, BlobFiles {
     this.sizes.set(digest, size);
     this.stamps.set(digest, stamp);
     this.notDurable.push({ digest, stamp });
+  }
+
+  /** Is `digest` served from a relocated file (not from its blob)? */
+  isRelocated(digest: string): boolean {
+    return this.relocated.has(digest);
+  }
+
+  /**
+   * Drops the blobs of `moves` and serves each content from its `file` from now on (see the file
+   * comment): `file` holds the same bytes, on the same file system, and is never written again (a
+   * graduated layer dir's file). One log append + fdatasync for all; a content not present or
+   * already relocated is skipped.
+   */
+  async relocate(moves: readonly { digest: string; file: string }[]): Promise<void> {
+    const todo = moves.filter((m) => this.sizes.has(m.digest) && !this.relocated.has(m.digest));
+    if (todo.length === 0) return;
+    await this.appendRelocated(todo.map((m) => `${digestHex(m.digest)} ${this.sizes.get(m.digest)!} ${m.file}\n`).join(''));
+    for (const m of todo) {
+      this.relocated.set(m.digest, m.file);
+      this.stamps.delete(m.digest);
+      await rm(this.blobPath(digestHex(m.digest)), { force: true });
+    }
+  }
+
+  /**
+   * Makes every content relocated to a file under `dir` a blob again (the file is moved back with a
+   * hardlink + unlink: no bytes copied), before the dir is deleted. `now` is where `dir` is at this
+   * moment (the caller may have renamed it out of the way first); default `dir`. Resolves with how
+   * many contents came back.
+   */
+  async restoreUnder(dir: string, now = dir): Promise<number> {
+    const back: string[] = [];
+    for (const [digest, file] of this.relocated) {
+      if (!file.startsWith(dir + '/')) continue;
+      const from = now + file.slice(dir.length);
+      const blob = this.blobPath(digestHex(digest));
+      await link(from, blob).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err; // written again by a stream meanwhile
+      });
+      // Its other name goes now, so the stamp below (ctime moves with the link count) stays true.
+      await rm(from, { force: true });
+      const stamp = stampOf(await stat(blob, { bigint: true }));
+      this.stamps.set(digest, stamp);
+      this.notDurable.push({ digest, stamp });
+      back.push(digest);
+    }
+    if (back.length > 0) {
+      await this.sync();
+      await this.forgetRelocated(back);
+    }
+    return back.length;
+  }
+
+  private async forgetRelocated(digests: string[]): Promise<void> {
+    await this.appendRelocated(digests.map((d) => `${digestHex(d)} -\n`).join(''));
+    for (const d of digests) this.relocated.delete(d);
+  }
+
+  private async appendRelocated(text: string): Promise<void> {
+    const fh = await open(join(this.root, RELOCATED_LOG), fsc.O_CREAT | fsc.O_WRONLY | fsc.O_APPEND, 0o600);
+    try {
+      await fh.write(text);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** open(): content relocated by an earlier run, where it still is (see the file comment); log compacted. */
+  private async openRelocated(): Promise<void> {
+    const path = join(this.root, RELOCATED_LOG);
+    const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    if (text === '') return;
+    const last = new Map<string, { size: number; file: string } | null>();
+    for (const line of text.split('\n')) {
+      const m = RELOCATED_RE.exec(line);
+      if (m) last.set(m[1]!, m[3] === undefined ? null : { size: Number(m[2]), file: m[3] });
+    }
+    for (const [hex, rec] of last) {
+      const digest = 'sha256:' + hex;
+      if (rec === null || this.sizes.has(digest)) continue; // its blob is back (or never left)
+      const st = await stat(rec.file).catch(() => undefined);
+      if (st?.isFile() && st.size === rec.size) {
+        this.sizes.set(digest, rec.size);
+        this.relocated.set(digest, rec.file);
+      }
+    }
+    const tmp = `${path}.tmp-${process.pid}`;
+    await writeFile(tmp, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
+    await rename(tmp, path);
   }
 
   /** @internal */

@@ -12,6 +12,7 @@
  *
  * Not here: HTTP (api/), the snapshotter, wire formats (protocol/), containerd gRPC (containerd-client.ts).
  */
+import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
 import { yieldToLoop } from '../../event-loop.js';
@@ -19,6 +20,7 @@ import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
+import type { Relocations } from '../cas/store.js';
 import type { InodeTable } from '../fs/inodes.js';
 import type { ViewRequest } from '../fs/view.js';
 import type { LayerStore } from '../pull/layer-store.js';
@@ -64,6 +66,13 @@ const DEFAULT_RELEASE_GRACE_MS = 5_000;
  * within the first container's start, whose view mount and snapshot calls would wait behind it.
  */
 const DEFAULT_GRADUATE_DELAY_MS = 3_000;
+/**
+ * How often relocation is tried again while some graduated content still has its blob, ms: a dropped
+ * view is followed within this; cheap (a flag) when there is nothing to do.
+ */
+const RELOCATE_RETRY_MS = 5_000;
+/** Blobs relocated per log append (and per check that no view started). */
+const RELOCATE_BATCH = 512;
 /** Shortest delay of a release retry (an image still pulling is checked again this often), ms. */
 const RELEASE_RETRY_MIN_MS = 1_000;
 
@@ -98,6 +107,16 @@ export interface ImageServiceOptions {
   graduations?: Graduations;
   /** See DEFAULT_GRADUATE_DELAY_MS; ms, default 3000. */
   graduateDelayMs?: number;
+  /**
+   * One copy per content (issue 12): the CAS may serve content from the graduated layer dirs' files
+   * and drop its blobs (relocateContent); default none (both copies kept).
+   */
+  relocations?: Relocations;
+  /**
+   * True when no lazy view is mounted, being mounted or held for adoption (their inode tables name
+   * blob paths, which relocation deletes); default: never true (nothing is relocated).
+   */
+  viewsIdle?: () => boolean;
   log?: Logger;
 }
 
@@ -152,6 +171,11 @@ export interface ImageStatus {
    * Absent when graduation is off.
    */
   graduated?: boolean;
+  /**
+   * Every content its graduated layers hold as files is served from them, its blob dropped (one copy
+   * per content, issue 12). Absent when relocation is off or the image did not graduate.
+   */
+  relocated?: boolean;
 }
 
 /** An image the daemon knows: its record, header and (while streaming) receiver. */
@@ -188,10 +212,24 @@ export class ImageService implements RemoteLayerResolver {
   private readonly graduateTimers = new Map<string, NodeJS.Timeout>();
   /** Aborts pulls still waiting for their header (a resume while the proxy is down) at close(). */
   private readonly closing = new AbortController();
+  /** pull() and viewRequest() calls in progress: they may build inode tables naming blob paths. */
+  private busy = 0;
+  /** The relocation batch in flight: a view's table is built after it (see relocateContent). */
+  private relocating: Promise<unknown> = Promise.resolve();
+  private relocationRunning = false;
+  /** Some graduated content may still have its blob (relocateContent has work). */
+  private relocationPending = true;
+  /** Images whose graduated content relocateContent went through completely. */
+  private readonly relocatedImages = new Set<string>();
+  private readonly relocateTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: ImageServiceOptions) {
     this.log = opts.log ?? nullLogger;
     this.snapshotter = opts.snapshotterName ?? 'starlight';
+    if (opts.relocations && opts.graduations && opts.viewsIdle) {
+      this.relocateTimer = setInterval(() => void this.relocateContent(), RELOCATE_RETRY_MS);
+      this.relocateTimer.unref();
+    }
   }
 
   /** Loads the records; resumes the streams of incomplete images in the background. */
@@ -269,7 +307,25 @@ export class ImageService implements RemoteLayerResolver {
    * `starlight pull`: pulls lazily and records the image in containerd (namespace) so that
    * `ctr run --snapshotter starlight NAME` starts it while content still streams.
    */
-  async pull(req: PullRequest): Promise<PullResult> {
+  pull(req: PullRequest): Promise<PullResult> {
+    return this.notRelocating(() => this.pullNow(req));
+  }
+
+  /**
+   * Runs `fn` (which may build inode tables naming blob paths) after the relocation batch in flight,
+   * and keeps relocation from starting another until it is done (relocateContent).
+   */
+  private async notRelocating<T>(fn: () => Promise<T>): Promise<T> {
+    this.busy++;
+    try {
+      await this.relocating;
+      return await fn();
+    } finally {
+      this.busy--;
+    }
+  }
+
+  private async pullNow(req: PullRequest): Promise<PullResult> {
     const at = Date.now();
     const t = new PhaseTimer();
     const cd = this.containerdClient().inNamespace(req.namespace ?? 'default');
@@ -397,7 +453,11 @@ export class ImageService implements RemoteLayerResolver {
     return { remoteId: remoteIdFor(known.rec.manifestDigest, index) };
   }
 
-  async viewRequest(remoteId: string): Promise<ViewRequest> {
+  viewRequest(remoteId: string): Promise<ViewRequest> {
+    return this.notRelocating(() => this.viewRequestNow(remoteId));
+  }
+
+  private async viewRequestNow(remoteId: string): Promise<ViewRequest> {
     const { manifestDigest, index } = parseRemoteId(remoteId);
     const known = this.byManifest.get(manifestDigest);
     if (!known || index >= known.header.diffIDs.length) {
@@ -451,15 +511,14 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /**
-   * Materialises the top view of a complete image in the background (issue 12); containers created
-   * afterwards use it (materialised()). A failure is logged; they keep using the view.
+   * Materialises the layers of a complete image in the background (issue 12); containers created
+   * afterwards use them (materialised()). A failure is logged; they keep using the view.
    */
   private graduate(known: Known): void {
     const g = this.opts.graduations;
     if (!g || this.closed || !known.rec.complete) return;
-    const index = known.header.diffIDs.length - 1;
-    const remoteId = remoteIdFor(known.rec.manifestDigest, index);
-    if (g.get(remoteId) || this.graduateTimers.has(remoteId)) return;
+    const remoteId = remoteIdFor(known.rec.manifestDigest, known.header.diffIDs.length - 1);
+    if (g.layers(known.chain) || this.graduateTimers.has(remoteId)) return;
     const wait = known.rec.pulledAt + (this.opts.graduateDelayMs ?? DEFAULT_GRADUATE_DELAY_MS) - Date.now();
     if (wait > 0) {
       const timer = setTimeout(() => {
@@ -472,20 +531,28 @@ export class ImageService implements RemoteLayerResolver {
     void (async () => {
       const at = Date.now();
       const t = new PhaseTimer();
-      const tree = await this.treeOf(known, remoteId, index);
-      t.lap('tree');
-      await g.graduate(remoteId, tree, (d) => this.opts.tracker.locate(d));
+      const tocs = await this.opts.puller.chainTocs(known.header);
+      t.lap('tocs');
+      try {
+        await g.graduate(known.chain, tocs, (d) => this.opts.tracker.locate(d));
+      } finally {
+        // Released while its layers were built: release() pruned before the last ones existed.
+        if (this.byManifest.get(known.rec.manifestDigest) !== known) await this.pruneGraduated();
+      }
       t.lap('materialise');
       this.record({ op: 'graduate', subject: remoteId, at, totalMs: t.total(), phases: t.phases });
+      this.relocationPending = true;
+      void this.relocateContent();
     })().catch((err: unknown) => this.log.warn('image-graduation-failed', { ref: known.rec.ref, remoteId, err }));
   }
 
-  /** RemoteLayerResolver: the plain directory holding `remoteId`'s tree, once graduated. */
-  materialised(remoteId: string): string | undefined {
+  /** RemoteLayerResolver: the graduated layer dirs (top first) of `remoteId`'s chain, once all exist. */
+  materialised(remoteId: string): string[] | undefined {
     const g = this.opts.graduations;
     if (!g) return undefined;
-    const { manifestDigest } = parseRemoteId(remoteId);
-    return this.byManifest.get(manifestDigest)?.rec.complete ? g.get(remoteId) : undefined;
+    const { manifestDigest, index } = parseRemoteId(remoteId);
+    const known = this.byManifest.get(manifestDigest);
+    return known?.rec.complete ? g.layers(known.chain.slice(0, index + 1)) : undefined;
   }
 
   viewMounted(remoteId: string): void {
@@ -547,8 +614,10 @@ export class ImageService implements RemoteLayerResolver {
         }
       }
       await records.remove(k.rec.manifestDigest);
-      await this.opts.graduations?.remove(k.rec.manifestDigest);
+      await this.opts.graduations?.removeLegacy(k.rec.manifestDigest);
     }
+    // Layer dirs no kept image's chain has (v1 and v2 share their common layers' dirs).
+    await this.pruneGraduated();
     // Last: the loop above reads the dropped chains' TOCs.
     await layers.removeTocs(unusedLayers);
     this.log.info('image-content-freed', { manifests: drop.map((k) => k.rec.manifestDigest), refs: drop.map((k) => k.rec.ref), digests, bytes, tocs: unusedLayers.length });
@@ -582,6 +651,7 @@ export class ImageService implements RemoteLayerResolver {
         bytesPresent,
         wireBytes: p?.wireBytes ?? 0,
         ...(this.opts.graduations ? { graduated: this.materialised(remoteIdFor(rec.manifestDigest, header.diffIDs.length - 1)) !== undefined } : {}),
+        ...(this.opts.relocations && this.opts.viewsIdle && this.opts.graduations?.layers(chainIds(header.diffIDs)) ? { relocated: this.relocatedImages.has(rec.manifestDigest) } : {}),
       };
     });
   }
@@ -596,6 +666,88 @@ export class ImageService implements RemoteLayerResolver {
     return live;
   }
 
+  /**
+   * Deletes the graduated layer dirs no kept image mounts; content relocated into them that a kept
+   * image still needs becomes a blob again first.
+   */
+  private async pruneGraduated(): Promise<void> {
+    const rel = this.opts.relocations;
+    await this.opts.graduations?.prune(this.keptChains(), rel ? (dir, now) => rel.restoreUnder(dir, now) : undefined);
+  }
+
+  /**
+   * One copy per content (issue 12): drops the blob of every content that a graduated layer dir
+   * holds as a file (a copy graduation made), the CAS serving that file from then on. Runs only
+   * while no lazy view is mounted, being mounted or held, and no pull or view request is in progress
+   * (their inode tables name blob paths); checked before each batch, and a view or pull that starts
+   * meanwhile waits for the batch in flight (`relocating`). Serialised with graduations and prunes.
+   * Stopped early, it is tried again every RELOCATE_RETRY_MS.
+   */
+  private async relocateContent(): Promise<void> {
+    const { relocations: rel, graduations: g } = this.opts;
+    if (!rel || !g || this.relocationRunning || !this.relocationPending || !this.mayRelocate()) return;
+    this.relocationRunning = true;
+    try {
+      const t0 = Date.now();
+      let blobs = 0;
+      let bytes = 0;
+      const done = await g.exclusive(async () => {
+        for (const known of [...this.byManifest.values()]) {
+          const dirs = known.rec.complete ? g.layers(known.chain) : undefined;
+          if (!dirs) continue;
+          const tocs = await this.opts.puller.chainTocs(known.header);
+          const bottomFirst = [...dirs].reverse();
+          let batch: { digest: string; file: string; size: number }[] = [];
+          const seen = new Set<string>();
+          const flush = async (): Promise<boolean> => {
+            if (batch.length === 0) return true;
+            if (!this.mayRelocate() || this.byManifest.get(known.rec.manifestDigest) !== known) return false;
+            const p = rel.relocate(batch);
+            this.relocating = p.catch(() => undefined);
+            await p;
+            blobs += batch.length;
+            for (const b of batch) bytes += b.size;
+            batch = [];
+            return true;
+          };
+          for (const [i, toc] of tocs.entries()) {
+            const dir = bottomFirst[i]!;
+            const omitted = new Set(g.omitted(dir));
+            for (const e of toc.entries) {
+              const d = e.digest;
+              if (e.type !== 'reg' || d === undefined || e.size === 0 || omitted.has(e.path) || seen.has(d)) continue;
+              if (!this.opts.tracker.has(d) || rel.isRelocated(d) || this.opts.tracker.arriving(d)) continue;
+              seen.add(d);
+              batch.push({ digest: d, file: join(dir, e.path), size: e.size });
+              if (batch.length >= RELOCATE_BATCH && !(await flush())) return false;
+            }
+          }
+          if (!(await flush())) return false;
+          this.relocatedImages.add(known.rec.manifestDigest);
+        }
+        return true;
+      });
+      if (done) this.relocationPending = false;
+      if (blobs > 0) this.log.info('content-relocated', { blobs, bytes, done, ms: Date.now() - t0 });
+    } catch (err) {
+      this.log.warn('content-relocation-failed', { err });
+    } finally {
+      this.relocationRunning = false;
+    }
+  }
+
+  /** No lazy view mounted, mounting or held, no pull or view request in progress, no table prebuilt. */
+  private mayRelocate(): boolean {
+    if (this.closed || this.busy > 0 || !(this.opts.viewsIdle?.() ?? false)) return false;
+    for (const k of this.byManifest.values()) if (k.table) return false;
+    return true;
+  }
+
+  /** Top chain ids of the images this service knows (their graduated layer dirs stay). */
+  private keptChains(): Set<string> {
+    return new Set([...this.byManifest.values()].map((k) => k.chain[k.chain.length - 1]!));
+  }
+
   /** Manifest digests of the images this service knows. */
   manifests(): string[] {
     return [...this.byManifest.keys()];
@@ -605,6 +757,7 @@ export class ImageService implements RemoteLayerResolver {
     if (this.closed) return;
     this.closed = true;
     this.closing.abort();
+    clearInterval(this.relocateTimer);
     for (const timer of this.graduateTimers.values()) clearTimeout(timer);
     this.graduateTimers.clear();
     for (const k of this.byManifest.values()) k.receiver?.close();

@@ -29,6 +29,8 @@ export interface LazyPullOptions {
 }
 
 export interface LazyPull {
+  /** The CAS (the tracker's store), for what only it offers (relocated content, issue 12). */
+  store: LocalContentStore;
   layers: LayerStore;
   client: ProxyClient;
   tracker: ContentTracker;
@@ -48,6 +50,7 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
   const puller = new Puller({ client, tracker, layers, log: o.log });
   return {
+    store,
     layers,
     client,
     tracker,

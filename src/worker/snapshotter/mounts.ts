@@ -12,7 +12,7 @@
  * Remote rule (Starlight): a remote snapshot's `fs` dir holds the lazy view of its WHOLE chain
  * (remote.ts), so P is cut after the first remote parent: its ancestors are already inside its view.
  * This keeps mixed chains (a committed container layer over a lazy image) a valid overlay.
- * A graduated remote parent (issue 12, MountParent.dir) is used through its plain directory instead.
+ * A graduated remote parent (issue 12, MountParent.dirs) is used through its plain layer dirs instead.
  *
  * Not here: performing mounts, checking views (snapshotter.ts), the on-disk layout (layout.ts).
  */
@@ -23,8 +23,11 @@ export interface MountParent {
   id: number;
   /** True if this parent's `fs` dir is (or will be) a lazy view of its whole chain. */
   remote: boolean;
-  /** A remote parent's graduated tree (same content as its view), used instead of its `fs` dir. */
-  dir?: string;
+  /**
+   * A remote parent's graduated layer dirs, top first (their overlay shows its view's tree), used
+   * instead of its `fs` dir.
+   */
+  dirs?: readonly string[];
 }
 
 export interface MountSnapshot {
@@ -55,12 +58,13 @@ function effectiveLowers(parents: MountParent[]): MountParent[] {
   return i < 0 ? parents : parents.slice(0, i + 1);
 }
 
-function lowerDir(p: MountParent, layout: MountLayout): string {
-  return p.dir ?? layout.fsDir(p.id);
+/** The lowerdir entries of the effective lowers, nearest first (a graduated parent gives several). */
+function lowerDirs(parents: MountParent[], layout: MountLayout): string[] {
+  return effectiveLowers(parents).flatMap((p) => p.dirs ?? [layout.fsDir(p.id)]);
 }
 
 export function snapshotMounts(s: MountSnapshot, layout: MountLayout, opts: OverlayOptions): Mount[] {
-  const lowers = effectiveLowers(s.parents);
+  const lowers = lowerDirs(s.parents, layout);
   if (lowers.length === 0) {
     return [{ type: 'bind', source: layout.fsDir(s.id), options: [s.kind === 'view' ? 'ro' : 'rw', 'rbind'] }];
   }
@@ -70,8 +74,8 @@ export function snapshotMounts(s: MountSnapshot, layout: MountLayout, opts: Over
   if (s.kind === 'active') {
     options.push(`workdir=${layout.workDir(s.id)}`, `upperdir=${layout.fsDir(s.id)}`);
   } else if (lowers.length === 1) {
-    return [{ type: 'bind', source: lowerDir(lowers[0]!, layout), options: ['ro', 'rbind'] }];
+    return [{ type: 'bind', source: lowers[0]!, options: ['ro', 'rbind'] }];
   }
-  options.push(`lowerdir=${lowers.map((p) => lowerDir(p, layout)).join(':')}`);
+  options.push(`lowerdir=${lowers.join(':')}`);
   return [{ type: 'overlay', source: 'overlay', options }];
 }

@@ -55,11 +55,12 @@ export interface RemoteLayerResolver {
    */
   viewRequest(remoteId: string, signal?: AbortSignal): Promise<ViewRequest>;
   /**
-   * Optional (issue 12). A plain directory holding exactly the tree of `remoteId`'s view, complete
-   * and immutable, or undefined. When defined, NEW mounts put it into lowerdir instead of the lazy
-   * view (same tree, no FUSE): the image has "graduated". Cheap (no I/O beyond a stat); must not throw.
+   * Optional (issue 12). Plain directories, complete and immutable, whose overlay (first on top, as
+   * in lowerdir) is exactly the tree of `remoteId`'s view, or undefined. When defined, NEW mounts
+   * put them into lowerdir instead of the lazy view (same tree, no FUSE): the image has
+   * "graduated". Non-empty. Cheap (no I/O beyond a stat); must not throw.
    */
-  materialised?(remoteId: string): string | undefined;
+  materialised?(remoteId: string): readonly string[] | undefined;
   /**
    * Optional. The view of `remoteId` was mounted (viewRequest's request is live from now on).
    * Called once per mount, right after ViewManager.mount resolved. Must not throw.

@@ -198,8 +198,8 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     return this.pureMounts(row, parents, graduated);
   }
 
-  /** The resolver's plain directory for remote snapshot `r`'s tree, if it graduated. */
-  private materialised(r: SnapshotRow): string | undefined {
+  /** The resolver's plain layer dirs (top first) for remote snapshot `r`'s tree, if it graduated. */
+  private materialised(r: SnapshotRow): readonly string[] | undefined {
     const remoteId = remoteIdOf(r.labels);
     if (remoteId === null) return undefined;
     try {
@@ -210,13 +210,18 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     }
   }
 
-  private pureMounts(row: SnapshotRow, parents: SnapshotRow[], graduated?: string): Mount[] {
+  private pureMounts(row: SnapshotRow, parents: SnapshotRow[], graduated?: readonly string[]): Mount[] {
     const mp = StarlightSnapshotter.mountParents(parents);
     if (graduated) {
       const top = mp.find((p) => p.remote);
-      if (top) top.dir = graduated;
+      if (top) top.dirs = graduated;
     }
     return snapshotMounts({ id: row.id, kind: row.kind, parents: mp }, this.layout, this.opts.overlay);
+  }
+
+  /** Lazy views mounted or being mounted (issue 12: content is relocated only while there are none). */
+  mountedViews(): number {
+    return this.views.size;
   }
 
   /** Mounts the view of remote snapshot `r` at its fs dir once, then checks it (every call). */
@@ -335,7 +340,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       // chain needs no view (issue 12).
       const graduated = top ? this.materialised(top) : undefined;
       if (top && !graduated) await this.ensureView(top);
-      const owner = parentRow ? await stat(parentRow === top && graduated ? graduated : this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
+      const owner = parentRow ? await stat(parentRow === top && graduated ? graduated[0]! : this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
       const row = this.store.transaction(() => {
         const r = this.store.create(kind, key, parent, labels);
         if (owner && r.parentId === parentRow!.id) lchownSync(join(td, 'fs'), owner.uid, owner.gid);

@@ -38,11 +38,13 @@ test('mounts: the first remote parent ends the lowerdir (its view holds the chai
 
 const info = (over: Partial<Info>): Info => ({ name: 'n', parent: '', kind: 'committed', created: 0n, updated: 0n, labels: {}, ...over });
 
-test('mounts: a graduated remote parent is used through its plain directory (issue 12)', (t) => {
-  const grad = { id: 3, remote: true, dir: '/g/abc-1' };
-  t.deepEqual(snapshotMounts({ id: 9, kind: 'active', parents: [grad, remote(2)] }, layout, plain)[0]!.options.at(-1), 'lowerdir=/g/abc-1');
-  t.deepEqual(snapshotMounts({ id: 9, kind: 'active', parents: [local(8), grad, remote(2)] }, layout, plain)[0]!.options.at(-1), 'lowerdir=/r/8/fs:/g/abc-1', 'mixed chain');
-  t.deepEqual(snapshotMounts({ id: 9, kind: 'view', parents: [grad] }, layout, plain), [{ type: 'bind', source: '/g/abc-1', options: ['ro', 'rbind'] }]);
+test('mounts: a graduated remote parent is used through its plain layer dirs (issue 12)', (t) => {
+  const grad = { id: 3, remote: true, dirs: ['/g/c3', '/g/c2', '/g/c1'] };
+  t.deepEqual(snapshotMounts({ id: 9, kind: 'active', parents: [grad, remote(2)] }, layout, plain)[0]!.options.at(-1), 'lowerdir=/g/c3:/g/c2:/g/c1');
+  t.deepEqual(snapshotMounts({ id: 9, kind: 'active', parents: [local(8), grad, remote(2)] }, layout, plain)[0]!.options.at(-1), 'lowerdir=/r/8/fs:/g/c3:/g/c2:/g/c1', 'mixed chain');
+  t.deepEqual(snapshotMounts({ id: 9, kind: 'view', parents: [grad] }, layout, plain), [{ type: 'overlay', source: 'overlay', options: ['lowerdir=/g/c3:/g/c2:/g/c1'] }], 'a view of several layer dirs is a read-only overlay');
+  const single = { id: 3, remote: true, dirs: ['/g/c1'] };
+  t.deepEqual(snapshotMounts({ id: 9, kind: 'view', parents: [single] }, layout, plain), [{ type: 'bind', source: '/g/c1', options: ['ro', 'rbind'] }], 'one layer dir: a bind, as containerd does');
 });
 
 test('filters: containerd syntax', (t) => {
