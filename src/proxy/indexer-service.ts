@@ -73,6 +73,8 @@ export interface IndexerServiceOptions {
   layerLimits?: Partial<LayerLimits>;
   /** Replicas sharing a database (--db): index once across them, fill cache misses from peers (replica-sync.ts). */
   replicas?: ReplicaSync;
+  /** Learns from each staged file's bytes as the pass reads them (StartupService.factsSink: the prediction's file facts). */
+  fileFacts?: { factsSink(entry: TocEntry): FileSink | undefined };
 }
 
 export class IndexerService {
@@ -301,6 +303,8 @@ export class IndexerService {
 
   private async indexLayer(repository: string, desc: Descriptor, diffID: string): Promise<LayerToc> {
     const t0 = process.hrtime.bigint();
+    // Phase times of the pass for the 'layer-indexed' log (issue 10's first-contact timeline).
+    const at: { fetched?: bigint; parsed?: bigint } = {};
     const stage = this.o.staging?.begin(diffID);
     const staged: { entry: TocEntry; offset: number }[] = [];
     const fromLayer: TocEntry[] = [];
@@ -315,11 +319,15 @@ export class IndexerService {
           }
           if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
           staged.push({ entry, offset: stage.position });
-          return this.earlySink(diffID, entry, stage) ?? stage;
+          const sink = this.earlySink(diffID, entry, stage) ?? stage;
+          const facts = this.o.fileFacts?.factsSink(entry);
+          return facts === undefined ? sink : teeSink(sink, facts);
         },
         // Staging is full (or off): encode inline (the first pull then waits for it).
         onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
+        at,
       });
+      at.parsed = process.hrtime.bigint();
       // entry.digest is set once a file's bytes were hashed, i.e. by now for every staged entry.
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
       for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
@@ -350,10 +358,13 @@ export class IndexerService {
       throw err;
     }
     if (stage !== undefined) void this.encoder.enqueue(stage);
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const t1 = process.hrtime.bigint();
+    const secs = Number(t1 - t0) / 1e9;
+    const since = (t?: bigint): number | undefined => (t === undefined ? undefined : Number(t - t0) / 1e9);
     this.o.metrics.layersIndexed++;
     this.o.metrics.indexSeconds += secs;
-    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs });
+    // fetchedSeconds: the registry answered; parsedSeconds: the pass read the blob's end (then commit + record).
+    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs, fetchedSeconds: since(at.fetched), parsedSeconds: since(at.parsed) });
     return toc;
   }
 
@@ -385,7 +396,7 @@ export class IndexerService {
     repository: string,
     desc: Descriptor,
     diffID: string,
-    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal } = {},
+    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal; at?: { fetched?: bigint } } = {},
   ): Promise<LayerToc> {
     const ref = parseReference(`${repository}@${desc.digest}`);
     const where = { layer: desc.digest, diffID };
@@ -396,6 +407,7 @@ export class IndexerService {
       throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, where);
     }
     this.o.metrics.registryBlobFetches++;
+    if (opts.at !== undefined) opts.at.fetched = process.hrtime.bigint();
     const only = opts.only;
     const onFile = opts.onFile ?? (async (entry: TocEntry, content: Readable) => void (await this.o.cache.put(content, entry.size, diffID, { only })));
     try {
@@ -479,6 +491,20 @@ export class IndexerService {
       throw err;
     }
   }
+}
+
+/** `main` (whose write may apply backpressure) and `side` (sync; sees the same pieces, then the end). */
+function teeSink(main: FileSink, side: FileSink): FileSink {
+  return {
+    write: (piece) => {
+      void side.write(piece);
+      return main.write(piece);
+    },
+    end: (e) => {
+      main.end?.(e);
+      side.end?.(e);
+    },
+  };
 }
 
 /**
