@@ -39,7 +39,7 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
   --view-idle SECONDS        unmount a graduated image's lazy view once no container or mount has used it
                              for SECONDS (default 60)
   --early-items on|off       ask a proxy indexing an image for the first time to send likely-first contents
-                             before the header (default on; off: the header first, as from a warm proxy)
+                             before the header (default off: the header first, as from a warm proxy)
   --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
                              stop leaves views mounted so running containers survive a restart)`;
 

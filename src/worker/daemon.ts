@@ -94,7 +94,7 @@ export interface WorkerDaemonOptions {
   log?: Logger;
   /** Serve Prometheus metrics on this host:port (GET /metrics). Default: none. */
   metricsAddress?: string;
-  /** Ask a cold proxy for early items before the header (issue 10, docs/protocol.md "Early items"). Default true. */
+  /** Ask a cold proxy for early items before the header (issue 10, docs/protocol.md "Early items"). Default false. */
   earlyItems?: boolean;
 }
 
@@ -166,7 +166,7 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     shutdownViews: o.shutdownViews ?? false,
     log: o.log ?? nullLogger,
     metricsAddress: o.metricsAddress,
-    earlyItems: o.earlyItems ?? true,
+    earlyItems: o.earlyItems ?? false,
   };
 }
 

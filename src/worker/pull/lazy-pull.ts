@@ -25,7 +25,7 @@ export interface LazyPullOptions {
   readDeadlineMs: number;
   /** Keep a connection to the proxy open ahead of the next pull (ProxyClientOptions.warm); default false. */
   warmConnection?: boolean;
-  /** Ask a cold proxy for early items (ProxyClientOptions.earlyItems); default true. */
+  /** Ask a cold proxy for early items (ProxyClientOptions.earlyItems); default false. */
   earlyItems?: boolean;
   log: Logger;
 }

@@ -49,7 +49,8 @@ export interface ProxyClientOptions {
   warm?: boolean;
   /**
    * Ask a cold proxy for EARLY frames (`early=1`, docs/protocol.md "Early items") on a stream's first
-   * connection. Default true; the daemon's `--early-items off` turns it off (issue 10 A/B).
+   * connection. Default false: measured slower at 150 ms on 2 cores (docs/design-notes.md, issue 10
+   * session 8); `--early-items on` of the daemon and `starlight mount` asks for them.
    */
   earlyItems?: boolean;
 }
@@ -123,7 +124,7 @@ export class ProxyClient {
     this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
     this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
     this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
-    this.earlyItems = opts.earlyItems ?? true;
+    this.earlyItems = opts.earlyItems ?? false;
     this.agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
     if (opts.warm) {
       this.warmConn = new WarmConnection();
