@@ -29,7 +29,7 @@ import type { RangeReader } from './startup/elf.js';
 import type { FileSink } from '../layers/indexer.js';
 import type { TocEntry } from '../layers/toc.js';
 import { isElf } from './startup/elf.js';
-import { bufferReader, readFacts } from './startup/facts.js';
+import { piecesReader, readFacts } from './startup/facts.js';
 import { SCRIPT_HEAD_BYTES } from './startup/script.js';
 import { type FileFacts, type Prediction, StartupTree, predictWith } from './startup/predict.js';
 
@@ -116,12 +116,11 @@ export class StartupService {
       end: (e) => {
         if (kind === 'undecided') decide(Buffer.concat(pieces, have));
         if (kind === 'no' || e.digest === undefined) return;
-        const bytes = Buffer.concat(pieces, have);
-        pieces.length = 0;
+        const read = piecesReader(pieces.splice(0));
         const digest = e.digest;
         // bufferReader answers at once; the facts are memoized a few microtasks later, long before the
         // pass (and so the prediction) ends. A head shorter than the file reads as the file's head.
-        void readFacts(bufferReader(bytes), e.size).then(
+        void readFacts(read, e.size).then(
           (f) => void this.facts.set(digest, f),
           () => undefined,
         );

@@ -11,6 +11,7 @@ import { mergeLayers } from '../../../src/layers/merge.js';
 import { TOC_VERSION, type TocEntry } from '../../../src/layers/toc.js';
 import { createLogger } from '../../../src/log.js';
 import { StartupService } from '../../../src/proxy/startup-service.js';
+import { bufferReader, piecesReader } from '../../../src/proxy/startup/facts.js';
 import { buildElf } from '../../helpers/elf-fixture.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -85,4 +86,14 @@ test('facts learned in the pass give the read prediction, without reading the fi
 test('factsSink takes no empty file', (t) => {
   const svc = new StartupService({ cache: { has: () => false, pathOf: () => '' }, store: { content: () => undefined } });
   t.is(svc.factsSink({ path: 'x', size: 0, mode: 0o755 }), undefined);
+});
+
+test('piecesReader reads any range of the pieces as bufferReader reads the whole', async (t) => {
+  const whole = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7) & 0xff));
+  const pieces = [whole.subarray(0, 1), whole.subarray(1, 4), whole.subarray(4, 300), whole.subarray(300, 301), whole.subarray(301)];
+  const a = piecesReader(pieces);
+  const b = bufferReader(whole);
+  for (const [off, len] of [[0, 1], [0, 4], [2, 5], [3, 297], [299, 3], [300, 1], [301, 699], [10, 5000], [999, 1], [1000, 1], [5, 0]] as const) {
+    t.deepEqual(await a(off, len), len === 0 ? undefined : await b(off, len), `range ${off}+${len}`);
+  }
 });
