@@ -73,8 +73,6 @@ export interface IndexerServiceOptions {
   layerLimits?: Partial<LayerLimits>;
   /** Replicas sharing a database (--db): index once across them, fill cache misses from peers (replica-sync.ts). */
   replicas?: ReplicaSync;
-  /** Learns from each staged file's bytes as the pass reads them (StartupService.factsSink: the prediction's file facts). */
-  fileFacts?: { factsSink(entry: TocEntry): FileSink | undefined };
 }
 
 export class IndexerService {
@@ -319,9 +317,7 @@ export class IndexerService {
           }
           if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
           staged.push({ entry, offset: stage.position });
-          const sink = this.earlySink(diffID, entry, stage) ?? stage;
-          const facts = this.o.fileFacts?.factsSink(entry);
-          return facts === undefined ? sink : teeSink(sink, facts);
+          return this.earlySink(diffID, entry, stage) ?? stage;
         },
         // Staging is full (or off): encode inline (the first pull then waits for it).
         onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
@@ -491,20 +487,6 @@ export class IndexerService {
       throw err;
     }
   }
-}
-
-/** `main` (whose write may apply backpressure) and `side` (sync; sees the same pieces, then the end). */
-function teeSink(main: FileSink, side: FileSink): FileSink {
-  return {
-    write: (piece) => {
-      void side.write(piece);
-      return main.write(piece);
-    },
-    end: (e) => {
-      main.end?.(e);
-      side.end?.(e);
-    },
-  };
 }
 
 /**

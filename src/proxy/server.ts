@@ -199,9 +199,8 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const client = o.client ?? new RegistryClient({ insecureHosts: regs.filter((r) => r.insecure).map((r) => r.host), logger, credentials: o.credentials });
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
-  const startup = new StartupService({ cache, store, staging, logger });
-  const priority = new PriorityService(store, regs[0]!.host, startup, replicas);
-  const indexer: IndexerService = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas, fileFacts: startup });
+  const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }), replicas);
+  const indexer: IndexerService = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
   const gcIntervalMs = o.gcIntervalMs ?? DEFAULT_GC_INTERVAL_S * 1000;
   const gc =
     gcIntervalMs > 0

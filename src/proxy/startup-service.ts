@@ -26,11 +26,7 @@ import type { ImageConfig } from '../oci/types.js';
 import type { Encoding } from '../protocol/constants.js';
 import type { IndexedImage } from './indexer-service.js';
 import type { RangeReader } from './startup/elf.js';
-import type { FileSink } from '../layers/indexer.js';
-import type { TocEntry } from '../layers/toc.js';
-import { isElf } from './startup/elf.js';
-import { piecesReader, readFacts } from './startup/facts.js';
-import { SCRIPT_HEAD_BYTES } from './startup/script.js';
+import { readFacts } from './startup/facts.js';
 import { type FileFacts, type Prediction, StartupTree, predictWith } from './startup/predict.js';
 
 /** Decoded bytes read from one content at most (beyond: 'unknown'). */
@@ -39,13 +35,6 @@ const MAX_DECODE_BYTES = 256 * 1024 * 1024;
 const MEMO_IMAGES = 256;
 /** Facts kept in memory (contents). */
 const MEMO_FACTS = 50_000;
-/**
- * Largest ELF file whose facts a layer pass reads from the bytes going by (factsSink), bytes: its
- * pieces are held until its end. Larger ones are read from the stage or cache when predicted.
- */
-const FACTS_IN_PASS_MAX_BYTES = 16 * 1024 * 1024;
-/** ld.so.conf and its includes: text the prediction reads (predict.ts ldConfDirs). */
-const LD_CONF_RE = /^etc\/ld\.so\.conf(\.d\/.*)?$/;
 
 /** Where the cached bytes of a content are (ContentCache satisfies it). */
 export interface CachedContentFiles {
@@ -86,47 +75,6 @@ export class StartupService {
   private readonly facts = new LRUCache<string, FileFacts>({ max: MEMO_FACTS });
 
   constructor(private readonly o: StartupServiceOptions) {}
-
-  /**
-   * A sink for one regular file of a layer pass (IndexerService; the file's pieces in order): for the
-   * files the prediction asks about — ELF objects up to FACTS_IN_PASS_MAX_BYTES, `#!` scripts,
-   * executables, ld.so.conf — it computes their facts from the bytes going by and memoizes them by
-   * digest, so the first delta's prediction after the pass needs no read rounds (issue 10: those were
-   * ~0.5 s between the last layer pass and the header). undefined: nothing to learn from this file.
-   * Memory: an ELF file's pieces until its end, the first SCRIPT_HEAD_BYTES of the others.
-   */
-  factsSink(entry: Pick<TocEntry, 'path' | 'size' | 'mode'>): FileSink | undefined {
-    if (entry.size === 0) return undefined;
-    const headWanted = (entry.mode & 0o111) !== 0 || LD_CONF_RE.test(entry.path);
-    const pieces: Buffer[] = [];
-    let have = 0;
-    let kind: 'undecided' | 'elf' | 'head' | 'no' = 'undecided';
-    const decide = (head: Buffer): void => {
-      if (isElf(head)) kind = entry.size <= FACTS_IN_PASS_MAX_BYTES ? 'elf' : 'no';
-      else kind = headWanted || (head[0] === 0x23 && head[1] === 0x21) ? 'head' : 'no';
-      if (kind === 'no') pieces.length = 0;
-    };
-    return {
-      write: (piece) => {
-        if (kind === 'no' || (kind === 'head' && have >= SCRIPT_HEAD_BYTES)) return;
-        pieces.push(piece);
-        have += piece.length;
-        if (kind === 'undecided' && have >= 4) decide(pieces.length === 1 ? piece : Buffer.concat(pieces, have));
-      },
-      end: (e) => {
-        if (kind === 'undecided') decide(Buffer.concat(pieces, have));
-        if (kind === 'no' || e.digest === undefined) return;
-        const read = piecesReader(pieces.splice(0));
-        const digest = e.digest;
-        // bufferReader answers at once; the facts are memoized a few microtasks later, long before the
-        // pass (and so the prediction) ends. A head shorter than the file reads as the file's head.
-        void readFacts(read, e.size).then(
-          (f) => void this.facts.set(digest, f),
-          () => undefined,
-        );
-      },
-    };
-  }
 
   /** The prediction of an image if already computed (sync, for the planner's path). */
   get(manifestDigest: string): Prediction | undefined {
