@@ -5,7 +5,7 @@
  * Not here: the proxy itself (src/proxy), the WAN link to it (trials create one per trial).
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HarnessError } from '../../fixtures/harness-error.js';
@@ -22,6 +22,9 @@ export interface BenchProxy {
   stop(): Promise<void>;
 }
 
+/** Debug aid: append each bench proxy's info-level log to this file. */
+const PROXY_LOG_ENV = 'STARLIGHT_BENCH_PROXY_LOG';
+
 /** The repo's bin/starlight.js, found from this file in dist/bench/drivers or bench/drivers. */
 export function starlightBin(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -35,9 +38,13 @@ export function starlightBin(): string {
 
 /** `extraArgs`: more proxy flags, e.g. ['--db', url] for replicas on one database (bench/drivers/postgres.ts). */
 export function startBenchProxy(registry: string, dataDir: string, extraArgs: readonly string[] = []): Promise<BenchProxy> {
+  // Debug aid: STARLIGHT_BENCH_PROXY_LOG=<file>: the proxy logs at info level, appended to <file> (timelines).
+  const logFile = process.env[PROXY_LOG_ENV];
   const child = spawn(process.execPath, [starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: logFile ? { ...process.env, STARLIGHT_LOG: 'info' } : process.env,
   });
+  if (logFile) child.stderr.on('data', (b: Buffer) => appendFileSync(logFile, b));
   let out = '';
   return new Promise((resolve, reject) => {
     const fail = (why: string): void => {

@@ -24,6 +24,8 @@ const SHUTDOWN_VIEWS_TIMEOUT_MS = 30_000;
 const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
 /** Profiling aid: node flags for each daemon, space-separated (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`; NODE_OPTIONS refuses --cpu-prof). */
 const NODE_FLAGS_ENV = 'STARLIGHT_BENCH_DAEMON_NODE_FLAGS';
+/** Extra `starlight snapshotter` flags for every bench daemon, space-separated (A/B of a daemon option, e.g. `--early-items off`). */
+const DAEMON_FLAGS_ENV = 'STARLIGHT_BENCH_DAEMON_FLAGS';
 /** The daemon flag that sets the auto-trace window (0 = off), when the CLI has it. */
 const TRACE_WINDOW_FLAG = '--trace-window';
 
@@ -64,6 +66,7 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   if (opts.noGraduate) extra.push('--no-graduate');
   if (opts.viewIdleS !== undefined) extra.push('--view-idle', String(opts.viewIdleS));
+  extra.push(...(process.env[DAEMON_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== ''));
   const level = process.env[LOG_ENV];
   const nodeFlags = (process.env[NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
   const args = [...nodeFlags, bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];

@@ -179,8 +179,10 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   let img: IndexedImage;
   let planned: Awaited<ReturnType<PlanCache['plan']>>;
   let t1: number;
+  let tIndexed = 0;
   try {
     img = await indexed;
+    tIndexed = performance.now();
     // One merge (memoized per image) serves the prediction (first request only) and the plan.
     await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
     await ctx.priority.refresh();
@@ -219,7 +221,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   });
   ctx.sessions.add(session);
   writeHead(img.record.manifestDigest);
-  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000 });
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {
     const running = session.run(signal);
     planning();

@@ -301,6 +301,8 @@ export class IndexerService {
 
   private async indexLayer(repository: string, desc: Descriptor, diffID: string): Promise<LayerToc> {
     const t0 = process.hrtime.bigint();
+    // Phase times of the pass for the 'layer-indexed' log (issue 10's first-contact timeline).
+    const at: { fetched?: bigint; parsed?: bigint } = {};
     const stage = this.o.staging?.begin(diffID);
     const staged: { entry: TocEntry; offset: number }[] = [];
     const fromLayer: TocEntry[] = [];
@@ -319,7 +321,9 @@ export class IndexerService {
         },
         // Staging is full (or off): encode inline (the first pull then waits for it).
         onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
+        at,
       });
+      at.parsed = process.hrtime.bigint();
       // entry.digest is set once a file's bytes were hashed, i.e. by now for every staged entry.
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
       for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
@@ -350,10 +354,13 @@ export class IndexerService {
       throw err;
     }
     if (stage !== undefined) void this.encoder.enqueue(stage);
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const t1 = process.hrtime.bigint();
+    const secs = Number(t1 - t0) / 1e9;
+    const since = (t?: bigint): number | undefined => (t === undefined ? undefined : Number(t - t0) / 1e9);
     this.o.metrics.layersIndexed++;
     this.o.metrics.indexSeconds += secs;
-    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs });
+    // fetchedSeconds: the registry answered; parsedSeconds: the pass read the blob's end (then commit + record).
+    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs, fetchedSeconds: since(at.fetched), parsedSeconds: since(at.parsed) });
     return toc;
   }
 
@@ -385,7 +392,7 @@ export class IndexerService {
     repository: string,
     desc: Descriptor,
     diffID: string,
-    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal } = {},
+    opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal; at?: { fetched?: bigint } } = {},
   ): Promise<LayerToc> {
     const ref = parseReference(`${repository}@${desc.digest}`);
     const where = { layer: desc.digest, diffID };
@@ -396,6 +403,7 @@ export class IndexerService {
       throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, where);
     }
     this.o.metrics.registryBlobFetches++;
+    if (opts.at !== undefined) opts.at.fetched = process.hrtime.bigint();
     const only = opts.only;
     const onFile = opts.onFile ?? (async (entry: TocEntry, content: Readable) => void (await this.o.cache.put(content, entry.size, diffID, { only })));
     try {

@@ -205,9 +205,9 @@ test('early=1 on first contact: likely-first contents arrive whole before the he
   t.is(warm.header.items.length, all.size);
 
   if (!mountSupported) return;
-  // A worker asks early=1 itself: through a proxy that never saw the image, every file's bytes.
+  // A worker with --early-items on asks early=1 itself: through a proxy that never saw the image, every file's bytes.
   const p2 = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-first-')]);
-  const m = await startMount(t, p2.url, image);
+  const m = await startMount(t, p2.url, image, { earlyItems: true });
   await m.waitForLine(/^complete$/, POLL_MS);
   for (const [path, b] of Object.entries({ ...wanted, ...other })) t.true(readFileSync(join(m.mountpoint, path)).equals(b), path);
   t.log(`mount: ${(await metrics(p2.url)).get('starlight_proxy_early_items_sent_total')} early items`);

@@ -71,7 +71,7 @@ for (const name of DEBIAN_IMAGES) {
 
     // 1. A proxy that never saw the image: mount, every file's bytes compared with overlayfs.
     const proxy = await startProxyProcess(t, ['--registry', `http://${front.host}`, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-cold-proxy-')]);
-    const m1 = await startMount(t, proxy.url, ref);
+    const m1 = await startMount(t, proxy.url, ref, { earlyItems: true });
     await m1.waitForLine(/^complete$/, COMPLETE_MS);
     const full = await shapeOfDir(m1.mountpoint, { nlink: true });
     const diffs = diffShapes(full, reference, { names: ['mount', 'overlay'], ignoreMtime });

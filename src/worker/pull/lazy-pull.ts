@@ -25,6 +25,8 @@ export interface LazyPullOptions {
   readDeadlineMs: number;
   /** Keep a connection to the proxy open ahead of the next pull (ProxyClientOptions.warm); default false. */
   warmConnection?: boolean;
+  /** Ask a cold proxy for early items (ProxyClientOptions.earlyItems); default false. */
+  earlyItems?: boolean;
   log: Logger;
 }
 
@@ -46,7 +48,7 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   for (const d of ['content', 'layers']) await privateDir(join(o.root, d));
   const store = await new LocalContentStore(join(o.root, 'content'), { log: o.log }).open();
   const layers = await new LayerStore(join(o.root, 'layers')).open();
-  const client = new ProxyClient({ url: o.proxy, token: o.token, warm: o.warmConnection === true });
+  const client = new ProxyClient({ url: o.proxy, token: o.token, warm: o.warmConnection === true, earlyItems: o.earlyItems });
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
   const puller = new Puller({ client, tracker, layers, log: o.log });
   return {

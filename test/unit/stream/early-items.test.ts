@@ -48,7 +48,7 @@ test('EARLY contents are stored verified before the header; a lying one is dropp
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
   const { port } = srv.address() as { port: number };
-  const client = new ProxyClient({ url: `http://127.0.0.1:${port}` });
+  const client = new ProxyClient({ url: `http://127.0.0.1:${port}`, earlyItems: true });
   t.teardown(() => client.close());
   const tracker = new ContentTracker(await new LocalContentStore(tempDir(t)).open());
   const msgs: string[] = [];
@@ -64,4 +64,24 @@ test('EARLY contents are stored verified before the header; a lying one is dropp
   t.true(tracker.has(sha256Digest(later)));
   t.is(rx.progress().earlyItems, 2);
   t.is(rx.progress().itemsDone, 1);
+});
+
+test('a client asks early=1 only with earlyItems: true (the daemon\'s --early-items on; off by default)', async (t) => {
+  const queries: string[] = [];
+  const srv = createServer((req, res) => {
+    queries.push(req.url ?? '');
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const { port } = srv.address() as { port: number };
+  for (const earlyItems of [undefined, true]) {
+    const client = new ProxyClient({ url: `http://127.0.0.1:${port}`, earlyItems });
+    await client.delta({ ref: 'x/y:1', have: [] }).then((r) => r.body.destroy(), () => undefined);
+    client.close();
+  }
+  t.is(queries.length, 2);
+  t.is(new URL(queries[0]!, 'http://x').searchParams.get('early'), null, 'default: no early=1');
+  t.is(new URL(queries[1]!, 'http://x').searchParams.get('early'), '1', 'on: early=1');
+  t.is(new URL(queries[0]!, 'http://x').searchParams.get('deferred'), '1', 'deferred items are still asked');
 });
