@@ -187,6 +187,11 @@ export interface BlobFiles {
   blobPath(hex: string): string;
   /** `digest` of `size` bytes is complete at its blob path (stat'ed as `stamp`): readable, not yet durable. */
   committed(digest: string, size: number, stamp: BlobStamp): void;
+  /**
+   * A fresh path for a content being written by a writer of its own (created exclusively there,
+   * renamed to its blob path once verified); on the blobs' file system, removed by open() if left over.
+   */
+  ingestFile(): string;
 }
 
 /** Throws SL_ERR_INVALID_ARGUMENT unless `digest` is 'sha256:<64 lowercase hex>'; returns the hex. */
@@ -547,6 +552,11 @@ export class LocalContentStore implements ContentStore, BlobFiles {
     this.sizes.set(digest, size);
     this.stamps.set(digest, stamp);
     this.notDurable.push({ digest, stamp });
+  }
+
+  /** BlobFiles: a unique path in the ingest directory (the item pool's streamed items). */
+  ingestFile(): string {
+    return join(this.ingestDir, `${process.pid}-${++this.ingestSeq}`);
   }
 
   /** @internal */
