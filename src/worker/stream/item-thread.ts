@@ -1,7 +1,9 @@
 /**
  * Body of one item-pool thread (item-pool.ts): for each whole item of a batch, decode its encoded
  * bytes, check size and sha256, and only then write it into the CAS (its digest path, created
- * read-only). Synchronous on purpose: one thread per core, no event-loop round trip
+ * read-only). Large items stream through here piece by piece (StreamOpen/StreamPiece): each decoded
+ * piece is checked against the size and chunk digests before it is written to the item's ingest file,
+ * which is renamed to its blob path once size and sha256 match. Synchronous on purpose: one thread per core, no event-loop round trip
  * per syscall (what made the old per-item path latency-bound, docs/design-notes.md "Ingest").
  *
  * Not here: batching, which thread gets what, waking readers (item-pool.ts, content-tracker.ts).

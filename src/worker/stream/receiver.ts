@@ -8,8 +8,9 @@
  *
  * Frames of different items may interleave (a queue jump preempts a large item). Small items are
  * buffered whole and handed to the tracker's item pool without waiting (decoded, verified and stored
- * off the main thread, in batches); larger ones stream through an ItemDecoder so their first ranges
- * are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
+ * off the main thread, in batches); larger ones stream through the item pool's threads too (decoded and
+ * verified as they arrive, ItemPool.stream) — or through an ItemDecoder on this thread for encodings the
+ * pool lacks — so their first verified ranges are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
  * send items that reads wait for next, when its stream has a session (docs/protocol.md "Sessions").
  *
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
