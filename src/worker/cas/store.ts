@@ -212,6 +212,11 @@ export interface BlobFiles {
   blobPath(hex: string): string;
   /** `digest` of `size` bytes is complete at its blob path (stat'ed as `stamp`): readable, not yet durable. */
   committed(digest: string, size: number, stamp: BlobStamp): void;
+  /**
+   * A fresh path for a content being written by a writer of its own (created exclusively there,
+   * renamed to its blob path once verified); on the blobs' file system, removed by open() if left over.
+   */
+  ingestFile(): string;
 }
 
 /** Throws SL_ERR_INVALID_ARGUMENT unless `digest` is 'sha256:<64 lowercase hex>'; returns the hex. */
@@ -548,7 +553,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
       throw new StarlightError('SL_ERR_CAS_WRITER_BUSY', `content ${ref} is already being written`, { details: { ref } });
     }
     this.active.add(ref);
-    const ingestPath = join(this.ingestDir, `${process.pid}-${++this.ingestSeq}`);
+    const ingestPath = this.ingestFile();
     try {
       const fh = await open(ingestPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, 0o600);
       return new LocalWriter(this, ref, ingestPath, fh);
@@ -671,6 +676,11 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
     const tmp = `${path}.tmp-${process.pid}`;
     await writeFile(tmp, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
     await rename(tmp, path);
+  }
+
+  /** BlobFiles: a unique path in the ingest directory (the item pool's streamed items). */
+  ingestFile(): string {
+    return join(this.ingestDir, `${process.pid}-${++this.ingestSeq}`);
   }
 
   /** @internal */

@@ -43,7 +43,7 @@ import type { Encoding } from '../../protocol/constants.js';
 import { ChunkHasher } from '../../layers/chunks.js';
 import { CHUNK_BYTES, CHUNK_DIGEST_BYTES, chunkCount } from '../../layers/toc.js';
 import { ItemDecoder } from './item-decoder.js';
-import { ItemPool } from './item-pool.js';
+import { ItemPool, type StreamedWrite } from './item-pool.js';
 import type { ContentResponse } from './proxy-client.js';
 
 export interface ContentTrackerOptions {
@@ -98,6 +98,11 @@ export class Ingest {
   /** Bytes [0, verifiedBytes) are on disk and match their chunk digests. */
   private verifiedBytes = 0;
   private readonly chunkHasher: ChunkHasher | null;
+  /** A streamed item the item pool decodes, verifies and writes (beginStreamed); else null. */
+  private pooled: StreamedWrite | null = null;
+  /** The pooled item's outcome once the pool settled it (undefined: stored), and who waits for it. */
+  private pooledOutcome: { err: unknown } | undefined;
+  private pooledDone: ((err: unknown) => void) | undefined;
 
   constructor(
     private readonly tracker: ContentTracker,
@@ -125,7 +130,7 @@ export class Ingest {
 
   /** Whether a waiter for bytes [.., end) may be answered from the ingest file now (all verified). */
   serves(end: number): boolean {
-    return this.writer !== null && !this.finished && end <= this.verifiedBytes;
+    return (this.writer !== null || this.pooled !== null) && !this.finished && end <= this.verifiedBytes;
   }
 
   get writtenBytes(): number {
@@ -134,7 +139,49 @@ export class Ingest {
 
   /** Path of the ingest file (only while serves() is true for some range). */
   get ingestPath(): string {
-    return this.writer!.ingestPath;
+    return this.pooled?.path ?? this.writer!.ingestPath;
+  }
+
+  /** @internal ContentTracker.beginStreamed: the item pool writes this ingest. */
+  streamInPool(pool: ItemPool, encoding: Encoding, chunks: Uint8Array | undefined): void {
+    this.pooled = pool.stream(
+      { digest: this.digest, size: this.expectedSize, encoding, chunkDigests: chunks },
+      {
+        verified: (bytes) => {
+          if (bytes <= this.verifiedBytes) return;
+          this.verifiedBytes = bytes;
+          this.tracker.progressed(this);
+        },
+        settled: (err) => {
+          if (this.pooledOutcome !== undefined) return;
+          this.pooledOutcome = { err };
+          // A failure before the item's end: no range of it is served any more, its waiters fail now.
+          this.finished = true;
+          this.tracker.ended(this, err);
+          this.pooledDone?.(err);
+        },
+      },
+    );
+  }
+
+  /**
+   * Encoded bytes of a pooled streamed item (beginStreamed), in order; dropped once the item failed.
+   * Synchronous: copied and sent to its thread in this or the next turn.
+   */
+  pushEncoded(data: Buffer): void {
+    if (this.pooledOutcome === undefined) this.pooled!.push(data);
+  }
+
+  /**
+   * The pooled streamed item's last bytes were pushed: `done` is called once it is stored
+   * (undefined; its waiters woke) or with its error (its waiters failed). No range of its ingest file
+   * is handed out from now on (the thread renames it when it is verified).
+   */
+  endEncoded(done: (err: unknown) => void): void {
+    this.finished = true;
+    if (this.pooledOutcome !== undefined) return done(this.pooledOutcome.err);
+    this.pooledDone = done;
+    this.pooled!.end();
   }
 
   /**
@@ -190,6 +237,7 @@ export class Ingest {
   async fail(err: unknown): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    this.pooled?.abort();
     await this.writer?.abort();
     this.tracker.ended(this, err);
   }
@@ -198,6 +246,7 @@ export class Ingest {
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    this.pooled?.abort();
     await this.writer?.abort();
     this.tracker.ended(this, null);
   }
@@ -291,6 +340,23 @@ export class ContentTracker implements ContentProvider {
   beginWhole(digest: string, source: 'stream' | 'fetch', size: number): Ingest | null {
     if (this.store.has(digest) || this.ingests.has(digest)) return null;
     const ing = new Ingest(this, digest, source, null, size);
+    this.ingests.set(digest, ing);
+    this.arrivingNow(digest);
+    return ing;
+  }
+
+  /**
+   * Reserves `digest` for a large item the item pool decodes, verifies and writes as its encoded
+   * bytes arrive (Ingest.pushEncoded … endEncoded), without touching the disk here; verified ranges
+   * are served from its ingest file as before. Null when it is present or already being written.
+   * Only where the pool streams this encoding (ItemPool.streams); else use begin().
+   */
+  beginStreamed(digest: string, source: 'stream' | 'fetch', size: number, encoding: Encoding): Ingest | null {
+    if (this.store.has(digest) || this.ingests.has(digest)) return null;
+    const ing = new Ingest(this, digest, source, null, size);
+    const chunks = this.chunkDigests.get(digest);
+    const usable = chunks !== undefined && chunks.length > 0 && chunks.length === chunkCount(size) * CHUNK_DIGEST_BYTES ? chunks : undefined;
+    ing.streamInPool(this.pool(), encoding, usable);
     this.ingests.set(digest, ing);
     this.arrivingNow(digest);
     return ing;

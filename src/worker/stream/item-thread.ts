@@ -1,16 +1,20 @@
 /**
  * Body of one item-pool thread (item-pool.ts): for each whole item of a batch, decode its encoded
  * bytes, check size and sha256, and only then write it into the CAS (its digest path, created
- * read-only). Synchronous on purpose: one thread per core, no event-loop round trip
+ * read-only). Large items stream through here piece by piece (StreamOpen/StreamPiece): each decoded
+ * piece is checked against the size and chunk digests before it is written to the item's ingest file,
+ * which is renamed to its blob path once size and sha256 match. Synchronous on purpose: one thread per core, no event-loop round trip
  * per syscall (what made the old per-item path latency-bound, docs/design-notes.md "Ingest").
  *
  * Not here: batching, which thread gets what, waking readers (item-pool.ts, content-tracker.ts).
  */
-import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
+import { createHash, type Hash } from 'node:crypto';
+import { closeSync, constants as fsc, fchmodSync, fstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import type { BatchAnswer, BatchRequest, ItemFailure } from './item-pool.js';
+import { ChunkHasher } from '../../layers/chunks.js';
+import { CHUNK_DIGEST_BYTES } from '../../layers/toc.js';
+import type { BatchAnswer, BatchRequest, ItemFailure, StreamAnswer, StreamOpen, StreamPiece, ThreadRequest } from './item-pool.js';
 
 /** zlib refuses output chunks below 64 bytes. */
 const MIN_ZLIB_CHUNK = 64;
@@ -163,7 +167,217 @@ function one(req: BatchRequest, i: number, stamps: BigUint64Array): ItemFailure 
   }
 }
 
-parentPort!.on('message', (req: BatchRequest) => {
+/** Decoded bytes of a streamed item per decoder call (one reused buffer per thread). */
+const STREAM_OUT_BYTES = 256 * 1024;
+const streamOut = Buffer.allocUnsafeSlow(STREAM_OUT_BYTES);
+
+/**
+ * An incremental decoder over a zlib/brotli engine's native half (ZlibHandle), the loop of node:zlib's
+ * processChunkSync: each call decodes what it can into `streamOut` and hands the decoded pieces on.
+ */
+class StreamDecoder {
+  private readonly engine: zlib.Gunzip | zlib.InflateRaw | zlib.BrotliDecompress | undefined;
+  private readonly handle: ZlibHandle | undefined;
+  private readonly state: Uint32Array | undefined;
+  private error: Error | undefined;
+  private readonly flushes: [process: number, finish: number];
+
+  constructor(encoding: string) {
+    type Engine = (zlib.Gunzip | zlib.InflateRaw | zlib.BrotliDecompress) & { _handle?: ZlibHandle; _writeState?: Uint32Array };
+    let engine: Engine;
+    switch (encoding) {
+      case 'identity':
+        this.flushes = [0, 0];
+        return;
+      case 'br':
+        engine = zlib.createBrotliDecompress();
+        this.flushes = [zlib.constants.BROTLI_OPERATION_PROCESS, zlib.constants.BROTLI_OPERATION_FINISH];
+        break;
+      case 'gzip':
+        engine = zlib.createGunzip();
+        this.flushes = [zlib.constants.Z_NO_FLUSH, zlib.constants.Z_FINISH];
+        break;
+      case 'deflate-raw':
+        engine = zlib.createInflateRaw();
+        this.flushes = [zlib.constants.Z_NO_FLUSH, zlib.constants.Z_FINISH];
+        break;
+      default:
+        throw new Error(`encoding '${encoding}' is not decoded by this worker's threads`);
+    }
+    const h = engine._handle;
+    if (typeof h?.writeSync !== 'function' || !(engine._writeState instanceof Uint32Array)) {
+      engine.close();
+      throw new Error('node:zlib internals not available');
+    }
+    h.onerror = (errno, code, message) => {
+      this.error = Object.assign(new Error(message), { errno, code });
+    };
+    this.engine = engine;
+    this.handle = h;
+    this.state = engine._writeState;
+  }
+
+  /** Decodes `input` (the item's last input when `final`); `out` gets views valid during its call only. */
+  feed(input: Uint8Array, final: boolean, out: (decoded: Buffer) => void): void {
+    const h = this.handle;
+    if (h === undefined) {
+      if (input.length > 0) out(Buffer.from(input.buffer, input.byteOffset, input.length));
+      return;
+    }
+    const flush = this.flushes[final ? 1 : 0];
+    let inOff = 0;
+    let inLen = input.length;
+    for (;;) {
+      h.writeSync(flush, input, inOff, inLen, streamOut, 0, STREAM_OUT_BYTES);
+      if (this.error !== undefined) throw this.error;
+      const availOut = this.state![0]!;
+      const availIn = this.state![1]!;
+      if (availOut < STREAM_OUT_BYTES) out(streamOut.subarray(0, STREAM_OUT_BYTES - availOut));
+      if (availOut !== 0) return; // all input taken (or the stream ended)
+      inOff += inLen - availIn;
+      inLen = availIn;
+    }
+  }
+
+  close(): void {
+    this.engine?.close();
+  }
+}
+
+/** Thread-side state of a streamed item (StreamOpen … StreamPiece with `end`). */
+interface Streaming {
+  open: StreamOpen;
+  fd: number;
+  dec: StreamDecoder;
+  hash: Hash;
+  chunks: ChunkHasher | null;
+  written: number;
+}
+
+const streams = new Map<number, Streaming>();
+
+/** Why a streamed item failed, as thrown inside pieceOf. */
+class StreamFailure extends Error {
+  constructor(readonly why: ItemFailure) {
+    super(why.error);
+  }
+}
+
+function openStream(o: StreamOpen): void {
+  const fd = openSync(o.path, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o600);
+  let dec: StreamDecoder;
+  try {
+    dec = new StreamDecoder(o.encoding);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(o.path, { force: true });
+    throw new StreamFailure({ error: 'decode', message: (err as Error).message });
+  }
+  const want = o.chunkDigests;
+  const chunks =
+    want === undefined
+      ? null
+      : new ChunkHasher((i, d) => {
+          if (!d.equals(want.subarray(i * CHUNK_DIGEST_BYTES, (i + 1) * CHUNK_DIGEST_BYTES))) throw new StreamFailure({ error: 'chunk', index: i });
+        });
+  streams.set(o.id, { open: o, fd, dec, hash: createHash('sha256'), chunks, written: 0 });
+}
+
+/**
+ * Decodes one piece of a streamed item, checks each decoded piece against the announced size and the
+ * chunk digests before it is written (a bad chunk never reaches the disk), writes it to the item's
+ * ingest file; at the end checks size and sha256 and renames the file to its blob path.
+ */
+function pieceOf(s: Streaming, data: Uint8Array, end: boolean, answer: StreamAnswer): void {
+  const { open: o } = s;
+  const write = (decoded: Buffer): void => {
+    if (s.written + decoded.length > o.size) throw new StreamFailure({ error: 'size', actual: s.written + decoded.length });
+    if (s.chunks !== null) {
+      s.chunks.update(decoded);
+      if (s.written + decoded.length === o.size) s.chunks.finish();
+    }
+    s.hash.update(decoded);
+    let off = 0;
+    while (off < decoded.length) off += writeSync(s.fd, decoded, off, decoded.length - off);
+    s.written += decoded.length;
+  };
+  try {
+    s.dec.feed(data, end, write);
+  } catch (err) {
+    if (err instanceof StreamFailure) throw err;
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.syscall === 'string') throw new StreamFailure({ error: 'io', message: e.message, errno: e.code });
+    throw new StreamFailure({ error: 'decode', message: e.message });
+  }
+  answer.verified = s.chunks?.completedBytes ?? 0;
+  if (!end) return;
+  if (s.written !== o.size) throw new StreamFailure({ error: 'size', actual: s.written });
+  const hex = s.hash.digest('hex');
+  if (hex !== o.hex) throw new StreamFailure({ error: 'digest', actual: 'sha256:' + hex });
+  try {
+    fchmodSync(s.fd, 0o444);
+    renameSync(o.path, o.blobPath);
+    // rename(2) moves ctime: the stamp is taken after it (the durable log's record, cas/store.ts).
+    const st = fstatSync(s.fd, { bigint: true });
+    answer.stamp = [st.ino, st.ctimeNs];
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new StreamFailure({ error: 'io', message: e.message, errno: e.code });
+  }
+}
+
+/** Ends a streamed item's thread state: closes its file, removes it unless stored. */
+function dropStream(id: number, stored: boolean): void {
+  const s = streams.get(id);
+  if (s === undefined) return;
+  streams.delete(id);
+  s.dec.close();
+  try {
+    closeSync(s.fd);
+  } catch {
+    // closing is best effort: the file is removed below (or already renamed)
+  }
+  if (!stored) rmSync(s.open.path, { force: true });
+}
+
+function onStreamPiece(p: StreamPiece): void {
+  const answer: StreamAnswer = { kind: 'stream', id: p.id, data: p.data, took: p.length, verified: 0 };
+  const s = streams.get(p.id);
+  if (s !== undefined) {
+    try {
+      pieceOf(s, new Uint8Array(p.data, 0, p.length), p.end, answer);
+      if (p.end) dropStream(p.id, true);
+    } catch (err) {
+      dropStream(p.id, false);
+      answer.failed = err instanceof StreamFailure ? err.why : { error: 'io', message: (err as Error).message };
+    }
+  }
+  parentPort!.postMessage(answer, [p.data]);
+}
+
+function onMessage(req: ThreadRequest): void {
+  switch (req.kind) {
+    case 'batch':
+      return onBatch(req);
+    case 'open':
+      try {
+        openStream(req);
+      } catch (err) {
+        const why = err instanceof StreamFailure ? err.why : { error: 'io' as const, message: (err as Error).message, errno: (err as NodeJS.ErrnoException).code };
+        const answer: StreamAnswer = { kind: 'stream', id: req.id, took: 0, verified: 0, failed: why };
+        parentPort!.postMessage(answer);
+      }
+      return;
+    case 'piece':
+      return onStreamPiece(req);
+    case 'abort':
+      return dropStream(req.id, false);
+  }
+}
+
+parentPort!.on('message', onMessage);
+
+function onBatch(req: BatchRequest): void {
   const n = req.items.length;
   const stamps = new BigUint64Array(2 * n);
   const failed: BatchAnswer['failed'] = [];
@@ -172,6 +386,6 @@ parentPort!.on('message', (req: BatchRequest) => {
     if (why !== undefined) failed.push({ i, why });
   }
   // The batch buffer goes back for reuse (no fresh, page-faulting allocation per batch).
-  const answer: BatchAnswer = { id: req.id, data: req.data, stamps, failed };
+  const answer: BatchAnswer = { kind: 'batch', id: req.id, data: req.data, stamps, failed };
   parentPort!.postMessage(answer, [req.data, stamps.buffer]);
-});
+}

@@ -8,8 +8,9 @@
  *
  * Frames of different items may interleave (a queue jump preempts a large item). Small items are
  * buffered whole and handed to the tracker's item pool without waiting (decoded, verified and stored
- * off the main thread, in batches); larger ones stream through an ItemDecoder so their first ranges
- * are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
+ * off the main thread, in batches); larger ones stream through the item pool's threads too (decoded and
+ * verified as they arrive, ItemPool.stream) — or through an ItemDecoder on this thread for encodings the
+ * pool lacks — so their first verified ranges are readable early. As a QueueJumper, the receiver asks the proxy (POST /v1/sessions/<id>/next) to
  * send items that reads wait for next, when its stream has a session (docs/protocol.md "Sessions").
  *
  * Not here: HTTP details (proxy-client.ts), waiting readers and out-of-order fetches
@@ -79,6 +80,8 @@ interface Arriving {
   dec: ItemDecoder | null;
   /** Whole item: its encoded bytes so far. */
   whole: Buffer[] | null;
+  /** Streamed by the item pool (Ingest.pushEncoded): no decoder here. */
+  pooled: boolean;
 }
 
 /** State of one connection. */
@@ -432,12 +435,16 @@ export class DeltaReceiver implements QueueJumper {
       if (!ev.last) conn.open.set(ev.index, a);
     } else if (a.dec !== null) return this.chunkStreamed(conn, ev, a);
     if (a.whole !== null) a.whole.push(ev.data);
+    else if (a.pooled) a.ing?.pushEncoded(ev.data);
     if (!ev.last) return undefined;
     conn.open.delete(ev.index);
     const index = ev.index;
     if (a.ing !== null && a.whole !== null) {
       conn.landing++;
       a.ing.commitWhole((conn.header ?? this.hdr!).items[index]!.encoding, a.whole, (err) => this.landed(conn, index, err));
+    } else if (a.ing !== null && a.pooled) {
+      conn.landing++;
+      a.ing.endEncoded((err) => this.landed(conn, index, err));
     } else if (this.complete[index] !== FAILED) {
       this.markComplete(index);
       conn.progressed = true;
@@ -477,7 +484,7 @@ export class DeltaReceiver implements QueueJumper {
     const { encoding } = (conn.header ?? this.hdr!).items[ev.index]!;
     if (a === undefined) {
       const ing = await this.opts.tracker.begin(item.digest, 'stream', item.size);
-      a = { index: ev.index, ing, dec: ing ? new ItemDecoder(encoding, ing, item.digest) : null, whole: null };
+      a = { index: ev.index, ing, dec: ing ? new ItemDecoder(encoding, ing, item.digest) : null, whole: null, pooled: false };
       if (!ev.last) conn.open.set(ev.index, a);
     }
     if (a.dec) {
@@ -529,12 +536,18 @@ export class DeltaReceiver implements QueueJumper {
    * its first ranges are served early): chunkStreamed begins it.
    */
   private startSync(conn: Connection, index: number): Arriving | undefined {
-    if (this.complete[index]) return { index, ing: null, dec: null, whole: null };
+    if (this.complete[index]) return { index, ing: null, dec: null, whole: null, pooled: false };
     const item = this.hdr!.items[index]!;
-    const { encodedSize } = (conn.header ?? this.hdr!).items[index]!;
+    const { encodedSize, encoding } = (conn.header ?? this.hdr!).items[index]!;
+    const { tracker } = this.opts;
     if (encodedSize <= WHOLE_MAX_ENCODED_BYTES && item.size <= WHOLE_MAX_BYTES) {
-      const ing = this.opts.tracker.beginWhole(item.digest, 'stream', item.size);
-      return { index, ing, dec: null, whole: ing ? [] : null };
+      const ing = tracker.beginWhole(item.digest, 'stream', item.size);
+      return { index, ing, dec: null, whole: ing ? [] : null, pooled: false };
+    }
+    // Larger: decoded, verified and written by the item pool as it arrives (its verified ranges are
+    // served early, as on the main-thread path below, which stays for encodings the pool lacks).
+    if (tracker.pool().streams(encoding)) {
+      return { index, ing: tracker.beginStreamed(item.digest, 'stream', item.size, encoding), dec: null, whole: null, pooled: true };
     }
     return undefined;
   }
