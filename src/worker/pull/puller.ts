@@ -6,7 +6,7 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers, mergeOnto } from '../../layers/merge.js';
+import { mergeLayersSliced, mergeOntoSliced } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -61,6 +61,11 @@ export interface PullerOptions {
 
 /** Merged trees kept (weakly) for later merges of longer chains; oldest dropped past this. */
 const MERGED_TREES_KEPT = 32;
+/**
+ * Longest slice of the merge, ms: a pull's snapshot Prepares go out before the merge and containerd
+ * calls into this process's snapshotter for them (issue 19); each answer needs a few event-loop turns.
+ */
+const MERGE_SLICE_MS = 3;
 
 export class Puller {
   private readonly log: Logger;
@@ -114,7 +119,14 @@ export class Puller {
       opts.signal?.removeEventListener('abort', onAbort);
     }
     t.lap('tocs');
-    const { tree, onto } = this.merge(tocs);
+    let merged: { tree: MergedTree; onto: boolean };
+    try {
+      merged = await this.merge(tocs);
+    } catch (err) {
+      receiver.close(); // a chain that does not merge (SL_ERR_IMAGE_BAD_TAR) streams nothing more
+      throw err;
+    }
+    const { tree, onto } = merged;
     // 'merge-onto': onto an earlier merge of a lower part of the chain (an update of an image).
     t.lap(onto ? 'merge-onto' : 'merge');
     stored.catch((err: unknown) => this.log.error('toc-store-failed', { ref, err }));
@@ -128,7 +140,7 @@ export class Puller {
   }
 
   /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
-  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
+  private async merge(tocs: LayerToc[]): Promise<{ tree: MergedTree; onto: boolean }> {
     const ids = tocs.map((toc) => toc.diffID);
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
@@ -138,10 +150,10 @@ export class Puller {
         this.merged.delete(key);
         continue;
       }
-      tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
+      tree = k === ids.length ? base : await mergeOntoSliced(base, tocs.slice(k), MERGE_SLICE_MS);
     }
     const onto = tree !== undefined;
-    tree ??= mergeLayers(tocs);
+    tree ??= await mergeLayersSliced(tocs, MERGE_SLICE_MS);
     const key = ids.join(' ');
     this.merged.delete(key); // re-inserted as the newest
     this.merged.set(key, new WeakRef(tree));
