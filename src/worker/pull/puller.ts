@@ -6,8 +6,9 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayersSliced, mergeOntoSliced } from '../../layers/merge.js';
+import { mergeLayers, mergeOnto } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
+import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
@@ -61,11 +62,6 @@ export interface PullerOptions {
 
 /** Merged trees kept (weakly) for later merges of longer chains; oldest dropped past this. */
 const MERGED_TREES_KEPT = 32;
-/**
- * Longest slice of the merge, ms: a pull's snapshot Prepares go out before the merge and containerd
- * calls into this process's snapshotter for them (issue 19); each answer needs a few event-loop turns.
- */
-const MERGE_SLICE_MS = 3;
 
 export class Puller {
   private readonly log: Logger;
@@ -121,7 +117,7 @@ export class Puller {
     t.lap('tocs');
     let merged: { tree: MergedTree; onto: boolean };
     try {
-      merged = await this.merge(tocs);
+      merged = this.merge(tocs);
     } catch (err) {
       receiver.close(); // a chain that does not merge (SL_ERR_IMAGE_BAD_TAR) streams nothing more
       throw err;
@@ -140,7 +136,7 @@ export class Puller {
   }
 
   /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
-  private async merge(tocs: LayerToc[]): Promise<{ tree: MergedTree; onto: boolean }> {
+  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
     const ids = tocs.map((toc) => toc.diffID);
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
@@ -150,10 +146,10 @@ export class Puller {
         this.merged.delete(key);
         continue;
       }
-      tree = k === ids.length ? base : await mergeOntoSliced(base, tocs.slice(k), MERGE_SLICE_MS);
+      tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
     }
     const onto = tree !== undefined;
-    tree ??= await mergeLayersSliced(tocs, MERGE_SLICE_MS);
+    tree ??= mergeLayers(tocs);
     const key = ids.join(' ');
     this.merged.delete(key); // re-inserted as the newest
     this.merged.set(key, new WeakRef(tree));
@@ -167,7 +163,12 @@ export class Puller {
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
   private async accept(header: DeltaHeader, ref: string, onImageChecked?: (header: DeltaHeader) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
-    onImageChecked?.(header);
+    if (onImageChecked) {
+      onImageChecked(header);
+      // One turn of the event loop: what the caller started (containerd's calls, issue 19) leaves
+      // now, before the synchronous TOC decode and merge hold the loop.
+      await yieldToLoop();
+    }
     // Items are checked against the chain before any TOC of this header is stored (and reused).
     const decoded = header.layers.map((l) => decodeToc(l.toc));
     const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));
