@@ -232,3 +232,24 @@ run('a pull refused at the merge after its early Prepares records no image and l
   await pull(t, c, good);
   t.is(await ctrRun(c, good, 'good1', 'cat /etc/l2file; test -e /etc/badlink || echo clean'), 'from layer 2\nclean\n');
 });
+
+run('an update that keeps the base layer and replaces the ones above is merged onto the base tree kept from the first pull (issue 19)', async (t) => {
+  t.timeout(120_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slv', '1', img);
+  const v1 = `${reg.host}/slv:1`;
+  await pull(t, c, v1);
+  // Kept once v1's stream is complete (DEFAULT_LOWER_TREES_DELAY_MS after it).
+  await waitLog(c, 'lower-trees-kept');
+  // v2: v1's base layer, then a new layer in place of v1's second one.
+  const top = makeLayer(t, { 'etc/somefile': 'v2\n', 'app/new': 'new\n' });
+  await pushLayers(reg.host, 'slv:2', [{ gz: img.layers[0]!.blob, diffID: img.layers[0]!.diffId }, top], ['/bin/sh']);
+  const v2 = `${reg.host}/slv:2`;
+  await pull(t, c, v2);
+  const st = await new DaemonClient(c.snapshotter.apiSocket).status();
+  const phases = st.timings?.find((r) => r.op === 'pull' && r.subject === v2)?.phases ?? {};
+  t.true(phases['pull.merge-onto'] !== undefined && phases['pull.merge'] === undefined, JSON.stringify(phases));
+  t.is(await ctrRun(c, v2, 'lower1', 'cat /etc/somefile /app/new; test -e /etc/l2file || echo gone'), 'v2\nnew\ngone\n');
+  t.is(await ctrRun(c, v1, 'lower2', 'cat /etc/somefile /etc/l2file; test -e /app || echo none'), 'some\nfrom layer 2\nnone\n', 'v1 is unchanged');
+});

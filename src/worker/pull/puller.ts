@@ -58,10 +58,19 @@ export interface PullerOptions {
   tracker: ContentTracker;
   layers: LayerStore;
   log?: Logger;
+  /** See DEFAULT_LOWER_TREES_DELAY_MS; ms; < 0: lower trees are not kept. */
+  lowerTreesDelayMs?: number;
 }
 
 /** Merged trees kept (weakly) for later merges of longer chains; oldest dropped past this. */
 const MERGED_TREES_KEPT = 32;
+/** Trees of lower parts of pulled chains kept (strongly, keepLowerTrees); oldest dropped past this. */
+const LOWER_TREES_KEPT = 8;
+/**
+ * How long after an image's stream completed its lower trees are merged, ms: later than the first
+ * container's start (the merge holds the event loop for tens of ms), sooner than a typical update.
+ */
+export const DEFAULT_LOWER_TREES_DELAY_MS = 3_000;
 
 export class Puller {
   private readonly log: Logger;
@@ -70,6 +79,13 @@ export class Puller {
    * merged onto v1's tree instead of from every TOC (issue 19). Weak: the images keep their trees.
    */
   private readonly merged = new Map<string, WeakRef<MergedTree>>();
+  /**
+   * Trees of the lower parts of chains pulled here (first 1..n−1 layers), by chain: an update that
+   * keeps an image's base layers and replaces the layers above them (python-web and redis v2 =
+   * base + new package and app layers) is merged onto its base's tree (issue 19). Strong: no view
+   * shows them.
+   */
+  private readonly lower = new Map<string, MergedTree>();
 
   constructor(private readonly opts: PullerOptions) {
     this.log = opts.log ?? nullLogger;
@@ -131,6 +147,13 @@ export class Puller {
       () => Promise.all([stored, tracker.store.sync()]).then(() => layers.markComplete(header.diffIDs)),
       () => {},
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
+    const delay = this.opts.lowerTreesDelayMs ?? DEFAULT_LOWER_TREES_DELAY_MS;
+    if (delay >= 0 && tocs.length > 1) {
+      receiver.done.then(
+        () => setTimeout(() => this.keepLowerTrees(tocs, ref), delay).unref(),
+        () => {},
+      );
+    }
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
@@ -141,10 +164,11 @@ export class Puller {
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
       const key = ids.slice(0, k).join(' ');
-      const base = this.merged.get(key)?.deref();
+      let base = this.merged.get(key)?.deref();
       if (!base) {
         this.merged.delete(key);
-        continue;
+        base = this.lower.get(key);
+        if (!base) continue;
       }
       tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
     }
@@ -158,6 +182,34 @@ export class Puller {
       this.merged.delete(old);
     }
     return { tree, onto };
+  }
+
+  /**
+   * Merges and keeps the trees of the lower parts of `tocs`' chain (its first 1..n−1 layers; each
+   * onto the one below it), for later pulls of chains that share them. Background work, run once
+   * the image's stream is complete (DEFAULT_LOWER_TREES_DELAY_MS).
+   */
+  private keepLowerTrees(tocs: LayerToc[], ref: string): void {
+    const started = performance.now();
+    let below: MergedTree | undefined;
+    try {
+      for (let k = 1; k < tocs.length; k++) {
+        const key = tocs.slice(0, k).map((toc) => toc.diffID).join(' ');
+        const tree = this.lower.get(key) ?? this.merged.get(key)?.deref() ?? (below && mergeOnto(below, [tocs[k - 1]!])) ?? mergeLayers(tocs.slice(0, k));
+        this.lower.delete(key); // re-inserted as the newest
+        this.lower.set(key, tree);
+        below = tree;
+      }
+    } catch (err) {
+      // The whole chain merged, so its lower parts do too; a failure here only costs later merges time.
+      this.log.warn('lower-trees-failed', { ref, err });
+      return;
+    }
+    for (const old of this.lower.keys()) {
+      if (this.lower.size <= LOWER_TREES_KEPT) break;
+      this.lower.delete(old);
+    }
+    this.log.info('lower-trees-kept', { ref, layers: tocs.length - 1, ms: Math.round(performance.now() - started) });
   }
 
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
