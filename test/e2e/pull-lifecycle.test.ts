@@ -240,7 +240,7 @@ run('an update that keeps the base layer and replaces the ones above is merged o
   await pushTestImage(reg.host, 'slv', '1', img);
   const v1 = `${reg.host}/slv:1`;
   await pull(t, c, v1);
-  // Kept once v1's stream is complete (DEFAULT_LOWER_TREES_DELAY_MS after it).
+  // Kept DEFAULT_LOWER_TREES_DELAY_MS after v1's pull.
   await waitLog(c, 'lower-trees-kept');
   // v2: v1's base layer, then a new layer in place of v1's second one.
   const top = makeLayer(t, { 'etc/somefile': 'v2\n', 'app/new': 'new\n' });

@@ -67,8 +67,9 @@ const MERGED_TREES_KEPT = 32;
 /** Trees of lower parts of pulled chains kept (strongly, keepLowerTrees); oldest dropped past this. */
 const LOWER_TREES_KEPT = 8;
 /**
- * How long after an image's stream completed its lower trees are merged, ms: later than the first
- * container's start (the merge holds the event loop for tens of ms), sooner than a typical update.
+ * How long after an image's pull its lower trees are merged, ms: after the first container's start
+ * (the merge holds the event loop for tens of ms), before a typical update. Not tied to the stream's
+ * end: a large image streams for longer than the time to its update in the bench (issue 19).
  */
 export const DEFAULT_LOWER_TREES_DELAY_MS = 3_000;
 
@@ -148,12 +149,7 @@ export class Puller {
       () => {},
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
     const delay = this.opts.lowerTreesDelayMs ?? DEFAULT_LOWER_TREES_DELAY_MS;
-    if (delay >= 0 && tocs.length > 1) {
-      receiver.done.then(
-        () => setTimeout(() => this.keepLowerTrees(tocs, ref), delay).unref(),
-        () => {},
-      );
-    }
+    if (delay >= 0 && tocs.length > 1) setTimeout(() => this.keepLowerTrees(tocs, ref), delay).unref();
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
@@ -186,8 +182,8 @@ export class Puller {
 
   /**
    * Merges and keeps the trees of the lower parts of `tocs`' chain (its first 1..n−1 layers; each
-   * onto the one below it), for later pulls of chains that share them. Background work, run once
-   * the image's stream is complete (DEFAULT_LOWER_TREES_DELAY_MS).
+   * onto the one below it), for later pulls of chains that share them. Background work, run a while
+   * after the pull (DEFAULT_LOWER_TREES_DELAY_MS).
    */
   private keepLowerTrees(tocs: LayerToc[], ref: string): void {
     const started = performance.now();
