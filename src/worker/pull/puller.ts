@@ -6,7 +6,7 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers, mergeOnto } from '../../layers/merge.js';
+import { mergeLayers, mergeLayersSliced, mergeOnto, mergeOntoSliced } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
@@ -66,6 +66,8 @@ export interface PullerOptions {
 const MERGED_TREES_KEPT = 32;
 /** Trees of lower parts of pulled chains kept (strongly, keepLowerTrees); oldest dropped past this. */
 const LOWER_TREES_KEPT = 8;
+/** Longest slice of those background merges, ms: they must not hold a starting container's parked reads. */
+const LOWER_TREES_SLICE_MS = 5;
 /**
  * How long after an image's pull its lower trees are merged, ms: after the first container's start
  * (the merge holds the event loop for tens of ms), before a typical update. Not tied to the stream's
@@ -149,7 +151,7 @@ export class Puller {
       () => {},
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
     const delay = this.opts.lowerTreesDelayMs ?? DEFAULT_LOWER_TREES_DELAY_MS;
-    if (delay >= 0 && tocs.length > 1) setTimeout(() => this.keepLowerTrees(tocs, ref), delay).unref();
+    if (delay >= 0 && tocs.length > 1) setTimeout(() => void this.keepLowerTrees(tocs, ref), delay).unref();
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
@@ -185,13 +187,17 @@ export class Puller {
    * onto the one below it), for later pulls of chains that share them. Background work, run a while
    * after the pull (DEFAULT_LOWER_TREES_DELAY_MS).
    */
-  private keepLowerTrees(tocs: LayerToc[], ref: string): void {
+  private async keepLowerTrees(tocs: LayerToc[], ref: string): Promise<void> {
     const started = performance.now();
     let below: MergedTree | undefined;
     try {
       for (let k = 1; k < tocs.length; k++) {
         const key = tocs.slice(0, k).map((toc) => toc.diffID).join(' ');
-        const tree = this.lower.get(key) ?? this.merged.get(key)?.deref() ?? (below && mergeOnto(below, [tocs[k - 1]!])) ?? mergeLayers(tocs.slice(0, k));
+        const tree =
+          this.lower.get(key) ??
+          this.merged.get(key)?.deref() ??
+          (below && (await mergeOntoSliced(below, [tocs[k - 1]!], LOWER_TREES_SLICE_MS))) ??
+          (await mergeLayersSliced(tocs.slice(0, k), LOWER_TREES_SLICE_MS));
         this.lower.delete(key); // re-inserted as the newest
         this.lower.set(key, tree);
         below = tree;
