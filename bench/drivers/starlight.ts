@@ -275,11 +275,11 @@ class StarlightDriver implements ModeDriver {
     let completeAt: number | undefined;
     for (;;) {
       const st = await this.w!.client.status();
+      this.fuseBefore = st.fuseOps ?? {}; // as of the settle's last poll (diffed around the next start)
       const img = st.images.find((i) => i.manifestDigest === digest);
       if (img?.complete) completeAt ??= performance.now();
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it).
       if (img?.complete && img.graduated !== false) {
-        this.fuseBefore = st.fuseOps ?? {};
         const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
         if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
         return completeAt!;
