@@ -49,6 +49,8 @@ const TRAIN_TIMEOUT_MS = 120_000;
 /** Trial subdirectories of the training workers (this image's traced run; the other images' runs). */
 const TRAIN_DIR = 't';
 const PRIOR_DIR = 'o';
+/** The daemon's FUSE op counters shown in the phase breakdown (status().fuseOps keys). */
+const FUSE_OPS_SHOWN = ['lookups', 'getattrs', 'readdirs', 'opens', 'reads', 'parked'] as const;
 /** Ranks summarized per trial in the log (how the order the timed pull gets is made up). */
 const ORDER_SUMMARY_FILES = 3000;
 
@@ -194,6 +196,8 @@ class StarlightDriver implements ModeDriver {
   /** Phase breakdown of the last pull + start (issue 19): the CLI's timings, the daemon's view record. */
   private phases?: Record<string, number>;
   private pullAt = 0;
+  /** The daemon's FUSE op counters when the last settle returned (diffed around the next start). */
+  private fuseBefore: Record<string, number> = {};
 
   constructor(
     readonly name: string,
@@ -248,6 +252,11 @@ class StarlightDriver implements ModeDriver {
       out['run.view-ready-after-ctr-start'] = Math.round((view.at + view.totalMs - (performance.timeOrigin + c.startedAt)) * 10) / 10;
     }
     out['run.to-ready'] = Math.round((c.readyAt - c.startedAt) * 10) / 10;
+    // FUSE operations since the last settle: the pull's mount probe + the container's start (issue 19).
+    for (const k of FUSE_OPS_SHOWN) {
+      const n = st.fuseOps?.[k];
+      if (n !== undefined) out[`run.fuse-${k}`] = n - (this.fuseBefore[k] ?? 0);
+    }
     return out;
   }
 
@@ -276,6 +285,7 @@ class StarlightDriver implements ModeDriver {
     let completeAt: number | undefined;
     for (;;) {
       const st = await this.w!.client.status();
+      this.fuseBefore = st.fuseOps ?? {}; // as of the settle's last poll (diffed around the next start)
       const img = st.images.find((i) => i.manifestDigest === digest);
       if (img?.complete) completeAt ??= performance.now();
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it);

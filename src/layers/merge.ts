@@ -155,16 +155,30 @@ export function mergeLayers(tocs: readonly LayerToc[]): MergedTree {
  * merge from scratch then.
  */
 export function mergeOnto(base: MergedTree, tocs: readonly LayerToc[]): MergedTree | undefined {
-  for (const toc of tocs) for (const e of toc.entries) if (e.type === 'hardlink' && e.digest === undefined) return undefined;
-  return runAtOnce(mergeSteps(tocs, base));
+  return linksBelow(tocs) ? undefined : runAtOnce(mergeSteps(tocs, base));
+}
+
+/** True when `tocs` hold a hardlink to a lower layer (no digest of its own): mergeOnto cannot apply them. */
+function linksBelow(tocs: readonly LayerToc[]): boolean {
+  for (const toc of tocs) for (const e of toc.entries) if (e.type === 'hardlink' && e.digest === undefined) return true;
+  return false;
 }
 
 /**
  * mergeLayers() cut into slices with the event loop running between them (src/event-loop.ts): the
- * proxy merges chains of 60 000 entries while it serves other requests. Same result.
+ * proxy merges chains of 60 000 entries while it serves other requests. Same result. `sliceMs`: the
+ * longest slice (default: the event loop module's).
  */
-export function mergeLayersSliced(tocs: readonly LayerToc[]): Promise<MergedTree> {
-  return runSliced(mergeSteps(tocs));
+export function mergeLayersSliced(tocs: readonly LayerToc[], sliceMs?: number): Promise<MergedTree> {
+  return runSliced(mergeSteps(tocs), sliceMs);
+}
+
+/**
+ * mergeOnto() in slices (as mergeLayersSliced): the worker merges the lower parts of pulled chains in
+ * the background while containers start (issue 19). Same result; undefined in the same case.
+ */
+export function mergeOntoSliced(base: MergedTree, tocs: readonly LayerToc[], sliceMs?: number): Promise<MergedTree | undefined> {
+  return linksBelow(tocs) ? Promise.resolve(undefined) : runSliced(mergeSteps(tocs, base), sliceMs);
 }
 
 /** Entries handled between two pause points of mergeSteps. */

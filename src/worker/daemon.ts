@@ -358,11 +358,13 @@ export class WorkerDaemon {
   }
 
   async status(): Promise<DaemonStatus> {
+    const fuseOps = this.views?.counters?.().native;
     return {
       images: this.images?.status() ?? [],
       views: [...(this.images?.viewsServed ?? [])],
       mounts: await mountsUnder(this.opts.root),
       timings: this.images?.timings.all() ?? [],
+      ...(fuseOps ? { fuseOps } : {}),
     };
   }
 

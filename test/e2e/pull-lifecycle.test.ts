@@ -5,13 +5,15 @@
  *   daemon deletes the image's CAS content and withdraws its layers' 'complete' markers; a new pull works;
  * - CRI remote-snapshot labels: Prepare through containerd's snapshots API with the labels containerd's
  *   CRI plugin sets makes the daemon pull through the proxy and answer already-exists;
- * - a mixed chain: a local snapshot committed on top of a lazy image, with a view/active above it.
+ * - a mixed chain: a local snapshot committed on top of a lazy image, with a view/active above it;
+ * - a pull refused after its early snapshot Prepares (issue 19) records nothing that lasts.
  * Needs root; everything is torn down on failure too.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import { chainIds } from '../../src/worker/images/chain.js';
@@ -19,9 +21,10 @@ import { ContainerdClient } from '../../src/worker/images/containerd-client.js';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, TEST_NAMESPACE, type Containerd } from '../helpers/containerd.js';
 import { casBlobFiles } from '../helpers/cas.js';
+import { END_OF_ARCHIVE, tarHeader } from '../helpers/hostile-layers.js';
 import { tempDir } from '../helpers/tmp.js';
-import { makeLayer, pushLayers } from './proxy-support.js';
-import { lazyStack, pull } from './pull-support.js';
+import { makeLayer, pushLayers, sha256 } from './proxy-support.js';
+import { lazyStack, pull, starlight } from './pull-support.js';
 
 const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
 
@@ -204,4 +207,49 @@ run('an image built on a pulled image is merged onto its tree (issue 19); both s
   t.true(rec(derived)['pull.merge-onto'] !== undefined && rec(derived)['pull.merge'] === undefined, JSON.stringify(rec(derived)));
   t.is(await ctrRun(c, derived, 'onto1', 'cat /etc/somefile /app/new; test -e /etc/l2file || echo gone'), 'changed\nnew\ngone\n');
   t.is(await ctrRun(c, base, 'onto2', 'cat /etc/somefile /etc/l2file; test -e /app || echo none'), 'some\nfrom layer 2\nnone\n', 'the base image is unchanged');
+});
+
+run('a pull refused at the merge after its early Prepares records no image and leaves no lease; the layers below still pull and run (issue 19)', async (t) => {
+  t.timeout(120_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  // A hardlink to nothing: the proxy indexes it (its target could be in a lower layer), the worker's
+  // merge refuses it, after the pull's snapshot Prepares went out (askContainerd, at the image check).
+  const tar = Buffer.concat([tarHeader('etc/badlink', { type: '1', linkname: 'nowhere/x' }), END_OF_ARCHIVE]);
+  const lower = img.layers.map((l) => ({ gz: l.blob, diffID: l.diffId }));
+  await pushLayers(reg.host, 'slbadlink:1', [...lower, { gz: gzipSync(tar), diffID: sha256(tar) }], ['/bin/sh']);
+  const bad = `${reg.host}/slbadlink:1`;
+  const r = await starlight(['pull', '--daemon', c.snapshotter.apiSocket, '-n', TEST_NAMESPACE, bad]);
+  t.not(r.code, 0, r.stdout);
+  t.regex(r.stderr, /nowhere\/x/);
+  t.false((await c.ctrOk(['images', 'ls', '-q'])).includes('slbadlink'), 'no image record');
+  // The lease that held the early Prepares is dropped (not awaited by the pull: poll).
+  for (const deadline = Date.now() + LOG_TIMEOUT_MS; (await c.ctrOk(['leases', 'ls', '-q'])).trim() !== '' && Date.now() < deadline; ) await sleep(100);
+  t.is((await c.ctrOk(['leases', 'ls', '-q'])).trim(), '', 'no lease left');
+  // The same lower layers (prepared by the failed pull, or not) pull and run as an image of their own.
+  await pushTestImage(reg.host, 'slgood', '1', img);
+  const good = `${reg.host}/slgood:1`;
+  await pull(t, c, good);
+  t.is(await ctrRun(c, good, 'good1', 'cat /etc/l2file; test -e /etc/badlink || echo clean'), 'from layer 2\nclean\n');
+});
+
+run('an update that keeps the base layer and replaces the ones above is merged onto the base tree kept from the first pull (issue 19)', async (t) => {
+  t.timeout(120_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slv', '1', img);
+  const v1 = `${reg.host}/slv:1`;
+  await pull(t, c, v1);
+  // Kept DEFAULT_LOWER_TREES_DELAY_MS after v1's pull.
+  await waitLog(c, 'lower-trees-kept');
+  // v2: v1's base layer, then a new layer in place of v1's second one.
+  const top = makeLayer(t, { 'etc/somefile': 'v2\n', 'app/new': 'new\n' });
+  await pushLayers(reg.host, 'slv:2', [{ gz: img.layers[0]!.blob, diffID: img.layers[0]!.diffId }, top], ['/bin/sh']);
+  const v2 = `${reg.host}/slv:2`;
+  await pull(t, c, v2);
+  const st = await new DaemonClient(c.snapshotter.apiSocket).status();
+  const phases = st.timings?.find((r) => r.op === 'pull' && r.subject === v2)?.phases ?? {};
+  t.true(phases['pull.merge-onto'] !== undefined && phases['pull.merge'] === undefined, JSON.stringify(phases));
+  t.is(await ctrRun(c, v2, 'lower1', 'cat /etc/somefile /app/new; test -e /etc/l2file || echo gone'), 'v2\nnew\ngone\n');
+  t.is(await ctrRun(c, v1, 'lower2', 'cat /etc/somefile /etc/l2file; test -e /app || echo none'), 'some\nfrom layer 2\nnone\n', 'v1 is unchanged');
 });

@@ -39,6 +39,11 @@ export interface DaemonStatus {
   mounts: string[];
   /** The last pulls' and view mounts' phase timings, oldest first (issue 19). */
   timings: PhaseRecord[];
+  /**
+   * FUSE operations served by every view since start (lookups, getattrs, readdirs, opens, reads…;
+   * native counters), absent without views. The bench diffs it around a container start (issue 19).
+   */
+  fuseOps?: Record<string, number>;
 }
 
 /** Tracing state of the daemon (`starlight trace status`). */

@@ -49,6 +49,10 @@ function configDigestOf(header: DeltaHeader): string | undefined {
 interface Asked {
   /** Manifest and config written. */
   blobs: Promise<void>;
+  /** Every layer's snapshot Prepared in chain order (taken lazily, or already in containerd). */
+  snapshots: Promise<void>;
+  /** Stops Prepares not sent yet (the pull failed; what was prepared goes with the lease). */
+  stop(): void;
 }
 
 /** gc label on a manifest naming its config (containerd images/handlers.go SetChildrenLabels). */
@@ -201,6 +205,12 @@ export class ImageService implements RemoteLayerResolver {
   /** Pulls in flight by normalized name (single-flight for concurrent CRI Prepares). */
   private readonly pulling = new Map<string, Promise<Known>>();
   private readonly trees = new Map<string, MergedTree>();
+  /**
+   * Chains of pulls whose header's image was checked but whose pull has not finished (manifest →
+   * chain ids): their layers' Prepares go out while the TOCs are checked and the chain merged
+   * (issue 19), and resolve() must answer them before the image is known.
+   */
+  private readonly checkedChains = new Map<string, string[]>();
   /** Timings of the last pulls and view mounts (`GET /v1/status`, the bench's phase breakdown). */
   readonly timings = new PhaseLog();
   /** containerd connections, opened on the first `pull` (namespaces share them). */
@@ -339,42 +349,42 @@ export class ImageService implements RemoteLayerResolver {
       const configDigest = configDigestOf(h);
       if (configDigest === undefined) return; // reported below
       const leased = lease.then((id) => cd.leased(id));
-      const asked = this.askContainerd(leased, h, chainIds(h.diffIDs), configDigest);
+      const chain = chainIds(h.diffIDs);
+      this.checkedChains.set(h.manifestDigest, chain);
+      const asked = this.askContainerd(leased, h, chain, configDigest, req.ref);
       early = { manifestDigest: h.manifestDigest, asked };
     };
     let known: Known;
     try {
       known = await this.startPull(req.ref, req.ref, req.platform, false, onImageChecked);
     } catch (err) {
+      early?.asked.stop();
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw err;
+    } finally {
+      if (early) this.checkedChains.delete(early.manifestDigest);
     }
     t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
     const configDigest = configDigestOf(header);
     if (!configDigest) {
+      early?.asked.stop();
       lease.then((id) => cd.dropLease(id), () => undefined);
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `manifest ${header.manifestDigest} of ${req.ref} has no config descriptor`);
     }
     await cd.withLease(async (c) => {
       t.lap('containerd-lease');
-      const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest);
+      if (early && early.manifestDigest !== header.manifestDigest) early.asked.stop();
+      const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest, req.ref);
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
       this.prebuildTable(known, req.ref);
-      // Every layer is Prepared in chain order, without a Stat first: containerd answers already-exists
-      // for a layer it has (an update's shared layers) as for one our snapshotter provides lazily; the
-      // blobs are awaited before the image record only.
-      let parent = '';
-      for (const id of chain) {
-        const key = `extract-${process.hrtime.bigint()} ${id}`;
-        const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
-        if (!remote) {
-          await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
-          throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${req.ref} lazily`, { details: { ref: req.ref, chainId: id } });
-        }
-        parent = id;
+      try {
+        await asked.snapshots;
+      } catch (err) {
+        asked.stop();
+        throw err;
       }
       t.lap('containerd-snapshots');
       // The view the first container will need: its snapshot exists now, so it is mounted while the
@@ -396,20 +406,37 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /**
-   * The independent containerd calls of a pull, in parallel, on `client` once it is there (leased):
-   * the two blobs and the Stat of every layer (an update finds its shared layers' snapshots and
-   * prepares only the new ones, in chain order).
+   * The containerd calls of a pull, on `client` once it is there (leased): the two blobs, and the
+   * snapshot of every layer Prepared in chain order, without a Stat first: containerd answers
+   * already-exists for a layer it has (an update's shared layers; no call into our snapshotter) as
+   * for one our snapshotter provides lazily. Sent as soon as the header's image is checked, so
+   * they overlap the TOC check and the merge (issue 19); resolve() answers them from checkedChains.
    */
-  private askContainerd(client: Promise<ContainerdClient>, header: DeltaHeader, chain: string[], configDigest: string): Asked {
+  private askContainerd(client: Promise<ContainerdClient>, header: DeltaHeader, chain: string[], configDigest: string, ref: string): Asked {
     const blobs = client.then((c) =>
       Promise.all([
         c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),
         c.writeBlob(`starlight-${header.manifestDigest}`, header.manifest, header.manifestDigest, { [LABEL_GC_CONFIG]: configDigest }),
       ]).then(() => undefined),
     );
+    let stopped = false;
+    const snapshots = client.then(async (c) => {
+      let parent = '';
+      for (const id of chain) {
+        if (stopped) throw new StarlightError('SL_ERR_CANCELED', `pull of ${ref} failed before layer ${id} was prepared`, { details: { ref, chainId: id } });
+        const key = `extract-${process.hrtime.bigint()} ${id}`;
+        const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });
+        if (!remote) {
+          await c.removeSnapshot(this.snapshotter, key).catch(() => undefined);
+          throw new StarlightError('SL_ERR_PULL_NOT_LAZY', `snapshotter ${this.snapshotter} did not take layer ${id} of ${ref} lazily`, { details: { ref, chainId: id } });
+        }
+        parent = id;
+      }
+    });
     // Awaited by the pull, or dropped with it when it fails (the lease goes, and gc takes what was written).
     blobs.catch(() => undefined);
-    return { blobs };
+    snapshots.catch(() => undefined);
+    return { blobs, snapshots, stop: () => (stopped = true) };
   }
 
   /**
@@ -442,6 +469,9 @@ export class ImageService implements RemoteLayerResolver {
     let known: Known | undefined;
     if (hints.view !== undefined) {
       known = this.byManifest.get(hints.view);
+      // A pull's early Prepare (askContainerd): the header's image is checked, the image not known yet.
+      const checked = known ? undefined : this.checkedChains.get(hints.view);
+      if (checked) return checked.includes(hints.chainId) ? { remoteId: remoteIdFor(hints.view, checked.indexOf(hints.chainId)) } : null;
     } else if (hints.imageRef !== undefined) {
       // CRI: pull through the proxy on the first layer's Prepare; later layers find the record.
       known = [...this.byManifest.values()].find((k) => k.rec.name === imageName(hints.imageRef!) && (!hints.manifestDigest || k.rec.manifestDigest === hints.manifestDigest));

@@ -6,8 +6,9 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers, mergeOnto } from '../../layers/merge.js';
+import { mergeLayers, mergeLayersSliced, mergeOnto, mergeOntoSliced } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
+import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { DeltaHeader } from '../../protocol/types.js';
@@ -57,10 +58,22 @@ export interface PullerOptions {
   tracker: ContentTracker;
   layers: LayerStore;
   log?: Logger;
+  /** See DEFAULT_LOWER_TREES_DELAY_MS; ms; < 0: lower trees are not kept. */
+  lowerTreesDelayMs?: number;
 }
 
 /** Merged trees kept (weakly) for later merges of longer chains; oldest dropped past this. */
 const MERGED_TREES_KEPT = 32;
+/** Trees of lower parts of pulled chains kept (strongly, keepLowerTrees); oldest dropped past this. */
+const LOWER_TREES_KEPT = 8;
+/** Longest slice of those background merges, ms: they must not hold a starting container's parked reads. */
+const LOWER_TREES_SLICE_MS = 5;
+/**
+ * How long after an image's pull its lower trees are merged, ms: after the first container's start
+ * (the merge holds the event loop for tens of ms), before a typical update. Not tied to the stream's
+ * end: a large image streams for longer than the time to its update in the bench (issue 19).
+ */
+export const DEFAULT_LOWER_TREES_DELAY_MS = 3_000;
 
 export class Puller {
   private readonly log: Logger;
@@ -69,6 +82,13 @@ export class Puller {
    * merged onto v1's tree instead of from every TOC (issue 19). Weak: the images keep their trees.
    */
   private readonly merged = new Map<string, WeakRef<MergedTree>>();
+  /**
+   * Trees of the lower parts of chains pulled here (first 1..n−1 layers), by chain: an update that
+   * keeps an image's base layers and replaces the layers above them (python-web and redis v2 =
+   * base + new package and app layers) is merged onto its base's tree (issue 19). Strong: no view
+   * shows them.
+   */
+  private readonly lower = new Map<string, MergedTree>();
 
   constructor(private readonly opts: PullerOptions) {
     this.log = opts.log ?? nullLogger;
@@ -114,7 +134,14 @@ export class Puller {
       opts.signal?.removeEventListener('abort', onAbort);
     }
     t.lap('tocs');
-    const { tree, onto } = this.merge(tocs);
+    let merged: { tree: MergedTree; onto: boolean };
+    try {
+      merged = this.merge(tocs);
+    } catch (err) {
+      receiver.close(); // a chain that does not merge (SL_ERR_IMAGE_BAD_TAR) streams nothing more
+      throw err;
+    }
+    const { tree, onto } = merged;
     // 'merge-onto': onto an earlier merge of a lower part of the chain (an update of an image).
     t.lap(onto ? 'merge-onto' : 'merge');
     stored.catch((err: unknown) => this.log.error('toc-store-failed', { ref, err }));
@@ -123,6 +150,8 @@ export class Puller {
       () => Promise.all([stored, tracker.store.sync()]).then(() => layers.markComplete(header.diffIDs)),
       () => {},
     ).catch((err: unknown) => this.log.error('layer-complete-failed', { ref, err }));
+    const delay = this.opts.lowerTreesDelayMs ?? DEFAULT_LOWER_TREES_DELAY_MS;
+    if (delay >= 0 && tocs.length > 1) setTimeout(() => void this.keepLowerTrees(tocs, ref), delay).unref();
     this.log.info('image-pull-started', { ref, manifest: header.manifestDigest, items: header.items.length, have: have.length });
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
@@ -133,10 +162,11 @@ export class Puller {
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
       const key = ids.slice(0, k).join(' ');
-      const base = this.merged.get(key)?.deref();
+      let base = this.merged.get(key)?.deref();
       if (!base) {
         this.merged.delete(key);
-        continue;
+        base = this.lower.get(key);
+        if (!base) continue;
       }
       tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
     }
@@ -152,10 +182,47 @@ export class Puller {
     return { tree, onto };
   }
 
+  /**
+   * Merges and keeps the trees of the lower parts of `tocs`' chain (its first 1..n−1 layers; each
+   * onto the one below it), for later pulls of chains that share them. Background work, run a while
+   * after the pull (DEFAULT_LOWER_TREES_DELAY_MS).
+   */
+  private async keepLowerTrees(tocs: LayerToc[], ref: string): Promise<void> {
+    const started = performance.now();
+    let below: MergedTree | undefined;
+    try {
+      for (let k = 1; k < tocs.length; k++) {
+        const key = tocs.slice(0, k).map((toc) => toc.diffID).join(' ');
+        const tree =
+          this.lower.get(key) ??
+          this.merged.get(key)?.deref() ??
+          (below && (await mergeOntoSliced(below, [tocs[k - 1]!], LOWER_TREES_SLICE_MS))) ??
+          (await mergeLayersSliced(tocs.slice(0, k), LOWER_TREES_SLICE_MS));
+        this.lower.delete(key); // re-inserted as the newest
+        this.lower.set(key, tree);
+        below = tree;
+      }
+    } catch (err) {
+      // The whole chain merged, so its lower parts do too; a failure here only costs later merges time.
+      this.log.warn('lower-trees-failed', { ref, err });
+      return;
+    }
+    for (const old of this.lower.keys()) {
+      if (this.lower.size <= LOWER_TREES_KEPT) break;
+      this.lower.delete(old);
+    }
+    this.log.info('lower-trees-kept', { ref, layers: tocs.length - 1, ms: Math.round(performance.now() - started) });
+  }
+
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
   private async accept(header: DeltaHeader, ref: string, onImageChecked?: (header: DeltaHeader) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
-    onImageChecked?.(header);
+    if (onImageChecked) {
+      onImageChecked(header);
+      // One turn of the event loop: what the caller started (containerd's calls, issue 19) leaves
+      // now, before the synchronous TOC decode and merge hold the loop.
+      await yieldToLoop();
+    }
     // Items are checked against the chain before any TOC of this header is stored (and reused).
     const decoded = header.layers.map((l) => decodeToc(l.toc));
     const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mergeLayers, mergeOnto } from '../../../src/layers/merge.js';
+import { mergeLayers, mergeLayersSliced, mergeOnto, mergeOntoSliced } from '../../../src/layers/merge.js';
 import { TOC_VERSION, type LayerToc, type TocEntry } from '../../../src/layers/toc.js';
 
 type Spec = Partial<TocEntry> & { path: string };
@@ -132,4 +132,33 @@ test('mergeOnto: a hardlink of the base whose file an upper layer replaces becom
   t.deepEqual(got, mergeLayers([...lower, ...upper]));
   t.like(got?.entries.find((e) => e.path === 'h'), { type: 'reg', digest: 'sha256:v', linkname: undefined });
   t.is(base.entries.find((e) => e.path === 'h')?.type, 'hardlink', 'the base keeps its hardlink');
+});
+
+// The sliced twins (the worker merges lower parts of pulled chains in the background, issue 19): the same
+// trees and the same refusals, with the event loop running between slices (sliceMs 0: every pause).
+for (const c of cases.filter((c) => c.layers.length > 1)) {
+  test(`mergeLayersSliced / mergeOntoSliced equal the synchronous merges: ${c.name}`, async (t) => {
+    t.deepEqual(await mergeLayersSliced(c.layers, 0), mergeLayers(c.layers));
+    for (let k = 1; k < c.layers.length; k++) {
+      const base = mergeLayers(c.layers.slice(0, k));
+      t.deepEqual(await mergeOntoSliced(base, c.layers.slice(k), 0), mergeOnto(base, c.layers.slice(k)), `split ${k}`);
+    }
+  });
+}
+
+test('mergeLayersSliced rejects a hardlink to nothing with SL_ERR_IMAGE_BAD_TAR', async (t) => {
+  await t.throwsAsync(mergeLayersSliced([layer(E({ path: 'h', type: 'hardlink', linkname: 'missing' }))], 0), { code: 'SL_ERR_IMAGE_BAD_TAR' });
+});
+
+test('a sliced merge lets timers run between its slices', async (t) => {
+  // 3 000 entries: several pause points (every 512 entries); a 0 ms slice yields at each.
+  const big = layer(...Array.from({ length: 3000 }, (_, i) => F(`f${i}`, `v${i}`)));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  try {
+    await mergeLayersSliced([big, layer(F('g', 'w'))], 0);
+  } finally {
+    clearInterval(timer);
+  }
+  t.true(ticks > 0, 'a timer ran during the merge');
 });
