@@ -13,11 +13,12 @@
  * until the background encoder finished (a POST /v1/notify after the delta returns then), and a warm
  * delta after that (header time, wire bytes: the cached, compressed encodings).
  *
- *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3 [--early 0]
-
- * The cold request asks `early=1` as a worker does (EARLY frames before the header while the proxy
- * indexes, docs/protocol.md "Early items"; `--early 0`: without): "early" columns count them and their
- * wire MB, and the time to header includes them.
+ *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3 [--early 1]
+ *
+ * The cold request asks as a worker does by default: without early items. `--early 1` asks `early=1`
+ * (a worker's `--early-items on`: EARLY frames before the header while the proxy indexes,
+ * docs/protocol.md "Early items"); "early" columns count them and their wire MB, and the time to
+ * header includes them.
  *
  * With `--fanout` it measures many concurrent warm pulls against docker-registry (bench/proxy-fanout.ts):
  *
@@ -34,6 +35,11 @@ import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
 import { cpuSeconds, fanout } from './proxy-fanout.js';
+
+const USAGE = `usage: node dist/bench/proxy.js [--mb 150] [--runs 3]              synthetic image, cold and warm delta
+       node dist/bench/proxy.js --images python-web,redis [--runs 3] [--early 1]   first contact per Debian image
+       node dist/bench/proxy.js --fanout --images python-web [--clients 1,10,50] [--replicas 1,2] [--runs 3]
+Run under flock /tmp/sl-bench.lock; see the header of bench/proxy.ts.`;
 
 async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: number; bytes: number }> {
   const t0 = performance.now();
@@ -125,6 +131,10 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE);
+    return;
+  }
   const mb = Number(args[args.indexOf('--mb') + 1] ?? 150) || 150;
   const runs = Number(args[args.indexOf('--runs') + 1] ?? 3) || 3;
   const cleanups: (() => unknown)[] = [];
@@ -143,7 +153,7 @@ async function main(): Promise<void> {
         await fanout(t, { images: images as DebianImageName[], clients: list('--clients', '1,10,50'), replicas: list('--replicas', '1,2'), runs });
         return;
       }
-      await coldImages(t, images as DebianImageName[], runs, args.includes('--early') ? args[args.indexOf('--early') + 1] !== '0' : true);
+      await coldImages(t, images as DebianImageName[], runs, args.includes('--early') ? args[args.indexOf('--early') + 1] !== '0' : false);
       return;
     }
     const reg = await startRegistry(t);

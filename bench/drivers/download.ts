@@ -1,39 +1,21 @@
 /**
  * Mode "download-only": the floor of any pull — the time to fetch, with ONE HTTP GET over the same
  * emulated link, the bytes Starlight sends. With a proxy running, the GET is Starlight's own delta
- * URL (`/v1/delta?to=…[&have=<v1 digest>]`), warmed up once directly so the proxy's indexing is not
+ * URL (`/v1/delta?to=…[&have=<v1 digest>]`), warmed up directly (notify, then one GET) so the proxy's indexing is not
  * timed (note "delta"). Without one it GETs a synthetic blob the size of what a layer pull fetches
  * (all layers fresh, new layers for an update; note "layers"). No container runs: ready = end of GET.
  *
  * Not here: the proxy process (proxy.ts).
  */
-import { createServer, request, type IncomingMessage } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { HarnessError } from '../../fixtures/harness-error.js';
 import type { ReadyContainer } from './container.js';
+import { getAll, warm } from './proxy-http.js';
 import type { ImageVersion, ModeDefinition, ModeDriver, TrialEnv } from './types.js';
 
 /** Chunk the synthetic blob server repeats, bytes. */
 const CHUNK_BYTES = 1 << 20;
-
-/** GETs `url` through http (no keep-alive), consuming the body; resolves with the body size. */
-export function getAll(host: string, path: string, signal: AbortSignal): Promise<number> {
-  const [h, p] = [host.slice(0, host.lastIndexOf(':')), Number(host.slice(host.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    const req = request({ host: h, port: p, path, method: 'GET', signal, agent: false }, (res: IncomingMessage) => {
-      let n = 0;
-      res.on('data', (b: Buffer) => (n += b.length));
-      res.on('end', () => {
-        if ((res.statusCode ?? 0) >= 300) reject(new HarnessError('SL_ERR_BENCH_STEP', `GET http://${host}${path} answered ${res.statusCode}`, { details: { path } }));
-        else resolve(n);
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 class DownloadDriver implements ModeDriver {
   readonly name = 'download-only';
@@ -57,8 +39,14 @@ class DownloadDriver implements ModeDriver {
     const proxy = env.spec.shared.proxy;
     if (proxy) {
       this.source = 'delta';
-      // Index both versions on the proxy before timing (cloud-side work the paper does ahead of time).
-      for (const v of ['v1', 'v2'] as const) await getAll(proxy, this.deltaPath(v, env), env.signal);
+      // Index both versions on the proxy and fill its content cache before timing (cloud-side work
+      // the paper does ahead of time). A delta GET alone is not enough: on a proxy that had not seen
+      // the image it would leave contents not encoded yet, sent as identity (2.5x the bytes) to the
+      // timed GET that comes next.
+      for (const v of ['v1', 'v2'] as const) {
+        await warm(proxy, env.spec.shared, env.image, v, env.signal);
+        await getAll(proxy, this.deltaPath(v, env), env.signal);
+      }
       return;
     }
     const chunk = Buffer.alloc(CHUNK_BYTES, 0x5a);

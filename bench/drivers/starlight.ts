@@ -20,13 +20,12 @@
  *
  * Not here: the proxy process (proxy.ts), containerd (containerd.ts), the worker pair (worker.ts).
  */
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HarnessError } from '../../fixtures/harness-error.js';
 import { runToExit, runUntilReady, type ReadyContainer } from './container.js';
-import { getAll } from './download.js';
+import { getAll, imageRef, post, warm } from './proxy-http.js';
 import { duBytes, type RunOutput } from './proc.js';
 import { startBenchProxy } from './proxy.js';
 import { dropCaches, waitGone, waitProxyIdle } from './quiesce.js';
@@ -66,33 +65,6 @@ export function summarizeOrder(entries: readonly { size: number; signal?: string
     } else runs.push({ kind, files: 1, bytes: e.size });
   }
   return runs.map((r) => `${r.kind} ${r.files}f/${(r.bytes / 1e6).toFixed(1)}MB`).join(' | ');
-}
-
-/** The image reference the worker pulls: the registry as the proxy reaches it (cloud side). */
-export function imageRef(shared: { registry: string }, img: BenchImage, version: ImageVersion): string {
-  return `${shared.registry}/${img.repository}:${img.versions[version].tag}`;
-}
-
-/** POSTs to the proxy; resolves with the HTTP status and body (capability probes, notify). */
-function post(host: string, path: string, body: string, signal?: AbortSignal): Promise<{ status: number; body: string }> {
-  const i = host.lastIndexOf(':');
-  return new Promise((resolve, reject) => {
-    const req = request({ host: host.slice(0, i), port: Number(host.slice(i + 1)), path, method: 'POST', agent: false, signal, headers: { 'content-type': 'application/json' } }, (res) => {
-      let text = '';
-      res.on('data', (b: Buffer) => (text += b.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/** Indexes `version` on the proxy and fills its content cache, directly (untimed, not over the link). */
-async function warm(proxy: string, shared: { registry: string }, img: BenchImage, version: ImageVersion, signal: AbortSignal): Promise<void> {
-  const ref = imageRef(shared, img, version);
-  const { status: st } = await post(proxy, `/v1/notify?ref=${encodeURIComponent(ref)}`, '', signal);
-  if (st !== 200) throw new HarnessError('SL_ERR_BENCH_STEP', `proxy ${proxy}: notify ${ref} answered ${st}`, { details: { ref } });
-  await getAll(proxy, `/v1/delta?${new URLSearchParams({ to: ref }).toString()}`, signal);
 }
 
 /** What the training run left: traces uploaded, and the size of the files the target version read at startup. */
