@@ -32,6 +32,24 @@ interface ZlibHandle {
   onerror: (errno: number, code: string, message: string) => void;
 }
 
+type ZlibEngine = zlib.Gunzip | zlib.InflateRaw | zlib.BrotliDecompress;
+
+/**
+ * The native half of `engine` and its [avail out, avail in] state, its errors routed to `onError`
+ * (replacing the stream's handler, which would destroy the stream and emit 'error' later); undefined,
+ * with the engine closed, when node:zlib's internals are not there.
+ */
+function nativeOf(engine: ZlibEngine, onError: (err: Error) => void): { handle: ZlibHandle; state: Uint32Array } | undefined {
+  const e = engine as ZlibEngine & { _handle?: ZlibHandle; _writeState?: Uint32Array };
+  const h = e._handle;
+  if (typeof h?.writeSync !== 'function' || typeof h.reset !== 'function' || !(e._writeState instanceof Uint32Array)) {
+    engine.close();
+    return undefined;
+  }
+  h.onerror = (errno, code, message) => onError(Object.assign(new Error(message), { errno, code }));
+  return { handle: h, state: e._writeState };
+}
+
 /**
  * One brotli decoder per thread, reset per item, decoding into one reused output buffer.
  * Why: brotliDecompressSync builds a stream object, a native engine and an output buffer per call;
@@ -70,20 +88,13 @@ class ReusedBrotli {
   }
 
   private open(): ZlibHandle | undefined {
-    const engine = zlib.createBrotliDecompress() as zlib.BrotliDecompress & { _handle?: ZlibHandle; _writeState?: Uint32Array };
-    const h = engine._handle;
-    if (typeof h?.writeSync !== 'function' || typeof h.reset !== 'function' || !(engine._writeState instanceof Uint32Array)) {
-      engine.close();
-      return undefined;
-    }
-    // Replaces the stream's handler (which would destroy the stream and emit 'error' later).
-    h.onerror = (errno, code, message) => {
-      this.error = Object.assign(new Error(message), { errno, code });
-    };
+    const engine = zlib.createBrotliDecompress();
+    const native = nativeOf(engine, (err) => (this.error = err));
+    if (native === undefined) return undefined;
     this.engine = engine;
-    this.handle = h;
-    this.state = engine._writeState;
-    return h;
+    this.handle = native.handle;
+    this.state = native.state;
+    return native.handle;
   }
 
   private close(): void {
@@ -176,15 +187,14 @@ const streamOut = Buffer.allocUnsafeSlow(STREAM_OUT_BYTES);
  * processChunkSync: each call decodes what it can into `streamOut` and hands the decoded pieces on.
  */
 class StreamDecoder {
-  private readonly engine: zlib.Gunzip | zlib.InflateRaw | zlib.BrotliDecompress | undefined;
+  private readonly engine: ZlibEngine | undefined;
   private readonly handle: ZlibHandle | undefined;
   private readonly state: Uint32Array | undefined;
   private error: Error | undefined;
   private readonly flushes: [process: number, finish: number];
 
   constructor(encoding: string) {
-    type Engine = (zlib.Gunzip | zlib.InflateRaw | zlib.BrotliDecompress) & { _handle?: ZlibHandle; _writeState?: Uint32Array };
-    let engine: Engine;
+    let engine: ZlibEngine;
     switch (encoding) {
       case 'identity':
         this.flushes = [0, 0];
@@ -204,17 +214,11 @@ class StreamDecoder {
       default:
         throw new Error(`encoding '${encoding}' is not decoded by this worker's threads`);
     }
-    const h = engine._handle;
-    if (typeof h?.writeSync !== 'function' || !(engine._writeState instanceof Uint32Array)) {
-      engine.close();
-      throw new Error('node:zlib internals not available');
-    }
-    h.onerror = (errno, code, message) => {
-      this.error = Object.assign(new Error(message), { errno, code });
-    };
+    const native = nativeOf(engine, (err) => (this.error = err));
+    if (native === undefined) throw new Error('node:zlib internals not available');
     this.engine = engine;
-    this.handle = h;
-    this.state = engine._writeState;
+    this.handle = native.handle;
+    this.state = native.state;
   }
 
   /** Decodes `input` (the item's last input when `final`); `out` gets views valid during its call only. */
