@@ -120,12 +120,14 @@ export class Graduations {
   private async build(chain: readonly string[], tocs: readonly LayerToc[], locate: Locate): Promise<void> {
     const started = Date.now();
     // Which layer shows each path of the chain's tree: a layer's entry anywhere else is hidden.
-    const shownBy = new Map(mergeLayers(tocs).entries.map((e) => [e.path, e.layer]));
+    const whole = mergeLayers(tocs);
+    const shownBy = new Map(whole.entries.map((e) => [e.path, e.layer]));
     const names: string[] = [];
     let below: MergedTree | undefined;
     for (let i = 0; i < chain.length; i++) {
       const toc = tocs[i]!;
-      const upTo = (below && mergeOnto(below, [toc])) ?? mergeLayers(tocs.slice(0, i + 1));
+      // The top layer's is the whole chain's tree, merged above.
+      const upTo = i === chain.length - 1 ? whole : ((below && mergeOnto(below, [toc])) ?? mergeLayers(tocs.slice(0, i + 1)));
       const hidden = (path: string): boolean => shownBy.get(path) !== i;
       const hex = hexOf(chain[i]!);
       // An existing dir of this layer fits unless it left out something this chain shows.
