@@ -142,12 +142,14 @@ export class Cleanups {
 
 /**
  * Bytes allocated under `paths` (one `du -scx --block-size=1`: a hardlinked inode counted once, other
- * filesystems such as FUSE mountpoints not entered; missing paths count 0).
+ * filesystems such as FUSE mountpoints not entered; missing paths count 0). The paths may be in use:
+ * an entry removed between du's listing and its stat (a temp file renamed) makes du exit 1 after
+ * printing the total of what it could see, which is the answer.
  */
 export async function duBytes(paths: string[]): Promise<number> {
   const present = paths.filter((p) => existsSync(p));
   if (present.length === 0) return 0;
-  const r = await runCommand('du', ['-scx', '--block-size=1', ...present], { timeoutMs: 120_000 });
+  const r = await runCommand('du', ['-scx', '--block-size=1', ...present], { timeoutMs: 120_000, okCodes: [1] });
   const total = /^(\d+)\s+total$/m.exec(r.stdout);
   if (!total) throw new HarnessError('SL_ERR_BENCH_STEP', `du ${present.join(' ')} printed no total: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
   return Number(total[1]);

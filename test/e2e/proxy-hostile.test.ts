@@ -7,11 +7,12 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { RegistryClient } from '../../src/oci/client.js';
 import { sha256Digest } from '../../src/oci/digest.js';
+import { duBytes } from '../../bench/drivers/proc.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { healthzWhile } from '../helpers/healthz.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -46,16 +47,6 @@ async function push(reg: TestRegistry, name: string, layers: Layer[]): Promise<s
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffID) } }));
   await pushImage(new RegistryClient(), `${reg.host}/${name}:v1`, { config, layers: layers.map((l) => ({ data: l.data, mediaType: l.mediaType })) });
   return `${reg.host}/${name}:v1`;
-}
-
-function duBytes(dir: string): number {
-  let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) n += duBytes(p);
-    else if (e.isFile()) n += statSync(p).blocks * 512;
-  }
-  return n;
 }
 
 interface ErrorAnswer {
@@ -153,7 +144,7 @@ test('hostile layers: typed errors naming image, layer and limit; bounded RSS an
   }
 
   const peak = peakRssKb(proxy.pid) / 1024;
-  const disk = duBytes(data);
+  const disk = await duBytes([data]);
   t.log(`proxy peak RSS ${peak.toFixed(0)} MiB (bound ${RSS_BOUND_MIB}); data dir ${(disk / MIB).toFixed(1)} MiB (cache ${CACHE / MIB} + staging ${STAGING / MIB} MiB)`);
   t.true(peak < RSS_BOUND_MIB, `peak RSS ${peak.toFixed(0)} MiB`);
   t.true(disk < CACHE + STAGING + 256 * MIB, `data dir ${disk} bytes`);

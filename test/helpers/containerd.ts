@@ -182,8 +182,12 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
 
+  // runc keeps its state by namespace and container id under one root, shared by every containerd on
+  // the host: a container a killed shim left behind (or another test's of the same id) would make
+  // `ctr run` fail with "container with given ID already exists". Each test containerd gets its own.
+  const runcRoot = join(dir, 'runc');
   const ctr = (args: string[], opts: { timeoutMs?: number } = {}) =>
-    run('ctr', ['--address', address, '-n', TEST_NAMESPACE, ...args], opts.timeoutMs ?? CTR_TIMEOUT_MS);
+    run('ctr', ['--address', address, '-n', TEST_NAMESPACE, ...(args[0] === 'run' ? ['run', '--runc-root', runcRoot, ...args.slice(1)] : args)], opts.timeoutMs ?? CTR_TIMEOUT_MS);
   const ctrOk = async (args: string[], opts: { timeoutMs?: number } = {}) => {
     const r = await ctr(args, opts);
     if (r.code !== 0) throw new Error(`ctr ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
