@@ -41,14 +41,54 @@ export const OVERHEAD_WORKLOADS = {
 } as const;
 export type OverheadKey = keyof typeof OVERHEAD_WORKLOADS;
 
-/** Shell script timing the given workloads in order (milliseconds, from `date +%s%N`). */
+/**
+ * Shell script timing the given workloads in order (milliseconds, from `date +%s%N`). After the
+ * last one, untimed: `times` (CPU of the shell and of its children, i.e. the workloads) and the
+ * shell's /proc/self/io, whose read_bytes include its reaped children's: what the container made the
+ * disk read, i.e. its page cache misses (a warm run should have ~none). Both with shell builtins only.
+ */
 export function overheadScript(keys: readonly OverheadKey[]): string {
   const lines = ['ms() { echo $(( $(date +%s%N) / 1000000 )); }'];
   for (const k of keys) {
-    const timed = `s=$(ms); ${OVERHEAD_WORKLOADS[k]}; e=$(ms); echo "${k} $((e - s))"`;
+    // /proc/stat's cpu line around the timed part (builtins, untimed): what the whole machine ran
+    // meanwhile, in USER_HZ ticks: busy (user+nice+system+irq+softirq) and steal.
+    const machine = `read -r _ u2 n2 y2 i2 w2 q2 x2 t2 _ < /proc/stat; echo "${k}_MACHINE $((u2 + n2 + y2 + q2 + x2 - u - n - y - q - x)) $((t2 - t))"`;
+    const timed = `read -r _ u n y i w q x t _ < /proc/stat; s=$(ms); ${OVERHEAD_WORKLOADS[k]}; e=$(ms); ${machine}; echo "${k} $((e - s))"`;
     lines.push(k === 'PYIMPORT' ? `if command -v python3 >/dev/null; then ${timed}; fi` : timed);
   }
+  lines.push('echo TIMES; times', 'while read -r k v; do [ "$k" = read_bytes: ] && echo "READ_BYTES $v"; done < /proc/$$/io; true');
   return lines.join('\n');
+}
+
+/** USER_HZ: /proc/stat ticks per second. */
+const TICKS_PER_S = 100;
+
+/** What a workload container cost (overheadScript's lines): see parseWorkloadCost. */
+export interface WorkloadCost {
+  /** CPU of the container's own processes, user + sys, ms. */
+  cpuMs?: number;
+  /** Bytes its processes read from disk (page cache misses). */
+  readBytes?: number;
+  /** CPU the whole machine spent while `key` was timed (busy, all cores), ms; minus cpuMs = everything else. */
+  machineBusyMs?: number;
+  /** CPU time the hypervisor took from this VM meanwhile (steal), ms. */
+  stealMs?: number;
+}
+
+/** Parses overheadScript's untimed lines for workload `key` (the container ran only that one). */
+export function parseWorkloadCost(out: string, key?: OverheadKey): WorkloadCost {
+  const r: WorkloadCost = {};
+  const m = key ? new RegExp(`^${key}_MACHINE (-?\\d+) (-?\\d+)$`, 'm').exec(out) : null;
+  if (m) {
+    r.machineBusyMs = (Number(m[1]) * 1000) / TICKS_PER_S;
+    r.stealMs = (Number(m[2]) * 1000) / TICKS_PER_S;
+  }
+  // `times`: the shell's line, then its children's: "0m0.150s 0m0.300s".
+  const t = /^TIMES\n.*\n(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/m.exec(out);
+  if (t) r.cpuMs = Math.round((Number(t[1]) * 60 + Number(t[2]) + Number(t[3]) * 60 + Number(t[4])) * 1000);
+  const b = /^READ_BYTES (\d+)$/m.exec(out);
+  if (b) r.readBytes = Number(b[1]);
+  return r;
 }
 
 /** The first (fetch-everything) pass: every workload once. */
@@ -164,8 +204,20 @@ export async function prepareOverhead(driver: ModeDriver, env: TrialEnv): Promis
 export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: OverheadKey, cache: 'cold' | 'warm'): Promise<number | undefined> {
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
   if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
+  const startedAt = new Date().toISOString();
   const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key])], env)).stdout;
   const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
+  // Per container, to tell a slow run's cause on a shared machine: the workload's own CPU time (wall
+  // time minus it is waiting: disk or other processes), what it read from disk (page cache misses)
+  // and its wall-clock window (to line it up with the daemon's log).
+  const cost = parseWorkloadCost(out, key);
+  if (hit) {
+    const read = cost.readBytes === undefined ? '?' : (cost.readBytes / 1e6).toFixed(1);
+    const others = cost.machineBusyMs === undefined || cost.cpuMs === undefined ? '?' : Math.round(cost.machineBusyMs - cost.cpuMs);
+    process.stderr.write(
+      `[bench] overhead ${env.image.name} ${driver.name} run ${env.spec.run} ${key} ${cache} ${hit[1]} ms, cpu ${cost.cpuMs ?? '?'} ms, others' cpu ${others} ms, steal ${cost.stealMs ?? '?'} ms, disk read ${read} MB (container ${startedAt} → ${new Date().toISOString()})\n`,
+    );
+  }
   return hit ? Number(hit[1]) : undefined;
 }
 
