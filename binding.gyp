@@ -1,5 +1,5 @@
 # Builds the FUSE addon (build/Release/starlight_fuse.node), the socket-option addon
-# (build/Release/starlight_net.node) and the fd holder during `npm install` / `npm ci`.
+# (build/Release/starlight_net.node), the blob-file addon (build/Release/starlight_blob.node) and the fd holder during `npm install` / `npm ci`.
 # node-addon-api with C++ exceptions on (NAPI_CPP_EXCEPTIONS): exceptions are thrown only on the JS
 # thread for argument errors; every libfuse callback catches everything (see native/ops.cc).
 {
@@ -34,6 +34,17 @@
       "sources": ["native/net.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      # One call per small CAS content (native/blob.cc; no libfuse): the item-pool threads' file
+      # creation without four fs calls and a BigIntStats per content (issue 18).
+      "target_name": "starlight_blob",
+      "sources": ["native/blob.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_FILE_OFFSET_BITS=64"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]

@@ -8,8 +8,9 @@
  *
  * Not here: batching, which thread gets what, waking readers (item-pool.ts, content-tracker.ts).
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, hash, type Hash } from 'node:crypto';
 import { closeSync, constants as fsc, fchmodSync, fstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createBlob } from './create-blob.js';
 import { parentPort } from 'node:worker_threads';
 import zlib from 'node:zlib';
 import { ChunkHasher } from '../../layers/chunks.js';
@@ -122,37 +123,12 @@ function decode(encoding: string, data: Uint8Array, size: number): Buffer {
   }
 }
 
-/**
- * Writes the blob straight to its digest path (no temporary, no rename: one syscall and a directory
- * lock less per file, docs/design-notes.md "Durable content"). Safe because nothing reads a blob
- * path before the pool answered (the store's map decides what is readable), and a blob cut short by
- * a crash is not in the durable log, so the next open() re-verifies and drops it. Created read-only
- * (0444 applies to later opens; this fd may write). Returns its stamp (inode, ctime: its durable-log
- * record, cas/store.ts).
+/*
+ * A whole item's blob is written straight to its digest path (no temporary, no rename: one syscall and
+ * a directory lock less per file, docs/design-notes.md "Durable content"). Safe because nothing reads
+ * a blob path before the pool answered (the store's map decides what is readable), and a blob cut short
+ * by a crash is not in the durable log, so the next open() re-verifies and drops it (create-blob.ts).
  */
-function store(blobPath: string, bytes: Buffer, stamps: BigUint64Array, i: number): void {
-  let fd: number;
-  try {
-    fd = openSync(blobPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o444);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    // Not committed (the tracker writes only absent digests): a leftover, replaced.
-    rmSync(blobPath, { force: true });
-    fd = openSync(blobPath, fsc.O_CREAT | fsc.O_EXCL | fsc.O_WRONLY, 0o444);
-  }
-  try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    const st = fstatSync(fd, { bigint: true });
-    closeSync(fd);
-    stamps[2 * i] = st.ino;
-    stamps[2 * i + 1] = st.ctimeNs;
-  } catch (err) {
-    closeSync(fd);
-    rmSync(blobPath, { force: true });
-    throw err;
-  }
-}
 
 /** Decodes, verifies and stores item i of the batch (its stamp into `stamps`); why not, if it was not. */
 function one(req: BatchRequest, i: number, stamps: BigUint64Array): ItemFailure | undefined {
@@ -167,10 +143,11 @@ function one(req: BatchRequest, i: number, stamps: BigUint64Array): ItemFailure 
     return { error: 'decode', message: e.message };
   }
   if (raw.length !== it.size) return { error: 'size', actual: raw.length };
-  const hex = createHash('sha256').update(raw).digest('hex');
+  // One-shot: no Hash object per item.
+  const hex = hash('sha256', raw, 'hex');
   if (hex !== it.hex) return { error: 'digest', actual: 'sha256:' + hex };
   try {
-    store(it.blobPath, raw, stamps, i);
+    createBlob(it.blobPath, raw, stamps, i);
     return undefined;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
