@@ -104,6 +104,11 @@ export class DeltaSession {
     this.queue.bump(indices);
   }
 
+  /** Sends `indices` before the rest of the planned order (SendQueue.prefer: after bumped items). */
+  prefer(indices: readonly number[]): void {
+    this.queue.prefer(indices);
+  }
+
   /**
    * Writes the whole stream. Failures after the header go out as an ERROR frame (unless the client is
    * gone) and are returned, not thrown; failures before it are thrown.
