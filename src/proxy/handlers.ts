@@ -228,19 +228,21 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     runs,
   });
   ctx.sessions.add(session);
+  // The prediction re-orders the items; they wait for it (or a bump), the header does not: the worker
+  // reads the header, TOCs and snapshots meanwhile, and the link's first bytes are the predicted files.
+  const reordered = prediction?.then(() => {
+    const order = orderOf(ctx, img, merged, group);
+    if (order !== plannedOrder) session.prefer(itemsInOrder(header, order.files));
+    ctx.logger.info('delta-reordered', { image: img.ref, predictSeconds: (performance.now() - tIndexed) / 1000, preferred: order.files.length });
+  }).catch((err: unknown) => ctx.logger.warn('delta-reorder-failed', { image: img.ref, error: err }));
+  if (reordered !== undefined) session.holdItemsUntil(reordered);
   writeHead(img.record.manifestDigest);
   ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {
     const running = session.run(signal);
-    if (prediction === undefined) planning();
-    else {
-      // Background encoding keeps waiting for the prediction (it reads the staged contents).
-      void prediction.then(() => {
-        const order = orderOf(ctx, img, merged, group);
-        if (order !== plannedOrder) session.prefer(itemsInOrder(header, order.files));
-        ctx.logger.info('delta-reordered', { image: img.ref, predictSeconds: (performance.now() - tIndexed) / 1000, preferred: order.files.length });
-      }).finally(planning);
-    }
+    // Background encoding keeps waiting for the prediction (it reads the staged contents).
+    if (reordered === undefined) planning();
+    else void reordered.finally(planning);
     const failed = await running;
     if (failed === undefined) {
       ctx.metrics.deltasServed++;

@@ -54,3 +54,43 @@ test('bumped items arrive next, preempting the item in progress; all items once 
   t.deepEqual(completed.slice(3), [1, 2, 3, 4, 5, 6, 7, 8, 10]);
   contents.forEach((c, i) => t.deepEqual(Buffer.concat(got.get(i)!), c, `item ${i}`));
 });
+
+/** Items completed in a session's stream, in order, and whether the header came first. */
+async function completedOf(s: DeltaSession, out: PassThrough, onHeader: () => void): Promise<number[]> {
+  const done = s.run(new AbortController().signal);
+  const dec = new DeltaDecoder();
+  const completed: number[] = [];
+  for await (const b of out as AsyncIterable<Buffer>) {
+    for (const ev of dec.push(b)) {
+      if (ev.type === 'header') onHeader();
+      if (ev.type === 'chunk' && ev.last) completed.push(ev.index);
+    }
+    if (dec.isDone()) break;
+  }
+  if ((await done) !== undefined) throw new Error('session failed');
+  return completed;
+}
+
+test('holdItemsUntil: the header goes out, items wait for the order that re-prefers them', async (t) => {
+  const contents = Array.from({ length: 6 }, () => randomBytes(4096));
+  const deps = await stagedDeps(t, contents);
+  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
+  const out = new PassThrough();
+  const s = new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 });
+  let release!: () => void;
+  s.holdItemsUntil(new Promise<void>((r) => (release = r)).then(() => s.prefer([4, 2])));
+  const completed = await completedOf(s, out, () => release());
+  t.deepEqual(completed, [4, 2, 0, 1, 3, 5]);
+});
+
+test('holdItemsUntil: a bump releases the items before the order lands', async (t) => {
+  const contents = Array.from({ length: 4 }, () => randomBytes(4096));
+  const deps = await stagedDeps(t, contents);
+  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
+  const out = new PassThrough();
+  const s = new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 });
+  s.holdItemsUntil(new Promise<void>(() => undefined)); // never lands
+  s.bump([]); // an empty bump (a control connection) releases nothing
+  const completed = await completedOf(s, out, () => s.bump([3]));
+  t.deepEqual(completed, [3, 0, 1, 2]);
+});
