@@ -3,7 +3,7 @@
  * and sent 'identity'; a bump mid-stream makes the bumped items arrive next, preempting the item in
  * progress at a frame boundary; every item arrives once and intact.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
@@ -71,12 +71,17 @@ async function completedOf(s: DeltaSession, out: PassThrough, onHeader: () => vo
   return completed;
 }
 
-test('holdItemsUntil: the header goes out, items wait for the order that re-prefers them', async (t) => {
-  const contents = Array.from({ length: 6 }, () => randomBytes(4096));
+/** A session of `n` small staged items writing to `out`. */
+async function smallSession(t: ExecutionContext, n: number): Promise<{ s: DeltaSession; out: PassThrough }> {
+  const contents = Array.from({ length: n }, () => randomBytes(4096));
   const deps = await stagedDeps(t, contents);
   const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
   const out = new PassThrough();
-  const s = new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 });
+  return { s: new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 }), out };
+}
+
+test('holdItemsUntil: the header goes out, items wait for the order that re-prefers them', async (t) => {
+  const { s, out } = await smallSession(t, 6);
   let release!: () => void;
   s.holdItemsUntil(new Promise<void>((r) => (release = r)).then(() => s.prefer([4, 2])));
   const completed = await completedOf(s, out, () => release());
@@ -84,11 +89,7 @@ test('holdItemsUntil: the header goes out, items wait for the order that re-pref
 });
 
 test('holdItemsUntil: a bump releases the items before the order lands', async (t) => {
-  const contents = Array.from({ length: 4 }, () => randomBytes(4096));
-  const deps = await stagedDeps(t, contents);
-  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
-  const out = new PassThrough();
-  const s = new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 });
+  const { s, out } = await smallSession(t, 4);
   s.holdItemsUntil(new Promise<void>(() => undefined)); // never lands
   s.bump([]); // an empty bump (a control connection) releases nothing
   const completed = await completedOf(s, out, () => s.bump([3]));
