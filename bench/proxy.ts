@@ -28,6 +28,7 @@
  */
 import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { startRegistry } from '../test/helpers/registry.js';
 import { DeltaDecoder } from '../src/protocol/index.js';
 import { decodeToc } from '../src/layers/toc-codec.js';
@@ -35,6 +36,7 @@ import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
 import { cpuSeconds, fanout } from './proxy-fanout.js';
+import { PROXY_LOG_ENV } from './drivers/proxy.js';
 
 const USAGE = `usage: node dist/bench/proxy.js [--mb 150] [--runs 3]              synthetic image, cold and warm delta
        node dist/bench/proxy.js --images python-web,redis [--runs 3] [--early 1]   first contact per Debian image
@@ -90,6 +92,8 @@ const median = (xs: number[]): number => {
 
 /** First contact per Debian bench image (see the file comment). */
 async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: number, early: boolean): Promise<void> {
+  // Debug aid, as for run.js (bench/drivers/proxy.ts): each proxy's info log appended to this file.
+  const logFile = process.env[PROXY_LOG_ENV];
   const reg = await startRegistry(t);
   const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'early items', 'early MB', 'wire MB', 'warm header s', 'warm wire MB'];
   const rows: string[][] = [];
@@ -97,7 +101,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
     const pushed = await ensureDebianImage(reg.url, image);
     const hdr: number[] = [];
     for (let run = 0; run < runs; run++) {
-      const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')]);
+      const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')], logFile ? { env: { STARLIGHT_LOG: 'info' } } : {});
       const t0 = performance.now();
       const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1${early ? '&early=1' : ''}`);
       const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
@@ -105,6 +109,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
       const warmS = (performance.now() - t0) / 1000;
       const warm = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}`);
       await p.stop();
+      if (logFile) appendFileSync(logFile, p.logs().map((r) => `${JSON.stringify(r)}\n`).join(''));
       hdr.push(d.headerMs / 1000);
       rows.push([
         image,

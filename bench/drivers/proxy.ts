@@ -23,7 +23,7 @@ export interface BenchProxy {
 }
 
 /** Debug aid: append each bench proxy's info-level log to this file. */
-const PROXY_LOG_ENV = 'STARLIGHT_BENCH_PROXY_LOG';
+export const PROXY_LOG_ENV = 'STARLIGHT_BENCH_PROXY_LOG';
 
 /** The repo's bin/starlight.js, found from this file in dist/bench/drivers or bench/drivers. */
 export function starlightBin(): string {

@@ -21,7 +21,8 @@ import type { IndexedImage, IndexerService } from './indexer-service.js';
 import { predictTargetOf } from './startup-service.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { MetadataStore } from './store.js';
-import type { PriorityService } from './priority-service.js';
+import type { LearnedFiles, PriorityService } from './priority-service.js';
+import { itemsInOrder, orderOf } from './session/delta-plan.js';
 import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
@@ -180,13 +181,20 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   let planned: Awaited<ReturnType<PlanCache['plan']>>;
   let t1: number;
   let tIndexed = 0;
+  let merged: MergedTree;
+  let plannedOrder: LearnedFiles;
+  let prediction: Promise<void> | undefined;
   try {
     img = await indexed;
     tIndexed = performance.now();
     // One merge (memoized per image) serves the prediction (first request only) and the plan.
-    await ensurePrediction(ctx, img, await ctx.plans.mergedOf(img));
+    merged = await ctx.plans.mergedOf(img);
+    // First contact: the header does not wait for the startup prediction (0.2–0.5 s of fact reads after
+    // the last layer pass, docs/design-notes.md issue 10); it re-orders the stream when it lands.
+    if (!ctx.priority.prepared(img.record.manifestDigest)) prediction = ensurePrediction(ctx, img, merged);
     await ctx.priority.refresh();
     t1 = performance.now();
+    plannedOrder = orderOf(ctx, img, merged, group);
     planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
   } catch (err) {
     stopEarly.abort();
@@ -220,11 +228,21 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     runs,
   });
   ctx.sessions.add(session);
+  // The prediction re-orders the items; they wait for it (or a bump), the header does not: the worker
+  // reads the header, TOCs and snapshots meanwhile, and the link's first bytes are the predicted files.
+  const reordered = prediction?.then(() => {
+    const order = orderOf(ctx, img, merged, group);
+    if (order !== plannedOrder) session.prefer(itemsInOrder(header, order.files));
+    ctx.logger.info('delta-reordered', { image: img.ref, predictSeconds: (performance.now() - tIndexed) / 1000, preferred: order.files.length });
+  }).catch((err: unknown) => ctx.logger.warn('delta-reorder-failed', { image: img.ref, error: err }));
+  if (reordered !== undefined) session.holdItemsUntil(reordered);
   writeHead(img.record.manifestDigest);
   ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {
     const running = session.run(signal);
-    planning();
+    // Background encoding keeps waiting for the prediction (it reads the staged contents).
+    if (reordered === undefined) planning();
+    else void reordered.finally(planning);
     const failed = await running;
     if (failed === undefined) {
       ctx.metrics.deltasServed++;

@@ -11,7 +11,7 @@ import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import type { ContentItem, DeltaHeader } from '../../protocol/index.js';
 import type { IndexedImage, IndexerService } from '../indexer-service.js';
 import { type PlannedItem, haveContent, planSliced } from '../planner.js';
-import { rankMap } from '../priority.js';
+import { type RankedFile, rankMap } from '../priority.js';
 import type { LearnedFiles, PriorityService } from '../priority-service.js';
 import type { MetadataStore } from '../store.js';
 import { type ItemSourceDeps, announce, deferrable } from './item-source.js';
@@ -74,6 +74,24 @@ async function resolveHave(d: DeltaPlanDeps, have: readonly string[]): Promise<{
 export function orderOf(d: Pick<DeltaPlanDeps, 'priority'>, img: IndexedImage, merged: MergedTree, group: string | undefined): LearnedFiles {
   const rec = img.record;
   return d.priority.order({ manifestDigest: rec.manifestDigest, repository: rec.repository, diffIDs: rec.diffIDs, merged }, group);
+}
+
+/**
+ * Indices of `header`'s items from firstItem on that `files` name, in the order of `files` (an item at
+ * its first file): the planner's ranked-first order for an order that arrived after the header was
+ * planned (DeltaSession.prefer). Files without an item (zero-size, had by the worker) are skipped.
+ */
+export function itemsInOrder(header: DeltaHeader, files: readonly RankedFile[]): number[] {
+  const index = new Map<string, number>();
+  for (let i = header.firstItem; i < header.items.length; i++) index.set(header.items[i]!.digest, i);
+  const out: number[] = [];
+  for (const f of files) {
+    const i = index.get(f.digest);
+    if (i === undefined) continue;
+    out.push(i);
+    index.delete(f.digest);
+  }
+  return out;
 }
 
 /** Items announced per metadata-store query (one query per batch, then the event loop runs). */

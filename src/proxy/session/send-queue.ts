@@ -4,10 +4,13 @@
  *
  * Contract:
  * - shift() gives the next item to send: first bumped items (the latest bump first, each bump in its
- *   given order), then items preempted part-way (most recently preempted first), then the planned order.
+ *   given order), then items preempted part-way (most recently preempted first), then preferred items
+ *   (prefer(), in the given order), then the planned order.
  * - Each item is taken at most once until it is preempted (preempt() puts it back) or done (done()).
  * - bump() ignores items already done or being sent and items outside the stream; a bumped item that
  *   was preempted part-way is resumed where it stopped (the sender keeps its offset).
+ * - prefer() re-orders what is left of the plan (a startup prediction that arrived after the header):
+ *   unlike bump() it neither overtakes bumped or preempted items nor preempts the current item.
  * - takeRun() takes a stretch of the planned order at once, only when shift() would give exactly
  *   those items next.
  * - shouldPreempt() is true while a bumped item waits that was bumped after the current item started:
@@ -27,6 +30,9 @@ export class SendQueue {
   private readonly state: Uint8Array;
   private urgent: number[] = [];
   private readonly resumed: number[] = [];
+  /** prefer()'s items, and the first of them not looked at yet. */
+  private preferred: number[] = [];
+  private prefPos = 0;
   private pos: number;
   /** Effective bump() calls so far, and their count when the active item was taken. */
   private bumps = 0;
@@ -69,6 +75,15 @@ export class SendQueue {
     this.bumps++;
   }
 
+  /**
+   * Sends `indices` (those still pending) before the rest of the planned order, in this order, after
+   * anything bumped or preempted; replaces an earlier prefer(). Out-of-range indices are ignored.
+   */
+  prefer(indices: readonly number[]): void {
+    this.preferred = indices.filter((i) => Number.isInteger(i) && i >= 0 && i < this.count && this.state[i] === PENDING);
+    this.prefPos = 0;
+  }
+
   /** True if an item jumped the queue since the active item started and waits (the active item should yield). */
   shouldPreempt(): boolean {
     this.dropStaleUrgent();
@@ -95,17 +110,18 @@ export class SendQueue {
     };
     for (const i of this.urgent) if (consider(i)) return out;
     for (let k = this.resumed.length - 1; k >= 0; k--) if (consider(this.resumed[k]!)) return out;
+    for (let k = this.prefPos; k < this.preferred.length; k++) if (consider(this.preferred[k]!)) return out;
     for (let i = this.pos; i < this.count; i++) if (consider(i)) return out;
     return out;
   }
 
   /**
-   * The item shift() would give next if it comes from the planned order (nothing bumped or preempted
-   * waits), else undefined.
+   * The item shift() would give next if it comes from the planned order (nothing bumped, preempted or
+   * preferred waits), else undefined.
    */
   nextPlanned(): number | undefined {
     const i = this.peekNext();
-    return i !== undefined && this.urgent.length === 0 && this.resumed.length === 0 ? i : undefined;
+    return i !== undefined && this.urgent.length === 0 && this.resumed.length === 0 && this.prefPos >= this.preferred.length ? i : undefined;
   }
 
   /**
@@ -138,6 +154,8 @@ export class SendQueue {
     if (this.urgent.length > 0) return this.urgent[0];
     while (this.resumed.length > 0 && this.state[this.resumed[this.resumed.length - 1]!] !== PARTIAL) this.resumed.pop();
     if (this.resumed.length > 0) return this.resumed[this.resumed.length - 1];
+    while (this.prefPos < this.preferred.length && this.state[this.preferred[this.prefPos]!] !== PENDING) this.prefPos++;
+    if (this.prefPos < this.preferred.length) return this.preferred[this.prefPos];
     while (this.pos < this.count && this.state[this.pos] !== PENDING) this.pos++;
     return this.pos < this.count ? this.pos : undefined;
   }

@@ -83,6 +83,10 @@ export class DeltaSession {
   private readonly reading = new Map<number, Reading>();
   private readonly chunkBytes: number;
   private readonly runs: FramedRuns | undefined;
+  /** Resolves at the first non-empty bump; what items wait for (holdItemsUntil). */
+  private bumped!: () => void;
+  private readonly firstBump = new Promise<void>((resolve) => (this.bumped = resolve));
+  private itemsAfter: Promise<void> | undefined;
 
   constructor(private readonly o: SessionOptions) {
     this.id = o.id;
@@ -102,6 +106,21 @@ export class DeltaSession {
   /** Sends `indices` next, in this order (SendQueue.bump). Indices must be < itemCount. */
   bump(indices: readonly number[]): void {
     this.queue.bump(indices);
+    if (indices.length > 0) this.bumped();
+  }
+
+  /** Sends `indices` before the rest of the planned order (SendQueue.prefer: after bumped items). */
+  prefer(indices: readonly number[]): void {
+    this.queue.prefer(indices);
+  }
+
+  /**
+   * Items (not the header) wait until `p` settles or the first non-empty bump, whichever comes first:
+   * an order that lands after the header (the startup prediction, which prefer()s its items) decides
+   * the first items, and the worker reads the header meanwhile. Call before run().
+   */
+  holdItemsUntil(p: Promise<unknown>): void {
+    this.itemsAfter = Promise.race([p.then(noop, noop), this.firstBump]);
   }
 
   /**
@@ -122,6 +141,7 @@ export class DeltaSession {
       if (this.o.headerBytes === undefined) await yieldToLoop();
       await enc.writeHeader(this.o.header, this.o.headerBytes);
       if (headerOut !== undefined) enc.flushed().then(headerOut, headerOut);
+      if (this.itemsAfter !== undefined) await this.itemsAfter;
     } catch (err) {
       headerOut?.();
       release?.();
@@ -276,6 +296,8 @@ export class DeltaSession {
     this.opened.clear();
   }
 }
+
+const noop = (): void => undefined;
 
 /** Closes an item opened ahead once it is open (its stream, if any). */
 function letGo(pr: Promise<OpenedItem>): void {

@@ -91,3 +91,30 @@ test('takeRun takes a stretch only when shift() would give exactly it next, in p
   t.deepEqual(drain(q), [9]);
   t.is(q.nextPlanned(), undefined);
 });
+
+test('preferred items go before the rest of the plan, after bumped and preempted ones, without preempting', (t) => {
+  const q = new SendQueue(8, 1);
+  t.is(q.shift(), 1); // active
+  q.bump([6]);
+  q.prefer([5, 1, 3, 42, 5, -1]);
+  t.true(q.shouldPreempt(), 'the bump preempts');
+  q.preempt(1);
+  t.deepEqual(q.peek(4), [6, 1, 5, 3]);
+  t.is(q.nextPlanned(), undefined, 'a preferred item waits: not the planned order');
+  const a = q.shift()!;
+  t.is(a, 6);
+  q.prefer([7, 2]); // replaces [5, 3]
+  t.false(q.shouldPreempt(), 'prefer does not preempt');
+  q.done(a);
+  t.deepEqual(drain(q), [1, 7, 2, 3, 4, 5]);
+});
+
+test('takeRun waits until the preferred items are sent', (t) => {
+  const q = new SendQueue(6);
+  q.prefer([4]);
+  t.false(q.takeRun(0, 2));
+  t.is(q.shift(), 4);
+  q.done(4);
+  t.true(q.takeRun(0, 2));
+  t.deepEqual(drain(q), [2, 3, 5]);
+});

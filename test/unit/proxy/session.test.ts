@@ -3,7 +3,7 @@
  * and sent 'identity'; a bump mid-stream makes the bumped items arrive next, preempting the item in
  * progress at a frame boundary; every item arrives once and intact.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
@@ -53,4 +53,45 @@ test('bumped items arrive next, preempting the item in progress; all items once 
   t.is(firstFrameOf.get(0), 0, 'item 0 had started');
   t.deepEqual(completed.slice(3), [1, 2, 3, 4, 5, 6, 7, 8, 10]);
   contents.forEach((c, i) => t.deepEqual(Buffer.concat(got.get(i)!), c, `item ${i}`));
+});
+
+/** Items completed in a session's stream, in order, and whether the header came first. */
+async function completedOf(s: DeltaSession, out: PassThrough, onHeader: () => void): Promise<number[]> {
+  const done = s.run(new AbortController().signal);
+  const dec = new DeltaDecoder();
+  const completed: number[] = [];
+  for await (const b of out as AsyncIterable<Buffer>) {
+    for (const ev of dec.push(b)) {
+      if (ev.type === 'header') onHeader();
+      if (ev.type === 'chunk' && ev.last) completed.push(ev.index);
+    }
+    if (dec.isDone()) break;
+  }
+  if ((await done) !== undefined) throw new Error('session failed');
+  return completed;
+}
+
+/** A session of `n` small staged items writing to `out`. */
+async function smallSession(t: ExecutionContext, n: number): Promise<{ s: DeltaSession; out: PassThrough }> {
+  const contents = Array.from({ length: n }, () => randomBytes(4096));
+  const deps = await stagedDeps(t, contents);
+  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
+  const out = new PassThrough();
+  return { s: new DeltaSession({ id: 'test', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0 }), out };
+}
+
+test('holdItemsUntil: the header goes out, items wait for the order that re-prefers them', async (t) => {
+  const { s, out } = await smallSession(t, 6);
+  let release!: () => void;
+  s.holdItemsUntil(new Promise<void>((r) => (release = r)).then(() => s.prefer([4, 2])));
+  const completed = await completedOf(s, out, () => release());
+  t.deepEqual(completed, [4, 2, 0, 1, 3, 5]);
+});
+
+test('holdItemsUntil: a bump releases the items before the order lands', async (t) => {
+  const { s, out } = await smallSession(t, 4);
+  s.holdItemsUntil(new Promise<void>(() => undefined)); // never lands
+  s.bump([]); // an empty bump (a control connection) releases nothing
+  const completed = await completedOf(s, out, () => s.bump([3]));
+  t.deepEqual(completed, [3, 0, 1, 2]);
 });
