@@ -22,7 +22,7 @@ import { predictTargetOf } from './startup-service.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { MetadataStore } from './store.js';
 import type { LearnedFiles, PriorityService } from './priority-service.js';
-import { itemsInOrder, orderOf } from './session/delta-plan.js';
+import { orderOf, preferPrediction } from './session/delta-plan.js';
 import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
@@ -228,14 +228,9 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     runs,
   });
   ctx.sessions.add(session);
-  // The prediction re-orders the items; they wait for it (or a bump), the header does not: the worker
-  // reads the header, TOCs and snapshots meanwhile, and the link's first bytes are the predicted files.
-  const reordered = prediction?.then(() => {
-    const order = orderOf(ctx, img, merged, group);
-    if (order !== plannedOrder) session.prefer(itemsInOrder(header, order.files));
-    ctx.logger.info('delta-reordered', { image: img.ref, predictSeconds: (performance.now() - tIndexed) / 1000, preferred: order.files.length });
-  }).catch((err: unknown) => ctx.logger.warn('delta-reorder-failed', { image: img.ref, error: err }));
-  if (reordered !== undefined) session.holdItemsUntil(reordered);
+  // The worker reads the header, TOCs and snapshots while the prediction ends; the link's first item
+  // bytes are the predicted files.
+  const reordered = prediction && preferPrediction(ctx, session, { img, merged, group, header, planned: plannedOrder, prediction, since: tIndexed });
   writeHead(img.record.manifestDigest);
   ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {

@@ -5,6 +5,7 @@
  * Not here: HTTP parameters (handlers.ts), sending (session.ts).
  */
 import { StarlightError } from '../../errors.js';
+import type { Logger } from '../../log.js';
 import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayersSliced } from '../../layers/merge.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
@@ -92,6 +93,26 @@ export function itemsInOrder(header: DeltaHeader, files: readonly RankedFile[]):
     index.delete(f.digest);
   }
   return out;
+}
+
+/**
+ * First contact: the header went out before the startup prediction landed. When `prediction` settles,
+ * the items its order ranks go first (DeltaSession.prefer, after anything the worker bumped), unless
+ * the order did not change from `planned`; the session's items wait for this (or a bump), the header
+ * does not. Resolves when done, never rejects (a failed prediction leaves the planned order).
+ */
+export function preferPrediction(
+  d: Pick<DeltaPlanDeps, 'priority'> & { logger: Logger },
+  session: { prefer(indices: readonly number[]): void; holdItemsUntil(p: Promise<unknown>): void },
+  p: { img: IndexedImage; merged: MergedTree; group: string | undefined; header: DeltaHeader; planned: LearnedFiles; prediction: Promise<void>; since: number },
+): Promise<void> {
+  const done = p.prediction.then(() => {
+    const order = orderOf(d, p.img, p.merged, p.group);
+    if (order !== p.planned) session.prefer(itemsInOrder(p.header, order.files));
+    d.logger.info('delta-reordered', { image: p.img.ref, predictSeconds: (performance.now() - p.since) / 1000, preferred: order.files.length });
+  }).catch((err: unknown) => d.logger.warn('delta-reorder-failed', { image: p.img.ref, error: err }));
+  session.holdItemsUntil(done);
+  return done;
 }
 
 /** Items announced per metadata-store query (one query per batch, then the event loop runs). */
