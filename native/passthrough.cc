@@ -220,8 +220,14 @@ ssize_t Passthrough::Writev(int fd, struct iovec* iov, int count) {
     Store32(out, kInitOutStackDepth, kMaxStackDepth);
     struct iovec patched[2] = {iov[0], {out, iov[1].iov_len}};
     initUnique_ = 0;
+    // Negotiated before the write: the kernel wakes the callers blocked on INIT inside this writev,
+    // and their OPENs can reach another serving thread before this one runs again (under load, it
+    // is preempted right there). Set afterwards, those opens were answered in cached mode, their
+    // reads went through the daemon, and stats reported passthrough off. The kernel sends nothing
+    // else before it has processed this reply, so nobody sees true too early.
+    negotiated_ = true;
     const ssize_t r = writev(fd, patched, 2);
-    if (r >= 0) negotiated_ = true;
+    if (r < 0) negotiated_ = false;  // the connection fails anyway; stats must not claim passthrough
     return r;
   }
   const int32_t backing = tlsNextOpenBacking;

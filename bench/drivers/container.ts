@@ -37,7 +37,7 @@ export interface ReadyContainer {
 }
 
 function runArgs(cd: BenchContainerd, spec: RunSpec): string[] {
-  return [...cd.ctrFlags(), 'run', '--rm', '--fifo-dir', cd.fifoDir, '--snapshotter', spec.snapshotter, ...(spec.flags ?? []), spec.ref, spec.id, ...(spec.command ?? [])];
+  return [...cd.ctrFlags(), 'run', '--rm', '--runc-root', cd.runcRoot, '--fifo-dir', cd.fifoDir, '--snapshotter', spec.snapshotter, ...(spec.flags ?? []), spec.ref, spec.id, ...(spec.command ?? [])];
 }
 
 /**

@@ -1,5 +1,5 @@
 /**
- * A private containerd for one bench trial: its own root, state, sockets and opt dir under a temp
+ * A private containerd for one bench trial: its own root, state, runc state, sockets and opt dir under a temp
  * directory (the host's containerd is never touched), runc as runtime, CRI disabled (or enabled for the CRI e2e test), optional proxy
  * snapshotters (eStargz, Starlight). A fresh root per trial is how the bench clears containerd's
  * content and snapshot caches between runs.
@@ -44,6 +44,8 @@ export interface BenchContainerd {
   dir: string;
   /** Directory for ctr's IO fifos (ctr run --fifo-dir). */
   fifoDir: string;
+  /** runc's state root of this instance's containers (ctr run --runc-root; see runcRoot()). */
+  runcRoot: string;
   /** Global ctr flags: ['-a', address, '-n', namespace]. */
   ctrFlags(): string[];
   /** Runs `ctr <flags> args…`. */
@@ -56,10 +58,21 @@ function tomlString(s: string): string {
   return JSON.stringify(s);
 }
 
-/** containerd config (version 2, containerd 1.6) for a private instance under `dir`. */
 /** containerd's gRPC socket for a containerd configured by containerdConfig(dir). */
 export function containerdAddress(dir: string): string {
   return join(dir, 'c.sock');
+}
+
+/**
+ * runc's state root for the containers of the containerd under `dir` (`ctr run --runc-root`). runc
+ * keeps its state by namespace and container id under one root, by default shared by every
+ * containerd on the host: a container a killed shim left behind (or another instance's of the same
+ * id, e.g. a bench's fixed `sl-v2-2`) would make `ctr run` fail with "container with given ID
+ * already exists". The root is recorded in the container's runtime options, so later task calls
+ * (exec, kill, delete) need no flag.
+ */
+export function runcRoot(dir: string): string {
+  return join(dir, 'runc');
 }
 
 /**
@@ -104,6 +117,7 @@ function criPluginConfig(dir: string, cri: CriPluginOptions): string[] {
   return lines;
 }
 
+/** containerd config (version 2, containerd 1.6) for a private instance under `dir`. */
 export function containerdConfig(dir: string, proxySnapshotters: Record<string, string> = {}, cri?: CriPluginOptions): string {
   const disabled = cri ? DISABLED_PLUGINS.filter((p) => p !== 'io.containerd.grpc.v1.cri') : DISABLED_PLUGINS;
   const lines = [
@@ -212,6 +226,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<BenchCon
     namespace: BENCH_NAMESPACE,
     dir,
     fifoDir,
+    runcRoot: runcRoot(dir),
     ctrFlags: () => [...flags],
     ctr,
     stop: () => (stopping ??= stop()),

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { startDaemon } from './proc.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
-/** How long docker-registry may take to answer GET /v2/, ms. */
+/** How long docker-registry may take to answer GET /v2/, ms (default of RegistryOptions.startTimeoutMs). */
 const START_TIMEOUT_MS = 15_000;
 
 export interface BenchRegistry {
@@ -34,6 +34,8 @@ export async function freePort(): Promise<number> {
 export interface RegistryOptions {
   /** An htpasswd file (bcrypt) enabling Basic auth; GET /v2/ then answers 401 when ready. */
   htpasswdFile?: string;
+  /** How long it may take to answer GET /v2/, ms; default 15000. */
+  startTimeoutMs?: number;
 }
 
 /** Starts docker-registry with storage under `dir`/storage; resolves once GET /v2/ answers. */
@@ -62,7 +64,7 @@ export async function startBenchRegistry(dir: string, opts: RegistryOptions = {}
       await res.body?.cancel();
       return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
     },
-    { timeoutMs: START_TIMEOUT_MS, env },
+    { timeoutMs: opts.startTimeoutMs ?? START_TIMEOUT_MS, env },
   );
   return { host, storageDir, stop: () => daemon.stop() };
 }

@@ -116,6 +116,13 @@ run('a container hashing files keeps running across SIGKILL, SIGTERM and an upgr
   t.regex(eio.stdout + eio.stderr, /input\/output error/i);
   await c.restartSnapshotter('SIGKILL');
   const after = await exec(c, 'after-eio', ['cat', '/fresh/down3']);
+  if (after.code !== 0) {
+    // Seen once (session 9, with other work dropping the page cache every few seconds): the loop's
+    // task had stopped. Say whether the view was dropped or the loop died (a page fault of its
+    // shell answered EIO while no daemon ran would kill it with SIGBUS).
+    t.log(`tasks: ${(await c.ctr(['tasks', 'ls'])).stdout.trim()}`);
+    t.log(`view events: ${c.snapshotter.logs().filter((l) => /fuse-view-(adopted|adopt-failed|held-discarded|unmounted|still-mounted)/.test(l)).slice(-8).join('\n')}`);
+  }
   t.is(after.code, 0, `the view serves again after the restart: ${after.stderr}`);
   t.is(after.stdout, 'down3\n');
 });

@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { containerdAddress, containerdConfig, type CriPluginOptions } from '../../bench/drivers/containerd.js';
+import { containerdAddress, containerdConfig, runcRoot, type CriPluginOptions } from '../../bench/drivers/containerd.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { parseReference } from '../../src/oci/reference.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
@@ -182,12 +182,11 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
 
-  // runc keeps its state by namespace and container id under one root, shared by every containerd on
-  // the host: a container a killed shim left behind (or another test's of the same id) would make
-  // `ctr run` fail with "container with given ID already exists". Each test containerd gets its own.
-  const runcRoot = join(dir, 'runc');
+  // Each test containerd gives runc its own state root (see runcRoot): no 'ID already exists' from
+  // a container a killed shim left behind, or from another test's of the same id.
+  const runcState = runcRoot(cdDir);
   const ctr = (args: string[], opts: { timeoutMs?: number } = {}) =>
-    run('ctr', ['--address', address, '-n', TEST_NAMESPACE, ...(args[0] === 'run' ? ['run', '--runc-root', runcRoot, ...args.slice(1)] : args)], opts.timeoutMs ?? CTR_TIMEOUT_MS);
+    run('ctr', ['--address', address, '-n', TEST_NAMESPACE, ...(args[0] === 'run' ? ['run', '--runc-root', runcState, ...args.slice(1)] : args)], opts.timeoutMs ?? CTR_TIMEOUT_MS);
   const ctrOk = async (args: string[], opts: { timeoutMs?: number } = {}) => {
     const r = await ctr(args, opts);
     if (r.code !== 0) throw new Error(`ctr ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);

@@ -17,6 +17,15 @@ import { join } from 'node:path';
 import { freePort, startBenchRegistry } from '../../bench/drivers/registry.js';
 import { tempDir } from './tmp.js';
 
+/**
+ * How long a test registry may take to answer GET /v2/, ms. Generous: a test file may start several
+ * at once on a machine that is busy with other test files, and a registry exec'd while the page cache
+ * is being refilled from a saturated disk was seen to stay silent for over 15 s (proxy-first-contact,
+ * two of its registries at once). This is a guard against a registry that never comes up, not a limit
+ * on how fast it must be.
+ */
+const REGISTRY_START_TIMEOUT_MS = 90_000;
+
 /** bcrypt cost for test htpasswd files (minimum accepted by Go's bcrypt, keeps auth fast). */
 const BCRYPT_ROUNDS = 16;
 
@@ -44,7 +53,7 @@ export async function startRegistry(t: ExecutionContext, opts: { htpasswd?: { us
     htpasswdFile = join(dir, 'htpasswd');
     writeFileSync(htpasswdFile, htpasswdLine(opts.htpasswd.user, opts.htpasswd.pass) + '\n');
   }
-  const reg = await startBenchRegistry(dir, { htpasswdFile });
+  const reg = await startBenchRegistry(dir, { htpasswdFile, startTimeoutMs: REGISTRY_START_TIMEOUT_MS });
   t.teardown(() => reg.stop());
   return { ...reg, url: `http://${reg.host}` };
 }

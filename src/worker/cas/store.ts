@@ -34,7 +34,8 @@
  * so after a crash open() finds the content in one place or the other (the blob first, else the
  * logged file if it has the logged size; else it is gone and fetched again). restoreUnder(dir) links
  * such files back into `sha256/` before their dir is deleted. has()/info()/walk() do not tell the
- * two apart; path() gives whichever holds it.
+ * two apart; path() gives whichever holds it. open() compacts the log as it compacts durable.log:
+ * a new file written and fdatasync'ed, renamed over the old one, the directory fsync'ed.
  *
  * Not here: where content comes from (stream/), who may read what (fs/), garbage collection policy
  * (the daemon decides which digests are still referenced and calls delete()).
@@ -42,8 +43,8 @@
 import { execFile } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { constants as fsc, type BigIntStats } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, chmod, link, writeFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, readFile, rename, rm, stat, chmod, link, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { isDigest } from '../../oci/digest.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -442,19 +443,10 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
 
   /** Replaces the log by the records of the blobs present now (atomically, durably). */
   private async rewriteLog(): Promise<void> {
-    const tmp = `${this.logPath}.tmp-${process.pid}`;
-    const fh = await open(tmp, fsc.O_CREAT | fsc.O_TRUNC | fsc.O_WRONLY, 0o600);
-    try {
-      const pending = new Set(this.notDurable.map((n) => n.digest));
-      const lines: string[] = [];
-      for (const [digest, size] of this.sizes) if (!pending.has(digest) && !this.relocated.has(digest)) lines.push(recordLine(digest, size, this.stamps.get(digest)!));
-      await fh.writeFile(lines.join(''));
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, this.logPath);
-    await fsyncDir(this.root);
+    const pending = new Set(this.notDurable.map((n) => n.digest));
+    const lines: string[] = [];
+    for (const [digest, size] of this.sizes) if (!pending.has(digest) && !this.relocated.has(digest)) lines.push(recordLine(digest, size, this.stamps.get(digest)!));
+    await replaceDurably(this.logPath, lines.join(''));
   }
 
   /**
@@ -673,9 +665,9 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
         this.relocated.set(digest, rec.file);
       }
     }
-    const tmp = `${path}.tmp-${process.pid}`;
-    await writeFile(tmp, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
-    await rename(tmp, path);
+    // Durably: a compacted log lost to a power cut (renamed before its data reached the disk: an
+    // empty file) would forget where relocated content is, and it would be fetched again.
+    await replaceDurably(path, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
   }
 
   /** BlobFiles: a unique path in the ingest directory (the item pool's streamed items). */
@@ -691,6 +683,24 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
 
 function recordLine(digest: string, size: number, stamp: BlobStamp): string {
   return `${digestHex(digest)} ${size} ${stamp.ino} ${stamp.ctimeNs}\n`;
+}
+
+/**
+ * Replaces `path` by `text` atomically and durably: a temp file beside it, written and fdatasync'ed,
+ * renamed over `path`, then its directory fsync'ed. After a crash `path` holds the old or the new
+ * text, never a part of it (nor an empty file: the data is on disk before the rename).
+ */
+async function replaceDurably(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, fsc.O_CREAT | fsc.O_TRUNC | fsc.O_WRONLY, 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(dirname(path));
 }
 
 /** fsync of a directory (its entries: a rename into it). */
