@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { chainIds } from '../../src/worker/images/chain.js';
 import { parseMountInfo } from '../../src/worker/fs/mount-table.js';
-import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
+import { buildTestImage, pinnedSnapshot, pushTestImage, SNAPSHOTTER_NAME, type Containerd } from '../helpers/containerd.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { diffShapes, mountOverlayReference, shapeOfDir } from '../helpers/tree-shape.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -34,8 +34,6 @@ const run = process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.s
 const WAIT_MS = 60_000;
 /** The image service's release grace (images/service.ts DEFAULT_RELEASE_GRACE_MS) plus slack, ms. */
 const RELEASE_GRACE_WAIT_MS = 5_500;
-/** gc root label so containerd's gc keeps the snapshots this test makes with ctr. */
-const GC_ROOT = 'containerd.io/gc.root=starlight-test';
 
 function sh(cmd: string): Promise<void> {
   return new Promise((resolve, reject) => execFile('sh', ['-c', cmd], { timeout: 20_000 }, (err, _o, stderr) => (err ? reject(new Error(`${cmd}: ${stderr}`)) : resolve())));
@@ -63,8 +61,7 @@ const graduated = (c: Containerd, ref: string): Promise<true> =>
 
 /** Creates a view (or active) snapshot `key` on `parent`, mounts it with the command ctr prints. */
 async function mountView(t: ExecutionContext, c: Containerd, key: string, parent: string, kind: 'view' | 'prepare' = 'view'): Promise<{ dir: string; command: string }> {
-  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, kind, key, parent]);
-  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, GC_ROOT]);
+  await pinnedSnapshot(c, kind, key, parent);
   const dir = join(c.dir, `mnt-${key}`);
   await mkdir(dir, { recursive: true });
   const command = (await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'mounts', dir, key])).trim();

@@ -19,7 +19,7 @@ import type { ExecutionContext } from 'ava';
 import { chainIds } from '../../src/worker/images/chain.js';
 import { ContainerdClient } from '../../src/worker/images/containerd-client.js';
 import { DaemonClient } from '../../src/worker/api/client.js';
-import { buildTestImage, pushTestImage, SNAPSHOTTER_NAME, TEST_NAMESPACE, type Containerd } from '../helpers/containerd.js';
+import { buildTestImage, pinnedSnapshot, pushTestImage, SNAPSHOTTER_NAME, TEST_GC_ROOT, TEST_NAMESPACE, type Containerd } from '../helpers/containerd.js';
 import { casBlobFiles } from '../helpers/cas.js';
 import { END_OF_ARCHIVE, tarHeader } from '../helpers/hostile-layers.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -64,8 +64,7 @@ const ctrRun = (c: Containerd, ref: string, id: string, script: string) =>
  * Snapshots a test makes with ctr carry no lease or gc reference, so containerd's gc (which runs
  * after any deletion) would collect them: pin each one as a gc root right after creating it.
  */
-const GC_ROOT = 'containerd.io/gc.root=starlight-test';
-const pin = (c: Containerd, key: string) => c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, GC_ROOT]);
+const pin = (c: Containerd, key: string) => c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, TEST_GC_ROOT]);
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
@@ -134,8 +133,7 @@ run('CRI remote-snapshot labels: Prepare through containerd pulls via the proxy 
   t.is((await waitLog(c, 'remote-snapshot-prepared', 2)).length, 2);
   t.is(c.snapshotter.logs().filter((l) => l.includes('"image-pull-started"')).length, 1, 'one pull for the whole image');
 
-  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'view', 'cri-view', chain[chain.length - 1]!]);
-  await pin(c, 'cri-view');
+  await pinnedSnapshot(c, 'view', 'cri-view', chain[chain.length - 1]!);
   const { dir } = await mountSnapshot(t, c, 'cri-view');
   t.is(await readFile(join(dir, 'etc/l2file'), 'utf8'), 'from layer 2\n');
   t.is(await readFile(join(dir, 'etc/somefile'), 'utf8'), 'some\n');
@@ -155,8 +153,7 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   const top = chainIds(img.layers.map((l) => l.diffId)).pop()!;
   const snap = (args: string[]) => c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, ...args]);
 
-  await snap(['prepare', 'mix-a', top]);
-  await pin(c, 'mix-a');
+  await pinnedSnapshot(c, 'prepare', 'mix-a', top);
   const a = await mountSnapshot(t, c, 'mix-a');
   t.regex(a.command, /overlay/);
   await writeFile(join(a.dir, 'new.txt'), 'local\n');
@@ -166,8 +163,7 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   await snap(['commit', 'mix-c', 'mix-a']);
   await pin(c, 'mix-c');
 
-  await snap(['view', 'mix-v', 'mix-c']);
-  await pin(c, 'mix-v');
+  await pinnedSnapshot(c, 'view', 'mix-v', 'mix-c');
   const v = await mountSnapshot(t, c, 'mix-v');
   t.regex(v.command, /lowerdir=[^:,]+:[^:,]+/, 'two lowers: the committed local layer over the lazy view');
   t.is(await readFile(join(v.dir, 'new.txt'), 'utf8'), 'local\n');
@@ -177,8 +173,7 @@ run('a local snapshot committed on a lazy image: a view and an active on top see
   t.is(await readFile(join(v.dir, 'etc/passwd'), 'utf8'), 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n');
   await sh(`umount ${v.dir}`);
 
-  await snap(['prepare', 'mix-b', 'mix-c']);
-  await pin(c, 'mix-b');
+  await pinnedSnapshot(c, 'prepare', 'mix-b', 'mix-c');
   const b = await mountSnapshot(t, c, 'mix-b');
   await writeFile(join(b.dir, 'etc/passwd'), 'x\n');
   t.is(await readFile(join(b.dir, 'etc/passwd'), 'utf8'), 'x\n');

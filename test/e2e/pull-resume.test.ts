@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WanEmulator } from '../../bench/wan/emulator.js';
 import { chainIds } from '../../src/worker/images/chain.js';
-import { buildTestImage, SNAPSHOTTER_NAME } from '../helpers/containerd.js';
+import { buildTestImage, pinnedSnapshot, SNAPSHOTTER_NAME } from '../helpers/containerd.js';
 import { tempDir } from '../helpers/tmp.js';
 import { makeLayer, pushLayers } from './proxy-support.js';
 import { lazyStack, pull, starlight } from './pull-support.js';
@@ -62,9 +62,8 @@ run('SIGKILL mid-stream, restart: the image resumes streaming and every file rea
   t.true(after().some((l) => l.includes('"image-pull-resumed"') && l.includes(ref)), 'image-pull-resumed logged');
 
   const top = chainIds(layers.map((l) => l.diffID)).pop()!;
-  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'view', 'resume-view', top]);
   // Pinned as a gc root: containerd's gc runs after the container's deletion below.
-  await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', 'resume-view', 'containerd.io/gc.root=starlight-test']);
+  await pinnedSnapshot(c, 'view', 'resume-view', top);
   const out = await c
     .ctrOk(['run', '--rm', '--snapshotter', SNAPSHOTTER_NAME, '--fifo-dir', c.fifoDir, ref, 'resumed', 'sh', '-c', 'cat /filler/big > /dev/null && cat /etc/l2file /etc/somefile'])
     .catch((err: unknown) => {

@@ -232,6 +232,24 @@ export async function startContainerd(t: ExecutionContext, opts: ContainerdOptio
   return { dir, address, fifoDir: join(dir, 'fifo'), ctr, ctrOk, snapshotter, restartSnapshotter };
 }
 
+/** The gc root label tests give the snapshots they make with ctr (containerd's gc keeps them). */
+export const TEST_GC_ROOT = 'containerd.io/gc.root=starlight-test';
+
+/**
+ * Creates snapshot `key` (`ctr snapshots view|prepare key parent`) pinned as a gc root. ctr cannot label
+ * a snapshot as it creates it, and containerd's gc may collect the still unreferenced snapshot before
+ * the label lands (seen in CI under load: the label failed with "snapshot … does not exist"); then it
+ * is created again, a bounded number of times.
+ */
+export async function pinnedSnapshot(c: Containerd, kind: 'view' | 'prepare', key: string, parent: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    await c.ctrOk(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, kind, key, parent]);
+    const r = await c.ctr(['snapshots', '--snapshotter', SNAPSHOTTER_NAME, 'label', key, TEST_GC_ROOT]);
+    if (r.code === 0) return;
+    if (attempt >= 3 || !/not found/.test(r.stderr)) throw new Error(`ctr snapshots label ${key} exited ${r.code}: ${r.stderr.trim()}`);
+  }
+}
+
 // ---- a tiny runnable image built from this machine's files ----
 
 /** Programs copied into the test image with their shared libraries (Debian merged-/usr layout). */
