@@ -11,6 +11,7 @@
  *
  * Not here: logging (src/log.ts), per-boundary mappings (each adapter owns its table).
  */
+import { constants as osConstants } from 'node:os';
 
 /** errdefs classes, as in containerd's errdefs package. */
 export type Kind =
@@ -189,4 +190,12 @@ export function kindOf(err: unknown): Kind {
   if (err instanceof CodedError) return err.kind;
   if (err instanceof Error && err.name === 'AbortError') return 'canceled';
   return 'internal';
+}
+
+/** errno number → name (ENOSPC, EIO…), for errors and logs at the native boundaries. */
+const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
+
+/** The name of errno `n` (ENOSPC…), or undefined for a number the platform does not define. */
+export function errnoName(n: number): string | undefined {
+  return ERRNO_NAMES.get(n);
 }

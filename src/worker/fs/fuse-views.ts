@@ -16,7 +16,7 @@
 import { constants as osConstants } from 'node:os';
 import { stat, statfs } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { StarlightError, kindOf, type Kind } from '../../errors.js';
+import { StarlightError, errnoName, kindOf, type Kind } from '../../errors.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { buildInodeTable, type InodeTable } from './inodes.js';
 import { detachMount, fuseMountsAt, mountInfoOfEveryNamespace, mountsUsing } from './mount-table.js';
@@ -29,8 +29,6 @@ import { Histogram } from '../../prometheus.js';
 /** statfs f_type of FUSE mounts (linux/magic.h FUSE_SUPER_MAGIC). */
 const FUSE_SUPER_MAGIC = 0x65735546;
 const { EIO, EINTR, ENOENT } = osConstants.errno;
-/** errno number → name (EIO, ENOENT…) for logs. */
-const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]));
 
 /** FUSE boundary: error kind of a failed waitFor → errno returned to the reading process. */
 const ERRNO_BY_KIND: Partial<Record<Kind, number>> = {
@@ -381,7 +379,7 @@ export class FuseViewManager implements ViewManager {
       ino,
       digest: ino > 0 ? view.table.digests[ino] : undefined,
       cause: NATIVE_ERROR_CAUSES[cause] ?? `unknown-${cause}`,
-      errno: errno === 0 ? 'short-read' : (ERRNO_NAMES.get(errno) ?? `errno-${errno}`),
+      errno: errno === 0 ? 'short-read' : (errnoName(errno) ?? `errno-${errno}`),
       errnoCode: errno,
     });
   }

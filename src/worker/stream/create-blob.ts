@@ -15,8 +15,8 @@
  */
 import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { constants as osc } from 'node:os';
 import { findBuildArtifact } from '../../build-artifact.js';
+import { errnoName } from '../../errors.js';
 
 interface BlobAddon {
   /** 0, or the errno of the step that failed (native/blob.cc). */
@@ -34,9 +34,6 @@ function loadAddon(): BlobAddon | null {
 
 const addon = loadAddon();
 
-/** errno number → name (ENOSPC…), for the errors createBlob throws. */
-const errnoNames = new Map<number, string>(Object.entries(osc.errno).map(([name, n]) => [n, name]));
-
 /** Whether the native addon is in use (tests). */
 export const nativeBlobs = addon !== null;
 
@@ -45,7 +42,7 @@ export function createBlob(blobPath: string, bytes: Uint8Array, stamps: BigUint6
   if (addon === null) return createBlobFs(blobPath, bytes, stamps, i);
   const errno = addon.createBlob(blobPath, bytes, stamps, i);
   if (errno === 0) return;
-  const code = errnoNames.get(errno) ?? 'EIO';
+  const code = errnoName(errno) ?? 'EIO';
   throw Object.assign(new Error(`${code}: creating ${blobPath} failed (errno ${errno})`), { code, errno: -errno, path: blobPath });
 }
 
