@@ -2,9 +2,10 @@
  * Where node-gyp put the package's native builds (binding.gyp): the first `build/Release/<name>` above
  * this module, which runs from src/ (ts-node, tests) or dist/src/ (the package).
  *
- * Not here: loading or checking an addon (src/worker/fs/native.ts, src/socket-options.ts).
+ * Not here: checking an addon's exports (src/worker/fs/native.ts, src/socket-options.ts).
  */
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,4 +24,17 @@ export function findBuildArtifact(name: string): string | null {
     dir = dirname(dir);
   }
   return null;
+}
+
+/**
+ * Loads the optional addon `build/Release/<name>`: its exports, or null when it was not built or does
+ * not load here (callers then take their portable path).
+ */
+export function loadOptionalAddon<T>(name: string): T | null {
+  const path = findBuildArtifact(name);
+  try {
+    return path === null ? null : (createRequire(import.meta.url)(path) as T);
+  } catch {
+    return null;
+  }
 }

@@ -10,9 +10,8 @@
  *
  * Not here: where to find build/ (build-artifact.ts).
  */
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { findBuildArtifact } from './build-artifact.js';
+import { loadOptionalAddon } from './build-artifact.js';
 
 export type SocketOption = 'SO_SNDBUF' | 'SO_RCVBUF' | 'TCP_NOTSENT_LOWAT';
 
@@ -27,13 +26,7 @@ interface NetAddon {
 let addon: NetAddon | null | undefined;
 
 function load(): NetAddon | null {
-  if (addon !== undefined) return addon;
-  const path = findBuildArtifact('starlight_net.node');
-  try {
-    addon = path === null ? null : (createRequire(import.meta.url)(path) as NetAddon);
-  } catch {
-    addon = null;
-  }
+  if (addon === undefined) addon = loadOptionalAddon<NetAddon>('starlight_net.node');
   return addon;
 }
 

@@ -14,8 +14,7 @@
  * Not here: decoding and verifying (item-thread.ts); what a blob path is (cas/store.ts).
  */
 import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { findBuildArtifact } from '../../build-artifact.js';
+import { loadOptionalAddon } from '../../build-artifact.js';
 import { errnoName } from '../../errors.js';
 
 interface BlobAddon {
@@ -23,16 +22,7 @@ interface BlobAddon {
   createBlob(path: string, data: Uint8Array, stamps: BigUint64Array, index: number): number;
 }
 
-function loadAddon(): BlobAddon | null {
-  const path = findBuildArtifact('starlight_blob.node');
-  try {
-    return path === null ? null : (createRequire(import.meta.url)(path) as BlobAddon);
-  } catch {
-    return null;
-  }
-}
-
-const addon = loadAddon();
+const addon = loadOptionalAddon<BlobAddon>('starlight_blob.node');
 
 /** Whether the native addon is in use (tests). */
 export const nativeBlobs = addon !== null;
