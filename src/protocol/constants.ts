@@ -36,6 +36,12 @@ export const FrameType = {
    * streams requested with `early=1`.
    */
   EARLY: 6,
+  /**
+   * msgpack DeltaImage (the resolved manifest, config and chain of the HEADER to come): sent first,
+   * before any EARLY frame and the HEADER, by a proxy indexing the image (docs/protocol.md "Image
+   * first"). Only in streams requested with `image=1`.
+   */
+  IMAGE: 7,
 } as const;
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 

@@ -19,7 +19,7 @@ import {
   MAX_TRAILER_BYTES,
   PREAMBLE_BYTES,
 } from './constants.js';
-import { checkPreamble, parseEarly, parseEnd, parseError, parseHeader, parseItem } from './frames.js';
+import { checkPreamble, parseEarly, parseEnd, parseError, parseHeader, parseImage, parseItem } from './frames.js';
 import type { ContentItem, DeltaEvent, DeltaHeader } from './types.js';
 
 export interface DecoderOptions {
@@ -63,6 +63,8 @@ export class DeltaDecoder {
   /** Deferred items whose ITEM frame has not come yet. */
   private unannounced: Set<number> | undefined;
   private contentBytes = 0;
+  /** Frames read before the HEADER (an IMAGE frame must be the first of them). */
+  private framesBeforeHeader = 0;
   /** Stream bytes consumed so far (for error details). */
   position = 0;
 
@@ -134,6 +136,7 @@ export class DeltaDecoder {
     if (this.queued < FRAME_HEAD_BYTES + len) return null;
     this.take(FRAME_HEAD_BYTES);
     const payload = this.take(len);
+    if (this.phase === 'header') this.framesBeforeHeader++;
     switch (type) {
       case FrameType.HEADER: {
         const h = parseHeader(payload);
@@ -150,6 +153,8 @@ export class DeltaDecoder {
         return undefined;
       case FrameType.EARLY:
         return { type: 'early', ...parseEarly(payload) };
+      case FrameType.IMAGE:
+        return { type: 'image', image: parseImage(payload) };
       case FrameType.END: {
         const h = this.header!;
         const end = parseEnd(payload);
@@ -177,19 +182,22 @@ export class DeltaDecoder {
 
   private checkFrame(type: number, len: number): void {
     const at = { position: this.position, type, length: len };
-    // Before the HEADER only EARLY frames (docs/protocol.md "Early items") or an ERROR may come.
-    if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.EARLY && type !== FrameType.ERROR) {
+    // Before the HEADER only an IMAGE frame (first: "Image first"), EARLY frames (docs/protocol.md
+    // "Early items") or an ERROR may come.
+    if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.EARLY && type !== FrameType.IMAGE && type !== FrameType.ERROR) {
       throw malformed(`expected a HEADER frame, got type ${type}`, at);
     }
+    if (this.phase === 'header' && type === FrameType.IMAGE && this.framesBeforeHeader > 0) throw malformed('an IMAGE frame that is not the first frame', at);
     if (this.phase === 'content' && type === FrameType.HEADER) throw malformed('a second HEADER frame', at);
     if (this.phase === 'content' && type === FrameType.EARLY) throw malformed('an EARLY frame after the HEADER', at);
+    if (this.phase === 'content' && type === FrameType.IMAGE) throw malformed('an IMAGE frame after the HEADER', at);
     const max =
-      type === FrameType.HEADER
+      type === FrameType.HEADER || type === FrameType.IMAGE
         ? this.maxHeaderBytes
         : type === FrameType.CONTENT || type === FrameType.EARLY
           ? MAX_CONTENT_FRAME_BYTES
           : MAX_TRAILER_BYTES;
-    if (type >= FrameType.HEADER && type <= FrameType.EARLY && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
+    if (type >= FrameType.HEADER && type <= FrameType.IMAGE && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
     if (type === FrameType.EARLY && len < EARLY_HEAD_BYTES) throw malformed(`EARLY frame of ${len} bytes is shorter than its head`, at);
     if (type === FrameType.ITEM && len !== ITEM_PAYLOAD_BYTES) throw malformed(`ITEM frame of ${len} bytes, expected ${ITEM_PAYLOAD_BYTES}`, at);
     if (type === FrameType.CONTENT && len < CONTENT_HEAD_BYTES) throw malformed(`CONTENT frame of ${len} bytes is shorter than its head`, at);

@@ -9,8 +9,8 @@
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
 import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, EARLY_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType, PREAMBLE_BYTES } from './constants.js';
-import { contentHead, earlyHead, endFrame, errorFrame, frameHead, headerPayload, itemFrame, preamble } from './frames.js';
-import type { ContentItem, DeltaEnd, DeltaHeader, WireError } from './types.js';
+import { contentHead, earlyHead, endFrame, errorFrame, frameHead, headerPayload, imageFrame, itemFrame, preamble } from './frames.js';
+import type { ContentItem, DeltaEnd, DeltaHeader, DeltaImage, WireError } from './types.js';
 
 export interface EncoderOptions {
   /** Max data bytes per CONTENT frame; default DEFAULT_CHUNK_BYTES (1 MiB), at most 4 MiB. */
@@ -49,6 +49,11 @@ export class DeltaEncoder {
   private readonly maxBuffered: number;
   private state: State = 'new';
   private header: DeltaHeader | undefined;
+  /** See headerWritten(). */
+  private headerOut: Promise<void> | undefined;
+  private headerLeft: (() => void) | undefined;
+  /** Manifest digest of the IMAGE frame sent, if any (the header must name the same image). */
+  private image: string | undefined;
   /** Per item of the header: 1 once sent completely (a flag array: writeFrames marks thousands per stream). */
   private sent = new Uint8Array(0);
   private sentCount = 0;
@@ -86,6 +91,17 @@ export class DeltaEncoder {
   }
 
   /**
+   * Writes the IMAGE frame (docs/protocol.md "Image first"): the image of the header to come, first,
+   * with the preamble. The header must then carry the same image.
+   */
+  async writeImage(im: DeltaImage): Promise<void> {
+    if (this.state !== 'new') throw misuse(`IMAGE frame in a stream that is ${this.state}`);
+    this.state = 'early';
+    this.image = im.manifestDigest;
+    await this.write(Buffer.concat([preamble(), imageFrame(im)]), true);
+  }
+
+  /**
    * Writes one EARLY frame (docs/protocol.md "Early items"): the whole encoded bytes `data` of the
    * content `digest` (raw `size`), before the header. The preamble goes out with the first one.
    */
@@ -105,13 +121,32 @@ export class DeltaEncoder {
    */
   async writeHeader(h: DeltaHeader, encoded: Buffer = headerBytes(h)): Promise<void> {
     if (this.state !== 'new' && this.state !== 'early') throw misuse('writeHeader called twice');
+    if (this.image !== undefined && h.manifestDigest !== this.image) throw misuse(`header of ${h.manifestDigest} after the IMAGE frame of ${this.image}`);
     this.header = h;
     this.sent = new Uint8Array(h.items.length);
     this.unannounced = new Set(h.deferred ?? []);
     // After EARLY frames the preamble is out already: only the HEADER frame follows.
     const bytes = this.state === 'early' ? encoded.subarray(PREAMBLE_BYTES) : encoded;
     this.state = 'open';
-    await this.write(bytes, true);
+    const out = this.out;
+    this.headerOut = new Promise<void>((resolve) => {
+      const done = (): void => {
+        out.off('close', done);
+        resolve();
+      };
+      out.once('close', done);
+      this.headerLeft = done;
+    });
+    await this.write(bytes, true, this.headerLeft);
+  }
+
+  /**
+   * Resolves once the header's bytes were handed to the socket (the callback of their write: with
+   * TCP_NOTSENT_LOWAT, the kernel took all but that much of them), or the stream closed or failed;
+   * at once before writeHeader(). Never rejects.
+   */
+  headerWritten(): Promise<void> {
+    return this.headerOut ?? Promise.resolve();
   }
 
   /**
@@ -297,9 +332,10 @@ export class DeltaEncoder {
    * Hands `buf` on: small pieces are gathered (BATCH_BYTES) and written together; `now` writes
    * everything gathered at once (header, END, ERROR: the peer waits for those).
    */
-  private async write(buf: Buffer, now = false): Promise<void> {
+  private async write(buf: Buffer, now = false, written?: () => void): Promise<void> {
     const out = this.out;
     if (out.destroyed || out.writableEnded) {
+      written?.();
       throw new StarlightError('SL_ERR_CANCELED', 'delta stream consumer went away');
     }
     this.bytesWritten += buf.length;
@@ -317,19 +353,25 @@ export class DeltaEncoder {
         }
         return;
       }
-      return this.drained(this.flushBatch());
+      return this.drained(this.flushBatch(written));
     }
     this.flushBatch();
-    return this.drained(out.write(buf));
+    return this.drained(written === undefined ? out.write(buf) : out.write(buf, () => written()));
   }
 
-  /** Writes the gathered pieces as one buffer; returns out.write()'s answer (true when nothing was gathered). */
-  private flushBatch(): boolean {
-    if (this.batchBytes === 0 && this.batch.length === 0) return true;
+  /**
+   * Writes the gathered pieces as one buffer; returns out.write()'s answer (true when nothing was
+   * gathered). `written`: called when they were handed on (the write's callback).
+   */
+  private flushBatch(written?: () => void): boolean {
+    if (this.batchBytes === 0 && this.batch.length === 0) {
+      written?.();
+      return true;
+    }
     const data = this.batch.length === 1 ? this.batch[0]! : Buffer.concat(this.batch, this.batchBytes);
     this.batch = [];
     this.batchBytes = 0;
-    return this.out.write(data);
+    return written === undefined ? this.out.write(data) : this.out.write(data, () => written());
   }
 
   /** Waits for 'drain' when the Writable holds more than maxBuffered. */

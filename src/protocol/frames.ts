@@ -21,7 +21,7 @@ import {
   encodingCode,
   type FrameTypeValue,
 } from './constants.js';
-import type { ContentItem, DeltaEnd, DeltaHeader, HeaderLayer, WireError } from './types.js';
+import type { ContentItem, DeltaEnd, DeltaHeader, DeltaImage, HeaderLayer, WireError } from './types.js';
 
 /** Plain msgpack (no msgpackr record extension) so other languages can read the header. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
@@ -137,6 +137,22 @@ export function headerPayload(h: DeltaHeader): Buffer {
     ...(h.deferred !== undefined && h.deferred.length > 0 ? { deferred: h.deferred } : {}),
   };
   return packr.pack(wire);
+}
+
+/** IMAGE frame (docs/protocol.md "Image first"): the image's fields of the HEADER to come. */
+export function imageFrame(im: DeltaImage): Buffer {
+  return frame(
+    FrameType.IMAGE,
+    packr.pack({
+      ref: im.ref,
+      platform: im.platform,
+      manifestDigest: im.manifestDigest,
+      manifestMediaType: im.manifestMediaType,
+      manifest: im.manifest,
+      config: im.config,
+      diffIDs: im.diffIDs,
+    }),
+  );
 }
 
 /** ITEM frame: the encoding chosen at send time for deferred item `index`. */
@@ -290,6 +306,22 @@ export function parseHeader(payload: Buffer): DeltaHeader {
     layers,
     items,
     firstItem,
+  };
+}
+
+export function parseImage(payload: Buffer): DeltaImage {
+  const o = unpack(payload, 'image');
+  const w = 'image';
+  const diffIDs = o.diffIDs;
+  if (!Array.isArray(diffIDs) || !diffIDs.every((x) => typeof x === 'string')) throw malformed('image.diffIDs must be strings');
+  return {
+    ref: str(o, 'ref', w),
+    platform: str(o, 'platform', w),
+    manifestDigest: str(o, 'manifestDigest', w),
+    manifestMediaType: str(o, 'manifestMediaType', w),
+    manifest: bytes(o, 'manifest', w),
+    config: bytes(o, 'config', w),
+    diffIDs: diffIDs as string[],
   };
 }
 

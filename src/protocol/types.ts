@@ -47,6 +47,12 @@ export interface DeltaHeader {
   deferred?: number[];
 }
 
+/**
+ * The image a stream is about, before its HEADER (IMAGE frame, docs/protocol.md "Image first"): the
+ * HEADER's fields of the same names, equal to them.
+ */
+export type DeltaImage = Pick<DeltaHeader, 'ref' | 'platform' | 'manifestDigest' | 'manifestMediaType' | 'manifest' | 'config' | 'diffIDs'>;
+
 /** Totals in the END frame; a decoder checks them against what it saw. */
 export interface DeltaEnd {
   /** Number of items sent (items.length - firstItem on success). */
@@ -64,6 +70,8 @@ export interface WireError {
 
 export type DeltaEvent =
   | { type: 'header'; header: DeltaHeader }
+  /** The stream's image, before its header (IMAGE frame); not checked against anything yet. */
+  | { type: 'image'; image: DeltaImage }
   /** Part of item `index`'s encoded bytes at `offset`; `last` when the item is complete. */
   | { type: 'chunk'; index: number; offset: number; data: Buffer; last: boolean }
   | { type: 'end'; end: DeltaEnd }

@@ -29,6 +29,7 @@ import type { HeaderFirst } from './session/header-first.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
 import { sendEarly, withoutDelivered } from './session/early-sender.js';
+import { sendImageFirst } from './session/image-first.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
 const MAX_HAVE = 1024;
@@ -156,6 +157,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
 
   const deferred = flagParam(url, 'deferred');
   const early = flagParam(url, 'early') && from === 0;
+  const imageFirst = flagParam(url, 'image') && from === 0;
 
   const signal = clientGone(req, res);
   const t0 = performance.now();
@@ -171,6 +173,9 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
       [HTTP_HEADER_SESSION]: sessionId,
     });
   };
+  // First contact with image=1: the image goes out first, while its layers are indexed.
+  const resolving = imageFirst ? ctx.indexer.resolution(ref, platform) : undefined;
+  await sendImageFirst(resolving, indexed, enc, { ref: formatReference(ref), platform }, writeHead);
   // First contact with early=1: contents go out as EARLY frames while the image is indexed and planned
   // (docs/protocol.md "Early items"); the header then leaves them out.
   const feed = early ? ctx.indexer.earlyFeed(ref, platform) : undefined;
@@ -183,7 +188,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   let tIndexed = 0;
   let merged: MergedTree;
   let plannedOrder: LearnedFiles;
-  let prediction: Promise<void> | undefined;
+  let predict = false;
   try {
     img = await indexed;
     tIndexed = performance.now();
@@ -191,7 +196,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     merged = await ctx.plans.mergedOf(img);
     // First contact: the header does not wait for the startup prediction (0.2–0.5 s of fact reads after
     // the last layer pass, docs/design-notes.md issue 10); it re-orders the stream when it lands.
-    if (!ctx.priority.prepared(img.record.manifestDigest)) prediction = ensurePrediction(ctx, img, merged);
+    predict = !ctx.priority.prepared(img.record.manifestDigest);
     await ctx.priority.refresh();
     t1 = performance.now();
     plannedOrder = orderOf(ctx, img, merged, group);
@@ -228,9 +233,13 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     runs,
   });
   ctx.sessions.add(session);
-  // The worker reads the header, TOCs and snapshots while the prediction ends; the link's first item
-  // bytes are the predicted files.
-  const reordered = prediction && preferPrediction(ctx, session, { img, merged, group, header, planned: plannedOrder, prediction, since: tIndexed });
+  // The worker reads the header, TOCs and snapshots while the prediction runs; the link's first item
+  // bytes are the predicted files. It starts once the header has left: run during planning, its
+  // slices delayed the header, and after it they held the header's bytes in the response buffer
+  // (docs/design-notes.md issue 10, session 10).
+  const reordered = predict
+    ? preferPrediction(ctx, session, { img, merged, group, header, planned: plannedOrder, after: session.headerSent, predict: () => ensurePrediction(ctx, img, merged), since: tIndexed })
+    : undefined;
   writeHead(img.record.manifestDigest);
   ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {

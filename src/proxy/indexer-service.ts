@@ -82,6 +82,8 @@ export class IndexerService {
   /** Early items of images being indexed (by image key), and the feeds each running layer pass offers to. */
   private readonly feeds = new Map<string, EarlyFeed>();
   private readonly feedsByLayer = new Map<string, Set<EarlyFeed>>();
+  /** Image records of the runs in flight, by image key: resolved once manifest and config are (before the layers). */
+  private readonly resolving = new Map<string, Promise<ImageRecord>>();
   /** Decoded TOCs of recently used layers (decoding a 3000-entry TOC per request showed in TTFB). */
   private readonly decoded = new LRUCache<string, LayerToc>({ max: DECODED_TOCS });
 
@@ -113,13 +115,16 @@ export class IndexerService {
       // Early items only when the request that starts the run reads them (not for POST /v1/notify).
       const feed = early && this.o.staging !== undefined ? new EarlyFeed() : undefined;
       if (feed !== undefined) this.feeds.set(key, feed);
+      let resolved!: (r: ImageRecord) => void;
+      this.resolving.set(key, new Promise<ImageRecord>((r) => (resolved = r)));
       // Not bound to one caller's signal: other callers may share this run.
-      p = this.indexImage(ref, platform, feed)
+      p = this.indexImage(ref, platform, feed, resolved)
         .catch((err: unknown) => {
           throw withContext(err, `index ${formatReference(ref)}`, { image: formatReference(ref) });
         })
         .finally(() => {
           this.images.delete(key);
+          this.resolving.delete(key);
           if (feed !== undefined) {
             feed.close();
             this.feeds.delete(key);
@@ -129,6 +134,17 @@ export class IndexerService {
       this.images.set(key, p);
     }
     return signal === undefined ? p : raceAbort(p, signal);
+  }
+
+  /**
+   * While image() indexes `ref`: its record (manifest, config, chain), resolved as soon as the
+   * registry answered for manifest and config, before any layer is indexed — if some layer needs
+   * indexing (it never settles otherwise, nor if the run fails first: race it with image()).
+   * Undefined when no run is in flight. Nothing is recorded yet: the image is recorded once every
+   * layer is indexed.
+   */
+  resolution(ref: Reference, platform: string): Promise<ImageRecord> | undefined {
+    return this.resolving.get(`${formatReference(ref)}|${platform}`);
   }
 
   /**
@@ -192,7 +208,8 @@ export class IndexerService {
     while (this.layers.size > 0) await Promise.allSettled([...this.layers.values()]);
   }
 
-  private async indexImage(ref: Reference, platform: string, feed?: EarlyFeed): Promise<IndexedImage> {
+  /** `resolved`: called with the image's record once manifest and config are resolved and consistent, if a layer needs indexing (resolution()). */
+  private async indexImage(ref: Reference, platform: string, feed: EarlyFeed | undefined, resolved: (r: ImageRecord) => void): Promise<IndexedImage> {
     const name = formatReference(ref);
     const cachedDigest = ref.digest ?? undefined;
     let record = cachedDigest !== undefined ? this.o.store.manifest(cachedDigest) : undefined;
@@ -220,6 +237,8 @@ export class IndexerService {
         details: { image: name, layers: layers.length, diffIDs: record.diffIDs.length },
       });
     }
+    // Announced only when there is indexing to wait for (a warm image's header follows at once).
+    if (record.diffIDs.some((d) => this.toc(d) === undefined)) resolved(record);
     // At most perImage of this image's layers queue for the proxy-wide passes at once, so one image of
     // many layers cannot hold every pass while other images wait.
     const perImage = new Semaphore(Math.max(1, Math.ceil((this.o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY) / 2)));

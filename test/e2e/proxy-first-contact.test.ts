@@ -7,12 +7,14 @@
  * - a file over the in-memory send-time limit is sent brotli-encoded (through a temp file) and intact,
  *   to a delta client and to a mount;
  * - failed first indexes (layer blob missing, blob corrupt mid-layer, registry unreachable): every
- *   waiting client gets an HTTP error naming the image and the layer (a client with early=1 an HTTP
- *   error or, once EARLY frames went out, an ERROR frame naming them); no image row, no row of the
+ *   waiting client gets an HTTP error naming the image and the layer (a client with early=1 and image=1
+ *   an HTTP error or, once the IMAGE or EARLY frames went out, an ERROR frame naming them); no image row, no row of the
  *   failed layer, no staged or temp file survives; after a repair the same image indexes;
  * - early=1 on first contact (docs/protocol.md "Early items"): likely-first contents arrive whole
  *   before the header, which leaves them out; together they are every content of the image; a warm
- *   proxy sends none; a mount through a cold proxy has every file's bytes.
+ *   proxy sends none; a mount through a cold proxy has every file's bytes;
+ * - image=1 on first contact ("Image first"): the IMAGE frame comes first and equals the header's image;
+ *   a warm proxy sends none; a failed first index after it ends with an ERROR frame naming image and layer.
  */
 import test, { type ExecutionContext } from 'ava';
 import Database from 'better-sqlite3';
@@ -190,8 +192,12 @@ test('early=1 on first contact: likely-first contents arrive whole before the he
   const image = `${reg.host}/early:v1`;
   const all = new Map(Object.entries({ ...wanted, ...other }).map(([path, b]) => [sha256(b), path]));
   const p = await startProxy(t, reg);
-  const d = await fetchDelta(p.url, { to: image, deferred: '1', early: '1' }, AUTH); // every item and early item verified
+  const d = await fetchDelta(p.url, { to: image, deferred: '1', early: '1', image: '1' }, AUTH); // every item and early item verified
   t.log(`early: ${[...d.early.keys()].map((k) => all.get(k)).join(', ')}; ${d.header.items.length} items in the header`);
+  // image=1: the image came first (IMAGE frame), the header's own.
+  const { ref, platform, manifestDigest, manifestMediaType, diffIDs } = d.header;
+  t.like(d.image, { ref, platform, manifestDigest, manifestMediaType, diffIDs });
+  t.true(Buffer.from(d.image!.manifest).equals(Buffer.from(d.header.manifest)) && Buffer.from(d.image!.config).equals(Buffer.from(d.header.config)));
   t.true(d.early.size > 0, 'contents arrived before the header');
   for (const dg of d.early.keys()) {
     t.true(Object.keys(wanted).includes(all.get(dg) ?? '?'), `only wanted files go early (${all.get(dg) ?? dg})`);
@@ -200,8 +206,9 @@ test('early=1 on first contact: likely-first contents arrive whole before the he
   t.deepEqual([...d.header.items.map((i) => i.digest), ...d.early.keys()].sort(), [...all.keys()].sort(), 'header items and early items: every content once');
   t.true((await metrics(p.url)).get('starlight_proxy_early_items_sent_total')! >= d.early.size);
   // The image is indexed now: the header goes out at once, nothing early.
-  const warm = await fetchDelta(p.url, { to: image, deferred: '1', early: '1' }, AUTH);
+  const warm = await fetchDelta(p.url, { to: image, deferred: '1', early: '1', image: '1' }, AUTH);
   t.is(warm.early.size, 0);
+  t.is(warm.image, undefined, 'no IMAGE frame when the header goes out at once');
   t.is(warm.header.items.length, all.size);
 
   if (!mountSupported) return;
@@ -274,18 +281,25 @@ for (const c of CASES) {
         return { status: r.status, body: (await r.json()) as { errors: { code: string; message: string }[] } };
       }),
     );
-    // A client with early=1 (after the others' runs: a new index run) may get EARLY frames first, then the error as an ERROR frame.
+    // A client with early=1 and image=1 (after the others' runs: a new index run) gets the IMAGE frame
+    // once the manifest resolved, maybe EARLY frames, then the error as an ERROR frame.
+    let imageFrames = 0;
     const earlyAnswer = await (async () => {
-      const r = await fetch(`${p.url}/v1/delta?to=${image}&early=1`, { headers: AUTH });
+      const r = await fetch(`${p.url}/v1/delta?to=${image}&early=1&image=1`, { headers: AUTH });
       if (r.status !== 200) return { status: r.status, message: ((await r.json()) as { errors: { message: string }[] }).errors[0]!.message };
       try {
-        for await (const ev of decodeDelta(r.body as unknown as AsyncIterable<Uint8Array>)) t.is(ev.type, 'early', 'no header for an image that failed');
+        for await (const ev of decodeDelta(r.body as unknown as AsyncIterable<Uint8Array>)) {
+          t.true(ev.type === 'early' || ev.type === 'image', 'no header for an image that failed');
+          if (ev.type === 'image') imageFrames++;
+        }
       } catch (err) {
         return { status: 200, message: (err as Error).message };
       }
       return { status: 200, message: 'stream ended without an error' };
     })();
-    t.log(`early=1: HTTP ${earlyAnswer.status}: ${earlyAnswer.message}`);
+    t.log(`early=1&image=1: HTTP ${earlyAnswer.status}, ${imageFrames} IMAGE frame(s): ${earlyAnswer.message}`);
+    // The manifest resolves unless the registry is unreachable: the IMAGE frame went out before the failing layer.
+    if (c.namesLayer) t.is(imageFrames, 1);
     t.true(earlyAnswer.status === 200 || c.status.includes(earlyAnswer.status), `HTTP ${earlyAnswer.status}`);
     t.true(earlyAnswer.message.includes(image), `names the image: ${earlyAnswer.message}`);
     if (c.namesLayer) t.true(earlyAnswer.message.includes(brokenDigest), `names the layer: ${earlyAnswer.message}`);

@@ -14,7 +14,7 @@ import { RegistryClient } from '../../src/oci/client.js';
 import { pushImage } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES } from '../../src/oci/types.js';
 import { parseMetrics } from '../../src/prometheus.js';
-import { decodeDelta, type DeltaEnd, type DeltaHeader, type ContentItem } from '../../src/protocol/index.js';
+import { decodeDelta, type DeltaEnd, type DeltaHeader, type DeltaImage, type ContentItem } from '../../src/protocol/index.js';
 import { tempDir } from '../helpers/tmp.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -85,6 +85,8 @@ export interface FetchedDelta {
   contents: Map<number, Buffer>;
   /** Contents sent before the header (EARLY frames, `early=1`), digest → raw (decoded, verified), in arrival order. */
   early: Map<string, Buffer>;
+  /** The IMAGE frame's image (`image=1` to a proxy indexing the image), if one came. */
+  image?: DeltaImage;
   wireBytes: number;
   chunkFrames: number;
 }
@@ -106,6 +108,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
   let wireBytes = 0;
   let chunkFrames = 0;
   let header: DeltaHeader | undefined;
+  let image: DeltaImage | undefined;
   let end: DeltaEnd | undefined;
   const parts = new Map<number, Buffer[]>();
   const contents = new Map<number, Buffer>();
@@ -119,6 +122,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
   for await (const ev of decodeDelta(body)) {
     if (ev.type === 'header') header = ev.header;
     else if (ev.type === 'end') end = ev.end;
+    else if (ev.type === 'image') image = ev.image;
     else if (ev.type === 'early') {
       if (header !== undefined) throw new Error(`early item ${ev.digest} after the header`);
       const raw = decodeItem({ digest: ev.digest, size: ev.size, encodedSize: ev.data.length, encoding: ev.encoding }, Buffer.from(ev.data));
@@ -138,7 +142,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
       }
     }
   }
-  return { header: header!, end: end!, contents, early, wireBytes, chunkFrames };
+  return { header: header!, end: end!, contents, early, ...(image !== undefined ? { image } : {}), wireBytes, chunkFrames };
 }
 
 export async function metrics(proxyUrl: string): Promise<Map<string, number>> {

@@ -96,21 +96,31 @@ export function itemsInOrder(header: DeltaHeader, files: readonly RankedFile[]):
 }
 
 /**
- * First contact: the header went out before the startup prediction landed. When `prediction` settles,
- * the items its order ranks go first (DeltaSession.prefer, after anything the worker bumped), unless
- * the order did not change from `planned`; the session's items wait for this (or a bump), the header
- * does not. Resolves when done, never rejects (a failed prediction leaves the planned order).
+ * First contact: the header goes out before the startup prediction. `predict` starts once `after`
+ * settles (the session's header has left: DeltaSession.headerSent); when it is done, the items its
+ * order ranks go first (DeltaSession.prefer, after anything the worker bumped), unless the order did
+ * not change from `planned`; the session's items wait for this (or a bump), the header does not.
+ * Resolves when done, never rejects (a failed prediction leaves the planned order).
  */
 export function preferPrediction(
   d: Pick<DeltaPlanDeps, 'priority'> & { logger: Logger },
   session: { prefer(indices: readonly number[]): void; holdItemsUntil(p: Promise<unknown>): void },
-  p: { img: IndexedImage; merged: MergedTree; group: string | undefined; header: DeltaHeader; planned: LearnedFiles; prediction: Promise<void>; since: number },
+  p: { img: IndexedImage; merged: MergedTree; group: string | undefined; header: DeltaHeader; planned: LearnedFiles; after: Promise<void>; predict: () => Promise<void>; since: number },
 ): Promise<void> {
-  const done = p.prediction.then(() => {
-    const order = orderOf(d, p.img, p.merged, p.group);
-    if (order !== p.planned) session.prefer(itemsInOrder(p.header, order.files));
-    d.logger.info('delta-reordered', { image: p.img.ref, predictSeconds: (performance.now() - p.since) / 1000, preferred: order.files.length });
-  }).catch((err: unknown) => d.logger.warn('delta-reorder-failed', { image: p.img.ref, error: err }));
+  let startedAt = p.since;
+  const done = p.after
+    .then(() => {
+      startedAt = performance.now();
+      return p.predict();
+    })
+    .then(() => {
+      const order = orderOf(d, p.img, p.merged, p.group);
+      if (order !== p.planned) session.prefer(itemsInOrder(p.header, order.files));
+      const now = performance.now();
+      // predictSeconds: from the last layer pass; startedSeconds: when the prediction could start (header out).
+      d.logger.info('delta-reordered', { image: p.img.ref, predictSeconds: (now - p.since) / 1000, startedSeconds: (startedAt - p.since) / 1000, preferred: order.files.length });
+    })
+    .catch((err: unknown) => d.logger.warn('delta-reorder-failed', { image: p.img.ref, error: err }));
   session.holdItemsUntil(done);
   return done;
 }

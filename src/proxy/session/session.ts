@@ -87,6 +87,14 @@ export class DeltaSession {
   private bumped!: () => void;
   private readonly firstBump = new Promise<void>((resolve) => (this.bumped = resolve));
   private itemsAfter: Promise<void> | undefined;
+  private headerLeft!: () => void;
+  /**
+   * Settles once the header is written and handed to the socket (DeltaEncoder.headerWritten), or once
+   * run() failed before that: work nobody waits for before the header (the startup prediction on
+   * first contact) starts then, so the header's bytes leave without waiting for the event loop.
+   * Never rejects.
+   */
+  readonly headerSent = new Promise<void>((resolve) => (this.headerLeft = resolve));
 
   constructor(private readonly o: SessionOptions) {
     this.id = o.id;
@@ -140,11 +148,13 @@ export class DeltaSession {
       // Encoding a large header is one synchronous piece: not in the same loop turn as the planning before it.
       if (this.o.headerBytes === undefined) await yieldToLoop();
       await enc.writeHeader(this.o.header, this.o.headerBytes);
+      void enc.headerWritten().then(this.headerLeft);
       if (headerOut !== undefined) enc.flushed().then(headerOut, headerOut);
       if (this.itemsAfter !== undefined) await this.itemsAfter;
     } catch (err) {
       headerOut?.();
       release?.();
+      this.headerLeft();
       throw err;
     }
     try {

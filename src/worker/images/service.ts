@@ -19,7 +19,7 @@ import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
-import type { DeltaHeader } from '../../protocol/types.js';
+import type { DeltaHeader, DeltaImage } from '../../protocol/types.js';
 import type { Relocations } from '../cas/store.js';
 import type { InodeTable } from '../fs/inodes.js';
 import type { ViewRequest } from '../fs/view.js';
@@ -36,7 +36,7 @@ import type { Graduations } from './graduation.js';
 import type { ImageRecord, ImageRecords } from './records.js';
 
 /** The config digest the manifest of `header` names, if any (checked against the config by header-check.ts). */
-function configDigestOf(header: DeltaHeader): string | undefined {
+function configDigestOf(header: DeltaImage): string | undefined {
   try {
     const manifest = JSON.parse(Buffer.from(header.manifest).toString('utf8')) as { config?: { digest?: unknown } };
     return typeof manifest.config?.digest === 'string' ? manifest.config.digest : undefined;
@@ -269,7 +269,7 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /** Header in, TOCs stored, record written; content keeps streaming. Single-flight per name. */
-  private startPull(requestRef: string, recordRef: string, platform?: string, resume = false, onImageChecked?: (header: DeltaHeader) => void): Promise<Known> {
+  private startPull(requestRef: string, recordRef: string, platform?: string, resume = false, onImageChecked?: (image: DeltaImage) => void): Promise<Known> {
     const key = imageName(requestRef);
     let p = this.pulling.get(key);
     if (!p) {
@@ -280,7 +280,7 @@ export class ImageService implements RemoteLayerResolver {
     return p;
   }
 
-  private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (header: DeltaHeader) => void): Promise<Known> {
+  private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (image: DeltaImage) => void): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
     const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal, ...(onImageChecked ? { onImageChecked } : {}) });
     const { header, receiver } = pulled;
@@ -345,7 +345,7 @@ export class ImageService implements RemoteLayerResolver {
     // containerd's blobs and snapshot Stats go out as soon as the header's image is checked, while
     // the puller checks the TOCs and merges the chain (issue 19); dropped with the lease on failure.
     let early: { manifestDigest: string; asked: Asked } | undefined;
-    const onImageChecked = (h: DeltaHeader): void => {
+    const onImageChecked = (h: DeltaImage): void => {
       const configDigest = configDigestOf(h);
       if (configDigest === undefined) return; // reported below
       const leased = lease.then((id) => cd.leased(id));
@@ -412,7 +412,7 @@ export class ImageService implements RemoteLayerResolver {
    * for one our snapshotter provides lazily. Sent as soon as the header's image is checked, so
    * they overlap the TOC check and the merge (issue 19); resolve() answers them from checkedChains.
    */
-  private askContainerd(client: Promise<ContainerdClient>, header: DeltaHeader, chain: string[], configDigest: string, ref: string): Asked {
+  private askContainerd(client: Promise<ContainerdClient>, header: DeltaImage, chain: string[], configDigest: string, ref: string): Asked {
     const blobs = client.then((c) =>
       Promise.all([
         c.writeBlob(`starlight-${configDigest}`, header.config, configDigest, { [LABEL_GC_SNAPSHOT_PREFIX + this.snapshotter]: chain[chain.length - 1]! }),

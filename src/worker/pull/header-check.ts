@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { StarlightError } from '../../errors.js';
 import type { LayerToc } from '../../layers/toc.js';
-import type { DeltaHeader } from '../../protocol/types.js';
+import type { DeltaHeader, DeltaImage } from '../../protocol/types.js';
 
 const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -34,10 +34,10 @@ function json(bytes: Uint8Array, ref: string, what: string): Record<string, unkn
 }
 
 /**
- * Checks manifest, config and chain of `h`, received for a request of `requestedRef`. Throws
- * SL_ERR_IMAGE_MISMATCH on the first difference.
+ * Checks manifest, config and chain of `h` (a header, or the IMAGE frame before it), received for a
+ * request of `requestedRef`. Throws SL_ERR_IMAGE_MISMATCH on the first difference.
  */
-export function checkHeaderImage(h: DeltaHeader, requestedRef: string): void {
+export function checkHeaderImage(h: DeltaImage, requestedRef: string): void {
   const ref = requestedRef;
   const md = sha256(h.manifest);
   if (md !== h.manifestDigest) throw mismatch(ref, `manifest bytes hash to ${md}, not to the announced ${h.manifestDigest}`, { manifestDigest: h.manifestDigest, actual: md });

@@ -11,7 +11,7 @@ import { decodeToc } from '../../layers/toc-codec.js';
 import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
-import type { DeltaHeader } from '../../protocol/types.js';
+import type { DeltaHeader, DeltaImage } from '../../protocol/types.js';
 import type { LayerStore } from './layer-store.js';
 import { checkHeaderImage, checkHeaderItems } from './header-check.js';
 import { PhaseTimer, type Phases } from '../phases.js';
@@ -45,12 +45,14 @@ export interface PullOptions {
   resume?: boolean;
   signal?: AbortSignal;
   /**
-   * Called once, as soon as the header's manifest, config and diffIDs are checked against the image
-   * asked for (checkHeaderImage), before its TOCs are checked and the chain merged: the caller may
-   * start recording the image (containerd's blobs, issue 19) while that runs. Must not throw. The
-   * pull may still fail after it (a bad TOC, a bad item): the caller undoes what it started then.
+   * Called once, as soon as the image's manifest, config and diffIDs are checked against the image
+   * asked for (checkHeaderImage): from the IMAGE frame while a cold proxy indexes (docs/protocol.md
+   * "Image first"), else from the header, before its TOCs are checked and the chain merged. The
+   * caller may start recording the image (containerd's blobs and snapshots, issue 19) while that
+   * runs. Must not throw. The pull may still fail after it (an indexing error, a bad TOC, a bad
+   * item): the caller undoes what it started then.
    */
-  onImageChecked?: (header: DeltaHeader) => void;
+  onImageChecked?: (image: DeltaImage) => void;
 }
 
 export interface PullerOptions {
@@ -108,7 +110,9 @@ export class Puller {
     // that does not match the image stores nothing, and large files' chunk digests are known before
     // their first bytes arrive (content-tracker.ts).
     let accepted: Promise<Accepted> | undefined;
-    const accept = (h: DeltaHeader): Promise<Accepted> => (accepted ??= this.accept(h, ref, opts.onImageChecked));
+    // The manifest digest of an image checked from the IMAGE frame: the header must name the same one.
+    let announced: string | undefined;
+    const accept = (h: DeltaHeader): Promise<Accepted> => (accepted ??= this.accept(h, ref, announced, opts.onImageChecked));
     const receiver = new DeltaReceiver({
       client,
       tracker,
@@ -116,6 +120,11 @@ export class Puller {
       log: this.log,
       retryBeforeHeader: opts.resume,
       beforeItems: (h) => accept(h).then(() => undefined),
+      onImage: (im) => {
+        checkHeaderImage(im, ref);
+        announced = im.manifestDigest;
+        opts.onImageChecked?.(im);
+      },
     });
     const onAbort = (): void => receiver.close();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -214,10 +223,19 @@ export class Puller {
     this.log.info('lower-trees-kept', { ref, layers: tocs.length - 1, ms: Math.round(performance.now() - started) });
   }
 
-  /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
-  private async accept(header: DeltaHeader, ref: string, onImageChecked?: (header: DeltaHeader) => void): Promise<Accepted> {
+  /**
+   * Checks `header` against the image asked for (and the IMAGE frame's, `announced`), starts storing
+   * its TOCs, registers chunk digests; the chain's TOCs.
+   */
+  private async accept(header: DeltaHeader, ref: string, announced: string | undefined, onImageChecked?: (image: DeltaImage) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
-    if (onImageChecked) {
+    if (announced !== undefined) {
+      if (header.manifestDigest !== announced) {
+        throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `delta of ${ref}: the header names ${header.manifestDigest}, its IMAGE frame ${announced}`, {
+          details: { ref, manifestDigest: header.manifestDigest, announced },
+        });
+      }
+    } else if (onImageChecked) {
       onImageChecked(header);
       // One turn of the event loop: what the caller started (containerd's calls, issue 19) leaves
       // now, before the synchronous TOC decode and merge hold the loop.

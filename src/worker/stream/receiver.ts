@@ -21,7 +21,7 @@ import type { Readable } from 'node:stream';
 import { nullLogger, type Logger } from '../../log.js';
 import { DEFAULT_CHUNK_BYTES } from '../../protocol/constants.js';
 import { DeltaDecoder } from '../../protocol/decoder.js';
-import type { DeltaEvent, DeltaHeader } from '../../protocol/types.js';
+import type { DeltaEvent, DeltaHeader, DeltaImage } from '../../protocol/types.js';
 import type { ContentTracker, Ingest, QueueJumper } from './content-tracker.js';
 import { ItemDecoder } from './item-decoder.js';
 import type { DeltaRequest, ProxyClient } from './proxy-client.js';
@@ -44,6 +44,11 @@ export interface ReceiverOptions {
    * the header and registers its TOCs' chunk digests); a rejection ends the connection.
    */
   beforeItems?: (h: DeltaHeader) => Promise<void>;
+  /**
+   * Called with the IMAGE frame of the first connection (a proxy indexing the image sends it before
+   * the header, docs/protocol.md "Image first"); a throw ends the connection as a bad header would.
+   */
+  onImage?: (image: DeltaImage) => void;
 }
 
 export interface ReceiverProgress {
@@ -396,6 +401,9 @@ export class DeltaReceiver implements QueueJumper {
             this.skipPresent();
             if (this.opts.beforeItems) await this.opts.beforeItems(this.hdr!);
           } else if (ev.type === 'end') break read;
+          else if (ev.type === 'image') {
+            if (this.hdr === undefined) this.opts.onImage?.(ev.image);
+          }
           else if (ev.type === 'early') this.early(conn, ev);
           else {
             // Whole items are taken in synchronously: no promise and no microtask per item.

@@ -95,3 +95,29 @@ test('holdItemsUntil: a bump releases the items before the order lands', async (
   const completed = await completedOf(s, out, () => s.bump([3]));
   t.deepEqual(completed, [3, 0, 1, 2]);
 });
+
+test('headerSent settles once the header is written, items held (what the first-contact prediction waits for); also when run() fails first', async (t) => {
+  const { s, out } = await smallSession(t, 3);
+  s.holdItemsUntil(new Promise<void>(() => undefined)); // items wait for a bump
+  const done = s.run(new AbortController().signal);
+  await s.headerSent;
+  const dec = new DeltaDecoder();
+  const events = dec.push(out.read() as Buffer);
+  t.deepEqual(
+    events.map((e) => e.type),
+    ['header'],
+    'the header, and nothing after it yet',
+  );
+  s.bump([2]);
+  for await (const b of out as AsyncIterable<Buffer>) {
+    dec.push(b);
+    if (dec.isDone()) break;
+  }
+  t.is(await done, undefined);
+
+  // A session whose header cannot be written: headerSent settles all the same (the prediction still runs).
+  const broken = await smallSession(t, 1);
+  broken.out.destroy();
+  await t.throwsAsync(broken.s.run(new AbortController().signal));
+  await broken.s.headerSent;
+});

@@ -4,46 +4,15 @@
  * send it, then breaks one thing the way a buggy proxy or a man in the middle would.
  */
 import test from 'ava';
-import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { buildLayerToc } from '../../../src/layers/indexer.js';
 import type { LayerToc } from '../../../src/layers/toc.js';
-import { ociImage } from '../../../fixtures/image-writer.js';
 import type { DeltaHeader } from '../../../src/protocol/types.js';
 import { checkHeaderImage, checkHeaderItems } from '../../../src/worker/pull/header-check.js';
+import { imageHeader, sha256 } from '../../helpers/image-header.js';
 
-const sha256 = (b: Uint8Array): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 const REF = '127.0.0.1:5000/hc/app:v1';
 
 async function fixture(): Promise<{ header: DeltaHeader; tocs: LayerToc[] }> {
-  const img = await ociImage([
-    { compression: 'gzip', entries: [{ path: 'etc', type: 'dir' }, { path: 'etc/passwd', type: 'reg', content: Buffer.from('root:x:0:0::/root:/bin/sh\n') }] },
-    { compression: 'gzip', entries: [{ path: 'bin', type: 'dir' }, { path: 'bin/app', type: 'reg', content: Buffer.alloc(5000, 7) }] },
-  ]);
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: img.configDigest, size: img.config.length },
-      layers: img.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-    }),
-  );
-  const tocs: LayerToc[] = [];
-  for (const l of img.layers) tocs.push(await buildLayerToc(Readable.from([l.data]), { mediaType: l.mediaType, expectedDiffID: l.diffID }));
-  const items = tocs.flatMap((t) => t.entries.filter((e) => e.type === 'reg' && e.size > 0).map((e) => ({ digest: e.digest!, size: e.size, encodedSize: e.size, encoding: 'identity' as const })));
-  const header: DeltaHeader = {
-    ref: REF,
-    platform: 'linux/amd64',
-    manifestDigest: sha256(manifest),
-    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
-    manifest,
-    config: img.config,
-    diffIDs: img.layers.map((l) => l.diffID),
-    layers: [],
-    items,
-    firstItem: 0,
-  };
-  return { header, tocs };
+  return imageHeader(REF);
 }
 
 test('a header that matches its image passes', async (t) => {
