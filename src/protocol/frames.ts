@@ -124,13 +124,7 @@ export function headerFrame(h: DeltaHeader): Buffer {
 /** The HEADER frame's payload (msgpack); headerFrame() = its frame head + this. */
 export function headerPayload(h: DeltaHeader): Buffer {
   const wire = {
-    ref: h.ref,
-    platform: h.platform,
-    manifestDigest: h.manifestDigest,
-    manifestMediaType: h.manifestMediaType,
-    manifest: h.manifest,
-    config: h.config,
-    diffIDs: h.diffIDs,
+    ...imageOf(h),
     layers: h.layers.map((l) => ({ diffID: l.diffID, toc: l.toc })),
     items: packItems(h.items),
     firstItem: h.firstItem,
@@ -139,20 +133,22 @@ export function headerPayload(h: DeltaHeader): Buffer {
   return packr.pack(wire);
 }
 
+/** The image fields of a header (or of an IMAGE frame), in wire order. */
+export function imageOf(h: DeltaImage): DeltaImage {
+  return {
+    ref: h.ref,
+    platform: h.platform,
+    manifestDigest: h.manifestDigest,
+    manifestMediaType: h.manifestMediaType,
+    manifest: h.manifest,
+    config: h.config,
+    diffIDs: h.diffIDs,
+  };
+}
+
 /** IMAGE frame (docs/protocol.md "Image first"): the image's fields of the HEADER to come. */
 export function imageFrame(im: DeltaImage): Buffer {
-  return frame(
-    FrameType.IMAGE,
-    packr.pack({
-      ref: im.ref,
-      platform: im.platform,
-      manifestDigest: im.manifestDigest,
-      manifestMediaType: im.manifestMediaType,
-      manifest: im.manifest,
-      config: im.config,
-      diffIDs: im.diffIDs,
-    }),
-  );
+  return frame(FrameType.IMAGE, packr.pack(imageOf(im)));
 }
 
 /** ITEM frame: the encoding chosen at send time for deferred item `index`. */
@@ -268,9 +264,8 @@ function unpackItems(v: unknown): ContentItem[] {
 
 export function parseHeader(payload: Buffer): DeltaHeader {
   const o = unpack(payload, 'header');
-  const w = 'header';
-  const diffIDs = o.diffIDs;
-  if (!Array.isArray(diffIDs) || !diffIDs.every((x) => typeof x === 'string')) throw malformed('header.diffIDs must be strings');
+  const image = imageFields(o, 'header');
+  const diffIDs = image.diffIDs;
   const layersRaw = o.layers;
   if (!Array.isArray(layersRaw)) throw malformed('header.layers must be an array');
   const layers: HeaderLayer[] = layersRaw.map((l, i) => {
@@ -294,8 +289,14 @@ export function parseHeader(payload: Buffer): DeltaHeader {
       return k;
     });
   }
+  return { ...(deferred !== undefined ? { deferred } : {}), ...image, layers, items, firstItem };
+}
+
+/** The image fields of a decoded HEADER or IMAGE payload (`w` names it in errors). */
+function imageFields(o: Record<string, unknown>, w: string): DeltaImage {
+  const diffIDs = o.diffIDs;
+  if (!Array.isArray(diffIDs) || !diffIDs.every((x) => typeof x === 'string')) throw malformed(`${w}.diffIDs must be strings`);
   return {
-    ...(deferred !== undefined ? { deferred } : {}),
     ref: str(o, 'ref', w),
     platform: str(o, 'platform', w),
     manifestDigest: str(o, 'manifestDigest', w),
@@ -303,26 +304,11 @@ export function parseHeader(payload: Buffer): DeltaHeader {
     manifest: bytes(o, 'manifest', w),
     config: bytes(o, 'config', w),
     diffIDs: diffIDs as string[],
-    layers,
-    items,
-    firstItem,
   };
 }
 
 export function parseImage(payload: Buffer): DeltaImage {
-  const o = unpack(payload, 'image');
-  const w = 'image';
-  const diffIDs = o.diffIDs;
-  if (!Array.isArray(diffIDs) || !diffIDs.every((x) => typeof x === 'string')) throw malformed('image.diffIDs must be strings');
-  return {
-    ref: str(o, 'ref', w),
-    platform: str(o, 'platform', w),
-    manifestDigest: str(o, 'manifestDigest', w),
-    manifestMediaType: str(o, 'manifestMediaType', w),
-    manifest: bytes(o, 'manifest', w),
-    config: bytes(o, 'config', w),
-    diffIDs: diffIDs as string[],
-  };
+  return imageFields(unpack(payload, 'image'), 'image');
 }
 
 export function parseEnd(payload: Buffer): DeltaEnd {

@@ -1,5 +1,6 @@
-/** A minimal delta header around `items` for protocol and session tests (no layers). */
-import type { ContentItem, DeltaHeader } from '../../src/protocol/index.js';
+/** A minimal delta header around `items` for protocol and session tests (no layers); a stream's bytes. */
+import { PassThrough } from 'node:stream';
+import { DeltaEncoder, type ContentItem, type DeltaHeader } from '../../src/protocol/index.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 
 /** Identity items of `contents`, in order. */
@@ -20,4 +21,16 @@ export function deltaHeader(items: ContentItem[], firstItem = 0): DeltaHeader {
     items,
     firstItem,
   };
+}
+
+/** The bytes a DeltaEncoder writes while `write` runs (a stream read whole). */
+export async function streamBytes(write: (enc: DeltaEncoder) => Promise<void>): Promise<Buffer> {
+  const out = new PassThrough();
+  const parts: Buffer[] = [];
+  out.on('data', (b: Buffer) => parts.push(b));
+  const enc = new DeltaEncoder(out);
+  await write(enc);
+  out.end();
+  await new Promise((r) => out.on('end', r));
+  return Buffer.concat(parts);
 }

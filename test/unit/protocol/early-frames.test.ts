@@ -4,11 +4,10 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { PassThrough } from 'node:stream';
 import { brotliCompressSync } from 'node:zlib';
-import { DeltaDecoder, DeltaEncoder, decodeDelta, type DeltaEvent, type DeltaHeader } from '../../../src/protocol/index.js';
+import { DeltaDecoder, decodeDelta, type DeltaEvent, type DeltaHeader } from '../../../src/protocol/index.js';
 import { earlyHead } from '../../../src/protocol/frames.js';
-import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
+import { deltaHeader, identityItems, streamBytes } from '../../helpers/delta-header.js';
 
 function digest(b: Buffer): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -18,24 +17,13 @@ function header(contents: Buffer[]): DeltaHeader {
   return { ...deltaHeader(identityItems(contents), 0), manifest: Buffer.from('{}'), config: Buffer.from('{}'), diffIDs: [], layers: [] };
 }
 
-async function collect(write: (enc: DeltaEncoder) => Promise<void>): Promise<Buffer> {
-  const out = new PassThrough();
-  const parts: Buffer[] = [];
-  out.on('data', (b: Buffer) => parts.push(b));
-  const enc = new DeltaEncoder(out);
-  await write(enc);
-  out.end();
-  await new Promise((r) => out.on('end', r));
-  return Buffer.concat(parts);
-}
-
 const early1 = Buffer.from('early text '.repeat(200));
 const early2 = Buffer.from([1, 2, 3, 4, 5]);
 const later = Buffer.from('in the header');
 
 test('EARLY frames before the HEADER decode to digest, encoding, size and bytes; the stream then goes on as usual', async (t) => {
   const enc1 = brotliCompressSync(early1);
-  const bytes = await collect(async (enc) => {
+  const bytes = await streamBytes(async (enc) => {
     t.false(enc.started);
     await enc.writeEarly(digest(early1), 'br', early1.length, enc1);
     t.true(enc.started);
@@ -71,7 +59,7 @@ test('EARLY frames before the HEADER decode to digest, encoding, size and bytes;
 });
 
 test('an ERROR frame after EARLY frames (the index failed) is the error it carries, resume at item 0', async (t) => {
-  const bytes = await collect(async (enc) => {
+  const bytes = await streamBytes(async (enc) => {
     await enc.writeEarly(digest(early2), 'identity', early2.length, early2);
     await enc.writeError({ code: 'SL_ERR_IMAGE_DIFFID_MISMATCH', message: 'index img: layer sha256:abc uncompresses to …', detail: { layer: 'sha256:abc' } });
   });
@@ -84,7 +72,7 @@ test('an ERROR frame after EARLY frames (the index failed) is the error it carri
 
 test('malformed: an EARLY frame after the header, a short EARLY head, identity with a wrong size; the encoder refuses EARLY after the header', async (t) => {
   const h = header([later]);
-  const base = await collect(async (enc) => {
+  const base = await streamBytes(async (enc) => {
     await enc.writeHeader(h);
   });
   const frame = Buffer.concat([earlyHead(digest(early2), 'identity', early2.length, early2.length), early2]);
@@ -95,7 +83,7 @@ test('malformed: an EARLY frame after the header, a short EARLY head, identity w
   const lying = Buffer.concat([earlyHead(digest(early2), 'identity', early2.length + 1, early2.length), early2]);
   t.throws(() => new DeltaDecoder().push(Buffer.concat([pre, lying])), { code: 'SL_ERR_PROTOCOL_MALFORMED' });
   await t.throwsAsync(
-    collect(async (enc) => {
+    streamBytes(async (enc) => {
       await enc.writeHeader(h);
       await enc.writeEarly(digest(early2), 'identity', early2.length, early2);
     }),

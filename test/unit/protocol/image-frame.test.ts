@@ -6,10 +6,9 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { PassThrough } from 'node:stream';
-import { DeltaDecoder, DeltaEncoder, type DeltaEvent, type DeltaHeader, type DeltaImage } from '../../../src/protocol/index.js';
+import { DeltaDecoder, type DeltaEvent, type DeltaHeader, type DeltaImage } from '../../../src/protocol/index.js';
 import { imageFrame, preamble } from '../../../src/protocol/frames.js';
-import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
+import { deltaHeader, identityItems, streamBytes } from '../../helpers/delta-header.js';
 
 const digest = (b: Buffer): string => 'sha256:' + createHash('sha256').update(b).digest('hex');
 
@@ -29,19 +28,8 @@ function header(im: DeltaImage = image): DeltaHeader {
   return { ...deltaHeader(identityItems([content]), 0), ...im, layers: [] };
 }
 
-async function collect(write: (enc: DeltaEncoder) => Promise<void>): Promise<Buffer> {
-  const out = new PassThrough();
-  const parts: Buffer[] = [];
-  out.on('data', (b: Buffer) => parts.push(b));
-  const enc = new DeltaEncoder(out);
-  await write(enc);
-  out.end();
-  await new Promise((r) => out.on('end', r));
-  return Buffer.concat(parts);
-}
-
 test('IMAGE first, then EARLY and the HEADER: the image decodes to the fields sent, in any split of the input', async (t) => {
-  const bytes = await collect(async (enc) => {
+  const bytes = await streamBytes(async (enc) => {
     await enc.writeImage(image);
     t.true(enc.started);
     t.false(enc.headerSent);
@@ -60,7 +48,7 @@ test('IMAGE first, then EARLY and the HEADER: the image decodes to the fields se
 });
 
 test('an ERROR frame after the IMAGE frame (the index failed) is the error it carries, resume at item 0', async (t) => {
-  const bytes = await collect(async (enc) => {
+  const bytes = await streamBytes(async (enc) => {
     await enc.writeImage(image);
     await enc.writeError({ code: 'SL_ERR_OCI_NOT_FOUND', message: 'index app: layer sha256:b: blob not found', detail: { layer: 'sha256:b' } });
   });
@@ -71,14 +59,14 @@ test('an ERROR frame after the IMAGE frame (the index failed) is the error it ca
 });
 
 test('an IMAGE frame after an EARLY frame or after the HEADER is malformed', async (t) => {
-  const afterEarly = await collect(async (enc) => {
+  const afterEarly = await streamBytes(async (enc) => {
     await enc.writeEarly(digest(content), 'identity', content.length, content);
   });
   const dec1 = new DeltaDecoder();
   dec1.push(afterEarly);
   t.is((t.throws(() => dec1.push(imageFrame(image))) as { code?: string }).code, 'SL_ERR_PROTOCOL_MALFORMED');
 
-  const afterHeader = await collect(async (enc) => {
+  const afterHeader = await streamBytes(async (enc) => {
     await enc.writeHeader(header());
   });
   const dec2 = new DeltaDecoder();
@@ -92,7 +80,7 @@ test('an IMAGE frame after an EARLY frame or after the HEADER is malformed', asy
 });
 
 test('the encoder writes IMAGE only first, and no header of another image after it', async (t) => {
-  await collect(async (enc) => {
+  await streamBytes(async (enc) => {
     await enc.writeImage(image);
     await t.throwsAsync(enc.writeImage(image), { code: 'SL_ERR_INTERNAL' });
     await t.throwsAsync(enc.writeHeader(header({ ...image, manifestDigest: 'sha256:' + 'f'.repeat(64) })), { code: 'SL_ERR_INTERNAL' });

@@ -7,8 +7,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { createServer, type ServerResponse } from 'node:http';
-import { DeltaEncoder, PREAMBLE_BYTES, headerBytes, type DeltaHeader, type DeltaImage } from '../../../src/protocol/index.js';
-import { imageFrame, preamble } from '../../../src/protocol/frames.js';
+import { DeltaEncoder, PREAMBLE_BYTES, headerBytes } from '../../../src/protocol/index.js';
+import { imageFrame, imageOf, preamble } from '../../../src/protocol/frames.js';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { Puller } from '../../../src/worker/pull/puller.js';
@@ -47,15 +47,6 @@ async function puller(t: ExecutionContext, url: string): Promise<Puller> {
   return new Puller({ client, tracker, layers: await new LayerStore(tempDir(t)).open(), lowerTreesDelayMs: -1 });
 }
 
-const imageOf = (h: DeltaHeader): DeltaImage => ({
-  ref: h.ref,
-  platform: h.platform,
-  manifestDigest: h.manifestDigest,
-  manifestMediaType: h.manifestMediaType,
-  manifest: h.manifest,
-  config: h.config,
-  diffIDs: h.diffIDs,
-});
 
 test('the IMAGE frame reaches onImageChecked before the header exists, once; the pull asks image=1', async (t) => {
   const { header, contents } = await imageHeader(REF);
