@@ -402,7 +402,9 @@ export class DeltaReceiver implements QueueJumper {
             if (this.opts.beforeItems) await this.opts.beforeItems(this.hdr!);
           } else if (ev.type === 'end') break read;
           else if (ev.type === 'image') {
-            if (this.hdr === undefined) this.opts.onImage?.(ev.image);
+            if (this.hdr !== undefined) continue;
+            this.log.info('delta-image', { ref: ev.image.ref, manifest: ev.image.manifestDigest });
+            this.opts.onImage?.(ev.image);
           }
           else if (ev.type === 'early') this.early(conn, ev);
           else {
