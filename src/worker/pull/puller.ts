@@ -133,6 +133,7 @@ export class Puller {
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
     }
+    if (opts.onImageChecked) await yieldToLoop(); // see accept(): containerd's chain moves on
     t.lap('tocs');
     let merged: { tree: MergedTree; onto: boolean };
     try {
@@ -217,16 +218,23 @@ export class Puller {
   /** Checks `header` against the image asked for, starts storing its TOCs, registers chunk digests; the chain's TOCs. */
   private async accept(header: DeltaHeader, ref: string, onImageChecked?: (header: DeltaHeader) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
+    // What the caller started (containerd's calls, issue 19) needs this loop at every step (each
+    // answer sends the next Prepare; containerd calls back into our snapshotter for each new layer):
+    // the synchronous steps below yield a turn between them, so that chain moves on meanwhile.
+    const turn = onImageChecked ? yieldToLoop : async (): Promise<void> => {};
     if (onImageChecked) {
       onImageChecked(header);
-      // One turn of the event loop: what the caller started (containerd's calls, issue 19) leaves
-      // now, before the synchronous TOC decode and merge hold the loop.
-      await yieldToLoop();
+      await turn();
     }
     // Items are checked against the chain before any TOC of this header is stored (and reused).
-    const decoded = header.layers.map((l) => decodeToc(l.toc));
+    const decoded: LayerToc[] = [];
+    for (const l of header.layers) {
+      decoded.push(decodeToc(l.toc));
+      await turn();
+    }
     const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));
     checkHeaderItems(header, await this.chainTocs(header, sent), ref);
+    await turn();
     // Each TOC is known at once; the files are written while the pull goes on (`stored`).
     const writes: Promise<void>[] = [];
     for (const [i, l] of header.layers.entries()) {
