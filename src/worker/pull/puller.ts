@@ -6,7 +6,7 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers, mergeLayersSliced, mergeOnto, mergeOntoSliced } from '../../layers/merge.js';
+import { mergeLayers, mergeLayersSliced, mergeOntoSliced } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
@@ -68,6 +68,8 @@ const MERGED_TREES_KEPT = 32;
 const LOWER_TREES_KEPT = 8;
 /** Longest slice of those background merges, ms: they must not hold a starting container's parked reads. */
 const LOWER_TREES_SLICE_MS = 5;
+/** Longest slice of a pull's merge onto a kept tree, ms: containerd's calls into our snapshotter wait for it. */
+const ONTO_SLICE_MS = 5;
 /**
  * How long after an image's pull its lower trees are merged, ms: after the first container's start
  * (the merge holds the event loop for tens of ms), before a typical update. Not tied to the stream's
@@ -137,7 +139,7 @@ export class Puller {
     t.lap('tocs');
     let merged: { tree: MergedTree; onto: boolean };
     try {
-      merged = this.merge(tocs);
+      merged = await this.merge(tocs);
     } catch (err) {
       receiver.close(); // a chain that does not merge (SL_ERR_IMAGE_BAD_TAR) streams nothing more
       throw err;
@@ -157,8 +159,12 @@ export class Puller {
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
 
-  /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
-  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
+  /**
+   * The chain's merged tree: onto the longest prefix of the chain merged before (onto, in slices: an
+   * update's containerd calls wait for this loop meanwhile, issue 19), or from scratch (at once: a
+   * fresh pull's stream would take the loop between slices, session 8).
+   */
+  private async merge(tocs: LayerToc[]): Promise<{ tree: MergedTree; onto: boolean }> {
     const ids = tocs.map((toc) => toc.diffID);
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
@@ -169,7 +175,7 @@ export class Puller {
         base = this.lower.get(key);
         if (!base) continue;
       }
-      tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
+      tree = k === ids.length ? base : await mergeOntoSliced(base, tocs.slice(k), ONTO_SLICE_MS);
     }
     const onto = tree !== undefined;
     tree ??= mergeLayers(tocs);
