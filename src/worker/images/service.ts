@@ -388,12 +388,15 @@ export class ImageService implements RemoteLayerResolver {
         throw err;
       }
       t.lap('containerd-snapshots');
-      // The view the first container will need: its snapshot exists now, so it is mounted while the
-      // image record is written, the pull answers and the caller starts `ctr run` (issue 19).
-      this.opts.warmView?.(chain[chain.length - 1]!);
       await asked.blobs;
       t.lap('containerd-blobs');
-      await c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
+      const imaged = c.putImage(name, { mediaType: header.manifestMediaType, digest: header.manifestDigest, size: header.manifest.length });
+      // The view the first container will need: its snapshot exists now, so it is mounted while the
+      // image record is written, the pull answers and the caller starts `ctr run` (issue 19). A turn
+      // later: its FUSE mount holds this loop for a few ms, after the record's request has left.
+      const top = chain[chain.length - 1]!;
+      setImmediate(() => this.opts.warmView?.(top));
+      await imaged;
       t.lap('containerd-image');
     }, lease);
     t.lap('containerd-lease');

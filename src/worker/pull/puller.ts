@@ -6,7 +6,7 @@
  * Not here: mounting (fs/), containerd records (snapshotter/ and the daemon).
  */
 import { StarlightError } from '../../errors.js';
-import { mergeLayers, mergeLayersSliced, mergeOnto, mergeOntoSliced } from '../../layers/merge.js';
+import { mergeLayers, mergeLayersSliced, mergeOntoSliced } from '../../layers/merge.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import { yieldToLoop } from '../../event-loop.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
@@ -70,6 +70,8 @@ const MERGED_TREES_KEPT = 32;
 const LOWER_TREES_KEPT = 8;
 /** Longest slice of those background merges, ms: they must not hold a starting container's parked reads. */
 const LOWER_TREES_SLICE_MS = 5;
+/** Longest slice of a pull's merge onto a kept tree, ms: containerd's calls into our snapshotter wait for it. */
+const ONTO_SLICE_MS = 5;
 /**
  * How long after an image's pull its lower trees are merged, ms: after the first container's start
  * (the merge holds the event loop for tens of ms), before a typical update. Not tied to the stream's
@@ -142,10 +144,11 @@ export class Puller {
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
     }
+    if (opts.onImageChecked) await yieldToLoop(); // see accept(): containerd's chain moves on
     t.lap('tocs');
     let merged: { tree: MergedTree; onto: boolean };
     try {
-      merged = this.merge(tocs);
+      merged = await this.merge(tocs);
     } catch (err) {
       receiver.close(); // a chain that does not merge (SL_ERR_IMAGE_BAD_TAR) streams nothing more
       throw err;
@@ -165,8 +168,12 @@ export class Puller {
     return { header, tocs, tree, receiver, stored, phases: t.phases };
   }
 
-  /** The chain's merged tree: onto the longest prefix of the chain merged before (onto), or from scratch. */
-  private merge(tocs: LayerToc[]): { tree: MergedTree; onto: boolean } {
+  /**
+   * The chain's merged tree: onto the longest prefix of the chain merged before (onto, in slices: an
+   * update's containerd calls wait for this loop meanwhile, issue 19), or from scratch (at once: a
+   * fresh pull's stream would take the loop between slices, session 8).
+   */
+  private async merge(tocs: LayerToc[]): Promise<{ tree: MergedTree; onto: boolean }> {
     const ids = tocs.map((toc) => toc.diffID);
     let tree: MergedTree | undefined;
     for (let k = ids.length; k > 0 && !tree; k--) {
@@ -177,7 +184,7 @@ export class Puller {
         base = this.lower.get(key);
         if (!base) continue;
       }
-      tree = k === ids.length ? base : mergeOnto(base, tocs.slice(k));
+      tree = k === ids.length ? base : await mergeOntoSliced(base, tocs.slice(k), ONTO_SLICE_MS);
     }
     const onto = tree !== undefined;
     tree ??= mergeLayers(tocs);
@@ -229,6 +236,10 @@ export class Puller {
    */
   private async accept(header: DeltaHeader, ref: string, announced: string | undefined, onImageChecked?: (image: DeltaImage) => void): Promise<Accepted> {
     checkHeaderImage(header, ref);
+    // What the caller started (containerd's calls, issue 19; from the IMAGE frame or now) needs this
+    // loop at every step (each answer sends the next Prepare; containerd calls back into our
+    // snapshotter for each new layer): the synchronous steps below yield a turn between them.
+    const turn = onImageChecked ? yieldToLoop : async (): Promise<void> => {};
     if (announced !== undefined) {
       if (header.manifestDigest !== announced) {
         throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `delta of ${ref}: the header names ${header.manifestDigest}, its IMAGE frame ${announced}`, {
@@ -237,14 +248,17 @@ export class Puller {
       }
     } else if (onImageChecked) {
       onImageChecked(header);
-      // One turn of the event loop: what the caller started (containerd's calls, issue 19) leaves
-      // now, before the synchronous TOC decode and merge hold the loop.
-      await yieldToLoop();
+      await turn();
     }
     // Items are checked against the chain before any TOC of this header is stored (and reused).
-    const decoded = header.layers.map((l) => decodeToc(l.toc));
+    const decoded: LayerToc[] = [];
+    for (const l of header.layers) {
+      decoded.push(decodeToc(l.toc));
+      await turn();
+    }
     const sent = new Map(header.layers.map((l, i) => [l.diffID, decoded[i]!]));
     checkHeaderItems(header, await this.chainTocs(header, sent), ref);
+    await turn();
     // Each TOC is known at once; the files are written while the pull goes on (`stored`).
     const writes: Promise<void>[] = [];
     for (const [i, l] of header.layers.entries()) {

@@ -268,9 +268,15 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
    */
   warmView(key: string): void {
     if (this.closed || !this.opts.resolver) return;
-    const row = this.store.get(key);
-    if (!row || row.kind !== 'committed' || remoteIdOf(row.labels) === null || this.materialised(row)) return;
-    this.ensureView(row).catch((err: unknown) => this.opts.log.warn('remote-view-warm-failed', { key, err }));
+    const failed = (err: unknown): void => this.opts.log.warn('remote-view-warm-failed', { key, err });
+    try {
+      // Called from a timer (images/service.ts): a throw here (the metadata store) would be uncaught.
+      const row = this.store.get(key);
+      if (!row || row.kind !== 'committed' || remoteIdOf(row.labels) === null || this.materialised(row)) return;
+      this.ensureView(row).catch(failed);
+    } catch (err) {
+      failed(err);
+    }
   }
 
   async prepare(key: string, parent: string, opts: SnapshotOpts = {}): Promise<Mount[]> {

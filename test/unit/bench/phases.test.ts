@@ -1,6 +1,7 @@
 import test from 'ava';
 import { phasesTable } from '../../../bench/report/phases.js';
 import type { TrialResult } from '../../../bench/report/types.js';
+import { pullEnv } from '../../../bench/drivers/worker.js';
 import { PhaseLog, PhaseTimer } from '../../../src/worker/phases.js';
 
 test('PhaseTimer: laps in order, repeated names add up, add() prefixes; PhaseLog keeps the last N', (t) => {
@@ -32,4 +33,13 @@ test('phasesTable: medians per phase and trial group; failed trials and trials w
   t.regex(md, /\| view\.fuse-mount \| 3\.0 \|/);
   t.notRegex(md, /download-only/);
   t.is(phasesTable([]), '');
+});
+
+test('the timed starlight pull runs without NODE_EXTRA_CA_CERTS (node parses it at start-up, issue 19); the rest of the environment is kept', (t) => {
+  const env = { PATH: '/usr/bin', NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', CONTAINERD_NAMESPACE: 'bench' };
+  const r = pullEnv(env);
+  t.true(r.dropped);
+  t.deepEqual(r.env, { PATH: '/usr/bin', CONTAINERD_NAMESPACE: 'bench' });
+  t.is(env.NODE_EXTRA_CA_CERTS, '/etc/ssl/certs/ca-certificates.crt'); // the caller's object is left as it was
+  t.deepEqual(pullEnv({ PATH: '/usr/bin' }), { env: { PATH: '/usr/bin' }, dropped: false });
 });
