@@ -10,7 +10,7 @@
  *
  * Not here: planning and aggregation (run.ts), modes (drivers/).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { createLogger, type Logger } from '../src/log.js';
 import { startRequestCounter, type RequestCounter } from './drivers/counter.js';
@@ -47,13 +47,20 @@ export type OverheadKey = keyof typeof OVERHEAD_WORKLOADS;
  * shell's /proc/self/io, whose read_bytes include its reaped children's: what the container made the
  * disk read, i.e. its page cache misses (a warm run should have ~none). Both with shell builtins only.
  */
-export function overheadScript(keys: readonly OverheadKey[]): string {
+export function overheadScript(keys: readonly OverheadKey[], blockStat?: string): string {
   const lines = ['ms() { echo $(( $(date +%s%N) / 1000000 )); }'];
+  // The block device's counters around the timed part (sysfs, outside any namespace): read requests,
+  // 512-byte sectors, ms they spent queued + in service. The whole device, so other processes' reads
+  // count too (none expected in the timed window); what tells a layout with more or slower disk reads
+  // (more requests, or more ms per request) from a slower CPU (same requests, more own CPU).
+  const dev = blockStat === undefined ? undefined : `"${blockStat.replace(/["$`\\]/g, '')}"`;
+  const devBefore = dev ? `if [ -r ${dev} ]; then read -r dr _ ds dt _ < ${dev}; fi; ` : '';
   for (const k of keys) {
     // /proc/stat's cpu line around the timed part (builtins, untimed): what the whole machine ran
     // meanwhile, in USER_HZ ticks: busy (user+nice+system+irq+softirq) and steal.
     const machine = `read -r _ u2 n2 y2 i2 w2 q2 x2 t2 _ < /proc/stat; echo "${k}_MACHINE $((u2 + n2 + y2 + q2 + x2 - u - n - y - q - x)) $((t2 - t))"`;
-    const timed = `read -r _ u n y i w q x t _ < /proc/stat; s=$(ms); ${OVERHEAD_WORKLOADS[k]}; e=$(ms); ${machine}; echo "${k} $((e - s))"`;
+    const disk = dev ? `; if [ -n "$dr" ]; then read -r dr2 _ ds2 dt2 _ < ${dev}; echo "${k}_DISK $((dr2 - dr)) $((ds2 - ds)) $((dt2 - dt))"; fi` : '';
+    const timed = `${devBefore}read -r _ u n y i w q x t _ < /proc/stat; s=$(ms); ${OVERHEAD_WORKLOADS[k]}; e=$(ms); ${machine}${disk}; echo "${k} $((e - s))"`;
     lines.push(k === 'PYIMPORT' ? `if command -v python3 >/dev/null; then ${timed}; fi` : timed);
   }
   lines.push('echo TIMES; times', 'while read -r k v; do [ "$k" = read_bytes: ] && echo "READ_BYTES $v"; done < /proc/$$/io; true');
@@ -62,6 +69,21 @@ export function overheadScript(keys: readonly OverheadKey[]): string {
 
 /** USER_HZ: /proc/stat ticks per second. */
 const TICKS_PER_S = 100;
+/** Unit of the sector counts in a block device's stat file. */
+const SECTOR_BYTES = 512;
+
+/**
+ * The sysfs stat file (`/sys/dev/block/<major>:<minor>/stat`) of the block device holding `dir`,
+ * or undefined when there is none (tmpfs, overlay, a device sysfs does not list).
+ */
+export function blockStatOf(dir: string): string | undefined {
+  const dev = statSync(dir, { bigint: true }).dev;
+  // glibc's dev_t encoding (gnu_dev_major/minor).
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  const path = `/sys/dev/block/${major}:${minor}/stat`;
+  return existsSync(path) ? path : undefined;
+}
 
 /** What a workload container cost (overheadScript's lines): see parseWorkloadCost. */
 export interface WorkloadCost {
@@ -73,6 +95,12 @@ export interface WorkloadCost {
   machineBusyMs?: number;
   /** CPU time the hypervisor took from this VM meanwhile (steal), ms. */
   stealMs?: number;
+  /** The block device's read requests while `key` was timed (all processes), when the script had its stat file. */
+  deviceReads?: number;
+  /** Bytes of those requests. */
+  deviceReadBytes?: number;
+  /** ms those requests spent queued and in service (summed over requests in flight at once). */
+  deviceReadMs?: number;
 }
 
 /** Parses overheadScript's untimed lines for workload `key` (the container ran only that one). */
@@ -82,6 +110,12 @@ export function parseWorkloadCost(out: string, key?: OverheadKey): WorkloadCost 
   if (m) {
     r.machineBusyMs = (Number(m[1]) * 1000) / TICKS_PER_S;
     r.stealMs = (Number(m[2]) * 1000) / TICKS_PER_S;
+  }
+  const d = key ? new RegExp(`^${key}_DISK (-?\\d+) (-?\\d+) (-?\\d+)$`, 'm').exec(out) : null;
+  if (d) {
+    r.deviceReads = Number(d[1]);
+    r.deviceReadBytes = Number(d[2]) * SECTOR_BYTES;
+    r.deviceReadMs = Number(d[3]);
   }
   // `times`: the shell's line, then its children's: "0m0.150s 0m0.300s".
   const t = /^TIMES\n.*\n(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/m.exec(out);
@@ -205,7 +239,7 @@ export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: Overh
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
   if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
   const startedAt = new Date().toISOString();
-  const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key])], env)).stdout;
+  const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key], blockStatOf(env.dir))], env)).stdout;
   const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
   // Per container, to tell a slow run's cause on a shared machine: the workload's own CPU time (wall
   // time minus it is waiting: disk or other processes), what it read from disk (page cache misses)
@@ -214,8 +248,9 @@ export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: Overh
   if (hit) {
     const read = cost.readBytes === undefined ? '?' : (cost.readBytes / 1e6).toFixed(1);
     const others = cost.machineBusyMs === undefined || cost.cpuMs === undefined ? '?' : Math.round(cost.machineBusyMs - cost.cpuMs);
+    const device = cost.deviceReads === undefined ? '' : `, device ${cost.deviceReads} reads ${((cost.deviceReadBytes ?? 0) / 1e6).toFixed(1)} MB ${cost.deviceReadMs} ms`;
     process.stderr.write(
-      `[bench] overhead ${env.image.name} ${driver.name} run ${env.spec.run} ${key} ${cache} ${hit[1]} ms, cpu ${cost.cpuMs ?? '?'} ms, others' cpu ${others} ms, steal ${cost.stealMs ?? '?'} ms, disk read ${read} MB (container ${startedAt} → ${new Date().toISOString()})\n`,
+      `[bench] overhead ${env.image.name} ${driver.name} run ${env.spec.run} ${key} ${cache} ${hit[1]} ms, cpu ${cost.cpuMs ?? '?'} ms, others' cpu ${others} ms, steal ${cost.stealMs ?? '?'} ms, disk read ${read} MB${device} (container ${startedAt} → ${new Date().toISOString()})\n`,
     );
   }
   return hit ? Number(hit[1]) : undefined;

@@ -4,7 +4,10 @@
  *
  * Not here: formatting (csv.ts, markdown.ts, svg.ts).
  */
-import { METRIC_NAMES, type Aggregate, type OverheadMetric, type Summary, type TrialKey, type TrialResult } from './types.js';
+import { METRIC_NAMES, OVERHEAD_TIME_METRICS, type Aggregate, type OverheadMetric, type Summary, type TrialKey, type TrialResult } from './types.js';
+
+/** The mode overhead ratios are taken to. */
+const BASELINE = 'overlayfs';
 
 /** Median of a non-empty list (mean of the middle two for even lengths); NaN for an empty one. */
 export function median(values: readonly number[]): number {
@@ -57,7 +60,34 @@ export function aggregate(results: readonly TrialResult[]): Aggregate[] {
     }
     out.push(agg);
   }
+  for (const a of out) {
+    const paired = pairedRatios(groups.get(keyOf(a))!, groups.get(keyOf({ ...a, mode: BASELINE })));
+    if (a.workload === 'overhead' && a.mode !== BASELINE && paired) a.paired = paired;
+  }
   return out;
+}
+
+/**
+ * Per timed overhead metric, the summary of the per-run ratios `mode`'s run k ÷ `baseline`'s run k
+ * (both ok, both finite, baseline > 0); undefined when no metric has a pair. Why pairs: a ratio of
+ * medians lets a load change between the first and the last runs of a bench on a shared machine land
+ * on one mode; a pair ran minutes apart (the plan runs the modes of one run adjacently).
+ */
+function pairedRatios(rs: readonly TrialResult[], base: readonly TrialResult[] | undefined): Aggregate['paired'] {
+  if (!base) return undefined;
+  const byRun = new Map(base.filter((b) => b.status === 'ok').map((b) => [b.run, b]));
+  const out: NonNullable<Aggregate['paired']> = {};
+  for (const m of OVERHEAD_TIME_METRICS) {
+    const ratios: number[] = [];
+    for (const r of rs) {
+      const num = r[m];
+      const den = byRun.get(r.run)?.[m];
+      if (r.status === 'ok' && typeof num === 'number' && Number.isFinite(num) && typeof den === 'number' && Number.isFinite(den) && den > 0) ratios.push(num / den);
+    }
+    const s = summarize(ratios);
+    if (s) out[m] = s;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /** True when every run of `a` was skipped (mode unavailable): such rows are listed once, not tabled. */
@@ -69,7 +99,7 @@ export function allSkipped(a: Aggregate): boolean {
  * Overhead ratios: each aggregate's median of `metric` divided by the overlayfs median for the same
  * image/RTT/bandwidth/scenario/workload; undefined when either side is missing.
  */
-export function ratioToBaseline(aggs: readonly Aggregate[], a: Aggregate, metric: OverheadMetric, baseline = 'overlayfs'): number | undefined {
+export function ratioToBaseline(aggs: readonly Aggregate[], a: Aggregate, metric: OverheadMetric, baseline = BASELINE): number | undefined {
   const base = aggs.find((b) => b.mode === baseline && keyOf({ ...b, mode: a.mode }) === keyOf(a));
   const num = a.metrics[metric]?.median;
   const den = base?.metrics[metric]?.median;

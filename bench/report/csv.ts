@@ -2,7 +2,7 @@
  * CSV of bench results (RFC 4180 quoting): one row per trial (`resultsCsv`) and one row per
  * aggregate with median/min/max columns (`aggregatesCsv`). Pure.
  */
-import { METRIC_NAMES, type Aggregate, type TrialResult } from './types.js';
+import { METRIC_NAMES, OVERHEAD_TIME_METRICS, type Aggregate, type TrialResult } from './types.js';
 
 const KEY_COLUMNS = ['workload', 'mode', 'image', 'scenario', 'rttMs', 'bandwidthBps'] as const;
 
@@ -24,7 +24,9 @@ export function resultsCsv(results: readonly TrialResult[]): string {
 
 export function aggregatesCsv(aggs: readonly Aggregate[]): string {
   const metricCols = METRIC_NAMES.flatMap((m) => [`${m}_median`, `${m}_min`, `${m}_max`]);
-  const header = line([...KEY_COLUMNS, 'runs', 'ok', ...metricCols, 'reasons']);
+  // Overhead: the summary of the per-run ratios to overlayfs (Aggregate.paired).
+  const pairedCols = OVERHEAD_TIME_METRICS.flatMap((m) => [`${m}_paired_median`, `${m}_paired_min`, `${m}_paired_max`]);
+  const header = line([...KEY_COLUMNS, 'runs', 'ok', ...metricCols, ...pairedCols, 'reasons']);
   const rows = aggs.map((a) =>
     line([
       ...KEY_COLUMNS.map((c) => a[c]),
@@ -32,6 +34,10 @@ export function aggregatesCsv(aggs: readonly Aggregate[]): string {
       a.ok,
       ...METRIC_NAMES.flatMap((m): (number | string)[] => {
         const s = a.metrics[m];
+        return s ? [s.median, s.min, s.max] : ['', '', ''];
+      }),
+      ...OVERHEAD_TIME_METRICS.flatMap((m): (number | string)[] => {
+        const s = a.paired?.[m];
         return s ? [s.median, s.min, s.max] : ['', '', ''];
       }),
       a.reasons.join('; '),

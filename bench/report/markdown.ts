@@ -55,12 +55,13 @@ const OVERHEAD_COLUMNS: { label: string; cold: OverheadMetric; warm: OverheadMet
   { label: 'python import', cold: 'pythonImportMs', warm: 'pythonImportWarmMs' },
 ];
 
-export const OVERHEAD_HEADER = ['image', 'mode', ...OVERHEAD_COLUMNS.flatMap((c) => [`${c.label} cold s (÷ overlayfs)`, `${c.label} warm s (÷ overlayfs)`]), 'disk MB v1 (÷ overlayfs)', 'disk MB v1+v2 (÷ overlayfs)', 'ok runs'];
+export const OVERHEAD_HEADER = ['image', 'mode', ...OVERHEAD_COLUMNS.flatMap((c) => [`${c.label} cold s (÷ overlayfs; paired)`, `${c.label} warm s (÷ overlayfs; paired)`]), 'disk MB v1 (÷ overlayfs)', 'disk MB v1+v2 (÷ overlayfs)', 'ok runs'];
 
 /**
  * Runtime-overhead aggregates as a markdown table: each workload's median (cold: caches dropped and
- * a fresh container; warm: the next fresh container) with its ratio to overlayfs's median, and the
- * bytes on disk with v1, then v1 + v2 pulled.
+ * a fresh container; warm: the next fresh container) with its ratio to overlayfs's median and, after
+ * "paired", the median of the per-run ratios to the overlayfs run of the same index (Aggregate.paired:
+ * robust to load drifting over the bench), and the bytes on disk with v1, then v1 + v2 pulled.
  */
 export function overheadTable(aggs: readonly Aggregate[]): string {
   const over = aggs.filter((x) => x.workload === 'overhead' && !allSkipped(x));
@@ -69,7 +70,8 @@ export function overheadTable(aggs: readonly Aggregate[]): string {
     const s = a.metrics[metric];
     if (s === undefined) return '–';
     const r = ratioToBaseline(over, a, metric);
-    return `${unit(s.median)} (${r === undefined ? '–' : `${r.toFixed(2)}×`})`;
+    const p = a.paired?.[metric]?.median;
+    return `${unit(s.median)} (${r === undefined ? '–' : `${r.toFixed(2)}×`}${p === undefined ? '' : `; paired ${p.toFixed(2)}×`})`;
   };
   for (const a of over) {
     const disk = [cell(a, 'diskV1Bytes', megabytes), cell(a, 'diskV1V2Bytes', megabytes)];

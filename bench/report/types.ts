@@ -81,6 +81,8 @@ export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'byte
 export type MetricName = (typeof METRIC_NAMES)[number];
 /** The overhead workload's metrics (ratios to overlayfs are taken of these). */
 export type OverheadMetric = 'readAllMs' | 'readAllWarmMs' | 'findStatMs' | 'findStatWarmMs' | 'smallFilesMs' | 'smallFilesWarmMs' | 'pythonImportMs' | 'pythonImportWarmMs' | 'diskV1Bytes' | 'diskV1V2Bytes';
+/** The overhead workload's timed metrics (ms; the ones paired per run against overlayfs). */
+export const OVERHEAD_TIME_METRICS = ['readAllMs', 'readAllWarmMs', 'findStatMs', 'findStatWarmMs', 'smallFilesMs', 'smallFilesWarmMs', 'pythonImportMs', 'pythonImportWarmMs'] as const satisfies readonly OverheadMetric[];
 
 /** The one JSON line a trial process prints on stdout. */
 export interface TrialResult extends TrialKey, TrialMetrics {
@@ -107,4 +109,10 @@ export interface Aggregate extends TrialKey {
   reasons: string[];
   notes: string[];
   metrics: Partial<Record<MetricName, Summary>>;
+  /**
+   * Overhead workload, modes other than overlayfs: per timed metric, the median/min/max over runs k of
+   * (this mode's run k ÷ overlayfs's run k), pairing the runs the plan ran adjacently (same image,
+   * RTT, bandwidth, scenario, run index; both ok). Absent without such pairs.
+   */
+  paired?: Partial<Record<OverheadMetric, Summary>>;
 }

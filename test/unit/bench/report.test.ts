@@ -89,9 +89,38 @@ test('overhead table: cold and warm cells carry the median and the ratio to over
     result({ workload: 'overhead', mode: 'starlight', readAllMs: 1100, findStatWarmMs: 100 }),
   ]);
   const row = overheadTable(aggs).trimEnd().split('\n')[3]!;
-  t.true(row.includes('1.10 (1.10×)'), row);
-  t.true(row.includes('0.10 (0.50×)'), row);
+  t.true(row.includes('1.10 (1.10×; paired 1.10×)'), row);
+  t.true(row.includes('0.10 (0.50×; paired 0.50×)'), row);
   t.true(row.includes('–'), 'a workload without figures shows a dash');
+});
+
+test('overhead: paired ratios take each run against the overlayfs run of the same index', (t) => {
+  // Load drifting down over the bench: overlayfs 300, 200, 100 ms; the mode 10 % slower in each run.
+  // Failed or skipped runs on either side make no pair.
+  const rs = [
+    ...[300, 200, 100].map((ms, i) => result({ workload: 'overhead', run: i + 1, pythonImportMs: ms })),
+    ...[330, 220, 110].map((ms, i) => result({ workload: 'overhead', mode: 'starlight', run: i + 1, pythonImportMs: ms })),
+    result({ workload: 'overhead', run: 4, status: 'failed', reason: 'x', pythonImportMs: 1 }),
+    result({ workload: 'overhead', mode: 'starlight', run: 4, pythonImportMs: 999 }),
+    result({ workload: 'overhead', mode: 'starlight', run: 5, pythonImportMs: 999 }),
+  ];
+  const aggs = aggregate(rs);
+  const sl = aggs.find((a) => a.mode === 'starlight')!;
+  t.is(aggs.find((a) => a.mode === 'overlayfs')!.paired, undefined, 'the baseline has no pairs');
+  const p = sl.paired!.pythonImportMs!;
+  t.is(p.median.toFixed(3), '1.100');
+  t.is(p.min.toFixed(3), '1.100');
+  t.is(p.max.toFixed(3), '1.100');
+  t.is(sl.paired!.readAllMs, undefined, 'no figures, no pairs');
+  // The ratio of medians includes the unpaired runs (median of 330, 220, 110, 999, 999 = 330 vs 200).
+  t.is(ratioToBaseline(aggs, sl, 'pythonImportMs'), 1.65);
+  const row = overheadTable(aggs).trimEnd().split('\n')[3]!;
+  t.true(row.includes('0.33 (1.65×; paired 1.10×)'), row);
+  const csv = aggregatesCsv(aggs).trimEnd().split('\n');
+  const cols = csv[0]!.split(',');
+  t.is(csv[2]!.split(',')[cols.indexOf('pythonImportMs_paired_median')], '1.1');
+  t.is(startupTable(aggregate([result({ totalMs: 1 }), result({ mode: 'starlight', totalMs: 2 })])).includes('paired'), false, 'startup rows have no pairs');
+  t.is(aggregate([result({ totalMs: 1 }), result({ mode: 'starlight', totalMs: 2 })])[1]!.paired, undefined);
 });
 
 test('SVG has one bar per (image, mode, scenario) with data and a marker for missing ones', (t) => {
