@@ -316,6 +316,12 @@ export class RegistryClient {
 }
 
 function blobContext(ref: Reference, digest: string): ErrorContext {
+  // A layer shared by a repository's images is fetched by `repository@<its own digest>` (the proxy's
+  // indexer): name the repository then, not an "image" that is the blob itself.
+  if (ref.digest === digest) {
+    const repository = `${ref.registry}/${ref.repository}`;
+    return { registry: ref.registry, subject: `blob ${digest} of repository ${repository}`, details: { repository, digest } };
+  }
   const image = formatReference(ref);
   return { registry: ref.registry, subject: `blob ${digest} of image ${image}`, details: { image, digest } };
 }

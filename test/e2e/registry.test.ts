@@ -118,8 +118,15 @@ test('unknown tag and repository are SL_ERR_OCI_NOT_FOUND naming the image', asy
     t.true(hasCode(err, 'SL_ERR_OCI_NOT_FOUND'), String(err));
     t.true(err?.message.includes(ref), 'the message names the image');
   }
-  const blob = await t.throwsAsync(c.fetchBlob(`${reg.host}/x:1`, { mediaType: MEDIA_TYPES.ociLayer, digest: `sha256:${'2'.repeat(64)}`, size: 3 }));
+  const missing = { mediaType: MEDIA_TYPES.ociLayer, digest: `sha256:${'2'.repeat(64)}`, size: 3 };
+  const blob = await t.throwsAsync(c.fetchBlob(`${reg.host}/x:1`, missing));
   t.true(hasCode(blob, 'SL_ERR_OCI_NOT_FOUND'));
+  t.true(blob?.message.includes(`of image ${reg.host}/x:1`), String(blob));
+  // A blob fetched by its own digest (how the proxy's indexer fetches a layer) names its repository.
+  const layer = await t.throwsAsync(c.fetchBlob(`${reg.host}/x@${missing.digest}`, missing));
+  t.true(hasCode(layer, 'SL_ERR_OCI_NOT_FOUND'));
+  t.true(layer?.message.includes(`of repository ${reg.host}/x`), String(layer));
+  t.false(layer?.message.includes('of image'), String(layer));
 });
 
 test('a corrupt blob in storage fails the stream with SL_ERR_OCI_DIGEST_MISMATCH', async (t) => {
