@@ -63,8 +63,6 @@ export class DeltaDecoder {
   /** Deferred items whose ITEM frame has not come yet. */
   private unannounced: Set<number> | undefined;
   private contentBytes = 0;
-  /** Frames read before the HEADER (an IMAGE frame must be the first of them). */
-  private framesBeforeHeader = 0;
   /** Stream bytes consumed so far (for error details). */
   position = 0;
 
@@ -136,7 +134,6 @@ export class DeltaDecoder {
     if (this.queued < FRAME_HEAD_BYTES + len) return null;
     this.take(FRAME_HEAD_BYTES);
     const payload = this.take(len);
-    if (this.phase === 'header') this.framesBeforeHeader++;
     switch (type) {
       case FrameType.HEADER: {
         const h = parseHeader(payload);
@@ -187,7 +184,8 @@ export class DeltaDecoder {
     if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.EARLY && type !== FrameType.IMAGE && type !== FrameType.ERROR) {
       throw malformed(`expected a HEADER frame, got type ${type}`, at);
     }
-    if (this.phase === 'header' && type === FrameType.IMAGE && this.framesBeforeHeader > 0) throw malformed('an IMAGE frame that is not the first frame', at);
+    // The first frame starts right after the preamble.
+    if (this.phase === 'header' && type === FrameType.IMAGE && this.position > PREAMBLE_BYTES) throw malformed('an IMAGE frame that is not the first frame', at);
     if (this.phase === 'content' && type === FrameType.HEADER) throw malformed('a second HEADER frame', at);
     if (this.phase === 'content' && type === FrameType.EARLY) throw malformed('an EARLY frame after the HEADER', at);
     if (this.phase === 'content' && type === FrameType.IMAGE) throw malformed('an IMAGE frame after the HEADER', at);

@@ -43,8 +43,13 @@ const HASH_ONLY: FileSink = { write: () => undefined };
 const DECODED_TOCS = 256;
 /** Default IndexerServiceOptions.indexConcurrency: layer passes at once, proxy-wide (2-core measure: design-notes). */
 export const DEFAULT_INDEX_CONCURRENCY = 4;
+
 /** Default IndexerServiceOptions.encodeConcurrency: staged layers encoded at once. */
 const DEFAULT_ENCODE_CONCURRENCY = 1;
+/** The key of image()'s run for `ref` on `platform` (single-flight, its early feed and resolution). */
+function runKey(ref: Reference, platform: string): string {
+  return `${formatReference(ref)}|${platform}`;
+}
 
 export interface IndexedImage {
   /** Fully qualified reference that was resolved. */
@@ -109,7 +114,7 @@ export class IndexerService {
    * `early`: the caller sends early items (earlyFeed()) if this call starts the run.
    */
   image(ref: Reference, platform: string, signal?: AbortSignal, early = false): Promise<IndexedImage> {
-    const key = `${formatReference(ref)}|${platform}`;
+    const key = runKey(ref, platform);
     let p = this.images.get(key);
     if (p === undefined) {
       // Early items only when the request that starts the run reads them (not for POST /v1/notify).
@@ -144,7 +149,7 @@ export class IndexerService {
    * layer is indexed.
    */
   resolution(ref: Reference, platform: string): Promise<ImageRecord> | undefined {
-    return this.resolving.get(`${formatReference(ref)}|${platform}`);
+    return this.resolving.get(runKey(ref, platform));
   }
 
   /**
@@ -152,7 +157,7 @@ export class IndexerService {
    * image known already: its header goes out at once). Call after image().
    */
   earlyFeed(ref: Reference, platform: string): EarlyFeed | undefined {
-    return this.feeds.get(`${formatReference(ref)}|${platform}`);
+    return this.feeds.get(runKey(ref, platform));
   }
 
   /** Resolves when the background encoding of `diffIDs` is done: their contents are cached (warm). */

@@ -9,12 +9,12 @@ import type { Logger } from '../../log.js';
 import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayersSliced } from '../../layers/merge.js';
 import type { LayerToc, MergedTree } from '../../layers/toc.js';
-import type { ContentItem, DeltaHeader } from '../../protocol/index.js';
+import type { ContentItem, DeltaHeader, DeltaImage } from '../../protocol/index.js';
 import type { IndexedImage, IndexerService } from '../indexer-service.js';
 import { type PlannedItem, haveContent, planSliced } from '../planner.js';
 import { type RankedFile, rankMap } from '../priority.js';
 import type { LearnedFiles, PriorityService } from '../priority-service.js';
-import type { MetadataStore } from '../store.js';
+import type { ImageRecord, MetadataStore } from '../store.js';
 import { type ItemSourceDeps, announce, deferrable } from './item-source.js';
 
 export interface DeltaPlanDeps extends ItemSourceDeps {
@@ -171,19 +171,26 @@ export async function planDelta(
   });
   const items = await announceAll(d, p.items, img.ref);
   const header: DeltaHeader = {
-    ref: img.ref,
-    platform: img.platform,
-    manifestDigest: rec.manifestDigest,
-    manifestMediaType: rec.mediaType,
-    manifest: rec.manifest,
-    config: rec.config,
-    diffIDs: rec.diffIDs,
+    ...imageOfRecord(rec, img.ref, img.platform),
     layers: p.layers.map((l) => ({ diffID: l.diffID, toc: d.store.layer(l.diffID)!.toc })),
     items,
     firstItem: req.from,
   };
   forRequest(d, header, req);
   return { header, sources: p.items.map((it) => it.sourceDiffID), unknownHave: unknown };
+}
+
+/** The image fields of a delta of `ref` on `platform` (its HEADER, or the IMAGE frame before it) from its record. */
+export function imageOfRecord(rec: ImageRecord, ref: string, platform: string): DeltaImage {
+  return {
+    ref,
+    platform,
+    manifestDigest: rec.manifestDigest,
+    manifestMediaType: rec.mediaType,
+    manifest: rec.manifest,
+    config: rec.config,
+    diffIDs: rec.diffIDs,
+  };
 }
 
 /**

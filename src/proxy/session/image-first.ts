@@ -14,6 +14,7 @@
  */
 import type { DeltaEncoder } from '../../protocol/index.js';
 import type { ImageRecord } from '../store.js';
+import { imageOfRecord } from './delta-plan.js';
 
 export async function sendImageFirst(
   resolving: Promise<ImageRecord> | undefined,
@@ -26,14 +27,6 @@ export async function sendImageFirst(
   const rec = await Promise.race([resolving, indexed.then(() => undefined)]);
   if (rec === undefined) return false;
   writeHead(rec.manifestDigest);
-  await enc.writeImage({
-    ref: image.ref,
-    platform: image.platform,
-    manifestDigest: rec.manifestDigest,
-    manifestMediaType: rec.mediaType,
-    manifest: rec.manifest,
-    config: rec.config,
-    diffIDs: rec.diffIDs,
-  });
+  await enc.writeImage(imageOfRecord(rec, image.ref, image.platform));
   return true;
 }
