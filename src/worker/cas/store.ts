@@ -197,7 +197,7 @@ export interface ContentStore {
 export interface Relocations {
   /** Is `digest` served from a relocated file? */
   isRelocated(digest: string): boolean;
-  /** Serve each `digest` from its `file` (same bytes, same file system, never written again); drops the blobs. */
+  /** Serve each `digest` from its `file` (same bytes, same file system, never written again); drops the blobs, written back. */
   relocate(moves: readonly { digest: string; file: string }[]): Promise<void>;
   /** Makes the content relocated to files under `dir` (now at `now`) blobs again, before it is deleted. */
   restoreUnder(dir: string, now?: string): Promise<number>;
@@ -586,7 +586,10 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
    * Drops the blobs of `moves` and serves each content from its `file` from now on (see the file
    * comment): `file` holds the same bytes, on the same file system, and is never written again (a
    * graduated layer dir's file). One log append + fdatasync for all; a content not present or
-   * already relocated is skipped.
+   * already relocated is skipped. Resolves once the unlinks are also written back (one syncfs): the
+   * freed inodes, bitmaps and shard dirs are dirty metadata the flusher would otherwise write ~30 s
+   * later, on whatever container is reading the disk then (issue 12; the unlinks' discards are
+   * synchronous on this host's ext4 without a journal, design-notes.md).
    */
   async relocate(moves: readonly { digest: string; file: string }[]): Promise<void> {
     const todo = moves.filter((m) => this.sizes.has(m.digest) && !this.relocated.has(m.digest));
@@ -597,6 +600,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
       this.stamps.delete(m.digest);
       await rm(this.blobPath(digestHex(m.digest)), { force: true });
     }
+    await this.syncfs(this.root);
   }
 
   /**
