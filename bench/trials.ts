@@ -17,7 +17,7 @@ import { startRequestCounter, type RequestCounter } from './drivers/counter.js';
 import { unmountUnder } from './drivers/containerd.js';
 import { modeByName } from './drivers/index.js';
 import { Cleanups } from './drivers/proc.js';
-import { dropCaches } from './drivers/quiesce.js';
+import { dropCaches, waitDeviceIdle, type DeviceIdle } from './drivers/quiesce.js';
 import type { ImageVersion, LinkCounters, ModeDriver, TrialEnv, TrialSpec } from './drivers/types.js';
 import type { TrialMetrics, TrialResult } from './report/types.js';
 import { WanEmulator } from './wan/emulator.js';
@@ -231,15 +231,29 @@ export async function prepareOverhead(driver: ModeDriver, env: TrialEnv): Promis
   await driver.settle?.('v1', env);
 }
 
+/** The per-container log's words for waitDeviceIdle's result. */
+export function describeIdle(d: DeviceIdle | undefined): string {
+  if (d === undefined) return 'no device to wait for';
+  const io = `${d.writes} writes, ${d.discards} discards, ${d.reads} reads, ${d.flushes} flushes`;
+  return `${d.idle ? 'device idle after' : 'device NOT idle after'} ${d.waitedMs} ms (${io})`;
+}
+
 /**
  * One timed workload in a fresh v1 container, ms (undefined when it printed nothing, e.g. no python3).
- * `cold`: page, dentry and inode caches dropped first (when the spec drops caches).
+ * First, in every mode and cell alike: the mode settles (its background work done), then sync and
+ * wait until the trial dir's block device is idle (waitDeviceIdle): the steady-state runtime
+ * overhead, not the previous steps' disk work (the mode's deletes, the previous container's removal,
+ * writeback). Then `cold` drops page, dentry and inode caches (when the spec drops caches).
  */
 export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: OverheadKey, cache: 'cold' | 'warm'): Promise<number | undefined> {
   if (!driver.exec) throw Object.assign(new Error(`mode ${driver.name} runs no containers`), { skip: true });
+  // The mode's own background work done (Starlight: complete, graduated, relocated; at once when so).
+  await driver.settle?.('v1', env);
+  const blockStat = blockStatOf(env.dir);
+  const idle = await waitDeviceIdle(blockStat, env.signal);
   if (cache === 'cold' && env.spec.dropCaches) dropCaches(env.log);
   const startedAt = new Date().toISOString();
-  const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key], blockStatOf(env.dir))], env)).stdout;
+  const out = (await driver.exec('v1', ['sh', '-c', overheadScript([key], blockStat)], env)).stdout;
   const hit = new RegExp(`^${key} (\\d+)$`, 'm').exec(out);
   // Per container, to tell a slow run's cause on a shared machine: the workload's own CPU time (wall
   // time minus it is waiting: disk or other processes), what it read from disk (page cache misses)
@@ -250,7 +264,7 @@ export async function timeWorkload(driver: ModeDriver, env: TrialEnv, key: Overh
     const others = cost.machineBusyMs === undefined || cost.cpuMs === undefined ? '?' : Math.round(cost.machineBusyMs - cost.cpuMs);
     const device = cost.deviceReads === undefined ? '' : `, device ${cost.deviceReads} reads ${((cost.deviceReadBytes ?? 0) / 1e6).toFixed(1)} MB ${cost.deviceReadMs} ms`;
     process.stderr.write(
-      `[bench] overhead ${env.image.name} ${driver.name} run ${env.spec.run} ${key} ${cache} ${hit[1]} ms, cpu ${cost.cpuMs ?? '?'} ms, others' cpu ${others} ms, steal ${cost.stealMs ?? '?'} ms, disk read ${read} MB${device} (container ${startedAt} → ${new Date().toISOString()})\n`,
+      `[bench] overhead ${env.image.name} ${driver.name} run ${env.spec.run} ${key} ${cache} ${hit[1]} ms, cpu ${cost.cpuMs ?? '?'} ms, others' cpu ${others} ms, steal ${cost.stealMs ?? '?'} ms, disk read ${read} MB${device}, before it ${describeIdle(idle)} (container ${startedAt} → ${new Date().toISOString()})\n`,
     );
   }
   return hit ? Number(hit[1]) : undefined;

@@ -170,6 +170,8 @@ class StarlightDriver implements ModeDriver {
   private pullAt = 0;
   /** The daemon's FUSE op counters when the last settle returned (diffed around the next start). */
   private fuseBefore: Record<string, number> = {};
+  /** `at` of the last graduation record settle logged. */
+  private graduationShown?: number;
 
   constructor(
     readonly name: string,
@@ -264,7 +266,9 @@ class StarlightDriver implements ModeDriver {
       // with --overhead also its content relocated (OVERHEAD_VIEW_IDLE_S).
       if (img?.complete && img.graduated !== false && (env.spec.workload !== 'overhead' || img.relocated !== false)) {
         const g = (st.timings ?? []).filter((r) => r.op === 'graduate').pop();
-        if (g) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
+        // Once per graduation: the overhead workload settles again before every timed container.
+        if (g && g.at !== this.graduationShown) process.stderr.write(`[bench] graduated ${env.image.name} ${version} in ${g.totalMs.toFixed(0)} ms (${formatPhases(g.phases)})\n`);
+        if (g) this.graduationShown = g.at;
         return completeAt!;
       }
       if (img && !img.complete && !img.streaming) throw new HarnessError('SL_ERR_BENCH_STEP', `stream of ${img.ref} stopped incomplete (${img.filesPresent}/${img.files} files)`);

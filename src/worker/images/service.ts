@@ -725,6 +725,8 @@ export class ImageService implements RemoteLayerResolver {
       const t0 = Date.now();
       let blobs = 0;
       let bytes = 0;
+      // Reported relocated only once the unlinks are written back (below).
+      const finished: string[] = [];
       const done = await g.exclusive(async () => {
         for (const known of [...this.byManifest.values()]) {
           const dirs = known.rec.complete ? g.layers(known.chain) : undefined;
@@ -757,10 +759,14 @@ export class ImageService implements RemoteLayerResolver {
             }
           }
           if (!(await flush())) return false;
-          this.relocatedImages.add(known.rec.manifestDigest);
+          finished.push(known.rec.manifestDigest);
         }
         return true;
       });
+      // Outside the batches a view or pull waits for (`relocating`): their unlinks' metadata
+      // written back once, so that no later writeback lands on a container reading the disk.
+      if (blobs > 0) await rel.writeBack();
+      for (const m of finished) this.relocatedImages.add(m);
       if (done) this.relocationPending = false;
       if (blobs > 0) this.log.info('content-relocated', { blobs, bytes, done, ms: Date.now() - t0 });
     } catch (err) {

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { blockStatOf, overheadScript, parseWorkloadCost } from '../../../bench/trials.js';
+import { blockStatOf, describeIdle, overheadScript, parseWorkloadCost } from '../../../bench/trials.js';
 
 test('parseWorkloadCost: CPU of the children line of `times` (user + sys), read_bytes, the machine\'s busy and steal ticks around the workload', (t) => {
   const out = 'SMALLFILES_MACHINE 93 4\nSMALLFILES 377\nTIMES\n0m0.010000s 0m0.020000s\n1m0.150000s 0m0.300000s\nREAD_BYTES 4096\n';
@@ -48,4 +48,10 @@ test('blockStatOf: the sysfs stat file of the disk holding a dir; none for a fil
   const disk = blockStatOf(process.cwd());
   if (disk !== undefined) t.regex(disk, /^\/sys\/dev\/block\/\d+:\d+\/stat$/);
   t.is(blockStatOf('/proc'), undefined);
+});
+
+test('describeIdle: what the per-container line says about the wait before it', (t) => {
+  t.is(describeIdle(undefined), 'no device to wait for');
+  t.is(describeIdle({ idle: true, waitedMs: 640, reads: 2, writes: 31, discards: 7, flushes: 1 }), 'device idle after 640 ms (31 writes, 7 discards, 2 reads, 1 flushes)');
+  t.regex(describeIdle({ idle: false, waitedMs: 5000, reads: 0, writes: 900, discards: 0, flushes: 3 }), /^device NOT idle after 5000 ms/);
 });

@@ -8,11 +8,11 @@ import test from 'ava';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { LocalContentStore } from '../../../src/worker/cas/store.js';
+import { LocalContentStore, type LocalContentStoreOptions } from '../../../src/worker/cas/store.js';
 import { tempDir } from '../../helpers/tmp.js';
 
-async function withContent(dir: string, texts: string[]): Promise<{ store: LocalContentStore; digests: string[] }> {
-  const store = await new LocalContentStore(join(dir, 'cas')).open();
+async function withContent(dir: string, texts: string[], opts: LocalContentStoreOptions = {}): Promise<{ store: LocalContentStore; digests: string[] }> {
+  const store = await new LocalContentStore(join(dir, 'cas'), opts).open();
   const digests: string[] = [];
   for (const [i, text] of texts.entries()) {
     const data = Buffer.from(text);
@@ -95,4 +95,19 @@ test('delete() forgets relocated content and leaves its file to its dir', async 
   t.true(existsSync(file));
   await store.relocate([{ digest: g, file }]);
   t.false(store.isRelocated(g), 'content not present is not relocated');
+});
+
+test('writeBack() after relocate(): one syncfs of the store, with the blobs already unlinked; relocate() itself does not flush', async (t) => {
+  const dir = tempDir(t, 'sl-reloc-');
+  const flushes: boolean[] = [];
+  let blobs: string[] = [];
+  const { store, digests } = await withContent(dir, ['delta', 'epsilon'], { syncfs: async () => void flushes.push(blobs.every((b) => !existsSync(b))) });
+  blobs = digests.map((d) => store.path(d)!);
+  const files = digests.map((d, i) => ({ digest: d, file: copyOut(store, d, join(dir, 'layers', 'L'), `f${i}`) }));
+  const before = flushes.length;
+  await store.relocate(files.slice(0, 1));
+  await store.relocate(files.slice(1));
+  t.is(flushes.length, before, 'the batches do not flush (a view or pull may be waiting for them)');
+  await store.writeBack();
+  t.deepEqual(flushes.slice(before), [true], 'one flush, with both blobs already unlinked');
 });
