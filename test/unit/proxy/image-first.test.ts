@@ -2,22 +2,24 @@
  * The proxy's side of the IMAGE frame (docs/protocol.md "Image first", session/image-first.ts): a warm
  * run (every layer indexed) announces its record before the run ends, so the frame goes out before the
  * delta is planned (issue 19, session 11); the frame is written from whichever of the resolution and
- * the run gives the record first; a run that fails before the image resolved writes nothing; not
- * asked, nothing is written.
+ * the run gives the record first, and leaves the process before sendImageFirst resolves (node:http
+ * corks a response's first write until the next tick); a run that fails before the image resolved
+ * writes nothing; not asked, nothing is written.
  */
 import test, { type ExecutionContext } from 'ava';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { nullLogger } from '../../../src/log.js';
 import type { ImageSource } from '../../../src/oci/fetcher.js';
 import { formatReference, parseReference } from '../../../src/oci/reference.js';
-import { DeltaDecoder, type DeltaEvent, type DeltaImage } from '../../../src/protocol/index.js';
+import { DeltaDecoder, DeltaEncoder, type DeltaEvent, type DeltaImage } from '../../../src/protocol/index.js';
 import { ContentCache } from '../../../src/proxy/content-cache.js';
 import { IndexerService } from '../../../src/proxy/indexer-service.js';
 import { ProxyMetrics } from '../../../src/proxy/metrics.js';
 import { imageOfRecord } from '../../../src/proxy/session/delta-plan.js';
 import { sendImageFirst } from '../../../src/proxy/session/image-first.js';
-import { type ImageRecord, MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
+import { MetadataStore, STORE_FILE } from '../../../src/proxy/store.js';
 import { streamBytes } from '../../helpers/delta-header.js';
 import { fakeImage } from '../../helpers/fake-image.js';
 import { tempDir } from '../../helpers/tmp.js';
@@ -48,7 +50,8 @@ function imagesIn(bytes: Buffer): { types: string[]; images: DeltaImage[] } {
   return { types: evs.map((e) => e.type), images };
 }
 
-const never = new Promise<ImageRecord>(() => undefined);
+/** A promise that never settles (a resolution or a run still under way). */
+const never = new Promise<never>(() => undefined);
 
 test('a warm run announces its record before it ends; the IMAGE frame goes out from it', async (t) => {
   const indexer = indexerOf(t);
@@ -100,4 +103,24 @@ test('not asked (no image=1): no frame', async (t) => {
     t.false(await sendImageFirst(undefined, Promise.resolve(img), enc, IMAGE, () => t.fail('no response head')));
   });
   t.is(bytes.length, 0);
+});
+
+test('over HTTP, the frame has left the response socket when sendImageFirst resolves (not corked behind the planning)', async (t) => {
+  const indexer = indexerOf(t);
+  const img = await indexer.image(REF, PLATFORM);
+  let corked = -1;
+  const srv = createServer((_req, res) => {
+    const enc = new DeltaEncoder(res);
+    void sendImageFirst(Promise.resolve(img.record), never, enc, IMAGE, () => res.writeHead(200)).then(() => {
+      // What follows in a warm delta is synchronous planning: the frame must be out by now.
+      corked = res.socket!.writableCorked;
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const res = await fetch(`http://127.0.0.1:${(srv.address() as { port: number }).port}/`);
+  const { images } = imagesIn(Buffer.from(await res.arrayBuffer()));
+  t.deepEqual(images, [imageOfRecord(img.record, IMAGE.ref, PLATFORM)]);
+  t.is(corked, 0, 'the response socket is uncorked');
 });
