@@ -38,8 +38,8 @@ export const FrameType = {
   EARLY: 6,
   /**
    * msgpack DeltaImage (the resolved manifest, config and chain of the HEADER to come): sent first,
-   * before any EARLY frame and the HEADER, by a proxy indexing the image (docs/protocol.md "Image
-   * first"). Only in streams requested with `image=1`.
+   * before any EARLY frame and the HEADER, as soon as the proxy resolved the image (docs/protocol.md
+   * "Image first"). Only in streams requested with `image=1`.
    */
   IMAGE: 7,
 } as const;

@@ -173,8 +173,8 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
       [HTTP_HEADER_SESSION]: sessionId,
     });
   };
-  // First contact with image=1: the image goes out first, while its layers are indexed.
-  const resolving = imageFirst ? ctx.indexer.resolution(ref, platform) : undefined;
+  // image=1: the image goes out first, while its layers are indexed or its delta is planned.
+  const resolving = imageFirst ? (ctx.indexer.resolution(ref, platform) ?? indexed.then((img) => img.record)) : undefined;
   await sendImageFirst(resolving, indexed, enc, { ref: formatReference(ref), platform }, writeHead);
   // First contact with early=1: contents go out as EARLY frames while the image is indexed and planned
   // (docs/protocol.md "Early items"); the header then leaves them out.

@@ -142,11 +142,11 @@ export class IndexerService {
   }
 
   /**
-   * While image() indexes `ref`: its record (manifest, config, chain), resolved as soon as the
-   * registry answered for manifest and config, before any layer is indexed — if some layer needs
-   * indexing (it never settles otherwise, nor if the run fails first: race it with image()).
-   * Undefined when no run is in flight. Nothing is recorded yet: the image is recorded once every
-   * layer is indexed.
+   * While image() runs for `ref`: its record (manifest, config, chain), resolved as soon as the
+   * registry answered for manifest and config, before any layer is indexed or, for an image indexed
+   * already, before its TOCs are read and its delta planned (it never settles if the run fails
+   * first: race it with image()). Undefined when no run is in flight. Nothing is recorded yet: the
+   * image is recorded once every layer is indexed.
    */
   resolution(ref: Reference, platform: string): Promise<ImageRecord> | undefined {
     return this.resolving.get(runKey(ref, platform));
@@ -213,7 +213,7 @@ export class IndexerService {
     while (this.layers.size > 0) await Promise.allSettled([...this.layers.values()]);
   }
 
-  /** `resolved`: called with the image's record once manifest and config are resolved and consistent, if a layer needs indexing (resolution()). */
+  /** `resolved`: called with the image's record once manifest and config are resolved and consistent (resolution()). */
   private async indexImage(ref: Reference, platform: string, feed: EarlyFeed | undefined, resolved: (r: ImageRecord) => void): Promise<IndexedImage> {
     const name = formatReference(ref);
     const cachedDigest = ref.digest ?? undefined;
@@ -242,8 +242,9 @@ export class IndexerService {
         details: { image: name, layers: layers.length, diffIDs: record.diffIDs.length },
       });
     }
-    // Announced only when there is indexing to wait for (a warm image's header follows at once).
-    if (record.diffIDs.some((d) => this.toc(d) === undefined)) resolved(record);
+    // Announced also for an image indexed already: its IMAGE frame lets the worker start containerd's
+    // calls while the delta is planned (an update's plan, 30-60 ms at RTT 0: issue 19, session 11).
+    resolved(record);
     // At most perImage of this image's layers queue for the proxy-wide passes at once, so one image of
     // many layers cannot hold every pass while other images wait.
     const perImage = new Semaphore(Math.max(1, Math.ceil((this.o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY) / 2)));

@@ -1,5 +1,6 @@
 /**
- * The delta planner (PURE: no I/O, no clock, no randomness; planSliced() only pauses between slices): given the target chain's TOCs and merged
+ * The delta planner (PURE: no I/O, no clock, no randomness; planSliced() only pauses between slices; a
+ * path index per merged tree is kept, which changes no plan): given the target chain's TOCs and merged
  * tree, what the worker already has, and optional priorities, decides which layer TOCs go into the
  * header and which content items are sent, in which order. Identical input → identical plan.
  *
@@ -102,24 +103,54 @@ export function planSliced(input: PlanInput): Promise<Plan> {
 /** Entries handled between two pause points of planSteps. */
 const STEP_ENTRIES = 512;
 
+/**
+ * Path → entry of the merged trees planned (resolveEntrypoint's lookups), kept while a tree is: the
+ * plan cache (session/plan-cache.ts) plans one memoized tree for each `have` set of an update, and
+ * rebuilding this map of every entry was a fifth of such a plan (issue 19, session 11).
+ */
+const pathIndexes = new WeakMap<MergedTree, Map<string, TocEntry>>();
+
 function* planSteps(input: PlanInput): Generator<void, Plan, undefined> {
   let n = 0;
-  const layers = input.chain.filter((l) => !input.haveDiffIDs.has(l.diffID));
-  const byPath = new Map<string, TocEntry>();
-  for (const e of input.merged.entries) byPath.set(e.path, e);
-  yield;
+  const { chain } = input;
+  const layers = chain.filter((l) => !input.haveDiffIDs.has(l.diffID));
+  let byPath = pathIndexes.get(input.merged);
+  if (byPath === undefined) {
+    byPath = new Map<string, TocEntry>();
+    for (const e of input.merged.entries) byPath.set(e.path, e);
+    pathIndexes.set(input.merged, byPath);
+    yield;
+  }
 
-  // topmost layer (index) providing each regular file path, and each layer's path → digest
-  const layerOf = new Map<string, number>();
+  // Built when first needed (an update's few items need the maps of the layers they come from, not
+  // of the whole chain): each layer's path → digest, and the topmost layer providing each regular
+  // file path (for hardlinks, and entries that do not name their layer).
   const digestsByLayer: Map<string, string | undefined>[] = [];
-  for (let i = 0; i < input.chain.length; i++) {
-    const m = new Map<string, string | undefined>();
-    for (const e of input.chain[i]!.entries) {
-      if (e.type === 'reg') layerOf.set(e.path, i);
-      m.set(e.path, e.digest);
-      if (++n % STEP_ENTRIES === 0) yield;
+  function* digestsOf(i: number): Generator<void, Map<string, string | undefined>, undefined> {
+    let m = digestsByLayer[i];
+    if (m === undefined) {
+      m = new Map<string, string | undefined>();
+      for (const e of chain[i]!.entries) {
+        m.set(e.path, e.digest);
+        if (++n % STEP_ENTRIES === 0) yield;
+      }
+      digestsByLayer[i] = m;
     }
-    digestsByLayer.push(m);
+    return m;
+  }
+  let layerOfPath: Map<string, number> | undefined;
+  function* layerOf(): Generator<void, Map<string, number>, undefined> {
+    if (layerOfPath === undefined) {
+      const m = new Map<string, number>();
+      for (let i = 0; i < chain.length; i++) {
+        for (const e of chain[i]!.entries) {
+          if (e.type === 'reg') m.set(e.path, i);
+          if (++n % STEP_ENTRIES === 0) yield;
+        }
+      }
+      layerOfPath = m;
+    }
+    return layerOfPath;
   }
 
   const entrypoint = resolveEntrypoint(input.config, byPath);
@@ -131,7 +162,8 @@ function* planSteps(input: PlanInput): Generator<void, Plan, undefined> {
     // Providing layer: a hardlink's content comes from its target's layer; a merged entry knows its
     // own (a hardlink whose target an upper layer replaced is a 'reg' of the lower layer, and no
     // layer has a 'reg' at its path: without `e.layer` it sorted with the top layer, behind its files).
-    const layer = (e.type === 'hardlink' ? layerOf.get(srcPath) : undefined) ?? e.layer ?? layerOf.get(e.path) ?? input.chain.length - 1;
+    const layer =
+      (e.type === 'hardlink' ? (yield* layerOf()).get(srcPath) : undefined) ?? e.layer ?? (yield* layerOf()).get(e.path) ?? chain.length - 1;
     const r = input.rank?.get(e.digest) ?? input.rank?.get(e.path);
     let cls: number;
     if (r !== undefined) cls = CLASS_RANKED;
@@ -155,18 +187,20 @@ function* planSteps(input: PlanInput): Generator<void, Plan, undefined> {
     if (seen.has(d)) continue;
     seen.add(d);
     const srcPath = c.entry.type === 'hardlink' && c.entry.linkname !== undefined ? c.entry.linkname : c.entry.path;
-    items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: sourceOf(input.chain, digestsByLayer, srcPath, d, c.layer) });
+    // The topmost layer at or below the providing one holding srcPath with digest d (where to
+    // re-fetch it); else the providing layer.
+    const top = Math.min(c.layer, chain.length - 1);
+    let source = chain[Math.max(0, top)]?.diffID ?? '';
+    for (let i = top; i >= 0; i--) {
+      if ((yield* digestsOf(i)).get(srcPath) === d) {
+        source = chain[i]!.diffID;
+        break;
+      }
+    }
+    items.push({ digest: d, size: c.entry.size, path: c.entry.path, sourceDiffID: source });
     if (++n % STEP_ENTRIES === 0) yield;
   }
   return { layers, items };
-}
-
-/** The topmost layer at or below `hint` holding `path` with digest `d` (falls back to `hint`). */
-function sourceOf(chain: LayerToc[], digestsByLayer: Map<string, string | undefined>[], path: string, d: string, hint: number): string {
-  for (let i = Math.min(hint, chain.length - 1); i >= 0; i--) {
-    if (digestsByLayer[i]!.get(path) === d) return chain[i]!.diffID;
-  }
-  return chain[Math.max(0, Math.min(hint, chain.length - 1))]?.diffID ?? '';
 }
 
 /** Path (merged-tree form) of the regular file the container executes first, if it can be found. */

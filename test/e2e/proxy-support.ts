@@ -85,7 +85,7 @@ export interface FetchedDelta {
   contents: Map<number, Buffer>;
   /** Contents sent before the header (EARLY frames, `early=1`), digest → raw (decoded, verified), in arrival order. */
   early: Map<string, Buffer>;
-  /** The IMAGE frame's image (`image=1` to a proxy indexing the image), if one came. */
+  /** The IMAGE frame's image (`image=1`), if one came. */
   image?: DeltaImage;
   wireBytes: number;
   chunkFrames: number;

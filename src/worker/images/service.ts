@@ -342,9 +342,10 @@ export class ImageService implements RemoteLayerResolver {
     // The lease's round trip overlaps the proxy's answer; dropped if the pull fails.
     const lease = cd.createLease();
     lease.catch(() => undefined); // its failure is the containerd step's (withLease awaits it)
-    // containerd's blobs and snapshot Prepares go out as soon as the image is checked — from a cold
-    // proxy's IMAGE frame while it still indexes (issue 10), else from the header while the puller
-    // checks the TOCs and merges the chain (issue 19); dropped with the lease on failure.
+    // containerd's blobs and snapshot Prepares go out as soon as the image is checked — from the
+    // proxy's IMAGE frame while it still indexes (issue 10) or plans (an update, issue 19 session 11),
+    // else from the header (an older proxy) while the puller checks the TOCs and merges the chain
+    // (issue 19); dropped with the lease on failure.
     let early: { manifestDigest: string; asked: Asked } | undefined;
     const onImageChecked = (h: DeltaImage): void => {
       const configDigest = configDigestOf(h);

@@ -46,7 +46,7 @@ export interface PullOptions {
   signal?: AbortSignal;
   /**
    * Called once, as soon as the image's manifest, config and diffIDs are checked against the image
-   * asked for (checkHeaderImage): from the IMAGE frame while a cold proxy indexes (docs/protocol.md
+   * asked for (checkHeaderImage): from the IMAGE frame while the proxy indexes or plans (docs/protocol.md
    * "Image first"), else from the header, before its TOCs are checked and the chain merged. The
    * caller may start recording the image (containerd's blobs and snapshots, issue 19) while that
    * runs. Must not throw. The pull may still fail after it (an indexing error, a bad TOC, a bad
@@ -124,6 +124,8 @@ export class Puller {
       beforeItems: (h) => accept(h).then(() => undefined),
       onImage: (im) => {
         checkHeaderImage(im, ref);
+        // Acted on once: a connection retried before the header (a resume) gets the frame again.
+        if (announced !== undefined) return;
         announced = im.manifestDigest;
         opts.onImageChecked?.(im);
       },

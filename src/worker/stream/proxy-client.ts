@@ -146,8 +146,8 @@ export class ProxyClient {
     if (req.from) u.searchParams.set('from', String(req.from));
     // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
     u.searchParams.set('deferred', '1');
-    // ... and the IMAGE frame (docs/protocol.md "Image first"): a cold proxy names the image before it
-    // indexes, so the caller records it in containerd meanwhile.
+    // ... and the IMAGE frame (docs/protocol.md "Image first"): the proxy names the image before it
+    // indexes or plans, so the caller records it in containerd meanwhile.
     if (!req.from) u.searchParams.set('image', '1');
     // ... and EARLY frames (docs/protocol.md "Early items"): a cold proxy sends likely-first contents while it indexes.
     if (!req.from && this.earlyItems) u.searchParams.set('early', '1');

@@ -45,8 +45,9 @@ export interface ReceiverOptions {
    */
   beforeItems?: (h: DeltaHeader) => Promise<void>;
   /**
-   * Called with the IMAGE frame of the first connection (a proxy indexing the image sends it before
-   * the header, docs/protocol.md "Image first"); a throw ends the connection as a bad header would.
+   * Called with the IMAGE frame of a connection before the first header (the proxy sends it before
+   * the header while it indexes or plans, docs/protocol.md "Image first"); a throw ends the
+   * connection as a bad header would.
    */
   onImage?: (image: DeltaImage) => void;
 }
