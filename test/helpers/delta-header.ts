@@ -73,10 +73,14 @@ export function checkedHeader(tocs: LayerToc[], ref = 'localhost:5000/app:v1'): 
   };
 }
 
-/** An HTTP server on 127.0.0.1:0 answering every `/v1/delta` request with `h`'s stream (header + END); its URL. Closed at teardown. */
-export async function deltaServer(t: ExecutionContext, h: DeltaHeader): Promise<string> {
+/**
+ * An HTTP server on 127.0.0.1:0 answering every `/v1/delta` request with `h`'s stream (header, the
+ * bytes of its items from `contents`, END); its URL. Closed at teardown.
+ */
+export async function deltaServer(t: ExecutionContext, h: DeltaHeader, contents: readonly Buffer[] = []): Promise<string> {
   const body = await streamBytes(async (enc) => {
     await enc.writeHeader(h);
+    for (const [i, c] of contents.entries()) await enc.writeItem(i, c);
     await enc.writeEnd();
   });
   const srv = createServer((req, res) => {

@@ -5,12 +5,14 @@
  * record that comes back empty, truncated or foreign is treated as absent (dropped, logged), and a
  * restart drops the image records that need one instead of failing.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { existsSync, readFileSync } from 'node:fs';
 import { readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger, type Fields } from '../../../src/log.js';
 import { encodeToc } from '../../../src/layers/toc-codec.js';
+import type { LayerToc } from '../../../src/layers/toc.js';
+import { sha256Digest } from '../../../src/oci/digest.js';
 import { LocalContentStore, digestHex } from '../../../src/worker/cas/store.js';
 import { batchedSyncfs } from '../../../src/worker/cas/syncfs.js';
 import { ImageRecords } from '../../../src/worker/images/records.js';
@@ -19,7 +21,7 @@ import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { Puller } from '../../../src/worker/pull/puller.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
 import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
-import { checkedHeader, deltaServer, madeUpLayer } from '../../helpers/delta-header.js';
+import { checkedHeader, deltaServer, identityItems, madeUpLayer } from '../../helpers/delta-header.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const REF = 'localhost:5000/app:v1';
@@ -82,15 +84,18 @@ test('batchedSyncfs: calls of one turn share a run; a call during a run gets a r
   t.is(events.length, 4);
 });
 
-test('a pull marks its layers complete only after a syncfs that started once their TOC files were written (also with no content to sync)', async (t) => {
-  const tocs = [madeUpLayer('a', 200), madeUpLayer('b', 200)];
-  const client = new ProxyClient({ url: await deltaServer(t, checkedHeader(tocs, REF)) });
+/**
+ * Pulls `tocs` (+ `contents` as items of the top layer) with one batched syncfs shared by the
+ * content store and the layer store, as lazy-pull.ts wires them; records, at each syncfs, whether
+ * the TOC files were fully written when it started and whether a marker existed when it ended.
+ */
+async function pullRecordingSyncs(t: ExecutionContext, tocs: LayerToc[], contents: Buffer[] = []) {
+  const h = { ...checkedHeader(tocs, REF), items: identityItems(contents) };
+  const client = new ProxyClient({ url: await deltaServer(t, h, contents) });
   t.teardown(() => client.close());
-
   const layerRoot = tempDir(t, 'sl-layers-');
   const tocFiles = tocs.map((toc) => join(layerRoot, 'tocs', digestHex(toc.diffID)));
   const markers = tocs.map((toc) => join(layerRoot, 'complete', digestHex(toc.diffID)));
-  /** At each syncfs: were the TOC files fully written when it started, and was any marker there when it ended? */
   const syncs: { tocsWritten: boolean; markerBeforeEnd: boolean }[] = [];
   const syncfs = batchedSyncfs(async () => {
     const tocsWritten = tocFiles.every((f, i) => existsSync(f) && readFileSync(f).equals(encodeToc(tocs[i]!)));
@@ -100,16 +105,34 @@ test('a pull marks its layers complete only after a syncfs that started once the
   const store = await new LocalContentStore(tempDir(t), { syncfs }).open();
   const layers = await new LayerStore(layerRoot, { syncfs }).open();
   const puller = new Puller({ client, tracker: new ContentTracker(store), layers, lowerTreesDelayMs: -1 });
-
   const p = await puller.pull(REF);
   t.teardown(() => p.receiver.close());
   await p.durable;
+  return { syncs, layers, store };
+}
+
+test('a pull marks its layers complete only after a syncfs that started once their TOC files were written (also with no content to sync)', async (t) => {
+  const tocs = [madeUpLayer('a', 200), madeUpLayer('b', 200)];
+  const { syncs, layers } = await pullRecordingSyncs(t, tocs);
   t.deepEqual(await layers.completeLayers(), tocs.map((toc) => toc.diffID).sort());
   t.true(
     syncs.some((s) => s.tocsWritten && !s.markerBeforeEnd),
     `a syncfs started after the TOC writes and ended before the markers: ${JSON.stringify(syncs)}`,
   );
   t.is(syncs.length, 1, 'one syncfs for the pull');
+});
+
+test('a pull that streams content: its content and TOCs are made durable by one shared syncfs, before the markers', async (t) => {
+  const contents = [Buffer.from('first file\n'), Buffer.from('second file, a little longer\n')];
+  const top: LayerToc = {
+    ...madeUpLayer('top', 0),
+    entries: contents.map((c, i) => ({ path: `f${i}`, type: 'reg' as const, mode: 0o644, uid: 0, gid: 0, size: c.length, mtime: 0, digest: sha256Digest(c) })),
+  };
+  const tocs = [madeUpLayer('base', 50), top];
+  const { syncs, layers, store } = await pullRecordingSyncs(t, tocs, contents);
+  t.deepEqual(await layers.completeLayers(), tocs.map((toc) => toc.diffID).sort());
+  t.true(contents.every((c) => store.has(sha256Digest(c))));
+  t.deepEqual(syncs, [{ tocsWritten: true, markerBeforeEnd: false }], 'one syncfs, after the TOC writes, before the markers');
 });
 
 test('restart: image records whose header or TOCs are unreadable are dropped with a log line; the others are restored', async (t) => {
