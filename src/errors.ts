@@ -104,6 +104,7 @@ export const CODES = {
   SL_ERR_CONTAINERD_EXISTS: { kind: 'already-exists', hint: 'containerd already has this record; remove it first (`ctr images rm`, `ctr snapshots rm`)' },
   SL_ERR_CONTAINERD_REJECTED: { kind: 'failed-precondition', hint: 'containerd refused the request as invalid for the record\'s state; see the message and containerd\'s log' },
   SL_ERR_PULL_NOT_LAZY: { kind: 'failed-precondition', hint: 'the starlight snapshotter did not take the layer lazily; is containerd configured with the starlight proxy plugin and the daemon started with --proxy?' },
+  SL_ERR_WORKER_STATE_CORRUPT: { kind: 'data-loss', hint: "a file of the worker's state (image record, header or TOC) is empty, truncated or corrupt (a power cut?); it is dropped and the next pull fetches it again" },
   SL_ERR_IMAGE_NOT_PULLED: { kind: 'not-found', hint: 'the daemon has no record of this image or view; pull it again with `starlight pull`' },
   SL_ERR_DAEMON_UNREACHABLE: { kind: 'unavailable', hint: 'start `starlight snapshotter` or pass --daemon <root>/daemon.sock' },
   // worker/fs: FUSE views (native addon)

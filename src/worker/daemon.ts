@@ -231,7 +231,7 @@ export class WorkerDaemon {
             this.fuse = { views, holder };
           }
           const { buildInodeTableSliced } = await import('./fs/inodes.js');
-          const records = await new ImageRecords(join(o.root, 'images'), layers).open();
+          const records = await new ImageRecords(join(o.root, 'images'), layers, { log }).open();
           const tlog = o.log.child({ component: 'trace' });
           const spool = await new TraceSpool(join(o.root, TRACES_DIR)).open();
           const reporter = new TraceReporter({ spool, post: (body) => client.postJson(TRACES_PATH, body), log: tlog });

@@ -1,5 +1,13 @@
-/** A minimal delta header around `items` for protocol and session tests (no layers); a stream's bytes. */
+/**
+ * Delta headers for tests: a minimal one around `items` for protocol and session tests (no layers),
+ * one that passes the worker's header check around made-up TOCs (puller tests), a stream's bytes,
+ * and a proxy stand-in that answers every delta request with them.
+ */
+import type { ExecutionContext } from 'ava';
+import { createServer } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { encodeToc } from '../../src/layers/toc-codec.js';
+import { TOC_VERSION, type LayerToc, type TocEntry } from '../../src/layers/toc.js';
 import { DeltaEncoder, type ContentItem, type DeltaHeader } from '../../src/protocol/index.js';
 import { sha256Digest } from '../../src/oci/digest.js';
 
@@ -33,4 +41,53 @@ export async function streamBytes(write: (enc: DeltaEncoder) => Promise<void>): 
   out.end();
   await new Promise((r) => out.on('end', r));
   return Buffer.concat(parts);
+}
+
+/** A layer of `files` regular files under dir `name` (content digests made up: nothing is streamed). */
+export function madeUpLayer(name: string, files: number): LayerToc {
+  const entries: TocEntry[] = [{ path: name, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 }];
+  for (let i = 0; i < files; i++) {
+    entries.push({ path: `${name}/f${i}`, type: 'reg', mode: 0o644, uid: 0, gid: 0, size: 1, mtime: 0, digest: sha256Digest(Buffer.from(`${name}${i}`)) });
+  }
+  return { version: TOC_VERSION, diffID: sha256Digest(Buffer.from(`layer ${name}`)), uncompressedSize: 0, entries };
+}
+
+/**
+ * A header that passes checkHeaderImage: manifest and config consistent with the chain of `tocs`
+ * (the manifest names `ref`, so images of the same chain differ); every TOC sent, no items.
+ */
+export function checkedHeader(tocs: LayerToc[], ref = 'localhost:5000/app:v1'): DeltaHeader {
+  const config = Buffer.from(JSON.stringify({ rootfs: { type: 'layers', diff_ids: tocs.map((t) => t.diffID) } }));
+  const manifest = Buffer.from(JSON.stringify({ ref, config: { digest: sha256Digest(config) }, layers: tocs.map((t) => ({ digest: t.diffID })) }));
+  return {
+    ref,
+    platform: 'linux/amd64',
+    manifestDigest: sha256Digest(manifest),
+    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
+    manifest,
+    config,
+    diffIDs: tocs.map((t) => t.diffID),
+    layers: tocs.map((t) => ({ diffID: t.diffID, toc: encodeToc(t) })),
+    items: [],
+    firstItem: 0,
+  };
+}
+
+/**
+ * An HTTP server on 127.0.0.1:0 answering every `/v1/delta` request with `h`'s stream (header, the
+ * bytes of its items from `contents`, END); its URL. Closed at teardown.
+ */
+export async function deltaServer(t: ExecutionContext, h: DeltaHeader, contents: readonly Buffer[] = []): Promise<string> {
+  const body = await streamBytes(async (enc) => {
+    await enc.writeHeader(h);
+    for (const [i, c] of contents.entries()) await enc.writeItem(i, c);
+    await enc.writeEnd();
+  });
+  const srv = createServer((req, res) => {
+    if (!(req.url ?? '').startsWith('/v1/delta')) return void res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'application/vnd.starlight.delta.v1' }).end(body);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  return `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
 }

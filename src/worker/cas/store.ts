@@ -48,6 +48,7 @@ import { dirname, join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { isDigest } from '../../oci/digest.js';
 import { nullLogger, type Logger } from '../../log.js';
+import { syncFileSystem, type Syncfs } from './syncfs.js';
 
 /** Prefix of temporary files in the blob directories (blobTempPath). */
 const BLOB_TEMP_PREFIX = '.tmp-';
@@ -100,18 +101,9 @@ export interface LocalContentStoreOptions {
   log?: Logger;
   /**
    * Flushes the file system holding `dir` to stable storage; default: `sync -f dir` (syncfs(2),
-   * coreutils). Tests inject a counter.
+   * coreutils). Tests inject a counter; the daemon a batchedSyncfs shared with its layer store.
    */
-  syncfs?: (dir: string) => Promise<void>;
-}
-
-/** syncfs(2) of the file system holding `dir`, through coreutils `sync -f` (Node has no binding). */
-function syncFileSystem(dir: string): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile('sync', ['-f', dir], (err) =>
-      err ? reject(new StarlightError('SL_ERR_INTERNAL', `cannot flush the content store at ${dir} to disk (sync -f): ${err.message}`, { cause: err, details: { dir } })) : resolve(),
-    ),
-  );
+  syncfs?: Syncfs;
 }
 
 /**
@@ -323,7 +315,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
   private syncRunning: Promise<void> | null = null;
   private logDirSynced = false;
   private readonly log: Logger;
-  private readonly syncfs: (dir: string) => Promise<void>;
+  private readonly syncfs: Syncfs;
   /** What open() found (trusted, re-verified, dropped blobs). */
   recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
   /** join(root, BLOB_DIR), once: blobPath() is called per item of every stream. */

@@ -250,11 +250,8 @@ export class ImageService implements RemoteLayerResolver {
       if (!this.closed) this.containerdClient();
     });
     for (const rec of await this.opts.records.all()) {
-      const header = await this.opts.records.header(rec.manifestDigest);
-      if (!header) {
-        this.log.warn('image-record-without-header', { ref: rec.ref, manifest: rec.manifestDigest });
-        continue;
-      }
+      const header = await this.restorable(rec);
+      if (!header) continue;
       const known: Known = { rec, header, chain: chainIds(header.diffIDs) };
       this.byManifest.set(rec.manifestDigest, known);
       if (rec.complete) this.graduate(known); // no-op when done; finishes one a restart interrupted
@@ -266,6 +263,36 @@ export class ImageService implements RemoteLayerResolver {
       }
     }
     return this;
+  }
+
+  /**
+   * The header of a record found at open, if it and every TOC of its chain are readable; else the
+   * record is dropped (a power cut may have left them empty: records.ts) and logged, and the daemon
+   * starts without the image. Reads the chain's TOCs now (LayerStore caches them for the views).
+   */
+  private async restorable(rec: ImageRecord): Promise<DeltaHeader | undefined> {
+    let header: DeltaHeader | undefined;
+    let err: unknown;
+    try {
+      header = await this.opts.records.header(rec.manifestDigest);
+    } catch (e) {
+      if (!(e instanceof StarlightError && e.code === 'SL_ERR_WORKER_STATE_CORRUPT')) throw e;
+      err = e;
+    }
+    const missingTocs: string[] = [];
+    for (const d of header?.diffIDs ?? []) if ((await this.opts.layers.toc(d)) === undefined) missingTocs.push(d);
+    if (header && missingTocs.length === 0) return header;
+    await this.opts.records.remove(rec.manifestDigest);
+    const reason = err ? 'header unreadable' : header ? 'TOCs missing or unreadable' : 'header missing';
+    this.log.warn('image-record-dropped', {
+      ref: rec.ref,
+      manifest: rec.manifestDigest,
+      reason,
+      ...(missingTocs.length > 0 ? { missingTocs } : {}),
+      ...(err ? { err } : {}),
+      next: 'the daemon starts without this image; pull it again (`starlight pull`) before running containers of it',
+    });
+    return undefined;
   }
 
   /** Header in, TOCs stored, record written; content keeps streaming. Single-flight per name. */
@@ -301,15 +328,19 @@ export class ImageService implements RemoteLayerResolver {
     receiver.done.then(
       async () => {
         await persisted;
+        this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
+        // `complete` claims content, TOCs and header are on disk: written only after the content's
+        // sync and the TOCs' flush (pulled.durable) and a flush after the header's write (one
+        // syncfs with the puller's, batched: lazy-pull.ts), layer-store.ts "the rule".
+        await Promise.all([pulled.durable, this.opts.layers.flush()]);
         rec.complete = true;
         await this.opts.records.put(rec);
-        this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
         if (this.byManifest.get(header.manifestDigest) === known) this.graduate(known);
       },
       (err: unknown) => {
         if (!this.closed) this.log.warn('delta-failed', { ref: recordRef, manifest: header.manifestDigest, err });
       },
-    );
+    ).catch((err: unknown) => this.log.warn('image-record-complete-failed', { ref: recordRef, manifest: header.manifestDigest, err, next: 'the record stays incomplete: a restart resumes the stream' }));
     return known;
   }
 

@@ -6,14 +6,35 @@
  *   headers/<hex>       the raw delta header of image manifest sha256:<hex> (for restarts: the view
  *                       of an image can be rebuilt without the proxy)
  *
- * Writes are atomic (temp file + rename). Not here: file contents (cas/), snapshots (snapshotter/).
+ * Writes are atomic (temp file + rename) but not durable by themselves: a power cut may leave a file
+ * written just before it empty or truncated. Hence the rule (docs/design-notes.md "Durable state"):
+ * nothing that claims a file is there — a `complete` marker, an image record that is `complete` —
+ * is written before that file was written AND a flush() that started after the write finished
+ * (one syncfs per pull, shared with the content store's, not an fsync per file). Reading: a TOC that
+ * does not decode (or describes another layer) is treated as absent: its file and its layer's
+ * `complete` marker are deleted and a warning logged, so the next pull announces the layer as
+ * missing and the proxy sends its TOC again.
+ *
+ * Not here: file contents (cas/), snapshots (snapshotter/), image records (images/records.ts).
  */
 import { mkdir, readFile, readdir, rename, rm, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { decodeToc } from '../../layers/toc-codec.js';
 import type { LayerToc } from '../../layers/toc.js';
+import { nullLogger, type Logger } from '../../log.js';
 import { digestHex } from '../cas/store.js';
+import { syncFileSystem, type Syncfs } from '../cas/syncfs.js';
+
+export interface LayerStoreOptions {
+  /** Logs TOCs dropped as unreadable; default nullLogger. */
+  log?: Logger;
+  /**
+   * Flushes the file system holding the root (flush()); default syncFileSystem. The daemon passes
+   * the batchedSyncfs it shares with the content store when both are on one file system.
+   */
+  syncfs?: Syncfs;
+}
 
 async function atomicWrite(path: string, data: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
@@ -30,8 +51,16 @@ async function exists(path: string): Promise<boolean> {
 
 export class LayerStore {
   private readonly tocCache = new Map<string, LayerToc>();
+  private readonly log: Logger;
+  private readonly syncfs: Syncfs;
 
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    opts: LayerStoreOptions = {},
+  ) {
+    this.log = opts.log ?? nullLogger;
+    this.syncfs = opts.syncfs ?? syncFileSystem;
+  }
 
   async open(): Promise<this> {
     for (const d of ['tocs', 'complete', 'headers']) await mkdir(join(this.root, d), { recursive: true });
@@ -53,20 +82,46 @@ export class LayerStore {
     return { toc, written: atomicWrite(join(this.root, 'tocs', digestHex(diffID)), encoded) };
   }
 
-  /** The TOC of a layer, or undefined if this worker never received it. */
+  /**
+   * The TOC of a layer, or undefined if this worker does not have it: never received, or its file
+   * is unreadable (see the file comment: then dropped with its `complete` marker, and logged).
+   */
   async toc(diffID: string): Promise<LayerToc | undefined> {
     const cached = this.tocCache.get(diffID);
     if (cached) return cached;
+    const path = join(this.root, 'tocs', digestHex(diffID));
+    let raw: Buffer;
     try {
-      const toc = decodeToc(await readFile(join(this.root, 'tocs', digestHex(diffID))));
-      this.tocCache.set(diffID, toc);
-      return toc;
+      raw = await readFile(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+    let toc: LayerToc;
+    try {
+      toc = decodeToc(raw);
+      if (toc.diffID !== diffID) throw new StarlightError('SL_ERR_IMAGE_BAD_TOC', `the TOC stored for layer ${diffID} describes layer ${toc.diffID}`, { details: { diffID } });
+    } catch (err) {
+      // Withdrawn before the file goes: a marker must never outlive its TOC.
+      await this.unmarkComplete([diffID]);
+      await rm(path, { force: true });
+      this.log.warn('layer-toc-unreadable', { diffID, path, bytes: raw.length, err, next: 'dropped with its complete marker; the next pull of an image with this layer fetches its TOC again' });
+      return undefined;
+    }
+    this.tocCache.set(diffID, toc);
+    return toc;
   }
 
+  /**
+   * Makes every file of this store written before the call durable (one syncfs of its file system).
+   * Call it after a TOC or header write settled and before writing what claims that file is there
+   * (markComplete, a complete image record). Rejects (SL_ERR_INTERNAL) if the flush fails.
+   */
+  flush(): Promise<void> {
+    return this.syncfs(this.root);
+  }
+
+  /** Call only after the layers' TOCs and content are durable (flush(), ContentStore.sync()). */
   async markComplete(diffIDs: readonly string[]): Promise<void> {
     for (const d of diffIDs) await atomicWrite(join(this.root, 'complete', digestHex(d)), new Uint8Array(0));
   }
@@ -106,6 +161,7 @@ export class LayerStore {
     await rm(join(this.root, 'headers', digestHex(manifestDigest)), { force: true });
   }
 
+  /** The raw header as putHeader() stored it (unchecked: records.ts decodes and checks it), or undefined. */
   async header(manifestDigest: string): Promise<Buffer | undefined> {
     try {
       return await readFile(join(this.root, 'headers', digestHex(manifestDigest)));

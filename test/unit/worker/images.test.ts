@@ -11,6 +11,7 @@ import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { DaemonClient } from '../../../src/worker/api/client.js';
 import { serveApi, type TraceRequest } from '../../../src/worker/api/server.js';
 import { nullLogger } from '../../../src/log.js';
+import { sha256Digest } from '../../../src/oci/digest.js';
 import type { DeltaHeader } from '../../../src/protocol/types.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -40,9 +41,24 @@ test('records: put/all/header/remove; LayerStore complete markers can be withdra
   const root = tempDir(t, 'sl-rec-');
   const layers = await new LayerStore(join(root, 'layers')).open();
   const records = await new ImageRecords(join(root, 'images'), layers).open();
+  // A header that checks (records.ts reads it back only if its manifest hashes to its name).
+  const config = Buffer.from(JSON.stringify({ rootfs: { diff_ids: [A, B] } }));
+  const manifest = Buffer.from(JSON.stringify({ config: { digest: sha256Digest(config) }, layers: [{}, {}] }));
+  const M = sha256Digest(manifest);
   const rec = { ref: 'r/app:v1', name: 'docker.io/r/app:v1', manifestDigest: M, complete: false, pulledAt: 1 };
   await records.put(rec);
-  const header = { ref: 'r/app:v1', platform: 'linux/amd64', manifestDigest: M, diffIDs: [A, B], layers: [{ diffID: A, toc: new Uint8Array(3) }] } as unknown as DeltaHeader;
+  const header: DeltaHeader = {
+    ref: 'r/app:v1',
+    platform: 'linux/amd64',
+    manifestDigest: M,
+    manifestMediaType: 'application/vnd.oci.image.manifest.v1+json',
+    manifest,
+    config,
+    diffIDs: [A, B],
+    layers: [{ diffID: A, toc: new Uint8Array(3) }],
+    items: [],
+    firstItem: 0,
+  };
   await records.putHeader(header);
   t.deepEqual(await records.all(), [rec]);
   const back = await records.header(M);
