@@ -169,6 +169,14 @@ function envOf(config: ImageConfig | undefined, name: string): string | undefine
   return v?.slice(name.length + 1);
 }
 
+/**
+ * The rest's chosen files in their final order, kept by Predictor across rounds: the choice reads the
+ * tree and the core only (no facts once `sharedDirs` is known), so it is made once per fixed point.
+ */
+interface RestMemo {
+  order?: PredictedFile[];
+}
+
 /** The walk's state for one call (see the file header). */
 class Walk {
   readonly files: PredictedFile[] = [];
@@ -197,6 +205,24 @@ class Walk {
     this.pathDirs = (envOf(config, 'PATH') ?? DEFAULT_PATH).split(':').filter((d) => d !== '');
     this.ldLibraryPath = (envOf(config, 'LD_LIBRARY_PATH') ?? '').split(':').filter((d) => d.startsWith('/'));
     this.cwd = trimSlash(config?.config?.WorkingDir ?? '');
+  }
+
+  /**
+   * A walk in the state this one is in, reading `facts` from now on: what rest() changes (files,
+   * added, libs, need) is copied; what it only reads (dirs, homes, ld.so.conf) is shared.
+   */
+  fork(facts: (digest: string) => FileFacts | undefined): Walk {
+    const w = new Walk(this.tree, this.config, facts);
+    w.files.push(...this.files);
+    for (const d of this.need) w.need.add(d);
+    for (const p of this.added) w.added.add(p);
+    for (const p of this.libs) w.libs.add(p);
+    w.dirArgs.push(...this.dirArgs);
+    w.homes.push(...this.homes);
+    for (const [d, via] of this.elfDirs) w.elfDirs.set(d, via);
+    w.ldConf = this.ldConf;
+    w.shared = this.shared;
+    return w;
   }
 
   private entry(path: string): TocEntry | undefined {
@@ -520,16 +546,32 @@ class Walk {
     for (const c of cands) if (this.entry(c)?.type === 'dir' && !this.homes.includes(c)) this.homes.push(c);
   }
 
-  /** REST: directory arguments, program homes, neighbours of core files (see the file header). */
-  rest(): void {
-    // Compiled caches (Python's __pycache__) are what an interpreter actually reads; sources only stat'ed.
-    const cacheFirst = (e: TocEntry): number => (e.path.includes('/__pycache__/') ? 0 : 1);
-    const smallFirst = (a: { e: TocEntry; depth: number }, b: { e: TocEntry; depth: number }): number =>
-      cacheFirst(a.e) - cacheFirst(b.e) || a.depth - b.depth || a.e.size - b.e.size || comparePaths(a.e.path, b.e.path);
+  /**
+   * REST: directory arguments, program homes, neighbours of core files (see the file header). The
+   * choice and its order come from `memo` when an earlier round made them (see RestMemo); plugins are
+   * followed every round (their facts arrive round by round).
+   */
+  rest(memo: RestMemo): void {
+    let order = memo.order;
+    if (order === undefined) {
+      const needed = this.need.size;
+      order = this.chooseRest();
+      if (this.need.size === needed) memo.order = order;
+    } else {
+      for (const f of order) this.added.add(f.path);
+    }
+    for (const f of order) {
+      this.files.push(f);
+      this.plugin(f);
+    }
+  }
+
+  /** The rest's files in their order (see the file header); marks them added, does not list them. */
+  private chooseRest(): PredictedFile[] {
     const depthOf = new Map<string, number>();
     const take = (files: { e: TocEntry; depth: number }[], budget: number, maxFile: number, signal: StartupSignal, via: string): number => {
       let taken = 0;
-      for (const { e, depth } of files.sort(smallFirst)) {
+      for (const { e, depth } of sortRest(files)) {
         if (e.size > maxFile || this.added.has(e.path)) continue;
         if (budget < e.size) break;
         budget -= e.size;
@@ -550,9 +592,13 @@ class Walk {
     for (const h of this.homes) take(this.tree.filesBelow(h, MAX_PREDICTED), HOME_BUDGET_BYTES, Infinity, 'home', h);
     const shared = this.sharedDirs();
     const dirs: string[] = [];
+    const seen = new Set<string>();
     for (const f of this.files) {
       const d = parentPath(f.path);
-      if (f.core && !shared.has(d) && !dirs.includes(d)) dirs.push(d);
+      if (f.core && !shared.has(d) && !seen.has(d)) {
+        seen.add(d);
+        dirs.push(d);
+      }
     }
     for (const d of dirs) {
       const files = this.tree.children(d).filter(hasContent).map((e) => ({ e, depth: 1 }));
@@ -561,12 +607,7 @@ class Walk {
     // One order over all groups: compiled caches, then shallow before deep (a data directory's top
     // files before the libraries three levels down another directory), then small before large.
     const rest = this.files.splice(firstRest);
-    const keyed = rest.map((f) => ({ f, k: { e: this.entry(f.path)!, depth: depthOf.get(f.path) ?? 1 } }));
-    keyed.sort((a, b) => smallFirst(a.k, b.k));
-    for (const { f } of keyed) {
-      this.files.push(f);
-      this.plugin(f);
-    }
+    return sortRest(rest.map((f) => ({ f, e: this.entry(f.path)!, depth: depthOf.get(f.path) ?? 1 }))).map(({ f }) => f);
   }
 
   /**
@@ -591,12 +632,53 @@ class Walk {
   }
 }
 
+/**
+ * REST's one order (see the file header): compiled caches (Python's __pycache__: what an interpreter
+ * actually reads; sources are only stat'ed) first, then shallow before deep, small before large, path.
+ * The keys are computed once per file, not per comparison; the sort is stable, as before.
+ */
+function sortRest<T extends { e: TocEntry; depth: number }>(files: readonly T[]): T[] {
+  const keyed = files.map((f) => ({ f, cache: f.e.path.includes('/__pycache__/') ? 0 : 1, depth: f.depth, size: f.e.size, path: f.e.path }));
+  keyed.sort((a, b) => a.cache - b.cache || a.depth - b.depth || a.size - b.size || comparePaths(a.path, b.path));
+  return keyed.map((k) => k.f);
+}
+
+/**
+ * Successive walks of one image towards the fixed point (predictWith's rounds): the same answers as
+ * independent predictStartup calls with the same facts, without redoing what new facts cannot change.
+ * Once a walk's core (start()) needed no facts, the core is final — later rounds only add facts of
+ * other contents, and a walk consults facts only through the contents it reaches — so later rounds
+ * fork it instead of walking the exec chain again, and reuse the rest's choice and order (RestMemo):
+ * only the plugins' libraries and paths, whose facts arrive round by round, are walked again.
+ */
+class Predictor {
+  private core: Walk | undefined;
+  private readonly memo: RestMemo = {};
+
+  constructor(
+    private readonly tree: StartupTree,
+    private readonly config: ImageConfig | undefined,
+  ) {}
+
+  /** One walk with `facts`, which must agree with every earlier call's facts where those had any. */
+  run(facts: (digest: string) => FileFacts | undefined): Prediction {
+    let w: Walk;
+    if (this.core !== undefined) w = this.core.fork(facts);
+    else {
+      w = new Walk(this.tree, this.config, facts);
+      w.start();
+      if (w.need.size > 0) return { files: w.files, need: [...w.need].sort() };
+      this.core = w;
+      w = w.fork(facts);
+    }
+    w.rest(this.memo);
+    return { files: w.files, need: [...w.need].sort() };
+  }
+}
+
 /** The predicted startup order of an image (see the file header). */
 export function predictStartup(tree: StartupTree, config: ImageConfig | undefined, facts: (digest: string) => FileFacts | undefined): Prediction {
-  const w = new Walk(tree, config, facts);
-  w.start();
-  if (w.need.size === 0) w.rest();
-  return { files: w.files, need: [...w.need].sort() };
+  return new Predictor(tree, config).run(facts);
 }
 
 /** Walk → read → walk rounds (the exec/library chain is rarely deeper than 6). */
@@ -610,9 +692,11 @@ const MAX_FACT_READS = 2048;
 const FACT_READS_AT_ONCE = 8;
 
 /**
- * Iterates predictStartup to its fixed point, asking `read` for the facts it needs (at most
+ * Iterates the walk to its fixed point, asking `read` for the facts it needs (at most
  * MAX_FACT_READS contents, MAX_ROUNDS rounds; past those, missing facts count as 'unknown'). `known`
- * supplies facts already at hand (not counted). No I/O of its own: `read` does it.
+ * supplies facts already at hand (not counted). No I/O of its own: `read` does it. The answer is that
+ * of predictStartup called round after round with the facts so far (the test suite checks it file for
+ * file); a round after the core's last redoes only the rest's plugins (Predictor).
  */
 export async function predictWith(
   tree: StartupTree,
@@ -624,7 +708,8 @@ export async function predictWith(
   const lookup = (d: string): FileFacts | undefined => local.get(d) ?? known(d);
   let reads = 0;
   let rounds = 1;
-  let pr = predictStartup(tree, config, lookup);
+  const predictor = new Predictor(tree, config);
+  let pr = predictor.run(lookup);
   while (pr.need.length > 0 && rounds < MAX_ROUNDS) {
     const need = pr.need;
     const got: FileFacts[] = new Array<FileFacts>(need.length);
@@ -635,9 +720,9 @@ export async function predictWith(
     await Promise.all(Array.from({ length: Math.min(FACT_READS_AT_ONCE, need.length) }, reader));
     // In `need` order, as the sequential loop did.
     need.forEach((d, i) => local.set(d, got[i]!));
-    pr = predictStartup(tree, config, lookup);
+    pr = predictor.run(lookup);
     rounds++;
   }
-  if (pr.need.length > 0) pr = predictStartup(tree, config, (d) => lookup(d) ?? { kind: 'unknown' });
+  if (pr.need.length > 0) pr = predictor.run((d) => lookup(d) ?? { kind: 'unknown' });
   return { ...pr, reads: Math.min(reads, MAX_FACT_READS), rounds };
 }
