@@ -686,17 +686,99 @@ const MAX_ROUNDS = 24;
 /** Contents read per prediction. */
 const MAX_FACT_READS = 2048;
 /**
- * Reads of one round in flight at once: each is a few positioned reads on the libuv pool, so one at a
- * time left the CPU idle between them on a cold image's critical path (issue 10).
+ * Reads in flight at once: each is a few positioned reads (or one forward decode) on the libuv pool,
+ * so one at a time left the CPU idle between them on a cold image's critical path (issue 10).
  */
 const FACT_READS_AT_ONCE = 8;
+/** Contents read ahead of the walk per prediction (FactReads.guess), besides MAX_FACT_READS. */
+const MAX_GUESSES = 256;
+
+/**
+ * The fact reads of one prediction: what a round needs first, then, while slots are free, guesses —
+ * the libraries an ELF just read will need (found as the walk would find them with the facts read so
+ * far), so that a library chain is read in one go instead of one round per link. A guess changes
+ * no answer (facts are a function of the content), only when a fact is at hand.
+ */
+class FactReads {
+  /** Reads started (needed or guessed), by digest. */
+  private readonly started = new Map<string, Promise<FileFacts>>();
+  /** Facts of the reads done so far. */
+  readonly done = new Map<string, FileFacts>();
+  private readonly urgent: { d: string; took: (p: Promise<FileFacts>) => void }[] = [];
+  private readonly guesses: string[] = [];
+  private guessed = 0;
+  private active = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly read: (digest: string) => Promise<FileFacts>,
+    private readonly onDone: (digest: string, f: FileFacts) => void,
+  ) {}
+
+  /** The facts of `d`, read now (before any guess) unless a read of it is under way. */
+  need(d: string): Promise<FileFacts> {
+    return (
+      this.started.get(d) ??
+      new Promise((took) => {
+        this.urgent.push({ d, took });
+        this.pump();
+      })
+    );
+  }
+
+  /** Reads `d` when a slot is free and no needed read waits (at most MAX_GUESSES in all). */
+  guess(d: string): void {
+    if (this.stopped || this.started.has(d) || this.guessed >= MAX_GUESSES) return;
+    this.guessed++;
+    this.guesses.push(d);
+    this.pump();
+  }
+
+  /** No more guesses: queued ones are dropped (reads under way finish on their own). */
+  stop(): void {
+    this.stopped = true;
+    this.guesses.length = 0;
+  }
+
+  private pump(): void {
+    while (this.active < FACT_READS_AT_ONCE) {
+      const u = this.urgent.shift();
+      if (u !== undefined) u.took(this.start(u.d));
+      else {
+        const g = this.guesses.shift();
+        if (g === undefined) return;
+        // A guess nobody needs may fail unobserved; a caller that needs it gets the rejection.
+        if (!this.started.has(g)) this.start(g).catch(() => undefined);
+      }
+    }
+  }
+
+  private start(d: string): Promise<FileFacts> {
+    const had = this.started.get(d);
+    if (had !== undefined) return had;
+    this.active++;
+    const p = this.read(d)
+      .then((f) => {
+        this.done.set(d, f);
+        if (!this.stopped) this.onDone(d, f);
+        return f;
+      })
+      .finally(() => {
+        this.active--;
+        this.pump();
+      });
+    this.started.set(d, p);
+    return p;
+  }
+}
 
 /**
  * Iterates the walk to its fixed point, asking `read` for the facts it needs (at most
- * MAX_FACT_READS contents, MAX_ROUNDS rounds; past those, missing facts count as 'unknown'). `known`
- * supplies facts already at hand (not counted). No I/O of its own: `read` does it. The answer is that
- * of predictStartup called round after round with the facts so far (the test suite checks it file for
- * file); a round after the core's last redoes only the rest's plugins (Predictor).
+ * MAX_FACT_READS contents needed, MAX_ROUNDS rounds; past those, missing facts count as 'unknown';
+ * besides, at most MAX_GUESSES read ahead: FactReads). `known` supplies facts already at hand (not
+ * counted). No I/O of its own: `read` does it. The answer is that of predictStartup called round
+ * after round with the facts needed so far (the test suite checks it file for file) whenever that
+ * stays within the bounds; a round after the core's last redoes only the rest's plugins (Predictor).
  */
 export async function predictWith(
   tree: StartupTree,
@@ -705,24 +787,45 @@ export async function predictWith(
   known: (digest: string) => FileFacts | undefined = () => undefined,
 ): Promise<Prediction & { reads: number; rounds: number }> {
   const local = new Map<string, FileFacts>();
-  const lookup = (d: string): FileFacts | undefined => local.get(d) ?? known(d);
-  let reads = 0;
+  let pathOf: Map<string, string> | undefined;
+  const reads = new FactReads(read, (d, f) => {
+    if (f.kind !== 'elf') return;
+    // Where the walk will look for this object's libraries, with the facts read so far; what that
+    // search lacked facts of is what the next round would need.
+    pathOf ??= firstPaths(tree);
+    const path = pathOf.get(d);
+    if (path === undefined) return;
+    const w = new Walk(tree, config, (x) => reads.done.get(x) ?? known(x));
+    for (const name of f.elf.needed) {
+      const lib = w.findLibrary(name, path, f.elf, f.elf);
+      const digest = lib === undefined ? undefined : tree.byPath.get(lib)?.digest;
+      if (digest !== undefined && !reads.done.has(digest) && known(digest) === undefined) reads.guess(digest);
+    }
+    for (const x of w.need) reads.guess(x);
+  });
+  const lookup = (d: string): FileFacts | undefined => local.get(d) ?? reads.done.get(d) ?? known(d);
+  let charged = 0;
   let rounds = 1;
   const predictor = new Predictor(tree, config);
   let pr = predictor.run(lookup);
-  while (pr.need.length > 0 && rounds < MAX_ROUNDS) {
-    const need = pr.need;
-    const got: FileFacts[] = new Array<FileFacts>(need.length);
-    let next = 0;
-    const reader = async (): Promise<void> => {
-      for (let i = next++; i < need.length; i = next++) got[i] = reads++ < MAX_FACT_READS ? await read(need[i]!) : { kind: 'unknown' };
-    };
-    await Promise.all(Array.from({ length: Math.min(FACT_READS_AT_ONCE, need.length) }, reader));
-    // In `need` order, as the sequential loop did.
-    need.forEach((d, i) => local.set(d, got[i]!));
-    pr = predictor.run(lookup);
-    rounds++;
+  try {
+    while (pr.need.length > 0 && rounds < MAX_ROUNDS) {
+      // In `need` order, as the sequential loop did: the first ones up to MAX_FACT_READS are read.
+      const got = await Promise.all(pr.need.map((d) => (charged++ < MAX_FACT_READS ? reads.need(d) : Promise.resolve<FileFacts>({ kind: 'unknown' }))));
+      pr.need.forEach((d, i) => local.set(d, got[i]!));
+      pr = predictor.run(lookup);
+      rounds++;
+    }
+  } finally {
+    reads.stop();
   }
   if (pr.need.length > 0) pr = predictor.run((d) => lookup(d) ?? { kind: 'unknown' });
-  return { ...pr, reads: Math.min(reads, MAX_FACT_READS), rounds };
+  return { ...pr, reads: Math.min(charged, MAX_FACT_READS), rounds };
+}
+
+/** The first path (in tree order) of each content digest. */
+function firstPaths(tree: StartupTree): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const e of tree.byPath.values()) if (e.digest !== undefined && !m.has(e.digest)) m.set(e.digest, e.path);
+  return m;
 }

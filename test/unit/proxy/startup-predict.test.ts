@@ -327,7 +327,7 @@ test('predictWith: the incremental rounds give the whole-walk fixed point, file 
     const got = await predictWith(st, cfg, read);
     t.deepEqual(got.files, want.files, `seed ${seed}`);
     t.deepEqual(got.need, []);
-    t.true(got.rounds >= 6, `the library chain takes rounds (${got.rounds})`);
+    t.true(got.rounds > 1, `several rounds (${got.rounds})`);
     const signals = new Set(got.files.map((f) => `${f.signal}${f.core ? '' : ' (rest)'}`));
     for (const s of ['needed-lib (rest)', 'elf-path (rest)', 'elf-dir (rest)', 'home (rest)', 'argument-dir (rest)']) t.true(signals.has(s), `seed ${seed}: ${s} in ${[...signals].join(', ')}`);
   }
