@@ -5,9 +5,9 @@
  * memory for the planner. Facts are memoized by content digest, so libc & co. are read once for all
  * images.
  *
- * Cost: bounded by predict.ts MAX_ROUNDS walks of the tree and MAX_FACT_READS file reads per image, each at most
- * MAX_DECODE_BYTES of decoded content (a dynamic section far into a brotli-encoded 80 MB library costs
- * one streaming decode). Reading the cache files directly does not count as cache hits or refresh
+ * Cost: bounded by predict.ts MAX_ROUNDS walks of the tree and MAX_FACT_READS (+ MAX_GUESSES read
+ * ahead) file reads per image, each at most MAX_DECODE_BYTES of decoded content (a dynamic section far
+ * into a brotli-encoded 80 MB library costs one streaming decode: decodedReader). Reading the cache files directly does not count as cache hits or refresh
  * their LRU position. A content that is not cached (evicted, or a cache smaller than the image) is
  * 'unknown': the prediction goes on without it. Warm: a map lookup.
  *
