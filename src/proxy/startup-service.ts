@@ -5,9 +5,9 @@
  * memory for the planner. Facts are memoized by content digest, so libc & co. are read once for all
  * images.
  *
- * Cost: bounded by predict.ts MAX_ROUNDS walks of the tree and MAX_FACT_READS file reads per image, each at most
- * MAX_DECODE_BYTES of decoded content (a dynamic section far into a brotli-encoded 80 MB library costs
- * one streaming decode). Reading the cache files directly does not count as cache hits or refresh
+ * Cost: bounded by predict.ts MAX_ROUNDS walks of the tree and MAX_FACT_READS (+ MAX_GUESSES read
+ * ahead) file reads per image, each at most MAX_DECODE_BYTES of decoded content (a dynamic section far
+ * into a brotli-encoded 80 MB library costs one streaming decode: decodedReader). Reading the cache files directly does not count as cache hits or refresh
  * their LRU position. A content that is not cached (evicted, or a cache smaller than the image) is
  * 'unknown': the prediction goes on without it. Warm: a map lookup.
  *
@@ -31,6 +31,15 @@ import { type FileFacts, type Prediction, StartupTree, predictWith } from './sta
 
 /** Decoded bytes read from one content at most (beyond: 'unknown'). */
 const MAX_DECODE_BYTES = 256 * 1024 * 1024;
+/**
+ * Decoded bytes per chunk of a cache file's decode, and bytes read from the file at once: zlib's
+ * default 16 KiB chunk made a 30 MB library ~2000 pool round trips and iterator steps (issue 10).
+ */
+const DECODE_CHUNK_BYTES = 256 * 1024;
+/** Decoded bytes kept from a content's start (its ELF header and string table: see decodedReader). */
+const RETAIN_PREFIX_BYTES = 2 * 1024 * 1024;
+/** Decoded bytes kept behind the decoder's position (a path string cut between two read pieces). */
+const RETAIN_TAIL_BYTES = 64 * 1024;
 /** Predictions kept in memory (images). */
 const MEMO_IMAGES = 256;
 /** Facts kept in memory (contents). */
@@ -139,7 +148,7 @@ export class StartupService {
 
 /**
  * A RangeReader over a cache file: positioned reads for 'identity', a forward streaming decode for
- * compressed encodings (a read behind the decoder's position restarts it). undefined for encodings
+ * compressed encodings (decodedReader). undefined for encodings
  * without a decoder here (zstd). `base`/`limit` (identity only): the content starts `base` bytes into
  * `file` and is `limit` bytes long (a staged content inside its layer pass's file).
  */
@@ -151,59 +160,81 @@ function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infini
         const h = await fh;
         const n = Math.max(0, Math.min(length, limit - offset));
         if (n === 0) return undefined;
-        const buf = Buffer.alloc(n);
+        const buf = Buffer.allocUnsafe(n); // only the bytes read are returned
         const { bytesRead } = await h.read(buf, 0, n, base + offset);
         return bytesRead === 0 ? undefined : buf.subarray(0, bytesRead);
       },
       close: () => fh.then((h) => h.close(), () => undefined),
     };
   }
-  const decoder = (): Readable | undefined => {
-    if (encoding === 'br') return createReadStream(file).pipe(createBrotliDecompress());
-    if (encoding === 'gzip') return createReadStream(file).pipe(createGunzip());
-    if (encoding === 'deflate-raw') return createReadStream(file).pipe(createInflateRaw());
-    return undefined;
-  };
   if (encoding !== 'br' && encoding !== 'gzip' && encoding !== 'deflate-raw') return undefined;
+  return decodedReader(() => {
+    const raw = createReadStream(file, { highWaterMark: DECODE_CHUNK_BYTES });
+    const opts = { chunkSize: DECODE_CHUNK_BYTES };
+    return raw.pipe(encoding === 'br' ? createBrotliDecompress(opts) : encoding === 'gzip' ? createGunzip(opts) : createInflateRaw(opts));
+  });
+}
+
+/**
+ * A RangeReader over a forward decode (`decoder()` starts one): decoded chunks are kept while they
+ * lie in the first RETAIN_PREFIX_BYTES or the last RETAIN_TAIL_BYTES decoded, so the reads readFacts
+ * makes behind the decoder's position (the ELF header after the script head, the string table in the
+ * first segment after the dynamic section at the end, a path string cut by a piece) are answered from
+ * memory; any other read behind it restarts the decode.
+ */
+export function decodedReader(decoder: () => Readable): { read: RangeReader; close: () => Promise<void> } {
   let stream: Readable | undefined;
   let it: AsyncIterator<Buffer> | undefined;
-  let pos = 0; // decoded offset of `pending[0]`
-  let pending: Buffer = Buffer.alloc(0);
+  let pos = 0; // decoded bytes so far
+  let kept: { at: number; buf: Buffer }[] = []; // retained chunks, ascending
   const reset = (): void => {
     stream?.destroy();
-    stream = decoder()!;
+    stream = decoder();
     it = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     pos = 0;
-    pending = Buffer.alloc(0);
+    kept = [];
+  };
+  /** Copies [from, to) from retained chunks into `out` at `from - base`; false when a part is not retained. */
+  const fromKept = (out: Buffer, base: number, from: number, to: number): boolean => {
+    let at = from;
+    for (const c of kept) {
+      if (c.at + c.buf.length <= at || c.at > at) continue;
+      const n = Math.min(to, c.at + c.buf.length) - at;
+      c.buf.copy(out, at - base, at - c.at, at - c.at + n);
+      at += n;
+      if (at >= to) return true;
+    }
+    return at >= to;
   };
   return {
     read: async (offset, length) => {
-      if (it === undefined || offset < pos) reset();
-      // Drop decoded bytes before `offset`, then collect `length` bytes (or until the end).
-      const parts: Buffer[] = [];
+      if (it === undefined) reset();
+      let out = Buffer.allocUnsafe(length);
       let have = 0;
-      for (;;) {
-        if (pending.length > 0) {
-          const skip = Math.max(0, offset - pos);
-          if (skip >= pending.length) {
-            pos += pending.length;
-            pending = Buffer.alloc(0);
-          } else {
-            const take = pending.subarray(skip, skip + (length - have));
-            parts.push(take);
-            have += take.length;
-            pos += skip + take.length;
-            pending = pending.subarray(skip + take.length);
-            if (have >= length) break;
-          }
-        }
+      if (offset < pos) {
+        const upto = Math.min(offset + length, pos);
+        if (fromKept(out, offset, offset, upto)) have = upto - offset;
+        else reset();
+      }
+      while (have < length) {
         if (pos > MAX_DECODE_BYTES) return undefined;
         const n = await it!.next();
         if (n.done === true) break;
-        pending = n.value;
+        const chunk = n.value;
+        const at = pos;
+        pos += chunk.length;
+        kept.push({ at, buf: chunk });
+        if (at >= RETAIN_PREFIX_BYTES) kept = kept.filter((c) => c.at < RETAIN_PREFIX_BYTES || c.at + c.buf.length > pos - RETAIN_TAIL_BYTES);
+        const want = offset + have;
+        if (pos > want) {
+          const take = Math.min(pos, offset + length) - want;
+          chunk.copy(out, have, want - at, want - at + take);
+          have += take;
+        }
       }
-      // Keep the stream positioned at the first byte not returned (a later read continues from it).
-      return have === 0 ? undefined : Buffer.concat(parts, have);
+      if (have === 0) return undefined;
+      if (have < length) out = out.subarray(0, have);
+      return out;
     },
     close: () => {
       stream?.destroy();

@@ -22,6 +22,8 @@ export interface BenchImage {
   merged: MergedTree;
   /** Reader of a merged-tree path's content (regular files and hardlinks). */
   reader(path: string): RangeReader;
+  /** Where a merged-tree path's content lies in the layer tars (as a first-contact pass stages it). */
+  locate(path: string): { path: string; offset: number; size: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,13 @@ export async function loadBenchImage(name: string): Promise<BenchImage> {
   const merged = mergeLayers(tocs);
   const byPath = new Map(merged.entries.map((e) => [e.path, e]));
   const handles = await Promise.all(spec.layers.map((f) => open(f, 'r')));
+  /** The entry holding a path's content: a hardlink's is its target's, in the layer that supplied the link. */
+  const contentEntry = (path: string): TocEntry | undefined => {
+    const e = byPath.get(path);
+    if (e?.type !== 'hardlink' || e.linkname === undefined) return e;
+    const t = tocs[e.layer ?? 0]!.entries.find((x) => x.path === e.linkname && x.type === 'reg');
+    return t === undefined ? undefined : { ...t, layer: e.layer };
+  };
   const config: ImageConfig = {
     architecture: 'amd64',
     os: 'linux',
@@ -56,13 +65,7 @@ export async function loadBenchImage(name: string): Promise<BenchImage> {
     config,
     merged,
     reader(path: string): RangeReader {
-      let e: TocEntry | undefined = byPath.get(path);
-      if (e?.type === 'hardlink' && e.linkname !== undefined) {
-        // the content is the link target's, in the layer that supplied the hardlink
-        const t = tocs[e.layer ?? 0]!.entries.find((x) => x.path === e!.linkname && x.type === 'reg');
-        e = t === undefined ? undefined : { ...t, layer: e.layer };
-      }
-      const entry = e;
+      const entry = contentEntry(path);
       return async (offset, length) => {
         if (entry?.offset === undefined || offset >= entry.size) return undefined;
         const n = Math.min(length, entry.size - offset);
@@ -70,6 +73,10 @@ export async function loadBenchImage(name: string): Promise<BenchImage> {
         await handles[entry.layer ?? 0]!.read(buf, 0, n, entry.offset + offset);
         return buf;
       };
+    },
+    locate(path: string) {
+      const e = contentEntry(path);
+      return e?.offset === undefined ? undefined : { path: spec.layers[e.layer ?? 0]!, offset: e.offset, size: e.size };
     },
     close: async () => {
       await Promise.all(handles.map((h) => h.close()));

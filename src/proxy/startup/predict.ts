@@ -169,6 +169,14 @@ function envOf(config: ImageConfig | undefined, name: string): string | undefine
   return v?.slice(name.length + 1);
 }
 
+/**
+ * The rest's chosen files in their final order, kept by Predictor across rounds: the choice reads the
+ * tree and the core only (no facts once `sharedDirs` is known), so it is made once per fixed point.
+ */
+interface RestMemo {
+  order?: PredictedFile[];
+}
+
 /** The walk's state for one call (see the file header). */
 class Walk {
   readonly files: PredictedFile[] = [];
@@ -197,6 +205,24 @@ class Walk {
     this.pathDirs = (envOf(config, 'PATH') ?? DEFAULT_PATH).split(':').filter((d) => d !== '');
     this.ldLibraryPath = (envOf(config, 'LD_LIBRARY_PATH') ?? '').split(':').filter((d) => d.startsWith('/'));
     this.cwd = trimSlash(config?.config?.WorkingDir ?? '');
+  }
+
+  /**
+   * A walk in the state this one is in, reading `facts` from now on: what rest() changes (files,
+   * added, libs, need) is copied; what it only reads (dirs, homes, ld.so.conf) is shared.
+   */
+  fork(facts: (digest: string) => FileFacts | undefined): Walk {
+    const w = new Walk(this.tree, this.config, facts);
+    w.files.push(...this.files);
+    for (const d of this.need) w.need.add(d);
+    for (const p of this.added) w.added.add(p);
+    for (const p of this.libs) w.libs.add(p);
+    w.dirArgs.push(...this.dirArgs);
+    w.homes.push(...this.homes);
+    for (const [d, via] of this.elfDirs) w.elfDirs.set(d, via);
+    w.ldConf = this.ldConf;
+    w.shared = this.shared;
+    return w;
   }
 
   private entry(path: string): TocEntry | undefined {
@@ -520,16 +546,32 @@ class Walk {
     for (const c of cands) if (this.entry(c)?.type === 'dir' && !this.homes.includes(c)) this.homes.push(c);
   }
 
-  /** REST: directory arguments, program homes, neighbours of core files (see the file header). */
-  rest(): void {
-    // Compiled caches (Python's __pycache__) are what an interpreter actually reads; sources only stat'ed.
-    const cacheFirst = (e: TocEntry): number => (e.path.includes('/__pycache__/') ? 0 : 1);
-    const smallFirst = (a: { e: TocEntry; depth: number }, b: { e: TocEntry; depth: number }): number =>
-      cacheFirst(a.e) - cacheFirst(b.e) || a.depth - b.depth || a.e.size - b.e.size || comparePaths(a.e.path, b.e.path);
+  /**
+   * REST: directory arguments, program homes, neighbours of core files (see the file header). The
+   * choice and its order come from `memo` when an earlier round made them (see RestMemo); plugins are
+   * followed every round (their facts arrive round by round).
+   */
+  rest(memo: RestMemo): void {
+    let order = memo.order;
+    if (order === undefined) {
+      const needed = this.need.size;
+      order = this.chooseRest();
+      if (this.need.size === needed) memo.order = order;
+    } else {
+      for (const f of order) this.added.add(f.path);
+    }
+    for (const f of order) {
+      this.files.push(f);
+      this.plugin(f);
+    }
+  }
+
+  /** The rest's files in their order (see the file header); marks them added, does not list them. */
+  private chooseRest(): PredictedFile[] {
     const depthOf = new Map<string, number>();
     const take = (files: { e: TocEntry; depth: number }[], budget: number, maxFile: number, signal: StartupSignal, via: string): number => {
       let taken = 0;
-      for (const { e, depth } of files.sort(smallFirst)) {
+      for (const { e, depth } of sortRest(files)) {
         if (e.size > maxFile || this.added.has(e.path)) continue;
         if (budget < e.size) break;
         budget -= e.size;
@@ -550,9 +592,13 @@ class Walk {
     for (const h of this.homes) take(this.tree.filesBelow(h, MAX_PREDICTED), HOME_BUDGET_BYTES, Infinity, 'home', h);
     const shared = this.sharedDirs();
     const dirs: string[] = [];
+    const seen = new Set<string>();
     for (const f of this.files) {
       const d = parentPath(f.path);
-      if (f.core && !shared.has(d) && !dirs.includes(d)) dirs.push(d);
+      if (f.core && !shared.has(d) && !seen.has(d)) {
+        seen.add(d);
+        dirs.push(d);
+      }
     }
     for (const d of dirs) {
       const files = this.tree.children(d).filter(hasContent).map((e) => ({ e, depth: 1 }));
@@ -561,12 +607,7 @@ class Walk {
     // One order over all groups: compiled caches, then shallow before deep (a data directory's top
     // files before the libraries three levels down another directory), then small before large.
     const rest = this.files.splice(firstRest);
-    const keyed = rest.map((f) => ({ f, k: { e: this.entry(f.path)!, depth: depthOf.get(f.path) ?? 1 } }));
-    keyed.sort((a, b) => smallFirst(a.k, b.k));
-    for (const { f } of keyed) {
-      this.files.push(f);
-      this.plugin(f);
-    }
+    return sortRest(rest.map((f) => ({ f, e: this.entry(f.path)!, depth: depthOf.get(f.path) ?? 1 }))).map(({ f }) => f);
   }
 
   /**
@@ -591,12 +632,53 @@ class Walk {
   }
 }
 
+/**
+ * REST's one order (see the file header): compiled caches (Python's __pycache__: what an interpreter
+ * actually reads; sources are only stat'ed) first, then shallow before deep, small before large, path.
+ * The keys are computed once per file, not per comparison; the sort is stable, as before.
+ */
+function sortRest<T extends { e: TocEntry; depth: number }>(files: readonly T[]): T[] {
+  const keyed = files.map((f) => ({ f, cache: f.e.path.includes('/__pycache__/') ? 0 : 1, depth: f.depth, size: f.e.size, path: f.e.path }));
+  keyed.sort((a, b) => a.cache - b.cache || a.depth - b.depth || a.size - b.size || comparePaths(a.path, b.path));
+  return keyed.map((k) => k.f);
+}
+
+/**
+ * Successive walks of one image towards the fixed point (predictWith's rounds): the same answers as
+ * independent predictStartup calls with the same facts, without redoing what new facts cannot change.
+ * Once a walk's core (start()) needed no facts, the core is final — later rounds only add facts of
+ * other contents, and a walk consults facts only through the contents it reaches — so later rounds
+ * fork it instead of walking the exec chain again, and reuse the rest's choice and order (RestMemo):
+ * only the plugins' libraries and paths, whose facts arrive round by round, are walked again.
+ */
+class Predictor {
+  private core: Walk | undefined;
+  private readonly memo: RestMemo = {};
+
+  constructor(
+    private readonly tree: StartupTree,
+    private readonly config: ImageConfig | undefined,
+  ) {}
+
+  /** One walk with `facts`, which must agree with every earlier call's facts where those had any. */
+  run(facts: (digest: string) => FileFacts | undefined): Prediction {
+    let w: Walk;
+    if (this.core !== undefined) w = this.core.fork(facts);
+    else {
+      w = new Walk(this.tree, this.config, facts);
+      w.start();
+      if (w.need.size > 0) return { files: w.files, need: [...w.need].sort() };
+      this.core = w;
+      w = w.fork(facts);
+    }
+    w.rest(this.memo);
+    return { files: w.files, need: [...w.need].sort() };
+  }
+}
+
 /** The predicted startup order of an image (see the file header). */
 export function predictStartup(tree: StartupTree, config: ImageConfig | undefined, facts: (digest: string) => FileFacts | undefined): Prediction {
-  const w = new Walk(tree, config, facts);
-  w.start();
-  if (w.need.size === 0) w.rest();
-  return { files: w.files, need: [...w.need].sort() };
+  return new Predictor(tree, config).run(facts);
 }
 
 /** Walk → read → walk rounds (the exec/library chain is rarely deeper than 6). */
@@ -604,15 +686,99 @@ const MAX_ROUNDS = 24;
 /** Contents read per prediction. */
 const MAX_FACT_READS = 2048;
 /**
- * Reads of one round in flight at once: each is a few positioned reads on the libuv pool, so one at a
- * time left the CPU idle between them on a cold image's critical path (issue 10).
+ * Reads in flight at once: each is a few positioned reads (or one forward decode) on the libuv pool,
+ * so one at a time left the CPU idle between them on a cold image's critical path (issue 10).
  */
 const FACT_READS_AT_ONCE = 8;
+/** Contents read ahead of the walk per prediction (FactReads.guess), besides MAX_FACT_READS. */
+const MAX_GUESSES = 256;
 
 /**
- * Iterates predictStartup to its fixed point, asking `read` for the facts it needs (at most
- * MAX_FACT_READS contents, MAX_ROUNDS rounds; past those, missing facts count as 'unknown'). `known`
- * supplies facts already at hand (not counted). No I/O of its own: `read` does it.
+ * The fact reads of one prediction: what a round needs first, then, while slots are free, guesses —
+ * the libraries an ELF just read will need (found as the walk would find them with the facts read so
+ * far), so that a library chain is read in one go instead of one round per link. A guess changes
+ * no answer (facts are a function of the content), only when a fact is at hand.
+ */
+class FactReads {
+  /** Reads started (needed or guessed), by digest. */
+  private readonly started = new Map<string, Promise<FileFacts>>();
+  /** Facts of the reads done so far. */
+  readonly done = new Map<string, FileFacts>();
+  private readonly urgent: { d: string; took: (p: Promise<FileFacts>) => void }[] = [];
+  private readonly guesses: string[] = [];
+  private guessed = 0;
+  private active = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly read: (digest: string) => Promise<FileFacts>,
+    private readonly onDone: (digest: string, f: FileFacts) => void,
+  ) {}
+
+  /** The facts of `d`, read now (before any guess) unless a read of it is under way. */
+  need(d: string): Promise<FileFacts> {
+    return (
+      this.started.get(d) ??
+      new Promise((took) => {
+        this.urgent.push({ d, took });
+        this.pump();
+      })
+    );
+  }
+
+  /** Reads `d` when a slot is free and no needed read waits (at most MAX_GUESSES in all). */
+  guess(d: string): void {
+    if (this.stopped || this.started.has(d) || this.guessed >= MAX_GUESSES) return;
+    this.guessed++;
+    this.guesses.push(d);
+    this.pump();
+  }
+
+  /** No more guesses: queued ones are dropped (reads under way finish on their own). */
+  stop(): void {
+    this.stopped = true;
+    this.guesses.length = 0;
+  }
+
+  private pump(): void {
+    while (this.active < FACT_READS_AT_ONCE) {
+      const u = this.urgent.shift();
+      if (u !== undefined) u.took(this.start(u.d));
+      else {
+        const g = this.guesses.shift();
+        if (g === undefined) return;
+        // A guess nobody needs may fail unobserved; a caller that needs it gets the rejection.
+        if (!this.started.has(g)) this.start(g).catch(() => undefined);
+      }
+    }
+  }
+
+  private start(d: string): Promise<FileFacts> {
+    const had = this.started.get(d);
+    if (had !== undefined) return had;
+    this.active++;
+    const p = this.read(d)
+      .then((f) => {
+        this.done.set(d, f);
+        if (!this.stopped) this.onDone(d, f);
+        return f;
+      })
+      .finally(() => {
+        this.active--;
+        this.pump();
+      });
+    this.started.set(d, p);
+    return p;
+  }
+}
+
+/**
+ * Iterates the walk to its fixed point, asking `read` for the facts it needs (at most
+ * MAX_FACT_READS contents needed, MAX_ROUNDS rounds; past those, missing facts count as 'unknown';
+ * besides, at most MAX_GUESSES read ahead: FactReads). `known` supplies facts already at hand (not
+ * counted). No I/O of its own: `read` does it. The answer is that of predictStartup called round
+ * after round with the facts needed so far (the test suite checks it file for file) whenever that
+ * stays within the bounds; a round after the core's last redoes only the rest's plugins (Predictor).
  */
 export async function predictWith(
   tree: StartupTree,
@@ -621,23 +787,45 @@ export async function predictWith(
   known: (digest: string) => FileFacts | undefined = () => undefined,
 ): Promise<Prediction & { reads: number; rounds: number }> {
   const local = new Map<string, FileFacts>();
-  const lookup = (d: string): FileFacts | undefined => local.get(d) ?? known(d);
-  let reads = 0;
+  let pathOf: Map<string, string> | undefined;
+  const reads = new FactReads(read, (d, f) => {
+    if (f.kind !== 'elf') return;
+    // Where the walk will look for this object's libraries, with the facts read so far; what that
+    // search lacked facts of is what the next round would need.
+    pathOf ??= firstPaths(tree);
+    const path = pathOf.get(d);
+    if (path === undefined) return;
+    const w = new Walk(tree, config, (x) => reads.done.get(x) ?? known(x));
+    for (const name of f.elf.needed) {
+      const lib = w.findLibrary(name, path, f.elf, f.elf);
+      const digest = lib === undefined ? undefined : tree.byPath.get(lib)?.digest;
+      if (digest !== undefined && !reads.done.has(digest) && known(digest) === undefined) reads.guess(digest);
+    }
+    for (const x of w.need) reads.guess(x);
+  });
+  const lookup = (d: string): FileFacts | undefined => local.get(d) ?? reads.done.get(d) ?? known(d);
+  let charged = 0;
   let rounds = 1;
-  let pr = predictStartup(tree, config, lookup);
-  while (pr.need.length > 0 && rounds < MAX_ROUNDS) {
-    const need = pr.need;
-    const got: FileFacts[] = new Array<FileFacts>(need.length);
-    let next = 0;
-    const reader = async (): Promise<void> => {
-      for (let i = next++; i < need.length; i = next++) got[i] = reads++ < MAX_FACT_READS ? await read(need[i]!) : { kind: 'unknown' };
-    };
-    await Promise.all(Array.from({ length: Math.min(FACT_READS_AT_ONCE, need.length) }, reader));
-    // In `need` order, as the sequential loop did.
-    need.forEach((d, i) => local.set(d, got[i]!));
-    pr = predictStartup(tree, config, lookup);
-    rounds++;
+  const predictor = new Predictor(tree, config);
+  let pr = predictor.run(lookup);
+  try {
+    while (pr.need.length > 0 && rounds < MAX_ROUNDS) {
+      // In `need` order, as the sequential loop did: the first ones up to MAX_FACT_READS are read.
+      const got = await Promise.all(pr.need.map((d) => (charged++ < MAX_FACT_READS ? reads.need(d) : Promise.resolve<FileFacts>({ kind: 'unknown' }))));
+      pr.need.forEach((d, i) => local.set(d, got[i]!));
+      pr = predictor.run(lookup);
+      rounds++;
+    }
+  } finally {
+    reads.stop();
   }
-  if (pr.need.length > 0) pr = predictStartup(tree, config, (d) => lookup(d) ?? { kind: 'unknown' });
-  return { ...pr, reads: Math.min(reads, MAX_FACT_READS), rounds };
+  if (pr.need.length > 0) pr = predictor.run((d) => lookup(d) ?? { kind: 'unknown' });
+  return { ...pr, reads: Math.min(charged, MAX_FACT_READS), rounds };
+}
+
+/** The first path (in tree order) of each content digest. */
+function firstPaths(tree: StartupTree): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const e of tree.byPath.values()) if (e.digest !== undefined && !m.has(e.digest)) m.set(e.digest, e.path);
+  return m;
 }

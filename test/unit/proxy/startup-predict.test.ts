@@ -260,6 +260,80 @@ test('predict: files and directories an ELF names by path; plugins bring their l
 });
 
 // ---------------------------------------------------------------------------------------------------
+// Incremental rounds (issue 10): predictWith's answer equals the fixed point of whole walks
+
+/** The fixed point as predictWith found it before issue 10: every round a whole new walk from scratch. */
+async function wholeWalkFixedPoint(tree: StartupTree, config: ImageConfig, read: (d: string) => Promise<FileFacts>) {
+  const known = new Map<string, FileFacts>();
+  let pr = predictStartup(tree, config, (d) => known.get(d));
+  for (let round = 1; pr.need.length > 0 && round < 24; round++) {
+    for (const d of pr.need) known.set(d, await read(d));
+    pr = predictStartup(tree, config, (d) => known.get(d));
+  }
+  return pr;
+}
+
+/**
+ * A tree that takes many rounds and exercises every rest group: a script running a program whose
+ * libraries chain six deep, plugins (in a directory the program names) that need libraries of their
+ * own, a program home and argument directories of files with equal sizes (ties broken by path), with
+ * __pycache__ at several depths.
+ */
+function richTree(seed: number): ReturnType<typeof fixtureTree> {
+  let x = seed;
+  const rnd = (n: number): number => ((x = (x * 1103515245 + 12345) % 2 ** 31), x % n);
+  const libs = 'usr/lib/x86_64-linux-gnu';
+  const files: Record<string, Buffer | string | { link: string }> = {
+    'start.sh': '#!/bin/sh\nexec /usr/bin/app --data /srv/data /etc/app.conf\ncat /etc/motd\n',
+    'bin/sh': buildElf({ bits: 64, interp: LD, needed: ['libc.so.6'] }),
+    'bin/cat': buildElf({ bits: 64, interp: LD, needed: ['libc.so.6', 'libchain0.so'] }),
+    'usr/bin/app': buildElf({ bits: 64, interp: LD, needed: ['libchain0.so', 'libc.so.6'], strings: ['/etc/app.d', '/etc/app.conf', '/usr/share/app'] }),
+    [`${libs}/ld-linux-x86-64.so.2`]: 'loader bytes',
+    'lib64/ld-linux-x86-64.so.2': { link: `/${libs}/ld-linux-x86-64.so.2` },
+    [`${libs}/libc.so.6`]: buildElf({ bits: 64, strings: ['/etc/nsswitch.conf'] }),
+    'etc/ld.so.cache': 'cache',
+    'etc/ld.so.conf': 'include /etc/ld.so.conf.d/*.conf\n',
+    'etc/ld.so.conf.d/opt.conf': '/opt/lib\n',
+    'etc/passwd': 'root:x:0:0::/root:/bin/sh\n',
+    'etc/nsswitch.conf': 'passwd: files\n',
+    'etc/app.conf': 'plugins=/etc/app.d\n',
+    'etc/motd': 'hi',
+  };
+  for (let k = 0; k < 6; k++) files[`${k % 2 === 0 ? libs : 'opt/lib'}/libchain${k}.so`] = buildElf({ bits: 64, needed: k < 5 ? [`libchain${k + 1}.so`] : ['libc.so.6'] });
+  for (let k = 0; k < 12; k++) {
+    files[`etc/app.d/plugin${String(k).padStart(2, '0')}.so`] = buildElf({ bits: 64, needed: [`libplug${k % 5}.so`, 'libchain3.so'], runpath: '$ORIGIN', strings: [`/etc/plug/p${k}.conf`] });
+    files[`etc/plug/p${k}.conf`] = 'c'.repeat(1 + rnd(3));
+  }
+  // Some plugin libraries beside the plugins (taken by the elf-dir group already), some in the lib dir.
+  for (let k = 0; k < 5; k++) files[`${k < 2 ? 'etc/app.d' : libs}/libplug${k}.so`] = buildElf({ bits: 64, needed: [`libplugdep${k}.so`] });
+  for (let k = 0; k < 5; k++) files[`opt/lib/libplugdep${k}.so`] = buildElf({ bits: 64 });
+  for (const root of ['usr/share/app', 'srv/data', 'usr/lib/app']) {
+    for (let k = 0; k < 60; k++) {
+      const depth = rnd(4);
+      const dir = [root, ...Array.from({ length: depth }, (_, i) => (rnd(3) === 0 ? '__pycache__' : `d${i}${rnd(2)}`))].join('/');
+      files[`${dir}/f${k}.${rnd(2) === 0 ? 'pyc' : 'dat'}`] = 'z'.repeat(1 + rnd(6) * 100);
+    }
+  }
+  return fixtureTree(files, ['start.sh', 'bin/sh', 'bin/cat', 'usr/bin/app']);
+}
+
+test('predictWith: the incremental rounds give the whole-walk fixed point, file for file (generated trees)', async (t) => {
+  for (const seed of [1, 7, 42, 1234]) {
+    const tree = richTree(seed);
+    const cfg: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Entrypoint: ['/start.sh'], Env: ['PATH=/usr/bin:/bin'] }, rootfs: { type: 'layers', diff_ids: [] } };
+    const read = (d: string): Promise<FileFacts> => readFacts(bufferReader(tree.facts.get(d)!), tree.facts.get(d)!.length);
+    const st = new StartupTree(tree.entries);
+    const want = await wholeWalkFixedPoint(st, cfg, read);
+    const got = await predictWith(st, cfg, read);
+    t.deepEqual(got.files, want.files, `seed ${seed}`);
+    t.deepEqual(got.need, []);
+    t.true(got.rounds > 1, `several rounds (${got.rounds})`);
+    const signals = new Set(got.files.map((f) => `${f.signal}${f.core ? '' : ' (rest)'}`));
+    for (const s of ['needed-lib (rest)', 'elf-path (rest)', 'elf-dir (rest)', 'home (rest)', 'argument-dir (rest)']) t.true(signals.has(s), `seed ${seed}: ${s} in ${[...signals].join(', ')}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
 // The Debian bench images (real binaries)
 
 /** Per image: the program its start script runs (resolved path) and libraries it alone needs. */
@@ -320,6 +394,22 @@ for (const [name, want] of Object.entries(BENCH)) {
     for (const n of elf!.needed) t.true(pr.files.some((f) => f.signal === 'needed-lib' && (f.path.endsWith(`/${n}`) || f.path.includes(`/${n}.`))), `${n} resolved`);
   });
 }
+
+test.serial('bench images: predictWith\'s incremental rounds give the whole-walk fixed point, file for file', async (t) => {
+  for (const name of Object.keys(BENCH)) {
+    const img = await benchImageOrSkip(t, name);
+    if (img === undefined) continue;
+    const byDigest = new Map(img.merged.entries.filter((e) => e.digest !== undefined).map((e) => [e.digest!, e]));
+    const read = (d: string): Promise<FileFacts> => readFacts(img.reader(byDigest.get(d)!.path), byDigest.get(d)!.size);
+    const tree = new StartupTree(img.merged.entries);
+    const want = await wholeWalkFixedPoint(tree, img.config, read);
+    const got = await predictWith(tree, img.config, read);
+    t.deepEqual(want.need, [], name);
+    t.is(got.files.length, want.files.length, name);
+    const firstDiff = got.files.findIndex((f, i) => JSON.stringify(f) !== JSON.stringify(want.files[i]));
+    t.is(firstDiff, -1, `${name}: first difference at rank ${firstDiff}`);
+  }
+});
 
 test.serial('bench image: a statically linked binary (ldconfig) is ELF without loader or libraries', async (t) => {
   const why = skipReason('redis');
