@@ -217,6 +217,8 @@ export class ImageService implements RemoteLayerResolver {
   private containerd: ContainerdClient | undefined;
   /** Remote ids whose view was requested (for status). */
   readonly viewsServed = new Set<string>();
+  /** Remote ids whose own image is gone, served by another image's same chain (servingImage). */
+  private readonly servedBy = new Map<string, string>();
   private closed = false;
   /** Graduations waiting for DEFAULT_GRADUATE_DELAY_MS, by remote id (cleared at close()). */
   private readonly graduateTimers = new Map<string, NodeJS.Timeout>();
@@ -519,19 +521,39 @@ export class ImageService implements RemoteLayerResolver {
     return { remoteId: remoteIdFor(known.rec.manifestDigest, index) };
   }
 
-  viewRequest(remoteId: string): Promise<ViewRequest> {
-    return this.notRelocating(() => this.viewRequestNow(remoteId));
+  viewRequest(remoteId: string, opts?: { chainId?: string }): Promise<ViewRequest> {
+    return this.notRelocating(() => this.viewRequestNow(remoteId, opts?.chainId));
   }
 
-  private async viewRequestNow(remoteId: string): Promise<ViewRequest> {
+  /**
+   * The image serving `remoteId`: its own, or — when that image is not pulled (a pull that failed
+   * after its early Prepares left the snapshot, and the next pull of the same layers found it as
+   * already-exists) — another pulled image whose chain has `chainId` at that index: the same
+   * chain ID is the same layers, so the same tree. Remembered, so release() keeps that image.
+   */
+  private servingImage(remoteId: string, chainId: string | undefined): { known: Known; index: number } | undefined {
     const { manifestDigest, index } = parseRemoteId(remoteId);
-    const known = this.byManifest.get(manifestDigest);
-    if (!known || index >= known.header.diffIDs.length) {
-      throw new StarlightError('SL_ERR_IMAGE_NOT_PULLED', `no pulled image has view ${remoteId}`, { details: { remoteId } });
+    const own = this.byManifest.get(manifestDigest);
+    if (own && index < own.header.diffIDs.length) return { known: own, index };
+    if (chainId === undefined) return undefined;
+    for (const known of this.byManifest.values()) {
+      if (known.chain[index] !== chainId) continue;
+      this.servedBy.set(remoteId, known.rec.manifestDigest);
+      this.log.info('view-served-by-chain', { remoteId, chainId, manifest: known.rec.manifestDigest, ref: known.rec.ref });
+      return { known, index };
     }
+    return undefined;
+  }
+
+  private async viewRequestNow(remoteId: string, chainId?: string): Promise<ViewRequest> {
+    const serving = this.servingImage(remoteId, chainId);
+    if (!serving) {
+      throw new StarlightError('SL_ERR_IMAGE_NOT_PULLED', `no pulled image has view ${remoteId}`, { details: { remoteId, ...(chainId ? { chainId } : {}) } });
+    }
+    const { known, index } = serving;
     const at = Date.now();
     const t = new PhaseTimer();
-    const tree = await this.treeOf(known, remoteId, index, t);
+    const tree = await this.treeOf(known, remoteIdFor(known.rec.manifestDigest, index), index, t);
     // The pull's table is for the top view's first mount (a remount builds one with what is here then).
     const building = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
     delete known.table;
@@ -645,6 +667,8 @@ export class ImageService implements RemoteLayerResolver {
     for (const id of liveRemoteIds) {
       const m = new RegExp(`^(${SHA256_DIGEST_PATTERN})/`).exec(id);
       if (m) liveManifests.add(m[1]!);
+      const substitute = this.servedBy.get(id);
+      if (substitute) liveManifests.add(substitute);
     }
     const grace = this.opts.releaseGraceMs ?? DEFAULT_RELEASE_GRACE_MS;
     const now = Date.now();

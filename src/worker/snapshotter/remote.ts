@@ -52,8 +52,11 @@ export interface RemoteLayerResolver {
    * What to mount for the chain ending at `remoteId` (its merged tree and content source). Called
    * once per mount (first Mounts after Prepare or after a daemon restart).
    * Rejects 'not-found' if the id is unknown (e.g. state lost), 'unavailable' if it cannot be served.
+   * `chainId`: the snapshot's chain ID when its name is one (a committed layer): a resolver may serve
+   * the same chain from another image when the one that prepared the snapshot is gone (a snapshot
+   * prepared by a pull that then failed, found by the next pull of the same layers as already-exists).
    */
-  viewRequest(remoteId: string, signal?: AbortSignal): Promise<ViewRequest>;
+  viewRequest(remoteId: string, opts?: { chainId?: string; signal?: AbortSignal }): Promise<ViewRequest>;
   /**
    * Optional (issue 12). Plain directories, complete and immutable, whose overlay (first on top, as
    * in lowerdir) is exactly the tree of `remoteId`'s view, or undefined. When defined, NEW mounts
