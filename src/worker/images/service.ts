@@ -164,6 +164,7 @@ export interface ImageStatus {
   name: string;
   manifestDigest: string;
   complete: boolean;
+  /** Content still arriving, or the stream ended and its completion is being recorded (not yet `complete`). */
   streaming: boolean;
   files: number;
   filesPresent: number;
@@ -196,6 +197,12 @@ interface Known {
   persisted?: Promise<void>;
   /** The top view's inode table, being built by `pull` for the view's first mount (taken by viewRequest). */
   table?: Promise<InodeTable | undefined>;
+  /**
+   * The stream ended and its completion is being recorded (content and TOCs made durable, then the
+   * record): status() still says `streaming`, so that no poller takes this for a stream that
+   * stopped incomplete.
+   */
+  completing?: boolean;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -329,6 +336,7 @@ export class ImageService implements RemoteLayerResolver {
     this.byManifest.set(header.manifestDigest, known);
     receiver.done.then(
       async () => {
+        known.completing = true;
         await persisted;
         this.log.info('delta-complete', { ref: recordRef, manifest: header.manifestDigest, ...receiver.progress() });
         // `complete` claims content, TOCs and header are on disk: written only after the content's
@@ -342,7 +350,9 @@ export class ImageService implements RemoteLayerResolver {
       (err: unknown) => {
         if (!this.closed) this.log.warn('delta-failed', { ref: recordRef, manifest: header.manifestDigest, err });
       },
-    ).catch((err: unknown) => this.log.warn('image-record-complete-failed', { ref: recordRef, manifest: header.manifestDigest, err, next: 'the record stays incomplete: a restart resumes the stream' }));
+    )
+      .catch((err: unknown) => this.log.warn('image-record-complete-failed', { ref: recordRef, manifest: header.manifestDigest, err, next: 'the record stays incomplete: a restart resumes the stream' }))
+      .finally(() => (known.completing = false));
     return known;
   }
 
@@ -717,7 +727,7 @@ export class ImageService implements RemoteLayerResolver {
   // ---- status and cleanup ----
 
   status(): ImageStatus[] {
-    return [...this.byManifest.values()].map(({ rec, header, receiver }) => {
+    return [...this.byManifest.values()].map(({ rec, header, receiver, completing }) => {
       let filesPresent = 0;
       let bytes = 0;
       let bytesPresent = 0;
@@ -734,7 +744,7 @@ export class ImageService implements RemoteLayerResolver {
         name: rec.name,
         manifestDigest: rec.manifestDigest,
         complete: rec.complete,
-        streaming: p !== undefined && !p.done,
+        streaming: (p !== undefined && !p.done) || completing === true,
         files: header.items.length,
         filesPresent,
         bytes,
