@@ -68,6 +68,32 @@ const pin = (c: Containerd, key: string) => c.ctrOk(['snapshots', '--snapshotter
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
+run('status never shows a pulled image as stopped incomplete: streaming until its completion is recorded', async (t) => {
+  t.timeout(120_000);
+  const { reg, c } = await lazyStack(t);
+  const img = await buildTestImage(tempDir(t));
+  await pushTestImage(reg.host, 'slstate', '1', img);
+  const ref = `${reg.host}/slstate:1`;
+  const client = new DaemonClient(c.snapshotter.apiSocket);
+  // Polled from before the pull until the record is complete: the stream's end, then its content and
+  // TOCs made durable, then the record (service.ts `completing`).
+  const seen = new Set<string>();
+  let done = false;
+  const polling = (async () => {
+    for (const deadline = Date.now() + LOG_TIMEOUT_MS; !done && Date.now() < deadline; ) {
+      const img = (await client.status()).images.find((i) => i.ref === ref);
+      if (img) seen.add(img.complete ? 'complete' : img.streaming ? 'streaming' : 'incomplete');
+      if (img?.complete) return;
+      await sleep(1);
+    }
+  })();
+  await pull(t, c, ref);
+  await polling;
+  done = true;
+  t.true(seen.has('complete'), [...seen].join(','));
+  t.false(seen.has('incomplete'), `states seen: ${[...seen].join(',')}`);
+});
+
 run('removing an image frees its CAS content and complete markers; pulling again works', async (t) => {
   t.timeout(120_000);
   const { reg, c } = await lazyStack(t);
