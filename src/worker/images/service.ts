@@ -410,10 +410,6 @@ export class ImageService implements RemoteLayerResolver {
       if (early) this.checkedChains.delete(early.manifestDigest);
     }
     t.lap('pull');
-    // An IMAGE frame's containerd calls are out already (early, usually answered by now): the top
-    // view's inode table is built in slices from here, while containerd's image record and the
-    // record files are written and the caller starts `ctr run`, not after them (issue 19).
-    if (early?.manifestDigest === known.header.manifestDigest) this.prebuildTable(known, req.ref);
     const { header, chain } = known;
     const name = imageName(req.ref);
     const configDigest = configDigestOf(header);
@@ -426,8 +422,7 @@ export class ImageService implements RemoteLayerResolver {
       t.lap('containerd-lease');
       if (early && early.manifestDigest !== header.manifestDigest) early.asked.stop();
       const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest, req.ref);
-      // Without an IMAGE frame: the top view's inode table, built in slices while containerd
-      // answers (the calls are out first). A no-op when it is being built already (above).
+      // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
       this.prebuildTable(known, req.ref);
       try {
