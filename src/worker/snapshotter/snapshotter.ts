@@ -15,7 +15,7 @@ import { rm, readdir, stat } from 'node:fs/promises';
 import { existsSync, lchownSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { StarlightError, kindOf, withContext } from '../../errors.js';
-import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
+import { isDigest } from '../../oci/digest.js';
 import { nullLogger, type Logger } from '../../log.js';
 import type { ViewManager } from '../fs/view.js';
 import { matchesAny, parseFilters } from './filters.js';
@@ -26,9 +26,6 @@ import { unmountAllUnder } from '../fs/mount-table.js';
 import { snapshotMounts, type MountParent, type OverlayOptions } from './mounts.js';
 import type { RemoteLayerResolver } from './remote.js';
 import type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usage, WalkFn } from './types.js';
-
-/** A chain ID: the name containerd gives a committed layer's snapshot. */
-const CHAIN_ID_RE = new RegExp(`^${SHA256_DIGEST_PATTERN}$`);
 
 export type { Cleaner, Info, Mount, SnapshotKind, SnapshotOpts, Snapshotter, Usage, WalkFn } from './types.js';
 
@@ -244,7 +241,7 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
     if (!mounting) {
       mounting = (async () => {
         // A committed layer's snapshot is named by its chain ID (containerd's unpacker, CRI).
-        const chainId = CHAIN_ID_RE.test(r.key) ? r.key : undefined;
+        const chainId = isDigest(r.key) ? r.key : undefined;
         const req = await resolver.viewRequest(remoteId, chainId ? { chainId } : undefined);
         await views.mount(mountpoint, req);
         this.opts.log.info('remote-view-mounted', { name: r.key, remoteId, mountpoint });
