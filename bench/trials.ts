@@ -197,6 +197,12 @@ async function startup(driver: ModeDriver, env: TrialEnv): Promise<TrialMetrics>
     const c = await driver.run('v1', env);
     await c.stop();
     await driver.settle?.('v1', env);
+    // In every mode, as before each timed overhead container (timeWorkload): v1's writeback (the
+    // unpack, a graduation, the logs) done and the disk idle first. An update comes after v1 has run
+    // a while; without this, whichever mode flushes first (a sync, an fsync) pays for the disk work
+    // of v1's pull that the trial made seconds before.
+    const idle = await waitDeviceIdle(blockStatOf(env.dir), env.signal);
+    process.stderr.write(`[bench] ${env.image.name} ${driver.name} before the timed update: ${describeIdle(idle)}\n`);
     env.resetCounters();
     target = 'v2';
   }

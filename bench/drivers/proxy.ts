@@ -24,6 +24,8 @@ export interface BenchProxy {
 
 /** Debug aid: append each bench proxy's info-level log to this file. */
 export const PROXY_LOG_ENV = 'STARLIGHT_BENCH_PROXY_LOG';
+/** Profiling aid: node flags for each bench proxy, space-separated (as worker.ts's STARLIGHT_BENCH_DAEMON_NODE_FLAGS). */
+const PROXY_NODE_FLAGS_ENV = 'STARLIGHT_BENCH_PROXY_NODE_FLAGS';
 
 /** The repo's bin/starlight.js, found from this file in dist/bench/drivers or bench/drivers. */
 export function starlightBin(): string {
@@ -40,7 +42,8 @@ export function starlightBin(): string {
 export function startBenchProxy(registry: string, dataDir: string, extraArgs: readonly string[] = []): Promise<BenchProxy> {
   // Debug aid: STARLIGHT_BENCH_PROXY_LOG=<file>: the proxy logs at info level, appended to <file> (timelines).
   const logFile = process.env[PROXY_LOG_ENV];
-  const child = spawn(process.execPath, [starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
+  const nodeFlags = (process.env[PROXY_NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
+  const child = spawn(process.execPath, [...nodeFlags, starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: logFile ? { ...process.env, STARLIGHT_LOG: 'info' } : process.env,
   });

@@ -44,11 +44,12 @@ import { execFile } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { constants as fsc, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, chmod, link, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { isDigest } from '../../oci/digest.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { syncFileSystem, type Syncfs } from './syncfs.js';
+import { fsyncDir, removeLeftoverTemps, replaceFileDurably } from '../state-files.js';
 
 /** Prefix of temporary files in the blob directories (blobTempPath). */
 const BLOB_TEMP_PREFIX = '.tmp-';
@@ -344,6 +345,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
     await Promise.all(SHARDS.map((sh) => mkdir(join(blobDir, sh), { recursive: true })));
     await rm(this.ingestDir, { recursive: true, force: true });
     await mkdir(this.ingestDir, { recursive: true });
+    await removeLeftoverTemps(this.root); // a log's replacement cut short
     const logged = await this.readLog();
     const recovery: StoreRecovery = { trusted: 0, verified: 0, dropped: [], migrated: 0 };
     for (const sh of SHARDS) {
@@ -440,7 +442,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
     const pending = new Set(this.notDurable.map((n) => n.digest));
     const lines: string[] = [];
     for (const [digest, size] of this.sizes) if (!pending.has(digest) && !this.relocated.has(digest)) lines.push(recordLine(digest, size, this.stamps.get(digest)!));
-    await replaceDurably(this.logPath, lines.join(''));
+    await replaceFileDurably(this.logPath, lines.join(''));
   }
 
   /**
@@ -671,7 +673,7 @@ export class LocalContentStore implements ContentStore, BlobFiles, Relocations {
     }
     // Durably: a compacted log lost to a power cut (renamed before its data reached the disk: an
     // empty file) would forget where relocated content is, and it would be fetched again.
-    await replaceDurably(path, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
+    await replaceFileDurably(path, [...this.relocated].map(([d, f]) => `${digestHex(d)} ${this.sizes.get(d)!} ${f}\n`).join(''));
   }
 
   /** BlobFiles: a unique path in the ingest directory (the item pool's streamed items). */
@@ -689,30 +691,3 @@ function recordLine(digest: string, size: number, stamp: BlobStamp): string {
   return `${digestHex(digest)} ${size} ${stamp.ino} ${stamp.ctimeNs}\n`;
 }
 
-/**
- * Replaces `path` by `text` atomically and durably: a temp file beside it, written and fdatasync'ed,
- * renamed over `path`, then its directory fsync'ed. After a crash `path` holds the old or the new
- * text, never a part of it (nor an empty file: the data is on disk before the rename).
- */
-async function replaceDurably(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, fsc.O_CREAT | fsc.O_TRUNC | fsc.O_WRONLY, 0o600);
-  try {
-    await fh.writeFile(text);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
-}
-
-/** fsync of a directory (its entries: a rename into it). */
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}

@@ -13,7 +13,7 @@
  *
  * Not here: content (cas/), TOCs (layer-store.ts), what a pull does (service.ts).
  */
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pack, unpack } from 'msgpackr';
 import { StarlightError } from '../../errors.js';
@@ -22,6 +22,7 @@ import type { DeltaHeader } from '../../protocol/types.js';
 import { digestHex } from '../cas/store.js';
 import { checkHeaderImage } from '../pull/header-check.js';
 import type { LayerStore } from '../pull/layer-store.js';
+import { removeLeftoverTemps, replaceFile } from '../state-files.js';
 
 export interface ImageRecord {
   /** The reference as the user gave it to `starlight pull` (or CRI's image ref). */
@@ -105,14 +106,12 @@ export class ImageRecords {
 
   async open(): Promise<this> {
     await mkdir(this.root, { recursive: true });
+    await removeLeftoverTemps(this.root);
     return this;
   }
 
   async put(rec: ImageRecord): Promise<void> {
-    const path = join(this.root, `${digestHex(rec.manifestDigest)}.json`);
-    const tmp = `${path}.tmp-${process.pid}`;
-    await writeFile(tmp, JSON.stringify(rec));
-    await rename(tmp, path);
+    await replaceFile(join(this.root, `${digestHex(rec.manifestDigest)}.json`), JSON.stringify(rec));
   }
 
   /** Every readable record. One that does not parse (empty, truncated) is removed with its header, and logged. */

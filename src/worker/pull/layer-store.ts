@@ -6,7 +6,7 @@
  *   headers/<hex>       the raw delta header of image manifest sha256:<hex> (for restarts: the view
  *                       of an image can be rebuilt without the proxy)
  *
- * Writes are atomic (temp file + rename) but not durable by themselves: a power cut may leave a file
+ * Writes are atomic (state-files.ts: temp file + rename) but not durable by themselves: a power cut may leave a file
  * written just before it empty or truncated. Hence the rule (docs/design-notes.md "Durable state"):
  * nothing that claims a file is there — a `complete` marker, an image record that is `complete` —
  * is written before that file was written AND a flush() that started after the write finished
@@ -17,7 +17,7 @@
  *
  * Not here: file contents (cas/), snapshots (snapshotter/), image records (images/records.ts).
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile, access } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { decodeToc } from '../../layers/toc-codec.js';
@@ -25,6 +25,7 @@ import type { LayerToc } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
 import { digestHex } from '../cas/store.js';
 import { syncFileSystem, type Syncfs } from '../cas/syncfs.js';
+import { removeLeftoverTemps, replaceFile } from '../state-files.js';
 
 export interface LayerStoreOptions {
   /** Logs TOCs dropped as unreadable; default nullLogger. */
@@ -36,11 +37,6 @@ export interface LayerStoreOptions {
   syncfs?: Syncfs;
 }
 
-async function atomicWrite(path: string, data: Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
@@ -63,7 +59,10 @@ export class LayerStore {
   }
 
   async open(): Promise<this> {
-    for (const d of ['tocs', 'complete', 'headers']) await mkdir(join(this.root, d), { recursive: true });
+    for (const d of ['tocs', 'complete', 'headers']) {
+      await mkdir(join(this.root, d), { recursive: true });
+      await removeLeftoverTemps(join(this.root, d));
+    }
     return this;
   }
 
@@ -79,7 +78,7 @@ export class LayerStore {
       throw new StarlightError('SL_ERR_PROTOCOL_MALFORMED', `TOC sent for layer ${diffID} describes layer ${toc.diffID}`, { details: { diffID } });
     }
     this.tocCache.set(diffID, toc);
-    return { toc, written: atomicWrite(join(this.root, 'tocs', digestHex(diffID)), encoded) };
+    return { toc, written: replaceFile(join(this.root, 'tocs', digestHex(diffID)), encoded) };
   }
 
   /**
@@ -123,7 +122,7 @@ export class LayerStore {
 
   /** Call only after the layers' TOCs and content are durable (flush(), ContentStore.sync()). */
   async markComplete(diffIDs: readonly string[]): Promise<void> {
-    for (const d of diffIDs) await atomicWrite(join(this.root, 'complete', digestHex(d)), new Uint8Array(0));
+    for (const d of diffIDs) await replaceFile(join(this.root, 'complete', digestHex(d)), new Uint8Array(0));
   }
 
   /**
@@ -153,7 +152,7 @@ export class LayerStore {
   }
 
   async putHeader(manifestDigest: string, raw: Uint8Array): Promise<void> {
-    await atomicWrite(join(this.root, 'headers', digestHex(manifestDigest)), raw);
+    await replaceFile(join(this.root, 'headers', digestHex(manifestDigest)), raw);
   }
 
   /** Forgets an image's header (its image was released). Idempotent. */
