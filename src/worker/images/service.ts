@@ -203,6 +203,12 @@ interface Known {
    * stopped incomplete.
    */
   completing?: boolean;
+  /**
+   * Settles when the stream's end has been dealt with (completion recorded, or the failure logged):
+   * release() waits for it, so that a completion still flushing cannot mark layers complete or write
+   * the record after release() withdrew them and deleted the content (a pull's only).
+   */
+  settled?: Promise<void>;
 }
 
 export class ImageService implements RemoteLayerResolver {
@@ -334,7 +340,7 @@ export class ImageService implements RemoteLayerResolver {
     const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
     this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
     this.byManifest.set(header.manifestDigest, known);
-    receiver.done.then(
+    known.settled = receiver.done.then(
       async () => {
         known.completing = true;
         await persisted;
@@ -343,9 +349,14 @@ export class ImageService implements RemoteLayerResolver {
         // sync and the TOCs' flush (pulled.durable) and a flush after the header's write (one
         // syncfs with the puller's, batched: lazy-pull.ts), layer-store.ts "the rule".
         await Promise.all([pulled.durable, this.opts.layers.flush()]);
+        // Released meanwhile (its record removed) or pulled again (the new pull records it).
+        if (this.byManifest.get(header.manifestDigest) !== known) {
+          this.log.info('image-completion-not-recorded', { ref: recordRef, manifest: header.manifestDigest, reason: 'released or pulled again while its stream ended' });
+          return;
+        }
         rec.complete = true;
         await this.opts.records.put(rec);
-        if (this.byManifest.get(header.manifestDigest) === known) this.graduate(known);
+        this.graduate(known);
       },
       (err: unknown) => {
         if (!this.closed) this.log.warn('delta-failed', { ref: recordRef, manifest: header.manifestDigest, err });
@@ -701,6 +712,9 @@ export class ImageService implements RemoteLayerResolver {
       delete k.table;
       for (const id of [...this.viewsServed]) if (id.startsWith(k.rec.manifestDigest + '/')) this.viewsServed.delete(id);
     }
+    // A stream that ended just now may still be flushing before it marks its layers complete (the
+    // puller) and writes its record: that must come before the markers are withdrawn below, not after.
+    await Promise.all(drop.map((k) => k.settled));
     const keepDigests = await this.liveDigests(() => true);
     const keepLayers = new Set([...this.byManifest.values()].flatMap((k) => k.header.diffIDs));
     const { tracker, layers, records } = this.opts;
