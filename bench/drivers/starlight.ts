@@ -255,13 +255,15 @@ class StarlightDriver implements ModeDriver {
   async settle(version: ImageVersion, env: TrialEnv): Promise<number> {
     const digest = env.image.versions[version].digest;
     const deadline = Date.now() + env.spec.timeoutMs;
-    // When the stream was first seen complete: completeMs is the transfer's end, not graduation's.
+    // The transfer's end (completeMs): when the daemon's stream ended (its last item landed and
+    // verified, `streamEndedAt`), not when a poll first saw the image complete, which comes after
+    // the completion's flush and, for an update's small delta, after the container's start.
     let completeAt: number | undefined;
     for (;;) {
       const st = await this.w!.client.status();
       this.fuseBefore = st.fuseOps ?? {}; // as of the settle's last poll (diffed around the next start)
       const img = st.images.find((i) => i.manifestDigest === digest);
-      if (img?.complete) completeAt ??= performance.now();
+      if (img?.complete) completeAt ??= img.streamEndedAt !== undefined ? img.streamEndedAt - performance.timeOrigin : performance.now();
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it);
       // with --overhead also its content relocated (OVERHEAD_VIEW_IDLE_S).
       if (img?.complete && img.graduated !== false && (env.spec.workload !== 'overhead' || img.relocated !== false)) {

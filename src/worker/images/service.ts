@@ -172,6 +172,12 @@ export interface ImageStatus {
   bytesPresent: number;
   wireBytes: number;
   /**
+   * When this daemon's stream of the image ended, its last content landed and verified (ms since the
+   * epoch): the transfer's end, before its completion is made durable and recorded (`complete`).
+   * Absent while streaming and for an image restored at start.
+   */
+  streamEndedAt?: number;
+  /**
    * The top layer's tree is materialised: new containers run on a plain overlay lowerdir (issue 12).
    * Absent when graduation is off.
    */
@@ -324,7 +330,30 @@ export class ImageService implements RemoteLayerResolver {
 
   private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (image: DeltaImage) => void): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
-    const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal, ...(onImageChecked ? { onImageChecked } : {}) });
+    // The record's write (persisted, below) before the completion's syncfs: a small update's stream
+    // ends while the pull still answers, and a write behind a flush of the file system waited
+    // 15-40 ms on the pull's path (issue 19, session 12). Settled also when the pull fails first.
+    let recorded!: () => void;
+    const durableAfter = new Promise<void>((r) => (recorded = r));
+    try {
+      return await this.recordPull(requestRef, recordRef, platform, resume, { durableAfter, recorded }, onImageChecked);
+    } catch (err) {
+      recorded();
+      throw err;
+    }
+  }
+
+  /** doPull once its record's write is ordered before the completion's flush (`order`). */
+  private async recordPull(
+    requestRef: string,
+    recordRef: string,
+    platform: string | undefined,
+    resume: boolean,
+    order: { durableAfter: Promise<void>; recorded: () => void },
+    onImageChecked?: (image: DeltaImage) => void,
+  ): Promise<Known> {
+    const { durableAfter, recorded } = order;
+    const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal, durableAfter, ...(onImageChecked ? { onImageChecked } : {}) });
     const { header, receiver } = pulled;
     if (this.closed) {
       receiver.close();
@@ -337,6 +366,7 @@ export class ImageService implements RemoteLayerResolver {
     // records the image in containerd, and awaited before the pull answers.
     const persisted = Promise.all([pulled.stored, this.opts.records.putHeader(header)]).then(() => this.opts.records.put(rec));
     persisted.catch((err: unknown) => this.log.warn('image-record-write-failed', { ref: recordRef, manifest: header.manifestDigest, err }));
+    persisted.finally(recorded).catch(() => undefined);
     const known: Known = { rec, header, chain: chainIds(header.diffIDs), receiver, tree: pulled.tree, phases: pulled.phases, persisted };
     this.trees.delete(remoteIdFor(header.manifestDigest, header.diffIDs.length - 1));
     this.byManifest.set(header.manifestDigest, known);
@@ -769,6 +799,7 @@ export class ImageService implements RemoteLayerResolver {
         bytes,
         bytesPresent,
         wireBytes: p?.wireBytes ?? 0,
+        ...(p?.doneAt !== undefined ? { streamEndedAt: p.doneAt } : {}),
         ...(this.opts.graduations ? { graduated: this.materialised(remoteIdFor(rec.manifestDigest, header.diffIDs.length - 1)) !== undefined } : {}),
         ...(this.opts.relocations && this.opts.viewsIdle && this.opts.graduations?.layers(chainIds(header.diffIDs)) ? { relocated: this.relocatedImages.has(rec.manifestDigest) } : {}),
       };

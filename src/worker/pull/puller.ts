@@ -59,6 +59,12 @@ export interface PullOptions {
    * item): the caller undoes what it started then.
    */
   onImageChecked?: (image: DeltaImage) => void;
+  /**
+   * The stream's completion is made durable (the syncfs before the layers are marked complete) only
+   * after this settles: the caller's own writes for the pull (its image record) go first, instead of
+   * waiting behind a flush of the whole file system (issue 19, session 12), and the flush covers them.
+   */
+  durableAfter?: Promise<unknown>;
 }
 
 export interface PullerOptions {
@@ -174,6 +180,7 @@ export class Puller {
     const durable = receiver.done.then(async () => {
       try {
         await stored;
+        await opts.durableAfter?.catch(() => undefined);
         await Promise.all([tracker.store.sync(), layers.flush()]);
         await layers.markComplete(header.diffIDs);
       } catch (err) {

@@ -66,6 +66,8 @@ export interface ReceiverProgress {
   earlyItems: number;
   connections: number;
   done: boolean;
+  /** When the last item landed (ms since the epoch): the stream's completion; absent until done. */
+  doneAt?: number;
 }
 
 /**
@@ -204,6 +206,7 @@ export class DeltaReceiver implements QueueJumper {
   private earlyItems = 0;
   private connections = 0;
   private finished = false;
+  private finishedAt: number | undefined;
   /** The first bad item's error (done rejects with it once the rest is in). */
   private firstFailure: unknown;
   private readonly ac = new AbortController();
@@ -317,6 +320,7 @@ export class DeltaReceiver implements QueueJumper {
       earlyItems: this.earlyItems,
       connections: this.connections,
       done: this.finished,
+      ...(this.finishedAt !== undefined ? { doneAt: this.finishedAt } : {}),
     };
   }
 
@@ -363,6 +367,7 @@ export class DeltaReceiver implements QueueJumper {
       throw withContext(this.firstFailure, `delta of ${this.opts.request.ref}: ${this.itemsFailed} item(s) arrived bad`, { ref: this.opts.request.ref });
     }
     this.finished = true;
+    this.finishedAt = Date.now();
     this.log.info('delta-complete', { ref: this.opts.request.ref, ...this.progress() });
   }
 
