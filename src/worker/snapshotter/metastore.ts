@@ -113,12 +113,6 @@ export class MetaStore {
   constructor(path: string) {
     this.db = new Database(path, { timeout: BUSY_TIMEOUT_MS });
     this.db.pragma('journal_mode = WAL');
-    // No fsync per commit (WAL: atomic and consistent, a power cut may lose the last commits): a
-    // pull's Prepares commit one row per new layer on the path to the container's start, and an fsync
-    // on this VM's disk costs more than the rest of the call (issue 19, session 12). The rows become
-    // durable with the pull's completion (its syncfs covers this file system), as the image's own
-    // records and TOCs do (docs/design-notes.md "Durable state"); a daemon that dies loses nothing.
-    this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
