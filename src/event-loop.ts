@@ -34,42 +34,17 @@ export class TimeSlicer {
   }
 }
 
-/** Sliced work under way (startSliced): its result, and a way to say that result is awaited now. */
-export interface SlicedWork<T> {
-  readonly result: Promise<T>;
-  /**
-   * Someone waits for the result: the remaining steps run without pauses, from the next step on.
-   * Slices share the loop with work that can wait (a stream's ingest, other requests); a waiter on
-   * the critical path (a container's mount waiting for its inode table) should not wait their turns.
-   */
-  hurry(): void;
-}
-
 /**
  * Runs a generator of synchronous steps to its end, yielding to the event loop whenever a slice is over
- * `sliceMs` (the generator `yield`s at points where a pause is safe), until hurried.
+ * `sliceMs` (the generator `yield`s at points where a pause is safe). Returns its result.
  */
-export function startSliced<T>(steps: Generator<unknown, T, undefined>, sliceMs = SLICE_MS): SlicedWork<T> {
-  let hurried = false;
-  const result = (async () => {
-    const slicer = new TimeSlicer(sliceMs);
-    for (;;) {
-      const r = steps.next();
-      if (r.done === true) return r.value;
-      if (!hurried) await slicer.maybeYield();
-    }
-  })();
-  return {
-    result,
-    hurry: () => {
-      hurried = true;
-    },
-  };
-}
-
-/** startSliced's result, never hurried. */
-export function runSliced<T>(steps: Generator<unknown, T, undefined>, sliceMs = SLICE_MS): Promise<T> {
-  return startSliced(steps, sliceMs).result;
+export async function runSliced<T>(steps: Generator<unknown, T, undefined>, sliceMs = SLICE_MS): Promise<T> {
+  const slicer = new TimeSlicer(sliceMs);
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+    await slicer.maybeYield();
+  }
 }
 
 /** Runs a generator of synchronous steps to its end at once (the synchronous twin of runSliced). */

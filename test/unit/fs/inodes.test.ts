@@ -113,7 +113,7 @@ test('the sliced build (a pull builds its view table while containerd answers) g
   // Every third digest present: the absent map and content paths are compared too.
   const locate = (d: string): string | null => (Number(d.split('-')[1]) % 3 === 0 ? `/cas/${d}` : null);
   const whole = buildInodeTable(tree(entries), locate);
-  const sliced = await buildInodeTableSliced(tree(entries), locate).result;
+  const sliced = await buildInodeTableSliced(tree(entries), locate);
   t.deepEqual(sliced, whole);
   t.is(sliced.count, 1 + 20 * 201);
 });
