@@ -52,6 +52,12 @@ export function madeUpLayer(name: string, files: number): LayerToc {
   return { version: TOC_VERSION, diffID: sha256Digest(Buffer.from(`layer ${name}`)), uncompressedSize: 0, entries };
 }
 
+/** A layer whose regular files f0, f1, … at its root hold `contents` (real digests: a stream can carry them). */
+export function layerOfFiles(name: string, contents: readonly Buffer[]): LayerToc {
+  const entries: TocEntry[] = contents.map((c, i) => ({ path: `f${i}`, type: 'reg', mode: 0o644, uid: 0, gid: 0, size: c.length, mtime: 0, digest: sha256Digest(c) }));
+  return { ...madeUpLayer(name, 0), entries };
+}
+
 /**
  * A header that passes checkHeaderImage: manifest and config consistent with the chain of `tocs`
  * (the manifest names `ref`, so images of the same chain differ); every TOC sent, no items.

@@ -16,12 +16,12 @@ import { sha256Digest } from '../../../src/oci/digest.js';
 import { LocalContentStore, digestHex } from '../../../src/worker/cas/store.js';
 import { batchedSyncfs } from '../../../src/worker/cas/syncfs.js';
 import { ImageRecords } from '../../../src/worker/images/records.js';
-import { ImageService } from '../../../src/worker/images/service.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { Puller } from '../../../src/worker/pull/puller.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
 import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
-import { checkedHeader, deltaServer, identityItems, madeUpLayer } from '../../helpers/delta-header.js';
+import { checkedHeader, deltaServer, identityItems, layerOfFiles, madeUpLayer } from '../../helpers/delta-header.js';
+import { openImageService } from '../../helpers/image-service.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const REF = 'localhost:5000/app:v1';
@@ -124,10 +124,7 @@ test('a pull marks its layers complete only after a syncfs that started once the
 
 test('a pull that streams content: its content and TOCs are made durable by one shared syncfs, before the markers', async (t) => {
   const contents = [Buffer.from('first file\n'), Buffer.from('second file, a little longer\n')];
-  const top: LayerToc = {
-    ...madeUpLayer('top', 0),
-    entries: contents.map((c, i) => ({ path: `f${i}`, type: 'reg' as const, mode: 0o644, uid: 0, gid: 0, size: c.length, mtime: 0, digest: sha256Digest(c) })),
-  };
+  const top = layerOfFiles('top', contents);
   const tocs = [madeUpLayer('base', 50), top];
   const { syncs, layers, store } = await pullRecordingSyncs(t, tocs, contents);
   t.deepEqual(await layers.completeLayers(), tocs.map((toc) => toc.diffID).sort());
@@ -160,17 +157,7 @@ test('restart: image records whose header or TOCs are unreadable are dropped wit
   const layers2 = await new LayerStore(join(root, 'layers'), { log }).open();
   const records2 = await new ImageRecords(join(root, 'images'), layers2, { log }).open();
   const tracker = new ContentTracker(await new LocalContentStore(tempDir(t)).open());
-  const client = new ProxyClient({ url: 'http://127.0.0.1:9' });
-  t.teardown(() => client.close());
-  const service = await new ImageService({
-    puller: new Puller({ client, tracker, layers: layers2, lowerTreesDelayMs: -1 }),
-    tracker,
-    layers: layers2,
-    records: records2,
-    containerdAddress: join(root, 'no-containerd.sock'),
-    log,
-  }).open();
-  t.teardown(() => service.close());
+  const service = await openImageService(t, { root, layers: layers2, records: records2, tracker, log });
 
   t.deepEqual(
     service.status().map((s) => s.ref),

@@ -8,18 +8,14 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { yieldToLoop } from '../../../src/event-loop.js';
-import type { LayerToc } from '../../../src/layers/toc.js';
-import { sha256Digest } from '../../../src/oci/digest.js';
 import { LocalContentStore, digestHex } from '../../../src/worker/cas/store.js';
 import { batchedSyncfs } from '../../../src/worker/cas/syncfs.js';
 import { chainIds } from '../../../src/worker/images/chain.js';
 import { ImageRecords, type ImageRecord } from '../../../src/worker/images/records.js';
-import { ImageService } from '../../../src/worker/images/service.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
-import { Puller } from '../../../src/worker/pull/puller.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
-import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
-import { checkedHeader, deltaServer, identityItems, madeUpLayer } from '../../helpers/delta-header.js';
+import { checkedHeader, deltaServer, identityItems, layerOfFiles, madeUpLayer } from '../../helpers/delta-header.js';
+import { openImageService } from '../../helpers/image-service.js';
 import { pollUntil } from '../../helpers/poll.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -40,13 +36,8 @@ class SlowFirstPut extends ImageRecords {
 
 test("a pull's record is written before its stream's completion is flushed, and the stream's end is reported", async (t) => {
   const contents = [Buffer.from('new file of the update\n')];
-  const top: LayerToc = {
-    ...madeUpLayer('top', 0),
-    entries: contents.map((c, i) => ({ path: `f${i}`, type: 'reg' as const, mode: 0o644, uid: 0, gid: 0, size: c.length, mtime: 0, digest: sha256Digest(c) })),
-  };
-  const h = { ...checkedHeader([madeUpLayer('base', 10), top], REF), items: identityItems(contents) };
-  const client = new ProxyClient({ url: await deltaServer(t, h, contents) });
-  t.teardown(() => client.close());
+  const h = { ...checkedHeader([madeUpLayer('base', 10), layerOfFiles('top', contents)], REF), items: identityItems(contents) };
+  const proxy = await deltaServer(t, h, contents);
   const root = tempDir(t, 'sl-order-');
   const recordFile = join(root, 'images', `${digestHex(h.manifestDigest)}.json`);
   // At each syncfs run: was the pull's record on disk when it started?
@@ -57,14 +48,7 @@ test("a pull's record is written before its stream's completion is flushed, and 
   const layers = await new LayerStore(join(root, 'layers'), { syncfs }).open();
   const records = await new SlowFirstPut(join(root, 'images'), layers).open();
   const tracker = new ContentTracker(await new LocalContentStore(join(root, 'content'), { syncfs }).open());
-  const service = await new ImageService({
-    puller: new Puller({ client, tracker, layers, lowerTreesDelayMs: -1 }),
-    tracker,
-    layers,
-    records,
-    containerdAddress: join(root, 'no-containerd.sock'),
-  }).open();
-  t.teardown(() => service.close());
+  const service = await openImageService(t, { root, layers, records, tracker, proxy });
 
   // The record's write is slow: it waits until the stream has ended, then a few loop turns more, in
   // which a flush started at the stream's end would have begun.

@@ -11,17 +11,14 @@ import { join } from 'node:path';
 import { yieldToLoop } from '../../../src/event-loop.js';
 import { createLogger, type Fields } from '../../../src/log.js';
 import { sha256Digest } from '../../../src/oci/digest.js';
-import type { LayerToc } from '../../../src/layers/toc.js';
 import { LocalContentStore, digestHex } from '../../../src/worker/cas/store.js';
 import { batchedSyncfs } from '../../../src/worker/cas/syncfs.js';
 import { chainIds } from '../../../src/worker/images/chain.js';
 import { ImageRecords, type ImageRecord } from '../../../src/worker/images/records.js';
-import { ImageService } from '../../../src/worker/images/service.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
-import { Puller } from '../../../src/worker/pull/puller.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
-import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
-import { checkedHeader, deltaServer, identityItems, madeUpLayer } from '../../helpers/delta-header.js';
+import { checkedHeader, deltaServer, identityItems, layerOfFiles, madeUpLayer } from '../../helpers/delta-header.js';
+import { openImageService } from '../../helpers/image-service.js';
 import { pollUntil } from '../../helpers/poll.js';
 import { tempDir } from '../../helpers/tmp.js';
 
@@ -55,13 +52,8 @@ class OrderedRecords extends ImageRecords {
 
 test('an image released while its ended stream is still being made durable: no marker or record comes back after release', async (t) => {
   const contents = [Buffer.from('first file\n'), Buffer.from('second file\n')];
-  const top: LayerToc = {
-    ...madeUpLayer('top', 0),
-    entries: contents.map((c, i) => ({ path: `f${i}`, type: 'reg' as const, mode: 0o644, uid: 0, gid: 0, size: c.length, mtime: 0, digest: sha256Digest(c) })),
-  };
-  const h = { ...checkedHeader([madeUpLayer('base', 10), top], REF), items: identityItems(contents) };
-  const client = new ProxyClient({ url: await deltaServer(t, h, contents) });
-  t.teardown(() => client.close());
+  const h = { ...checkedHeader([madeUpLayer('base', 10), layerOfFiles('top', contents)], REF), items: identityItems(contents) };
+  const proxy = await deltaServer(t, h, contents);
 
   // Every syncfs waits at a gate: the stream's end stays "being made durable" until it opens.
   let open!: () => void;
@@ -76,16 +68,8 @@ test('an image released while its ended stream is still being made durable: no m
   const records = await new OrderedRecords(join(root, 'images'), layers).open();
   const tracker = new ContentTracker(await new LocalContentStore(join(root, 'content'), { syncfs }).open());
   const lines: Fields[] = [];
-  const service = await new ImageService({
-    puller: new Puller({ client, tracker, layers, lowerTreesDelayMs: -1 }),
-    tracker,
-    layers,
-    records,
-    containerdAddress: join(root, 'no-containerd.sock'),
-    releaseGraceMs: 0,
-    log: createLogger({ level: 'debug', sink: (l) => lines.push(JSON.parse(l) as Fields) }),
-  }).open();
-  t.teardown(() => service.close());
+  const log = createLogger({ level: 'debug', sink: (l) => lines.push(JSON.parse(l) as Fields) });
+  const service = await openImageService(t, { root, layers, records, tracker, proxy, releaseGraceMs: 0, log });
 
   // A CRI-style Prepare pulls the image; its whole stream arrives at once.
   const remote = await service.resolve({ key: 'k', parent: '', parentRemoteId: undefined, hints: { chainId: chainIds(h.diffIDs)[0]!, imageRef: REF }, labels: {} });

@@ -10,12 +10,10 @@ import { createLogger, type Fields } from '../../../src/log.js';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { chainIds, remoteIdFor } from '../../../src/worker/images/chain.js';
 import { ImageRecords } from '../../../src/worker/images/records.js';
-import { ImageService } from '../../../src/worker/images/service.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
-import { Puller } from '../../../src/worker/pull/puller.js';
 import { ContentTracker } from '../../../src/worker/stream/content-tracker.js';
-import { ProxyClient } from '../../../src/worker/stream/proxy-client.js';
 import { checkedHeader, madeUpLayer } from '../../helpers/delta-header.js';
+import { openImageService } from '../../helpers/image-service.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 test('a view whose image is gone is served by a pulled image with the same chain; release keeps that image', async (t) => {
@@ -33,18 +31,7 @@ test('a view whose image is gone is served by a pulled image with the same chain
   const lines: Fields[] = [];
   const log = createLogger({ level: 'debug', sink: (l) => lines.push(JSON.parse(l) as Fields) });
   const tracker = new ContentTracker(await new LocalContentStore(tempDir(t)).open());
-  const client = new ProxyClient({ url: 'http://127.0.0.1:9' });
-  t.teardown(() => client.close());
-  const service = await new ImageService({
-    puller: new Puller({ client, tracker, layers, lowerTreesDelayMs: -1 }),
-    tracker,
-    layers,
-    records,
-    containerdAddress: join(root, 'no-containerd.sock'),
-    releaseGraceMs: 0,
-    log,
-  }).open();
-  t.teardown(() => service.close());
+  const service = await openImageService(t, { root, layers, records, tracker, releaseGraceMs: 0, log });
 
   const stale = remoteIdFor(failed.manifestDigest, 0);
   const baseChain = chainIds(good.diffIDs)[0]!;
