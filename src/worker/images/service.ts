@@ -330,9 +330,8 @@ export class ImageService implements RemoteLayerResolver {
 
   private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (image: DeltaImage) => void): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
-    // The record's write (persisted, below) before the completion's syncfs: a small update's stream
-    // ends while the pull still answers, and a write behind a flush of the file system waited
-    // 15-40 ms on the pull's path (issue 19, session 12). Settled also when the pull fails first.
+    // The record's write (persisted, below) before the completion's syncfs, which then covers it: a
+    // small update's stream ends while the pull still answers. Settled also when the pull fails first.
     let recorded!: () => void;
     const durableAfter = new Promise<void>((r) => (recorded = r));
     try {

@@ -6,8 +6,8 @@
  *   headers/<hex>       the raw delta header of image manifest sha256:<hex> (for restarts: the view
  *                       of an image can be rebuilt without the proxy)
  *
- * Writes are atomic (state-files.ts: temp file + rename) but not durable by themselves: a power cut may leave a file
- * written just before it empty or truncated. Hence the rule (docs/design-notes.md "Durable state"):
+ * Writes are atomic (state-files.ts: temp file + rename) but not durable by themselves: a power cut
+ * may leave a file written just before it empty or truncated. Hence the rule (docs/design-notes.md "Durable state"):
  * nothing that claims a file is there — a `complete` marker, an image record that is `complete` —
  * is written before that file was written AND a flush() that started after the write finished
  * (one syncfs per pull, shared with the content store's, not an fsync per file). Reading: a TOC that
@@ -36,7 +36,6 @@ export interface LayerStoreOptions {
    */
   syncfs?: Syncfs;
 }
-
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(

@@ -61,8 +61,8 @@ export interface PullOptions {
   onImageChecked?: (image: DeltaImage) => void;
   /**
    * The stream's completion is made durable (the syncfs before the layers are marked complete) only
-   * after this settles: the caller's own writes for the pull (its image record) go first, instead of
-   * waiting behind a flush of the whole file system (issue 19, session 12), and the flush covers them.
+   * after this settles: the caller's own writes for the pull (its image record) go first, so that
+   * flush covers them and they do not share the disk with it.
    */
   durableAfter?: Promise<unknown>;
 }
