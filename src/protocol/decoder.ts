@@ -65,6 +65,12 @@ export class DeltaDecoder {
   private contentBytes = 0;
   /** Stream bytes consumed so far (for error details). */
   position = 0;
+  /**
+   * The failure an ERROR frame carried, when events came before it in the same push(): those are
+   * returned first (an IMAGE, EARLY or content event must not be lost because the proxy's error
+   * arrived in the same chunk), and the next push() or finish() throws this.
+   */
+  private remoteFailure: StarlightError | undefined;
 
   constructor(opts: DecoderOptions = {}) {
     this.maxHeaderBytes = opts.maxHeaderBytes ?? MAX_HEADER_BYTES;
@@ -73,6 +79,7 @@ export class DeltaDecoder {
 
   /** Feeds bytes; returns the events they complete. Throws on invalid input (the decoder is then unusable). */
   push(chunk: Uint8Array): DeltaEvent[] {
+    if (this.remoteFailure !== undefined) throw this.remoteFailure;
     if (chunk.length === 0) return [];
     if (this.phase === 'done') throw malformed('bytes after the END frame', { position: this.position });
     const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
@@ -80,7 +87,14 @@ export class DeltaDecoder {
     this.queued += b.length;
     const events: DeltaEvent[] = [];
     for (;;) {
-      const ev = this.step();
+      let ev: DeltaEvent | undefined | null;
+      try {
+        ev = this.step();
+      } catch (err) {
+        if (events.length === 0 || !(err instanceof StarlightError) || err.details?.remoteCode === undefined) throw err;
+        this.remoteFailure = err;
+        break;
+      }
       if (ev === null) break;
       if (ev !== undefined) events.push(ev);
       if (this.isDone()) {
@@ -96,8 +110,9 @@ export class DeltaDecoder {
     return this.phase === 'done';
   }
 
-  /** Call at end of input: throws SL_ERR_PROTOCOL_TRUNCATED unless an END frame was read. */
+  /** Call at end of input: throws an ERROR frame's failure not thrown yet, else SL_ERR_PROTOCOL_TRUNCATED unless an END frame was read. */
   finish(): void {
+    if (this.remoteFailure !== undefined) throw this.remoteFailure;
     if (this.phase !== 'done') {
       const h = this.header;
       throw new StarlightError('SL_ERR_PROTOCOL_TRUNCATED', `delta stream ended before its END frame (at byte ${this.position + this.queued})`, {

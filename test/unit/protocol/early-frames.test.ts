@@ -64,7 +64,8 @@ test('an ERROR frame after EARLY frames (the index failed) is the error it carri
     await enc.writeError({ code: 'SL_ERR_IMAGE_DIFFID_MISMATCH', message: 'index img: layer sha256:abc uncompresses to …', detail: { layer: 'sha256:abc' } });
   });
   const dec = new DeltaDecoder();
-  const err = t.throws(() => dec.push(bytes));
+  t.deepEqual(dec.push(bytes).map((e) => e.type), ['early'], 'the EARLY item before the error is delivered');
+  const err = t.throws(() => dec.finish());
   t.is((err as { code?: string }).code, 'SL_ERR_IMAGE_DIFFID_MISMATCH');
   t.regex(err!.message, /layer sha256:abc/);
   t.is((err as unknown as { details: { nextItem: number } }).details.nextItem, 0);

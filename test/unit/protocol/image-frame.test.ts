@@ -52,10 +52,18 @@ test('an ERROR frame after the IMAGE frame (the index failed) is the error it ca
     await enc.writeImage(image);
     await enc.writeError({ code: 'SL_ERR_OCI_NOT_FOUND', message: 'index app: layer sha256:b: blob not found', detail: { layer: 'sha256:b' } });
   });
+  // In one chunk (a failure right after the image resolved): the IMAGE event first, then the error.
   const dec = new DeltaDecoder();
-  const err = t.throws(() => dec.push(bytes)) as { code?: string; details?: Record<string, unknown> };
+  t.deepEqual(dec.push(bytes).map((e) => e.type), ['image']);
+  const err = t.throws(() => dec.finish()) as { code?: string; details?: Record<string, unknown> };
   t.is(err.code, 'SL_ERR_OCI_NOT_FOUND');
   t.is(err.details?.nextItem, 0);
+  t.is((t.throws(() => dec.push(Buffer.alloc(1))) as { code?: string }).code, 'SL_ERR_OCI_NOT_FOUND', 'and again at the next push');
+  // Frame by frame: the error at the push that brings it.
+  const split = new DeltaDecoder();
+  const imageEnd = (await streamBytes(async (enc) => enc.writeImage(image))).length; // preamble + IMAGE frame
+  t.deepEqual(split.push(bytes.subarray(0, imageEnd)).map((e) => e.type), ['image']);
+  t.is((t.throws(() => split.push(bytes.subarray(imageEnd))) as { code?: string }).code, 'SL_ERR_OCI_NOT_FOUND');
 });
 
 test('an IMAGE frame after an EARLY frame or after the HEADER is malformed', async (t) => {
