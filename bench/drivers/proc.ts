@@ -21,6 +21,11 @@ export function tail(s: string, n = TAIL_BYTES): string {
   return s.length > n ? '…' + s.slice(-n) : s;
 }
 
+/** The space-separated words of environment variable `name` (extra flags of a debug aid); none when unset. */
+export function envWords(name: string): string[] {
+  return (process.env[name] ?? '').split(' ').filter((w) => w !== '');
+}
+
 export interface RunOptions {
   timeoutMs: number;
   signal?: AbortSignal;

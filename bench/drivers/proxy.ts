@@ -9,7 +9,7 @@ import { appendFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HarnessError } from '../../fixtures/harness-error.js';
-import { stopChild, tail } from './proc.js';
+import { envWords, stopChild, tail } from './proc.js';
 
 /** How long the proxy may take to print its listening line, ms. */
 const START_TIMEOUT_MS = 20_000;
@@ -42,8 +42,7 @@ export function starlightBin(): string {
 export function startBenchProxy(registry: string, dataDir: string, extraArgs: readonly string[] = []): Promise<BenchProxy> {
   // Debug aid: STARLIGHT_BENCH_PROXY_LOG=<file>: the proxy logs at info level, appended to <file> (timelines).
   const logFile = process.env[PROXY_LOG_ENV];
-  const nodeFlags = (process.env[PROXY_NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
-  const child = spawn(process.execPath, [...nodeFlags, starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
+  const child = spawn(process.execPath, [...envWords(PROXY_NODE_FLAGS_ENV), starlightBin(), 'proxy', '--registry', `http://${registry}`, '--listen', '127.0.0.1:0', '--data', dataDir, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: logFile ? { ...process.env, STARLIGHT_LOG: 'info' } : process.env,
   });

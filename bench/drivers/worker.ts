@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { DaemonClient } from '../../src/worker/api/client.js';
 import { BENCH_NAMESPACE, containerdAddress, startContainerd, type BenchContainerd } from './containerd.js';
-import { runCommand, startDaemon } from './proc.js';
+import { envWords, runCommand, startDaemon } from './proc.js';
 import { starlightBin } from './proxy.js';
 import type { TrialEnv } from './types.js';
 
@@ -82,9 +82,9 @@ export async function startWorker(dir: string, proxyUrl: string, opts: { autoTra
   if (opts.manualUpload) extra.push('--trace-upload', 'manual');
   if (opts.noGraduate) extra.push('--no-graduate');
   if (opts.viewIdleS !== undefined) extra.push('--view-idle', String(opts.viewIdleS));
-  extra.push(...(process.env[DAEMON_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== ''));
+  extra.push(...envWords(DAEMON_FLAGS_ENV));
   const level = process.env[LOG_ENV];
-  const nodeFlags = (process.env[NODE_FLAGS_ENV] ?? '').split(' ').filter((f) => f !== '');
+  const nodeFlags = envWords(NODE_FLAGS_ENV);
   const args = [...nodeFlags, bin, 'snapshotter', '--socket', socket, '--root', root, '--api-socket', apiSocket, '--proxy', proxyUrl, '--containerd-address', containerdAddress(cdDir), '--log-level', level || 'warn', ...extra];
   // With the debug aid on, stderr goes to a file (a shell redirect) instead of the in-memory tail.
   const logFile = `/tmp/slb-daemon-${dir.split('/').slice(-2).join('-')}.log`;

@@ -331,30 +331,14 @@ export class ImageService implements RemoteLayerResolver {
   private async doPull(requestRef: string, recordRef: string, platform: string | undefined, resume: boolean, onImageChecked?: (image: DeltaImage) => void): Promise<Known> {
     if (this.closed) throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
     // The record's write (persisted, below) before the completion's syncfs, which then covers it: a
-    // small update's stream ends while the pull still answers. Settled also when the pull fails first.
+    // small update's stream ends while the pull still answers. (A pull that throws in puller.pull()
+    // never starts that flush: nothing waits on `durableAfter` then.)
     let recorded!: () => void;
     const durableAfter = new Promise<void>((r) => (recorded = r));
-    try {
-      return await this.recordPull(requestRef, recordRef, platform, resume, { durableAfter, recorded }, onImageChecked);
-    } catch (err) {
-      recorded();
-      throw err;
-    }
-  }
-
-  /** doPull once its record's write is ordered before the completion's flush (`order`). */
-  private async recordPull(
-    requestRef: string,
-    recordRef: string,
-    platform: string | undefined,
-    resume: boolean,
-    order: { durableAfter: Promise<void>; recorded: () => void },
-    onImageChecked?: (image: DeltaImage) => void,
-  ): Promise<Known> {
-    const { durableAfter, recorded } = order;
     const pulled = await this.opts.puller.pull(requestRef, platform, { resume, signal: this.closing.signal, durableAfter, ...(onImageChecked ? { onImageChecked } : {}) });
     const { header, receiver } = pulled;
     if (this.closed) {
+      recorded();
       receiver.close();
       throw new StarlightError('SL_ERR_SNAPSHOT_PRECONDITION', 'the image service is closed');
     }

@@ -7,8 +7,8 @@
  *                       of an image can be rebuilt without the proxy)
  *
  * Writes are atomic (state-files.ts: temp file + rename) but not durable by themselves: a power cut
- * may leave a file written just before it empty or truncated. Hence the rule (docs/design-notes.md "Durable state"):
- * nothing that claims a file is there — a `complete` marker, an image record that is `complete` —
+ * may leave a file written just before it empty or truncated. Hence the rule (docs/design-notes.md
+ * "Durable state"): nothing that claims a file is there — a `complete` marker, an image record that is `complete` —
  * is written before that file was written AND a flush() that started after the write finished
  * (one syncfs per pull, shared with the content store's, not an fsync per file). Reading: a TOC that
  * does not decode (or describes another layer) is treated as absent: its file and its layer's

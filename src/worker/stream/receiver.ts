@@ -205,7 +205,7 @@ export class DeltaReceiver implements QueueJumper {
   /** Contents taken in from EARLY frames (before a header). */
   private earlyItems = 0;
   private connections = 0;
-  private finished = false;
+  /** When the stream completed (ms since the epoch); undefined until then. */
   private finishedAt: number | undefined;
   /** The first bad item's error (done rejects with it once the rest is in). */
   private firstFailure: unknown;
@@ -319,7 +319,7 @@ export class DeltaReceiver implements QueueJumper {
       wireBytes: this.wireBytes,
       earlyItems: this.earlyItems,
       connections: this.connections,
-      done: this.finished,
+      done: this.finishedAt !== undefined,
       ...(this.finishedAt !== undefined ? { doneAt: this.finishedAt } : {}),
     };
   }
@@ -366,7 +366,6 @@ export class DeltaReceiver implements QueueJumper {
       this.log.error('delta-incomplete', { ref: this.opts.request.ref, ...this.progress() });
       throw withContext(this.firstFailure, `delta of ${this.opts.request.ref}: ${this.itemsFailed} item(s) arrived bad`, { ref: this.opts.request.ref });
     }
-    this.finished = true;
     this.finishedAt = Date.now();
     this.log.info('delta-complete', { ref: this.opts.request.ref, ...this.progress() });
   }
