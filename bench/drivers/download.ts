@@ -1,7 +1,7 @@
 /**
  * Mode "download-only": the floor of any pull — the time to fetch, with ONE HTTP GET over the same
  * emulated link, the bytes Starlight sends. With a proxy running, the GET is Starlight's own delta
- * URL (`/v1/delta?to=…[&have=<v1 digest>]`), warmed up directly (notify, then one GET) so the proxy's indexing is not
+ * URL (`/v1/delta?to=…[&have=<v1 digest>]&tocs=br`), warmed up directly (notify, then one GET) so the proxy's indexing is not
  * timed (note "delta"). Without one it GETs a synthetic blob the size of what a layer pull fetches
  * (all layers fresh, new layers for an update; note "layers"). No container runs: ready = end of GET.
  *
@@ -27,6 +27,8 @@ class DownloadDriver implements ModeDriver {
     const q = new URLSearchParams({ to: `${img.repository}:${img.versions[version].tag}` });
     // The update case: the worker holds v1 (trials.ts pulls v1 first for every mode).
     if (version === 'v2' && env.spec.scenario === 'update') q.set('have', img.versions.v1.digest);
+    // The header's TOCs as a worker asks for them (src/worker/stream/proxy-client.ts): the same bytes.
+    q.set('tocs', 'br');
     return `/v1/delta?${q.toString()}`;
   }
 

@@ -5,6 +5,7 @@
  *
  * Not here: streaming and backpressure (encoder.ts), incremental parsing (decoder.ts).
  */
+import { brotliDecompressSync } from 'node:zlib';
 import { Packr } from 'msgpackr';
 import { StarlightError } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
@@ -16,6 +17,7 @@ import {
   FRAME_HEAD_BYTES,
   FrameType,
   MAGIC,
+  MAX_HEADER_BYTES,
   PREAMBLE_BYTES,
   PROTOCOL_VERSION,
   encodingCode,
@@ -125,7 +127,7 @@ export function headerFrame(h: DeltaHeader): Buffer {
 export function headerPayload(h: DeltaHeader): Buffer {
   const wire = {
     ...imageOf(h),
-    layers: h.layers.map((l) => ({ diffID: l.diffID, toc: l.toc })),
+    layers: h.layers.map((l) => (l.encoding ? { diffID: l.diffID, toc: l.toc, encoding: encodingCode(l.encoding) } : { diffID: l.diffID, toc: l.toc })),
     items: packItems(h.items),
     firstItem: h.firstItem,
     ...(h.deferred !== undefined && h.deferred.length > 0 ? { deferred: h.deferred } : {}),
@@ -226,6 +228,20 @@ function bytes(o: Record<string, unknown>, k: string, what: string): Uint8Array 
   if (!(v instanceof Uint8Array)) throw malformed(`${what}.${k} must be binary`);
   return v;
 }
+/**
+ * A header layer's TOC bytes as encodeToc() wrote them: `encoding` absent (as sent), or 3 (`br`: the
+ * request said `tocs=br`) and then decompressed, at most `room` bytes.
+ */
+function tocBytes(toc: Uint8Array, encoding: unknown, what: string, room: number): Uint8Array {
+  if (encoding === undefined) return toc;
+  if (encoding !== encodingCode('br')) throw malformed(`${what}.encoding ${String(encoding)} is not a TOC encoding (3 = br)`);
+  try {
+    return brotliDecompressSync(toc, { maxOutputLength: Math.max(1, room) });
+  } catch (err) {
+    throw malformed(`${what}.toc does not decode as brotli within ${room} bytes: ${(err as Error).message}`);
+  }
+}
+
 function count(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw malformed(`${what} must be a non-negative integer`);
   return v;
@@ -268,12 +284,16 @@ export function parseHeader(payload: Buffer): DeltaHeader {
   const diffIDs = image.diffIDs;
   const layersRaw = o.layers;
   if (!Array.isArray(layersRaw)) throw malformed('header.layers must be an array');
+  // Decoded TOC bytes are bounded in all, like a header (a compressed TOC must not expand without limit).
+  let tocRoom = MAX_HEADER_BYTES;
   const layers: HeaderLayer[] = layersRaw.map((l, i) => {
     if (l === null || typeof l !== 'object') throw malformed(`header.layers[${i}] must be a map`);
     const lo = l as Record<string, unknown>;
     const diffID = str(lo, 'diffID', `header.layers[${i}]`);
     if (!diffIDs.includes(diffID)) throw malformed(`header.layers[${i}] ${diffID} is not in the chain`);
-    return { diffID, toc: bytes(lo, 'toc', `header.layers[${i}]`) };
+    const toc = tocBytes(bytes(lo, 'toc', `header.layers[${i}]`), lo.encoding, `header.layers[${i}]`, tocRoom);
+    tocRoom -= toc.length;
+    return { diffID, toc };
   });
   const items = unpackItems(o.items);
   const firstItem = count(o.firstItem, 'header.firstItem');

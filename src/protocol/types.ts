@@ -14,10 +14,13 @@ export interface ContentItem {
   encoding: Encoding;
 }
 
-/** A layer's TOC as sent: the bytes are encodeToc() output (src/layers/toc-codec.ts). */
+/** A layer's TOC: the bytes are encodeToc() output (src/layers/toc-codec.ts). */
 export interface HeaderLayer {
   diffID: string;
+  /** encodeToc() bytes; with `encoding`, those bytes brotli-compressed (only as sent: a decoder returns them decoded). */
   toc: Uint8Array;
+  /** 'br': `toc` is brotli-compressed (a request with `tocs=br`, docs/protocol.md). Absent: as encodeToc() wrote it. */
+  encoding?: 'br';
 }
 
 export interface DeltaHeader {

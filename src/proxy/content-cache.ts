@@ -113,6 +113,11 @@ export function sampleWorthCompressing(sample: Buffer): boolean {
 
 const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
+/** `buf` brotli-compressed at `quality` on node's thread pool (the event loop runs meanwhile). */
+export function brotliAt(buf: Buffer, quality: number): Promise<Buffer> {
+  return brotli(buf, { params: { [zc.BROTLI_PARAM_QUALITY]: quality, [zc.BROTLI_PARAM_SIZE_HINT]: buf.length } });
+}
+
 export class ContentCache {
   private readonly root: string;
   private readonly tmp: string;
@@ -267,7 +272,7 @@ export class ContentCache {
       let encoding: Encoding = 'identity';
       let body: Buffer = data;
       if (size >= MIN_COMPRESS_BYTES) {
-        const enc = await brotli(data, { params: { [zc.BROTLI_PARAM_QUALITY]: BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: size } });
+        const enc = await brotliAt(data, BROTLI_QUALITY);
         if (enc.length <= size * MAX_USEFUL_RATIO) {
           encoding = 'br';
           body = enc;

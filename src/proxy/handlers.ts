@@ -118,13 +118,20 @@ function fromParam(url: URL): number {
   return from;
 }
 
-/** `deferred=1`: the worker reads ITEM frames (docs/protocol.md); absent/0: it does not. */
 /** A 0/1 query flag (`deferred`, `early`): absent, empty or 0 → false, 1 → true, else 400. */
 function flagParam(url: URL, name: string): boolean {
   const raw = url.searchParams.get(name);
   if (raw === null || raw === '' || raw === '0') return false;
   if (raw === '1') return true;
   throw badParam(name, 'must be 0 or 1', raw);
+}
+
+/** `tocs=br`: the header's TOCs go brotli-compressed (docs/protocol.md "Compressed TOCs"); absent/identity: as encoded. */
+function tocsParam(url: URL): 'br' | undefined {
+  const raw = url.searchParams.get('tocs');
+  if (raw === null || raw === '' || raw === 'identity') return undefined;
+  if (raw === 'br') return 'br';
+  throw badParam('tocs', 'must be br or identity', raw);
 }
 
 /**
@@ -156,6 +163,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   const group = groupParam(url);
 
   const deferred = flagParam(url, 'deferred');
+  const tocs = tocsParam(url);
   const early = flagParam(url, 'early') && from === 0;
   const imageFirst = flagParam(url, 'image') && from === 0;
 
@@ -200,7 +208,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     await ctx.priority.refresh();
     t1 = performance.now();
     plannedOrder = orderOf(ctx, img, merged, group);
-    planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred });
+    planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred, ...(tocs ? { tocs } : {}) });
   } catch (err) {
     stopEarly.abort();
     await earlyRun;

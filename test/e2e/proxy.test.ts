@@ -196,6 +196,11 @@ test('errors: 401 without/with a wrong token, 404 unknown image, 400 bad params,
   // a ref without a host goes to the first --registry
   const d = await fetchDelta(p.url, { to: 'app:v1' }, auth.headers);
   t.is(d.header.manifestDigest, f.v1Digest);
+  // tocs=br: the same TOCs once decoded; any other TOC encoding is refused.
+  const tocsOf = (x: typeof d): string[] => x.header.layers.map((l) => `${l.diffID} ${Buffer.from(l.toc).toString('hex')}`);
+  t.deepEqual(tocsOf(await fetchDelta(p.url, { to: 'app:v1', tocs: 'br' }, auth.headers)), tocsOf(d));
+  t.true(d.header.layers.length > 0);
+  t.deepEqual(await errorOf(q(`to=${f.reg.host}/app:v1&tocs=gzip`), auth).then((e) => [e.status, e.code]), [400, 'SL_ERR_INVALID_ARGUMENT']);
   t.deepEqual(await errorOf(`${p.url}/v1/content/sha256:${'0'.repeat(64)}`, auth).then((e) => [e.status, e.code]), [404, 'SL_ERR_PROXY_CONTENT_NOT_FOUND']);
 });
 

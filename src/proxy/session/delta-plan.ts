@@ -31,6 +31,8 @@ export interface DeltaRequest {
   group?: string;
   /** The worker reads ITEM frames (`deferred=1`): contents not encoded yet get their encoding at send time. */
   deferred?: boolean;
+  /** `tocs=br`: the header's TOCs go brotli-compressed (docs/protocol.md "Compressed TOCs"). */
+  tocs?: 'br';
 }
 
 /**

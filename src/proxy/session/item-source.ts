@@ -11,21 +11,17 @@
  * Not here: ordering or framing (session.ts, send-queue.ts), indexing (indexer-service.ts).
  */
 import type { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import {
-  brotliCompress,
   brotliDecompressSync,
-  constants as zc,
   createBrotliDecompress,
   createGunzip,
   createInflateRaw,
   gunzipSync,
   inflateRawSync,
-  type BrotliOptions,
 } from 'node:zlib';
 import { StarlightError } from '../../errors.js';
 import type { ContentItem, Encoding } from '../../protocol/index.js';
-import { type ContentCache, MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES } from '../content-cache.js';
+import { type ContentCache, MAX_USEFUL_RATIO, MIN_COMPRESS_BYTES, brotliAt } from '../content-cache.js';
 import type { IndexerService } from '../indexer-service.js';
 import { type StagingArea, readStaged } from '../staging.js';
 import { encodeStagedToFile } from './staged-file-encoding.js';
@@ -44,8 +40,6 @@ const SEND_TIME_BROTLI_QUALITY = 1;
  * to a temp file of the staging area ahead of the sender (staged-file-encoding.ts).
  */
 const SEND_TIME_MAX_BYTES = 16 * 1024 * 1024;
-
-const brotli = promisify(brotliCompress) as (buf: Buffer, opts: BrotliOptions) => Promise<Buffer>;
 
 /** Re-fetch attempts per item before giving up (a concurrent re-fetch may have stored other digests). */
 const REFETCH_ATTEMPTS = 3;
@@ -89,7 +83,7 @@ export async function openDeferred(d: ItemSourceDeps, item: ContentItem, sourceD
   if (raw !== undefined) {
     if (item.size < MIN_COMPRESS_BYTES || item.size > SEND_TIME_MAX_BYTES) return { body: raw, encoding: 'identity', encodedSize: item.size };
     const buf = Buffer.isBuffer(raw) ? raw : await readAll(raw);
-    const enc = await brotli(buf, { params: { [zc.BROTLI_PARAM_QUALITY]: SEND_TIME_BROTLI_QUALITY, [zc.BROTLI_PARAM_SIZE_HINT]: buf.length } });
+    const enc = await brotliAt(buf, SEND_TIME_BROTLI_QUALITY);
     if (enc.length <= buf.length * MAX_USEFUL_RATIO) return { body: enc, encoding: 'br', encodedSize: enc.length };
     return { body: buf, encoding: 'identity', encodedSize: item.size };
   }

@@ -12,7 +12,8 @@
  *   evicted since, or encoded and cached since, changes the announcement → replan;
  * - `have` entries the proxy did not know at plan time must still be unknown (indexed since → replan).
  *
- * Per request only the header's ref, `firstItem` and `deferred` list are filled in. The header object
+ * Per request only the header's ref, `firstItem`, `deferred` list and TOC encoding are filled in. The
+ * header object
  * and its item table are shared by concurrent streams unless deferred items are announced (the
  * encoder rewrites those entries: they get a copy). Streams sharing the table also share the frames
  * of its runs of small items (framed-runs.ts), kept per plan.
@@ -28,6 +29,7 @@ import type { IndexedImage } from '../indexer-service.js';
 import type { LearnedFiles } from '../priority-service.js';
 import { type DeltaPlanDeps, type DeltaRequest, forRequest, knownHave, orderOf, planDelta } from './delta-plan.js';
 import { type FramedRuns, FramedRunStore } from './framed-runs.js';
+import { TocWire } from './toc-wire.js';
 
 /** Plans kept ((image, group, have) triples); each holds its item table and TOC blobs. */
 const MAX_PLANS = 32;
@@ -44,7 +46,7 @@ interface CachedPlan {
   /** ContentCache.membershipChanges when `cached` was last known to be right. */
   membership: number;
   unknownHave: string[];
-  /** headerBytes() of instantiated headers without deferred items, by `ref|from` (a few). */
+  /** headerBytes() of instantiated headers without deferred items, by `ref|from|tocs` (a few). */
   encoded: Map<string, Buffer>;
   /** Shared frames of the item table's runs (made at the first stream without deferred items). */
   runs?: FramedRuns;
@@ -61,8 +63,14 @@ export class PlanCache {
   hits = 0;
   misses = 0;
 
-  /** `runs`: where the frames of the plans' runs are kept (bounded; tests pass a small one). */
-  constructor(private readonly runs = new FramedRunStore()) {}
+  /**
+   * `runs`: where the frames of the plans' runs are kept (bounded; tests pass a small one); `tocs`:
+   * the compressed TOCs of requests with `tocs=br`.
+   */
+  constructor(
+    private readonly runs = new FramedRunStore(),
+    private readonly tocs = new TocWire(),
+  ) {}
 
   /**
    * The merged tree of `img`'s chain (memoized by manifest digest: TOCs of a digest never change),
@@ -94,8 +102,9 @@ export class PlanCache {
       this.plans.set(key, p);
     } else this.hits++;
     const header = this.instantiate(d, p, img, req);
+    if (req.tocs === 'br') header.layers = await this.tocs.brotli(header.layers);
     if (header.deferred !== undefined) return { header, sources: p.sources };
-    const ek = `${header.ref}|${header.firstItem}`;
+    const ek = `${header.ref}|${header.firstItem}|${req.tocs ?? ''}`;
     let bytes = p.encoded.get(ek);
     if (bytes === undefined) {
       await yieldToLoop(); // encoding a header of 60 000 items is ~180 ms at load ~9: not right after planning

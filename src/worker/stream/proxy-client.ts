@@ -146,6 +146,8 @@ export class ProxyClient {
     if (req.from) u.searchParams.set('from', String(req.from));
     // This worker reads ITEM frames (src/protocol/decoder.ts): a first-contact proxy compresses at send time.
     u.searchParams.set('deferred', '1');
+    // ... and brotli-compressed TOCs in the header (docs/protocol.md "Compressed TOCs"; src/protocol/frames.ts).
+    u.searchParams.set('tocs', 'br');
     // ... and the IMAGE frame (docs/protocol.md "Image first"): the proxy names the image before it
     // indexes or plans, so the caller records it in containerd meanwhile.
     if (!req.from) u.searchParams.set('image', '1');

@@ -1,8 +1,12 @@
 import test from 'ava';
 import { PassThrough } from 'node:stream';
 import { createHash } from 'node:crypto';
+import { brotliCompressSync, constants as zc } from 'node:zlib';
+import { Packr } from 'msgpackr';
 import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, type DeltaHeader } from '../../../src/protocol/index.js';
-import { contentFrames, errorFrame, frameHead, headerFrame, preamble } from '../../../src/protocol/frames.js';
+import { contentFrames, errorFrame, frameHead, headerFrame, headerPayload, preamble } from '../../../src/protocol/frames.js';
+import { MAX_HEADER_BYTES } from '../../../src/protocol/constants.js';
+import type { StarlightError } from '../../../src/errors.js';
 import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
 
 function digest(b: Buffer): string {
@@ -74,6 +78,32 @@ test('roundtrip: header fields, items and chunk bounds', async (t) => {
   t.true(chunks.every((c) => c.type === 'chunk' && c.data.length <= 1000));
   t.is(chunks.filter((c) => c.type === 'chunk' && c.last).length, contents.length);
   t.deepEqual(events.at(-1), { type: 'end', end: { items: 4, contentBytes: 2500 + 5 + 1 + 1000 } });
+});
+
+test('compressed TOCs (tocs=br): the decoder returns the TOC bytes as encoded; bad or expanding ones are malformed', async (t) => {
+  const toc = Buffer.from('a TOC that compresses well. '.repeat(400));
+  const h: DeltaHeader = { ...makeHeader(contents), layers: [{ diffID: digest(Buffer.from('l1')), toc: brotliCompressSync(toc), encoding: 'br' }] };
+  const { events, items } = await decodeAll(await encodeAll(h, contents));
+  const hdr = events[0];
+  if (hdr?.type !== 'header') return t.fail('no header');
+  t.deepEqual(Buffer.from(hdr.header.layers[0]!.toc), toc);
+  t.is(hdr.header.layers[0]!.encoding, undefined, 'decoded: no encoding left');
+  for (let i = 0; i < contents.length; i++) t.deepEqual(items.get(i), contents[i]);
+
+  const malformed = async (layer: Record<string, unknown>): Promise<string> => {
+    const packr = new Packr({ useRecords: false, mapsAsObjects: true });
+    const payload = packr.pack({ ...(packr.unpack(headerPayload(makeHeader(contents))) as object), layers: [layer] });
+    const e = (await t.throwsAsync(decodeAll(Buffer.concat([preamble(), frameHead(FrameType.HEADER, payload.length), payload])))) as StarlightError;
+    t.is(e.code, 'SL_ERR_PROTOCOL_MALFORMED');
+    return e.message;
+  };
+  const diffID = digest(Buffer.from('l1'));
+  t.regex(await malformed({ diffID, toc: brotliCompressSync(toc), encoding: 1 }), /encoding 1 is not a TOC encoding/);
+  t.regex(await malformed({ diffID, toc: Buffer.from('not brotli at all'), encoding: 3 }), /does not decode as brotli/);
+  // A bomb: 256 MiB of zeros compress to a few KB; decoding stops at the header bound.
+  const bomb = brotliCompressSync(Buffer.alloc(MAX_HEADER_BYTES + 1), { params: { [zc.BROTLI_PARAM_QUALITY]: 1 } });
+  t.true(bomb.length < 64 * 1024);
+  t.regex(await malformed({ diffID, toc: bomb, encoding: 3 }), /within 268435456 bytes/);
 });
 
 test('resume: firstItem skips earlier items', async (t) => {

@@ -8,6 +8,7 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { brotliDecompressSync } from 'node:zlib';
 import { tempDir } from '../../helpers/tmp.js';
 import { encodeToc } from '../../../src/layers/toc-codec.js';
 import { TOC_VERSION, type LayerToc, type TocEntry } from '../../../src/layers/toc.js';
@@ -59,6 +60,16 @@ test('a plan is reused until a trace upload, an eviction or a newly known `have`
   t.is(a.header.items, b.header.items, 'one item table');
   t.is(a.headerBytes, b.headerBytes, 'encoded once');
   t.deepEqual(b.header, await fresh());
+  // tocs=br: the same plan, its TOCs compressed (once per diffID), encoded apart from the plain header.
+  const br = await plans.plan(deps, img, { have: [], from: 0, tocs: 'br' });
+  t.is(plans.misses, 1, 'the TOC encoding is per request, not per plan');
+  t.is(br.header.items, a.header.items);
+  t.is(br.header.layers[0]!.encoding, 'br');
+  t.deepEqual(brotliDecompressSync(br.header.layers[0]!.toc), encodeToc(toc));
+  t.true(br.header.layers[0]!.toc.length < encodeToc(toc).length);
+  t.not(br.headerBytes, a.headerBytes);
+  t.is(a.header.layers[0]!.encoding, undefined, 'the plain header is unchanged');
+  t.is((await plans.plan(deps, img, { have: [], from: 0, tocs: 'br' })).header.layers[0]!.toc, br.header.layers[0]!.toc, 'compressed once');
   const resumed = await plans.plan(deps, img, { have: [], from: 4 });
   t.is(resumed.header.firstItem, 4);
   t.is(plans.misses, 1, 'a resume reuses the plan');
