@@ -279,28 +279,6 @@ export class DeltaEncoder {
     await this.write(itemFrame(index, encoding, encodedSize));
   }
 
-  /**
-   * Resolves once everything written so far has left the Writable's buffer (handed to the socket), or
-   * the Writable closed or failed.
-   */
-  async flushed(): Promise<void> {
-    this.flushBatch();
-    const out = this.out;
-    while (out.writableLength > 0 && !out.destroyed && !out.writableFinished) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          out.off('drain', done);
-          out.off('close', done);
-          out.off('error', done);
-          resolve();
-        };
-        out.on('drain', done);
-        out.on('close', done);
-        out.on('error', done);
-      });
-    }
-  }
-
   /** Writes the END frame with the totals of what was sent. Returns them. */
   async writeEnd(): Promise<DeltaEnd> {
     this.openHeader();

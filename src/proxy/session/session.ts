@@ -148,8 +148,12 @@ export class DeltaSession {
       // Encoding a large header is one synchronous piece: not in the same loop turn as the planning before it.
       if (this.o.headerBytes === undefined) await yieldToLoop();
       await enc.writeHeader(this.o.header, this.o.headerBytes);
-      void enc.headerWritten().then(this.headerLeft);
-      if (headerOut !== undefined) enc.flushed().then(headerOut, headerOut);
+      // The write's callback, not 'drain': a header under the socket's highWaterMark never gets one
+      // (its write returned true), and held every stream's content for HEADER_HOLD_MS.
+      void enc.headerWritten().then(() => {
+        headerOut?.();
+        this.headerLeft();
+      });
       if (this.itemsAfter !== undefined) await this.itemsAfter;
     } catch (err) {
       headerOut?.();

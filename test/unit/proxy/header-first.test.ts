@@ -4,7 +4,7 @@
  * waits until the first stream's header has left its buffer, and both streams stay intact.
  */
 import test from 'ava';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { yieldToLoop } from '../../../src/event-loop.js';
 import { DeltaDecoder, DeltaEncoder } from '../../../src/protocol/index.js';
 import { HeaderFirst } from '../../../src/proxy/session/header-first.js';
@@ -89,4 +89,30 @@ test('a second stream sends no content while the first stream’s header waits i
   const all = await gotB;
   t.true(seenB.includes('chunk'));
   for (const got of [gotA, all]) contents.forEach((c, i) => t.deepEqual(Buffer.concat(got.get(i) ?? []), c, `item ${i}`));
+});
+
+test('a header smaller than the socket’s highWaterMark releases the gate once written (no drain event comes)', async (t) => {
+  // A Writable like a socket: writes complete a turn later; a write under highWaterMark returns true,
+  // so no 'drain' follows. Such a header held every stream's content for the whole hold before.
+  const contents = [Buffer.alloc(3000, 1), Buffer.alloc(5000, 2)];
+  const deps = await stagedDeps(t, contents);
+  const gate = new HeaderFirst(60_000);
+  const chunks: Buffer[] = [];
+  const out = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk);
+      setImmediate(cb);
+    },
+  });
+  const h = deltaHeader(contents.map((c) => announce(deps, dg(c), 'test')));
+  const session = new DeltaSession({ id: 's', header: h, sources: contents.map(() => 'sha256:l'), deps, encoder: new DeltaEncoder(out), refetchBudget: 0, headerFirst: gate });
+  const ran = await Promise.race([session.run(new AbortController().signal), new Promise((resolve) => setTimeout(() => resolve('held'), 10_000).unref())]);
+  t.is(ran, undefined, 'the stream ended without waiting for the hold');
+  t.false(gate.pending);
+  const dec = new DeltaDecoder();
+  const got = new Map<number, Buffer[]>();
+  for (const ev of dec.push(Buffer.concat(chunks))) if (ev.type === 'chunk') got.set(ev.index, [...(got.get(ev.index) ?? []), ev.data]);
+  t.true(dec.isDone());
+  contents.forEach((c, i) => t.deepEqual(Buffer.concat(got.get(i) ?? []), c, `item ${i}`));
 });
