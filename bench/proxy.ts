@@ -13,12 +13,9 @@
  * until the background encoder finished (a POST /v1/notify after the delta returns then), and a warm
  * delta after that (header time, wire bytes: the cached, compressed encodings).
  *
- *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3 [--early 1]
+ *   flock /tmp/sl-bench.lock node dist/bench/proxy.js --images python-web,redis,postgres --runs 3
  *
- * The cold request asks as a worker does by default: without early items. `--early 1` asks `early=1`
- * (a worker's `--early-items on`: EARLY frames before the header while the proxy indexes,
- * docs/protocol.md "Early items"); "early" columns count them and their wire MB, and the time to
- * header includes them.
+ * The cold request asks `deferred=1`.
  *
  * With `--fanout` it measures many concurrent warm pulls against docker-registry (bench/proxy-fanout.ts):
  *
@@ -39,7 +36,7 @@ import { cpuSeconds, fanout } from './proxy-fanout.js';
 import { PROXY_LOG_ENV } from './drivers/proxy.js';
 
 const USAGE = `usage: node dist/bench/proxy.js [--mb 150] [--runs 3]              synthetic image, cold and warm delta
-       node dist/bench/proxy.js --images python-web,redis [--runs 3] [--early 1]   first contact per Debian image
+       node dist/bench/proxy.js --images python-web,redis [--runs 3]   first contact per Debian image
        node dist/bench/proxy.js --fanout --images python-web [--clients 1,10,50] [--replicas 1,2] [--runs 3]
 Run under flock /tmp/sl-bench.lock; see the header of bench/proxy.ts.`;
 
@@ -57,7 +54,7 @@ async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: numbe
 }
 
 /** One delta, timed to its decoded header and to its end; the image's uncompressed size from the header's TOCs. */
-async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: number; bytes: number; uncompressed: number; items: number; early: number; earlyBytes: number }> {
+async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: number; bytes: number; uncompressed: number; items: number }> {
   const t0 = performance.now();
   const res = await fetch(url);
   if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
@@ -66,15 +63,9 @@ async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: nu
   let bytes = 0;
   let uncompressed = 0;
   let items = 0;
-  let early = 0;
-  let earlyBytes = 0;
   for await (const b of res.body as unknown as AsyncIterable<Uint8Array>) {
     bytes += b.length;
     for (const ev of dec.push(b)) {
-      if (ev.type === 'early') {
-        early++;
-        earlyBytes += ev.data.length;
-      }
       if (ev.type !== 'header') continue;
       headerMs = performance.now() - t0;
       uncompressed = ev.header.layers.reduce((sum, l) => sum + decodeToc(l.toc).uncompressedSize, 0);
@@ -82,7 +73,7 @@ async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: nu
     }
   }
   dec.finish();
-  return { headerMs, totalMs: performance.now() - t0, bytes, uncompressed, items, early, earlyBytes };
+  return { headerMs, totalMs: performance.now() - t0, bytes, uncompressed, items };
 }
 
 const median = (xs: number[]): number => {
@@ -91,11 +82,11 @@ const median = (xs: number[]): number => {
 };
 
 /** First contact per Debian bench image (see the file comment). */
-async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: number, early: boolean): Promise<void> {
+async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: number): Promise<void> {
   // Debug aid, as for run.js (bench/drivers/proxy.ts): each proxy's info log appended to this file.
   const logFile = process.env[PROXY_LOG_ENV];
   const reg = await startRegistry(t);
-  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'early items', 'early MB', 'wire MB', 'warm header s', 'warm wire MB'];
+  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB', 'warm header s', 'warm wire MB'];
   const rows: string[][] = [];
   for (const image of images) {
     const pushed = await ensureDebianImage(reg.url, image);
@@ -103,7 +94,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
     for (let run = 0; run < runs; run++) {
       const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')], logFile ? { env: { STARLIGHT_LOG: 'info' } } : {});
       const t0 = performance.now();
-      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1${early ? '&early=1' : ''}`);
+      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1`);
       const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
       if (n.status !== 200) throw new Error(`notify: HTTP ${n.status}: ${await n.text()}`);
       const warmS = (performance.now() - t0) / 1000;
@@ -120,14 +111,12 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
         (d.uncompressed / 1e6).toFixed(1),
         (d.uncompressed / 1e6 / (d.headerMs / 1000)).toFixed(0),
         String(d.items),
-        String(d.early),
-        (d.earlyBytes / 1e6).toFixed(1),
         (d.bytes / 1e6).toFixed(1),
         (warm.headerMs / 1000).toFixed(2),
         (warm.bytes / 1e6).toFixed(1),
       ]);
     }
-    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '', '', '', '', '']);
+    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '', '', '']);
   }
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);
@@ -158,7 +147,7 @@ async function main(): Promise<void> {
         await fanout(t, { images: images as DebianImageName[], clients: list('--clients', '1,10,50'), replicas: list('--replicas', '1,2'), runs });
         return;
       }
-      await coldImages(t, images as DebianImageName[], runs, args.includes('--early') ? args[args.indexOf('--early') + 1] !== '0' : false);
+      await coldImages(t, images as DebianImageName[], runs);
       return;
     }
     const reg = await startRegistry(t);

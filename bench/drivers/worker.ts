@@ -24,7 +24,7 @@ const SHUTDOWN_VIEWS_TIMEOUT_MS = 30_000;
 const LOG_ENV = 'STARLIGHT_BENCH_DAEMON_LOG';
 /** Profiling aid: node flags for each daemon, space-separated (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`; NODE_OPTIONS refuses --cpu-prof). */
 const NODE_FLAGS_ENV = 'STARLIGHT_BENCH_DAEMON_NODE_FLAGS';
-/** Extra `starlight snapshotter` flags for every bench daemon, space-separated (A/B of a daemon option, e.g. `--early-items off`). */
+/** Extra `starlight snapshotter` flags for every bench daemon, space-separated (A/B of a daemon option, e.g. `--no-graduate`). */
 const DAEMON_FLAGS_ENV = 'STARLIGHT_BENCH_DAEMON_FLAGS';
 /** The daemon flag that sets the auto-trace window (0 = off), when the CLI has it. */
 const TRACE_WINDOW_FLAG = '--trace-window';

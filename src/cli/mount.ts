@@ -18,7 +18,7 @@ import { DEFAULT_READ_DEADLINE_MS } from '../worker/stream/content-tracker.js';
 import { createProgress, formatBytes } from './progress.js';
 import { untilSignal } from './signals.js';
 
-const USAGE = `usage: starlight mount --proxy URL [--root DIR] [--platform os/arch] [--token T] [--read-deadline SECONDS] [--early-items on|off] REF DIR
+const USAGE = `usage: starlight mount --proxy URL [--root DIR] [--platform os/arch] [--token T] [--read-deadline SECONDS] REF DIR
        starlight umount DIR`;
 
 /** Default worker state dir of `starlight mount` (separate from the daemon's, which owns its own). */
@@ -40,7 +40,6 @@ export async function runMountCommand(argv: string[]): Promise<number> {
       platform: { type: 'string' },
       token: { type: 'string' },
       'read-deadline': { type: 'string', default: String(DEFAULT_READ_DEADLINE_MS / 1000) },
-      'early-items': { type: 'string', default: 'off' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -53,8 +52,6 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   const [ref, dirArg] = positionals as [string, string];
   const deadlineS = Number(values['read-deadline']);
   if (!(deadlineS > 0)) throw usageError(`--read-deadline must be a positive number of seconds, got '${values['read-deadline']}'`);
-  const early = values['early-items'];
-  if (early !== 'on' && early !== 'off') throw usageError(`--early-items must be on or off, got '${early}'`);
   const dir = resolve(dirArg);
   const root = resolve(values.root!);
 
@@ -62,7 +59,7 @@ export async function runMountCommand(argv: string[]): Promise<number> {
   if ((await cleanupStaleMount(dir)) === 'cleaned') log.warn('stale-mount-cleaned', { mountpoint: dir });
   await mkdir(dir, { recursive: true });
 
-  const lazy = await openLazyPull({ root, proxy: values.proxy!, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN, readDeadlineMs: deadlineS * 1000, earlyItems: early === 'on', log });
+  const lazy = await openLazyPull({ root, proxy: values.proxy!, token: values.token ?? process.env.STARLIGHT_PROXY_TOKEN, readDeadlineMs: deadlineS * 1000, log });
   const views = new FuseViewManager({ log, handleSignals: false });
   const progress = createProgress();
   const stop = new AbortController();

@@ -18,7 +18,6 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              [--api-socket PATH] [--read-deadline SECONDS] [--log-level error|warn|info|debug]
                              [--trace-window SECONDS] [--trace-upload auto|manual] [--trace-group NAME] [--worker-id ID]
                              [--metrics-address HOST:PORT] [--no-graduate] [--view-idle SECONDS]
-                             [--early-items on|off]
        starlight snapshotter --shutdown-views [--root DIR]
 
   --socket PATH              unix socket for containerd's proxy plugin (default ${DEFAULT_SOCKET})
@@ -38,8 +37,6 @@ const USAGE = `usage: starlight snapshotter [--socket PATH] [--root DIR] [--prox
                              plain overlay lowerdir materialised under <root>/graduated)
   --view-idle SECONDS        unmount a graduated image's lazy view once no container or mount has used it
                              for SECONDS (default 60)
-  --early-items on|off       ask a proxy indexing an image for the first time to send likely-first contents
-                             before the header (default off: the header first, as from a warm proxy)
   --shutdown-views           unmount every lazy view of --root and end its fd holder, then exit (a plain
                              stop leaves views mounted so running containers survive a restart)`;
 
@@ -66,7 +63,6 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
         'worker-id': { type: 'string' },
         'metrics-address': { type: 'string' },
         'shutdown-views': { type: 'boolean' },
-        'early-items': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -94,8 +90,6 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
   if (idle !== undefined && !(Number(idle) > 0)) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--view-idle must be a positive number of seconds, got ${idle}`);
   const upload = values['trace-upload'];
   if (upload !== undefined && upload !== 'auto' && upload !== 'manual') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--trace-upload must be auto or manual, got ${upload}`);
-  const early = values['early-items'];
-  if (early !== undefined && early !== 'on' && early !== 'off') throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--early-items must be on or off, got ${early}`);
   const daemon = await WorkerDaemon.start({
     socket: values.socket,
     root: values.root,
@@ -110,7 +104,6 @@ export async function runSnapshotterCommand(argv: string[]): Promise<number> {
     metricsAddress: values['metrics-address'],
     graduate: values['no-graduate'] ? false : undefined,
     viewIdleMs: idle === undefined ? undefined : Number(idle) * 1000,
-    earlyItems: early === undefined ? undefined : early === 'on',
     log,
   });
   process.stderr.write(`starlight snapshotter: serving on ${daemon.opts.socket}\n`);

@@ -82,8 +82,6 @@ export interface BuildTocOptions {
 /** See BuildTocOptions.onFileSink. */
 export interface FileSink {
   write(piece: Buffer): void | Promise<void>;
-  /** Optional: called once the file's last piece was written and its digest set on `entry`. */
-  end?(entry: TocEntry): void;
 }
 
 const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
@@ -325,7 +323,6 @@ async function readIntoSink(e: TocEntry, body: { read(fn: (b: Buffer) => void | 
     return sink.write(piece);
   });
   h.finish(e);
-  sink.end?.(e);
 }
 
 async function readContent(e: TocEntry, body: { read(fn: (b: Buffer) => void | Promise<void>): Promise<void> }, onFile: BuildTocOptions['onFile']): Promise<void> {

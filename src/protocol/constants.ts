@@ -30,16 +30,12 @@ export const FrameType = {
    * time; precedes that item's first CONTENT frame. Only in streams requested with `deferred=1`.
    */
   ITEM: 5,
-  /**
-   * 32-byte raw sha256 digest, u8 encoding, u64 raw size, then the item's whole encoded bytes: a
-   * content sent before the HEADER while the proxy indexes (docs/protocol.md "Early items"). Only in
-   * streams requested with `early=1`.
-   */
-  EARLY: 6,
+  // 6 is reserved: it was EARLY (early items, removed in session 13: docs/design-notes.md issue 10).
+  // Never reuse it; a decoder reports it as an unknown frame type.
   /**
    * msgpack DeltaImage (the resolved manifest, config and chain of the HEADER to come): sent first,
-   * before any EARLY frame and the HEADER, as soon as the proxy resolved the image (docs/protocol.md
-   * "Image first"). Only in streams requested with `image=1`.
+   * before the HEADER, as soon as the proxy resolved the image (docs/protocol.md "Image first"). Only
+   * in streams requested with `image=1`.
    */
   IMAGE: 7,
 } as const;
@@ -51,8 +47,6 @@ export const FRAME_HEAD_BYTES = 5;
 export const CONTENT_HEAD_BYTES = 12;
 /** u32 index + u8 encoding + u64 encodedSize: an ITEM payload. */
 export const ITEM_PAYLOAD_BYTES = 13;
-/** 32-byte digest + u8 encoding + u64 raw size at the start of an EARLY payload. */
-export const EARLY_HEAD_BYTES = 41;
 
 /**
  * Encoded bytes per CONTENT frame (default 1 MiB): large items are split so that one big file does

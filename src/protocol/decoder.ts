@@ -10,7 +10,6 @@
 import { StarlightError, isCode, type Code } from '../errors.js';
 import {
   CONTENT_HEAD_BYTES,
-  EARLY_HEAD_BYTES,
   FRAME_HEAD_BYTES,
   FrameType,
   ITEM_PAYLOAD_BYTES,
@@ -19,7 +18,7 @@ import {
   MAX_TRAILER_BYTES,
   PREAMBLE_BYTES,
 } from './constants.js';
-import { checkPreamble, parseEarly, parseEnd, parseError, parseHeader, parseImage, parseItem } from './frames.js';
+import { checkPreamble, parseEnd, parseError, parseHeader, parseImage, parseItem } from './frames.js';
 import type { ContentItem, DeltaEvent, DeltaHeader } from './types.js';
 
 export interface DecoderOptions {
@@ -44,6 +43,9 @@ interface OpenFrame {
 
 type Phase = 'preamble' | 'header' | 'content' | 'done';
 
+/** The frame types this decoder reads; any other (the reserved 6, formerly EARLY, included) is malformed. */
+const KNOWN_TYPES: ReadonlySet<number> = new Set(Object.values(FrameType));
+
 function malformed(message: string, details?: Record<string, unknown>): StarlightError {
   return new StarlightError('SL_ERR_PROTOCOL_MALFORMED', message, { details });
 }
@@ -67,7 +69,7 @@ export class DeltaDecoder {
   position = 0;
   /**
    * The failure an ERROR frame carried, when events came before it in the same push(): those are
-   * returned first (an IMAGE, EARLY or content event must not be lost because the proxy's error
+   * returned first (an IMAGE or content event must not be lost because the proxy's error
    * arrived in the same chunk), and the next push() or finish() throws this.
    */
   private remoteFailure: StarlightError | undefined;
@@ -163,8 +165,6 @@ export class DeltaDecoder {
       case FrameType.ITEM:
         this.announce(payload);
         return undefined;
-      case FrameType.EARLY:
-        return { type: 'early', ...parseEarly(payload) };
       case FrameType.IMAGE:
         return { type: 'image', image: parseImage(payload) };
       case FrameType.END: {
@@ -183,7 +183,7 @@ export class DeltaDecoder {
         const e = parseError(payload);
         const code: Code = isCode(e.code) ? e.code : 'SL_ERR_PROTOCOL_REMOTE';
         throw new StarlightError(code, `proxy failed mid-stream: ${e.message}`, {
-          // Before the header (a stream with EARLY frames failing while the proxy indexes): resume at 0.
+          // Before the header (after the IMAGE frame, the proxy failed to index or plan): resume at 0.
           details: { ...e.detail, remoteCode: e.code, nextItem: this.header === undefined ? 0 : this.nextIncomplete(this.header) },
         });
       }
@@ -194,24 +194,23 @@ export class DeltaDecoder {
 
   private checkFrame(type: number, len: number): void {
     const at = { position: this.position, type, length: len };
-    // Before the HEADER only an IMAGE frame (first: "Image first"), EARLY frames (docs/protocol.md
-    // "Early items") or an ERROR may come.
-    if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.EARLY && type !== FrameType.IMAGE && type !== FrameType.ERROR) {
+    // At its head, before its payload is waited for.
+    if (!KNOWN_TYPES.has(type)) throw malformed(`unknown frame type ${type}`, at);
+    // Before the HEADER only an IMAGE frame (first: docs/protocol.md "Image first") or an ERROR may come.
+    if (this.phase === 'header' && type !== FrameType.HEADER && type !== FrameType.IMAGE && type !== FrameType.ERROR) {
       throw malformed(`expected a HEADER frame, got type ${type}`, at);
     }
     // The first frame starts right after the preamble.
     if (this.phase === 'header' && type === FrameType.IMAGE && this.position > PREAMBLE_BYTES) throw malformed('an IMAGE frame that is not the first frame', at);
     if (this.phase === 'content' && type === FrameType.HEADER) throw malformed('a second HEADER frame', at);
-    if (this.phase === 'content' && type === FrameType.EARLY) throw malformed('an EARLY frame after the HEADER', at);
     if (this.phase === 'content' && type === FrameType.IMAGE) throw malformed('an IMAGE frame after the HEADER', at);
     const max =
       type === FrameType.HEADER || type === FrameType.IMAGE
         ? this.maxHeaderBytes
-        : type === FrameType.CONTENT || type === FrameType.EARLY
+        : type === FrameType.CONTENT
           ? MAX_CONTENT_FRAME_BYTES
           : MAX_TRAILER_BYTES;
-    if (type >= FrameType.HEADER && type <= FrameType.IMAGE && len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
-    if (type === FrameType.EARLY && len < EARLY_HEAD_BYTES) throw malformed(`EARLY frame of ${len} bytes is shorter than its head`, at);
+    if (len > max) throw malformed(`frame of type ${type} is ${len} bytes, limit ${max}`, at);
     if (type === FrameType.ITEM && len !== ITEM_PAYLOAD_BYTES) throw malformed(`ITEM frame of ${len} bytes, expected ${ITEM_PAYLOAD_BYTES}`, at);
     if (type === FrameType.CONTENT && len < CONTENT_HEAD_BYTES) throw malformed(`CONTENT frame of ${len} bytes is shorter than its head`, at);
   }

@@ -8,8 +8,8 @@
  */
 import type { Writable } from 'node:stream';
 import { StarlightError } from '../errors.js';
-import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, EARLY_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType, PREAMBLE_BYTES } from './constants.js';
-import { contentHead, earlyHead, endFrame, errorFrame, frameHead, headerPayload, imageFrame, itemFrame, preamble } from './frames.js';
+import { DEFAULT_CHUNK_BYTES, MAX_CONTENT_FRAME_BYTES, CONTENT_HEAD_BYTES, FRAME_HEAD_BYTES, FrameType, PREAMBLE_BYTES } from './constants.js';
+import { contentHead, endFrame, errorFrame, frameHead, headerPayload, imageFrame, itemFrame, preamble } from './frames.js';
 import type { ContentItem, DeltaEnd, DeltaHeader, DeltaImage, WireError } from './types.js';
 
 export interface EncoderOptions {
@@ -35,7 +35,8 @@ const SMALL_WRITE_BYTES = 64 * 1024;
  */
 const BATCH_BYTES = 256 * 1024;
 
-type State = 'new' | 'early' | 'open' | 'closed';
+/** 'image': the preamble and the IMAGE frame are out, the header is not. */
+type State = 'new' | 'image' | 'open' | 'closed';
 
 /** The first bytes of a stream with header `h`: preamble and HEADER frame. */
 export function headerBytes(h: DeltaHeader): Buffer {
@@ -82,10 +83,10 @@ export class DeltaEncoder {
 
   /** True once writeHeader() was called: failures after it must go out as writeError(). */
   get headerSent(): boolean {
-    return this.state !== 'new' && this.state !== 'early';
+    return this.state !== 'new' && this.state !== 'image';
   }
 
-  /** True once the preamble is out (an EARLY frame or the header): failures must go out as writeError(). */
+  /** True once the preamble is out (the IMAGE frame or the header): failures must go out as writeError(). */
   get started(): boolean {
     return this.state !== 'new';
   }
@@ -96,23 +97,9 @@ export class DeltaEncoder {
    */
   async writeImage(im: DeltaImage): Promise<void> {
     if (this.state !== 'new') throw misuse(`IMAGE frame in a stream that is ${this.state}`);
-    this.state = 'early';
+    this.state = 'image';
     this.image = im.manifestDigest;
     await this.write(Buffer.concat([preamble(), imageFrame(im)]), true);
-  }
-
-  /**
-   * Writes one EARLY frame (docs/protocol.md "Early items"): the whole encoded bytes `data` of the
-   * content `digest` (raw `size`), before the header. The preamble goes out with the first one.
-   */
-  async writeEarly(digest: string, encoding: ContentItem['encoding'], size: number, data: Buffer): Promise<void> {
-    if (this.state !== 'new' && this.state !== 'early') throw misuse(`EARLY frame in a stream that is ${this.state}`);
-    if (data.length + EARLY_HEAD_BYTES > MAX_CONTENT_FRAME_BYTES) throw misuse(`early item of ${data.length} encoded bytes does not fit one frame`);
-    if (encoding === 'identity' && data.length !== size) throw misuse(`identity early item with ${data.length} bytes, size ${size}`);
-    if (this.state === 'new') await this.write(preamble());
-    this.state = 'early';
-    await this.write(earlyHead(digest, encoding, size, data.length));
-    await this.write(data);
   }
 
   /**
@@ -120,13 +107,13 @@ export class DeltaEncoder {
    * serves the same header to many streams and encoded it once.
    */
   async writeHeader(h: DeltaHeader, encoded: Buffer = headerBytes(h)): Promise<void> {
-    if (this.state !== 'new' && this.state !== 'early') throw misuse('writeHeader called twice');
+    if (this.state !== 'new' && this.state !== 'image') throw misuse('writeHeader called twice');
     if (this.image !== undefined && h.manifestDigest !== this.image) throw misuse(`header of ${h.manifestDigest} after the IMAGE frame of ${this.image}`);
     this.header = h;
     this.sent = new Uint8Array(h.items.length);
     this.unannounced = new Set(h.deferred ?? []);
-    // After EARLY frames the preamble is out already: only the HEADER frame follows.
-    const bytes = this.state === 'early' ? encoded.subarray(PREAMBLE_BYTES) : encoded;
+    // After the IMAGE frame the preamble is out already: only the HEADER frame follows.
+    const bytes = this.state === 'image' ? encoded.subarray(PREAMBLE_BYTES) : encoded;
     this.state = 'open';
     const out = this.out;
     this.headerOut = new Promise<void>((resolve) => {
@@ -289,9 +276,9 @@ export class DeltaEncoder {
     return end;
   }
 
-  /** Ends a stream whose header (or an EARLY frame) was sent with an ERROR frame (best effort: the peer may be gone). */
+  /** Ends a stream whose header (or IMAGE frame) was sent with an ERROR frame (best effort: the peer may be gone). */
   async writeError(e: WireError): Promise<void> {
-    if (this.state !== 'early') this.openHeader();
+    if (this.state !== 'image') this.openHeader();
     this.state = 'closed';
     await this.write(errorFrame(e), true);
   }

@@ -11,7 +11,6 @@ import { StarlightError } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import {
   CONTENT_HEAD_BYTES,
-  EARLY_HEAD_BYTES,
   ENCODINGS,
   ITEM_PAYLOAD_BYTES,
   FRAME_HEAD_BYTES,
@@ -171,32 +170,6 @@ export function parseItem(payload: Buffer): { index: number; encoding: ContentIt
   const big = payload.readBigUInt64BE(5);
   if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(`ITEM frame for item ${index}: encodedSize too large`, { index });
   return { index, encoding, encodedSize: Number(big) };
-}
-
-/** Head of an EARLY frame (frame head + digest, encoding, raw size) for a content of `dataLength` encoded bytes. */
-export function earlyHead(digest: string, encoding: ContentItem['encoding'], size: number, dataLength: number): Buffer {
-  const b = Buffer.allocUnsafe(FRAME_HEAD_BYTES + EARLY_HEAD_BYTES);
-  b.writeUInt8(FrameType.EARLY, 0);
-  b.writeUInt32BE(EARLY_HEAD_BYTES + dataLength, 1);
-  const hex = digest.startsWith('sha256:') ? digest.slice(7) : '';
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new StarlightError('SL_ERR_INTERNAL', `early item digest ${digest} is not sha256:<hex>`);
-  b.write(hex, FRAME_HEAD_BYTES, 'hex');
-  b.writeUInt8(encodingCode(encoding), FRAME_HEAD_BYTES + DIGEST_BYTES);
-  b.writeBigUInt64BE(BigInt(size), FRAME_HEAD_BYTES + DIGEST_BYTES + 1);
-  return b;
-}
-
-/** Parses an EARLY payload (length ≥ EARLY_HEAD_BYTES checked by the caller); `data` is a view of it. */
-export function parseEarly(payload: Buffer): { digest: string; encoding: ContentItem['encoding']; size: number; data: Buffer } {
-  const digest = `sha256:${payload.subarray(0, DIGEST_BYTES).toString('hex')}`;
-  const code = payload.readUInt8(DIGEST_BYTES);
-  const encoding = ENCODINGS[code];
-  if (encoding === undefined) throw malformed(`EARLY frame for ${digest} has unknown encoding ${code}`, { digest });
-  const big = payload.readBigUInt64BE(DIGEST_BYTES + 1);
-  if (big > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(`EARLY frame for ${digest}: size too large`, { digest });
-  const data = payload.subarray(EARLY_HEAD_BYTES);
-  if (encoding === 'identity' && BigInt(data.length) !== big) throw malformed(`EARLY frame for ${digest}: identity with ${data.length} bytes, size ${big}`, { digest });
-  return { digest, encoding, size: Number(big), data };
 }
 
 export function endFrame(e: DeltaEnd): Buffer {

@@ -77,6 +77,4 @@ export type DeltaEvent =
   | { type: 'image'; image: DeltaImage }
   /** Part of item `index`'s encoded bytes at `offset`; `last` when the item is complete. */
   | { type: 'chunk'; index: number; offset: number; data: Buffer; last: boolean }
-  | { type: 'end'; end: DeltaEnd }
-  /** A whole content sent before the header (EARLY frame): `data` is its encoded bytes, not yet verified. */
-  | { type: 'early'; digest: string; encoding: Encoding; size: number; data: Buffer };
+  | { type: 'end'; end: DeltaEnd };

@@ -28,7 +28,6 @@ import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
 import type { SessionRegistry } from './session/registry.js';
 import { DeltaSession, SEND_AHEAD_BYTES } from './session/session.js';
-import { sendEarly, withoutDelivered } from './session/early-sender.js';
 import { sendImageFirst } from './session/image-first.js';
 import type { StagingArea } from './staging.js';
 /** Max tokens in `have` (bounds request work). */
@@ -118,7 +117,7 @@ function fromParam(url: URL): number {
   return from;
 }
 
-/** A 0/1 query flag (`deferred`, `early`): absent, empty or 0 → false, 1 → true, else 400. */
+/** A 0/1 query flag (`deferred`, `image`): absent, empty or 0 → false, 1 → true, else 400. */
 function flagParam(url: URL, name: string): boolean {
   const raw = url.searchParams.get(name);
   if (raw === null || raw === '' || raw === '0') return false;
@@ -164,12 +163,12 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
 
   const deferred = flagParam(url, 'deferred');
   const tocs = tocsParam(url);
-  const early = flagParam(url, 'early') && from === 0;
+  // `early` (retired early items, docs/protocol.md) is ignored: an older worker may still send early=1.
   const imageFirst = flagParam(url, 'image') && from === 0;
 
   const signal = clientGone(req, res);
   const t0 = performance.now();
-  const indexed = ctx.indexer.image(ref, platform, signal, early);
+  const indexed = ctx.indexer.image(ref, platform, signal);
   const sessionId = ctx.sessions.newId();
   const enc = new DeltaEncoder(res, { maxBuffered: SEND_AHEAD_BYTES });
   const writeHead = (manifestDigest: string): void => {
@@ -184,12 +183,6 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   // image=1: the image goes out first, while its layers are indexed or its delta is planned.
   const resolving = imageFirst ? (ctx.indexer.resolution(ref, platform) ?? indexed.then((img) => img.record)) : undefined;
   await sendImageFirst(resolving, indexed, enc, { ref: formatReference(ref), platform }, writeHead);
-  // First contact with early=1: contents go out as EARLY frames while the image is indexed and planned
-  // (docs/protocol.md "Early items"); the header then leaves them out.
-  const feed = early ? ctx.indexer.earlyFeed(ref, platform) : undefined;
-  const delivered = new Set<string>();
-  const stopEarly = new AbortController();
-  const earlyRun = feed === undefined ? undefined : sendEarly(feed, enc, delivered, stopEarly.signal, () => writeHead(feed.manifestDigest!), ctx.headerFirst);
   let img: IndexedImage;
   let planned: Awaited<ReturnType<PlanCache['plan']>>;
   let t1: number;
@@ -210,24 +203,16 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     plannedOrder = orderOf(ctx, img, merged, group);
     planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred, ...(tocs ? { tocs } : {}) });
   } catch (err) {
-    stopEarly.abort();
-    await earlyRun;
     if (!enc.started) throw err;
-    // The response is under way (EARLY frames): the failure goes out as an ERROR frame naming image and layer.
+    // The response is under way (IMAGE frame): the failure goes out as an ERROR frame naming image and layer.
     const e = withContext(err, `delta of ${formatReference(ref)}`, { image: formatReference(ref) });
     ctx.metrics.deltasFailed++;
-    ctx.logger.warn('delta-failed', { image: formatReference(ref), error: e, earlyItems: delivered.size });
+    ctx.logger.warn('delta-failed', { image: formatReference(ref), error: e });
     await enc.writeError({ code: e.code, message: e.message, detail: e.details }).catch(() => undefined);
     res.end();
     return;
   }
-  stopEarly.abort();
-  await earlyRun;
-  ctx.metrics.earlyItemsSent += delivered.size;
-  const { header, sources } = withoutDelivered(planned.header, planned.sources, delivered);
-  // The plan's encoded header and its shared frame runs index the plan's item table: not this one's.
-  const headerBytes = delivered.size > 0 ? undefined : planned.headerBytes;
-  const runs = delivered.size > 0 ? undefined : planned.runs;
+  const { header, headerBytes, sources, runs } = planned;
   const session = new DeltaSession({
     id: sessionId,
     header,
@@ -249,7 +234,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     ? preferPrediction(ctx, session, { img, merged, group, header, planned: plannedOrder, after: session.headerSent, predict: () => ensurePrediction(ctx, img, merged), since: tIndexed })
     : undefined;
   writeHead(img.record.manifestDigest);
-  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, earlyItems: delivered.size, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
   try {
     const running = session.run(signal);
     // Background encoding keeps waiting for the prediction (it reads the staged contents).

@@ -31,7 +31,6 @@ import type { ProxyMetrics } from './metrics.js';
 import type { ImageRecord, MetadataStore } from './store.js';
 import { type ReplicaSync, layerContents } from './replica-sync.js';
 import { BackgroundEncoder } from './background-encoder.js';
-import { EarlyFeed } from './early-items.js';
 import { Semaphore } from './semaphore.js';
 import type { StagingArea } from './staging.js';
 import type { TocEntry } from '../layers/toc.js';
@@ -46,7 +45,7 @@ export const DEFAULT_INDEX_CONCURRENCY = 4;
 
 /** Default IndexerServiceOptions.encodeConcurrency: staged layers encoded at once. */
 const DEFAULT_ENCODE_CONCURRENCY = 1;
-/** The key of image()'s run for `ref` on `platform` (single-flight, its early feed and resolution). */
+/** The key of image()'s run for `ref` on `platform` (single-flight and its resolution). */
 function runKey(ref: Reference, platform: string): string {
   return `${formatReference(ref)}|${platform}`;
 }
@@ -84,9 +83,6 @@ export class IndexerService {
   private readonly images = new Map<string, Promise<IndexedImage>>();
   private readonly layers = new Map<string, Promise<LayerToc>>();
   private readonly refetches = new Map<string, Promise<void>>();
-  /** Early items of images being indexed (by image key), and the feeds each running layer pass offers to. */
-  private readonly feeds = new Map<string, EarlyFeed>();
-  private readonly feedsByLayer = new Map<string, Set<EarlyFeed>>();
   /** Image records of the runs in flight, by image key: resolved once manifest and config are (before the layers). */
   private readonly resolving = new Map<string, Promise<ImageRecord>>();
   /** Decoded TOCs of recently used layers (decoding a 3000-entry TOC per request showed in TTFB). */
@@ -111,29 +107,21 @@ export class IndexerService {
   /**
    * Resolves `ref` for `platform` and makes sure every layer is indexed (TOCs recorded; contents
    * cached or staged). Single-flight per ref+platform. Failures name the image and the layer.
-   * `early`: the caller sends early items (earlyFeed()) if this call starts the run.
    */
-  image(ref: Reference, platform: string, signal?: AbortSignal, early = false): Promise<IndexedImage> {
+  image(ref: Reference, platform: string, signal?: AbortSignal): Promise<IndexedImage> {
     const key = runKey(ref, platform);
     let p = this.images.get(key);
     if (p === undefined) {
-      // Early items only when the request that starts the run reads them (not for POST /v1/notify).
-      const feed = early && this.o.staging !== undefined ? new EarlyFeed() : undefined;
-      if (feed !== undefined) this.feeds.set(key, feed);
       let resolved!: (r: ImageRecord) => void;
       this.resolving.set(key, new Promise<ImageRecord>((r) => (resolved = r)));
       // Not bound to one caller's signal: other callers may share this run.
-      p = this.indexImage(ref, platform, feed, resolved)
+      p = this.indexImage(ref, platform, resolved)
         .catch((err: unknown) => {
           throw withContext(err, `index ${formatReference(ref)}`, { image: formatReference(ref) });
         })
         .finally(() => {
           this.images.delete(key);
           this.resolving.delete(key);
-          if (feed !== undefined) {
-            feed.close();
-            this.feeds.delete(key);
-          }
           this.wakeIdle();
         });
       this.images.set(key, p);
@@ -150,14 +138,6 @@ export class IndexerService {
    */
   resolution(ref: Reference, platform: string): Promise<ImageRecord> | undefined {
     return this.resolving.get(runKey(ref, platform));
-  }
-
-  /**
-   * The early items of `ref` while image() indexes it (early-items.ts), else undefined (an
-   * image known already: its header goes out at once). Call after image().
-   */
-  earlyFeed(ref: Reference, platform: string): EarlyFeed | undefined {
-    return this.feeds.get(runKey(ref, platform));
   }
 
   /** Resolves when the background encoding of `diffIDs` is done: their contents are cached (warm). */
@@ -214,7 +194,7 @@ export class IndexerService {
   }
 
   /** `resolved`: called with the image's record once manifest and config are resolved and consistent (resolution()). */
-  private async indexImage(ref: Reference, platform: string, feed: EarlyFeed | undefined, resolved: (r: ImageRecord) => void): Promise<IndexedImage> {
+  private async indexImage(ref: Reference, platform: string, resolved: (r: ImageRecord) => void): Promise<IndexedImage> {
     const name = formatReference(ref);
     const cachedDigest = ref.digest ?? undefined;
     let record = cachedDigest !== undefined ? this.o.store.manifest(cachedDigest) : undefined;
@@ -248,22 +228,7 @@ export class IndexerService {
     // At most perImage of this image's layers queue for the proxy-wide passes at once, so one image of
     // many layers cannot hold every pass while other images wait.
     const perImage = new Semaphore(Math.max(1, Math.ceil((this.o.indexConcurrency ?? DEFAULT_INDEX_CONCURRENCY) / 2)));
-    if (feed !== undefined) {
-      feed.configure(config, record.manifestDigest);
-      for (const d of record.diffIDs) this.feedsByLayer.set(d, (this.feedsByLayer.get(d) ?? new Set()).add(feed));
-    }
-    let tocs: LayerToc[];
-    try {
-      tocs = await Promise.all(layers.map((desc, i) => perImage.run(() => this.layer(record.repository, desc, record.diffIDs[i]!))));
-    } finally {
-      if (feed !== undefined) {
-        for (const d of record.diffIDs) {
-          const set = this.feedsByLayer.get(d);
-          set?.delete(feed);
-          if (set?.size === 0) this.feedsByLayer.delete(d);
-        }
-      }
-    }
+    const tocs = await Promise.all(layers.map((desc, i) => perImage.run(() => this.layer(record.repository, desc, record.diffIDs[i]!))));
     // Recorded only now: a ref whose layers did not all index is not recorded as an image.
     this.o.store.putImage(name, platform, record);
     await this.o.replicas?.shared.putImage(name, platform, record);
@@ -342,7 +307,7 @@ export class IndexerService {
           }
           if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
           staged.push({ entry, offset: stage.position });
-          return this.earlySink(diffID, entry, stage) ?? stage;
+          return stage;
         },
         // Staging is full (or off): encode inline (the first pull then waits for it).
         onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
@@ -387,29 +352,6 @@ export class IndexerService {
     // fetchedSeconds: the registry answered; parsedSeconds: the pass read the blob's end (then commit + record).
     this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs, fetchedSeconds: since(at.fetched), parsedSeconds: since(at.parsed) });
     return toc;
-  }
-
-  /**
-   * The stage, plus a copy of the file's bytes for the early feeds of images waiting on this layer that
-   * want it (EarlyFeed.wants), offered once its digest is known; undefined when no feed wants it.
-   */
-  private earlySink(diffID: string, entry: TocEntry, stage: FileSink): FileSink | undefined {
-    const feeds = this.feedsByLayer.get(diffID);
-    if (feeds === undefined || ![...feeds].some((f) => f.wants(entry.path, entry.size) !== undefined)) return undefined;
-    // Pieces are kept referenced (valid so: layers/tar.ts) and copied once, at the end, into a buffer of
-    // the file's size (not retaining the larger inflate chunks they are views of).
-    const pieces: Buffer[] = [];
-    return {
-      write: (piece) => {
-        pieces.push(piece);
-        return stage.write(piece);
-      },
-      end: (e) => {
-        const raw = Buffer.concat(pieces, e.size);
-        pieces.length = 0;
-        for (const f of this.feedsByLayer.get(diffID) ?? []) f.offer(e.digest!, e.path, raw);
-      },
-    };
   }
 
   /** Fetches and reads a layer blob, handing each regular file to `onFile` (default: store it in the cache). */

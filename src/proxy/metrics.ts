@@ -20,8 +20,6 @@ export interface ProxyGauges {
 export class ProxyMetrics {
   /** Bytes of delta streams written (preamble, frames, content). */
   deltaBytesSent = 0;
-  /** Contents sent before a header (EARLY frames, first contact with early=1). */
-  earlyItemsSent = 0;
   /** Bytes of /v1/content responses written. */
   contentBytesSent = 0;
   deltasServed = 0;
@@ -49,7 +47,6 @@ export class ProxyMetrics {
     const g = this.gauges();
     const rows: [string, 'counter' | 'gauge', string, number][] = [
       ['starlight_proxy_delta_bytes_sent_total', 'counter', 'Bytes of delta streams sent', this.deltaBytesSent],
-      ['starlight_proxy_early_items_sent_total', 'counter', 'Contents sent before a header while the image was indexed (EARLY frames)', this.earlyItemsSent],
       ['starlight_proxy_content_bytes_sent_total', 'counter', 'Bytes of single-content responses sent', this.contentBytesSent],
       ['starlight_proxy_deltas_served_total', 'counter', 'Delta streams completed', this.deltasServed],
       ['starlight_proxy_deltas_failed_total', 'counter', 'Delta streams that failed', this.deltasFailed],

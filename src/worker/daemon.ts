@@ -94,8 +94,6 @@ export interface WorkerDaemonOptions {
   log?: Logger;
   /** Serve Prometheus metrics on this host:port (GET /metrics). Default: none. */
   metricsAddress?: string;
-  /** Ask a cold proxy for early items before the header (issue 10, docs/protocol.md "Early items"). Default false. */
-  earlyItems?: boolean;
 }
 
 export interface ResolvedDaemonOptions {
@@ -121,7 +119,6 @@ export interface ResolvedDaemonOptions {
   shutdownViews: boolean;
   log: Logger;
   metricsAddress: string | undefined;
-  earlyItems: boolean;
 }
 
 export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOptions {
@@ -166,7 +163,6 @@ export function resolveDaemonOptions(o: WorkerDaemonOptions): ResolvedDaemonOpti
     shutdownViews: o.shutdownViews ?? false,
     log: o.log ?? nullLogger,
     metricsAddress: o.metricsAddress,
-    earlyItems: o.earlyItems ?? false,
   };
 }
 
@@ -207,7 +203,7 @@ export class WorkerDaemon {
           if (!o.proxy) return;
           const log = o.log.child({ component: 'images' });
           for (const d of PRIVATE_SUBDIRS) await privateDir(join(o.root, d));
-          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxies.map((u) => u.href).join(','), token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, warmConnection: true, earlyItems: o.earlyItems, log }));
+          const lazy = (this.lazy = await openLazyPull({ root: o.root, proxy: o.proxies.map((u) => u.href).join(','), token: o.proxyToken, readDeadlineMs: o.readDeadlineMs, warmConnection: true, log }));
           const { layers, client, tracker, puller } = lazy;
           if (!this.views) {
             // Loaded only here: the native addon is not needed without a proxy.

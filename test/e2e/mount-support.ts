@@ -173,8 +173,6 @@ export interface MountOptions {
   env?: Record<string, string>;
   /** Wait for `mounted`; default true. */
   waitMounted?: boolean;
-  /** --early-items on: ask a cold proxy for early items (docs/protocol.md "Early items"); default the CLI's (off). */
-  earlyItems?: boolean;
 }
 
 export interface MountProcess extends CliProcess {
@@ -199,7 +197,6 @@ export async function startMount(t: ExecutionContext, proxyUrl: string, ref: str
   t.teardown(() => detachMount(mountpoint));
   const args = ['mount', '--proxy', proxyUrl, '--root', root];
   if (opts.readDeadlineS !== undefined) args.push('--read-deadline', String(opts.readDeadlineS));
-  if (opts.earlyItems) args.push('--early-items', 'on');
   args.push(ref, mountpoint);
   const p = startCli(t, args, { env: { ...opts.env, STARLIGHT_LOG: opts.log ?? 'info' }, name: 'mount' });
   if (opts.waitMounted ?? true) await p.waitForLine(/^mounted /, MOUNT_START_MS);

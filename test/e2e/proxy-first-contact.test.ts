@@ -7,15 +7,14 @@
  * - a file over the in-memory send-time limit is sent brotli-encoded (through a temp file) and intact,
  *   to a delta client and to a mount;
  * - failed first indexes (layer blob missing, blob corrupt mid-layer, registry unreachable): every
- *   waiting client gets an HTTP error naming the image and the layer (a client with early=1 and image=1
- *   an HTTP error or, once the IMAGE or EARLY frames went out, an ERROR frame naming them); no image row, no row of the
+ *   waiting client gets an HTTP error naming the image and the layer (a client with image=1 an HTTP
+ *   error or, once the IMAGE frame went out, an ERROR frame naming them); no image row, no row of the
  *   failed layer, no staged or temp file survives; after a repair the same image indexes;
- * - early=1 on first contact (docs/protocol.md "Early items"): likely-first contents arrive whole
- *   before the header, which leaves them out; together they are every content of the image; a warm
- *   proxy sends none; a mount through a cold proxy has every file's bytes;
  * - image=1 ("Image first"): the IMAGE frame comes first and equals the header's image, on first
  *   contact and from a warm proxy (issue 19, session 11); a failed first index after it ends with an
- *   ERROR frame naming image and layer.
+ *   ERROR frame naming image and layer; the header lists every content of the image, and `early=1`
+ *   (early items, retired in session 13) changes nothing; a mount through a cold proxy has every
+ *   file's bytes.
  */
 import test, { type ExecutionContext } from 'ava';
 import Database from 'better-sqlite3';
@@ -177,50 +176,44 @@ test('a large compressible file on first contact arrives brotli-encoded and inta
   t.true(sent > 0 && sent < bound, `the mount's stream sent ${sent} bytes`);
 });
 
-test('early=1 on first contact: likely-first contents arrive whole before the header, which leaves them out; a mount through a cold proxy has every file', async (t) => {
+test('image=1 on first contact and warm: the IMAGE frame comes first, the header lists every content, early=1 (retired) changes nothing; a mount through a cold proxy has every file', async (t) => {
   const reg = await startRegistry(t);
-  // Layer 1: what the early rank wants (the command, libc, a library, a top-level compiled module) and
-  // what it does not (docs). Layer 2: 48 MiB of text that keeps the index pass busy meanwhile.
-  const wanted: Record<string, Buffer> = {
+  // Layer 1: a few small files. Layer 2: 48 MiB of text that keeps the index pass busy after the image resolved.
+  const files: Record<string, Buffer> = {
     'bin/app': Buffer.from('#!/bin/sh\necho app\n'.repeat(50)),
     'lib/x86_64-linux-gnu/libc.so.6': Buffer.from('libc '.repeat(40_000)),
-    'lib/x86_64-linux-gnu/libz.so.1': Buffer.from('libz '.repeat(20_000)),
-    'usr/lib/python3.11/__pycache__/os.cpython-311.pyc': Buffer.from('pyc '.repeat(5_000)),
+    'usr/share/doc/readme.txt': Buffer.from('docs '.repeat(1000)),
   };
-  const other: Record<string, Buffer> = { 'usr/share/doc/readme.txt': Buffer.from('docs '.repeat(1000)) };
-  for (let i = 0; i < 48; i++) other[`data/part${String(i).padStart(2, '0')}.txt`] = Buffer.from(randomBytes(512 * 1024).toString('hex'));
-  await pushLayers(reg.host, 'early:v1', [makeLayer(t, { ...wanted, 'usr/share/doc/readme.txt': other['usr/share/doc/readme.txt']! }), makeLayer(t, other)]);
-  const image = `${reg.host}/early:v1`;
-  const all = new Map(Object.entries({ ...wanted, ...other }).map(([path, b]) => [sha256(b), path]));
+  const data: Record<string, Buffer> = {};
+  for (let i = 0; i < 48; i++) data[`data/part${String(i).padStart(2, '0')}.txt`] = Buffer.from(randomBytes(512 * 1024).toString('hex'));
+  await pushLayers(reg.host, 'first:v1', [makeLayer(t, files), makeLayer(t, data)]);
+  const image = `${reg.host}/first:v1`;
+  const all = [...new Set(Object.values({ ...files, ...data }).map((b) => sha256(b)))].sort();
   const p = await startProxy(t, reg);
-  const d = await fetchDelta(p.url, { to: image, deferred: '1', early: '1', image: '1' }, AUTH); // every item and early item verified
-  t.log(`early: ${[...d.early.keys()].map((k) => all.get(k)).join(', ')}; ${d.header.items.length} items in the header`);
+  // early=1, as a worker from before session 13 with --early-items on asks: ignored (an EARLY frame
+  // would fail the decoder: its type is reserved now).
+  const d = await fetchDelta(p.url, { to: image, deferred: '1', early: '1', image: '1' }, AUTH); // every item verified
   // image=1: the image came first (IMAGE frame), the header's own.
   const { ref, platform, manifestDigest, manifestMediaType, diffIDs } = d.header;
   t.like(d.image, { ref, platform, manifestDigest, manifestMediaType, diffIDs });
   t.true(Buffer.from(d.image!.manifest).equals(Buffer.from(d.header.manifest)) && Buffer.from(d.image!.config).equals(Buffer.from(d.header.config)));
-  t.true(d.early.size > 0, 'contents arrived before the header');
-  for (const dg of d.early.keys()) {
-    t.true(Object.keys(wanted).includes(all.get(dg) ?? '?'), `only wanted files go early (${all.get(dg) ?? dg})`);
-    t.false(d.header.items.some((i) => i.digest === dg), `the header leaves out ${all.get(dg) ?? dg}`);
-  }
-  t.deepEqual([...d.header.items.map((i) => i.digest), ...d.early.keys()].sort(), [...all.keys()].sort(), 'header items and early items: every content once');
-  t.true((await metrics(p.url)).get('starlight_proxy_early_items_sent_total')! >= d.early.size);
-  // The image is indexed now: nothing early, the IMAGE frame still first (the worker's containerd
-  // calls overlap the planning).
+  t.deepEqual(d.header.items.map((i) => i.digest).sort(), all, 'the header lists every content of the image');
+  t.false((await metrics(p.url)).has('starlight_proxy_early_items_sent_total'), 'the early-items metric is gone');
+  // The image is indexed now: the IMAGE frame still first (the worker's containerd calls overlap the
+  // planning); with early=1 or without, the same items.
   const warm = await fetchDelta(p.url, { to: image, deferred: '1', early: '1', image: '1' }, AUTH);
-  t.is(warm.early.size, 0);
   t.like(warm.image, { ref, platform, manifestDigest, manifestMediaType, diffIDs }, 'a warm proxy sends the IMAGE frame too');
   t.true(Buffer.from(warm.image!.manifest).equals(Buffer.from(warm.header.manifest)) && Buffer.from(warm.image!.config).equals(Buffer.from(warm.header.config)));
-  t.is(warm.header.items.length, all.size);
+  t.deepEqual(warm.header.items.map((i) => i.digest).sort(), all);
+  const plain = await fetchDelta(p.url, { to: image, deferred: '1', image: '1' }, AUTH);
+  t.deepEqual(plain.header.items.map((i) => i.digest).sort(), all, 'without early=1: the same items');
 
   if (!mountSupported) return;
-  // A worker with --early-items on asks early=1 itself: through a proxy that never saw the image, every file's bytes.
+  // Through a proxy that never saw the image, every file's bytes.
   const p2 = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-first-')]);
-  const m = await startMount(t, p2.url, image, { earlyItems: true });
+  const m = await startMount(t, p2.url, image);
   await m.waitForLine(/^complete$/, POLL_MS);
-  for (const [path, b] of Object.entries({ ...wanted, ...other })) t.true(readFileSync(join(m.mountpoint, path)).equals(b), path);
-  t.log(`mount: ${(await metrics(p2.url)).get('starlight_proxy_early_items_sent_total')} early items`);
+  for (const [path, b] of Object.entries({ ...files, ...data })) t.true(readFileSync(join(m.mountpoint, path)).equals(b), path);
 });
 
 interface FailureCase {
@@ -284,15 +277,15 @@ for (const c of CASES) {
         return { status: r.status, body: (await r.json()) as { errors: { code: string; message: string }[] } };
       }),
     );
-    // A client with early=1 and image=1 (after the others' runs: a new index run) gets the IMAGE frame
-    // once the manifest resolved, maybe EARLY frames, then the error as an ERROR frame.
+    // A client with image=1 (after the others' runs: a new index run) gets the IMAGE frame once the
+    // manifest resolved, then the error as an ERROR frame.
     let imageFrames = 0;
-    const earlyAnswer = await (async () => {
-      const r = await fetch(`${p.url}/v1/delta?to=${image}&early=1&image=1`, { headers: AUTH });
+    const imageAnswer = await (async () => {
+      const r = await fetch(`${p.url}/v1/delta?to=${image}&image=1`, { headers: AUTH });
       if (r.status !== 200) return { status: r.status, message: ((await r.json()) as { errors: { message: string }[] }).errors[0]!.message };
       try {
         for await (const ev of decodeDelta(r.body as unknown as AsyncIterable<Uint8Array>)) {
-          t.true(ev.type === 'early' || ev.type === 'image', 'no header for an image that failed');
+          t.is(ev.type, 'image', 'no header for an image that failed');
           if (ev.type === 'image') imageFrames++;
         }
       } catch (err) {
@@ -300,12 +293,12 @@ for (const c of CASES) {
       }
       return { status: 200, message: 'stream ended without an error' };
     })();
-    t.log(`early=1&image=1: HTTP ${earlyAnswer.status}, ${imageFrames} IMAGE frame(s): ${earlyAnswer.message}`);
+    t.log(`image=1: HTTP ${imageAnswer.status}, ${imageFrames} IMAGE frame(s): ${imageAnswer.message}`);
     // The manifest resolves unless the registry is unreachable: the IMAGE frame went out before the failing layer.
     if (c.namesLayer) t.is(imageFrames, 1);
-    t.true(earlyAnswer.status === 200 || c.status.includes(earlyAnswer.status), `HTTP ${earlyAnswer.status}`);
-    t.true(earlyAnswer.message.includes(image), `names the image: ${earlyAnswer.message}`);
-    if (c.namesLayer) t.true(earlyAnswer.message.includes(brokenDigest), `names the layer: ${earlyAnswer.message}`);
+    t.true(imageAnswer.status === 200 || c.status.includes(imageAnswer.status), `HTTP ${imageAnswer.status}`);
+    t.true(imageAnswer.message.includes(image), `names the image: ${imageAnswer.message}`);
+    if (c.namesLayer) t.true(imageAnswer.message.includes(brokenDigest), `names the layer: ${imageAnswer.message}`);
     for (const a of answers) {
       t.true(c.status.includes(a.status), `HTTP ${a.status}: ${JSON.stringify(a.body)}`);
       const msg = a.body.errors[0]!.message;

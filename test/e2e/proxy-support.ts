@@ -83,8 +83,6 @@ export interface FetchedDelta {
   end: DeltaEnd;
   /** index → raw (decoded, verified) content */
   contents: Map<number, Buffer>;
-  /** Contents sent before the header (EARLY frames, `early=1`), digest → raw (decoded, verified), in arrival order. */
-  early: Map<string, Buffer>;
   /** The IMAGE frame's image (`image=1`), if one came. */
   image?: DeltaImage;
   wireBytes: number;
@@ -112,7 +110,6 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
   let end: DeltaEnd | undefined;
   const parts = new Map<number, Buffer[]>();
   const contents = new Map<number, Buffer>();
-  const early = new Map<string, Buffer>();
   const body = (async function* () {
     for await (const b of source) {
       wireBytes += b.length;
@@ -123,12 +120,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
     if (ev.type === 'header') header = ev.header;
     else if (ev.type === 'end') end = ev.end;
     else if (ev.type === 'image') image = ev.image;
-    else if (ev.type === 'early') {
-      if (header !== undefined) throw new Error(`early item ${ev.digest} after the header`);
-      const raw = decodeItem({ digest: ev.digest, size: ev.size, encodedSize: ev.data.length, encoding: ev.encoding }, Buffer.from(ev.data));
-      if (raw.length !== ev.size || sha256(raw) !== ev.digest) throw new Error(`early item does not match ${ev.digest}`);
-      early.set(ev.digest, raw);
-    } else {
+    else {
       chunkFrames++;
       const list = parts.get(ev.index) ?? [];
       list.push(Buffer.from(ev.data));
@@ -142,7 +134,7 @@ export async function readDelta(source: AsyncIterable<Uint8Array>): Promise<Fetc
       }
     }
   }
-  return { header: header!, end: end!, contents, early, ...(image !== undefined ? { image } : {}), wireBytes, chunkFrames };
+  return { header: header!, end: end!, contents, ...(image !== undefined ? { image } : {}), wireBytes, chunkFrames };
 }
 
 export async function metrics(proxyUrl: string): Promise<Map<string, number>> {

@@ -2,8 +2,7 @@
  * Issue 10 acceptance, first contact: for each Debian bench image, a proxy that has never seen it
  * (no notify, no earlier delta) serves
  * - a `starlight mount` whose tree (metadata and every file's sha256) equals overlayfs over the
- *   GNU-tar-extracted layers (test/helpers/tree-shape.ts) — some of its contents arrived as EARLY
- *   frames before the header (docs/protocol.md "Early items") — then a second mount from an empty worker
+ *   GNU-tar-extracted layers (test/helpers/tree-shape.ts), then a second mount from an empty worker
  *   state that the proxy serves from its index: no layer blob is fetched from the registry again
  *   (requests counted by a front in front of the registry);
  * - through containerd, on another fresh proxy, `starlight pull` + `ctr run` reaching the image's
@@ -18,7 +17,7 @@ import { startFront, startRegistry } from '../helpers/registry.js';
 import { diffShapes, shapeOfDir } from '../helpers/tree-shape.js';
 import { tempDir } from '../helpers/tmp.js';
 import { debianSupported, ignoredMtimes, pushDebian, referenceShapes, startMount } from './mount-support.js';
-import { metrics, startProxyProcess } from './proxy-support.js';
+import { startProxyProcess } from './proxy-support.js';
 import { pull } from './pull-support.js';
 
 const run = debianSupported && process.getuid?.() === 0 ? test.serial : (test.skip as typeof test.serial);
@@ -71,15 +70,12 @@ for (const name of DEBIAN_IMAGES) {
 
     // 1. A proxy that never saw the image: mount, every file's bytes compared with overlayfs.
     const proxy = await startProxyProcess(t, ['--registry', `http://${front.host}`, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'sl-cold-proxy-')]);
-    const m1 = await startMount(t, proxy.url, ref, { earlyItems: true });
+    const m1 = await startMount(t, proxy.url, ref);
     await m1.waitForLine(/^complete$/, COMPLETE_MS);
     const full = await shapeOfDir(m1.mountpoint, { nlink: true });
     const diffs = diffShapes(full, reference, { names: ['mount', 'overlay'], ignoreMtime });
     t.deepEqual(diffs, [], `first-contact mount vs overlayfs for ${name}:\n${diffs.slice(0, 50).join('\n')}`);
     t.is(layerGets(), img.blobs.length, 'each layer blob fetched once');
-    const early = (await metrics(proxy.url)).get('starlight_proxy_early_items_sent_total') ?? 0;
-    t.log(`${name}: ${early} contents sent before the header`);
-    t.true(early > 0, 'contents arrived before the header while the proxy indexed');
 
     // 2. A second pull (an empty worker) is served from the index: no layer blob fetched again.
     const m2 = await startMount(t, proxy.url, ref);

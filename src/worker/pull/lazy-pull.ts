@@ -28,8 +28,6 @@ export interface LazyPullOptions {
   readDeadlineMs: number;
   /** Keep a connection to the proxy open ahead of the next pull (ProxyClientOptions.warm); default false. */
   warmConnection?: boolean;
-  /** Ask a cold proxy for early items (ProxyClientOptions.earlyItems); default false. */
-  earlyItems?: boolean;
   log: Logger;
 }
 
@@ -56,7 +54,7 @@ export async function openLazyPull(o: LazyPullOptions): Promise<LazyPull> {
   const shared = sameFs ? batchedSyncfs(syncFileSystem) : undefined;
   const store = await new LocalContentStore(content, { log: o.log, ...(shared ? { syncfs: shared } : {}) }).open();
   const layers = await new LayerStore(layerRoot, { log: o.log, syncfs: shared ?? batchedSyncfs(syncFileSystem) }).open();
-  const client = new ProxyClient({ url: o.proxy, token: o.token, warm: o.warmConnection === true, earlyItems: o.earlyItems });
+  const client = new ProxyClient({ url: o.proxy, token: o.token, warm: o.warmConnection === true });
   const tracker = new ContentTracker(store, { readDeadlineMs: o.readDeadlineMs, fetchItem: (digest, signal) => client.content(digest, signal), log: o.log });
   const puller = new Puller({ client, tracker, layers, log: o.log });
   return {

@@ -47,12 +47,6 @@ export interface ProxyClientOptions {
    * http only): a pull then pays no TCP handshake (issue 19). Default false (the daemon turns it on).
    */
   warm?: boolean;
-  /**
-   * Ask a cold proxy for EARLY frames (`early=1`, docs/protocol.md "Early items") on a stream's first
-   * connection. Default false: measured slower at 150 ms on 2 cores (docs/design-notes.md, issue 10
-   * session 8); `--early-items on` of the daemon and `starlight mount` asks for them.
-   */
-  earlyItems?: boolean;
 }
 
 export interface DeltaRequest {
@@ -116,7 +110,6 @@ export class ProxyClient {
   private readonly bodyIdleTimeoutMs: number;
   private readonly agents: { http: http.Agent; https: https.Agent };
   private readonly warmConn: WarmConnection | undefined;
-  private readonly earlyItems: boolean;
 
   constructor(opts: ProxyClientOptions) {
     this.bases = parseProxyUrls(opts.url);
@@ -124,7 +117,6 @@ export class ProxyClient {
     this.headersTimeoutMs = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
     this.deltaTimeoutMs = opts.deltaTimeoutMs ?? DEFAULT_DELTA_TIMEOUT_MS;
     this.bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
-    this.earlyItems = opts.earlyItems ?? false;
     this.agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
     if (opts.warm) {
       this.warmConn = new WarmConnection();
@@ -151,8 +143,6 @@ export class ProxyClient {
     // ... and the IMAGE frame (docs/protocol.md "Image first"): the proxy names the image before it
     // indexes or plans, so the caller records it in containerd meanwhile.
     if (!req.from) u.searchParams.set('image', '1');
-    // ... and EARLY frames (docs/protocol.md "Early items"): a cold proxy sends likely-first contents while it indexes.
-    if (!req.from && this.earlyItems) u.searchParams.set('early', '1');
     const what = `delta of ${req.ref}`;
     // Plain http: the body as views of the socket's reads (http-stream.ts: node:http copies every piece).
     const res = await this.withFailover<{ headers: http.IncomingHttpHeaders; body: Readable }>(u, signal, (url) =>

@@ -62,8 +62,6 @@ export interface ReceiverProgress {
   bytesDone: number;
   /** Encoded bytes received over the wire by this receiver (all connections). */
   wireBytes: number;
-  /** Contents received before a header (EARLY frames) and taken in. */
-  earlyItems: number;
   connections: number;
   done: boolean;
   /** When the last item landed (ms since the epoch): the stream's completion; absent until done. */
@@ -202,8 +200,6 @@ export class DeltaReceiver implements QueueJumper {
   private itemsFailed = 0;
   private bytesDone = 0;
   private wireBytes = 0;
-  /** Contents taken in from EARLY frames (before a header). */
-  private earlyItems = 0;
   private connections = 0;
   /** When the stream completed (ms since the epoch); undefined until then. */
   private finishedAt: number | undefined;
@@ -317,7 +313,6 @@ export class DeltaReceiver implements QueueJumper {
       bytes: items.reduce((a, i) => a + i.size, 0),
       bytesDone: this.bytesDone,
       wireBytes: this.wireBytes,
-      earlyItems: this.earlyItems,
       connections: this.connections,
       done: this.finishedAt !== undefined,
       ...(this.finishedAt !== undefined ? { doneAt: this.finishedAt } : {}),
@@ -410,9 +405,7 @@ export class DeltaReceiver implements QueueJumper {
             if (this.hdr !== undefined) continue;
             this.log.info('delta-image', { ref: ev.image.ref, manifest: ev.image.manifestDigest });
             this.opts.onImage?.(ev.image);
-          }
-          else if (ev.type === 'early') this.early(conn, ev);
-          else {
+          } else {
             // Whole items are taken in synchronously: no promise and no microtask per item.
             const p = this.chunk(conn, ev);
             if (p !== undefined) await p;
@@ -465,22 +458,6 @@ export class DeltaReceiver implements QueueJumper {
       conn.progressed = true;
     }
     return undefined;
-  }
-
-  /**
-   * A whole content sent before the header (docs/protocol.md "Early items"): decoded, verified and
-   * stored by the item pool like any whole item (nothing reads it before that); the header then leaves
-   * it out of its item table. A bad one is dropped (logged): a read of its file fetches it on demand.
-   */
-  private early(conn: Connection, ev: Extract<DeltaEvent, { type: 'early' }>): void {
-    const ing = this.opts.tracker.beginWhole(ev.digest, 'stream', ev.size);
-    if (ing === null) return;
-    this.earlyItems++;
-    conn.landing++;
-    ing.commitWhole(ev.encoding, [ev.data], (err) => {
-      if (err !== undefined) this.log.warn('delta-early-failed', { ref: this.opts.request.ref, digest: ev.digest, err });
-      if (--conn.landing === 0 && conn.onLanded !== undefined) conn.onLanded();
-    });
   }
 
   /** A whole item the pool answered: complete, or failed (its readers already got the error). */

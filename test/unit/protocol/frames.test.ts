@@ -7,7 +7,7 @@ import { DeltaDecoder, DeltaEncoder, decodeDelta, FrameType, type DeltaEvent, ty
 import { contentFrames, errorFrame, frameHead, headerFrame, headerPayload, preamble } from '../../../src/protocol/frames.js';
 import { MAX_HEADER_BYTES } from '../../../src/protocol/constants.js';
 import type { StarlightError } from '../../../src/errors.js';
-import { deltaHeader, identityItems } from '../../helpers/delta-header.js';
+import { deltaHeader, identityItems, streamBytes } from '../../helpers/delta-header.js';
 
 function digest(b: Buffer): string {
   return 'sha256:' + createHash('sha256').update(b).digest('hex');
@@ -155,6 +155,38 @@ test('an ERROR frame surfaces its code', async (t) => {
   const unknown = Buffer.concat([hf, errorFrame({ code: 'SL_ERR_FROM_THE_FUTURE', message: 'x' })]);
   const e2 = await t.throwsAsync(decodeAll(unknown));
   t.is((e2 as { code?: string }).code, 'SL_ERR_PROTOCOL_REMOTE');
+});
+
+test('events before an ERROR frame in the same chunk are delivered; the error is thrown by the next push() or finish()', async (t) => {
+  const h = makeHeader(contents);
+  const bytes = await streamBytes(async (enc) => {
+    await enc.writeHeader(h);
+    await enc.writeItem(0, contents[0]!);
+    await enc.writeError({ code: 'SL_ERR_OCI_UNREACHABLE', message: 'registry gone', detail: { layer: 'sha256:abc' } });
+  });
+  for (const splitFrames of [false, true]) {
+    const dec = new DeltaDecoder({ splitFrames });
+    const evs = dec.push(bytes);
+    t.is(evs[0]!.type, 'header');
+    t.true(evs.some((e) => e.type === 'chunk' && e.index === 0 && e.last), 'the item before the error is delivered');
+    const err = t.throws(() => dec.finish()) as unknown as { code?: string; details?: Record<string, unknown> };
+    t.is(err.code, 'SL_ERR_OCI_UNREACHABLE');
+    t.is(err.details?.layer, 'sha256:abc');
+    t.is(err.details?.nextItem, 1, 'resume after the delivered item');
+    t.is((t.throws(() => dec.push(Buffer.alloc(1))) as { code?: string }).code, 'SL_ERR_OCI_UNREACHABLE', 'and again at the next push');
+  }
+});
+
+test('frame type 6 (reserved: formerly EARLY) is an unknown frame, before and after the header', async (t) => {
+  const hf = Buffer.concat([preamble(), headerFrame(makeHeader(contents))]);
+  // An EARLY frame as a proxy with early items sent it: digest, encoding, raw size, the bytes.
+  const early = Buffer.concat([frameHead(6 as 1, 41 + 5), Buffer.alloc(32, 1), Buffer.from([0]), Buffer.from([0, 0, 0, 0, 0, 0, 0, 5]), Buffer.from('hello')]);
+  for (const [where, bytes] of [['before the header', Buffer.concat([preamble(), early])], ['after the header', Buffer.concat([hf, early])]] as const) {
+    // Its head alone is enough: the decoder does not wait for the payload of an unknown frame.
+    const headOnly = bytes.subarray(0, bytes.length - early.length + 5);
+    t.throws(() => new DeltaDecoder().push(headOnly), { code: 'SL_ERR_PROTOCOL_MALFORMED', message: /unknown frame type 6/ }, where);
+    t.throws(() => new DeltaDecoder({ splitFrames: true }).push(bytes), { code: 'SL_ERR_PROTOCOL_MALFORMED', message: /unknown frame type 6/ }, where);
+  }
 });
 
 test('encoder refuses items whose bytes disagree with the header', async (t) => {

@@ -1,8 +1,7 @@
 /**
  * The IMAGE frame (docs/protocol.md "Image first"): the image of the HEADER to come, first in the
- * stream; EARLY frames may follow it; an ERROR after it ends the stream before any header; an IMAGE
- * that is not the first frame, or one after the header, is malformed; the encoder refuses a header
- * of another image.
+ * stream; an ERROR after it ends the stream before any header; an IMAGE that is not the first frame,
+ * or one after the header, is malformed; the encoder refuses a header of another image.
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
@@ -28,20 +27,21 @@ function header(im: DeltaImage = image): DeltaHeader {
   return { ...deltaHeader(identityItems([content]), 0), ...im, layers: [] };
 }
 
-test('IMAGE first, then EARLY and the HEADER: the image decodes to the fields sent, in any split of the input', async (t) => {
+test('IMAGE first, then the HEADER: the image decodes to the fields sent, in any split of the input', async (t) => {
   const bytes = await streamBytes(async (enc) => {
+    t.false(enc.started);
     await enc.writeImage(image);
     t.true(enc.started);
     t.false(enc.headerSent);
-    await enc.writeEarly(digest(content), 'identity', content.length, content);
     await enc.writeHeader(header());
+    t.true(enc.headerSent);
     await enc.writeItem(0, content);
     await enc.writeEnd();
   });
   for (let cut = 1; cut < bytes.length; cut += 5) {
     const dec = new DeltaDecoder({ splitFrames: true });
     const evs: DeltaEvent[] = [...dec.push(bytes.subarray(0, cut)), ...dec.push(bytes.subarray(cut))];
-    t.deepEqual([...new Set(evs.map((e) => e.type))], ['image', 'early', 'header', 'chunk', 'end']);
+    t.deepEqual([...new Set(evs.map((e) => e.type))], ['image', 'header', 'chunk', 'end']);
     const im = (evs[0] as Extract<DeltaEvent, { type: 'image' }>).image;
     t.deepEqual({ ...im, manifest: Buffer.from(im.manifest), config: Buffer.from(im.config) }, image);
   }
@@ -66,14 +66,7 @@ test('an ERROR frame after the IMAGE frame (the index failed) is the error it ca
   t.is((t.throws(() => split.push(bytes.subarray(imageEnd))) as { code?: string }).code, 'SL_ERR_OCI_NOT_FOUND');
 });
 
-test('an IMAGE frame after an EARLY frame or after the HEADER is malformed', async (t) => {
-  const afterEarly = await streamBytes(async (enc) => {
-    await enc.writeEarly(digest(content), 'identity', content.length, content);
-  });
-  const dec1 = new DeltaDecoder();
-  dec1.push(afterEarly);
-  t.is((t.throws(() => dec1.push(imageFrame(image))) as { code?: string }).code, 'SL_ERR_PROTOCOL_MALFORMED');
-
+test('an IMAGE frame after the HEADER, or a second one, is malformed', async (t) => {
   const afterHeader = await streamBytes(async (enc) => {
     await enc.writeHeader(header());
   });

@@ -70,6 +70,7 @@ test('the IMAGE frame reaches onImageChecked before the header exists, once; the
   t.teardown(() => pulled.receiver.close());
   t.deepEqual(calls, [header.manifestDigest], 'called once, with the IMAGE frame');
   t.is(px.queries[0]!.get('image'), '1');
+  t.is(px.queries[0]!.get('early'), null, 'early items are retired: never asked');
   await pulled.receiver.done;
 });
 
