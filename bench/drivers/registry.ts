@@ -6,7 +6,7 @@
  * Not here: pushing images (bench/images), the WAN link in front of it (bench/wan).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { startDaemon } from './proc.js';
@@ -55,16 +55,23 @@ export async function startBenchRegistry(dir: string, opts: RegistryOptions = {}
   // REGISTRY_* variables would override the config file (distribution's env convention).
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REGISTRY_')));
   const host = `127.0.0.1:${port}`;
-  const daemon = await startDaemon(
-    'docker-registry',
-    REGISTRY_BIN,
-    ['serve', configPath],
-    async () => {
-      const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.body?.cancel();
-      return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
-    },
-    { timeoutMs: opts.startTimeoutMs ?? START_TIMEOUT_MS, env },
-  );
-  return { host, storageDir, stop: () => daemon.stop() };
+  let daemon: Awaited<ReturnType<typeof startDaemon>>;
+  try {
+    daemon = await startDaemon(
+      'docker-registry',
+      REGISTRY_BIN,
+      ['serve', configPath],
+      async () => {
+        const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
+        await res.body?.cancel();
+        return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
+      },
+      { timeoutMs: opts.startTimeoutMs ?? START_TIMEOUT_MS, env },
+    );
+  } catch (err) {
+    rmSync(configPath, { force: true });
+    throw err;
+  }
+  // The config is per run (its port): removed with the registry, the storage stays (a cache dir).
+  return { host, storageDir, stop: () => daemon.stop().finally(() => rmSync(configPath, { force: true })) };
 }

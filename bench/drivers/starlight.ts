@@ -167,6 +167,8 @@ class StarlightDriver implements ModeDriver {
   private startupFiles?: StartupFilesSize;
   /** Phase breakdown of the last pull + start (issue 19): the CLI's timings, the daemon's view record. */
   private phases?: Record<string, number>;
+  /** The last settled stream's TrialMetrics.streamMs. */
+  private streamMs?: number;
   private pullAt = 0;
   /** The daemon's FUSE op counters when the last settle returned (diffed around the next start). */
   private fuseBefore: Record<string, number> = {};
@@ -259,11 +261,13 @@ class StarlightDriver implements ModeDriver {
     // verified, `streamEndedAt`), not when a poll first saw the image complete, which comes after
     // the completion's flush and, for an update's small delta, after the container's start.
     let completeAt: number | undefined;
+    this.streamMs = undefined;
     for (;;) {
       const st = await this.w!.client.status();
       this.fuseBefore = st.fuseOps ?? {}; // as of the settle's last poll (diffed around the next start)
       const img = st.images.find((i) => i.manifestDigest === digest);
       if (img?.complete) completeAt ??= img.streamEndedAt !== undefined ? img.streamEndedAt - performance.timeOrigin : performance.now();
+      if (img?.streamEndedAt !== undefined && img.streamRequestedAt !== undefined) this.streamMs = img.streamEndedAt - img.streamRequestedAt;
       // Complete, and graduated when the daemon graduates (issue 12: new containers then run on it);
       // with --overhead also its content relocated (OVERHEAD_VIEW_IDLE_S).
       if (img?.complete && img.graduated !== false && (env.spec.workload !== 'overhead' || img.relocated !== false)) {
@@ -315,7 +319,11 @@ class StarlightDriver implements ModeDriver {
   }
 
   extraMetrics(): Partial<TrialMetrics> {
-    return { ...(this.startupFiles ? { startupFiles: this.startupFiles } : {}), ...(this.phases ? { phases: this.phases } : {}) };
+    return {
+      ...(this.startupFiles ? { startupFiles: this.startupFiles } : {}),
+      ...(this.phases ? { phases: this.phases } : {}),
+      ...(this.streamMs !== undefined ? { streamMs: this.streamMs } : {}),
+    };
   }
 }
 

@@ -35,6 +35,11 @@ export interface TrialMetrics {
   bytesTotal?: number;
   /** Lazy modes with a completion signal: from the start of pull to the transfer's completion, ms. */
   completeMs?: number;
+  /**
+   * Starlight: from the daemon's delta request to the stream's end, ms — the transfer alone, without
+   * the CLI's start-up and the daemon's work before the request, as download-only's one GET (issue 18).
+   */
+  streamMs?: number;
   /** HTTP requests that crossed the emulated link(s) until ready. */
   requests?: number;
   /** TCP connections opened over the emulated link(s) until ready. */
@@ -77,7 +82,7 @@ export interface StartupFilesSize {
   readyMs?: number;
 }
 
-export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs', 'findStatMs', 'smallFilesMs', 'readAllWarmMs', 'findStatWarmMs', 'smallFilesWarmMs', 'pythonImportWarmMs', 'diskV1Bytes', 'diskV1V2Bytes'] as const;
+export const METRIC_NAMES = ['pullMs', 'runToReadyMs', 'totalMs', 'bytes', 'bytesTotal', 'completeMs', 'streamMs', 'requests', 'connections', 'readAllMs', 'pythonImportMs', 'findStatMs', 'smallFilesMs', 'readAllWarmMs', 'findStatWarmMs', 'smallFilesWarmMs', 'pythonImportWarmMs', 'diskV1Bytes', 'diskV1V2Bytes'] as const;
 export type MetricName = (typeof METRIC_NAMES)[number];
 /** The overhead workload's metrics (ratios to overlayfs are taken of these). */
 export type OverheadMetric = 'readAllMs' | 'readAllWarmMs' | 'findStatMs' | 'findStatWarmMs' | 'smallFilesMs' | 'smallFilesWarmMs' | 'pythonImportMs' | 'pythonImportWarmMs' | 'diskV1Bytes' | 'diskV1V2Bytes';

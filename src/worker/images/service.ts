@@ -178,6 +178,11 @@ export interface ImageStatus {
    */
   streamEndedAt?: number;
   /**
+   * When this daemon sent the stream's first delta request (ms since the epoch): with streamEndedAt,
+   * the transfer alone, as one GET of the same delta takes (bench download-only). Absent as streamEndedAt.
+   */
+  streamRequestedAt?: number;
+  /**
    * The top layer's tree is materialised: new containers run on a plain overlay lowerdir (issue 12).
    * Absent when graduation is off.
    */
@@ -778,6 +783,7 @@ export class ImageService implements RemoteLayerResolver {
         bytesPresent,
         wireBytes: p?.wireBytes ?? 0,
         ...(p?.doneAt !== undefined ? { streamEndedAt: p.doneAt } : {}),
+        ...(p?.requestedAt !== undefined ? { streamRequestedAt: p.requestedAt } : {}),
         ...(this.opts.graduations ? { graduated: this.materialised(remoteIdFor(rec.manifestDigest, header.diffIDs.length - 1)) !== undefined } : {}),
         ...(this.opts.relocations && this.opts.viewsIdle && this.opts.graduations?.layers(chainIds(header.diffIDs)) ? { relocated: this.relocatedImages.has(rec.manifestDigest) } : {}),
       };

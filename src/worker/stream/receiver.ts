@@ -66,6 +66,8 @@ export interface ReceiverProgress {
   done: boolean;
   /** When the last item landed (ms since the epoch): the stream's completion; absent until done. */
   doneAt?: number;
+  /** When the first delta request went out (ms since the epoch): the stream's start; absent before. */
+  requestedAt?: number;
 }
 
 /**
@@ -203,6 +205,8 @@ export class DeltaReceiver implements QueueJumper {
   private connections = 0;
   /** When the stream completed (ms since the epoch); undefined until then. */
   private finishedAt: number | undefined;
+  /** See ReceiverProgress.requestedAt. */
+  private requestedAt: number | undefined;
   /** The first bad item's error (done rejects with it once the rest is in). */
   private firstFailure: unknown;
   private readonly ac = new AbortController();
@@ -316,6 +320,7 @@ export class DeltaReceiver implements QueueJumper {
       connections: this.connections,
       done: this.finishedAt !== undefined,
       ...(this.finishedAt !== undefined ? { doneAt: this.finishedAt } : {}),
+      ...(this.requestedAt !== undefined ? { requestedAt: this.requestedAt } : {}),
     };
   }
 
@@ -383,6 +388,7 @@ export class DeltaReceiver implements QueueJumper {
     const { client, request } = this.opts;
     // The item threads boot while the request and its header are under way (item-pool.ts warm()).
     this.opts.tracker.pool().warm();
+    this.requestedAt ??= Date.now();
     const { body, session } = await client.delta({ ...request, from }, this.ac.signal);
     this.connections++;
     this.session = session;

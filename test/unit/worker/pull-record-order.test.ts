@@ -2,7 +2,8 @@
  * A pull's own record is written before its stream's completion is flushed (images/service.ts
  * doPull, puller.ts `durableAfter`): an update's small stream ends while the pull still answers, and
  * the record's write must not wait behind a syncfs of the whole file system (issue 19, session 12).
- * The status reports when the stream ended (`streamEndedAt`), the transfer's end the bench measures.
+ * The status reports when the stream ended (`streamEndedAt`), the transfer's end the bench measures,
+ * and when its request went out (`streamRequestedAt`).
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
@@ -64,5 +65,7 @@ test("a pull's record is written before its stream's completion is flushed, and 
   t.deepEqual(syncs, syncs.map(() => true), `every flush started after the record was written: ${JSON.stringify(syncs)}`);
   const ended = service.status()[0]!.streamEndedAt!;
   t.true(ended >= before && ended <= Date.now(), `streamEndedAt ${ended} within the pull`);
+  const requested = service.status()[0]!.streamRequestedAt!;
+  t.true(requested >= before && requested <= ended, `streamRequestedAt ${requested} between the pull's start and the stream's end ${ended}`);
   t.deepEqual(await layers.completeLayers(), [...h.diffIDs].sort());
 });
