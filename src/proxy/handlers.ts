@@ -22,7 +22,7 @@ import { predictTargetOf } from './startup-service.js';
 import type { ProxyMetrics } from './metrics.js';
 import type { MetadataStore } from './store.js';
 import type { LearnedFiles, PriorityService } from './priority-service.js';
-import { orderOf, preferPrediction } from './session/delta-plan.js';
+import { type DeltaRequest, orderOf, preferPrediction } from './session/delta-plan.js';
 import type { PlanCache } from './session/plan-cache.js';
 import { announce, openDeferred } from './session/item-source.js';
 import type { HeaderFirst } from './session/header-first.js';
@@ -142,6 +142,37 @@ export async function ensurePrediction(ctx: Pick<HandlerContext, 'priority'>, im
   if (!ctx.priority.prepared(img.record.manifestDigest)) await ctx.priority.prepare(predictTargetOf(img, merged));
 }
 
+/** A delta request's image once indexed, and its plan (planForRequest). */
+interface PlannedDelta {
+  img: IndexedImage;
+  /** The chain's merged tree (memoized per image): the plan's and the prediction's. */
+  merged: MergedTree;
+  planned: Awaited<ReturnType<PlanCache['plan']>>;
+  /** The order the plan used (the prediction, once it lands, re-orders the stream: preferPrediction). */
+  plannedOrder: LearnedFiles;
+  /** First contact: the startup prediction is not computed yet. */
+  predict: boolean;
+  /** performance.now() when the image was indexed, and when planning started. */
+  tIndexed: number;
+  tPlanning: number;
+}
+
+/** Waits for the image's index, then plans the request's delta (memoized: plan-cache.ts). */
+async function planForRequest(ctx: HandlerContext, indexed: Promise<IndexedImage>, req: DeltaRequest): Promise<PlannedDelta> {
+  const img = await indexed;
+  const tIndexed = performance.now();
+  // One merge (memoized per image) serves the prediction (first request only) and the plan.
+  const merged = await ctx.plans.mergedOf(img);
+  // First contact: the header does not wait for the startup prediction (0.2–0.5 s of fact reads after
+  // the last layer pass, docs/design-notes.md issue 10); it re-orders the stream when it lands.
+  const predict = !ctx.priority.prepared(img.record.manifestDigest);
+  await ctx.priority.refresh();
+  const tPlanning = performance.now();
+  const plannedOrder = orderOf(ctx, img, merged, req.group);
+  const planned = await ctx.plans.plan(ctx, img, req);
+  return { img, merged, planned, plannedOrder, predict, tIndexed, tPlanning };
+}
+
 export async function handleDelta(ctx: HandlerContext, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
   // Background encoding waits while this delta is indexed and planned (its header is on the critical
   // path); the session takes the hold over if it encodes deferred items itself.
@@ -183,25 +214,9 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
   // image=1: the image goes out first, while its layers are indexed or its delta is planned.
   const resolving = imageFirst ? (ctx.indexer.resolution(ref, platform) ?? indexed.then((img) => img.record)) : undefined;
   await sendImageFirst(resolving, indexed, enc, { ref: formatReference(ref), platform }, writeHead);
-  let img: IndexedImage;
-  let planned: Awaited<ReturnType<PlanCache['plan']>>;
-  let t1: number;
-  let tIndexed = 0;
-  let merged: MergedTree;
-  let plannedOrder: LearnedFiles;
-  let predict = false;
+  let p: PlannedDelta;
   try {
-    img = await indexed;
-    tIndexed = performance.now();
-    // One merge (memoized per image) serves the prediction (first request only) and the plan.
-    merged = await ctx.plans.mergedOf(img);
-    // First contact: the header does not wait for the startup prediction (0.2–0.5 s of fact reads after
-    // the last layer pass, docs/design-notes.md issue 10); it re-orders the stream when it lands.
-    predict = !ctx.priority.prepared(img.record.manifestDigest);
-    await ctx.priority.refresh();
-    t1 = performance.now();
-    plannedOrder = orderOf(ctx, img, merged, group);
-    planned = await ctx.plans.plan(ctx, img, { have, from, group, deferred, ...(tocs ? { tocs } : {}) });
+    p = await planForRequest(ctx, indexed, { have, from, group, deferred, ...(tocs ? { tocs } : {}) });
   } catch (err) {
     if (!enc.started) throw err;
     // The response is under way (IMAGE frame): the failure goes out as an ERROR frame naming image and layer.
@@ -212,6 +227,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     res.end();
     return;
   }
+  const { img, merged, planned, plannedOrder, predict, tIndexed, tPlanning } = p;
   const { header, headerBytes, sources, runs } = planned;
   const session = new DeltaSession({
     id: sessionId,
@@ -234,7 +250,7 @@ async function serveDelta(ctx: HandlerContext, req: IncomingMessage, res: Server
     ? preferPrediction(ctx, session, { img, merged, group, header, planned: plannedOrder, after: session.headerSent, predict: () => ensurePrediction(ctx, img, merged), since: tIndexed })
     : undefined;
   writeHead(img.record.manifestDigest);
-  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (t1 - t0) / 1000, planSeconds: (performance.now() - t1) / 1000, predictSeconds: (t1 - tIndexed) / 1000 });
+  ctx.logger.info('delta-planned', { image: img.ref, items: header.items.length, indexSeconds: (tPlanning - t0) / 1000, planSeconds: (performance.now() - tPlanning) / 1000, predictSeconds: (tPlanning - tIndexed) / 1000 });
   try {
     const running = session.run(signal);
     // Background encoding keeps waiting for the prediction (it reads the staged contents).

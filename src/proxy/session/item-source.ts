@@ -31,8 +31,8 @@ import type { ContentRecord, MetadataStore } from '../store.js';
  * Brotli quality of send-time encoding (deferred items of a first contact): q1 compresses ~200 MB/s
  * per core at a ratio within ~25 % of the cache's q5 (~30 MB/s), so a stream is not CPU-bound below
  * WAN speeds; the background encoder stores q5 for later pulls (docs/design-notes.md "First contact":
- * q2 sends ~9 % fewer bytes for ~12 % more CPU; a build with it streamed slower under load, cause not
- * separated, so q1 stays until a quiet re-measure).
+ * q2 sends 7 % fewer bytes, but re-measured on a quiet machine in session 13 a cold python-web stream
+ * ended 1.2–3.3 s later on loopback and 0.3–1.8 s later at 150 ms / 100 Mbit/s: q1 stays).
  */
 const SEND_TIME_BROTLI_QUALITY = 1;
 /**

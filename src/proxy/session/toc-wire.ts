@@ -2,11 +2,12 @@
  * Header TOCs as sent to a worker that asked `tocs=br` (docs/protocol.md "Compressed TOCs"): each
  * layer's encodeToc() bytes brotli-compressed once per diffID and kept (a TOC of a diffID never
  * changes). A header carries every TOC the worker lacks before any content: python-web's three are
- * 1.1 MB raw, ~0.39 MB compressed, ~60 ms less of a 100 Mbit/s link before the worker can mount.
+ * 1.07 MB raw, 0.38 MB compressed, ~55 ms less of a 100 Mbit/s link before the worker can mount.
  *
- * Quality 1 (docs/design-notes.md "Compressed TOCs in the header"): on the bench layers' TOCs it
- * gives 2.4–3.1× at ~6 ms per MB on node's thread pool (q5: 2.7–3.3× at ~35 ms per MB), cheap enough
- * to compress when a header first needs it, also on a cold proxy's critical path.
+ * Quality 1 (docs/design-notes.md "Compressed TOCs in the header", bench/toc-compression.ts): on the
+ * bench layers' large TOCs it gives 2.8–3.1× at ~7 ms per MB on node's thread pool (q5: 2.9–3.3× at
+ * ~45 ms per MB), cheap enough to compress when a header first needs it, also on a cold proxy's
+ * critical path.
  *
  * Not here: planning the header (delta-plan.ts), encoding it (src/protocol/frames.ts).
  */
