@@ -147,12 +147,18 @@ test('20 concurrent deltas of a cold image index it once and all complete', asyn
 test('evicted content is re-fetched; /v1/content serves one item', async (t) => {
   const f = await fixture(t);
   const p = await startProxyProcess(t, proxyArgs(t, f.reg, ['--cache-size', '800KiB']));
-  await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
+  // A first delta stages the contents; the background encoder caches them after it. notify returns
+  // once that is done (without it, the evictions below race the encoder).
+  const cached = async (ref: string): Promise<void> => {
+    await fetchDelta(p.url, { to: ref });
+    t.is((await fetch(`${p.url}/v1/notify?ref=${ref}`, { method: 'POST' })).status, 200);
+  };
+  await cached(`${f.reg.host}/app:v1`);
   // Files of 180 KiB (under a quarter of the cache: larger ones are served from their layer, never
   // cached) adding up to more than the cache evict app:v1's contents.
   const blobs = Object.fromEntries(Array.from({ length: 5 }, (_, i) => [`data/blob${i}`, randomBytes(180 * 1024)]));
   await pushLayers(f.reg.host, 'other:v1', [makeLayer(t, blobs)]);
-  await fetchDelta(p.url, { to: `${f.reg.host}/other:v1` });
+  await cached(`${f.reg.host}/other:v1`);
   const d = await fetchDelta(p.url, { to: `${f.reg.host}/app:v1` });
   t.is(d.contents.size, 4);
   const m = await metrics(p.url);
