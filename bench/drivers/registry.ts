@@ -55,23 +55,20 @@ export async function startBenchRegistry(dir: string, opts: RegistryOptions = {}
   // REGISTRY_* variables would override the config file (distribution's env convention).
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('REGISTRY_')));
   const host = `127.0.0.1:${port}`;
-  let daemon: Awaited<ReturnType<typeof startDaemon>>;
-  try {
-    daemon = await startDaemon(
-      'docker-registry',
-      REGISTRY_BIN,
-      ['serve', configPath],
-      async () => {
-        const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
-        await res.body?.cancel();
-        return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
-      },
-      { timeoutMs: opts.startTimeoutMs ?? START_TIMEOUT_MS, env },
-    );
-  } catch (err) {
+  const daemon = await startDaemon(
+    'docker-registry',
+    REGISTRY_BIN,
+    ['serve', configPath],
+    async () => {
+      const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1000) });
+      await res.body?.cancel();
+      return res.status === 200 || (opts.htpasswdFile !== undefined && res.status === 401);
+    },
+    { timeoutMs: opts.startTimeoutMs ?? START_TIMEOUT_MS, env },
+  ).catch((err: unknown) => {
     rmSync(configPath, { force: true });
     throw err;
-  }
+  });
   // The config is per run (its port): removed with the registry, the storage stays (a cache dir).
   return { host, storageDir, stop: () => daemon.stop().finally(() => rmSync(configPath, { force: true })) };
 }

@@ -13,10 +13,9 @@
  * - `have` entries the proxy did not know at plan time must still be unknown (indexed since → replan).
  *
  * Per request only the header's ref, `firstItem`, `deferred` list and TOC encoding are filled in. The
- * header object
- * and its item table are shared by concurrent streams unless deferred items are announced (the
- * encoder rewrites those entries: they get a copy). Streams sharing the table also share the frames
- * of its runs of small items (framed-runs.ts), kept per plan.
+ * header object and its item table are shared by concurrent streams unless deferred items are
+ * announced (the encoder rewrites those entries: they get a copy). Streams sharing the table also
+ * share the frames of its runs of small items (framed-runs.ts), kept per plan.
  *
  * Not here: the plan itself (delta-plan.ts, planner.ts), sending (session.ts).
  */
