@@ -1,5 +1,6 @@
 # Builds the FUSE addon (build/Release/starlight_fuse.node), the socket-option addon
-# (build/Release/starlight_net.node), the blob-file addon (build/Release/starlight_blob.node) and the fd holder during `npm install` / `npm ci`.
+# (build/Release/starlight_net.node), the blob-file addon (build/Release/starlight_blob.node), the gzip
+# addon (build/Release/starlight_inflate.node) and the fd holder during `npm install` / `npm ci`.
 # node-addon-api with C++ exceptions on (NAPI_CPP_EXCEPTIONS): exceptions are thrown only on the JS
 # thread for argument errors; every libfuse callback catches everything (see native/ops.cc).
 {
@@ -45,6 +46,18 @@
       "sources": ["native/blob.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_FILE_OFFSET_BITS=64"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      # Layer gzip inflate + diffID sha256 on the libuv pool (native/inflate.cc; ISA-L, no libfuse):
+      # the proxy's first-contact index pass (issue 10). sha256 is OpenSSL's, which node exports.
+      "target_name": "starlight_inflate",
+      "sources": ["native/inflate.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "libraries": ["-lisal"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]

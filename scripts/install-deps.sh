@@ -14,6 +14,8 @@ APT_PACKAGES=(
   golang-go golang-github-containerd-containerd-dev
   # proxy replicas' shared store (--db postgres://); tests run initdb from /usr/lib/postgresql/<major>/bin
   postgresql
+  # ISA-L: the proxy's layer inflate (native/inflate.cc, build/Release/starlight_inflate.node)
+  libisal-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

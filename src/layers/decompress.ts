@@ -3,14 +3,21 @@
  * zstd or none from the media type or, when the media type is absent or says nothing, from the first
  * bytes (gzip 1f 8b, zstd 28 b5 2f fd, anything else is taken as a plain tar).
  *
+ * gzip is inflated by ISA-L on the libuv pool (build/Release/starlight_inflate.node, native/inflate.cc),
+ * which also hashes the output there when asked (`digest`: the layer's diffID off the main thread);
+ * without the addon (not built), by node:zlib, with the hash on the main thread. ISA-L inflated the
+ * python-web base layer in 0.19 CPU-s against 0.34–0.42 for node:zlib (docs/design-notes.md, issue 10).
+ *
  * Every decoder failure, truncation included, becomes SL_ERR_IMAGE_BAD_COMPRESSION. Errors that reach
  * the stream from outside (a pipeline destroying it with the source's error) pass through unchanged.
  *
- * Not here: tar parsing (tar.ts), digests (indexer.ts).
+ * Not here: tar parsing (tar.ts), per-file digests (indexer.ts).
  */
+import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { createGunzip, constants as zc, type Gunzip } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
+import { loadOptionalAddon } from '../build-artifact.js';
 import { StarlightError } from '../errors.js';
 import { DEFAULT_LAYER_LIMITS, limitError } from './limits.js';
 
@@ -36,6 +43,27 @@ const ZSTD_YIELD_MS = 10;
  * 134-198 MB/s with gunzip alone at 276-357 MB/s, so indexing is not yet fully gunzip-bound.
  */
 const READ_AHEAD = 4 * 1024 * 1024;
+
+/**
+ * Output asked of one native inflate call, bytes (it may return one 1 MiB block more): bounds what a
+ * gzip bomb inflates before the consumer's limits see it, and keeps the pool calls few.
+ */
+const NATIVE_OUT_PER_CALL = 2 * 1024 * 1024;
+
+/** native/inflate.cc; see its header for the contract. */
+interface InflateAddon {
+  GzipInflater: new (hash: boolean) => NativeInflater;
+}
+interface NativeInflater {
+  inflate(input: Buffer | null, maxOut: number, cb: (err: Error | null, out?: Buffer[], state?: number) => void): void;
+  ended(): boolean;
+  digest(): string;
+}
+
+const inflateAddon = loadOptionalAddon<InflateAddon>('starlight_inflate.node');
+
+/** Whether gzip goes through the native addon (tests, bench). */
+export const nativeGzip = inflateAddon !== null;
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
@@ -79,6 +107,36 @@ interface Decoder {
   /** Signals the end of input; resolves once all output was emitted. Throws on truncation. */
   end(): Promise<void>;
   destroy(): void;
+  /** 'sha256:<hex>' of all output, for a decoder that hashes it itself (after end). */
+  digest?(): string;
+}
+
+/** gzip through the native addon: each call inflates on the pool and hands back whole output blocks. */
+function nativeGzipDecoder(out: DecompressTransform, addon: InflateAddon, hash: boolean): Decoder {
+  const z = new addon.GzipInflater(hash);
+  const call = (input: Buffer | null): Promise<number> =>
+    new Promise((resolve, reject) => {
+      z.inflate(input, NATIVE_OUT_PER_CALL, (err, blocks, state) => {
+        if (err) return reject(badCompression('gzip', err));
+        let blocked = false;
+        for (const b of blocks!) if (!out.push(b)) blocked = true;
+        if (blocked) out.onRead = () => resolve(state!);
+        else resolve(state!);
+      });
+    });
+  return {
+    write: async (chunk) => {
+      let state = await call(chunk);
+      while (state === 1) state = await call(null);
+    },
+    end: async () => {
+      // finishFlush Z_FINISH's twin: a stream that stops before a member's trailer is truncated.
+      if (!z.ended()) throw badCompression('gzip', new Error('unexpected end of file'));
+    },
+    // A call running on the pool finishes there; its output goes to a destroyed stream (dropped).
+    destroy: () => undefined,
+    ...(hash ? { digest: () => z.digest() } : {}),
+  };
 }
 
 function gzipDecoder(out: DecompressTransform): Decoder {
@@ -255,19 +313,41 @@ function passthroughDecoder(out: DecompressTransform): Decoder {
   };
 }
 
+/** A layer's tar bytes; `outputDigest()` once they were all read, when created with `digest`. */
+export interface Decompressor extends Transform {
+  /** 'sha256:<hex>' of every byte it output (the diffID); call after the end. */
+  outputDigest(): string;
+}
+
 /** The Transform returned by createDecompressor; sniffs lazily when the compression is unknown. */
-class DecompressTransform extends Transform {
+class DecompressTransform extends Transform implements Decompressor {
   private decoder: Decoder | undefined;
   private head: Buffer[] = [];
   private headLen = 0;
+  /** The output's sha256 when the decoder does not hash (asked for with `digest`). */
+  private hash: Hash | undefined;
   /** Set by a decoder that waits for the consumer; called on the next _read. */
   onRead: (() => void) | undefined;
 
   constructor(
     private compression: Compression | undefined,
     private readonly maxZstdWindowBytes: number,
+    private readonly digest: boolean,
+    private readonly native: boolean,
   ) {
     super({ readableHighWaterMark: READ_AHEAD });
+  }
+
+  override push(chunk: Buffer | null, encoding?: BufferEncoding): boolean {
+    if (chunk !== null) this.hash?.update(chunk);
+    return super.push(chunk, encoding);
+  }
+
+  outputDigest(): string {
+    if (!this.digest) throw new StarlightError('SL_ERR_INTERNAL', 'outputDigest() of a decompressor created without digest');
+    const native = this.decoder?.digest;
+    if (native) return native();
+    return `sha256:${(this.hash ?? createHash('sha256')).digest('hex')}`;
   }
 
   override _read(size: number): void {
@@ -283,6 +363,11 @@ class DecompressTransform extends Transform {
 
   private start(c: Compression): Decoder {
     this.compression = c;
+    if (c === 'gzip' && this.native && inflateAddon !== null) {
+      this.decoder = nativeGzipDecoder(this, inflateAddon, this.digest);
+      return this.decoder;
+    }
+    if (this.digest) this.hash = createHash('sha256');
     this.decoder = c === 'gzip' ? gzipDecoder(this) : c === 'zstd' ? zstdDecoder(this, this.maxZstdWindowBytes) : passthroughDecoder(this);
     return this.decoder;
   }
@@ -328,8 +413,13 @@ class DecompressTransform extends Transform {
  * A Transform from layer blob bytes to the uncompressed tar. `mediaType` decides the compression when
  * it names one; otherwise the first bytes do. Throws SL_ERR_IMAGE_UNSUPPORTED for a media type with
  * an unknown compression suffix (e.g. +bzip2). The stream emits SL_ERR_IMAGE_BAD_COMPRESSION errors,
- * and SL_ERR_IMAGE_LIMIT for a zstd frame declaring a window over `maxZstdWindowBytes`.
+ * and SL_ERR_IMAGE_LIMIT for a zstd frame declaring a window over `maxZstdWindowBytes`. With `digest`,
+ * it hashes its output (outputDigest()); gzip hashes on the pool with the native addon. `nativeGzip:
+ * false` takes node:zlib even when the addon is built (tests hold the two to the same verdicts).
  */
-export function createDecompressor(opts: { mediaType?: string; compression?: Compression; maxZstdWindowBytes?: number } = {}): Transform {
-  return new DecompressTransform(opts.compression ?? compressionFromMediaType(opts.mediaType), opts.maxZstdWindowBytes ?? DEFAULT_LAYER_LIMITS.maxZstdWindowBytes);
+export function createDecompressor(
+  opts: { mediaType?: string; compression?: Compression; maxZstdWindowBytes?: number; digest?: boolean; nativeGzip?: boolean } = {},
+): Decompressor {
+  const compression = opts.compression ?? compressionFromMediaType(opts.mediaType);
+  return new DecompressTransform(compression, opts.maxZstdWindowBytes ?? DEFAULT_LAYER_LIMITS.maxZstdWindowBytes, opts.digest ?? false, opts.nativeGzip ?? true);
 }

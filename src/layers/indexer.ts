@@ -103,7 +103,8 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   const layer = opts.layerName ?? opts.expectedDiffID;
   const limits = layerLimits(opts.limits);
   const where = { layer };
-  const decompressor = createDecompressor({ mediaType: opts.mediaType, maxZstdWindowBytes: limits.maxZstdWindowBytes });
+  // The decompressor hashes the tar (the diffID): on the pool for gzip with the native addon.
+  const decompressor = createDecompressor({ mediaType: opts.mediaType, maxZstdWindowBytes: limits.maxZstdWindowBytes, digest: true });
   // pipe() rather than pipeline(): on a data error the source must stay readable (diagnoseFailure).
   // Source errors still reach the iterator below through the decompressor.
   stream.on('error', (err) => decompressor.destroy(err));
@@ -116,7 +117,6 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   let compressed = 0;
   stream.on('data', (c: Buffer) => void (compressed += c.length));
   let uncompressed = 0;
-  const tarHash = createHash('sha256');
   const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => {
     uncompressed += chunk.length;
     if (uncompressed > limits.maxUncompressedBytes) {
@@ -125,7 +125,6 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
     if (limits.maxRatio > 0 && uncompressed > RATIO_GRACE_BYTES && uncompressed > compressed * limits.maxRatio) {
       throw limitError('maxRatio', limits.maxRatio, `layer ${layer ?? '?'} uncompresses ${Math.floor(uncompressed / Math.max(compressed, 1))} times its compressed size`, where);
     }
-    tarHash.update(chunk);
   });
   const entries = new LayerEntries();
   let seen = 0;
@@ -190,7 +189,7 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
     opts.signal?.removeEventListener('abort', onAbort);
   }
 
-  const diffID = `sha256:${tarHash.digest('hex')}`;
+  const diffID = decompressor.outputDigest();
   if (opts.expectedDiffID && opts.expectedDiffID !== diffID) {
     throw new StarlightError(
       'SL_ERR_IMAGE_DIFFID_MISMATCH',
