@@ -8,7 +8,8 @@
  *
  * Not here: metadata (metastore.ts), mount options (mounts.ts).
  */
-import { lstat, mkdir, mkdtemp, readdir } from 'node:fs/promises';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { lstat, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Usage } from './types.js';
 
@@ -51,11 +52,17 @@ export class Layout {
     await mkdir(this.snapshotsDir, { recursive: true, mode: ROOT_DIR_MODE });
   }
 
-  /** A fresh `new-*` dir holding `fs` (and `work` when withWork). */
-  async makeTemp(withWork: boolean): Promise<string> {
-    const td = await mkdtemp(join(this.snapshotsDir, NEW_DIR_PREFIX));
-    await mkdir(join(td, 'fs'), { mode: FS_DIR_MODE });
-    if (withWork) await mkdir(join(td, 'work'), { mode: WORK_DIR_MODE });
+  /**
+   * A fresh `new-*` dir holding `fs` (and `work` when withWork). Synchronous on purpose: two or three
+   * small metadata ops in our own root (never under a view) take microseconds, while each of their
+   * async forms waited for a free thread-pool thread and then for an event-loop turn — during a
+   * pull, behind the stream's writes and the merge's slices (issue 19: a remote Prepare in
+   * containerd's chain took 17–22 ms in the daemon, ~2 ms of it work; docs/design-notes.md).
+   */
+  makeTemp(withWork: boolean): string {
+    const td = mkdtempSync(join(this.snapshotsDir, NEW_DIR_PREFIX));
+    mkdirSync(join(td, 'fs'), { mode: FS_DIR_MODE });
+    if (withWork) mkdirSync(join(td, 'work'), { mode: WORK_DIR_MODE });
     return td;
   }
 }

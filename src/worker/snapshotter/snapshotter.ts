@@ -337,11 +337,9 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
 
   /** containerd overlay createSnapshot: build dirs in new-*, insert + rename in one transaction. */
   private async create(kind: SnapshotKind, key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    const td = await this.layout.makeTemp(kind === 'active');
+    const td = this.layout.makeTemp(kind === 'active');
     this.inflight.add(td);
     try {
-      // Upper dir owned like the parent's root (containerd overlay does the same). Async stat: the
-      // parent may be a lazy view served by this process (docs/design.md "Things that bite").
       const parentRow = parent === '' ? undefined : this.store.get(parent);
       const chain = parentRow ? [parentRow, ...this.store.parents(parentRow)] : [];
       const top = kind === 'committed' ? undefined : StarlightSnapshotter.topRemote(chain);
@@ -349,7 +347,13 @@ export class StarlightSnapshotter implements Snapshotter, Cleaner {
       // chain needs no view (issue 12).
       const graduated = top ? this.materialised(top) : undefined;
       if (top && !graduated) await this.ensureView(top);
-      const owner = parentRow ? await stat(parentRow === top && graduated ? graduated[0]! : this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
+      // Upper dir owned like the parent's root (containerd overlay does the same). Async stat: the
+      // parent may be a lazy view served by this process (docs/design.md "Things that bite").
+      // Not for a committed snapshot: only tryRemote creates one, and its fs dir is never an upper
+      // dir, only its view's mountpoint (the view's root shows the image's owner) — nothing sees that
+      // dir's owner. So a remote Prepare waits for no I/O at all (issue 19: the stat's thread-pool
+      // wait and loop turn were paid once per new layer in containerd's Prepare chain).
+      const owner = parentRow && kind !== 'committed' ? await stat(parentRow === top && graduated ? graduated[0]! : this.layout.fsDir(parentRow.id)).catch(() => undefined) : undefined;
       const row = this.store.transaction(() => {
         const r = this.store.create(kind, key, parent, labels);
         if (owner && r.parentId === parentRow!.id) lchownSync(join(td, 'fs'), owner.uid, owner.gid);
