@@ -1,7 +1,7 @@
 // N-API surface of the gzip addon (build/Release/starlight_inflate.node): a layer blob's gzip stream
 // inflated with ISA-L (libisal) on the libuv pool, and the sha256 of the output (the layer's diffID)
 // computed there too, so neither costs the proxy's main thread (issue 10: the first-contact index pass).
-// No libfuse; the proxy loads it (src/layers/native-gzip.ts) and falls back to node:zlib without it.
+// No libfuse; the proxy loads it (src/layers/decompress.ts) and falls back to node:zlib without it.
 // Exports (the complete list):
 //   class GzipInflater(hash: boolean)     hash: sha256 the output (digest())
 //     inflate(input: Buffer | null, maxOut: number, cb(err, out: Buffer[], state: number)): void
