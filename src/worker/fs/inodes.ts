@@ -155,8 +155,8 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
 
 /**
  * buildInodeTable() in slices with the event loop running between them (src/event-loop.ts): a pull
- * builds its view's table while containerd's answers come in (issue 19); once the pull has answered
- * (`hurry`), the rest is built at once. Same result; content is located as the slices reach it.
+ * builds its view's table while containerd's answers come in (issue 19); once the view's mount waits
+ * for it (`hurry`), the rest is built at once. Same result; content is located as the slices reach it.
  */
 export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null, hurry?: Hurry): Promise<InodeTable> {
   return runSliced(inodeTableSteps(tree, locate), TABLE_SLICE_MS, hurry);

@@ -99,7 +99,7 @@ export interface ImageServiceOptions {
   /**
    * Builds the inode table of a tree (fs/inodes.ts over the tracker), in slices with the event loop
    * running: given, a pull builds its top view's table while containerd is asked, and the view's
-   * mount uses it (issue 19), hurried once the pull has answered; default none (the mount builds it).
+   * mount uses it (issue 19), hurrying it once the mount waits for it; default none (the mount builds it).
    */
   buildTable?: (tree: MergedTree, hurry: Hurry) => Promise<InodeTable>;
   /** Told about view mounts and container starts (startup traces); default none. */
@@ -207,7 +207,7 @@ interface Known {
   /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
   persisted?: Promise<void>;
   /** The top view's inode table, being built by `pull` for the view's first mount (taken by viewRequest). */
-  table?: Promise<InodeTable | undefined>;
+  table?: { built: Promise<InodeTable | undefined>; hurry: Hurry };
   /**
    * The stream ended and its completion is being recorded (content and TOCs made durable, then the
    * record): status() still says `streaming`, so that no poller takes this for a stream that
@@ -441,7 +441,6 @@ export class ImageService implements RemoteLayerResolver {
     t.lap('pull');
     const { header, chain } = known;
     const name = imageName(req.ref);
-    let tableHurry: Hurry | undefined;
     const configDigest = configDigestOf(header);
     if (!configDigest) {
       early?.asked.stop();
@@ -454,7 +453,7 @@ export class ImageService implements RemoteLayerResolver {
       const asked = early?.manifestDigest === header.manifestDigest ? early.asked : this.askContainerd(Promise.resolve(c), header, chain, configDigest, req.ref);
       // The top view's inode table, built in slices while containerd answers (the calls are out first).
       await yieldToLoop();
-      tableHurry = this.prebuildTable(known, req.ref);
+      this.prebuildTable(known, req.ref);
       try {
         await asked.snapshots;
       } catch (err) {
@@ -480,10 +479,6 @@ export class ImageService implements RemoteLayerResolver {
     const phases = { ...prefixed(known.phases, 'pull.'), ...t.phases };
     this.record({ op: 'pull', subject: req.ref, at, totalMs: t.total(), phases });
     this.log.info('image-pulled', { ref: req.ref, name, manifest: header.manifestDigest, namespace: req.namespace ?? 'default', phases });
-    // containerd is answered and the caller starts a container next, whose mount needs the table: the
-    // rest is built at once (its next slice runs after this answer is written), not in slices between
-    // a fresh stream's ingest callbacks.
-    tableHurry?.request();
     return { name, manifestDigest: header.manifestDigest, chainIds: chain, items: header.items.length, have, phases };
   }
 
@@ -522,19 +517,18 @@ export class ImageService implements RemoteLayerResolver {
   }
 
   /**
-   * Starts building the top view's inode table for its first mount (buildTable); returns what hurries
-   * it. A tree the table refuses leaves none: the mount builds it again and reports the error where it
-   * counts.
+   * Starts building the top view's inode table for its first mount (buildTable). A tree the table
+   * refuses leaves none: the mount builds it again and reports the error where it counts.
    */
-  private prebuildTable(known: Known, ref: string): Hurry | undefined {
+  private prebuildTable(known: Known, ref: string): void {
     const build = this.opts.buildTable;
-    if (!build || !known.tree || known.table) return undefined;
+    if (!build || !known.tree || known.table) return;
     const hurry = new Hurry();
-    known.table = build(known.tree, hurry).catch((err: unknown) => {
+    const built = build(known.tree, hurry).catch((err: unknown) => {
       this.log.warn('view-table-prebuild-failed', { ref, manifest: known.rec.manifestDigest, err });
       return undefined;
     });
-    return hurry;
+    known.table = { built, hurry };
   }
 
   /** containerd connections, made once per service (namespaces share them). */
@@ -604,7 +598,9 @@ export class ImageService implements RemoteLayerResolver {
     // The pull's table is for the top view's first mount (a remount builds one with what is here then).
     const building = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
     delete known.table;
-    const table = await building;
+    // The mount waits for it now: the rest is built at once, not in slices between ingest callbacks.
+    building?.hurry.request();
+    const table = await building?.built;
     if (building) t.lap('table-wait');
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;

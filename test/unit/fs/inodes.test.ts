@@ -119,7 +119,7 @@ test('the sliced build (a pull builds its view table while containerd answers) g
   t.is(sliced.count, 1 + 20 * 201);
 });
 
-test('a hurried sliced build (the pull has answered) finishes without giving the event loop more turns', async (t) => {
+test('a hurried sliced build (the mount waits for it) finishes without giving the event loop more turns', async (t) => {
   const entries: TocEntry[] = [dir('')];
   for (let d = 0; d < 40; d++) {
     entries.push(dir(`d${d}`));
