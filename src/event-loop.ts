@@ -35,28 +35,15 @@ export class TimeSlicer {
 }
 
 /**
- * Tells a runSliced run that someone waits for its result now: it finishes the remaining steps
- * without pausing (slices are for work done ahead of need, not for work on the critical path).
- */
-export class Hurry {
-  requested = false;
-
-  request(): void {
-    this.requested = true;
-  }
-}
-
-/**
  * Runs a generator of synchronous steps to its end, yielding to the event loop whenever a slice is over
- * `sliceMs` (the generator `yield`s at points where a pause is safe), until `hurry` is requested.
- * Returns its result.
+ * `sliceMs` (the generator `yield`s at points where a pause is safe). Returns its result.
  */
-export async function runSliced<T>(steps: Generator<unknown, T, undefined>, sliceMs = SLICE_MS, hurry?: Hurry): Promise<T> {
+export async function runSliced<T>(steps: Generator<unknown, T, undefined>, sliceMs = SLICE_MS): Promise<T> {
   const slicer = new TimeSlicer(sliceMs);
   for (;;) {
     const r = steps.next();
     if (r.done === true) return r.value;
-    if (hurry?.requested !== true) await slicer.maybeYield();
+    await slicer.maybeYield();
   }
 }
 

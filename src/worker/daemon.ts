@@ -245,7 +245,7 @@ export class WorkerDaemon {
             observer: recorder,
             // The snapshotter starts after this step; it exists by the time a pull asks.
             warmView: (key) => this.snapshotter?.warmView(key),
-            buildTable: (tree, hurry) => buildInodeTableSliced(tree, (d) => tracker.locate(d), hurry),
+            buildTable: (tree) => buildInodeTableSliced(tree, (d) => tracker.locate(d)),
             graduations: o.graduate ? await new Graduations(join(o.root, GRADUATED_DIR), log.child({ component: 'graduation' })).open() : undefined,
             // Issue 12: one copy per content once no view (whose inode table names blob paths) is mounted.
             relocations: lazy.store,

@@ -22,7 +22,7 @@
  * Hardlinks share their target's inode (nlink counts the names); directories have nlink 2 + subdirs.
  */
 import { StarlightError } from '../../errors.js';
-import { type Hurry, runAtOnce, runSliced } from '../../event-loop.js';
+import { runAtOnce, runSliced } from '../../event-loop.js';
 import type { MergedTree, TocEntry } from '../../layers/toc.js';
 
 /** Record sizes in bytes; the addon exports the same numbers and native.ts checks they match. */
@@ -155,11 +155,11 @@ export function buildInodeTable(tree: MergedTree, locate: (digest: string) => st
 
 /**
  * buildInodeTable() in slices with the event loop running between them (src/event-loop.ts): a pull
- * builds its view's table while containerd's answers come in (issue 19); once the view's mount waits
- * for it (`hurry`), the rest is built at once. Same result; content is located as the slices reach it.
+ * builds its view's table while containerd's answers come in (issue 19). Same result; content is
+ * located as the slices reach it.
  */
-export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null, hurry?: Hurry): Promise<InodeTable> {
-  return runSliced(inodeTableSteps(tree, locate), TABLE_SLICE_MS, hurry);
+export function buildInodeTableSliced(tree: MergedTree, locate: (digest: string) => string | null): Promise<InodeTable> {
+  return runSliced(inodeTableSteps(tree, locate), TABLE_SLICE_MS);
 }
 
 /**

@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { StarlightError } from '../../errors.js';
 import { SHA256_DIGEST_PATTERN } from '../../oci/digest.js';
-import { Hurry, yieldToLoop } from '../../event-loop.js';
+import { yieldToLoop } from '../../event-loop.js';
 import { mergeLayers } from '../../layers/merge.js';
 import type { MergedTree } from '../../layers/toc.js';
 import { nullLogger, type Logger } from '../../log.js';
@@ -99,9 +99,9 @@ export interface ImageServiceOptions {
   /**
    * Builds the inode table of a tree (fs/inodes.ts over the tracker), in slices with the event loop
    * running: given, a pull builds its top view's table while containerd is asked, and the view's
-   * mount uses it (issue 19), hurrying it once the mount waits for it; default none (the mount builds it).
+   * mount uses it (issue 19); default none (the mount builds it).
    */
-  buildTable?: (tree: MergedTree, hurry: Hurry) => Promise<InodeTable>;
+  buildTable?: (tree: MergedTree) => Promise<InodeTable>;
   /** Told about view mounts and container starts (startup traces); default none. */
   observer?: ViewObserver;
   /**
@@ -207,7 +207,7 @@ interface Known {
   /** Header and record on disk (written while containerd is asked; `pull` awaits it). */
   persisted?: Promise<void>;
   /** The top view's inode table, being built by `pull` for the view's first mount (taken by viewRequest). */
-  table?: { built: Promise<InodeTable | undefined>; hurry: Hurry };
+  table?: Promise<InodeTable | undefined>;
   /**
    * The stream ended and its completion is being recorded (content and TOCs made durable, then the
    * record): status() still says `streaming`, so that no poller takes this for a stream that
@@ -523,12 +523,10 @@ export class ImageService implements RemoteLayerResolver {
   private prebuildTable(known: Known, ref: string): void {
     const build = this.opts.buildTable;
     if (!build || !known.tree || known.table) return;
-    const hurry = new Hurry();
-    const built = build(known.tree, hurry).catch((err: unknown) => {
+    known.table = build(known.tree).catch((err: unknown) => {
       this.log.warn('view-table-prebuild-failed', { ref, manifest: known.rec.manifestDigest, err });
       return undefined;
     });
-    known.table = { built, hurry };
   }
 
   /** containerd connections, made once per service (namespaces share them). */
@@ -598,9 +596,7 @@ export class ImageService implements RemoteLayerResolver {
     // The pull's table is for the top view's first mount (a remount builds one with what is here then).
     const building = index === known.header.diffIDs.length - 1 && tree === known.tree ? known.table : undefined;
     delete known.table;
-    // The mount waits for it now: the rest is built at once, not in slices between ingest callbacks.
-    building?.hurry.request();
-    const table = await building?.built;
+    const table = await building;
     if (building) t.lap('table-wait');
     this.viewsServed.add(remoteId);
     const obs = this.opts.observer;

@@ -1,7 +1,6 @@
 import test from 'ava';
 import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
 import { buildInodeTable, buildInodeTableSliced, readInode, S_IFMT, INODE_RECORD_SIZE } from '../../../src/worker/fs/inodes.js';
-import { Hurry } from '../../../src/event-loop.js';
 import { hasCode } from '../../../src/errors.js';
 
 const base = { mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 1700000000.25 };
@@ -117,34 +116,4 @@ test('the sliced build (a pull builds its view table while containerd answers) g
   const sliced = await buildInodeTableSliced(tree(entries), locate);
   t.deepEqual(sliced, whole);
   t.is(sliced.count, 1 + 20 * 201);
-});
-
-test('a hurried sliced build (the mount waits for it) finishes without giving the event loop more turns', async (t) => {
-  const entries: TocEntry[] = [dir('')];
-  for (let d = 0; d < 40; d++) {
-    entries.push(dir(`d${d}`));
-    for (let f = 0; f < 500; f++) entries.push(reg(`d${d}/f${f}`, f + 1, `sha256:${d}-${f}`));
-  }
-  entries.sort((x, y) => Buffer.compare(Buffer.from(x.path), Buffer.from(y.path)));
-  const locate = (d: string): string => `/cas/${d}`;
-  /** Event-loop turns (setImmediate callbacks) taken while `build` runs. */
-  const turnsDuring = async (build: () => Promise<unknown>): Promise<number> => {
-    let turns = 0;
-    let done = false;
-    const tick = (): void => {
-      if (done) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
-    await build();
-    done = true;
-    return turns;
-  };
-  t.true((await turnsDuring(() => buildInodeTableSliced(tree(entries), locate))) > 0, 'the unhurried build pauses between slices');
-  const hurry = new Hurry();
-  const built = buildInodeTableSliced(tree(entries), locate, hurry);
-  hurry.request();
-  t.is(await turnsDuring(() => built), 0);
-  t.deepEqual(await built, buildInodeTable(tree(entries), locate));
 });
