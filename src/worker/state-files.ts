@@ -8,8 +8,8 @@
  *
  * Not here: what must be flushed before what (cas/syncfs.ts, the stores' "Durability" comments).
  */
-import { constants as fsc } from 'node:fs';
-import { open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { constants as fsc, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 /** A temp file of this module, current (`.tmp-<pid>-<random>`) or of an older version (`.tmp-<pid>`). */
@@ -21,15 +21,19 @@ function tempBeside(path: string): string {
 
 /**
  * Replaces `path` by `data` atomically; not durable by itself (the page cache holds it until a flush:
- * the caller's syncfs, layer-store.ts "the rule").
+ * the caller's syncfs, layer-store.ts "the rule"). Synchronous inside (settled when it returns): a
+ * write into the page cache and a rename in the daemon's own root (never under a view) take
+ * microseconds, while each of the four async steps waited for a thread-pool thread and then for an
+ * event-loop turn — during a pull, behind the merge's and the inode table's slices, ~8 such hops
+ * before the pull could answer (issue 19 session 14: its `records` phase, 11–46 ms).
  */
 export async function replaceFile(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = tempBeside(path);
   try {
-    await writeFile(tmp, data);
-    await rename(tmp, path);
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
   } catch (err) {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
     throw err;
   }
 }

@@ -6,9 +6,7 @@
  * outright (every thread in an open() of a FIFO nobody writes), so a Prepare that needs it hangs.
  */
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
-import { constants, closeSync, openSync } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StarlightError, hasCode } from '../../../src/errors.js';
@@ -16,10 +14,9 @@ import type { ViewManager, ViewRequest } from '../../../src/worker/fs/view.js';
 import { LABEL_REMOTE, LABEL_SNAPSHOT_REF, LABEL_STARLIGHT_VIEW } from '../../../src/worker/snapshotter/labels.js';
 import type { RemoteLayerResolver } from '../../../src/worker/snapshotter/remote.js';
 import { StarlightSnapshotter } from '../../../src/worker/snapshotter/snapshotter.js';
+import { blockPool } from '../../helpers/block-pool.js';
 import { tempDir } from '../../helpers/tmp.js';
 
-/** libuv's default pool size, unless the environment changed it. */
-const POOL_THREADS = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
 /** How long a Prepare that needs no I/O may take here (generous: a loaded test machine), ms. */
 const PREPARE_MS = 2_000;
 /** How long the probe waits to see that the pool is blocked, ms. */
@@ -40,32 +37,6 @@ const resolver: RemoteLayerResolver = {
 };
 
 const labels = (chainId: string) => ({ [LABEL_SNAPSHOT_REF]: chainId, [LABEL_STARLIGHT_VIEW]: 'm' });
-
-/** Blocks every thread of the pool in open(fifo, 'r'); returns the release. */
-async function blockPool(dir: string): Promise<() => Promise<void>> {
-  const fifos = Array.from({ length: POOL_THREADS }, (_, i) => join(dir, `fifo-${i}`));
-  for (const f of fifos) execFileSync('mkfifo', [f]);
-  const readers = fifos.map((f) => open(f, 'r'));
-  let released = false;
-  return async () => {
-    if (released) return;
-    released = true;
-    for (const f of fifos) {
-      // A reader is pending in open(): a non-blocking open for writing meets it (ENXIO until the
-      // pool thread has reached open()).
-      for (;;) {
-        try {
-          closeSync(openSync(f, constants.O_WRONLY | constants.O_NONBLOCK));
-          break;
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
-          await sleep(5);
-        }
-      }
-    }
-    for (const h of await Promise.all(readers)) await (h as FileHandle).close();
-  };
-}
 
 test('a remote Prepare completes while the thread pool is blocked', async (t) => {
   const base = tempDir(t);

@@ -4,13 +4,15 @@
  * that write them open, without touching anything else in their directories.
  */
 import test from 'ava';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { LocalContentStore } from '../../../src/worker/cas/store.js';
 import { ImageRecords, type ImageRecord } from '../../../src/worker/images/records.js';
 import { LayerStore } from '../../../src/worker/pull/layer-store.js';
 import { removeLeftoverTemps, replaceFile, replaceFileDurably } from '../../../src/worker/state-files.js';
+import { blockPool } from '../../helpers/block-pool.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const HEX = 'ab'.repeat(32);
@@ -59,4 +61,22 @@ test('image records, layer store and content store remove their leftover temp fi
   const all = await records2.all();
   t.is(all.length, 1);
   t.is(all[0]!.manifestDigest, rec.manifestDigest);
+});
+
+// Serial: the blocked pool would stall the file's other tests meanwhile.
+test.serial('replaceFile needs no thread-pool thread: a pull\'s header and record land while the pool is busy', async (t) => {
+  const dir = tempDir(t, 'sl-state-');
+  const release = await blockPool(dir);
+  t.teardown(release);
+  const probe = stat(dir).then(() => 'done');
+  t.is(await Promise.race([probe, sleep(200, 'blocked')]), 'blocked', 'the thread pool is blocked');
+  const path = join(dir, 'record.json');
+  t.is(await Promise.race([replaceFile(path, '{"a":1}').then(() => 'written'), sleep(2000, 'hung')]), 'written');
+  t.is(readFileSync(path, 'utf8'), '{"a":1}');
+  // A failed replace leaves neither the file nor a temp file (a directory is in the way).
+  mkdirSync(join(dir, 'taken'));
+  await t.throwsAsync(replaceFile(join(dir, 'taken'), 'x'));
+  await release();
+  t.is(await probe, 'done');
+  t.deepEqual((await readdir(dir)).filter((n) => !n.startsWith('fifo-')).sort(), ['record.json', 'taken']);
 });
