@@ -14,6 +14,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { StarlightError } from '../errors.js';
+import { nativeGzip } from '../layers/decompress.js';
 import type { LayerLimits } from '../layers/limits.js';
 import { type Logger, nullLogger } from '../log.js';
 import type { CredentialProvider } from '../oci/auth.js';
@@ -296,6 +297,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   });
   const port = (server.address() as AddressInfo).port;
   const url = `${o.tls ? 'https' : 'http'}://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}`;
+  if (!nativeGzip) logger.warn('proxy-native-inflate-missing', { hint: 'build/Release/starlight_inflate.node missing (libisal-dev, then npm install): layers are inflated and hashed by node:zlib on the main thread, a slower first contact' });
   logger.info('proxy-listening', { url, registries: ctx.registries, ...(shared !== undefined ? { db: shared.where } : {}) });
   await replicas?.start(o.advertiseUrl ?? url);
 
