@@ -8,9 +8,10 @@
 //       Runs on the pool: appends `input` (kept referenced until consumed) and inflates until the
 //       input is used up or at least `maxOut` bytes came out (one more output block at most). `out` are
 //       the new output bytes in order; `state` is 0 (wants more input) or 1 (call again with null:
-//       input is left, or more output may be). Concatenated gzip members are one stream, as gunzip(1) and node:zlib have it; after a
-//       member, a zero byte ends the stream (padding). Corrupt data: cb gets an Error whose message
-//       says what ISA-L found. One call at a time (a second throws).
+//       input is left, or more output may be). Concatenated gzip members are one stream, as
+//       gunzip(1) and node:zlib have it; after a member, a zero byte ends the stream (padding).
+//       Corrupt data: cb gets an Error whose message says what ISA-L found. One call at a time (a
+//       second throws).
 //     ended(): boolean      the last member ended (its trailer was checked)
 //     digest(): string      'sha256:<hex>' of all output so far (final: call once, after the end)
 #include <napi.h>
@@ -21,7 +22,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -70,7 +70,7 @@ class GzipInflater : public Napi::ObjectWrap<GzipInflater> {
 
   ~GzipInflater() override { EVP_MD_CTX_free(hash_); }
 
-  // Pool side of one inflate() call: fills `out` and sets error_ on corrupt data. Touches no JS.
+  // Pool side of one inflate() call: fills `out`, and `error` on corrupt data. Touches no JS.
   void Run(size_t max_out, std::vector<Block>* out, std::string* error) {
     size_t produced = 0;
     while (produced < max_out) {
