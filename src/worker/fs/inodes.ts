@@ -32,14 +32,6 @@ export const XATTR_RECORD_SIZE = 16;
 
 /** st_mode type bits (Linux). */
 export const S_IFMT = 0o170000;
-const TYPE_BITS: Record<string, number> = {
-  reg: 0o100000,
-  dir: 0o040000,
-  symlink: 0o120000,
-  char: 0o020000,
-  block: 0o060000,
-  fifo: 0o010000,
-};
 
 /** The buffers handed to the addon's mount(). */
 export interface InodeTableBuffers {
@@ -118,7 +110,7 @@ class StringTable {
 
 const SURROGATE = /[\uD800-\uDFFF]/;
 
-/** One directory entry while the table is built. */
+/** One directory entry of a directory whose names came out of order (sortChildren). */
 interface Child {
   name: string;
   ino: number;
@@ -142,12 +134,28 @@ function sortChildren(kids: Child[]): Child[] {
   return kids.sort(wide ? compareUtf8 : compareCodeUnits);
 }
 
+/** Entry kinds while the table is built; hardlinks and whiteouts own no inode. */
+const KIND = new Map<string, number>([['reg', 1], ['dir', 2], ['symlink', 3], ['char', 4], ['block', 5], ['fifo', 6], ['hardlink', 7], ['whiteout', 8]]);
+const KIND_REG = 1;
+const KIND_DIR = 2;
+const KIND_SYMLINK = 3;
+const KIND_CHAR = 4;
+const KIND_BLOCK = 5;
+const KIND_HARDLINK = 7;
+const KIND_WHITEOUT = 8;
+/** st_mode type bits (Linux) by kind: reg, dir, symlink, char, block, fifo. */
+const KIND_BITS = [0, 0o100000, 0o040000, 0o120000, 0o020000, 0o060000, 0o010000];
+
 /**
  * Builds the table. Throws SL_ERR_FS_BAD_TREE for a tree that breaks MergedTree's contract (no root,
  * missing parent, hardlink to a missing path or to a directory, duplicate path).
  *
  * Runs on the daemon's event loop right after a pull (the warm view), while containerd is asked for
- * the container: per-entry work is kept to a few typed-array stores (issue 19).
+ * the container, and the container's start waits for it (issue 19). TocEntry objects come in many
+ * shapes (optional fields), so every property read is a megamorphic lookup: each field is read once
+ * per entry, and the rest works on typed arrays. Directory entries are laid out without an object per
+ * name; a merged tree comes in path order, so each directory's names arrive sorted and are only
+ * checked (sorted here when they are not).
  */
 export function buildInodeTable(tree: MergedTree, locate: (digest: string) => string | null): InodeTable {
   return runAtOnce(inodeTableSteps(tree, locate));
@@ -173,139 +181,292 @@ const TABLE_SLICE_MS = 3;
 const STEP_ENTRIES = 128;
 
 function* inodeTableSteps(tree: MergedTree, locate: (digest: string) => string | null): Generator<void, InodeTable, undefined> {
-  let n = 0;
-  const inoByPath = new Map<string, number>();
-  const owners: TocEntry[] = []; // index ino-1: the entry that defines the inode
-  for (const e of tree.entries) {
-    if (e.type === 'hardlink' || e.type === 'whiteout') continue;
-    if (inoByPath.has(e.path)) throw badTree('duplicate path', e.path);
-    if (TYPE_BITS[e.type] === undefined) throw badTree(`unknown entry type ${e.type}`, e.path);
-    owners.push(e);
-    inoByPath.set(e.path, owners.length);
-    if (++n % STEP_ENTRIES === 0) yield;
+  const b = new TableBuilder(tree.entries, locate);
+  const total = tree.entries.length;
+  for (let i = 0; i < total; i += STEP_ENTRIES) {
+    b.scan(i, Math.min(total, i + STEP_ENTRIES));
+    yield;
   }
-  if (owners.length === 0 || owners[0].path !== '' || owners[0].type !== 'dir') throw badTree('the root directory must come first', '');
-  const count = owners.length;
-  const nlink = new Uint32Array(count + 1).fill(1);
-  const parents = new Uint32Array(count + 1);
-  parents[1] = 1;
-  const children: (Child[] | undefined)[] = new Array(count + 1);
-  let direntCount = 0;
-  const add = (path: string, ino: number): number => {
-    const slash = path.lastIndexOf('/');
-    const parent = inoByPath.get(slash < 0 ? '' : path.slice(0, slash));
-    if (parent === undefined || owners[parent - 1].type !== 'dir') throw badTree('parent directory missing', path);
-    const kid = { name: path.slice(slash + 1), ino };
-    const list = children[parent];
-    if (list) list.push(kid);
-    else children[parent] = [kid];
-    direntCount++;
-    if (owners[ino - 1].type === 'dir') nlink[parent]++;
-    return parent;
-  };
-  for (const e of tree.entries) {
-    if (++n % STEP_ENTRIES === 0) yield;
-    if (e.path === '' || e.type === 'whiteout') continue;
-    if (e.type !== 'hardlink') {
-      const ino = inoByPath.get(e.path)!;
-      parents[ino] = add(e.path, ino);
-      continue;
-    }
-    const target = e.linkname === undefined ? undefined : inoByPath.get(e.linkname);
-    if (target === undefined || owners[target - 1].type === 'dir') throw badTree(`hardlink target ${e.linkname ?? '(none)'} missing or a directory`, e.path);
-    if (inoByPath.has(e.path)) throw badTree('duplicate path', e.path);
-    inoByPath.set(e.path, target);
-    nlink[target]++;
-    add(e.path, target);
+  b.scanned();
+  for (let i = 0; i < total; i += STEP_ENTRIES) {
+    b.link(i, Math.min(total, i + STEP_ENTRIES));
+    yield;
   }
-  for (let ino = 1; ino <= count; ino++) if (owners[ino - 1].type === 'dir') nlink[ino] += 1; // "." (+ parent's entry = 2)
+  b.linked();
+  for (let ino = 1; ino <= b.count; ino += STEP_ENTRIES) {
+    b.record(ino, Math.min(b.count + 1, ino + STEP_ENTRIES));
+    yield;
+  }
+  return b.finish();
+}
 
-  const strings = new StringTable();
-  let xattrCount = 0;
-  for (const e of owners) if (e.xattrs) xattrCount += Object.keys(e.xattrs).length;
-  // Little-endian views (the layout is LE; DataView stores are explicit and inlined by V8).
-  const inodes = Buffer.alloc(count * INODE_RECORD_SIZE);
-  const dirents = Buffer.alloc(direntCount * DIRENT_RECORD_SIZE);
-  const xattrs = Buffer.alloc(xattrCount * XATTR_RECORD_SIZE);
-  const iv = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
-  const dv = new DataView(dirents.buffer, dirents.byteOffset, dirents.byteLength);
-  const xv = new DataView(xattrs.buffer, xattrs.byteOffset, xattrs.byteLength);
-  const digests: (string | undefined)[] = new Array(count + 1);
-  const paths: string[] = new Array(count + 1).fill('');
-  const sizes: number[] = new Array(count + 1).fill(0);
-  const absent = new Map<string, number[]>();
-  let d = 0;
-  let x = 0;
-  for (let ino = 1; ino <= count; ino++) {
-    if (++n % STEP_ENTRIES === 0) yield;
-    const e = owners[ino - 1];
-    const r = (ino - 1) * INODE_RECORD_SIZE;
-    paths[ino] = e.path;
-    let size = 0;
-    if (e.type === 'reg') {
-      if (e.digest === undefined) throw badTree('regular file without digest', e.path);
-      size = e.size;
-      digests[ino] = e.digest;
-      sizes[ino] = e.size;
-      const where = size === 0 ? null : locate(e.digest);
-      if (where !== null) {
-        iv.setUint32(r + 72, strings.addString(where), true);
-        iv.setUint32(r + 76, strings.lastLength, true);
-      } else if (size > 0) {
-        const list = absent.get(e.digest);
-        if (list) list.push(ino);
-        else absent.set(e.digest, [ino]);
-      }
-    } else if (e.type === 'symlink') {
-      iv.setUint32(r + 56, strings.addString(e.linkname ?? ''), true);
-      size = strings.lastLength;
-      iv.setUint32(r + 60, size, true);
-    }
-    // A float64 of ~1.7e9 s resolves ~0.24 µs, so nanoseconds are not real: round to microseconds
-    // (what PAX mtimes written by most tools carry) so a µs-precise mtime shows exactly.
-    let mtimeSec = Math.floor(e.mtime);
-    let micros = Math.round((e.mtime - mtimeSec) * 1e6);
-    if (micros >= 1_000_000) {
-      mtimeSec += 1;
-      micros -= 1_000_000;
-    }
-    iv.setUint32(r, (TYPE_BITS[e.type] | (e.mode & 0o7777)) >>> 0, true);
-    iv.setUint32(r + 4, e.uid >>> 0, true);
-    iv.setUint32(r + 8, e.gid >>> 0, true);
-    iv.setUint32(r + 12, nlink[ino], true);
-    iv.setUint32(r + 16, (e.devmajor ?? 0) >>> 0, true);
-    iv.setUint32(r + 20, (e.devminor ?? 0) >>> 0, true);
-    iv.setFloat64(r + 24, size, true);
-    iv.setFloat64(r + 32, mtimeSec, true);
-    iv.setUint32(r + 40, micros * 1000, true);
-    iv.setUint32(r + 44, parents[ino], true);
-    const kids = sortChildren(children[ino] ?? []);
-    iv.setUint32(r + 48, d, true);
-    iv.setUint32(r + 52, kids.length, true);
-    for (let i = 0; i < kids.length; i++) {
-      if (i > 0 && kids[i - 1].name === kids[i].name) throw badTree('duplicate name', e.path);
-      const o = d * DIRENT_RECORD_SIZE;
-      dv.setUint32(o, strings.addString(kids[i].name), true);
-      dv.setUint32(o + 4, strings.lastLength, true);
-      dv.setUint32(o + 8, kids[i].ino, true);
-      d++;
-    }
-    iv.setUint32(r + 64, x, true);
-    if (e.xattrs) {
-      let n = 0;
-      for (const [name, value] of Object.entries(e.xattrs)) {
-        const o = x * XATTR_RECORD_SIZE;
-        xv.setUint32(o, strings.addString(name), true);
-        xv.setUint32(o + 4, strings.lastLength, true);
-        xv.setUint32(o + 8, strings.add(value), true);
-        xv.setUint32(o + 12, value.byteLength, true);
-        x++;
-        n++;
-      }
-      iv.setUint32(r + 68, n, true);
+/**
+ * The table's passes over a range of entries (or inodes) at a time; inodeTableSteps pauses between
+ * ranges. Plain methods rather than one generator body: V8 optimizes them within the first build
+ * (a daemon builds a table per pull, so the first builds are the ones that count).
+ */
+class TableBuilder {
+  private readonly inoByPath = new Map<string, number>();
+  /** Index ino-1: the entry that defines the inode. */
+  private readonly owners: TocEntry[] = [];
+  private readonly entryPath: string[];
+  private readonly entryKind: Uint8Array;
+  private readonly entryIno: Uint32Array;
+  private readonly ownerKind: Uint8Array;
+  /** Index ino: the path of the entry that defines the inode. */
+  private readonly ownerPath: string[] = [''];
+  count = 0;
+  // link(): each name's directory.
+  private nlink = new Uint32Array(0);
+  private parents = new Uint32Array(0);
+  private readonly direntParent: Uint32Array;
+  private readonly direntIno: Uint32Array;
+  private readonly direntName: string[];
+  private childCount = new Uint32Array(0);
+  private direntCount = 0;
+  private lastDir = '\0'; // no path equals it
+  private lastDirIno = 0;
+  // record(): the buffers.
+  private firstChild = new Uint32Array(0);
+  private order = new Uint32Array(0);
+  private readonly strings = new StringTable();
+  private xattrsOf: (Record<string, Uint8Array> | undefined)[] = [];
+  private iv = new DataView(new ArrayBuffer(0));
+  private dv = new DataView(new ArrayBuffer(0));
+  private xv = new DataView(new ArrayBuffer(0));
+  private buffers: Omit<InodeTableBuffers, 'strings'> = { inodes: Buffer.alloc(0), dirents: Buffer.alloc(0), xattrs: Buffer.alloc(0) };
+  private digests: (string | undefined)[] = [];
+  private paths: string[] = [];
+  private sizes: number[] = [];
+  private readonly absent = new Map<string, number[]>();
+  private d = 0;
+  private x = 0;
+
+  constructor(
+    private readonly entries: TocEntry[],
+    private readonly locate: (digest: string) => string | null,
+  ) {
+    const total = entries.length;
+    this.entryPath = new Array(total);
+    this.entryKind = new Uint8Array(total);
+    this.entryIno = new Uint32Array(total);
+    this.ownerKind = new Uint8Array(total + 1);
+    this.direntParent = new Uint32Array(total);
+    this.direntIno = new Uint32Array(total);
+    this.direntName = new Array(total);
+  }
+
+  /** Pass 1: each entry's type and path, read once; inode numbers for the entries that own one. */
+  scan(from: number, to: number): void {
+    const { entries, entryPath, entryKind, entryIno, ownerKind, ownerPath, inoByPath, owners } = this;
+    for (let i = from; i < to; i++) {
+      const e = entries[i];
+      const path = e.path;
+      const kind = KIND.get(e.type) ?? 0;
+      entryPath[i] = path;
+      entryKind[i] = kind;
+      if (kind === KIND_HARDLINK || kind === KIND_WHITEOUT) continue;
+      if (kind === 0) throw badTree(`unknown entry type ${e.type}`, path);
+      if (inoByPath.has(path)) throw badTree('duplicate path', path);
+      owners.push(e);
+      const ino = owners.length;
+      ownerKind[ino] = kind;
+      ownerPath.push(path);
+      entryIno[i] = ino;
+      inoByPath.set(path, ino);
     }
   }
-  return { buffers: { inodes, dirents, xattrs, strings: strings.finish() }, count, digests, paths, sizes, absent };
+
+  scanned(): void {
+    if (this.owners.length === 0 || this.entryPath[0] !== '' || this.ownerKind[1] !== KIND_DIR) throw badTree('the root directory must come first', '');
+    const count = (this.count = this.owners.length);
+    this.nlink = new Uint32Array(count + 1).fill(1);
+    this.parents = new Uint32Array(count + 1);
+    this.parents[1] = 1;
+    this.childCount = new Uint32Array(count + 2);
+  }
+
+  /** Pass 2: each name's directory (siblings mostly come one after another: the last one is kept). */
+  link(from: number, to: number): void {
+    const { entries, entryPath, entryKind, entryIno, ownerKind, inoByPath, nlink, parents, direntParent, direntIno, direntName, childCount } = this;
+    let n = this.direntCount;
+    for (let i = from; i < to; i++) {
+      const kind = entryKind[i];
+      const path = entryPath[i];
+      if (path === '' || kind === KIND_WHITEOUT) continue;
+      let ino = entryIno[i];
+      if (kind === KIND_HARDLINK) {
+        const linkname = entries[i].linkname;
+        const target = linkname === undefined ? undefined : inoByPath.get(linkname);
+        if (target === undefined || ownerKind[target] === KIND_DIR) throw badTree(`hardlink target ${linkname ?? '(none)'} missing or a directory`, path);
+        if (inoByPath.has(path)) throw badTree('duplicate path', path);
+        inoByPath.set(path, target);
+        nlink[target]++;
+        ino = target;
+      }
+      const slash = path.lastIndexOf('/');
+      const dirLen = slash < 0 ? 0 : slash;
+      let parent: number | undefined;
+      if (dirLen === this.lastDir.length && path.startsWith(this.lastDir)) parent = this.lastDirIno;
+      else {
+        const dirPath = path.slice(0, dirLen);
+        parent = inoByPath.get(dirPath);
+        if (parent === undefined || ownerKind[parent] !== KIND_DIR) throw badTree('parent directory missing', path);
+        this.lastDir = dirPath;
+        this.lastDirIno = parent;
+      }
+      direntParent[n] = parent;
+      direntIno[n] = ino;
+      direntName[n] = path.slice(slash + 1);
+      n++;
+      childCount[parent]++;
+      if (kind === KIND_DIR) nlink[parent]++;
+      if (kind !== KIND_HARDLINK) parents[ino] = parent;
+    }
+    this.direntCount = n;
+  }
+
+  /** After pass 2: directory link counts, each directory's names laid out together, the buffers. */
+  linked(): void {
+    const { count, ownerKind, nlink, childCount, direntCount, direntParent } = this;
+    for (let ino = 1; ino <= count; ino++) if (ownerKind[ino] === KIND_DIR) nlink[ino] += 1; // "." (+ parent's entry = 2)
+    // Each directory's names, contiguous and in tree order (a counting sort by directory, stable).
+    const firstChild = (this.firstChild = new Uint32Array(count + 2));
+    for (let ino = 1; ino <= count; ino++) firstChild[ino + 1] = firstChild[ino] + childCount[ino];
+    const fill = firstChild.slice();
+    const order = (this.order = new Uint32Array(direntCount));
+    for (let k = 0; k < direntCount; k++) order[fill[direntParent[k]]++] = k;
+    let xattrCount = 0;
+    this.xattrsOf = new Array(count + 1);
+    for (let ino = 1; ino <= count; ino++) {
+      const xa = this.owners[ino - 1].xattrs;
+      if (xa === undefined) continue;
+      this.xattrsOf[ino] = xa;
+      xattrCount += Object.keys(xa).length;
+    }
+    // Little-endian views (the layout is LE; DataView stores are explicit and inlined by V8).
+    const inodes = Buffer.alloc(count * INODE_RECORD_SIZE);
+    const dirents = Buffer.alloc(direntCount * DIRENT_RECORD_SIZE);
+    const xattrs = Buffer.alloc(xattrCount * XATTR_RECORD_SIZE);
+    this.buffers = { inodes, dirents, xattrs };
+    this.iv = new DataView(inodes.buffer, inodes.byteOffset, inodes.byteLength);
+    this.dv = new DataView(dirents.buffer, dirents.byteOffset, dirents.byteLength);
+    this.xv = new DataView(xattrs.buffer, xattrs.byteOffset, xattrs.byteLength);
+    this.digests = new Array(count + 1);
+    this.paths = new Array(count + 1).fill('');
+    this.sizes = new Array(count + 1).fill(0);
+  }
+
+  /** Pass 3: the records of inodes [from, to). Each entry's other fields are read once, and only those its type has. */
+  record(from: number, to: number): void {
+    const { owners, ownerKind, ownerPath, iv, strings, digests, paths, sizes, absent, nlink, parents, childCount, firstChild } = this;
+    for (let ino = from; ino < to; ino++) {
+      const e = owners[ino - 1];
+      const kind = ownerKind[ino];
+      const r = (ino - 1) * INODE_RECORD_SIZE;
+      const path = ownerPath[ino];
+      paths[ino] = path;
+      let size = 0;
+      let devmajor = 0;
+      let devminor = 0;
+      if (kind === KIND_REG) {
+        const digest = e.digest;
+        if (digest === undefined) throw badTree('regular file without digest', path);
+        size = e.size;
+        digests[ino] = digest;
+        sizes[ino] = size;
+        const where = size === 0 ? null : this.locate(digest);
+        if (where !== null) {
+          iv.setUint32(r + 72, strings.addString(where), true);
+          iv.setUint32(r + 76, strings.lastLength, true);
+        } else if (size > 0) {
+          const list = absent.get(digest);
+          if (list) list.push(ino);
+          else absent.set(digest, [ino]);
+        }
+      } else if (kind === KIND_SYMLINK) {
+        iv.setUint32(r + 56, strings.addString(e.linkname ?? ''), true);
+        size = strings.lastLength;
+        iv.setUint32(r + 60, size, true);
+      } else if (kind === KIND_CHAR || kind === KIND_BLOCK) {
+        devmajor = e.devmajor ?? 0;
+        devminor = e.devminor ?? 0;
+      }
+      // A float64 of ~1.7e9 s resolves ~0.24 µs, so nanoseconds are not real: round to microseconds
+      // (what PAX mtimes written by most tools carry) so a µs-precise mtime shows exactly.
+      const mtime = e.mtime;
+      let mtimeSec = Math.floor(mtime);
+      let micros = Math.round((mtime - mtimeSec) * 1e6);
+      if (micros >= 1_000_000) {
+        mtimeSec += 1;
+        micros -= 1_000_000;
+      }
+      iv.setUint32(r, (KIND_BITS[kind] | (e.mode & 0o7777)) >>> 0, true);
+      iv.setUint32(r + 4, e.uid >>> 0, true);
+      iv.setUint32(r + 8, e.gid >>> 0, true);
+      iv.setUint32(r + 12, nlink[ino], true);
+      iv.setUint32(r + 16, devmajor >>> 0, true);
+      iv.setUint32(r + 20, devminor >>> 0, true);
+      iv.setFloat64(r + 24, size, true);
+      iv.setFloat64(r + 32, mtimeSec, true);
+      iv.setUint32(r + 40, micros * 1000, true);
+      iv.setUint32(r + 44, parents[ino], true);
+      iv.setUint32(r + 48, this.d, true);
+      iv.setUint32(r + 52, childCount[ino], true);
+      if (childCount[ino] > 0) this.writeDirents(firstChild[ino], firstChild[ino + 1], path);
+      iv.setUint32(r + 64, this.x, true);
+      const xa = this.xattrsOf[ino];
+      if (xa !== undefined) iv.setUint32(r + 68, this.writeXattrs(xa), true);
+    }
+  }
+
+  finish(): InodeTable {
+    const { count, digests, paths, sizes, absent } = this;
+    return { buffers: { ...this.buffers, strings: this.strings.finish() }, count, digests, paths, sizes, absent };
+  }
+
+  /** One directory's dirents (order[from..to) index the names), in UTF-8 byte order. */
+  private writeDirents(from: number, to: number, dirPath: string): void {
+    const { order, direntName, direntIno, dv, strings } = this;
+    let sorted = true;
+    let prev = '';
+    for (let k = from; k < to; k++) {
+      const name = direntName[order[k]];
+      // Code-unit order is UTF-8 byte order unless a surrogate is involved: such a directory is sorted.
+      if (k > from && (!(prev < name) || SURROGATE.test(name) || SURROGATE.test(prev))) {
+        sorted = false;
+        break;
+      }
+      prev = name;
+    }
+    const kids: Child[] | undefined = sorted ? undefined : sortChildren(Array.from(order.subarray(from, to), (k) => ({ name: direntName[k], ino: direntIno[k] })));
+    for (let i = 0; i < to - from; i++) {
+      const name = kids ? kids[i].name : direntName[order[from + i]];
+      const ino = kids ? kids[i].ino : direntIno[order[from + i]];
+      if (kids && i > 0 && kids[i - 1].name === name) throw badTree('duplicate name', dirPath);
+      const o = this.d * DIRENT_RECORD_SIZE;
+      dv.setUint32(o, strings.addString(name), true);
+      dv.setUint32(o + 4, strings.lastLength, true);
+      dv.setUint32(o + 8, ino, true);
+      this.d++;
+    }
+  }
+
+  /** One inode's xattr records; returns their count. */
+  private writeXattrs(xa: Record<string, Uint8Array>): number {
+    const { xv, strings } = this;
+    let k = 0;
+    for (const [name, value] of Object.entries(xa)) {
+      const o = this.x * XATTR_RECORD_SIZE;
+      xv.setUint32(o, strings.addString(name), true);
+      xv.setUint32(o + 4, strings.lastLength, true);
+      xv.setUint32(o + 8, strings.add(value), true);
+      xv.setUint32(o + 12, value.byteLength, true);
+      this.x++;
+      k++;
+    }
+    return k;
+  }
 }
 
 /** Decodes one inode record back (the inverse of buildInodeTable, for tests and debugging). */

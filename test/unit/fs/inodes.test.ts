@@ -81,6 +81,9 @@ test('rejects trees that break the MergedTree contract', (t) => {
     [dir(''), dir('d'), { ...base, path: 'h', type: 'hardlink', linkname: 'd' }],
     [dir(''), reg('x', 1, 'sha256:1'), reg('x', 1, 'sha256:1')],
     [dir(''), { ...base, path: 'x', type: 'reg', size: 1 }],
+    [dir(''), { ...base, path: 'x', type: 'toString' as TocEntry['type'] }], // not a type, whatever the prototype has
+    [dir(''), reg('f', 1, 'sha256:1'), reg('f/x', 1, 'sha256:2')], // a parent that is not a directory
+    [dir(''), dir('d'), reg('d/x', 1, 'sha256:1'), { ...base, path: 'd/x', type: 'hardlink', linkname: 'd/x' }],
   ];
   for (const entries of bad) {
     const err = t.throws(() => buildInodeTable(tree(entries), () => null));
