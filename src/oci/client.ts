@@ -13,7 +13,7 @@ import { StarlightError } from '../errors.js';
 import { type Logger, nullLogger } from '../log.js';
 import { Authenticator, type Credential, type CredentialProvider, loadDockerConfig, repositoryScope, staticCredentials } from './auth.js';
 import { LengthCheckStream, SliceStream, VerifyingStream, sha256Digest, verifyBuffer } from './digest.js';
-import type { ByteRange, FetchOptions, Fetcher } from './fetcher.js';
+import type { ByteRange, FetchOptions, Fetcher, KnownConfig } from './fetcher.js';
 import { type ErrorContext } from './http-errors.js';
 import { RegistryHttp, bodyStream, type HttpRequest } from './http.js';
 import { MANIFEST_ACCEPT, type ManifestDocument, parseManifestDocument } from './manifest.js';
@@ -98,7 +98,7 @@ export class RegistryClient {
   }
 
   /** Resolves `ref` to one platform's manifest and config, both verified against their digests. */
-  async resolve(refIn: Reference | string, platformIn?: Platform | string, signal?: AbortSignal): Promise<ResolvedImage> {
+  async resolve(refIn: Reference | string, platformIn?: Platform | string, signal?: AbortSignal, knownConfig?: KnownConfig): Promise<ResolvedImage> {
     const ref = toReference(refIn);
     const want = platformIn === undefined ? hostPlatform() : typeof platformIn === 'string' ? parsePlatform(platformIn) : platformIn;
     const top = await this.getManifest(ref, signal);
@@ -126,7 +126,7 @@ export class RegistryClient {
       }
     }
     const doc = chosen.doc as Extract<ManifestDocument, { kind: 'manifest' }>;
-    const configBytes = await this.getBlobBuffer(ref, doc.manifest.config, signal);
+    const configBytes = knownBytes(knownConfig?.(chosen.digest), doc.manifest.config) ?? (await this.getBlobBuffer(ref, doc.manifest.config, signal));
     const config = parseConfig(configBytes, ref);
     if (platform === undefined) {
       platform = normalizePlatform({ os: config.os, architecture: config.architecture, variant: config.variant });
@@ -313,6 +313,11 @@ export class RegistryClient {
       signal,
     };
   }
+}
+
+/** `bytes` when they are the blob `desc` names (size and sha256), else undefined (fetch it). */
+function knownBytes(bytes: Buffer | undefined, desc: Descriptor): Buffer | undefined {
+  return bytes !== undefined && bytes.length === desc.size && sha256Digest(bytes) === desc.digest ? bytes : undefined;
 }
 
 function blobContext(ref: Reference, digest: string): ErrorContext {

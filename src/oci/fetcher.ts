@@ -36,11 +36,20 @@ export interface Fetcher {
 }
 
 /**
+ * Config bytes a caller already holds for a manifest digest (e.g. the proxy's record of an image it
+ * indexed): `resolve` uses them instead of asking the registry, if they match the manifest's config
+ * descriptor (digest and size; anything else is fetched as usual).
+ */
+export type KnownConfig = (manifestDigest: string) => Buffer | undefined;
+
+/**
  * Contract: `resolve` picks one platform's manifest of `ref` and returns it with its config, both
  * verified against their digests (SL_ERR_OCI_* errors: not found, unauthorized, unreachable after
- * retries, bad manifest); `fetcher(ref)` reads blobs of that repository (see Fetcher).
+ * retries, bad manifest); with `knownConfig`, a config the caller holds costs no request (a tag of an
+ * image seen before resolves in one round trip). `fetcher(ref)` reads blobs of that repository (see
+ * Fetcher).
  */
 export interface ImageSource {
-  resolve(ref: Reference, platform?: Platform | string, signal?: AbortSignal): Promise<ResolvedImage>;
+  resolve(ref: Reference, platform?: Platform | string, signal?: AbortSignal, knownConfig?: KnownConfig): Promise<ResolvedImage>;
   fetcher(ref: Reference): Fetcher;
 }

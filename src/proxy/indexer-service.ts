@@ -202,7 +202,8 @@ export class IndexerService {
     let layers: Descriptor[];
     if (record === undefined) {
       const t0 = performance.now();
-      const r = await this.registry(() => this.o.client.resolve(ref, platform));
+      // A tag of an image indexed before resolves with one registry request (its config is stored).
+      const r = await this.registry(() => this.o.client.resolve(ref, platform, undefined, (digest) => this.o.store.manifest(digest)?.config));
       this.o.logger.info('image-resolved', { image: name, manifestDigest: r.manifestDigest, seconds: (performance.now() - t0) / 1000 });
       record = {
         manifestDigest: r.manifestDigest,

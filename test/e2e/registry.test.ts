@@ -11,7 +11,7 @@ import { hasCode } from '../../src/errors.js';
 import { RegistryClient } from '../../src/oci/client.js';
 import { pushImage, pushIndex } from '../../fixtures/push-image.js';
 import { MEDIA_TYPES, type Platform } from '../../src/oci/types.js';
-import { blobDataPath, freePort, startRegistry } from '../helpers/registry.js';
+import { blobDataPath, freePort, startFront, startRegistry } from '../helpers/registry.js';
 import { tempDir } from '../helpers/tmp.js';
 
 /** Bound for each e2e test (registry start + a few requests). */
@@ -106,6 +106,29 @@ test('index with two platforms: selection, and SL_ERR_OCI_PLATFORM naming what e
   t.deepEqual((err as { details?: { available?: string[] } }).details?.available, ['linux/amd64', 'linux/arm64/v8']);
   const single = await t.throwsAsync(c.resolve(`${reg.host}/multi:amd64`, 'linux/arm64'));
   t.true(hasCode(single, 'SL_ERR_OCI_PLATFORM'), 'an explicit platform is checked for a single manifest too');
+});
+
+test('a config the caller holds is not fetched again; bytes that do not match the manifest are', async (t) => {
+  t.timeout(60_000, TEST_TIMEOUT);
+  const reg = await startRegistry(t);
+  const front = await startFront(t, reg.host);
+  const c = client();
+  const config = configFor({ os: 'linux', architecture: 'amd64' });
+  const pushed = await pushImage(c, `${reg.host}/k:1`, { config, layers: [] });
+  const ref = `${front.host}/k:1`;
+  const configGets = (): number => front.requests.filter((r) => r.startsWith('GET ') && r.includes(`/blobs/${pushed.manifest.config.digest}`)).length;
+
+  const first = await c.resolve(ref, 'linux/amd64');
+  t.is(configGets(), 1);
+  const known = await c.resolve(ref, 'linux/amd64', undefined, (d) => (d === first.manifestDigest ? first.configBytes : undefined));
+  t.is(configGets(), 1, 'the held config was used');
+  t.true(known.configBytes.equals(config));
+  t.deepEqual(known.config, first.config);
+  // Held bytes of another blob (a stale or corrupt record) are ignored: the registry's config is used.
+  const forged = Buffer.from(config.toString().replace('amd64', 'arm64'));
+  const checked = await c.resolve(ref, 'linux/amd64', undefined, () => forged);
+  t.is(configGets(), 2, 'mismatching held bytes were not trusted');
+  t.true(checked.configBytes.equals(config));
 });
 
 test('unknown tag and repository are SL_ERR_OCI_NOT_FOUND naming the image', async (t) => {
