@@ -45,6 +45,13 @@ const ZSTD_YIELD_MS = 10;
 const READ_AHEAD = 4 * 1024 * 1024;
 
 /**
+ * Compressed bytes buffered while the decoder works on earlier ones, bytes: they reach it as one
+ * write (_writev), so a native inflate call on the pool takes what arrived meanwhile, not one socket
+ * read (~64 KiB) per call with a pool hop, an event-loop turn and a promise each.
+ */
+const WRITE_BATCH = 1024 * 1024;
+
+/**
  * Output asked of one native inflate call, bytes (it may return one 1 MiB block more): bounds what a
  * gzip bomb inflates before the consumer's limits see it, and keeps the pool calls few.
  */
@@ -155,14 +162,23 @@ function gzipDecoder(out: DecompressTransform): Decoder {
     }
   });
   return {
+    // zlib stops at zero padding after the last member: its output ends, and it may not drain the
+    // rest of a write that held that padding, so the end counts as drained too.
     write: (chunk) =>
       new Promise((resolve) => {
-        if (z.write(chunk)) resolve();
-        else z.once('drain', resolve);
+        if (z.write(chunk) || z.readableEnded) return resolve();
+        const done = (): void => {
+          z.off('drain', done);
+          z.off('end', done);
+          resolve();
+        };
+        z.on('drain', done);
+        z.on('end', done);
       }),
     end: () =>
       new Promise((resolve, reject) => {
         if (failure) return reject(badCompression('gzip', failure));
+        if (z.readableEnded) return resolve();
         z.once('end', resolve);
         z.once('error', (e) => reject(badCompression('gzip', e)));
         z.end();
@@ -335,7 +351,12 @@ class DecompressTransform extends Transform implements Decompressor {
     private readonly digest: boolean,
     private readonly native: boolean,
   ) {
-    super({ readableHighWaterMark: READ_AHEAD });
+    super({ readableHighWaterMark: READ_AHEAD, writableHighWaterMark: WRITE_BATCH });
+  }
+
+  /** Writes buffered while the decoder was busy go to it as one chunk (see WRITE_BATCH). */
+  override _writev(chunks: { chunk: Buffer }[], cb: (error?: Error | null) => void): void {
+    this._write(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'binary', cb);
   }
 
   override push(chunk: Buffer | null, encoding?: BufferEncoding): boolean {
