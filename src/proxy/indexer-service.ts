@@ -77,6 +77,11 @@ export interface IndexerServiceOptions {
   layerLimits?: Partial<LayerLimits>;
   /** Replicas sharing a database (--db): index once across them, fill cache misses from peers (replica-sync.ts). */
   replicas?: ReplicaSync;
+  /**
+   * Called with a layer's encoded TOC once this proxy recorded it (the server compresses it for
+   * headers then, so no header waits for that: session/toc-wire.ts). Must not throw.
+   */
+  onLayerIndexed?: (diffID: string, toc: Buffer) => void;
 }
 
 export class IndexerService {
@@ -298,6 +303,7 @@ export class IndexerService {
     const staged: { entry: TocEntry; offset: number }[] = [];
     const fromLayer: TocEntry[] = [];
     let toc: LayerToc;
+    let tocBytes: Buffer;
     try {
       toc = await this.readLayer(repository, desc, diffID, {
         signal: this.closing.signal,
@@ -324,7 +330,7 @@ export class IndexerService {
       // Committing, encoding the TOC and storing the rows each take ~100 ms for 20 000 files at load ~9:
       // the event loop runs between them (issue 14, /healthz).
       await yieldToLoop();
-      const tocBytes = Buffer.from(encodeToc(toc));
+      tocBytes = Buffer.from(encodeToc(toc));
       await yieldToLoop();
       await this.o.store.putLayerIndex(
         {
@@ -345,6 +351,7 @@ export class IndexerService {
       throw err;
     }
     if (stage !== undefined) void this.encoder.enqueue(stage);
+    this.o.onLayerIndexed?.(diffID, tocBytes);
     const t1 = process.hrtime.bigint();
     const secs = Number(t1 - t0) / 1e9;
     const since = (t?: bigint): number | undefined => (t === undefined ? undefined : Number(t - t0) / 1e9);

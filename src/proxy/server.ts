@@ -38,6 +38,7 @@ import { handleSessionNext } from './session-handlers.js';
 import { HeaderFirst } from './session/header-first.js';
 import { SessionRegistry } from './session/registry.js';
 import { PlanCache } from './session/plan-cache.js';
+import { TocWire } from './session/toc-wire.js';
 import { DEFAULT_FRAMED_RUN_BYTES, FramedRunStore } from './session/framed-runs.js';
 import { StagingArea } from './staging.js';
 import { Semaphore } from './semaphore.js';
@@ -201,7 +202,11 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
   const stagingBytes = o.stagingBytes ?? DEFAULT_STAGING_BYTES;
   const staging = stagingBytes > 0 ? new StagingArea(join(o.dataDir, 'staging'), stagingBytes) : undefined;
   const priority = new PriorityService(store, regs[0]!.host, new StartupService({ cache, store, staging, logger }), replicas);
-  const indexer: IndexerService = new IndexerService({ client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas });
+  const tocWire = new TocWire();
+  const indexer: IndexerService = new IndexerService({
+    client, store, cache, metrics, logger, staging, indexConcurrency: o.indexConcurrency, layerLimits: o.layerLimits, replicas,
+    onLayerIndexed: (diffID, toc) => tocWire.warm(diffID, toc),
+  });
   const gcIntervalMs = o.gcIntervalMs ?? DEFAULT_GC_INTERVAL_S * 1000;
   const gc =
     gcIntervalMs > 0
@@ -230,7 +235,7 @@ export async function startProxy(o: ProxyOptions): Promise<RunningProxy> {
     staging,
     sessions,
     // Shared frames copy bytes of the memory tier: at most a quarter of --cache-size on top of it.
-    plans: new PlanCache(new FramedRunStore(Math.min(DEFAULT_FRAMED_RUN_BYTES, Math.floor(o.cacheBytes / 4)))),
+    plans: new PlanCache(new FramedRunStore(Math.min(DEFAULT_FRAMED_RUN_BYTES, Math.floor(o.cacheBytes / 4))), tocWire),
     headerFirst: new HeaderFirst(),
   };
   const tokens = (o.tokens ?? []).map((t) => Buffer.from(t));

@@ -36,6 +36,21 @@ export class TocWire {
     return layers.map((l, i) => ({ diffID: l.diffID, toc: tocs[i]!, encoding: 'br' }));
   }
 
+  /** The TOC of `diffID` is compressed and kept (a header needing it waits for nothing). */
+  has(diffID: string): boolean {
+    return this.compressed.has(diffID);
+  }
+
+  /**
+   * Compresses a layer's TOC ahead of any header (the indexer calls it once the TOC is recorded):
+   * an update's or a first contact's header then finds it ready. A failure is left to the header that
+   * needs the TOC (it compresses again and reports it).
+   */
+  warm(diffID: string, toc: Uint8Array): void {
+    const p = this.tocOf({ diffID, toc });
+    if (p instanceof Promise) p.catch(() => undefined);
+  }
+
   private tocOf(l: HeaderLayer): Buffer | Promise<Buffer> {
     if (l.encoding !== undefined) throw new Error(`TocWire.brotli: the TOC of ${l.diffID} is already encoded`);
     const hit = this.compressed.get(l.diffID);
