@@ -45,13 +45,6 @@ const ZSTD_YIELD_MS = 10;
 const READ_AHEAD = 4 * 1024 * 1024;
 
 /**
- * Compressed bytes buffered while the decoder works on earlier ones, bytes: they reach it as one
- * write (_writev), so a native inflate call on the pool takes what arrived meanwhile, not one socket
- * read (~64 KiB) per call with a pool hop, an event-loop turn and a promise each.
- */
-const WRITE_BATCH = 1024 * 1024;
-
-/**
  * Output asked of one native inflate call, bytes (it may return one 1 MiB block more): bounds what a
  * gzip bomb inflates before the consumer's limits see it, and keeps the pool calls few.
  */
@@ -351,12 +344,7 @@ class DecompressTransform extends Transform implements Decompressor {
     private readonly digest: boolean,
     private readonly native: boolean,
   ) {
-    super({ readableHighWaterMark: READ_AHEAD, writableHighWaterMark: WRITE_BATCH });
-  }
-
-  /** Writes buffered while the decoder was busy go to it as one chunk (see WRITE_BATCH). */
-  override _writev(chunks: { chunk: Buffer }[], cb: (error?: Error | null) => void): void {
-    this._write(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'binary', cb);
+    super({ readableHighWaterMark: READ_AHEAD });
   }
 
   override push(chunk: Buffer | null, encoding?: BufferEncoding): boolean {
