@@ -36,7 +36,7 @@ export class TocWire {
     return layers.map((l, i) => ({ diffID: l.diffID, toc: tocs[i]!, encoding: 'br' }));
   }
 
-  /** The TOC of `diffID` is compressed and kept (a header needing it waits for nothing). */
+  /** The TOC of `diffID` is compressed and kept (a header needing it waits for nothing; tests). */
   has(diffID: string): boolean {
     return this.compressed.has(diffID);
   }

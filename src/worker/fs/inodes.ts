@@ -213,7 +213,7 @@ class TableBuilder {
   private readonly entryKind: Uint8Array;
   private readonly entryIno: Uint32Array;
   private readonly ownerKind: Uint8Array;
-  /** Index ino: the path of the entry that defines the inode. */
+  /** Index ino: the path of the entry that defines the inode (index 0: ''); the table's `paths`. */
   private readonly ownerPath: string[] = [''];
   count = 0;
   // link(): each name's directory.
@@ -236,7 +236,6 @@ class TableBuilder {
   private xv = new DataView(new ArrayBuffer(0));
   private buffers: Omit<InodeTableBuffers, 'strings'> = { inodes: Buffer.alloc(0), dirents: Buffer.alloc(0), xattrs: Buffer.alloc(0) };
   private digests: (string | undefined)[] = [];
-  private paths: string[] = [];
   private sizes: number[] = [];
   private readonly absent = new Map<string, number[]>();
   private d = 0;
@@ -353,19 +352,17 @@ class TableBuilder {
     this.dv = new DataView(dirents.buffer, dirents.byteOffset, dirents.byteLength);
     this.xv = new DataView(xattrs.buffer, xattrs.byteOffset, xattrs.byteLength);
     this.digests = new Array(count + 1);
-    this.paths = new Array(count + 1).fill('');
     this.sizes = new Array(count + 1).fill(0);
   }
 
   /** Pass 3: the records of inodes [from, to). Each entry's other fields are read once, and only those its type has. */
   record(from: number, to: number): void {
-    const { owners, ownerKind, ownerPath, iv, strings, digests, paths, sizes, absent, nlink, parents, childCount, firstChild } = this;
+    const { owners, ownerKind, ownerPath, iv, strings, digests, sizes, absent, nlink, parents, childCount, firstChild } = this;
     for (let ino = from; ino < to; ino++) {
       const e = owners[ino - 1];
       const kind = ownerKind[ino];
       const r = (ino - 1) * INODE_RECORD_SIZE;
       const path = ownerPath[ino];
-      paths[ino] = path;
       let size = 0;
       let devmajor = 0;
       let devminor = 0;
@@ -421,8 +418,8 @@ class TableBuilder {
   }
 
   finish(): InodeTable {
-    const { count, digests, paths, sizes, absent } = this;
-    return { buffers: { ...this.buffers, strings: this.strings.finish() }, count, digests, paths, sizes, absent };
+    const { count, digests, ownerPath, sizes, absent } = this;
+    return { buffers: { ...this.buffers, strings: this.strings.finish() }, count, digests, paths: ownerPath, sizes, absent };
   }
 
   /** One directory's dirents (order[from..to) index the names), in UTF-8 byte order. */
@@ -433,7 +430,7 @@ class TableBuilder {
     for (let k = from; k < to; k++) {
       const name = direntName[order[k]];
       // Code-unit order is UTF-8 byte order unless a surrogate is involved: such a directory is sorted.
-      if (k > from && (!(prev < name) || SURROGATE.test(name) || SURROGATE.test(prev))) {
+      if (SURROGATE.test(name) || (k > from && !(prev < name))) {
         sorted = false;
         break;
       }
