@@ -54,7 +54,7 @@
       # Layer gzip inflate + diffID sha256 on the libuv pool (native/inflate.cc; ISA-L, no libfuse):
       # the proxy's first-contact index pass (issue 10). sha256 is OpenSSL's, which node exports.
       "target_name": "starlight_inflate",
-      "sources": ["native/inflate.cc"],
+      "sources": ["native/inflate.cc", "native/tar_walk.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "libraries": ["-lisal"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

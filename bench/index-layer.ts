@@ -1,12 +1,14 @@
 /**
  * Layer indexing throughput: fetches the largest layer of a Debian bench image from a local registry
  * and indexes it with buildLayerToc (gunzip + tar parse + sha256 of the tar and of every file) N
- * times, against a gunzip-only pass over the same fetch with the indexer's own decoder (createDecompressor:
- * ISA-L when the addon is built, else node:zlib) — the floor: indexing cannot beat inflate.
+ * times, with the native pass (buildLayerTocNative: the same on the libuv pool, headers read on the
+ * main thread; the proxy's first-contact pass, here without staging), and a gunzip-only pass over the
+ * same fetch with the indexer's own decoder (createDecompressor: ISA-L when the addon is built, else
+ * node:zlib) — the floor: indexing cannot beat inflate.
  * Prints one table row per pass and a median row; MB/s are of uncompressed tar bytes (MB = 10^6).
  *
  *   node dist/bench/index-layer.js [--registry HOST:PORT] [--image python-web] [--runs 5]
- *                                  [--only index|gunzip]
+ *                                  [--only index|native|gunzip]
  *   node --cpu-prof --cpu-prof-dir /tmp/prof dist/bench/index-layer.js --runs 1 --only index
  *
  * Without --registry a docker-registry is started on a free port with storage in a temp dir (removed
@@ -17,10 +19,13 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../src/errors.js';
 import { createDecompressor } from '../src/layers/decompress.js';
 import { buildLayerToc } from '../src/layers/indexer.js';
+import { buildLayerTocNative } from '../src/layers/native-index.js';
+import { nativeTarWalkFor } from '../src/layers/decompress.js';
 import { RegistryClient } from '../src/oci/client.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { startBenchRegistry } from './drivers/registry.js';
@@ -31,34 +36,59 @@ const DEFAULT_RUNS = 5;
 const MB = 1e6;
 
 interface Pass {
-  kind: 'index' | 'gunzip';
+  kind: 'index' | 'native' | 'gunzip';
   seconds: number;
-  /** CPU seconds of the whole process (main thread + zlib's threadpool): stable on a busy machine. */
+  /** CPU seconds of the whole process (main thread + the libuv pool): stable on a busy machine. */
   cpu: number;
+  /** CPU seconds of the main thread alone (/proc/thread-self/stat): what the pass costs the proxy's one thread. */
+  main: number;
   uncompressed: number;
   entries?: number;
 }
 
-async function indexPass(client: RegistryClient, ref: string, desc: Descriptor, diffID: string | undefined): Promise<Pass> {
+/** Runs one pass of `kind`, timing wall, process CPU and main-thread busy time. */
+async function measure(kind: Pass['kind'], run: () => Promise<{ uncompressed: number; entries?: number }>): Promise<Pass> {
   const c0 = process.cpuUsage();
+  const m0 = mainThreadCpu();
   const t0 = process.hrtime.bigint();
-  const toc = await buildLayerToc(await client.fetchBlob(ref, desc), { mediaType: desc.mediaType, expectedDiffID: diffID, layerName: desc.digest });
+  const r = await run();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { kind: 'index', seconds, cpu: cpuSeconds(c0), uncompressed: toc.uncompressedSize, entries: toc.entries.length };
+  return { kind, seconds, cpu: cpuSeconds(c0), main: mainThreadCpu() - m0, ...r };
+}
+
+/** CPU seconds of the calling (main) thread: utime + stime of /proc/thread-self/stat, in clock ticks (100 Hz). */
+function mainThreadCpu(): number {
+  const stat = readFileSync('/proc/thread-self/stat', 'latin1');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+async function indexPass(client: RegistryClient, ref: string, desc: Descriptor, diffID: string | undefined): Promise<Pass> {
+  return measure('index', async () => {
+    const toc = await buildLayerToc(await client.fetchBlob(ref, desc), { mediaType: desc.mediaType, expectedDiffID: diffID, layerName: desc.digest });
+    return { uncompressed: toc.uncompressedSize, entries: toc.entries.length };
+  });
+}
+
+/** The native pass (no file staged: the same work as indexPass). */
+async function nativePass(client: RegistryClient, ref: string, desc: Descriptor, diffID: string | undefined): Promise<Pass> {
+  return measure('native', async () => {
+    const toc = await buildLayerTocNative(await client.fetchBlob(ref, desc), { expectedDiffID: diffID, layerName: desc.digest, stageMax: 0, onFile: () => true, write: () => undefined });
+    return { uncompressed: toc.uncompressedSize, entries: toc.entries.length };
+  });
 }
 
 /** Fetch (with the client's digest check) + gunzip with the indexer's decoder (no diffID hash), counting bytes. */
 async function gunzipPass(client: RegistryClient, ref: string, desc: Descriptor): Promise<Pass> {
-  const c0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  const blob = await client.fetchBlob(ref, desc);
-  const gunzip = createDecompressor({ compression: 'gzip' });
-  blob.on('error', (e) => gunzip.destroy(e));
-  blob.pipe(gunzip);
-  let uncompressed = 0;
-  for await (const chunk of gunzip) uncompressed += (chunk as Buffer).length;
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { kind: 'gunzip', seconds, cpu: cpuSeconds(c0), uncompressed };
+  return measure('gunzip', async () => {
+    const blob = await client.fetchBlob(ref, desc);
+    const gunzip = createDecompressor({ compression: 'gzip' });
+    blob.on('error', (e) => gunzip.destroy(e));
+    blob.pipe(gunzip);
+    let uncompressed = 0;
+    for await (const chunk of gunzip) uncompressed += (chunk as Buffer).length;
+    return { uncompressed };
+  });
 }
 
 function cpuSeconds(since: NodeJS.CpuUsage): number {
@@ -72,9 +102,11 @@ const median = (xs: number[]): number => {
 };
 
 function row(cells: (string | number)[]): string {
-  const widths = [26, 8, 10, 8, 11, 12, 6, 10, 11];
+  const widths = [26, 7, 4, 8, 10, 8, 9, 9];
   return cells.map((c, i) => String(c).padStart(widths[i] ?? 10)).join(' ');
 }
+
+const KINDS: readonly Pass['kind'][] = ['index', 'native', 'gunzip'];
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -87,8 +119,9 @@ async function main(): Promise<void> {
   });
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1) throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--runs wants a positive integer, got ${values.runs}`);
-  if (values.only !== undefined && values.only !== 'index' && values.only !== 'gunzip') {
-    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--only wants index or gunzip, got ${values.only}`);
+  const only = values.only as Pass['kind'] | undefined;
+  if (only !== undefined && !KINDS.includes(only)) {
+    throw new StarlightError('SL_ERR_INVALID_ARGUMENT', `--only wants one of ${KINDS.join(', ')}, got ${values.only}`);
   }
   const image = values.image as DebianImageName;
   if (!(DEBIAN_IMAGES as readonly string[]).includes(image)) {
@@ -115,45 +148,28 @@ async function main(): Promise<void> {
     const desc = layers[li]!;
     const diffID = pushed.config.rootfs.diff_ids[li];
     const name = `${image}#${li} ${desc.digest.slice(7, 19)}`;
-    process.stdout.write(`image ${pushed.reference}, largest layer ${li} of ${layers.length}: ${desc.digest} (${desc.mediaType})\n`);
-    process.stdout.write(`node ${process.version}, ${runs} pass(es) each, MB = 10^6 bytes of uncompressed tar\n\n`);
-    process.stdout.write(row(['layer', 'comp MB', 'uncomp MB', 'seconds', 'index MB/s', 'gunzip MB/s', 'ratio', 'index cpu', 'gunzip cpu']) + '\n');
+    const kinds = KINDS.filter((k) => (only === undefined || k === only) && (k !== 'native' || nativeTarWalkFor(desc.mediaType)));
+    process.stdout.write(`image ${pushed.reference}, largest layer ${li} of ${layers.length}: ${desc.digest} (${desc.mediaType}, ${(desc.size / MB).toFixed(1)} MB)\n`);
+    process.stdout.write(`node ${process.version}, ${runs} pass(es) of each of ${kinds.join(', ')}, MB = 10^6 bytes of uncompressed tar; `);
+    process.stdout.write('CPU s: the whole process (main thread + libuv pool); main s: CPU of the main thread alone\n\n');
+    process.stdout.write(row(['layer', 'pass', 'run', 'seconds', 'MB/s', 'CPU s', 'main s', 'MB/CPU-s']) + '\n');
 
     const passes: Pass[] = [];
-    for (let r = 0; r < runs; r++) {
-      if (values.only !== 'gunzip') passes.push(await indexPass(client, pushed.reference, desc, diffID));
-      if (values.only !== 'index') passes.push(await gunzipPass(client, pushed.reference, desc));
-      const idx = passes.filter((p) => p.kind === 'index').at(-1);
-      const gz = passes.filter((p) => p.kind === 'gunzip').at(-1);
-      const ref = idx ?? gz!;
-      const idxRate = idx ? idx.uncompressed / MB / idx.seconds : NaN;
-      const gzRate = gz ? gz.uncompressed / MB / gz.seconds : NaN;
+    const line = (label: string, kind: string, p: Pick<Pass, 'seconds' | 'cpu' | 'main' | 'uncompressed'>) =>
       process.stdout.write(
-        row([
-          `${name} run ${r + 1}`,
-          (desc.size / MB).toFixed(1),
-          (ref.uncompressed / MB).toFixed(1),
-          ref.seconds.toFixed(3),
-          idxRate.toFixed(1),
-          gzRate.toFixed(1),
-          (idxRate / gzRate).toFixed(2),
-          idx ? idx.cpu.toFixed(3) : '-',
-          gz ? gz.cpu.toFixed(3) : '-',
-        ]) + '\n',
+        row([name, kind, label, p.seconds.toFixed(3), (p.uncompressed / MB / p.seconds).toFixed(1), p.cpu.toFixed(3), p.main.toFixed(2), (p.uncompressed / MB / p.cpu).toFixed(1)]) + '\n',
       );
+    for (let r = 0; r < runs; r++) {
+      for (const kind of kinds) {
+        const p = kind === 'index' ? await indexPass(client, pushed.reference, desc, diffID) : kind === 'native' ? await nativePass(client, pushed.reference, desc, diffID) : await gunzipPass(client, pushed.reference, desc);
+        passes.push(p);
+        line(String(r + 1), kind, p);
+      }
     }
-    const idxRates = passes.filter((p) => p.kind === 'index').map((p) => p.uncompressed / MB / p.seconds);
-    const gzRates = passes.filter((p) => p.kind === 'gunzip').map((p) => p.uncompressed / MB / p.seconds);
-    const secs = median(passes.filter((p) => p.kind === (values.only ?? 'index')).map((p) => p.seconds));
-    const m = median(idxRates);
-    const g = median(gzRates);
-    const cpuOf = (kind: Pass['kind']) => median(passes.filter((p) => p.kind === kind).map((p) => p.cpu));
-    const unc = passes[0]!.uncompressed / MB;
-    process.stdout.write(
-      row([`${name} median`, (desc.size / MB).toFixed(1), unc.toFixed(1), secs.toFixed(3), m.toFixed(1), g.toFixed(1), (m / g).toFixed(2), cpuOf('index').toFixed(3), cpuOf('gunzip').toFixed(3)]) + '\n',
-    );
-    // MB per CPU-second: what one fully available core would give, whatever else the machine runs.
-    process.stdout.write(`\nper CPU-second: index ${(unc / cpuOf('index')).toFixed(1)} MB/s, gunzip-only ${(unc / cpuOf('gunzip')).toFixed(1)} MB/s\n`);
+    for (const kind of kinds) {
+      const of = passes.filter((p) => p.kind === kind);
+      line('med', kind, { seconds: median(of.map((p) => p.seconds)), cpu: median(of.map((p) => p.cpu)), main: median(of.map((p) => p.main)), uncompressed: of[0]!.uncompressed });
+    }
     const entries = passes.find((p) => p.entries !== undefined)?.entries;
     if (entries !== undefined) process.stdout.write(`\n${entries} TOC entries\n`);
   } finally {

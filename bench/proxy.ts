@@ -8,8 +8,8 @@
  *
  * With `--images python-web,redis,…` (Debian bench images, bench/images/ensure.ts) it measures FIRST
  * CONTACT instead: per image and run a fresh proxy that has never seen the image gets one delta
- * request; printed: time to the decoded HEADER frame (the worker can mount), time to the end of the
- * stream, the image's uncompressed bytes per second of time to header (indexing MB/s), the time
+ * request; printed: time to the decoded HEADER frame (the worker can mount), the proxy's CPU seconds
+ * (all its threads) from the request to that header, time to the end of the stream, the image's uncompressed bytes per second of time to header (indexing MB/s), the time
  * until the background encoder finished (a POST /v1/notify after the delta returns then), and a warm
  * delta after that (header time, wire bytes: the cached, compressed encodings).
  *
@@ -54,7 +54,7 @@ async function timedDelta(url: string): Promise<{ ttfbMs: number; totalMs: numbe
 }
 
 /** One delta, timed to its decoded header and to its end; the image's uncompressed size from the header's TOCs. */
-async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: number; bytes: number; uncompressed: number; items: number }> {
+async function timedHeader(url: string, onHeader?: () => void): Promise<{ headerMs: number; totalMs: number; bytes: number; uncompressed: number; items: number }> {
   const t0 = performance.now();
   const res = await fetch(url);
   if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
@@ -68,6 +68,7 @@ async function timedHeader(url: string): Promise<{ headerMs: number; totalMs: nu
     for (const ev of dec.push(b)) {
       if (ev.type !== 'header') continue;
       headerMs = performance.now() - t0;
+      onHeader?.();
       uncompressed = ev.header.layers.reduce((sum, l) => sum + decodeToc(l.toc).uncompressedSize, 0);
       items = ev.header.items.length;
     }
@@ -86,15 +87,19 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
   // Debug aid, as for run.js (bench/drivers/proxy.ts): each proxy's info log appended to this file.
   const logFile = process.env[PROXY_LOG_ENV];
   const reg = await startRegistry(t);
-  const head = ['image', 'run', 'time to header s', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB', 'warm header s', 'warm wire MB'];
+  const head = ['image', 'run', 'time to header s', 'proxy CPU s to header', 'stream end s', 'encoded (warm) s', 'uncomp MB', 'index MB/s', 'items', 'wire MB', 'warm header s', 'warm wire MB'];
   const rows: string[][] = [];
   for (const image of images) {
     const pushed = await ensureDebianImage(reg.url, image);
     const hdr: number[] = [];
+    const cpu: number[] = [];
     for (let run = 0; run < runs; run++) {
       const p = await startProxyProcess(t, ['--registry', reg.url, '--listen', '127.0.0.1:0', '--data', tempDir(t, 'starlight-bench-')], logFile ? { env: { STARLIGHT_LOG: 'info' } } : {});
       const t0 = performance.now();
-      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1`);
+      // The proxy's CPU (all threads) from the request to the header: what indexing costs on these cores.
+      const c0 = cpuSeconds(p.pid);
+      let headerCpu = NaN;
+      const d = await timedHeader(`${p.url}/v1/delta?to=${pushed.reference}&deferred=1`, () => void (headerCpu = cpuSeconds(p.pid) - c0));
       const n = await fetch(`${p.url}/v1/notify?ref=${pushed.reference}`, { method: 'POST' });
       if (n.status !== 200) throw new Error(`notify: HTTP ${n.status}: ${await n.text()}`);
       const warmS = (performance.now() - t0) / 1000;
@@ -102,10 +107,12 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
       await p.stop();
       if (logFile) appendFileSync(logFile, p.logs().map((r) => `${JSON.stringify(r)}\n`).join(''));
       hdr.push(d.headerMs / 1000);
+      cpu.push(headerCpu);
       rows.push([
         image,
         String(run + 1),
         (d.headerMs / 1000).toFixed(2),
+        headerCpu.toFixed(2),
         (d.totalMs / 1000).toFixed(2),
         warmS.toFixed(2),
         (d.uncompressed / 1e6).toFixed(1),
@@ -116,7 +123,7 @@ async function coldImages(t: ExecutionContext, images: DebianImageName[], runs: 
         (warm.bytes / 1e6).toFixed(1),
       ]);
     }
-    rows.push([image, 'median', median(hdr).toFixed(2), '', '', '', '', '', '', '', '']);
+    rows.push([image, 'median', median(hdr).toFixed(2), median(cpu).toFixed(2), '', '', '', '', '', '', '', '']);
   }
   console.log(`| ${head.join(' | ')} |`);
   console.log(`|${head.map(() => '---').join('|')}|`);

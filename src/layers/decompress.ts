@@ -52,18 +52,101 @@ const NATIVE_OUT_PER_CALL = 2 * 1024 * 1024;
 
 /** native/inflate.cc; see its header for the contract. */
 interface InflateAddon {
-  GzipInflater: new (hash: boolean) => NativeInflater;
+  GzipInflater: new (hash: boolean, stageMax?: number) => NativeInflater;
 }
 interface NativeInflater {
   inflate(input: Buffer | null, maxOut: number, cb: (err: Error | null, out?: Buffer[], state?: number) => void): void;
+  walk(input: Buffer | null, maxOut: number, cb: (err: Error | null, out?: TarWalkBatch, state?: number) => void): void;
+  walkInside(): string;
+  walkPosition(): number;
   ended(): boolean;
   digest(): string;
+}
+
+/** One finding of a native tar walk, in archive order (native/tar_walk.h TarEvent). */
+export type TarWalkEvent =
+  /** A non-zero header block at tar offset `at`: bytes [off, off + len) of its batch's `blocks`. */
+  | { k: 0; at: number; off: number; len: number }
+  /** The payload of the extended header at `at`, in `blocks` as a header's. */
+  | { k: 1; at: number; off: number; len: number }
+  /** A regular file's data, hashed; `stagedAt`: offset of its bytes in the concatenated `staged` buffers, -1 when not staged. */
+  | { k: 2; at: number; size: number; digest: string; chunks?: Buffer; stagedAt: number }
+  /** The end-of-archive marker. */
+  | { k: 3; at: number }
+  /** The walk could not frame the tar at `at` (the JS reader has the authoritative verdict). */
+  | { k: 4; at: number; message: string };
+
+/** What one pool call of a native tar walk found. */
+export interface TarWalkBatch {
+  /** Tar bytes inflated by this call. */
+  output: number;
+  /** Bytes of staged files from this call, in tar order (continuing the previous call's). */
+  staged: Buffer | null;
+  /** The header blocks and payloads of the events. */
+  blocks: Buffer;
+  events: TarWalkEvent[];
 }
 
 const inflateAddon = loadOptionalAddon<InflateAddon>('starlight_inflate.node');
 
 /** Whether gzip goes through the native addon (tests, bench). */
 export const nativeGzip = inflateAddon !== null;
+
+/** Whether a layer of `mediaType` can be walked natively (NativeTarWalk): gzip by its media type, addon built. */
+export function nativeTarWalkFor(mediaType: string | undefined): boolean {
+  try {
+    return inflateAddon !== null && compressionFromMediaType(mediaType) === 'gzip';
+  } catch {
+    return false; // an unsupported compression: the streaming pass names it
+  }
+}
+
+/**
+ * A gzip layer inflated and walked as a tar on the libuv pool (native/tar_walk.h): the tar bytes never
+ * reach the main thread, only what the walk found (header blocks, extended header payloads, each
+ * file's digests) and the bytes of files of 1..stageMax bytes. The caller reads the headers
+ * (src/layers/native-index.ts). Errors: SL_ERR_IMAGE_BAD_COMPRESSION as createDecompressor's.
+ */
+export class NativeTarWalk {
+  private readonly z: NativeInflater;
+
+  /** Throws SL_ERR_INTERNAL when the addon is not built (check nativeTarWalkFor first). */
+  constructor(stageMax: number) {
+    if (inflateAddon === null) throw new StarlightError('SL_ERR_INTERNAL', 'the native gzip addon is not built');
+    this.z = new inflateAddon.GzipInflater(true, stageMax);
+  }
+
+  /**
+   * One pool call: feeds `input` (a chunk of compressed bytes; null to go on with what the previous
+   * call left) and resolves with what it found. `more`: call again with null before the next chunk.
+   * One call at a time.
+   */
+  step(input: Buffer | null): Promise<{ batch: TarWalkBatch; more: boolean }> {
+    return new Promise((resolve, reject) =>
+      this.z.walk(input, NATIVE_OUT_PER_CALL, (err, out, state) => (err ? reject(badCompression('gzip', err)) : resolve({ batch: out!, more: state === 1 }))),
+    );
+  }
+
+  /** After the last step: throws SL_ERR_IMAGE_BAD_COMPRESSION when the gzip stream stopped before a member's end. */
+  end(): void {
+    if (!this.z.ended()) throw badCompression('gzip', new Error('unexpected end of file'));
+  }
+
+  /** 'sha256:<hex>' of the tar (the diffID); once, after end(). */
+  digest(): string {
+    return this.z.digest();
+  }
+
+  /** What the tar would end inside if it ended now ('' on an entry boundary): native/tar_walk.h Inside(). */
+  inside(): string {
+    return this.z.walkInside();
+  }
+
+  /** Tar bytes walked. */
+  position(): number {
+    return this.z.walkPosition();
+  }
+}
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];

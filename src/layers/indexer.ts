@@ -18,6 +18,9 @@
  * - a root entry ('./') is kept as path '' if it is a directory; non-directory roots are ignored
  *   (containerd skips names that resolve to the root).
  *
+ * The same TOC from a gzip blob with its bytes kept off the main thread: native-index.ts, which shares
+ * LayerTocBuilder, InflateBudget and diagnoseFailure with this streaming pass.
+ *
  * Not here: fetching blobs, storing contents (the caller's `onFile`), merging layers.
  */
 import { createHash } from 'node:crypto';
@@ -102,7 +105,6 @@ const TYPE_MAP: Record<TarHeader['type'], EntryType> = {
 export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}): Promise<LayerToc> {
   const layer = opts.layerName ?? opts.expectedDiffID;
   const limits = layerLimits(opts.limits);
-  const where = { layer };
   // The decompressor hashes the tar (the diffID): on the pool for gzip with the native addon.
   const decompressor = createDecompressor({ mediaType: opts.mediaType, maxZstdWindowBytes: limits.maxZstdWindowBytes, digest: true });
   // pipe() rather than pipeline(): on a data error the source must stay readable (diagnoseFailure).
@@ -114,71 +116,23 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   if (opts.signal?.aborted) onAbort();
   opts.signal?.addEventListener('abort', onAbort, { once: true });
 
-  let compressed = 0;
-  stream.on('data', (c: Buffer) => void (compressed += c.length));
-  let uncompressed = 0;
-  const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => {
-    uncompressed += chunk.length;
-    if (uncompressed > limits.maxUncompressedBytes) {
-      throw limitError('maxUncompressedBytes', limits.maxUncompressedBytes, `layer ${layer ?? '?'} uncompresses to more than ${limits.maxUncompressedBytes} bytes`, where);
-    }
-    if (limits.maxRatio > 0 && uncompressed > RATIO_GRACE_BYTES && uncompressed > compressed * limits.maxRatio) {
-      throw limitError('maxRatio', limits.maxRatio, `layer ${layer ?? '?'} uncompresses ${Math.floor(uncompressed / Math.max(compressed, 1))} times its compressed size`, where);
-    }
-  });
-  const entries = new LayerEntries();
-  let seen = 0;
-  let metadataBytes = 0;
+  const sizes = new InflateBudget(limits, layer);
+  stream.on('data', (c: Buffer) => void (sizes.compressed += c.length));
+  const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => sizes.inflated(chunk.length));
+  const entries = new LayerTocBuilder(limits, layer);
   let lastYield = performance.now();
 
   try {
     await parseTar(reader, async (h, body) => {
-      if (++seen > limits.maxEntries) {
-        throw limitError('maxEntries', limits.maxEntries, `layer ${layer ?? '?'} has more than ${limits.maxEntries} entries`, where);
-      }
-      metadataBytes += ENTRY_OVERHEAD_BYTES + h.name.length + h.linkname.length;
-      if (h.xattrs) for (const [k, v] of Object.entries(h.xattrs)) metadataBytes += k.length + v.length;
-      if (metadataBytes > limits.maxMetadataBytes) {
-        throw limitError('maxMetadataBytes', limits.maxMetadataBytes, `layer ${layer ?? '?'} holds more than ${limits.maxMetadataBytes} bytes of file metadata (${seen} entries so far)`, where);
-      }
       if (performance.now() - lastYield > YIELD_EVERY_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         lastYield = performance.now();
       }
-      const path = normalizeTarPath(h.name, { layer });
-      if (path === '' && h.type !== 'dir') return;
-      const base = baseName(path);
-      if (base.startsWith(WHITEOUT_PREFIX)) {
-        const dir = parentPath(path);
-        if (base === WHITEOUT_OPAQUE) {
-          const cur = entries.get(dir);
-          if (cur && cur.type === 'dir') cur.opaque = true;
-          else entries.put({ ...impliedDir(dir), opaque: true });
-        } else if (!base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
-          const target = normalizeTarPath(joinPath(dir, base.slice(WHITEOUT_PREFIX.length)), { layer });
-          if (target === '' || parentPath(target) !== dir) {
-            throw new StarlightError('SL_ERR_IMAGE_PATH_ESCAPE', `whiteout ${JSON.stringify(h.name)} in layer ${layer ?? '?'} names no entry of its directory`, {
-              details: { path: h.name, layer },
-            });
-          }
-          entries.put({ path: target, type: 'whiteout', mode: 0, uid: 0, gid: 0, size: 0, mtime: h.mtime });
-        }
-        return;
-      }
-      const e = toEntry(h, path);
-      if (e.type === 'hardlink') {
-        e.linkname = normalizeTarPath(h.linkname, { layer, what: `hardlink target of ${JSON.stringify(h.name)}` });
-        const t = entries.get(e.linkname);
-        if (t && t.digest !== undefined && (t.type === 'reg' || t.type === 'hardlink')) {
-          e.digest = t.digest;
-          e.size = t.size;
-        }
-      } else if (e.type === 'reg') {
-        const sink = opts.onFileSink?.(e);
-        if (sink !== undefined) await readIntoSink(e, body, sink);
-        else await readContent(e, body, opts.onFile);
-      }
-      entries.put(e);
+      const e = entries.add(h);
+      if (e === undefined) return;
+      const sink = opts.onFileSink?.(e);
+      if (sink !== undefined) await readIntoSink(e, body, sink);
+      else await readContent(e, body, opts.onFile);
     }, limits);
     await reader.drain();
   } catch (err) {
@@ -188,8 +142,11 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
   }
+  return entries.toc(checkDiffID(decompressor.outputDigest(), opts), reader.position);
+}
 
-  const diffID = decompressor.outputDigest();
+/** `diffID`, or SL_ERR_IMAGE_DIFFID_MISMATCH when it is not the one the image config names. */
+export function checkDiffID(diffID: string, opts: Pick<BuildTocOptions, 'expectedDiffID' | 'layerName'>): string {
   if (opts.expectedDiffID && opts.expectedDiffID !== diffID) {
     throw new StarlightError(
       'SL_ERR_IMAGE_DIFFID_MISMATCH',
@@ -197,23 +154,118 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
       { details: { layer: opts.layerName, expected: opts.expectedDiffID, actual: diffID } },
     );
   }
-  return { version: TOC_VERSION, diffID, uncompressedSize: reader.position, entries: [...entries.values()] };
+  return diffID;
+}
+
+/** Uncompressed size and ratio of one layer against its limits, as its bytes come out of the decoder. */
+export class InflateBudget {
+  /** Blob bytes read so far. */
+  compressed = 0;
+  private uncompressed = 0;
+
+  constructor(
+    private readonly limits: LayerLimits,
+    private readonly layer: string | undefined,
+  ) {}
+
+  /** `n` more uncompressed bytes: throws SL_ERR_IMAGE_LIMIT past maxUncompressedBytes or maxRatio. */
+  inflated(n: number): void {
+    const { limits, layer } = this;
+    this.uncompressed += n;
+    const where = { layer };
+    if (this.uncompressed > limits.maxUncompressedBytes) {
+      throw limitError('maxUncompressedBytes', limits.maxUncompressedBytes, `layer ${layer ?? '?'} uncompresses to more than ${limits.maxUncompressedBytes} bytes`, where);
+    }
+    if (limits.maxRatio > 0 && this.uncompressed > RATIO_GRACE_BYTES && this.uncompressed > this.compressed * limits.maxRatio) {
+      throw limitError('maxRatio', limits.maxRatio, `layer ${layer ?? '?'} uncompresses ${Math.floor(this.uncompressed / Math.max(this.compressed, 1))} times its compressed size`, where);
+    }
+  }
+}
+
+/**
+ * A layer's TOC built from its tar entries in archive order, by the rules of the file header: entry
+ * and metadata limits, whiteouts, same-layer replacements, hardlinks to earlier files. Shared by the
+ * streaming pass above and the native one (native-index.ts).
+ */
+export class LayerTocBuilder {
+  private readonly entries = new LayerEntries();
+  private seen = 0;
+  private metadataBytes = 0;
+
+  constructor(
+    private readonly limits: LayerLimits,
+    private readonly layer: string | undefined,
+  ) {}
+
+  /**
+   * Takes one tar entry. Returns the 'reg' entry whose content the caller hashes next: its digest
+   * (and chunks) must be set before the next add(), since a later hardlink may take them. Throws
+   * SL_ERR_IMAGE_LIMIT, _PATH_ESCAPE.
+   */
+  add(h: TarHeader): TocEntry | undefined {
+    const { limits, layer, entries } = this;
+    const where = { layer };
+    if (++this.seen > limits.maxEntries) {
+      throw limitError('maxEntries', limits.maxEntries, `layer ${layer ?? '?'} has more than ${limits.maxEntries} entries`, where);
+    }
+    this.metadataBytes += ENTRY_OVERHEAD_BYTES + h.name.length + h.linkname.length;
+    if (h.xattrs) for (const [k, v] of Object.entries(h.xattrs)) this.metadataBytes += k.length + v.length;
+    if (this.metadataBytes > limits.maxMetadataBytes) {
+      throw limitError('maxMetadataBytes', limits.maxMetadataBytes, `layer ${layer ?? '?'} holds more than ${limits.maxMetadataBytes} bytes of file metadata (${this.seen} entries so far)`, where);
+    }
+    const path = normalizeTarPath(h.name, { layer });
+    if (path === '' && h.type !== 'dir') return undefined;
+    const base = baseName(path);
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      const dir = parentPath(path);
+      if (base === WHITEOUT_OPAQUE) {
+        const cur = entries.get(dir);
+        if (cur && cur.type === 'dir') cur.opaque = true;
+        else entries.put({ ...impliedDir(dir), opaque: true });
+      } else if (!base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) {
+        const target = normalizeTarPath(joinPath(dir, base.slice(WHITEOUT_PREFIX.length)), { layer });
+        if (target === '' || parentPath(target) !== dir) {
+          throw new StarlightError('SL_ERR_IMAGE_PATH_ESCAPE', `whiteout ${JSON.stringify(h.name)} in layer ${layer ?? '?'} names no entry of its directory`, {
+            details: { path: h.name, layer },
+          });
+        }
+        entries.put({ path: target, type: 'whiteout', mode: 0, uid: 0, gid: 0, size: 0, mtime: h.mtime });
+      }
+      return undefined;
+    }
+    const e = toEntry(h, path);
+    if (e.type === 'hardlink') {
+      e.linkname = normalizeTarPath(h.linkname, { layer, what: `hardlink target of ${JSON.stringify(h.name)}` });
+      const t = entries.get(e.linkname);
+      if (t && t.digest !== undefined && (t.type === 'reg' || t.type === 'hardlink')) {
+        e.digest = t.digest;
+        e.size = t.size;
+      }
+    }
+    entries.put(e);
+    return e.type === 'reg' ? e : undefined;
+  }
+
+  toc(diffID: string, uncompressedSize: number): LayerToc {
+    return { version: TOC_VERSION, diffID, uncompressedSize, entries: [...this.entries.values()] };
+  }
 }
 
 /**
  * The error to report for a failed build: a gzip/tar error is replaced by the source's own error if
  * reading on (up to DIAGNOSIS_DRAIN_LIMIT) makes the source fail, e.g. with a blob digest mismatch.
- * Always destroys the source.
+ * `chunks`: the iterator the pass read the source with, if it had one. Always destroys the source.
  */
-async function diagnoseFailure(err: unknown, stream: Readable, signal?: AbortSignal): Promise<unknown> {
+export async function diagnoseFailure(err: unknown, stream: Readable, signal?: AbortSignal, chunks?: AsyncIterator<Buffer>): Promise<unknown> {
   try {
     if (!(err instanceof StarlightError) || !SOURCE_SUSPECT_CODES.has(err.code)) return err;
     // The source may have failed already (a small blob is read whole before gzip trips): its error wins.
     if (stream.errored instanceof StarlightError) return stream.errored;
     if (stream.destroyed || stream.readableEnded) return err;
+    const it = chunks ?? (stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
     let drained = 0;
-    for await (const chunk of stream) {
-      drained += (chunk as Buffer).length;
+    for (let r = await it.next(); r.done !== true; r = await it.next()) {
+      drained += r.value.length;
       if (drained > DIAGNOSIS_DRAIN_LIMIT || signal?.aborted) break;
     }
     return err;

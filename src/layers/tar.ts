@@ -12,6 +12,9 @@
  * Divergence: 'g' global headers are applied to the entries that follow (POSIX and GNU tar), whereas Go
  * returns them as entries and containerd ignores them.
  *
+ * The header rules live in TarHeaders (no I/O), which parseTar drives over a byte stream and the
+ * native index pass (native-index.ts) over the header blocks the addon's tar walk finds.
+ *
  * Not here: path normalization (paths.ts), whiteouts and TOC building (indexer.ts), decompression.
  */
 import { StarlightError } from '../errors.js';
@@ -166,37 +169,45 @@ const TYPES: Record<string, TarEntryType> = {
   '6': 'fifo',
 };
 
-/**
- * Reads a whole tar from `reader`, calling `onEntry` once per real entry (extended headers folded in),
- * in archive order, awaiting it. Resolves after the end-of-archive marker (the rest of the input is
- * drained so a tap sees every byte). Rejects with SL_ERR_IMAGE_BAD_TAR (corrupt, truncated) or
- * SL_ERR_IMAGE_UNSUPPORTED (sparse files, multi-volume, unknown entry types).
- */
-export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits: TarLimits = DEFAULT_LAYER_LIMITS): Promise<void> {
-  const global = new Map<string, Buffer>();
-  let local = new Map<string, Buffer>();
-  let longName: string | undefined;
-  let longLink: string | undefined;
-  let headerOffset = -1;
-  /** Bytes of 'x'/'L'/'K' headers read since the last entry (many small ones must not pile up). */
-  let pendingMeta = 0;
-  /** Shared by every entry while the 'g' headers in force say so (copying per entry multiplied them). */
-  let globalXattrs: [string, Uint8Array][] = [];
+/** What follows a header block (TarHeaders.block). */
+export type HeaderStep =
+  /** An extended header ('x', 'g', 'L', 'K'): `size` payload bytes follow (then padding); hand them to meta(). */
+  | { kind: 'meta'; size: number }
+  /** A volume label: `size` bytes (then padding) to skip. */
+  | { kind: 'skip'; size: number }
+  /** A real entry, extended headers folded in; `dataSize` bytes follow (then padding), also for 'D' (skipped). */
+  | { kind: 'entry'; header: TarHeader; dataSize: number };
 
-  for (;;) {
-    const at = reader.position;
-    const blk = await reader.readExact(BLOCK, 'a header');
-    if (!blk) {
-      if (headerOffset >= 0) throw badTar(`tar archive ends after an extended header at byte ${headerOffset}`);
-      return;
-    }
-    if (headerOffset < 0) headerOffset = at;
-    if (blk[148] === 0 && blk.equals(ZERO_BLOCK)) {
-      const next = await reader.readExact(BLOCK, 'the end-of-archive marker');
-      if (next && !next.equals(ZERO_BLOCK)) throw badTar(`tar archive has a lone zero block at byte ${at}`, { offset: at });
-      await reader.drain();
-      return;
-    }
+/** True for the all-zero block of the end-of-archive marker. */
+export function isZeroBlock(blk: Buffer): boolean {
+  return blk[148] === 0 && blk.equals(ZERO_BLOCK);
+}
+
+/**
+ * The header side of a tar reader, without I/O: fed each non-zero header block and each extended
+ * header's payload in archive order, it says what follows and yields the entries. parseTar drives it
+ * over a byte stream; the native index pass (native-index.ts) over the header blocks and payloads the
+ * addon's tar walk hands back, so both read headers by the same rules. Throws SL_ERR_IMAGE_BAD_TAR,
+ * SL_ERR_IMAGE_UNSUPPORTED and SL_ERR_IMAGE_LIMIT as parseTar documents.
+ */
+export class TarHeaders {
+  private readonly global = new Map<string, Buffer>();
+  private local = new Map<string, Buffer>();
+  private longName: string | undefined;
+  private longLink: string | undefined;
+  private headerOffset = -1;
+  /** Bytes of 'x'/'L'/'K' headers read since the last entry (many small ones must not pile up). */
+  private pendingMeta = 0;
+  /** Shared by every entry while the 'g' headers in force say so (copying per entry multiplied them). */
+  private globalXattrs: [string, Uint8Array][] = [];
+  /** The extended header whose payload meta() takes next. */
+  private metaFlag = '';
+
+  constructor(private readonly limits: TarLimits = DEFAULT_LAYER_LIMITS) {}
+
+  /** A non-zero header block at tar offset `at` (check isZeroBlock first). */
+  block(blk: Buffer, at: number): HeaderStep {
+    if (this.headerOffset < 0) this.headerOffset = at;
     verifyChecksum(blk, at);
     const flag = String.fromCharCode(blk[156]!);
     const size = parseNumeric(blk, 124, 12, 'size', at);
@@ -205,29 +216,13 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
       if (size > MAX_META_SIZE) throw badTar(`extended header at byte ${at} is ${size} bytes (max ${MAX_META_SIZE})`, { offset: at });
       if (flag !== 'g') {
-        pendingMeta += size;
-        if (pendingMeta > limits.maxExtendedHeaderBytes) {
-          throw limitError('maxExtendedHeaderBytes', limits.maxExtendedHeaderBytes, `tar has ${pendingMeta} bytes of extended headers before one entry (at byte ${at})`, { offset: at });
+        this.pendingMeta += size;
+        if (this.pendingMeta > this.limits.maxExtendedHeaderBytes) {
+          throw limitError('maxExtendedHeaderBytes', this.limits.maxExtendedHeaderBytes, `tar has ${this.pendingMeta} bytes of extended headers before one entry (at byte ${at})`, { offset: at });
         }
       }
-      const data = (await reader.readExact(size, 'an extended header')) ?? Buffer.alloc(0);
-      if (data.length < size) throw badTar(`tar archive is truncated inside an extended header at byte ${at}`);
-      await reader.forEach(pad(size), 'padding');
-      if (flag === 'x') parsePax(data, local, at);
-      else if (flag === 'g') {
-        const g = new Map<string, Buffer>();
-        parsePax(data, g, at);
-        for (const [k, v] of g) if (paxKeyMatters(k)) global.set(k, v);
-        const inForce = paxBytes(global);
-        if (inForce > limits.maxExtendedHeaderBytes) {
-          throw limitError('maxExtendedHeaderBytes', limits.maxExtendedHeaderBytes, `tar global ('g') headers keep ${inForce} bytes of records in force (at byte ${at})`, { offset: at });
-        }
-        globalXattrs = [];
-        for (const [k, v] of global) if (k.startsWith('SCHILY.xattr.') && v.length > 0) globalXattrs.push([k.slice(13), new Uint8Array(v)]);
-      }
-      else if (flag === 'L') longName = cstring(data, 0, data.length);
-      else longLink = cstring(data, 0, data.length);
-      continue;
+      this.metaFlag = flag;
+      return { kind: 'meta', size };
     }
 
     const magic = blk.toString('latin1', 257, 263);
@@ -240,9 +235,8 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits
     if (flag === 'D') type = 'dir'; // GNU dumpdir: a directory whose data lists names; skipped
     if (!type) {
       if (flag === 'V') {
-        await reader.forEach(size + pad(size), 'a volume label');
-        headerOffset = -1;
-        continue;
+        this.headerOffset = -1;
+        return { kind: 'skip', size };
       }
       throw new StarlightError(
         'SL_ERR_IMAGE_UNSUPPORTED',
@@ -252,20 +246,21 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits
     }
     if (flag === '\0' && name.endsWith('/')) type = 'dir';
 
-    const pax = global.size ? new Map([...global, ...local]) : local;
+    const local = this.local;
+    const pax = this.global.size ? new Map([...this.global, ...local]) : local;
     const h: TarHeader = {
-      name: longName ?? name,
+      name: this.longName ?? name,
       type,
       mode: parseNumeric(blk, 100, 8, 'mode', at) & 0o7777,
       uid: parseNumeric(blk, 108, 8, 'uid', at),
       gid: parseNumeric(blk, 116, 8, 'gid', at),
       size: 0,
       mtime: parseNumeric(blk, 136, 12, 'mtime', at),
-      linkname: longLink ?? cstring(blk, 157, 100),
+      linkname: this.longLink ?? cstring(blk, 157, 100),
       devmajor: type === 'char' || type === 'block' ? parseNumeric(blk, 329, 8, 'devmajor', at) : 0,
       devminor: type === 'char' || type === 'block' ? parseNumeric(blk, 337, 8, 'devminor', at) : 0,
-      offset: 0,
-      headerOffset,
+      offset: at + BLOCK,
+      headerOffset: this.headerOffset,
     };
     let dataSize = size;
     for (const [key, v] of pax) {
@@ -287,18 +282,78 @@ export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits
         });
       }
     }
-    for (const [k, v] of globalXattrs) if (!local.has(`SCHILY.xattr.${k}`)) (h.xattrs ??= {})[k] = v;
-    checkEntryLimits(h, limits, at);
-    local = new Map();
-    longName = undefined;
-    longLink = undefined;
-    headerOffset = -1;
-    pendingMeta = 0;
+    for (const [k, v] of this.globalXattrs) if (!local.has(`SCHILY.xattr.${k}`)) (h.xattrs ??= {})[k] = v;
+    checkEntryLimits(h, this.limits, at);
+    if (dataSize < 0) throw badTar(`tar entry ${JSON.stringify(h.name.slice(0, 200))} at byte ${at} has a negative PAX size`, { offset: at });
+    this.local = new Map();
+    this.longName = undefined;
+    this.longLink = undefined;
+    this.headerOffset = -1;
+    this.pendingMeta = 0;
 
     // Header-only types carry no data blocks whatever the size field says (Go archive/tar rule).
     if (type !== 'file' && flag !== 'D') dataSize = 0;
     h.size = flag === 'D' ? 0 : dataSize;
-    h.offset = reader.position;
+    return { kind: 'entry', header: h, dataSize };
+  }
+
+  /** The payload of the extended header block() just announced ('meta'), read whole; `at` is that header's offset. */
+  meta(data: Buffer, at: number): void {
+    const flag = this.metaFlag;
+    this.metaFlag = '';
+    if (flag === 'x') parsePax(data, this.local, at);
+    else if (flag === 'g') {
+      const g = new Map<string, Buffer>();
+      parsePax(data, g, at);
+      for (const [k, v] of g) if (paxKeyMatters(k)) this.global.set(k, v);
+      const inForce = paxBytes(this.global);
+      if (inForce > this.limits.maxExtendedHeaderBytes) {
+        throw limitError('maxExtendedHeaderBytes', this.limits.maxExtendedHeaderBytes, `tar global ('g') headers keep ${inForce} bytes of records in force (at byte ${at})`, { offset: at });
+      }
+      this.globalXattrs = [];
+      for (const [k, v] of this.global) if (k.startsWith('SCHILY.xattr.') && v.length > 0) this.globalXattrs.push([k.slice(13), new Uint8Array(v)]);
+    } else if (flag === 'L') this.longName = cstring(data, 0, data.length);
+    else if (flag === 'K') this.longLink = cstring(data, 0, data.length);
+    else throw new StarlightError('SL_ERR_INTERNAL', `tar extended header payload at byte ${at} without its header`);
+  }
+
+  /** The input ended on a block boundary: an error if extended headers announced an entry that never came. */
+  end(): void {
+    if (this.headerOffset >= 0) throw badTar(`tar archive ends after an extended header at byte ${this.headerOffset}`);
+  }
+}
+
+/**
+ * Reads a whole tar from `reader`, calling `onEntry` once per real entry (extended headers folded in),
+ * in archive order, awaiting it. Resolves after the end-of-archive marker (the rest of the input is
+ * drained so a tap sees every byte). Rejects with SL_ERR_IMAGE_BAD_TAR (corrupt, truncated) or
+ * SL_ERR_IMAGE_UNSUPPORTED (sparse files, multi-volume, unknown entry types).
+ */
+export async function parseTar(reader: ByteReader, onEntry: EntryHandler, limits: TarLimits = DEFAULT_LAYER_LIMITS): Promise<void> {
+  const headers = new TarHeaders(limits);
+  for (;;) {
+    const at = reader.position;
+    const blk = await reader.readExact(BLOCK, 'a header');
+    if (!blk) return headers.end();
+    if (isZeroBlock(blk)) {
+      const next = await reader.readExact(BLOCK, 'the end-of-archive marker');
+      if (next && !next.equals(ZERO_BLOCK)) throw badTar(`tar archive has a lone zero block at byte ${at}`, { offset: at });
+      await reader.drain();
+      return;
+    }
+    const step = headers.block(blk, at);
+    if (step.kind === 'meta') {
+      const data = (await reader.readExact(step.size, 'an extended header')) ?? Buffer.alloc(0);
+      if (data.length < step.size) throw badTar(`tar archive is truncated inside an extended header at byte ${at}`);
+      await reader.forEach(pad(step.size), 'padding');
+      headers.meta(data, at);
+      continue;
+    }
+    if (step.kind === 'skip') {
+      await reader.forEach(step.size + pad(step.size), 'a volume label');
+      continue;
+    }
+    const { header: h, dataSize } = step;
     let consumed = false;
     const what = `the data of ${JSON.stringify(h.name)}`;
     const body: TarBody = {

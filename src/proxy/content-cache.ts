@@ -179,7 +179,12 @@ export class ContentCache {
 
   /** True if a content of `size` raw bytes is never cached: it is served from its layer blob (LAYER_SERVED_FRACTION). */
   servedFromLayer(size: number): boolean {
-    return size > this.lru.maxSize / LAYER_SERVED_FRACTION;
+    return size > this.largestCached();
+  }
+
+  /** The largest raw size a content may have and be cached (larger ones: servedFromLayer). */
+  largestCached(): number {
+    return Math.floor(this.lru.maxSize / LAYER_SERVED_FRACTION);
   }
 
   pathOf(digest: string): string {

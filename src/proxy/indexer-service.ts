@@ -18,7 +18,9 @@ import { LRUCache } from 'lru-cache';
 import { StarlightError, withContext } from '../errors.js';
 import { yieldToLoop } from '../event-loop.js';
 import { extractLayerFile } from '../layers/file-extract.js';
+import { nativeTarWalkFor } from '../layers/decompress.js';
 import { type BuildTocOptions, type FileSink, buildLayerToc } from '../layers/indexer.js';
+import { NativePassFallback, buildLayerTocNative } from '../layers/native-index.js';
 import type { LayerLimits } from '../layers/limits.js';
 import { decodeToc, encodeToc } from '../layers/toc-codec.js';
 import type { LayerToc } from '../layers/toc.js';
@@ -32,11 +34,28 @@ import type { ImageRecord, MetadataStore } from './store.js';
 import { type ReplicaSync, layerContents } from './replica-sync.js';
 import { BackgroundEncoder } from './background-encoder.js';
 import { Semaphore } from './semaphore.js';
-import type { StagingArea } from './staging.js';
+import type { LayerStage, StagingArea } from './staging.js';
 import type { TocEntry } from '../layers/toc.js';
 
 /** The sink of a file served from its layer (ContentCache.servedFromLayer): hashed by the pass, kept nowhere. */
 const HASH_ONLY: FileSink = { write: () => undefined };
+
+/** Where the files of one layer pass went. */
+interface LayerFiles {
+  /** Files staged, with their offsets in the stage, in tar order (a content may repeat). */
+  staged: { entry: TocEntry; offset: number }[];
+  /** Files only hashed: served from the layer blob. */
+  fromLayer: TocEntry[];
+}
+
+/** What one pass over a layer blob produced (IndexerService.passLayer). */
+interface LayerPass extends LayerFiles {
+  toc: LayerToc;
+  /** Where its files were staged (none: staging off). */
+  stage: LayerStage | undefined;
+  /** Read by the native pass. */
+  native: boolean;
+}
 
 /** Decoded layer TOCs kept in memory (entries, default 256). */
 const DECODED_TOCS = 256;
@@ -82,6 +101,11 @@ export interface IndexerServiceOptions {
    * headers then, so no header waits for that: session/toc-wire.ts). Must not throw.
    */
   onLayerIndexed?: (diffID: string, toc: Buffer) => void;
+  /**
+   * First passes of gzip layers with staging on read natively, their bytes off the main thread
+   * (src/layers/native-index.ts). Default true; false: the streaming pass always (tests compare them).
+   */
+  nativePass?: boolean;
 }
 
 export class IndexerService {
@@ -299,28 +323,10 @@ export class IndexerService {
     const t0 = process.hrtime.bigint();
     // Phase times of the pass for the 'layer-indexed' log (issue 10's first-contact timeline).
     const at: { fetched?: bigint; parsed?: bigint } = {};
-    const stage = this.o.staging?.begin(diffID);
-    const staged: { entry: TocEntry; offset: number }[] = [];
-    const fromLayer: TocEntry[] = [];
-    let toc: LayerToc;
+    const { toc, stage, staged, fromLayer, native } = await this.passLayer(repository, desc, diffID, at);
+    at.parsed = process.hrtime.bigint();
     let tocBytes: Buffer;
     try {
-      toc = await this.readLayer(repository, desc, diffID, {
-        signal: this.closing.signal,
-        onFileSink: (entry) => {
-          if (this.o.cache.servedFromLayer(entry.size)) {
-            fromLayer.push(entry);
-            return HASH_ONLY;
-          }
-          if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
-          staged.push({ entry, offset: stage.position });
-          return stage;
-        },
-        // Staging is full (or off): encode inline (the first pull then waits for it).
-        onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
-        at,
-      });
-      at.parsed = process.hrtime.bigint();
       // entry.digest is set once a file's bytes were hashed, i.e. by now for every staged entry.
       const contents = new Map<string, { digest: string; size: number; offset: number }>();
       for (const { entry, offset } of staged) if (!contents.has(entry.digest!)) contents.set(entry.digest!, { digest: entry.digest!, size: entry.size, offset });
@@ -358,8 +364,100 @@ export class IndexerService {
     this.o.metrics.layersIndexed++;
     this.o.metrics.indexSeconds += secs;
     // fetchedSeconds: the registry answered; parsedSeconds: the pass read the blob's end (then commit + record).
-    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, seconds: secs, fetchedSeconds: since(at.fetched), parsedSeconds: since(at.parsed) });
+    this.o.logger.info('layer-indexed', { diffID, digest: desc.digest, entries: toc.entries.length, staged: staged.length, fromLayer: fromLayer.length, native, seconds: secs, fetchedSeconds: since(at.fetched), parsedSeconds: since(at.parsed) });
     return toc;
+  }
+
+  /**
+   * One pass over a layer blob for its first index: the native pass where it applies, else (or when
+   * it falls back) the streaming one. Files the cache will hold are staged (when staging is on and has
+   * room; else encoded into the cache inline), larger ones only hashed (served from the layer). On
+   * failure nothing is left staged.
+   */
+  private async passLayer(repository: string, desc: Descriptor, diffID: string, at: { fetched?: bigint }): Promise<LayerPass> {
+    const staging = this.o.staging;
+    if (staging !== undefined && this.o.nativePass !== false && nativeTarWalkFor(desc.mediaType)) {
+      const stage = staging.begin(diffID);
+      const files: LayerFiles = { staged: [], fromLayer: [] };
+      try {
+        const toc = await this.readLayerNative(repository, desc, diffID, stage, files, at);
+        return { toc, stage, ...files, native: true };
+      } catch (err) {
+        await stage.discard();
+        if (!(err instanceof NativePassFallback)) throw err;
+        // Staging full, or a tar the native walk leaves to the streaming pass: read it again that way.
+        this.o.logger.info('layer-native-fallback', { diffID, digest: desc.digest, reason: err.reason });
+      }
+    }
+    const stage = staging?.begin(diffID);
+    const files: LayerFiles = { staged: [], fromLayer: [] };
+    try {
+      const toc = await this.readLayer(repository, desc, diffID, {
+        signal: this.closing.signal,
+        onFileSink: (entry) => {
+          if (this.o.cache.servedFromLayer(entry.size)) {
+            files.fromLayer.push(entry);
+            return HASH_ONLY;
+          }
+          if (stage === undefined || entry.size === 0 || !stage.reserve(entry.size)) return undefined;
+          files.staged.push({ entry, offset: stage.position });
+          return stage;
+        },
+        // Staging is full (or off): encode inline (the first pull then waits for it).
+        onFile: async (entry, content) => void (await this.o.cache.put(content, entry.size, diffID)),
+        at,
+      });
+      return { toc, stage, ...files, native: false };
+    } catch (err) {
+      await stage?.discard();
+      throw err;
+    }
+  }
+
+  /**
+   * The first index pass of a gzip layer, its bytes kept off the main thread (src/layers/native-index.ts):
+   * every file the cache will hold is staged whole into `stage` (its budget reserved per file), larger
+   * ones are only hashed (served from the layer). Rejects with NativePassFallback when the stage is
+   * full or the tar needs the streaming pass.
+   */
+  private async readLayerNative(repository: string, desc: Descriptor, diffID: string, stage: LayerStage, files: LayerFiles, at: { fetched?: bigint }): Promise<LayerToc> {
+    const blob = await this.fetchLayer(repository, desc, diffID);
+    at.fetched = process.hrtime.bigint();
+    try {
+      return await buildLayerTocNative(blob, {
+        expectedDiffID: diffID,
+        layerName: desc.digest,
+        limits: this.o.layerLimits,
+        signal: this.closing.signal,
+        stageMax: this.o.cache.largestCached(),
+        onFile: (entry, stagedAt) => {
+          if (this.o.cache.servedFromLayer(entry.size)) files.fromLayer.push(entry);
+          else if (stagedAt !== undefined) {
+            if (!stage.reserve(entry.size)) return false;
+            files.staged.push({ entry, offset: stagedAt });
+          }
+          return true;
+        },
+        write: (bytes) => stage.write(bytes),
+      });
+    } catch (err) {
+      blob.destroy();
+      if (err instanceof NativePassFallback) throw err;
+      if (this.closing.signal.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: { layer: desc.digest, diffID } });
+      throw withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, { layer: desc.digest, diffID });
+    }
+  }
+
+  /** The blob of a layer from the registry (counted); errors name layer and repository. */
+  private async fetchLayer(repository: string, desc: Descriptor, diffID: string): Promise<Readable> {
+    const ref = parseReference(`${repository}@${desc.digest}`);
+    try {
+      const blob = await this.registry(() => this.o.client.fetcher(ref).fetch(desc));
+      this.o.metrics.registryBlobFetches++;
+      return blob;
+    } catch (err) {
+      throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, { layer: desc.digest, diffID });
+    }
   }
 
   /** Fetches and reads a layer blob, handing each regular file to `onFile` (default: store it in the cache). */
@@ -369,15 +467,8 @@ export class IndexerService {
     diffID: string,
     opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal; at?: { fetched?: bigint } } = {},
   ): Promise<LayerToc> {
-    const ref = parseReference(`${repository}@${desc.digest}`);
     const where = { layer: desc.digest, diffID };
-    let blob: Readable;
-    try {
-      blob = await this.registry(() => this.o.client.fetcher(ref).fetch(desc));
-    } catch (err) {
-      throw withContext(err, `fetch layer ${desc.digest} of ${repository}`, where);
-    }
-    this.o.metrics.registryBlobFetches++;
+    const blob = await this.fetchLayer(repository, desc, diffID);
     if (opts.at !== undefined) opts.at.fetched = process.hrtime.bigint();
     const only = opts.only;
     const onFile = opts.onFile ?? (async (entry: TocEntry, content: Readable) => void (await this.o.cache.put(content, entry.size, diffID, { only })));

@@ -171,7 +171,13 @@ function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infini
   return decodedReader(() => {
     const raw = createReadStream(file, { highWaterMark: DECODE_CHUNK_BYTES });
     const opts = { chunkSize: DECODE_CHUNK_BYTES };
-    return raw.pipe(encoding === 'br' ? createBrotliDecompress(opts) : encoding === 'gzip' ? createGunzip(opts) : createInflateRaw(opts));
+    const dec = encoding === 'br' ? createBrotliDecompress(opts) : encoding === 'gzip' ? createGunzip(opts) : createInflateRaw(opts);
+    // pipe() forwards no error: a cache file gone since has() (evicted, dropped as corrupt) was an
+    // unhandled 'error' on `raw` (the process died) and a decode that never ended. It fails the read
+    // now ('unknown' facts); a decode reset or closed early closes the file too.
+    raw.on('error', (err) => dec.destroy(err));
+    dec.on('close', () => raw.destroy());
+    return raw.pipe(dec);
   });
 }
 

@@ -6,24 +6,13 @@ import { StarlightError } from '../../../src/errors.js';
 import { buildLayerToc } from '../../../src/layers/indexer.js';
 import type { TocEntry } from '../../../src/layers/toc.js';
 import { compressLayer, streamToBuffer, writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
+import { SAMPLE_LAYER, digestMismatchAtEnd, feed } from '../../helpers/layer-samples.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const byPath = (es: TocEntry[]) => Object.fromEntries(es.map((e) => [e.path, e]));
 const blob = async (tar: Buffer, c: 'gzip' | 'zstd' | 'none') => streamToBuffer(compressLayer(tar, c));
-/** Feeds a blob in small chunks, like a network stream. */
-const feed = (b: Buffer, chunk = 4096) => Readable.from((function* () { for (let i = 0; i < b.length; i += chunk) yield b.subarray(i, i + chunk); })());
 
-const layer: WriterEntry[] = [
-  { path: './', type: 'dir' },
-  { path: 'a', type: 'dir' },
-  { path: 'a/f', type: 'reg', content: Buffer.from('hello') },
-  { path: 'a/empty', type: 'reg', content: Buffer.alloc(0) },
-  { path: 'a/h', type: 'hardlink', linkname: './a/f' },
-  { path: 'a/.wh.gone', type: 'reg' },
-  { path: 'o/.wh..wh..opq', type: 'reg' },
-  { path: 'o', type: 'dir', mode: 0o700, mtime: 5 },
-  { path: 'big', type: 'reg', content: { size: 3_000_001, fill: 0x61 } },
-];
+const layer = SAMPLE_LAYER;
 
 test('diffID, size, digests and offsets for gzip, zstd and plain layers (sniffed and by media type)', async (t) => {
   const tar = await writeTarBuffer(layer);
@@ -141,15 +130,7 @@ test("a corrupt blob reports the source's own error (digest check at its end), n
   const good = await blob(tar, 'gzip');
   const bad = Buffer.from(good);
   for (const i of [30, 300, 3000]) bad[i] = bad[i]! ^ 0x5a;
-  let drained = 0;
-  const verifying = new Readable({
-    read() {
-      if (drained < bad.length) {
-        this.push(bad.subarray(drained, drained + 4096));
-        drained += 4096;
-      } else this.destroy(new StarlightError('SL_ERR_OCI_DIGEST_MISMATCH', 'blob bytes do not match the digest'));
-    },
-  });
+  const verifying = digestMismatchAtEnd(bad);
   const err = await t.throwsAsync(buildLayerToc(verifying, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }));
   t.is((err as StarlightError).code, 'SL_ERR_OCI_DIGEST_MISMATCH');
   t.true(verifying.destroyed);

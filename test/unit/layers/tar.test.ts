@@ -4,6 +4,7 @@ import { hasCode } from '../../../src/errors.js';
 import { ByteReader } from '../../../src/layers/bytes.js';
 import { parseTar, type TarHeader } from '../../../src/layers/tar.js';
 import { writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
+import { fixChecksum } from '../../helpers/layer-samples.js';
 
 interface Parsed extends TarHeader {
   data: Buffer;
@@ -21,14 +22,6 @@ async function parse(tar: Buffer, chunk = 1 << 20): Promise<Parsed[]> {
     out.push({ ...h, data: Buffer.concat(pieces) });
   });
   return out;
-}
-
-/** Rewrites a header's checksum after a test patched it. */
-function fixChecksum(tar: Buffer, at: number): void {
-  tar.fill(0x20, at + 148, at + 156);
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += tar[at + i]!;
-  tar.write(sum.toString(8).padStart(6, '0') + '\0 ', at + 148, 'latin1');
 }
 
 const longName = `a/${'n'.repeat(130)}/${'m'.repeat(120)}`;

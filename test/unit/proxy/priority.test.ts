@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { StarlightError } from '../../../src/errors.js';
 import type { MergedTree, TocEntry } from '../../../src/layers/toc.js';
@@ -220,7 +221,7 @@ for (const [name, mutate, field] of bad) {
  * A priority service with a startup predictor over a tree of `bytes` (path → content; executables
  * are the files under a bin/ directory), every content cached, plus the directories `dirs`.
  */
-async function predictedService(t: import('ava').ExecutionContext, bytes: Record<string, Buffer>, dirs: string[]): Promise<{ svc: PriorityService; entries: TocEntry[] }> {
+async function predictedService(t: import('ava').ExecutionContext, bytes: Record<string, Buffer>, dirs: string[]): Promise<{ svc: PriorityService; entries: TocEntry[]; cache: ContentCache }> {
   const { store, dir } = service(t);
   const cache = new ContentCache({ dir: join(dir, 'cache'), maxBytes: 1 << 30, store });
   const svc = new PriorityService(store, 'reg.example:5000', new StartupService({ cache, store }));
@@ -228,7 +229,7 @@ async function predictedService(t: import('ava').ExecutionContext, bytes: Record
   for (const e of entries) await cache.put(Readable.from([bytes[e.path]!]), e.size, L.base);
   t.is(store.content(entries[0]!.digest!)?.encoding, 'br', 'the ELF is read back through the brotli decoder');
   for (const d of dirs) entries.push({ path: d, type: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0 });
-  return { svc, entries };
+  return { svc, entries, cache };
 }
 
 test('with a startup prediction: own trace > predicted core (entrypoint, loader, libs) > other images\' traces > rest', async (t) => {
@@ -267,6 +268,26 @@ test('with a startup prediction: own trace > predicted core (entrypoint, loader,
   const after = svc.order(v1);
   t.is(after.source, 'image');
   t.deepEqual(after.files.map((f) => `${f.signal}:${f.path}`), ['trace:etc/shared', 'trace:lib/libc.so.6', 'entrypoint:bin/app', 'interp:lib/ld.so', 'prior-trace:lib/base', 'prior-trace:srv/data', 'prior-trace:lib/libother.so.1']);
+});
+
+test('a cached content whose file is gone when the prediction reads it counts as unknown: prepare() settles, the process lives', async (t) => {
+  const bytes: Record<string, Buffer> = {
+    'bin/app': buildElf({ bits: 64, interp: '/lib/ld.so', needed: ['libc.so.6'] }),
+    'lib/ld.so': Buffer.from('loader'),
+    'lib/libc.so.6': buildElf({ bits: 64 }),
+  };
+  const { svc, entries, cache } = await predictedService(t, bytes, ['', 'bin', 'lib']);
+  // Removed behind the cache's back (an eviction or a corrupt-file drop between has() and the read): the
+  // read stream's ENOENT was an unhandled 'error' (the proxy died) and the decode never ended.
+  rmSync(cache.pathOf(entries[0]!.digest!));
+  t.true(cache.has(entries[0]!.digest!));
+  const v1 = target(M.v1, 'reg.example:5000/app', [L.base], entries);
+  const config: ImageConfig = { architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/app'] }, rootfs: { type: 'layers', diff_ids: [] } };
+  await svc.prepare({ manifestDigest: M.v1, config, merged: v1.merged });
+  t.true(svc.prepared(M.v1));
+  const files = svc.order(v1).files.map((f) => f.path);
+  t.is(files[0], 'bin/app', 'the entrypoint still comes first');
+  t.false(files.includes('lib/ld.so'), 'its loader is not known without its facts');
 });
 
 test("other images' traces refine the order of the image's own prediction but add nothing in front of any of it", async (t) => {
