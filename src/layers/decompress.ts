@@ -11,7 +11,10 @@
  * Every decoder failure, truncation included, becomes SL_ERR_IMAGE_BAD_COMPRESSION. Errors that reach
  * the stream from outside (a pipeline destroying it with the source's error) pass through unchanged.
  *
- * Not here: tar parsing (tar.ts), per-file digests (indexer.ts).
+ * NativeTarWalk drives the same addon for the native index pass (native-index.ts): it also walks the
+ * output as a tar there and hands back only what the walk found.
+ *
+ * Not here: tar parsing (tar.ts), per-file digests (indexer.ts, or the walk itself).
  */
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
