@@ -7,7 +7,7 @@
  * Not here: what is sliced (callers), bounding concurrency (semaphore.ts).
  */
 
-/** Default longest slice of synchronous work, ms (as the layer reader: src/layers/indexer.ts). */
+/** Default longest slice of synchronous work, ms (the layer passes use it too: src/layers/indexer.ts, native-index.ts). */
 const SLICE_MS = 20;
 
 /** Resolves after pending I/O callbacks and timers have had their turn. */

@@ -26,6 +26,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { StarlightError } from '../errors.js';
+import { TimeSlicer } from '../event-loop.js';
 import { ByteReader } from './bytes.js';
 import { createDecompressor } from './decompress.js';
 import { ENTRY_OVERHEAD_BYTES, RATIO_GRACE_BYTES, type LayerLimits, layerLimits, limitError } from './limits.js';
@@ -49,12 +50,6 @@ const CONTENT_HIGH_WATER = 256 * 1024;
 const DIAGNOSIS_DRAIN_LIMIT = 256 * 1024 * 1024;
 /** Errors that a corrupt source blob may cause first; the source's own verdict is preferred over them. */
 const SOURCE_SUSPECT_CODES: ReadonlySet<string> = new Set(['SL_ERR_IMAGE_BAD_COMPRESSION', 'SL_ERR_IMAGE_BAD_TAR']);
-/**
- * Longest stretch of parsing without giving the event loop a turn, ms. Decompressed data is usually
- * buffered ahead, so a layer of many small entries is otherwise parsed in one run of microtasks and
- * a proxy's /healthz waits behind it.
- */
-const YIELD_EVERY_MS = 20;
 
 export interface BuildTocOptions {
   /** Layer media type; decides the compression. Absent: sniffed from the first bytes. */
@@ -120,14 +115,13 @@ export async function buildLayerToc(stream: Readable, opts: BuildTocOptions = {}
   stream.on('data', (c: Buffer) => void (sizes.compressed += c.length));
   const reader = new ByteReader(decompressor[Symbol.asyncIterator](), (chunk) => sizes.inflated(chunk.length));
   const entries = new LayerTocBuilder(limits, layer);
-  let lastYield = performance.now();
+  // Decompressed data is usually buffered ahead, so a layer of many small entries is otherwise
+  // parsed in one run of microtasks and a proxy's /healthz waits behind it.
+  const slicer = new TimeSlicer();
 
   try {
     await parseTar(reader, async (h, body) => {
-      if (performance.now() - lastYield > YIELD_EVERY_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        lastYield = performance.now();
-      }
+      if (slicer.due) await slicer.maybeYield();
       const e = entries.add(h);
       if (e === undefined) return;
       const sink = opts.onFileSink?.(e);

@@ -179,7 +179,7 @@ export type HeaderStep =
   | { kind: 'entry'; header: TarHeader; dataSize: number };
 
 /** True for the all-zero block of the end-of-archive marker. */
-export function isZeroBlock(blk: Buffer): boolean {
+function isZeroBlock(blk: Buffer): boolean {
   return blk[148] === 0 && blk.equals(ZERO_BLOCK);
 }
 

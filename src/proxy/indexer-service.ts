@@ -443,8 +443,7 @@ export class IndexerService {
     } catch (err) {
       blob.destroy();
       if (err instanceof NativePassFallback) throw err;
-      if (this.closing.signal.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: { layer: desc.digest, diffID } });
-      throw withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, { layer: desc.digest, diffID });
+      throw layerPassError(err, repository, desc, diffID, this.closing.signal);
     }
   }
 
@@ -467,7 +466,6 @@ export class IndexerService {
     diffID: string,
     opts: { only?: ReadonlySet<string>; onFile?: (entry: TocEntry, content: Readable) => Promise<void>; onFileSink?: BuildTocOptions['onFileSink']; signal?: AbortSignal; at?: { fetched?: bigint } } = {},
   ): Promise<LayerToc> {
-    const where = { layer: desc.digest, diffID };
     const blob = await this.fetchLayer(repository, desc, diffID);
     if (opts.at !== undefined) opts.at.fetched = process.hrtime.bigint();
     const only = opts.only;
@@ -489,8 +487,7 @@ export class IndexerService {
       });
     } catch (err) {
       blob.destroy();
-      if (opts.signal?.aborted) throw new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: where });
-      throw withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, where);
+      throw layerPassError(err, repository, desc, diffID, opts.signal);
     }
   }
 
@@ -553,6 +550,16 @@ export class IndexerService {
       throw err;
     }
   }
+}
+
+/**
+ * What a failed pass over layer `desc` reports: SL_ERR_CANCELED when `signal` (the proxy closing)
+ * stopped it, else the layer's own error (asLayerError) naming layer and repository.
+ */
+function layerPassError(err: unknown, repository: string, desc: Descriptor, diffID: string, signal: AbortSignal | undefined): unknown {
+  const where = { layer: desc.digest, diffID };
+  if (signal?.aborted) return new StarlightError('SL_ERR_CANCELED', `indexing layer ${desc.digest} stopped: the proxy is closing`, { details: where });
+  return withContext(asLayerError(err), `index layer ${desc.digest} of ${repository}`, where);
 }
 
 /**
