@@ -126,7 +126,7 @@ export class NativeTarWalk {
    */
   step(input: Buffer | null): Promise<{ batch: TarWalkBatch; more: boolean }> {
     return new Promise((resolve, reject) =>
-      this.z.walk(input, NATIVE_OUT_PER_CALL, (err, out, state) => (err ? reject(badCompression('gzip', err)) : resolve({ batch: out!, more: state === 1 }))),
+      this.z.walk(input, NATIVE_OUT_PER_CALL, (err, out, state) => (err ? reject(nativeFailure(err)) : resolve({ batch: out!, more: state === 1 }))),
     );
   }
 
@@ -178,6 +178,19 @@ function sniffCompression(head: Uint8Array): Compression {
   return 'none';
 }
 
+/**
+ * What a failed addon call means: its own allocation failures ('out of memory…', or a std::bad_alloc
+ * its worker caught) say the layer needs more memory than the proxy can give it, as a V8 RangeError
+ * does on the streaming pass (indexer-service.ts asLayerError): SL_ERR_IMAGE_LIMIT, not corrupt data.
+ * Anything else is ISA-L finding the gzip stream corrupt.
+ */
+export function nativeFailure(err: Error): StarlightError {
+  if (/^out of memory|bad_alloc/.test(err.message)) {
+    return new StarlightError('SL_ERR_IMAGE_LIMIT', `the layer needs more memory than the proxy can give it: inflating it failed with ${err.message}`, { cause: err });
+  }
+  return badCompression('gzip', err);
+}
+
 function badCompression(kind: string, cause: unknown): StarlightError {
   const msg = cause instanceof Error ? cause.message : String(cause);
   return new StarlightError('SL_ERR_IMAGE_BAD_COMPRESSION', `layer ${kind} stream is corrupt or truncated: ${msg}`, {
@@ -203,7 +216,7 @@ function nativeGzipDecoder(out: DecompressTransform, addon: InflateAddon, hash: 
   const call = (input: Buffer | null): Promise<number> =>
     new Promise((resolve, reject) => {
       z.inflate(input, NATIVE_OUT_PER_CALL, (err, blocks, state) => {
-        if (err) return reject(badCompression('gzip', err));
+        if (err) return reject(nativeFailure(err));
         let blocked = false;
         for (const b of blocks!) if (!out.push(b)) blocked = true;
         if (blocked) out.onRead = () => resolve(state!);

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { StarlightError } from '../../../src/errors.js';
-import { createDecompressor, nativeGzip } from '../../../src/layers/decompress.js';
+import { createDecompressor, nativeFailure, nativeGzip } from '../../../src/layers/decompress.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -105,4 +105,15 @@ test('native inflate keeps to the consumer\'s pace: a gzip bomb is never buffere
   }
   t.true(seen >= 96 * 1024 * 1024);
   t.true(most <= 8 * 1024 * 1024, `buffered ${most} bytes ahead`);
+});
+
+test('an addon call that ran out of memory is a layer limit, not corrupt gzip; other addon failures are corrupt gzip', (t) => {
+  for (const message of ['out of memory', 'out of memory while walking the tar', 'std::bad_alloc']) {
+    const e = nativeFailure(new Error(message));
+    t.is(e.code, 'SL_ERR_IMAGE_LIMIT', message);
+    t.regex(e.message, /more memory than the proxy can give it/);
+  }
+  for (const message of ['invalid deflate block', 'incorrect gzip checksum', 'inflate made no progress']) {
+    t.is(nativeFailure(new Error(message)).code, 'SL_ERR_IMAGE_BAD_COMPRESSION', message);
+  }
 });

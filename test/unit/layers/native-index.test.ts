@@ -116,6 +116,32 @@ test('the native pass gives the streaming pass’s TOC and staged bytes: PAX and
   }
 });
 
+/** `size` bytes that do not compress (a sha256 chain from `seed`): a layer of them is several pool blocks. */
+function incompressible(size: number, seed: string): Buffer {
+  const out = Buffer.alloc(size);
+  let h = createHash('sha256').update(seed).digest();
+  for (let off = 0; off < size; off += h.length) {
+    h.copy(out, off);
+    h = createHash('sha256').update(h).digest();
+  }
+  return out;
+}
+
+test('a layer of several megabytes of incompressible files (files across the addon’s output blocks and calls) gives the streaming pass’s TOC and staged bytes', async (t) => {
+  const entries: WriterEntry[] = [{ path: 'd', type: 'dir' }];
+  // Sizes around the addon's 1 MiB output blocks and chunk digests, so files straddle blocks.
+  for (let i = 0; i < 60; i++) entries.push({ path: `d/f${i}`, type: 'reg', content: incompressible((i * 37_813) % 200_000, `f${i}`) });
+  entries.push({ path: 'd/big', type: 'reg', content: incompressible(3 * 1024 * 1024 + 5, 'big') });
+  entries.push({ path: 'd/f7', type: 'reg', content: Buffer.from('replaced') });
+  const tar = await writeTarBuffer(entries, { format: 'pax' });
+  const blob = await gzip(tar);
+  t.true(blob.length > 4 * 1024 * 1024, 'several calls’ worth of input');
+  for (const stageMax of [0, 100_000, 64 << 20]) {
+    const ref = await same(t, tar, `incompressible, stageMax ${stageMax}`, { stageMax, expectedDiffID: sha(tar) });
+    t.is(ref.toc?.entries.length, 62);
+  }
+});
+
 test('the native pass equals the streaming pass on every layer of the fixture images', async (t) => {
   for (const image of FIXTURES) {
     for (const [i, l] of image.layers.entries()) {
