@@ -19,7 +19,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { StarlightError } from '../src/errors.js';
 import { createDecompressor } from '../src/layers/decompress.js';
@@ -30,6 +29,7 @@ import { RegistryClient } from '../src/oci/client.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { startBenchRegistry } from './drivers/registry.js';
 import { DEBIAN_IMAGES, ensureDebianImage, type DebianImageName } from './images/ensure.js';
+import { mainThreadCpu } from './lib/proc-stat.js';
 
 /** Default passes of each kind. */
 const DEFAULT_RUNS = 5;
@@ -40,7 +40,7 @@ interface Pass {
   seconds: number;
   /** CPU seconds of the whole process (main thread + the libuv pool): stable on a busy machine. */
   cpu: number;
-  /** CPU seconds of the main thread alone (/proc/thread-self/stat): what the pass costs the proxy's one thread. */
+  /** CPU seconds of the main thread alone (/proc/<pid>/task/<pid>/stat): what the pass costs the proxy's one thread. */
   main: number;
   uncompressed: number;
   entries?: number;
@@ -54,13 +54,6 @@ async function measure(kind: Pass['kind'], run: () => Promise<{ uncompressed: nu
   const r = await run();
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   return { kind, seconds, cpu: cpuSeconds(c0), main: mainThreadCpu() - m0, ...r };
-}
-
-/** CPU seconds of the calling (main) thread: utime + stime of /proc/thread-self/stat, in clock ticks (100 Hz). */
-function mainThreadCpu(): number {
-  const stat = readFileSync('/proc/thread-self/stat', 'latin1');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 async function indexPass(client: RegistryClient, ref: string, desc: Descriptor, diffID: string | undefined): Promise<Pass> {

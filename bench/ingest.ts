@@ -33,7 +33,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,42 +46,12 @@ import { DEBIAN_IMAGES, ensureDebianImage, type DebianImageName } from './images
 import { Cleanups, stopChild } from './drivers/proc.js';
 import { startBenchProxy, starlightBin } from './drivers/proxy.js';
 import { startBenchRegistry } from './drivers/registry.js';
+import { cpuSeconds, mainThreadCpu, minorFaults, sysSeconds } from './lib/proc-stat.js';
 
-/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
-const USER_HZ = 100;
 const MIB = 1024 * 1024;
 /** Longest a mount may take to `complete`, ms. */
 const MOUNT_TIMEOUT_MS = 180_000;
 const DEFAULT_REGISTRY_DIR = '/var/cache/starlight/bench-registry';
-
-/** utime + stime of a /proc stat file, seconds. */
-function statCpu(path: string): number {
-  const f = readFileSync(path, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
-}
-
-/** Minor page faults of a process so far (all threads). */
-function minorFaults(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[7]);
-}
-
-/** System (kernel) CPU seconds of a process, all threads. */
-function sysSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[12]) / USER_HZ;
-}
-
-/** CPU seconds of a process (all threads). */
-function cpuSeconds(pid: number): number {
-  return statCpu(`/proc/${pid}/stat`);
-}
-
-/** CPU seconds of a process's main thread (the event loop). */
-function mainThreadCpu(pid: number): number {
-  return statCpu(`/proc/${pid}/task/${pid}/stat`);
-}
 
 function post(host: string, path: string): Promise<number> {
   const i = host.lastIndexOf(':');

@@ -25,9 +25,8 @@ import { tempDir } from '../test/helpers/tmp.js';
 import { peakRssKb, startProxyProcess } from '../test/e2e/proxy-support.js';
 import { type DebianImageName, type EnsuredImage, ensureDebianImage } from './images/ensure.js';
 import type { FanoutPull, PullResult } from './lib/fanout-client.js';
+import { cpuSeconds } from './lib/proc-stat.js';
 
-/** Clock ticks per second of /proc/<pid>/stat utime/stime (Linux USER_HZ). */
-const USER_HZ = 100;
 const CLIENT = fileURLToPath(new URL('./lib/fanout-client.js', import.meta.url));
 
 export interface FanoutOptions {
@@ -35,13 +34,6 @@ export interface FanoutOptions {
   clients: number[];
   replicas: number[];
   runs: number;
-}
-
-/** user+system CPU seconds of a process so far (/proc/<pid>/stat). */
-export function cpuSeconds(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(rest[11]) + Number(rest[12])) / USER_HZ;
 }
 
 const peakRssMb = (pid: number): number => peakRssKb(pid) / 1024;

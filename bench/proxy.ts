@@ -32,7 +32,8 @@ import { decodeToc } from '../src/layers/toc-codec.js';
 import { DEBIAN_IMAGES, type DebianImageName, ensureDebianImage } from './images/ensure.js';
 import { tempDir } from '../test/helpers/tmp.js';
 import { makeLayer, pushLayers, startProxyProcess } from '../test/e2e/proxy-support.js';
-import { cpuSeconds, fanout } from './proxy-fanout.js';
+import { fanout } from './proxy-fanout.js';
+import { cpuSeconds } from './lib/proc-stat.js';
 import { PROXY_LOG_ENV } from './drivers/proxy.js';
 
 const USAGE = `usage: node dist/bench/proxy.js [--mb 150] [--runs 3]              synthetic image, cold and warm delta
