@@ -15,7 +15,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { type Readable, pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflateRaw } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
 import { yieldToLoop } from '../event-loop.js';
@@ -172,12 +172,13 @@ function cachedReader(file: string, encoding: Encoding, base = 0, limit = Infini
     const raw = createReadStream(file, { highWaterMark: DECODE_CHUNK_BYTES });
     const opts = { chunkSize: DECODE_CHUNK_BYTES };
     const dec = encoding === 'br' ? createBrotliDecompress(opts) : encoding === 'gzip' ? createGunzip(opts) : createInflateRaw(opts);
-    // pipe() forwards no error: a cache file gone since has() (evicted, dropped as corrupt) was an
-    // unhandled 'error' on `raw` (the process died) and a decode that never ended. It fails the read
-    // now ('unknown' facts); a decode reset or closed early closes the file too.
-    raw.on('error', (err) => dec.destroy(err));
-    dec.on('close', () => raw.destroy());
-    return raw.pipe(dec);
+    // pipeline(), not pipe(): a cache file gone since has() (evicted, dropped as corrupt) fails the
+    // read ('unknown' facts) instead of killing the process with an unhandled 'error' and leaving a
+    // decode that never ends; a decode reset or closed early closes the file too.
+    pipeline(raw, dec, () => {
+      // Errors reach the reader through `dec`.
+    });
+    return dec;
   });
 }
 
