@@ -32,7 +32,6 @@
 #include <openssl/evp.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <cstdlib>
 #include <memory>
@@ -63,6 +62,17 @@ struct Block {
   uint8_t* data;
   size_t len;
 };
+
+// 'sha256:<hex>' of a 32-byte digest (the form of every digest the JS side compares).
+std::string Sha256Digest(const uint8_t* md) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "sha256:";
+  for (int i = 0; i < 32; i++) {
+    s += kHex[md[i] >> 4];
+    s += kHex[md[i] & 15];
+  }
+  return s;
+}
 
 class GzipInflater : public Napi::ObjectWrap<GzipInflater> {
  public:
@@ -232,7 +242,6 @@ class GzipInflater : public Napi::ObjectWrap<GzipInflater> {
                          kDigest = Napi::String::New(env, "digest"), kChunks = Napi::String::New(env, "chunks"),
                          kStagedAt = Napi::String::New(env, "stagedAt"), kMessage = Napi::String::New(env, "message");
       Napi::Array list = Napi::Array::New(env, events_.size());
-      static const char kHex[] = "0123456789abcdef";
       size_t off = 0;
       for (size_t i = 0; i < events_.size(); i++) {
         starlight::TarEvent& e = events_[i];
@@ -248,14 +257,8 @@ class GzipInflater : public Napi::ObjectWrap<GzipInflater> {
             off += e.bytes.size();
             break;
           case starlight::TarEvent::kFile: {
-            char hex[7 + 64];
-            std::memcpy(hex, "sha256:", 7);
-            for (int j = 0; j < 32; j++) {
-              hex[7 + 2 * j] = kHex[e.digest[j] >> 4];
-              hex[8 + 2 * j] = kHex[e.digest[j] & 15];
-            }
             o.Set(kSize, Napi::Number::New(env, double(e.size)));
-            o.Set(kDigest, Napi::String::New(env, hex, sizeof hex));
+            o.Set(kDigest, Napi::String::New(env, Sha256Digest(e.digest)));
             if (!e.chunks.empty()) o.Set(kChunks, Napi::Buffer<uint8_t>::Copy(env, e.chunks.data(), e.chunks.size()));
             o.Set(kStagedAt, Napi::Number::New(env, double(e.stagedAt)));
             break;
@@ -331,13 +334,8 @@ class GzipInflater : public Napi::ObjectWrap<GzipInflater> {
     if (digest_.empty()) {
       unsigned char md[EVP_MAX_MD_SIZE];
       unsigned int len = 0;
-      if (EVP_DigestFinal_ex(hash_, md, &len) != 1) throw Napi::Error::New(env, "sha256 could not be finished");
-      digest_ = "sha256:";
-      char hex[3];
-      for (unsigned int i = 0; i < len; i++) {
-        std::snprintf(hex, sizeof hex, "%02x", md[i]);
-        digest_ += hex;
-      }
+      if (EVP_DigestFinal_ex(hash_, md, &len) != 1 || len != 32) throw Napi::Error::New(env, "sha256 could not be finished");
+      digest_ = Sha256Digest(md);
     }
     return Napi::String::New(env, digest_);
   }

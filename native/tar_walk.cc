@@ -116,6 +116,11 @@ void TarWalker::PadOrHeader(uint64_t size) {
   state_ = remaining_ > 0 ? State::kPad : State::kHeader;
 }
 
+void TarWalker::SkipOrHeader(uint64_t size) {
+  remaining_ = size + Pad(size);
+  state_ = remaining_ > 0 ? State::kSkip : State::kHeader;
+}
+
 bool TarWalker::StartFile(uint64_t size, std::vector<TarEvent>* events) {
   fileSize_ = size;
   fileAt_ = pos_;
@@ -208,9 +213,7 @@ void TarWalker::OnHeader(std::vector<TarEvent>* events) {
       if (size == 0) FinishMeta(events);
       return;
     case 'V':
-      remaining_ = size + Pad(size);
-      state_ = remaining_ > 0 ? State::kSkip : State::kHeader;
-      return;
+      return SkipOrHeader(size);
     default:
       break;
   }
@@ -227,8 +230,7 @@ void TarWalker::OnHeader(std::vector<TarEvent>* events) {
     if ((nameLen > 0 && block_[nameLen - 1] == '/') || (nameLen == 0 && prefix)) file = false;
   }
   if (flag == 'D') {
-    remaining_ = dataSize + Pad(dataSize);
-    state_ = remaining_ > 0 ? State::kSkip : State::kHeader;
+    SkipOrHeader(dataSize);
   } else if (file) {
     if (!StartFile(dataSize, events)) return Fail(events, at, "out of memory");
   } else {

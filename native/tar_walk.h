@@ -70,7 +70,10 @@ class TarWalker {
   void FinishMeta(std::vector<TarEvent>* events);
   bool FinishChunk();
   void Fail(std::vector<TarEvent>* events, uint64_t at, std::string message);
+  // After data of `size` bytes: its padding, then a header.
   void PadOrHeader(uint64_t size);
+  // `size` bytes of data not walked (a volume label, a dumpdir's listing) and their padding, then a header.
+  void SkipOrHeader(uint64_t size);
 
   uint64_t stageMax_;
   State state_ = State::kHeader;
