@@ -24,11 +24,16 @@ export function tarHeader(name: string, opts: { type?: string; size?: number; mo
   if (opts.linkname) b.write(opts.linkname.slice(0, 100), 157, 'utf8');
   b.write('ustar\0', 257, 'latin1');
   b.write('00', 263, 'latin1');
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  fixChecksum(b, 0);
   return b;
+}
+
+/** (Re)writes the checksum of the header block at `at` of `tar` (after a test patched its fields). */
+export function fixChecksum(tar: Buffer, at: number): void {
+  tar.fill(0x20, at + 148, at + 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += tar[at + i]!;
+  tar.write(sum.toString(8).padStart(6, '0') + '\0 ', at + 148, 'latin1');
 }
 
 /** Zero padding after `n` data bytes. */

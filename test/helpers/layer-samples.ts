@@ -1,8 +1,8 @@
 /**
  * Small layers for the layer-reading unit tests (indexer, native pass, tar): a sample layer with the
  * TOC rules' cases (root, whiteout, opaque marker before its dir, hardlink, a chunked file), a feed
- * that splits a blob like a network stream, a registry source whose digest check fails at the end,
- * and a header checksum fixer for tests that patch headers.
+ * that splits a blob like a network stream, and a registry source whose digest check fails at the end.
+ * (Crafted header blocks, and their checksum after a test patched one: hostile-layers.ts.)
  */
 import { Readable } from 'node:stream';
 import { StarlightError } from '../../src/errors.js';
@@ -24,14 +24,6 @@ export const SAMPLE_LAYER: readonly WriterEntry[] = [
 /** `b` in chunks of `chunk` bytes, like a network stream. */
 export function feed(b: Buffer, chunk = 4096): Readable {
   return Readable.from((function* () { for (let i = 0; i < b.length; i += chunk) yield b.subarray(i, i + chunk); })());
-}
-
-/** Rewrites the checksum of the header at `at` after a test patched it. */
-export function fixChecksum(tar: Buffer, at: number): void {
-  tar.fill(0x20, at + 148, at + 156);
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += tar[at + i]!;
-  tar.write(sum.toString(8).padStart(6, '0') + '\0 ', at + 148, 'latin1');
 }
 
 /** `bytes` in 4 KiB chunks, then the error a registry client's digest check raises at the blob's end. */

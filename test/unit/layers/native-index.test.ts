@@ -9,8 +9,8 @@ import { NativePassFallback, buildLayerTocNative } from '../../../src/layers/nat
 import type { LayerToc, TocEntry } from '../../../src/layers/toc.js';
 import { compressLayer, streamToBuffer, writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
 import { FIXTURES } from '../../helpers/fixtures.js';
-import { END_OF_ARCHIVE, fileEntry, padding, paxHeader, paxRecord, tarHeader } from '../../helpers/hostile-layers.js';
-import { SAMPLE_LAYER, digestMismatchAtEnd, feed, fixChecksum } from '../../helpers/layer-samples.js';
+import { END_OF_ARCHIVE, fileEntry, fixChecksum, padding, paxHeader, paxRecord, tarHeader } from '../../helpers/hostile-layers.js';
+import { SAMPLE_LAYER, digestMismatchAtEnd, feed } from '../../helpers/layer-samples.js';
 
 const GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;

@@ -4,7 +4,7 @@ import { hasCode } from '../../../src/errors.js';
 import { ByteReader } from '../../../src/layers/bytes.js';
 import { parseTar, type TarHeader } from '../../../src/layers/tar.js';
 import { writeTarBuffer, type WriterEntry } from '../../../fixtures/image-writer.js';
-import { fixChecksum } from '../../helpers/layer-samples.js';
+import { fixChecksum } from '../../helpers/hostile-layers.js';
 
 interface Parsed extends TarHeader {
   data: Buffer;
