@@ -41,7 +41,8 @@
     },
     {
       # One call per small CAS content (native/blob.cc; no libfuse): the item-pool threads' file
-      # creation without four fs calls and a BigIntStats per content (issue 18).
+      # creation without four fs calls and a BigIntStats per content (issue 18); and syncfs(2) on
+      # the libuv pool for the daemon, which Node does not bind (issue 19).
       "target_name": "starlight_blob",
       "sources": ["native/blob.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

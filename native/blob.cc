@@ -7,6 +7,10 @@
 //     durable log's record). A leftover at `path` (EEXIST) is unlinked and the create tried once more.
 //     Returns 0, or the errno of the step that failed; after a failed write/fstat/close the file is
 //     unlinked (nothing half-written stays at a blob path). Bad arguments throw TypeError.
+//   syncfs(path, callback(errno)) -> undefined: syncfs(2) of the file system holding `path` (a dir
+//     or a file, as `sync -f`), on the libuv pool; callback(0), or the errno of the open or the
+//     syncfs that failed. Why: Node has no binding, and spawning coreutils `sync -f` forks the daemon
+//     (its page tables) on the main thread once per pull (issue 19). Bad arguments throw TypeError.
 #include <napi.h>
 
 #include <fcntl.h>
@@ -16,6 +20,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace {
 
@@ -77,8 +82,41 @@ Napi::Value CreateBlob(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// syncfs(2) of the file system holding `path_`, off the JS thread.
+class SyncfsWorker : public Napi::AsyncWorker {
+ public:
+  SyncfsWorker(Napi::Function& callback, std::string path) : Napi::AsyncWorker(callback), path_(std::move(path)) {}
+
+  void Execute() override {
+    int fd;
+    do fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+      err_ = errno;
+      return;
+    }
+    if (syncfs(fd) != 0) err_ = errno;
+    close(fd);
+  }
+
+  void OnOK() override { Callback().Call({Napi::Number::New(Env(), err_)}); }
+
+ private:
+  const std::string path_;
+  int err_ = 0;
+};
+
+Napi::Value Syncfs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsFunction()) throw Napi::TypeError::New(env, "syncfs(path: string, callback: (errno: number) => void)");
+  Napi::Function callback = info[1].As<Napi::Function>();
+  (new SyncfsWorker(callback, info[0].As<Napi::String>().Utf8Value()))->Queue();
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createBlob", Napi::Function::New(env, CreateBlob, "createBlob"));
+  exports.Set("syncfs", Napi::Function::New(env, Syncfs, "syncfs"));
   return exports;
 }
 

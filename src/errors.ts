@@ -200,3 +200,12 @@ const ERRNO_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(osConsta
 export function errnoName(n: number): string | undefined {
   return ERRNO_NAMES.get(n);
 }
+
+/**
+ * An Error shaped like node:fs's for errno `n` that a native call returned: `code` its name (EIO for
+ * an unknown number), `errno` negative as node's, `path` when given; the message says what failed.
+ */
+export function errnoError(n: number, what: string, path?: string): NodeJS.ErrnoException {
+  const code = errnoName(n) ?? 'EIO';
+  return Object.assign(new Error(`${code}: ${what} failed (errno ${n})`), { code, errno: -n, ...(path === undefined ? {} : { path }) });
+}

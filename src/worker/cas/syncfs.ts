@@ -9,18 +9,33 @@
  * Not here: what must be flushed before what (the callers' contracts say it).
  */
 import { execFile } from 'node:child_process';
-import { StarlightError } from '../../errors.js';
+import { loadOptionalAddon } from '../../build-artifact.js';
+import { StarlightError, errnoError } from '../../errors.js';
 
 /** Flushes the file system holding `dir` to stable storage. */
 export type Syncfs = (dir: string) => Promise<void>;
 
-/** syncfs(2) of the file system holding `dir`, through coreutils `sync -f` (Node has no binding). */
+interface SyncfsAddon {
+  /** syncfs(2) on the libuv pool; the callback gets 0 or the errno (native/blob.cc). */
+  syncfs(dir: string, callback: (errno: number) => void): void;
+}
+
+const addon = loadOptionalAddon<SyncfsAddon>('starlight_blob.node');
+
+/**
+ * syncfs(2) of the file system holding `dir`: through the blob addon on the libuv pool, or, without
+ * it (not built), through coreutils `sync -f`. Why not always `sync -f`: spawning it forks the daemon
+ * on the main thread, ~5 ms of a pull's event loop (issue 19, docs/design-notes.md).
+ */
 export function syncFileSystem(dir: string): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile('sync', ['-f', dir], (err) =>
-      err ? reject(new StarlightError('SL_ERR_INTERNAL', `cannot flush ${dir} to disk (sync -f): ${err.message}`, { cause: err, details: { dir } })) : resolve(),
-    ),
-  );
+  const failed = (how: string, cause: Error): StarlightError =>
+    new StarlightError('SL_ERR_INTERNAL', `cannot flush ${dir} to disk (${how}): ${cause.message}`, { cause, details: { dir } });
+  return new Promise((resolve, reject) => {
+    if (addon !== null) {
+      return addon.syncfs(dir, (errno) => (errno === 0 ? resolve() : reject(failed('syncfs', errnoError(errno, 'syncfs', dir)))));
+    }
+    execFile('sync', ['-f', dir], (err) => (err ? reject(failed('sync -f', err)) : resolve()));
+  });
 }
 
 /**

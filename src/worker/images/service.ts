@@ -498,8 +498,14 @@ export class ImageService implements RemoteLayerResolver {
     );
     let stopped = false;
     const snapshots = client.then(async (c) => {
-      let parent = '';
-      for (const id of chain) {
+      // Layers containerd has already (an update's base): one parallel round of Stats, read
+      // transactions that do not queue behind the blob commits as a Prepare does; Prepares from the
+      // first layer it lacks (each waits for the one below: containerd needs the parent).
+      const known = await Promise.all(chain.map((id) => c.statSnapshot(this.snapshotter, id).then((info) => info?.kind === 'COMMITTED')));
+      let k = 0;
+      while (k < chain.length && known[k]) k++;
+      let parent = k > 0 ? chain[k - 1]! : '';
+      for (const id of chain.slice(k)) {
         if (stopped) throw new StarlightError('SL_ERR_CANCELED', `pull of ${ref} failed before layer ${id} was prepared`, { details: { ref, chainId: id } });
         const key = `extract-${process.hrtime.bigint()} ${id}`;
         const remote = await c.prepareSnapshot(this.snapshotter, key, parent, { [LABEL_SNAPSHOT_REF]: id, [LABEL_STARLIGHT_VIEW]: header.manifestDigest });

@@ -15,7 +15,7 @@
  */
 import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
 import { loadOptionalAddon } from '../../build-artifact.js';
-import { errnoName } from '../../errors.js';
+import { errnoError } from '../../errors.js';
 
 interface BlobAddon {
   /** 0, or the errno of the step that failed (native/blob.cc). */
@@ -32,8 +32,7 @@ export function createBlob(blobPath: string, bytes: Uint8Array, stamps: BigUint6
   if (addon === null) return createBlobFs(blobPath, bytes, stamps, i);
   const errno = addon.createBlob(blobPath, bytes, stamps, i);
   if (errno === 0) return;
-  const code = errnoName(errno) ?? 'EIO';
-  throw Object.assign(new Error(`${code}: creating ${blobPath} failed (errno ${errno})`), { code, errno: -errno, path: blobPath });
+  throw errnoError(errno, `creating ${blobPath}`, blobPath);
 }
 
 /** createBlob through node:fs. */
