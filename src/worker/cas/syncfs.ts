@@ -9,18 +9,11 @@
  * Not here: what must be flushed before what (the callers' contracts say it).
  */
 import { execFile } from 'node:child_process';
-import { loadOptionalAddon } from '../../build-artifact.js';
 import { StarlightError, errnoError } from '../../errors.js';
+import { blobAddon as addon } from './blob-addon.js';
 
 /** Flushes the file system holding `dir` to stable storage. */
 export type Syncfs = (dir: string) => Promise<void>;
-
-interface SyncfsAddon {
-  /** syncfs(2) on the libuv pool; the callback gets 0 or the errno (native/blob.cc). */
-  syncfs(dir: string, callback: (errno: number) => void): void;
-}
-
-const addon = loadOptionalAddon<SyncfsAddon>('starlight_blob.node');
 
 /**
  * syncfs(2) of the file system holding `dir`: through the blob addon on the libuv pool, or, without

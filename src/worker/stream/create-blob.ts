@@ -14,15 +14,8 @@
  * Not here: decoding and verifying (item-thread.ts); what a blob path is (cas/store.ts).
  */
 import { closeSync, constants as fsc, fstatSync, openSync, rmSync, writeSync } from 'node:fs';
-import { loadOptionalAddon } from '../../build-artifact.js';
 import { errnoError } from '../../errors.js';
-
-interface BlobAddon {
-  /** 0, or the errno of the step that failed (native/blob.cc). */
-  createBlob(path: string, data: Uint8Array, stamps: BigUint64Array, index: number): number;
-}
-
-const addon = loadOptionalAddon<BlobAddon>('starlight_blob.node');
+import { blobAddon as addon } from '../cas/blob-addon.js';
 
 /** Whether the native addon is in use (tests). */
 export const nativeBlobs = addon !== null;

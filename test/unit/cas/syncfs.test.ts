@@ -1,7 +1,7 @@
 /**
  * syncFileSystem (cas/syncfs.ts): syncfs(2) of the file system holding a dir, through the blob addon
- * on the libuv pool (no `sync -f` child forked from the daemon per pull, issue 19); a dir it cannot
- * open is a typed error naming the dir and the errno.
+ * on the libuv pool (no `sync -f` child forked from the daemon per pull, issue 19); a path it cannot
+ * open is a typed error naming the path and the errno.
  */
 import test from 'ava';
 import { writeFileSync } from 'node:fs';
@@ -10,7 +10,8 @@ import { hasCode } from '../../../src/errors.js';
 import { syncFileSystem } from '../../../src/worker/cas/syncfs.js';
 import { tempDir } from '../../helpers/tmp.js';
 
-test('syncFileSystem flushes without spawning coreutils sync (the addon does it)', async (t) => {
+// Serial: it empties PATH, which no other test may see.
+test.serial('syncFileSystem flushes without spawning coreutils sync (the addon does it)', async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, 'f'), 'x');
   // With no PATH, `sync -f` cannot be found: only the native call can succeed.
